@@ -1,0 +1,99 @@
+//! The happy path: a release through dev, test and prod.
+
+use std::time::Duration;
+
+use greenlight::api::stage::StagePhase;
+
+use crate::env::{TestEnv, image, release_yaml, target_yaml};
+
+pub fn three_stage_pipeline(pipeline: &str, prod_gates: &str) -> String {
+    format!(
+        r#"apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: dev}}
+spec:
+  pipeline: {pipeline}
+  target: {{name: web-dev}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: test}}
+spec:
+  pipeline: {pipeline}
+  requires: [dev]
+  target: {{name: web-test}}
+  replicas: 2
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: prod}}
+spec:
+  pipeline: {pipeline}
+  requires: [test]
+  target: {{name: web-prod}}
+  replicas: 3
+  gates: {prod_gates}
+"#
+    )
+}
+
+pub fn targets() -> String {
+    ["web-dev", "web-test", "web-prod"].map(target_yaml).join("---\n")
+}
+
+pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) {
+    env.apply(&targets());
+    env.apply(
+        r#"apiVersion: greenlight.dev/v1alpha1
+kind: Gate
+metadata: {name: soaked-in-test}
+spec:
+  type: soak
+  soak: {stage: test, duration: 6s}
+"#,
+    );
+    env.apply(&three_stage_pipeline("shop", "[soaked-in-test]"));
+    env.start_controller();
+    let digest = image("shop-1.0.0");
+    env.apply(&release_yaml("shop-1-0-0", "shop", "1.0.0", &digest));
+
+    let done = env.wait_release_stage("shop-1-0-0", "prod", "Succeeded", Duration::from_secs(120)).await;
+    let status = done.status.clone().unwrap();
+    for (stage, deployment, replicas) in [("dev", "web-dev-primary", 1), ("test", "web-test-primary", 2), ("prod", "web-prod-primary", 3)] {
+        assert_eq!(env.images(deployment).await, vec![digest.clone()], "{stage} runs the release's digest");
+        let d = env.deployment(deployment).await.unwrap();
+        assert_eq!(d.spec.unwrap().replicas, Some(replicas), "{stage} primary replicas come from the Stage");
+        assert_eq!(d.status.unwrap().available_replicas, Some(replicas), "{stage} primary is available");
+        let s = env.stage(stage).await.status.unwrap();
+        assert_eq!(s.current_release.as_deref(), Some("shop-1-0-0"));
+        assert_eq!(s.history.len(), 1, "{stage} has one finished rollout");
+    }
+    // The soak gate held prod until the release had been healthy in test for 6s.
+    let test_done = status.stages["test"].finished_at.unwrap();
+    let prod_started = status.stages["prod"].started_at.unwrap();
+    assert!(prod_started.duration_since(test_done) >= jiff::SignedDuration::from_secs(6), "prod started {prod_started}, test finished {test_done}");
+    let soak = &status.stages["prod"].gates[0];
+    assert_eq!(soak.name, "soaked-in-test");
+    assert_eq!(format!("{:?}", soak.result), "Passed");
+    // The Git-owned targets were never written to: still zero replicas, generation 1.
+    for target in ["web-dev", "web-test", "web-prod"] {
+        let t = env.deployment(target).await.unwrap();
+        assert_eq!(t.spec.unwrap().replicas, Some(0));
+        assert_eq!(t.metadata.generation, Some(1), "{target} untouched");
+    }
+    // Release and stages tell the truth at a glance.
+    env.wait_for("release phase Succeeded", Duration::from_secs(20), || async {
+        let r = env.release("shop-1-0-0").await;
+        let s = r.status.unwrap_or_default();
+        match (s.phase, s.summary.as_deref()) {
+            (Some(greenlight::api::release::ReleasePhase::Succeeded), Some("dev=Succeeded test=Succeeded prod=Succeeded")) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let prod = env.stage("prod").await.status.unwrap();
+    assert_eq!(prod.phase, Some(StagePhase::Idle));
+    assert!(prod.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()));
+    assert!(!env.events("RolloutSucceeded").await.is_empty(), "transitions emit events");
+    env.kill_controller();
+}

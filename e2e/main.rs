@@ -1,0 +1,89 @@
+//! End-to-end tests on a real control plane (etcd, kube-apiserver and
+//! kube-controller-manager 1.20) with a fake kubelet. One control plane serves every test;
+//! each test works in its own namespace with its own controller process.
+
+mod cases;
+mod env;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use env::TestEnv;
+use support::controlplane::ControlPlane;
+use support::kubelet::Kubelet;
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+static KUBELET: OnceLock<Kubelet> = OnceLock::new();
+
+type Case = fn(TestEnv) -> Pin<Box<dyn Future<Output = ()>>>;
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // The tests mostly wait on the cluster, so run more of them than there are cores.
+    args.test_threads.get_or_insert(8);
+    let trials: Vec<Trial> = cases::all().into_iter().map(|(name, case)| trial(name, case)).collect();
+    let selected = trials.iter().any(|t| !args.is_filtered_out(t)) && !args.list;
+    if selected {
+        start_world();
+    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Statics are never dropped: stop the control plane by hand.
+    if let Some(cp) = CONTROL_PLANE.get() {
+        cp.shutdown();
+    }
+    conclusion.exit();
+}
+
+fn start_world() {
+    let cp = ControlPlane::start();
+    let root = env!("CARGO_MANIFEST_DIR");
+    cp.kubectl(&["apply", "-f", &format!("{root}/crds/")]);
+    for crd in ["releases.greenlight.dev", "stages.greenlight.dev", "gates.greenlight.dev"] {
+        cp.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", &format!("crd/{crd}")]);
+    }
+    let kubelet = Kubelet::default();
+    let runner = kubelet.clone();
+    let kubeconfig = cp.kubeconfig.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let config = kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+                &Default::default(),
+            )
+            .await
+            .expect("config");
+            runner.run(kube::Client::try_from(config).expect("client")).await;
+        });
+    });
+    let _ = CONTROL_PLANE.set(cp);
+    let _ = KUBELET.set(kubelet);
+}
+
+fn trial(name: &'static str, case: Case) -> Trial {
+    Trial::test(name, move || {
+        let cp = CONTROL_PLANE.get().ok_or_else(|| Failed::from("control plane not started"))?;
+        let kubelet = KUBELET.get().cloned().unwrap_or_default();
+        let result = std::panic::catch_unwind(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            rt.block_on(async {
+                let env = TestEnv::new(cp, kubelet, name).await;
+                tokio::time::timeout(Duration::from_secs(600), case(env)).await.expect("test took over 10 minutes");
+            });
+        });
+        result.map_err(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "test panicked".into());
+            Failed::from(msg)
+        })
+    })
+}

@@ -1,0 +1,205 @@
+//! etcd, kube-apiserver and kube-controller-manager on loopback with random ports and a
+//! temporary directory, stopped (and the directory removed) on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::process::Proc;
+use super::{find_binary, free_port, temp_dir};
+
+pub const ADMIN_TOKEN: &str = "greenlight-e2e-admin-token";
+
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub server: String,
+    procs: std::sync::Mutex<Vec<Proc>>,
+    keep_dir: bool,
+    etcd_dir: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts the control plane and waits until the apiserver answers.
+    pub fn start() -> ControlPlane {
+        let dir = temp_dir("greenlight-cp");
+        Self::start_in(dir, false)
+    }
+
+    pub fn start_in(dir: PathBuf, keep_dir: bool) -> ControlPlane {
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).expect("certs dir");
+        make_certs(&certs);
+        std::fs::write(dir.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n")).expect("token file");
+
+        let etcd_port = free_port();
+        let peer_port = free_port();
+        let etcd_dir = shm_or(&dir).join("etcd");
+        let mut etcd = Command::new(find_binary("etcd"));
+        etcd.args([
+            "--name=e2e",
+            &format!("--data-dir={}", etcd_dir.display()),
+            &format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            &format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            &format!("--initial-cluster=e2e=http://127.0.0.1:{peer_port}"),
+            "--log-level=warn",
+        ]);
+        let mut procs = vec![Proc::spawn("etcd", etcd, &dir)];
+
+        let api_port = free_port();
+        let server = format!("https://127.0.0.1:{api_port}");
+        let mut api = Command::new(find_binary("kube-apiserver"));
+        api.args([
+            &format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            &format!("--secure-port={api_port}"),
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            &format!("--tls-cert-file={}", certs.join("server.crt").display()),
+            &format!("--tls-private-key-file={}", certs.join("server.key").display()),
+            &format!("--client-ca-file={}", certs.join("ca.crt").display()),
+            &format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+            &format!("--service-account-key-file={}", certs.join("sa.pub").display()),
+            &format!("--service-account-signing-key-file={}", certs.join("sa.key").display()),
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount",
+            "--allow-privileged=true",
+            "--v=0",
+        ]);
+        procs.push(Proc::spawn("kube-apiserver", api, &dir));
+
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &certs.join("ca.crt"), ADMIN_TOKEN)).expect("kubeconfig");
+        let cp = ControlPlane { dir, kubeconfig, server, procs: std::sync::Mutex::new(procs), keep_dir, etcd_dir };
+        cp.wait_healthy(Duration::from_secs(90));
+
+        let mut kcm = Command::new(find_binary("kube-controller-manager"));
+        kcm.args([
+            &format!("--kubeconfig={}", cp.kubeconfig.display()),
+            "--controllers=deployment,replicaset,garbagecollector,namespace",
+            "--leader-elect=false",
+            "--port=0",
+            "--secure-port=0",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
+            "--v=0",
+        ]);
+        let kcm = Proc::spawn("kube-controller-manager", kcm, &cp.dir);
+        cp.procs.lock().unwrap().push(kcm);
+        cp
+    }
+
+    fn wait_healthy(&self, timeout: Duration) {
+        let started = Instant::now();
+        loop {
+            let ok = Command::new(find_binary("kubectl"))
+                .args(["--kubeconfig", &self.kubeconfig.to_string_lossy(), "get", "--raw", "/readyz"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            for p in self.procs.lock().unwrap().iter_mut() {
+                if !p.is_running() {
+                    panic!("{} exited during start-up:\n{}", p.name, p.tail(40));
+                }
+            }
+            if started.elapsed() > timeout {
+                let logs: Vec<String> = self.procs.lock().unwrap().iter().map(|p| format!("--- {}\n{}", p.name, p.tail(30))).collect();
+                panic!("control plane not healthy after {timeout:?}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Runs kubectl against this control plane and returns stdout, panicking on failure.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.kubectl_raw(args);
+        assert!(out.status.success(), "kubectl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kubectl_raw(&self, args: &[&str]) -> std::process::Output {
+        Command::new(find_binary("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    pub fn logs(&self) -> String {
+        self.procs.lock().unwrap().iter().map(|p| format!("--- {}\n{}", p.name, p.tail(20))).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl ControlPlane {
+    /// Stops every process (controller-manager and apiserver before etcd) and removes the
+    /// temporary directories. Safe to call more than once.
+    pub fn shutdown(&self) {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut p) = procs.pop() {
+            p.kill();
+        }
+        let _ = std::fs::remove_dir_all(self.etcd_dir.parent().unwrap_or(&self.etcd_dir));
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn shm_or(dir: &Path) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() { super::temp_dir_in(shm, "greenlight-etcd") } else { super::temp_dir_in(dir, "etcd") }
+}
+
+fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {
+    use std::io::Read;
+    let mut pem = Vec::new();
+    std::fs::File::open(ca).and_then(|mut f| f.read_to_end(&mut pem)).expect("read CA");
+    let ca_b64 = base64_encode(&pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\n"
+    )
+}
+
+/// A CA, a serving certificate for 127.0.0.1/localhost, and the service-account key pair.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=greenlight-e2e-ca"]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").expect("san file");
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "3650", "-extfile", "san.ext"]);
+    run(&["genrsa", "-out", "sa.key", "2048"]);
+    run(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,150 @@
+//! A fake kubelet: registers a Node, binds unscheduled Pods to it, marks them Running and
+//! Ready, and finishes their deletion. It can be told to keep some Pods unready, to play a
+//! release that crashes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+pub const NODE: &str = "fake-node";
+
+/// Which Pods stay unready: by image, or by namespace and label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    Image(String),
+    Label { namespace: String, key: String, value: String },
+}
+
+#[derive(Clone, Default)]
+pub struct Kubelet {
+    holds: Arc<Mutex<Vec<Hold>>>,
+}
+
+impl Kubelet {
+    pub fn hold(&self, hold: Hold) {
+        self.holds.lock().unwrap().push(hold);
+    }
+
+    pub fn release(&self, hold: &Hold) {
+        self.holds.lock().unwrap().retain(|h| h != hold);
+    }
+
+    fn held(&self, pod: &Pod) -> bool {
+        let holds = self.holds.lock().unwrap();
+        holds.iter().any(|h| match h {
+            Hold::Image(image) => pod.spec.iter().flat_map(|s| &s.containers).any(|c| c.image.as_deref() == Some(image.as_str())),
+            Hold::Label { namespace, key, value } => {
+                pod.namespace().as_deref() == Some(namespace.as_str()) && pod.labels().get(key) == Some(value)
+            }
+        })
+    }
+
+    /// Registers the node and keeps pods moving until the runtime stops.
+    pub async fn run(self, client: Client) {
+        register_node(&client).await;
+        let pods: Api<Pod> = Api::all(client.clone());
+        loop {
+            if let Ok(list) = pods.list(&ListParams::default()).await {
+                for pod in list.items {
+                    if let Err(e) = self.tend(&client, &pod).await {
+                        eprintln!("fake kubelet: pod {}/{}: {e}", pod.namespace().unwrap_or_default(), pod.name_any());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    async fn tend(&self, client: &Client, pod: &Pod) -> Result<(), kube::Error> {
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        if pod.metadata.deletion_timestamp.is_some() {
+            api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.map(|_| ()).or_else(ignore_not_found)?;
+            return Ok(());
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        if spec.node_name.is_none() {
+            let binding = json!({
+                "apiVersion": "v1", "kind": "Binding",
+                "metadata": {"name": name, "namespace": ns},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}
+            });
+            let body = serde_json::to_vec(&binding).expect("binding json");
+            let req = http_post(&format!("/api/v1/namespaces/{ns}/pods/{name}/binding"), body);
+            client.request::<serde_json::Value>(req).await.map(|_| ()).or_else(ignore_conflict)?;
+            return Ok(());
+        }
+        let ready = !self.held(pod);
+        let status = pod.status.clone().unwrap_or_default();
+        let is_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+        if status.phase.as_deref() == Some("Running") && is_ready == ready {
+            return Ok(());
+        }
+        let now = jiff::Timestamp::now().to_string();
+        let ready_str = if ready { "True" } else { "False" };
+        let containers: Vec<serde_json::Value> = spec
+            .containers
+            .iter()
+            .map(|c| json!({
+                "name": c.name, "image": c.image, "imageID": c.image, "ready": ready, "restartCount": 0,
+                "started": true, "state": {"running": {"startedAt": now}}
+            }))
+            .collect();
+        let patch = json!({"status": {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",
+            "startTime": status.start_time.as_ref().map(|t| t.0.to_string()).unwrap_or(now.clone()),
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": ready_str, "lastTransitionTime": now},
+                {"type": "Ready", "status": ready_str, "lastTransitionTime": now},
+            ],
+            "containerStatuses": containers,
+        }});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ()).or_else(ignore_not_found)
+    }
+}
+
+fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
+    http::Request::post(path).header("content-type", "application/json").body(body).expect("request")
+}
+
+fn ignore_not_found(e: kube::Error) -> Result<(), kube::Error> {
+    match e {
+        kube::Error::Api(ref s) if s.code == 404 => Ok(()),
+        e => Err(e),
+    }
+}
+
+fn ignore_conflict(e: kube::Error) -> Result<(), kube::Error> {
+    match e {
+        kube::Error::Api(ref s) if s.code == 409 || s.code == 404 => Ok(()),
+        e => Err(e),
+    }
+}
+
+async fn register_node(client: &Client) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}},
+    }))
+    .expect("node json");
+    let _ = nodes.create(&PostParams::default(), &node).await;
+    let capacity = BTreeMap::from([("cpu", "1000"), ("memory", "1000Gi"), ("pods", "10000")]);
+    let now = jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "capacity": capacity, "allocatable": capacity,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "FakeKubelet", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+    }});
+    nodes.patch_status(NODE, &PatchParams::default(), &Patch::Merge(status)).await.expect("node status");
+}

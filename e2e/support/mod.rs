@@ -1,0 +1,64 @@
+//! The test bed: a real control plane on loopback, a fake kubelet, and helpers to run the
+//! controller and wait for what it does. Shared by the e2e tests and `make run`.
+
+#![allow(dead_code)]
+
+pub mod controlplane;
+pub mod kubelet;
+pub mod process;
+
+use std::path::PathBuf;
+
+/// Where the Kubernetes binaries are: `$KUBEBUILDER_ASSETS` (the envtest convention) or the
+/// cache that `hack/install-deps.sh` fills.
+pub fn k8s_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("KUBEBUILDER_ASSETS") {
+        return PathBuf::from(dir);
+    }
+    cache_dir().join("k8s-1.20.2/bin")
+}
+
+pub fn cache_dir() -> PathBuf {
+    match std::env::var("GREENLIGHT_CACHE") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/greenlight"),
+    }
+}
+
+/// A binary from the Kubernetes directory, else from `PATH` (etcd comes from Debian).
+pub fn find_binary(name: &str) -> PathBuf {
+    let candidate = k8s_bin_dir().join(name);
+    if candidate.exists() {
+        return candidate;
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = PathBuf::from(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} not found in {} or PATH; run `bash hack/install-deps.sh` (make test does)", k8s_bin_dir().display());
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// A fresh directory under the system temp dir (or `/dev/shm` for speed when asked).
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    temp_dir_in(&std::env::temp_dir(), prefix)
+}
+
+pub fn temp_dir_in(base: &std::path::Path, prefix: &str) -> PathBuf {
+    let dir = base.join(format!("{prefix}-{}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+pub fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{:x}{n}", nanos & 0xffff)
+}

@@ -1,0 +1,137 @@
+//! `Gate`: a reusable check that a release must pass before a stage rolls it out.
+//! `type` names the kind and the member of the same name carries its settings.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::release::NAME_PATTERN;
+use super::stage::DURATION_PATTERN;
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "greenlight.dev",
+    version = "v1alpha1",
+    kind = "Gate",
+    namespaced,
+    status = "GateStatus",
+    shortname = "gt",
+    category = "greenlight",
+    doc = "A reusable check a release must pass: soak time, time window, Prometheus query or webhook.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSpec {
+    #[serde(rename = "type")]
+    pub gate_type: GateType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookGate>,
+    /// How often a gate that did not pass is checked again. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub recheck_interval: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GateType {
+    Soak,
+    Window,
+    Prometheus,
+    Webhook,
+}
+
+impl GateType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Soak => "soak",
+            Self::Window => "window",
+            Self::Prometheus => "prometheus",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// Passes once the release has been healthy in `stage` for at least `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SoakGate {
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub stage: String,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: String,
+}
+
+/// Passes while inside a window that opens at each `schedule` tick for `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowGate {
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// An instant PromQL query whose single value must meet `condition`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusGate {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub address: String,
+    /// PromQL; `{{release}}`, `{{version}}`, `{{stage}}`, `{{namespace}}` and `{{pipeline}}`
+    /// are replaced before the query is sent.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// Comparison the value must satisfy, e.g. `< 0.01`, `>= 0.99`. Required: a gate without a
+    /// condition cannot pass.
+    #[schemars(regex(pattern = r"^\s*(<=|>=|==|!=|<|>)\s*[-+]?[0-9.eE+-]+\s*$"))]
+    pub condition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+/// An HTTP call; a 2xx answer passes, anything else fails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookGate {
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    #[default]
+    Post,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,24 @@
+//! The `greenlight.dev/v1alpha1` API: Release, Stage and Gate, their status, and the
+//! kstatus-style conditions they share. Everything here is data; rules live in [`validation`].
+
+pub mod conditions;
+pub mod gate;
+pub mod release;
+pub mod stage;
+pub mod validation;
+
+pub use conditions::{Condition, ConditionStatus};
+pub use gate::{Gate, GateSpec, GateStatus, GateType};
+pub use release::{Release, ReleaseSpec, ReleaseStatus};
+pub use stage::{Stage, StageSpec, StageStatus};
+
+/// API group of every Greenlight kind.
+pub const GROUP: &str = "greenlight.dev";
+/// Field manager used for every write the operator makes.
+pub const FIELD_MANAGER: &str = "greenlight";
+/// Annotation on workloads and pods naming the release they run.
+pub const RELEASE_ANNOTATION: &str = "greenlight.dev/release";
+/// Label that ties a managed workload (and its pods) to its stage.
+pub const STAGE_LABEL: &str = "greenlight.dev/stage";
+/// Label that selects the pods of one managed workload.
+pub const WORKLOAD_LABEL: &str = "greenlight.dev/workload";

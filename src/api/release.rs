@@ -1,0 +1,185 @@
+//! `Release`: an immutable, versioned set of artifacts pinned by digest, published by CI, and
+//! the record of its journey through each stage of its pipeline.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+
+/// Image references must be pinned by digest so every stage runs the same bytes.
+pub const DIGEST_PATTERN: &str = r"^[^@\s]+@sha256:[0-9a-f]{64}$";
+/// A DNS-1123 label: the form of pipeline, stage and container names.
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "greenlight.dev",
+    version = "v1alpha1",
+    kind = "Release",
+    namespaced,
+    status = "ReleaseStatus",
+    shortname = "rel",
+    category = "greenlight",
+    doc = "An immutable, versioned set of artifacts that CI publishes for a build; Greenlight moves it through the stages of its pipeline.",
+    printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipeline"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Stages", type_ = "string", json_path = ".status.summary"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseSpec {
+    /// The pipeline (set of Stages with the same `pipeline`) this release travels through.
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub pipeline: String,
+    /// Human-facing version, e.g. `1.4.2` or a build number.
+    #[schemars(length(min = 1, max = 128))]
+    pub version: String,
+    /// Container images of the release, each pinned by digest.
+    #[schemars(length(min = 1))]
+    pub artifacts: Vec<Artifact>,
+    #[serde(default, rename = "type")]
+    pub release_type: ReleaseType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// One container image of a release.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// Name of the container in the target's pod template that runs this image.
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// Image reference pinned by digest: `registry/repo@sha256:<64 hex>` (a tag may precede `@`).
+    #[schemars(regex(pattern = DIGEST_PATTERN))]
+    pub image: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseType {
+    #[default]
+    Feature,
+    Patch,
+    Hotfix,
+}
+
+/// Where the release was built from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ReleasePhase>,
+    /// One line per stage, e.g. `dev=Succeeded test=Progressing prod=Waiting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Progress at each stage, keyed by stage name. Each stage's controller writes its own key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages: BTreeMap<String, ReleaseStageStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReleasePhase {
+    /// Valid, not yet rolled out anywhere.
+    Pending,
+    /// On its way through the pipeline.
+    Progressing,
+    /// Rolled out successfully at every stage of the pipeline.
+    Succeeded,
+    /// Failed at a stage; it is never promoted further.
+    Failed,
+    /// A newer release took its place before it finished the pipeline.
+    Superseded,
+    /// The spec is invalid; see the conditions.
+    Invalid,
+}
+
+/// The release's progress at one stage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStageStatus {
+    pub phase: StagePhaseForRelease,
+    /// CamelCase reason, e.g. `WaitingForRequires`, `BlockedByWindow`, `ProgressDeadlineExceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub finished_at: Option<Timestamp>,
+    /// Last result of each gate of the stage, in the declared order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateResultStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StagePhaseForRelease {
+    Waiting,
+    Progressing,
+    Succeeded,
+    Failed,
+    Superseded,
+}
+
+impl StagePhaseForRelease {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Superseded)
+    }
+}
+
+/// The last evaluation of one gate for this release at one stage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateResultStatus {
+    pub name: String,
+    pub result: GateVerdict,
+    /// The measured value, when the gate measures one (e.g. the PromQL result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub message: String,
+    /// Since when the gate has given this same result.
+    #[schemars(with = "Time")]
+    pub since: Timestamp,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum GateVerdict {
+    Passed,
+    Failed,
+    /// Not yet: a soak time not reached, outside a window. Re-checked when it can change.
+    Pending,
+    /// No trustworthy answer (no data, NaN, unreachable). Never counts as a pass.
+    Inconclusive,
+    /// The gate is missing or misconfigured.
+    Invalid,
+    /// Not evaluated because an earlier gate did not pass.
+    Skipped,
+}

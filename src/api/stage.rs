@@ -1,0 +1,243 @@
+//! `Stage`: one environment on a release path, with its trigger, windows, gates, rollout
+//! strategy, and the status of what it runs and what it is doing.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::release::{Artifact, NAME_PATTERN};
+
+/// Go-style durations: `90s`, `10m`, `1h30m`, `500ms`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "greenlight.dev",
+    version = "v1alpha1",
+    kind = "Stage",
+    namespaced,
+    status = "StageStatus",
+    shortname = "stg",
+    category = "greenlight",
+    doc = "One environment on a release path: its trigger, windows, gates and rollout strategy.",
+    printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipeline"),
+    printcolumn(name = "Current", type_ = "string", json_path = ".status.currentVersion"),
+    printcolumn(name = "Candidate", type_ = "string", json_path = ".status.candidateVersion"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSpec {
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub pipeline: String,
+    /// Upstream stages where a release must have succeeded before it may come here.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// The Deployment used as the pod template. Git owns it; the operator never writes to it.
+    /// Declare it with `replicas: 0`: the operator runs the pods in `<target>-primary`.
+    pub target: TargetRef,
+    /// Number of pods of the managed primary Deployment.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: i32,
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// Gate names, checked in this order before a rollout starts; the first that does not
+    /// pass stops the evaluation, so list cheap checks first.
+    #[serde(default)]
+    pub gates: Vec<String>,
+    /// Release windows; a `deny` entry (blackout) wins over `allow` entries.
+    #[serde(default)]
+    pub windows: Vec<Window>,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// A rollout that is not available within this time is rolled back.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub progress_deadline: String,
+    /// How many finished rollouts `status.history` keeps.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: i32,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+fn default_progress_deadline() -> String {
+    "10m".to_string()
+}
+fn default_history_limit() -> i32 {
+    10
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// Name of a Deployment in the Stage's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    #[serde(default, rename = "type")]
+    pub trigger_type: TriggerType,
+    /// Five-field cron expression (`minute hour day-of-month month day-of-week`) for `schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// IANA time zone of the schedule, e.g. `Europe/Paris`. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerType {
+    /// Promote as soon as a release is eligible.
+    #[default]
+    Auto,
+    /// Promote the newest eligible release at each cron tick.
+    Schedule,
+}
+
+/// A recurring window: opens at each `schedule` tick and stays open for `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Window {
+    pub kind: WindowKind,
+    /// Five-field cron expression for the start of each window.
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    Allow,
+    Deny,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    #[serde(default, rename = "type")]
+    pub strategy_type: StrategyType,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyType {
+    /// Replace the primary's pods with a rolling update.
+    #[default]
+    Rolling,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<StagePhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The release the stage runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<String>,
+    /// The release that is next in line here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_version: Option<String>,
+    /// When the candidate became next in line (the schedule trigger counts ticks from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub candidate_since: Option<Timestamp>,
+    /// The rollout in progress, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<ActiveRollout>,
+    /// Finished rollouts, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RolloutRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum StagePhase {
+    /// Runs its current release; nothing newer is waiting.
+    Idle,
+    /// A candidate waits for requirements, the trigger, a window or a gate.
+    Waiting,
+    /// A rollout is in progress.
+    Progressing,
+    /// A failed rollout is being reverted to the previous release.
+    RollingBack,
+    /// The last rollout failed and was reverted; waits for a newer release.
+    Failed,
+    /// The stage or its pipeline is misconfigured; see the conditions.
+    Invalid,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveRollout {
+    pub release: String,
+    pub version: String,
+    #[schemars(with = "Time")]
+    pub started_at: Timestamp,
+    pub direction: RolloutDirection,
+    /// The release that ran before, the rollback target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// Images of the previous release, kept so a rollback works even if that Release is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_artifacts: Vec<Artifact>,
+    /// Why a rollback runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutDirection {
+    Forward,
+    Rollback,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    pub release: String,
+    pub version: String,
+    pub outcome: RolloutOutcome,
+    #[schemars(with = "Time")]
+    pub started_at: Timestamp,
+    #[schemars(with = "Time")]
+    pub finished_at: Timestamp,
+    pub duration_seconds: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutOutcome {
+    Succeeded,
+    RolledBack,
+}

@@ -1,0 +1,30 @@
+//! Errors of the controller layer; each variant's [`ReconcileError::label`] is a metric label.
+
+use crate::api::validation::ValidationErrors;
+use crate::workload::WorkloadError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("invalid spec: {0}")]
+    InvalidSpec(#[from] ValidationErrors),
+    #[error("cannot build the primary workload: {0}")]
+    Workload(#[from] WorkloadError),
+    #[error("cannot serialize status: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+impl ReconcileError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube_api",
+            Self::InvalidSpec(_) => "invalid_spec",
+            Self::Workload(_) => "workload",
+            Self::Serialize(_) => "serialize",
+            Self::MissingField(_) => "missing_field",
+        }
+    }
+}

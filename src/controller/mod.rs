@@ -1,0 +1,156 @@
+//! The IO layer: watches the cluster, feeds the pure state machine and applies its decisions.
+//! Three controllers share one [`Context`]: Stages (promotion and rollout), Releases (their
+//! overall phase) and Gates (their validity).
+
+pub mod error;
+pub mod gate;
+pub mod patch;
+pub mod release;
+pub mod stage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use crate::api::{Gate, Release, Stage};
+use crate::metrics::Metrics;
+use error::ReconcileError;
+
+/// Everything a reconciliation needs besides the object.
+pub struct Context {
+    pub client: Client,
+    pub namespace: Option<String>,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub http: reqwest::Client,
+    pub stages: Store<Stage>,
+    pub releases: Store<Release>,
+    pub gates: Store<Gate>,
+}
+
+impl Context {
+    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        self.metrics.write("event");
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+pub(crate) fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cache of all objects of a kind, kept up to date by a watch.
+fn cache<K>(api: Api<K>) -> (Store<K>, impl std::future::Future<Output = ()>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
+        .applied_objects()
+        .for_each(|_| futures::future::ready(()));
+    (reader, stream)
+}
+
+/// Stages of the same pipeline in the same namespace as `(namespace, pipeline)`.
+pub fn pipeline_stages(store: &Store<Stage>, namespace: &str, pipeline: &str) -> Vec<Arc<Stage>> {
+    let mut stages: Vec<Arc<Stage>> = store
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace) && s.spec.pipeline == pipeline)
+        .collect();
+    stages.sort_by_key(|s| s.name_any());
+    stages
+}
+
+/// Releases of one pipeline, oldest first (creation time, then name).
+pub fn pipeline_releases(store: &Store<Release>, namespace: &str, pipeline: &str) -> Vec<Arc<Release>> {
+    let mut releases: Vec<Arc<Release>> = store
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace().as_deref() == Some(namespace) && r.spec.pipeline == pipeline)
+        .collect();
+    releases.sort_by(|a, b| {
+        let created = |r: &Release| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        created(a).cmp(&created(b)).then_with(|| a.name_any().cmp(&b.name_any()))
+    });
+    releases
+}
+
+pub fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
+    move |_obj, error, ctx| {
+        warn!(controller, error = %error, "reconcile failed");
+        ctx.metrics.reconcile_errors.get_or_create(&crate::metrics::ErrorLabels { controller, error: error.label() }).inc();
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+/// Runs the three controllers until a shutdown signal arrives.
+pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics>) {
+    let (stages, stages_task) = cache::<Stage>(scoped(&client, &namespace));
+    let (releases, releases_task) = cache::<Release>(scoped(&client, &namespace));
+    let (gates, gates_task) = cache::<Gate>(scoped(&client, &namespace));
+    let reporter = Reporter { controller: "greenlight".into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        namespace: namespace.clone(),
+        metrics,
+        recorder: Recorder::new(client.clone(), reporter),
+        http: crate::gates::http_client(),
+        stages: stages.clone(),
+        releases: releases.clone(),
+        gates: gates.clone(),
+    });
+    tokio::spawn(stages_task);
+    tokio::spawn(releases_task);
+    tokio::spawn(gates_task);
+    for (name, store) in [("stages", stages.wait_until_ready().await.is_ok()), ("releases", releases.wait_until_ready().await.is_ok()), ("gates", gates.wait_until_ready().await.is_ok())] {
+        if !store {
+            warn!(cache = name, "cache did not become ready");
+        }
+    }
+    tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), "controllers started");
+    tokio::join!(
+        stage::controller(ctx.clone(), &client, &namespace),
+        release::controller(ctx.clone(), &client, &namespace),
+        gate::controller(ctx, &client, &namespace),
+    );
+}
+
+pub(crate) fn refs_of<K: Resource<DynamicType = ()>>(objs: impl IntoIterator<Item = Arc<K>>) -> Vec<ObjectRef<K>>
+where
+    K: kube::core::Resource,
+{
+    objs.into_iter().map(|o| ObjectRef::from_obj(&*o)).collect()
+}
+
+pub(crate) use scoped as scoped_api;

@@ -1,0 +1,173 @@
+//! Gates: the checks a release must pass before a stage rolls it out. One [`GateCheck`]
+//! implementation per kind, one file each; the state machine sees only [`GateOutcome`]s.
+
+pub mod condition;
+pub mod prometheus;
+pub mod soak;
+pub mod webhook;
+pub mod window;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use jiff::Timestamp;
+
+use crate::api::gate::{GateSpec, GateType};
+use crate::api::release::{Artifact, GateVerdict, ReleaseStageStatus};
+use crate::api::validation::FieldError;
+use crate::schedule::parse_duration;
+
+/// Default time between two evaluations of a gate that did not pass.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
+
+/// What a gate knows about the release it judges.
+#[derive(Debug, Clone)]
+pub struct GateContext {
+    pub namespace: String,
+    pub pipeline: String,
+    pub stage: String,
+    pub release: String,
+    pub version: String,
+    pub artifacts: Vec<Artifact>,
+    /// The release's progress at every stage, for gates that look upstream.
+    pub release_stages: BTreeMap<String, ReleaseStageStatus>,
+    pub now: Timestamp,
+}
+
+/// One evaluation of one gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateOutcome {
+    pub verdict: GateVerdict,
+    pub value: Option<String>,
+    pub message: String,
+    /// When the verdict can change at the earliest (soak end, window opening).
+    pub recheck_at: Option<Timestamp>,
+}
+
+impl GateOutcome {
+    pub fn new(verdict: GateVerdict, message: impl Into<String>) -> Self {
+        Self { verdict, value: None, message: message.into(), recheck_at: None }
+    }
+
+    pub fn with_value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    pub fn recheck_at(mut self, at: Timestamp) -> Self {
+        self.recheck_at = Some(at);
+        self
+    }
+}
+
+/// A gate kind. Implementations never panic and never pass on missing data.
+pub trait GateCheck: Send + Sync {
+    fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome>;
+}
+
+/// A gate ready to evaluate, built from a validated spec.
+pub struct CompiledGate {
+    pub check: Box<dyn GateCheck>,
+    pub recheck_interval: Duration,
+}
+
+/// Builds the check for a Gate spec, or every field error in it.
+pub fn compile(spec: &GateSpec, http: &reqwest::Client) -> Result<CompiledGate, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let recheck_interval = match spec.recheck_interval.as_deref().map(parse_duration) {
+        None => DEFAULT_RECHECK,
+        Some(Ok(d)) if d >= Duration::from_secs(1) => d,
+        Some(Ok(_)) => {
+            errors.push(FieldError::new("spec.recheckInterval", "must be at least 1s"));
+            DEFAULT_RECHECK
+        }
+        Some(Err(e)) => {
+            errors.push(FieldError::new("spec.recheckInterval", e.to_string()));
+            DEFAULT_RECHECK
+        }
+    };
+    let members = [
+        (GateType::Soak, spec.soak.is_some()),
+        (GateType::Window, spec.window.is_some()),
+        (GateType::Prometheus, spec.prometheus.is_some()),
+        (GateType::Webhook, spec.webhook.is_some()),
+    ];
+    for (kind, present) in members {
+        if present && kind != spec.gate_type {
+            errors.push(FieldError::new(
+                format!("spec.{}", kind.as_str()),
+                format!("set, but spec.type is '{}'; remove it or change the type", spec.gate_type.as_str()),
+            ));
+        }
+    }
+    let missing = || {
+        let kind = spec.gate_type.as_str();
+        vec![FieldError::new(format!("spec.{kind}"), format!("required when spec.type is '{kind}'"))]
+    };
+    let check: Result<Box<dyn GateCheck>, Vec<FieldError>> = match spec.gate_type {
+        GateType::Soak => spec.soak.as_ref().ok_or_else(missing).and_then(soak::SoakCheck::compile),
+        GateType::Window => {
+            spec.window.as_ref().ok_or_else(missing).and_then(window::WindowCheck::compile)
+        }
+        GateType::Prometheus => spec
+            .prometheus
+            .as_ref()
+            .ok_or_else(missing)
+            .and_then(|p| prometheus::PrometheusCheck::compile(p, http)),
+        GateType::Webhook => spec
+            .webhook
+            .as_ref()
+            .ok_or_else(missing)
+            .and_then(|w| webhook::WebhookCheck::compile(w, http)),
+    };
+    match check {
+        Ok(check) if errors.is_empty() => Ok(CompiledGate { check, recheck_interval }),
+        Ok(_) => Err(errors),
+        Err(mut e) => {
+            errors.append(&mut e);
+            Err(errors)
+        }
+    }
+}
+
+/// Replaces `{{name}}` placeholders with the release's facts.
+pub fn render_template(template: &str, ctx: &GateContext) -> String {
+    template
+        .replace("{{release}}", &ctx.release)
+        .replace("{{version}}", &ctx.version)
+        .replace("{{stage}}", &ctx.stage)
+        .replace("{{namespace}}", &ctx.namespace)
+        .replace("{{pipeline}}", &ctx.pipeline)
+}
+
+/// The HTTP client shared by gates: no redirects, so a gate reaches only the host it names.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("greenlight/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("static HTTP client configuration is valid")
+}
+
+pub(crate) fn excerpt(text: &str, max: usize) -> String {
+    let trimmed = text.trim();
+    match trimmed.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &trimmed[..cut]),
+        None => trimmed.to_string(),
+    }
+}
+
+pub(crate) fn timeout_field(
+    field: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, FieldError> {
+    match value.map(parse_duration) {
+        None => Ok(default),
+        Some(Ok(d)) if d > Duration::ZERO => Ok(d),
+        Some(Ok(_)) => Err(FieldError::new(field, "must be more than 0s")),
+        Some(Err(e)) => Err(FieldError::new(field, e.to_string())),
+    }
+}

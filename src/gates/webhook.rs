@@ -1,0 +1,84 @@
+//! Webhook gate: an HTTP call about the release. A 2xx answer passes; any other status fails
+//! with the status and an excerpt of the body; no answer at all is inconclusive.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use super::prometheus::error_chain as describe_error;
+use super::{GateCheck, GateContext, GateOutcome, excerpt, timeout_field};
+use crate::api::gate::{HttpMethod, WebhookGate};
+use crate::api::release::GateVerdict;
+use crate::api::validation::FieldError;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct WebhookCheck {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    method: HttpMethod,
+    timeout: Duration,
+}
+
+impl WebhookCheck {
+    pub fn compile(spec: &WebhookGate, http: &reqwest::Client) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let url = match reqwest::Url::parse(&spec.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            Ok(u) => {
+                errors.push(FieldError::new("spec.webhook.url", format!("scheme '{}' is not http or https", u.scheme())));
+                None
+            }
+            Err(e) => {
+                errors.push(FieldError::new("spec.webhook.url", format!("'{}' is not a URL: {e}", spec.url)));
+                None
+            }
+        };
+        let timeout = timeout_field("spec.webhook.timeout", spec.timeout.as_deref(), DEFAULT_TIMEOUT)
+            .map_err(|e| errors.push(e))
+            .ok();
+        match (url, timeout) {
+            (Some(url), Some(timeout)) => Ok(Box::new(Self { http: http.clone(), url, method: spec.method, timeout })),
+            _ => Err(errors),
+        }
+    }
+
+    async fn run(&self, ctx: &GateContext) -> GateOutcome {
+        let payload = json!({
+            "namespace": ctx.namespace,
+            "pipeline": ctx.pipeline,
+            "stage": ctx.stage,
+            "release": ctx.release,
+            "version": ctx.version,
+            "artifacts": ctx.artifacts,
+        });
+        let request = match self.method {
+            HttpMethod::Get => self.http.get(self.url.clone()).query(&[
+                ("release", ctx.release.as_str()),
+                ("stage", ctx.stage.as_str()),
+                ("version", ctx.version.as_str()),
+            ]),
+            HttpMethod::Post => self.http.post(self.url.clone()).json(&payload),
+        };
+        match request.timeout(self.timeout).send().await {
+            Err(e) => GateOutcome::new(GateVerdict::Inconclusive, format!("no answer from {}: {}", self.url, describe_error(&e))),
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                let value = status.as_u16().to_string();
+                if status.is_success() {
+                    GateOutcome::new(GateVerdict::Passed, format!("HTTP {value}")).with_value(value)
+                } else {
+                    GateOutcome::new(GateVerdict::Failed, format!("HTTP {value}: {}", excerpt(&body, 200))).with_value(value)
+                }
+            }
+        }
+    }
+}
+
+impl GateCheck for WebhookCheck {
+    fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome> {
+        Box::pin(self.run(ctx))
+    }
+}

@@ -1,0 +1,48 @@
+//! Window gate: passes while inside a recurring time window.
+
+use futures::future::BoxFuture;
+
+use super::{GateCheck, GateContext, GateOutcome};
+use crate::api::gate::WindowGate;
+use crate::api::release::GateVerdict;
+use crate::api::validation::FieldError;
+use crate::schedule::{Schedule, WindowSpec, parse_duration, time_zone};
+
+pub struct WindowCheck {
+    window: WindowSpec,
+}
+
+impl WindowCheck {
+    pub fn compile(spec: &WindowGate) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let schedule = Schedule::parse(&spec.schedule)
+            .map_err(|e| errors.push(FieldError::new("spec.window.schedule", e.to_string())))
+            .ok();
+        let duration = parse_duration(&spec.duration)
+            .map_err(|e| errors.push(FieldError::new("spec.window.duration", e.to_string())))
+            .ok();
+        let tz = time_zone(spec.time_zone.as_deref())
+            .map_err(|e| errors.push(FieldError::new("spec.window.timeZone", e.to_string())))
+            .ok();
+        match (schedule, duration, tz) {
+            (Some(schedule), Some(duration), Some(tz)) => Ok(Box::new(Self {
+                window: WindowSpec { allow: true, schedule, duration, tz, reason: spec.schedule.clone() },
+            })),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl GateCheck for WindowCheck {
+    fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome> {
+        let outcome = match self.window.open_until(ctx.now) {
+            Some(end) => GateOutcome::new(GateVerdict::Passed, format!("inside the window until {end}")),
+            None => match self.window.next_opening(ctx.now) {
+                Some(next) => GateOutcome::new(GateVerdict::Pending, format!("outside the window; it opens at {next}"))
+                    .recheck_at(next),
+                None => GateOutcome::new(GateVerdict::Pending, "outside the window; it never opens again"),
+            },
+        };
+        Box::pin(std::future::ready(outcome))
+    }
+}

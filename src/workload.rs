@@ -1,0 +1,216 @@
+//! The managed `<target>-primary` Deployment: built from the Git-owned target's pod template
+//! with a release's images, and read back to tell whether its rollout is complete.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use crate::api::release::Artifact;
+use crate::api::{RELEASE_ANNOTATION, STAGE_LABEL, WORKLOAD_LABEL};
+use crate::machine::stage::PrimaryView;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("target Deployment '{0}' has no pod template containers")]
+    EmptyTemplate(String),
+    #[error("artifact '{artifact}' names no container of target Deployment '{target}' (containers: {containers})")]
+    UnknownContainer {
+        artifact: String,
+        target: String,
+        containers: String,
+    },
+}
+
+pub fn primary_name(target: &str) -> String {
+    format!("{target}-primary")
+}
+
+/// The primary Deployment for `release`, or for nothing (`release: None`, zero replicas).
+pub fn build_primary(
+    target: &Deployment,
+    stage: &str,
+    owner: OwnerReference,
+    release: Option<(&str, &[Artifact])>,
+    replicas: i32,
+) -> Result<Deployment, WorkloadError> {
+    let target_name = target.metadata.name.clone().unwrap_or_default();
+    let name = primary_name(&target_name);
+    let mut template = target.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let pod_spec = template
+        .spec
+        .as_mut()
+        .filter(|p| !p.containers.is_empty())
+        .ok_or_else(|| WorkloadError::EmptyTemplate(target_name.clone()))?;
+    if let Some((_, artifacts)) = release {
+        for artifact in artifacts {
+            let known: Vec<String> = pod_spec
+                .containers
+                .iter()
+                .chain(pod_spec.init_containers.iter().flatten())
+                .map(|c| c.name.clone())
+                .collect();
+            let container = pod_spec
+                .containers
+                .iter_mut()
+                .chain(pod_spec.init_containers.iter_mut().flatten())
+                .find(|c| c.name == artifact.name)
+                .ok_or_else(|| WorkloadError::UnknownContainer {
+                    artifact: artifact.name.clone(),
+                    target: target_name.clone(),
+                    containers: known.join(", "),
+                })?;
+            container.image = Some(artifact.image.clone());
+        }
+    }
+    let selector = BTreeMap::from([(WORKLOAD_LABEL.to_string(), name.clone())]);
+    let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
+    let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    labels.extend(selector.clone());
+    labels.insert(STAGE_LABEL.to_string(), stage.to_string());
+    let release_name = release.map(|(r, _)| r.to_string()).unwrap_or_default();
+    meta.annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(RELEASE_ANNOTATION.to_string(), release_name.clone());
+    let target_spec = target.spec.clone().unwrap_or_default();
+    Ok(Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: target.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([
+                (STAGE_LABEL.to_string(), stage.to_string()),
+                ("app.kubernetes.io/managed-by".to_string(), "greenlight".to_string()),
+            ])),
+            annotations: Some(BTreeMap::from([(RELEASE_ANNOTATION.to_string(), release_name)])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(if release.is_some() { replicas } else { 0 }),
+            selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
+            template,
+            strategy: target_spec.strategy,
+            min_ready_seconds: target_spec.min_ready_seconds,
+            revision_history_limit: target_spec.revision_history_limit,
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// True when the observed primary already has the spec we would apply.
+pub fn matches_desired(observed: &Deployment, desired: &Deployment) -> bool {
+    let annotation = |d: &Deployment| d.metadata.annotations.as_ref().and_then(|a| a.get(RELEASE_ANNOTATION)).cloned();
+    let (Some(o), Some(d)) = (observed.spec.as_ref(), desired.spec.as_ref()) else {
+        return false;
+    };
+    annotation(observed) == annotation(desired)
+        && o.replicas == d.replicas
+        && images(o) == images(d)
+        && o.template.metadata.as_ref().and_then(|m| m.labels.clone()) == d.template.metadata.as_ref().and_then(|m| m.labels.clone())
+}
+
+fn images(spec: &DeploymentSpec) -> Vec<Option<String>> {
+    spec.template.spec.iter().flat_map(|p| p.containers.iter().map(|c| c.image.clone())).collect()
+}
+
+/// Reads a primary's rollout the way `kubectl rollout status` does.
+pub fn observe(deployment: &Deployment) -> PrimaryView {
+    let release = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(RELEASE_ANNOTATION))
+        .filter(|r| !r.is_empty())
+        .cloned();
+    let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let observed_current = status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let complete = observed_current && updated >= want && total == updated && available >= want && available == total;
+    PrimaryView {
+        release,
+        replicas: want,
+        available: complete,
+        detail: format!("{updated}/{want} updated, {available}/{want} available, {total} total"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+
+    use super::*;
+
+    fn target() -> Deployment {
+        Deployment {
+            metadata: ObjectMeta { name: Some("web".into()), namespace: Some("ns".into()), ..Default::default() },
+            spec: Some(DeploymentSpec {
+                replicas: Some(0),
+                selector: LabelSelector { match_labels: Some(BTreeMap::from([("app".into(), "web".into())])), ..Default::default() },
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta { labels: Some(BTreeMap::from([("app".into(), "web".into())])), ..Default::default() }),
+                    spec: Some(PodSpec {
+                        containers: vec![Container { name: "web".into(), image: Some("web:latest".into()), ..Default::default() }],
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn owner() -> OwnerReference {
+        OwnerReference { api_version: "greenlight.dev/v1alpha1".into(), kind: "Stage".into(), name: "dev".into(), uid: "u".into(), controller: Some(true), ..Default::default() }
+    }
+
+    #[test]
+    fn primary_runs_the_release_images_under_its_own_selector() {
+        let artifacts = [Artifact { name: "web".into(), image: "web@sha256:abc".into() }];
+        let d = build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 3).unwrap();
+        let spec = d.spec.unwrap();
+        assert_eq!(d.metadata.name.as_deref(), Some("web-primary"));
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.template.spec.unwrap().containers[0].image.as_deref(), Some("web@sha256:abc"));
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels["app"], "web");
+        assert_eq!(labels[WORKLOAD_LABEL], "web-primary");
+        assert_eq!(spec.selector.match_labels.unwrap()[WORKLOAD_LABEL], "web-primary");
+    }
+
+    #[test]
+    fn an_artifact_for_an_unknown_container_is_an_error() {
+        let artifacts = [Artifact { name: "sidecar".into(), image: "x@sha256:abc".into() }];
+        let err = build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 1).unwrap_err();
+        assert!(err.to_string().contains("sidecar"));
+    }
+
+    #[test]
+    fn rollout_is_complete_only_when_every_replica_is_updated_and_available() {
+        let artifacts = [Artifact { name: "web".into(), image: "web@sha256:abc".into() }];
+        let mut d = build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 2).unwrap();
+        d.metadata.generation = Some(2);
+        let status = |observed, updated, total, available| DeploymentStatus {
+            observed_generation: Some(observed),
+            updated_replicas: Some(updated),
+            replicas: Some(total),
+            available_replicas: Some(available),
+            ..Default::default()
+        };
+        d.status = Some(status(1, 2, 2, 2));
+        assert!(!observe(&d).available, "old generation");
+        d.status = Some(status(2, 2, 3, 2));
+        assert!(!observe(&d).available, "an old pod remains");
+        d.status = Some(status(2, 2, 2, 1));
+        assert!(!observe(&d).available, "one pod unavailable");
+        d.status = Some(status(2, 2, 2, 2));
+        let view = observe(&d);
+        assert!(view.available);
+        assert_eq!(view.release.as_deref(), Some("r1"));
+    }
+}
