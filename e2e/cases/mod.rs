@@ -5,9 +5,9 @@
 // mod kubectl;
 mod promotion;
 // mod restart;
-// mod rollback;
-// mod schedule;
-// mod windows;
+mod rollback;
+mod schedule;
+mod windows;
 
 use crate::Case;
 
@@ -20,9 +20,10 @@ macro_rules! cases {
 pub fn all() -> Vec<(&'static str, Case)> {
     cases![
         promotion::release_goes_dev_test_prod_and_soaks_before_prod,
-        // windows::blackout_window_holds_prod_until_it_ends,
-        // schedule::schedule_trigger_promotes_at_its_cron_tick_and_not_before,
-        // rollback::release_whose_pods_never_become_ready_is_rolled_back,
+        windows::blackout_window_holds_prod_until_it_ends,
+        schedule::schedule_trigger_promotes_at_its_cron_tick_and_not_before,
+        rollback::release_whose_pods_never_become_ready_is_rolled_back,
+        rollback::failed_rollout_reverts_primary_and_the_stage_says_so,
         // gates::prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_down,
         // gates::webhook_gate_passes_on_2xx_and_fails_with_status_and_body,
         // bad_input::bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing,

@@ -4,8 +4,10 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod http;
 pub mod kubelet;
 pub mod process;
+pub mod prometheus;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,61 @@
+//! Release windows: a blackout holds a release and lets it go the moment it ends.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp, ToSpan};
+
+use crate::env::{TestEnv, image, release_yaml, target_yaml};
+
+pub async fn blackout_window_holds_prod_until_it_ends(mut env: TestEnv) {
+    // A deny window that started at the top of this minute and ends 15 s from now.
+    let now = Timestamp::now();
+    let zoned = now.to_zoned(jiff::tz::TimeZone::get("Europe/Paris").unwrap());
+    let minute_start = zoned.with().second(0).subsec_nanosecond(0).build().unwrap();
+    let ends = now + 15.seconds();
+    let duration_secs = ends.duration_since(minute_start.timestamp()).as_secs() + 1;
+    let cron = format!("{} {} * * *", zoned.minute(), zoned.hour());
+    env.apply(&[target_yaml("web-dev"), target_yaml("web-prod")].join("---\n"));
+    env.apply(&format!(
+        r#"apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: dev}}
+spec:
+  pipeline: shop
+  target: {{name: web-dev}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: prod}}
+spec:
+  pipeline: shop
+  requires: [dev]
+  target: {{name: web-prod}}
+  windows:
+  - kind: deny
+    schedule: "{cron}"
+    duration: {duration_secs}s
+    timeZone: Europe/Paris
+    reason: quarterly close
+"#
+    ));
+    let window_end = minute_start.timestamp() + SignedDuration::from_secs(duration_secs);
+    env.start_controller();
+    env.apply(&release_yaml("shop-2", "shop", "2.0.0", &image("shop-2")));
+
+    env.wait_release_stage("shop-2", "dev", "Succeeded", Duration::from_secs(60)).await;
+    let held = env.wait_release_stage("shop-2", "prod", "Waiting", Duration::from_secs(30)).await;
+    assert!(Timestamp::now() < window_end, "the test must observe the hold inside the window");
+    let entry = &held.status.unwrap().stages["prod"];
+    assert_eq!(entry.reason.as_deref(), Some("BlockedByWindow"));
+    assert!(entry.message.as_deref().unwrap_or("").contains("quarterly close"), "{entry:?}");
+    let stage = env.stage("prod").await.status.unwrap();
+    assert_eq!(format!("{:?}", stage.phase.unwrap()), "Waiting");
+    assert!(stage.message.unwrap().contains("quarterly close"));
+
+    let done = env.wait_release_stage("shop-2", "prod", "Succeeded", Duration::from_secs(60)).await;
+    let started = done.status.unwrap().stages["prod"].started_at.unwrap();
+    assert!(started >= window_end, "prod started at {started}, inside the blackout that ended at {window_end}");
+    // No polling delay: the release moves the moment the window closes.
+    assert!(started.duration_since(window_end) < SignedDuration::from_secs(5), "prod started {started}, window ended {window_end}");
+    assert_eq!(env.images("web-prod-primary").await, vec![image("shop-2")]);
+}

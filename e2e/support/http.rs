@@ -1,0 +1,66 @@
+//! Small HTTP servers the tests control: a metrics endpoint and a webhook endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{any, get};
+
+/// Serves `/metrics` with gauges whose values the test sets.
+#[derive(Clone, Default)]
+pub struct MetricsServer {
+    values: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+impl MetricsServer {
+    /// Sets `name{labels}` to `value` (any Prometheus text value, e.g. `0.5` or `NaN`).
+    pub fn set(&self, series: &str, value: &str) {
+        self.values.lock().unwrap().insert(series.to_string(), value.to_string());
+    }
+
+    /// Starts serving on a free loopback port and returns `host:port`.
+    pub async fn start(&self) -> String {
+        let state = self.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            get(move || {
+                let state = state.clone();
+                async move {
+                    let values = state.values.lock().unwrap().clone();
+                    values.iter().map(|(k, v)| format!("{k} {v}\n")).collect::<String>()
+                }
+            }),
+        );
+        serve(app).await
+    }
+}
+
+/// Answers `/{status}/{message}` with that status and body, and counts the calls per path.
+#[derive(Clone, Default)]
+pub struct WebhookServer {
+    pub calls: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl WebhookServer {
+    pub async fn start(&self) -> String {
+        let app = axum::Router::new().route("/{status}/{message}", any(answer)).with_state(self.clone());
+        serve(app).await
+    }
+
+    pub fn calls(&self, path: &str) -> usize {
+        self.calls.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+}
+
+async fn answer(State(server): State<WebhookServer>, Path((status, message)): Path<(u16, String)>) -> (StatusCode, String) {
+    *server.calls.lock().unwrap().entry(format!("/{status}/{message}")).or_default() += 1;
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message)
+}
+
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
