@@ -1,7 +1,7 @@
 //! Every end-to-end case, by name.
 
 // mod bad_input;
-// mod gates;
+mod gates;
 // mod kubectl;
 mod promotion;
 // mod restart;
@@ -24,8 +24,8 @@ pub fn all() -> Vec<(&'static str, Case)> {
         schedule::schedule_trigger_promotes_at_its_cron_tick_and_not_before,
         rollback::release_whose_pods_never_become_ready_is_rolled_back,
         rollback::failed_rollout_reverts_primary_and_the_stage_says_so,
-        // gates::prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_down,
-        // gates::webhook_gate_passes_on_2xx_and_fails_with_status_and_body,
+        gates::prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_down,
+        gates::webhook_gate_passes_on_2xx_and_fails_with_status_and_body,
         // bad_input::bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing,
         // restart::controller_killed_mid_promotion_resumes_without_repeating_finished_stages,
         // kubectl::readme_example_is_accepted_and_kubectl_get_shows_useful_columns,
