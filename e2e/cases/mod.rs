@@ -1,10 +1,10 @@
 //! Every end-to-end case, by name.
 
-// mod bad_input;
+mod bad_input;
 mod gates;
 // mod kubectl;
 mod promotion;
-// mod restart;
+mod restart;
 mod rollback;
 mod schedule;
 mod windows;
@@ -20,14 +20,15 @@ macro_rules! cases {
 pub fn all() -> Vec<(&'static str, Case)> {
     cases![
         promotion::release_goes_dev_test_prod_and_soaks_before_prod,
+        promotion::newer_release_supersedes_an_older_one_waiting_at_a_stage,
         windows::blackout_window_holds_prod_until_it_ends,
         schedule::schedule_trigger_promotes_at_its_cron_tick_and_not_before,
         rollback::release_whose_pods_never_become_ready_is_rolled_back,
         rollback::failed_rollout_reverts_primary_and_the_stage_says_so,
         gates::prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_down,
         gates::webhook_gate_passes_on_2xx_and_fails_with_status_and_body,
-        // bad_input::bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing,
-        // restart::controller_killed_mid_promotion_resumes_without_repeating_finished_stages,
+        bad_input::bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing,
+        restart::controller_killed_mid_promotion_resumes_without_repeating_finished_stages,
         // kubectl::readme_example_is_accepted_and_kubectl_get_shows_useful_columns,
     ]
 }

@@ -97,3 +97,37 @@ spec:
     assert!(!env.events("RolloutSucceeded").await.is_empty(), "transitions emit events");
     env.kill_controller();
 }
+
+pub async fn newer_release_supersedes_an_older_one_waiting_at_a_stage(mut env: TestEnv) {
+    env.apply(&targets());
+    env.apply(
+        r#"apiVersion: greenlight.dev/v1alpha1
+kind: Gate
+metadata: {name: soaked-in-test}
+spec:
+  type: soak
+  soak: {stage: test, duration: 20s}
+"#,
+    );
+    env.apply(&three_stage_pipeline("shop", "[soaked-in-test]"));
+    env.start_controller();
+    env.apply(&release_yaml("r1", "shop", "1", &image("r1")));
+    env.wait_release_stage("r1", "prod", "Waiting", Duration::from_secs(60)).await;
+    env.apply(&release_yaml("r2", "shop", "2", &image("r2")));
+
+    // r2 overtakes r1 in dev and test; at prod r1 is superseded, and r2 still soaks in full.
+    let r1 = env.wait_release_stage("r1", "prod", "Superseded", Duration::from_secs(60)).await;
+    assert!(r1.status.unwrap().stages["prod"].message.as_deref().unwrap().contains('2'));
+    let r2 = env.wait_release_stage("r2", "prod", "Succeeded", Duration::from_secs(90)).await;
+    let s = r2.status.unwrap();
+    let soaked = s.stages["prod"].started_at.unwrap().duration_since(s.stages["test"].finished_at.unwrap());
+    assert!(soaked >= jiff::SignedDuration::from_secs(20), "r2 soaked only {soaked}");
+    let prod = env.stage("prod").await.status.unwrap();
+    let released: Vec<&str> = prod.history.iter().map(|h| h.release.as_str()).collect();
+    assert_eq!(released, ["r2"], "r1 was never deployed to prod");
+    env.wait_for("r1 phase Superseded", Duration::from_secs(20), || async {
+        let p = env.release("r1").await.status.unwrap_or_default().phase;
+        if p == Some(greenlight::api::release::ReleasePhase::Superseded) { Ok(()) } else { Err(format!("{p:?}")) }
+    })
+    .await;
+}
