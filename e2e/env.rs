@@ -29,7 +29,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(cp: &'static ControlPlane, kubelet: Kubelet, name: &str) -> TestEnv {
-        let short: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(40).collect::<String>().replace('_', "-");
+        let short: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(40)
+            .collect::<String>()
+            .replace('_', "-");
         let ns = format!("{}-{}", short.trim_end_matches('-'), unique());
         cp.kubectl(&["create", "namespace", &ns]);
         let config = kube::Config::from_custom_kubeconfig(
@@ -39,17 +44,35 @@ impl TestEnv {
         .await
         .expect("kubeconfig");
         let client = Client::try_from(config).expect("client");
-        TestEnv { ns, client, cp, kubelet, dir: temp_dir("greenlight-test"), controller: None, restarts: 0 }
+        TestEnv {
+            ns,
+            client,
+            cp,
+            kubelet,
+            dir: temp_dir("greenlight-test"),
+            controller: None,
+            restarts: 0,
+        }
     }
 
     /// Starts `greenlight controller` for this namespace.
     pub fn start_controller(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenlight"));
-        cmd.args(["controller", "--namespace", &self.ns, "--metrics-addr", "127.0.0.1:0"])
-            .env("KUBECONFIG", &self.cp.kubeconfig)
-            .env("RUST_LOG", "info,kube=warn,greenlight=debug");
+        cmd.args([
+            "controller",
+            "--namespace",
+            &self.ns,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", &self.cp.kubeconfig)
+        .env("RUST_LOG", "info,kube=warn,greenlight=debug");
         self.restarts += 1;
-        self.controller = Some(Proc::spawn(&format!("controller-{}", self.restarts), cmd, &self.dir));
+        self.controller = Some(Proc::spawn(
+            &format!("controller-{}", self.restarts),
+            cmd,
+            &self.dir,
+        ));
     }
 
     /// Kills the controller at once (SIGKILL), as a crash would.
@@ -61,7 +84,10 @@ impl TestEnv {
 
     pub fn controller_log(&self) -> String {
         (1..=self.restarts)
-            .map(|i| std::fs::read_to_string(self.dir.join(format!("controller-{i}.log"))).unwrap_or_default())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.join(format!("controller-{i}.log")))
+                    .unwrap_or_default()
+            })
             .collect::<Vec<_>>()
             .join("\n--- restart ---\n")
     }
@@ -69,7 +95,11 @@ impl TestEnv {
     /// `kubectl apply` of a YAML document in this namespace.
     pub fn apply(&self, yaml: &str) {
         let out = self.apply_raw(yaml);
-        assert!(out.status.success(), "kubectl apply failed:\n{}\n---\n{yaml}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl apply failed:\n{}\n---\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn apply_raw(&self, yaml: &str) -> std::process::Output {
@@ -83,27 +113,44 @@ impl TestEnv {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("kubectl");
-        child.stdin.take().expect("stdin").write_all(yaml.as_bytes()).expect("write yaml");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(yaml.as_bytes())
+            .expect("write yaml");
         child.wait_with_output().expect("kubectl output")
     }
 
     pub fn api<K>(&self) -> Api<K>
     where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
     {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
     pub async fn release(&self, name: &str) -> Release {
-        self.api::<Release>().get(name).await.unwrap_or_else(|e| panic!("get release {name}: {e}"))
+        self.api::<Release>()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get release {name}: {e}"))
     }
 
     pub async fn stage(&self, name: &str) -> Stage {
-        self.api::<Stage>().get(name).await.unwrap_or_else(|e| panic!("get stage {name}: {e}"))
+        self.api::<Stage>()
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get stage {name}: {e}"))
     }
 
     pub async fn deployment(&self, name: &str) -> Option<Deployment> {
-        self.api::<Deployment>().get_opt(name).await.expect("get deployment")
+        self.api::<Deployment>()
+            .get_opt(name)
+            .await
+            .expect("get deployment")
     }
 
     /// Images of the containers of a Deployment's pod template.
@@ -147,15 +194,25 @@ impl TestEnv {
     }
 
     /// Waits until a release's entry at a stage has the given phase.
-    pub async fn wait_release_stage(&self, release: &str, stage: &str, phase: &str, timeout: Duration) -> Release {
-        self.wait_for(&format!("release {release} to be {phase} at {stage}"), timeout, || async {
-            let r = self.release(release).await;
-            let entry = r.status.as_ref().and_then(|s| s.stages.get(stage)).cloned();
-            match &entry {
-                Some(e) if format!("{:?}", e.phase) == phase => Ok(r),
-                _ => Err(format!("{}", serde_json::to_string(&r.status).unwrap_or_default())),
-            }
-        })
+    pub async fn wait_release_stage(
+        &self,
+        release: &str,
+        stage: &str,
+        phase: &str,
+        timeout: Duration,
+    ) -> Release {
+        self.wait_for(
+            &format!("release {release} to be {phase} at {stage}"),
+            timeout,
+            || async {
+                let r = self.release(release).await;
+                let entry = r.status.as_ref().and_then(|s| s.stages.get(stage)).cloned();
+                match &entry {
+                    Some(e) if format!("{:?}", e.phase) == phase => Ok(r),
+                    _ => Err(serde_json::to_string(&r.status).unwrap_or_default()),
+                }
+            },
+        )
         .await
     }
 }
@@ -165,10 +222,16 @@ impl Drop for TestEnv {
         if std::thread::panicking() {
             let log = self.controller_log();
             let lines: Vec<&str> = log.lines().collect();
-            eprintln!("--- controller log (last 60 lines) for {}:\n{}", self.ns, lines[lines.len().saturating_sub(60)..].join("\n"));
+            eprintln!(
+                "--- controller log (last 60 lines) for {}:\n{}",
+                self.ns,
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
         }
         self.kill_controller();
-        let _ = self.cp.kubectl_raw(&["delete", "namespace", &self.ns, "--wait=false"]);
+        let _ = self
+            .cp
+            .kubectl_raw(&["delete", "namespace", &self.ns, "--wait=false"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -27,7 +27,10 @@ fn main() {
     let mut args = Arguments::from_args();
     // The tests mostly wait on the cluster, so run more of them than there are cores.
     args.test_threads.get_or_insert(8);
-    let trials: Vec<Trial> = cases::all().into_iter().map(|(name, case)| trial(name, case)).collect();
+    let trials: Vec<Trial> = cases::all()
+        .into_iter()
+        .map(|(name, case)| trial(name, case))
+        .collect();
     let selected = trials.iter().any(|t| !args.is_filtered_out(t)) && !args.list;
     if selected {
         start_world();
@@ -44,14 +47,26 @@ fn start_world() {
     let cp = ControlPlane::start();
     let root = env!("CARGO_MANIFEST_DIR");
     cp.kubectl(&["apply", "-f", &format!("{root}/crds/")]);
-    for crd in ["releases.greenlight.dev", "stages.greenlight.dev", "gates.greenlight.dev"] {
-        cp.kubectl(&["wait", "--for=condition=Established", "--timeout=60s", &format!("crd/{crd}")]);
+    for crd in [
+        "releases.greenlight.dev",
+        "stages.greenlight.dev",
+        "gates.greenlight.dev",
+    ] {
+        cp.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{crd}"),
+        ]);
     }
     let kubelet = Kubelet::default();
     let runner = kubelet.clone();
     let kubeconfig = cp.kubeconfig.clone();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         rt.block_on(async move {
             let config = kube::Config::from_custom_kubeconfig(
                 kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
@@ -59,7 +74,9 @@ fn start_world() {
             )
             .await
             .expect("config");
-            runner.run(kube::Client::try_from(config).expect("client")).await;
+            runner
+                .run(kube::Client::try_from(config).expect("client"))
+                .await;
         });
     });
     let _ = CONTROL_PLANE.set(cp);
@@ -68,13 +85,21 @@ fn start_world() {
 
 fn trial(name: &'static str, case: Case) -> Trial {
     Trial::test(name, move || {
-        let cp = CONTROL_PLANE.get().ok_or_else(|| Failed::from("control plane not started"))?;
+        let cp = CONTROL_PLANE
+            .get()
+            .ok_or_else(|| Failed::from("control plane not started"))?;
         let kubelet = KUBELET.get().cloned().unwrap_or_default();
         let result = std::panic::catch_unwind(|| {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async {
                 let env = TestEnv::new(cp, kubelet, name).await;
-                tokio::time::timeout(Duration::from_secs(600), case(env)).await.expect("test took over 10 minutes");
+                tokio::time::timeout(Duration::from_secs(600), case(env))
+                    .await
+                    .expect("test took over 10 minutes");
             });
         });
         result.map_err(|panic| {

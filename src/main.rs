@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "greenlight", version, about = "Takes a release from a green build to production")]
+#[command(
+    name = "greenlight",
+    version,
+    about = "Takes a release from a green build to production"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,12 +47,18 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", greenlight::crdgen::render()?);
             Ok(())
         }
-        Command::Controller { namespace, metrics_addr, log_format } => {
+        Command::Controller {
+            namespace,
+            metrics_addr,
+            log_format,
+        } => {
             init_tracing(log_format);
             rustls::crypto::ring::default_provider()
                 .install_default()
                 .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
-            let client = kube::Client::try_default().await.context("no Kubernetes configuration found")?;
+            let client = kube::Client::try_default()
+                .await
+                .context("no Kubernetes configuration found")?;
             let metrics = greenlight::metrics::Metrics::new();
             let server = tokio::spawn(greenlight::metrics::serve(metrics_addr, metrics.clone()));
             tokio::select! {
@@ -63,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),

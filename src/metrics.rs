@@ -51,25 +51,62 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("greenlight");
         let reconciles = Family::<ControllerLabels, Counter>::default();
-        registry.register("reconciles", "Reconciliations run, by controller", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciliations run, by controller",
+            reconciles.clone(),
+        );
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("reconcile_errors", "Reconciliations that failed, by controller and error kind", reconcile_errors.clone());
-        let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.001, 2.0, 14))
-        });
-        registry.register("reconcile_duration_seconds", "Time spent in one reconciliation", reconcile_duration.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed, by controller and error kind",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 14))
+            });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconciliation",
+            reconcile_duration.clone(),
+        );
         let gate_evaluations = Family::<GateLabels, Counter>::default();
-        registry.register("gate_evaluations", "Gate evaluations, by gate type and verdict", gate_evaluations.clone());
+        registry.register(
+            "gate_evaluations",
+            "Gate evaluations, by gate type and verdict",
+            gate_evaluations.clone(),
+        );
         let rollouts = Family::<RolloutLabels, Counter>::default();
-        registry.register("rollouts", "Finished rollouts, by outcome", rollouts.clone());
+        registry.register(
+            "rollouts",
+            "Finished rollouts, by outcome",
+            rollouts.clone(),
+        );
         let api_writes = Family::<WriteLabels, Counter>::default();
-        registry.register("api_writes", "Writes to the Kubernetes API, by kind of write", api_writes.clone());
-        Arc::new(Self { reconciles, reconcile_errors, reconcile_duration, gate_evaluations, rollouts, api_writes, registry })
+        registry.register(
+            "api_writes",
+            "Writes to the Kubernetes API, by kind of write",
+            api_writes.clone(),
+        );
+        Arc::new(Self {
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            gate_evaluations,
+            rollouts,
+            api_writes,
+            registry,
+        })
     }
 
     pub fn observe_reconcile(&self, controller: &'static str, took: Duration) {
-        self.reconciles.get_or_create(&ControllerLabels { controller }).inc();
-        self.reconcile_duration.get_or_create(&ControllerLabels { controller }).observe(took.as_secs_f64());
+        self.reconciles
+            .get_or_create(&ControllerLabels { controller })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&ControllerLabels { controller })
+            .observe(took.as_secs_f64());
     }
 
     pub fn write(&self, kind: &'static str) {
@@ -78,7 +115,8 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
         text
     }
 }
@@ -87,10 +125,21 @@ impl Metrics {
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     use axum::routing::get;
     let app = axum::Router::new()
-        .route("/metrics", get(move || {
-            let metrics = metrics.clone();
-            async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.encode()) }
-        }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -5,14 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PipelineError {
-    #[error("spec.requires: stage '{stage}' requires '{missing}', which is not a stage of pipeline '{pipeline}'")]
+    #[error(
+        "spec.requires: stage '{stage}' requires '{missing}', which is not a stage of pipeline '{pipeline}'"
+    )]
     MissingStage {
         pipeline: String,
         stage: String,
         missing: String,
     },
     #[error("spec.requires: stages of pipeline '{pipeline}' form a cycle: {}", cycle.join(" -> "))]
-    Cycle { pipeline: String, cycle: Vec<String> },
+    Cycle {
+        pipeline: String,
+        cycle: Vec<String>,
+    },
 }
 
 /// Orders the stages of one pipeline so that every stage comes after the stages it requires
@@ -68,7 +73,11 @@ pub fn upstream_of(stage: &str, requires: &BTreeMap<String, Vec<String>>) -> BTr
 
 fn find_cycle(requires: &BTreeMap<String, Vec<String>>, done: &BTreeSet<String>) -> Vec<String> {
     // Every remaining stage has an unfinished dependency, so walking them must revisit one.
-    let start = requires.keys().find(|s| !done.contains(*s)).cloned().unwrap_or_default();
+    let start = requires
+        .keys()
+        .find(|s| !done.contains(*s))
+        .cloned()
+        .unwrap_or_default();
     let mut path = vec![start.clone()];
     let mut current = start;
     loop {
@@ -100,23 +109,46 @@ mod tests {
 
     #[test]
     fn stages_come_after_what_they_require() {
-        let g = graph(&[("prod", &["preprod"]), ("preprod", &["test"]), ("test", &["dev"]), ("dev", &[])]);
-        assert_eq!(topological_order("p", &g).unwrap(), ["dev", "test", "preprod", "prod"]);
+        let g = graph(&[
+            ("prod", &["preprod"]),
+            ("preprod", &["test"]),
+            ("test", &["dev"]),
+            ("dev", &[]),
+        ]);
+        assert_eq!(
+            topological_order("p", &g).unwrap(),
+            ["dev", "test", "preprod", "prod"]
+        );
     }
 
     #[test]
     fn a_diamond_orders_both_branches_before_the_join() {
-        let g = graph(&[("dev", &[]), ("qa-a", &["dev"]), ("qa-b", &["dev"]), ("prod", &["qa-a", "qa-b"])]);
+        let g = graph(&[
+            ("dev", &[]),
+            ("qa-a", &["dev"]),
+            ("qa-b", &["dev"]),
+            ("prod", &["qa-a", "qa-b"]),
+        ]);
         let order = topological_order("p", &g).unwrap();
         assert_eq!(order, ["dev", "qa-a", "qa-b", "prod"]);
-        assert_eq!(upstream_of("prod", &g).into_iter().collect::<Vec<_>>(), ["dev", "qa-a", "qa-b"]);
+        assert_eq!(
+            upstream_of("prod", &g).into_iter().collect::<Vec<_>>(),
+            ["dev", "qa-a", "qa-b"]
+        );
     }
 
     #[test]
     fn a_cycle_is_reported_with_its_members() {
-        let g = graph(&[("dev", &[]), ("a", &["dev", "c"]), ("b", &["a"]), ("c", &["b"])]);
+        let g = graph(&[
+            ("dev", &[]),
+            ("a", &["dev", "c"]),
+            ("b", &["a"]),
+            ("c", &["b"]),
+        ]);
         let err = topological_order("p", &g).unwrap_err();
-        let PipelineError::Cycle { cycle, .. } = &err else { panic!("{err}") };
+        let PipelineError::Cycle { cycle, .. } = &err else {
+            panic!("{err}")
+        };
         assert_eq!(cycle.first(), cycle.last());
         for s in ["a", "b", "c"] {
             assert!(cycle.contains(&s.to_string()), "{err}");
@@ -127,13 +159,19 @@ mod tests {
     #[test]
     fn a_self_requirement_is_a_cycle() {
         let g = graph(&[("dev", &["dev"])]);
-        assert!(matches!(topological_order("p", &g), Err(PipelineError::Cycle { .. })));
+        assert!(matches!(
+            topological_order("p", &g),
+            Err(PipelineError::Cycle { .. })
+        ));
     }
 
     #[test]
     fn requiring_an_unknown_stage_is_named() {
         let g = graph(&[("prod", &["staging"])]);
         let err = topological_order("p", &g).unwrap_err().to_string();
-        assert!(err.contains("'staging'") && err.contains("spec.requires"), "{err}");
+        assert!(
+            err.contains("'staging'") && err.contains("spec.requires"),
+            "{err}"
+        );
     }
 }

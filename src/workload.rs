@@ -14,7 +14,9 @@ use crate::machine::stage::PrimaryView;
 pub enum WorkloadError {
     #[error("target Deployment '{0}' has no pod template containers")]
     EmptyTemplate(String),
-    #[error("artifact '{artifact}' names no container of target Deployment '{target}' (containers: {containers})")]
+    #[error(
+        "artifact '{artifact}' names no container of target Deployment '{target}' (containers: {containers})"
+    )]
     UnknownContainer {
         artifact: String,
         target: String,
@@ -36,7 +38,11 @@ pub fn build_primary(
 ) -> Result<Deployment, WorkloadError> {
     let target_name = target.metadata.name.clone().unwrap_or_default();
     let name = primary_name(&target_name);
-    let mut template = target.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let mut template = target
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let pod_spec = template
         .spec
         .as_mut()
@@ -79,15 +85,24 @@ pub fn build_primary(
             namespace: target.metadata.namespace.clone(),
             labels: Some(BTreeMap::from([
                 (STAGE_LABEL.to_string(), stage.to_string()),
-                ("app.kubernetes.io/managed-by".to_string(), "greenlight".to_string()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "greenlight".to_string(),
+                ),
             ])),
-            annotations: Some(BTreeMap::from([(RELEASE_ANNOTATION.to_string(), release_name)])),
+            annotations: Some(BTreeMap::from([(
+                RELEASE_ANNOTATION.to_string(),
+                release_name,
+            )])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
         spec: Some(DeploymentSpec {
             replicas: Some(if release.is_some() { replicas } else { 0 }),
-            selector: LabelSelector { match_labels: Some(selector), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(selector),
+                match_expressions: None,
+            },
             template,
             strategy: target_spec.strategy,
             min_ready_seconds: target_spec.min_ready_seconds,
@@ -100,18 +115,29 @@ pub fn build_primary(
 
 /// True when the observed primary already has the spec we would apply.
 pub fn matches_desired(observed: &Deployment, desired: &Deployment) -> bool {
-    let annotation = |d: &Deployment| d.metadata.annotations.as_ref().and_then(|a| a.get(RELEASE_ANNOTATION)).cloned();
+    let annotation = |d: &Deployment| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RELEASE_ANNOTATION))
+            .cloned()
+    };
     let (Some(o), Some(d)) = (observed.spec.as_ref(), desired.spec.as_ref()) else {
         return false;
     };
     annotation(observed) == annotation(desired)
         && o.replicas == d.replicas
         && images(o) == images(d)
-        && o.template.metadata.as_ref().and_then(|m| m.labels.clone()) == d.template.metadata.as_ref().and_then(|m| m.labels.clone())
+        && o.template.metadata.as_ref().and_then(|m| m.labels.clone())
+            == d.template.metadata.as_ref().and_then(|m| m.labels.clone())
 }
 
 fn images(spec: &DeploymentSpec) -> Vec<Option<String>> {
-    spec.template.spec.iter().flat_map(|p| p.containers.iter().map(|c| c.image.clone())).collect()
+    spec.template
+        .spec
+        .iter()
+        .flat_map(|p| p.containers.iter().map(|c| c.image.clone()))
+        .collect()
 }
 
 /// Reads a primary's rollout the way `kubectl rollout status` does.
@@ -124,13 +150,22 @@ pub fn observe(deployment: &Deployment) -> PrimaryView {
         .and_then(|a| a.get(RELEASE_ANNOTATION))
         .filter(|r| !r.is_empty())
         .cloned();
-    let want = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let want = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
     let status = deployment.status.clone().unwrap_or_default();
-    let observed_current = status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
+    let observed_current =
+        status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
     let updated = status.updated_replicas.unwrap_or(0);
     let total = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
-    let complete = observed_current && updated >= want && total == updated && available >= want && available == total;
+    let complete = observed_current
+        && updated >= want
+        && total == updated
+        && available >= want
+        && available == total;
     PrimaryView {
         release,
         replicas: want,
@@ -148,14 +183,28 @@ mod tests {
 
     fn target() -> Deployment {
         Deployment {
-            metadata: ObjectMeta { name: Some("web".into()), namespace: Some("ns".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
             spec: Some(DeploymentSpec {
                 replicas: Some(0),
-                selector: LabelSelector { match_labels: Some(BTreeMap::from([("app".into(), "web".into())])), ..Default::default() },
+                selector: LabelSelector {
+                    match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+                    ..Default::default()
+                },
                 template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta { labels: Some(BTreeMap::from([("app".into(), "web".into())])), ..Default::default() }),
+                    metadata: Some(ObjectMeta {
+                        labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+                        ..Default::default()
+                    }),
                     spec: Some(PodSpec {
-                        containers: vec![Container { name: "web".into(), image: Some("web:latest".into()), ..Default::default() }],
+                        containers: vec![Container {
+                            name: "web".into(),
+                            image: Some("web:latest".into()),
+                            ..Default::default()
+                        }],
                         ..Default::default()
                     }),
                 },
@@ -166,33 +215,56 @@ mod tests {
     }
 
     fn owner() -> OwnerReference {
-        OwnerReference { api_version: "greenlight.dev/v1alpha1".into(), kind: "Stage".into(), name: "dev".into(), uid: "u".into(), controller: Some(true), ..Default::default() }
+        OwnerReference {
+            api_version: "greenlight.dev/v1alpha1".into(),
+            kind: "Stage".into(),
+            name: "dev".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn primary_runs_the_release_images_under_its_own_selector() {
-        let artifacts = [Artifact { name: "web".into(), image: "web@sha256:abc".into() }];
+        let artifacts = [Artifact {
+            name: "web".into(),
+            image: "web@sha256:abc".into(),
+        }];
         let d = build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 3).unwrap();
         let spec = d.spec.unwrap();
         assert_eq!(d.metadata.name.as_deref(), Some("web-primary"));
         assert_eq!(spec.replicas, Some(3));
-        assert_eq!(spec.template.spec.unwrap().containers[0].image.as_deref(), Some("web@sha256:abc"));
+        assert_eq!(
+            spec.template.spec.unwrap().containers[0].image.as_deref(),
+            Some("web@sha256:abc")
+        );
         let labels = spec.template.metadata.unwrap().labels.unwrap();
         assert_eq!(labels["app"], "web");
         assert_eq!(labels[WORKLOAD_LABEL], "web-primary");
-        assert_eq!(spec.selector.match_labels.unwrap()[WORKLOAD_LABEL], "web-primary");
+        assert_eq!(
+            spec.selector.match_labels.unwrap()[WORKLOAD_LABEL],
+            "web-primary"
+        );
     }
 
     #[test]
     fn an_artifact_for_an_unknown_container_is_an_error() {
-        let artifacts = [Artifact { name: "sidecar".into(), image: "x@sha256:abc".into() }];
-        let err = build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 1).unwrap_err();
+        let artifacts = [Artifact {
+            name: "sidecar".into(),
+            image: "x@sha256:abc".into(),
+        }];
+        let err =
+            build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 1).unwrap_err();
         assert!(err.to_string().contains("sidecar"));
     }
 
     #[test]
     fn rollout_is_complete_only_when_every_replica_is_updated_and_available() {
-        let artifacts = [Artifact { name: "web".into(), image: "web@sha256:abc".into() }];
+        let artifacts = [Artifact {
+            name: "web".into(),
+            image: "web@sha256:abc".into(),
+        }];
         let mut d = build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 2).unwrap();
         d.metadata.generation = Some(2);
         let status = |observed, updated, total, available| DeploymentStatus {

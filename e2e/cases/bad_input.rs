@@ -7,32 +7,60 @@ use greenlight::api::stage::StagePhase;
 use crate::env::{TestEnv, image, release_yaml, target_yaml};
 
 async fn invalid_stage(env: &TestEnv, name: &str) -> String {
-    env.wait_for(&format!("stage {name} reported invalid"), Duration::from_secs(30), || async {
-        let s = env.stage(name).await.status.unwrap_or_default();
-        let stalled = s.conditions.iter().find(|c| c.type_ == "Stalled" && c.is_true());
-        match (s.phase, stalled) {
-            (Some(StagePhase::Invalid), Some(c)) => Ok(c.message.clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    env.wait_for(
+        &format!("stage {name} reported invalid"),
+        Duration::from_secs(30),
+        || async {
+            let s = env.stage(name).await.status.unwrap_or_default();
+            let stalled = s
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Stalled" && c.is_true());
+            match (s.phase, stalled) {
+                (Some(StagePhase::Invalid), Some(c)) => Ok(c.message.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await
 }
 
-pub async fn bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing(mut env: TestEnv) {
-    env.apply(&[target_yaml("web-good"), target_yaml("web-loop"), target_yaml("web-ghost"), target_yaml("web-cron")].join("---\n"));
+pub async fn bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing(
+    mut env: TestEnv,
+) {
+    env.apply(
+        &[
+            target_yaml("web-good"),
+            target_yaml("web-loop"),
+            target_yaml("web-ghost"),
+            target_yaml("web-cron"),
+        ]
+        .join("---\n"),
+    );
     env.start_controller();
 
     // A release without a digest never gets in: the API server refuses it, naming the field.
-    let refused = env.apply_raw(&release_yaml("tagged", "good", "1", "registry.local/web:1.0"));
+    let refused = env.apply_raw(&release_yaml(
+        "tagged",
+        "good",
+        "1",
+        "registry.local/web:1.0",
+    ));
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("spec.artifacts") && stderr.contains("sha256"), "{stderr}");
+    assert!(
+        stderr.contains("spec.artifacts") && stderr.contains("sha256"),
+        "{stderr}"
+    );
     // So does a Prometheus gate without a condition.
     let refused = env.apply_raw(
         "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {name: no-condition}\nspec:\n  type: prometheus\n  prometheus: {address: 'http://127.0.0.1:9', query: up}\n",
     );
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success() && stderr.contains("spec.prometheus.condition"), "{stderr}");
+    assert!(
+        !refused.status.success() && stderr.contains("spec.prometheus.condition"),
+        "{stderr}"
+    );
 
     env.apply(
         r#"apiVersion: greenlight.dev/v1alpha1
@@ -78,32 +106,55 @@ spec: {pipeline: good, target: {name: web-good}}
 
     for stage in ["loop-a", "loop-b", "loop-c"] {
         let message = invalid_stage(&env, stage).await;
-        assert!(message.contains("spec.requires") && message.contains("cycle"), "{stage}: {message}");
-        assert!(message.contains("loop-a") && message.contains("loop-b") && message.contains("loop-c"), "{message}");
+        assert!(
+            message.contains("spec.requires") && message.contains("cycle"),
+            "{stage}: {message}"
+        );
+        assert!(
+            message.contains("loop-a") && message.contains("loop-b") && message.contains("loop-c"),
+            "{message}"
+        );
     }
     let message = invalid_stage(&env, "ghost").await;
-    assert!(message.contains("spec.gates[0]") && message.contains("does-not-exist"), "{message}");
+    assert!(
+        message.contains("spec.gates[0]") && message.contains("does-not-exist"),
+        "{message}"
+    );
     let message = invalid_stage(&env, "cron").await;
-    assert!(message.contains("spec.trigger.schedule") && message.contains("minute"), "{message}");
-    assert!(message.contains("spec.windows[0].timeZone") && message.contains("Mars/Olympus_Mons"), "{message}");
+    assert!(
+        message.contains("spec.trigger.schedule") && message.contains("minute"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.windows[0].timeZone") && message.contains("Mars/Olympus_Mons"),
+        "{message}"
+    );
 
     // The healthy pipeline in the same namespace is served all the same.
-    env.wait_release_stage("good-1", "good", "Succeeded", Duration::from_secs(60)).await;
+    env.wait_release_stage("good-1", "good", "Succeeded", Duration::from_secs(60))
+        .await;
     for name in ["web-loop-primary", "web-ghost-primary", "web-cron-primary"] {
-        assert!(env.deployment(name).await.is_none(), "{name} must not be created");
+        assert!(
+            env.deployment(name).await.is_none(),
+            "{name} must not be created"
+        );
     }
 
     // Fixing the object clears the condition and the release moves.
     env.apply(
         "apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {name: cron}\nspec:\n  pipeline: cron\n  target: {name: web-cron}\n",
     );
-    env.wait_release_stage("cron-1", "cron", "Succeeded", Duration::from_secs(60)).await;
+    env.wait_release_stage("cron-1", "cron", "Succeeded", Duration::from_secs(60))
+        .await;
 
     // A release whose artifact names no container of the target fails there, with the reason.
     env.apply(
-        &release_yaml("good-2", "good", "2", &image("good-2")).replace("  - name: web\n", "  - name: sidecar\n"),
+        &release_yaml("good-2", "good", "2", &image("good-2"))
+            .replace("  - name: web\n", "  - name: sidecar\n"),
     );
-    let failed = env.wait_release_stage("good-2", "good", "Failed", Duration::from_secs(30)).await;
+    let failed = env
+        .wait_release_stage("good-2", "good", "Failed", Duration::from_secs(30))
+        .await;
     let entry = &failed.status.unwrap().stages["good"];
     assert_eq!(entry.reason.as_deref(), Some("IncompatibleWithTarget"));
     assert!(entry.message.as_deref().unwrap().contains("sidecar"));

@@ -43,19 +43,32 @@ spec:
     )
 }
 
-async fn gate_result(env: &TestEnv, release: &str, stage: &str, reason: &str) -> greenlight::api::release::GateResultStatus {
-    env.wait_for(&format!("{release} held at {stage} with {reason}"), Duration::from_secs(60), || async {
-        let r = env.release(release).await;
-        let entry = r.status.as_ref().and_then(|s| s.stages.get(stage)).cloned();
-        match entry {
-            Some(e) if e.reason.as_deref() == Some(reason) && !e.gates.is_empty() => Ok(e.gates[0].clone()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+async fn gate_result(
+    env: &TestEnv,
+    release: &str,
+    stage: &str,
+    reason: &str,
+) -> greenlight::api::release::GateResultStatus {
+    env.wait_for(
+        &format!("{release} held at {stage} with {reason}"),
+        Duration::from_secs(60),
+        || async {
+            let r = env.release(release).await;
+            let entry = r.status.as_ref().and_then(|s| s.stages.get(stage)).cloned();
+            match entry {
+                Some(e) if e.reason.as_deref() == Some(reason) && !e.gates.is_empty() => {
+                    Ok(e.gates[0].clone())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await
 }
 
-pub async fn prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_down(mut env: TestEnv) {
+pub async fn prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_down(
+    mut env: TestEnv,
+) {
     let metrics = MetricsServer::default();
     metrics.set(r#"http_error_ratio{service="good"}"#, "0.001");
     metrics.set(r#"http_error_ratio{service="bad"}"#, "0.25");
@@ -67,14 +80,16 @@ pub async fn prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_do
     let down = format!("http://127.0.0.1:{}", free_port());
 
     let q = |service: &str| format!(r#"http_error_ratio{{service="{service}"}}"#);
-    env.apply(&[
-        prometheus_gate("slo-good", &prom, &q("good"), "< 0.01"),
-        prometheus_gate("slo-bad", &prom, &q("bad"), "< 0.01"),
-        prometheus_gate("slo-nan", &prom, &q("nan"), "< 0.01"),
-        prometheus_gate("slo-empty", &prom, &q("{{pipeline}}-missing"), "< 0.01"),
-        prometheus_gate("slo-down", &down, &q("good"), "< 0.01"),
-    ]
-    .join("---\n"));
+    env.apply(
+        &[
+            prometheus_gate("slo-good", &prom, &q("good"), "< 0.01"),
+            prometheus_gate("slo-bad", &prom, &q("bad"), "< 0.01"),
+            prometheus_gate("slo-nan", &prom, &q("nan"), "< 0.01"),
+            prometheus_gate("slo-empty", &prom, &q("{{pipeline}}-missing"), "< 0.01"),
+            prometheus_gate("slo-down", &down, &q("good"), "< 0.01"),
+        ]
+        .join("---\n"),
+    );
     for name in ["good", "bad", "nan", "empty", "down"] {
         env.apply(&gated_pipeline(name, &[&format!("slo-{name}")]));
     }
@@ -83,38 +98,65 @@ pub async fn prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_do
         env.apply(&release_yaml(&format!("{name}-1"), name, "1", &image(name)));
     }
 
-    let passed = env.wait_release_stage("good-1", "good", "Succeeded", Duration::from_secs(60)).await;
+    let passed = env
+        .wait_release_stage("good-1", "good", "Succeeded", Duration::from_secs(60))
+        .await;
     let gate = &passed.status.unwrap().stages["good"].gates[0];
-    assert_eq!((gate.result, gate.value.as_deref()), (GateVerdict::Passed, Some("0.001")));
+    assert_eq!(
+        (gate.result, gate.value.as_deref()),
+        (GateVerdict::Passed, Some("0.001"))
+    );
 
     let failed = gate_result(&env, "bad-1", "bad", "GateFailed").await;
-    assert_eq!((failed.result, failed.value.as_deref()), (GateVerdict::Failed, Some("0.25")));
+    assert_eq!(
+        (failed.result, failed.value.as_deref()),
+        (GateVerdict::Failed, Some("0.25"))
+    );
     assert!(failed.message.contains("< 0.01"), "{failed:?}");
 
     let nan = gate_result(&env, "nan-1", "nan", "GateInconclusive").await;
-    assert_eq!((nan.result, nan.value.as_deref()), (GateVerdict::Inconclusive, Some("NaN")));
+    assert_eq!(
+        (nan.result, nan.value.as_deref()),
+        (GateVerdict::Inconclusive, Some("NaN"))
+    );
 
     let empty = gate_result(&env, "empty-1", "empty", "GateInconclusive").await;
-    assert!(empty.message.contains("empty result") && empty.message.contains("empty-missing"), "template rendered: {empty:?}");
+    assert!(
+        empty.message.contains("empty result") && empty.message.contains("empty-missing"),
+        "template rendered: {empty:?}"
+    );
 
     let unreachable = gate_result(&env, "down-1", "down", "GateInconclusive").await;
-    assert!(unreachable.message.contains("unreachable"), "{unreachable:?}");
+    assert!(
+        unreachable.message.contains("unreachable"),
+        "{unreachable:?}"
+    );
 
     // None of the held releases was deployed.
     for name in ["bad", "nan", "empty", "down"] {
-        assert!(env.deployment(&format!("web-{name}-primary")).await.is_none(), "{name} must not be promoted");
+        assert!(
+            env.deployment(&format!("web-{name}-primary"))
+                .await
+                .is_none(),
+            "{name} must not be promoted"
+        );
     }
 
     // A failing gate holds rather than kills: once the SLO recovers, the release proceeds.
     metrics.set(r#"http_error_ratio{service="bad"}"#, "0.002");
-    env.wait_release_stage("bad-1", "bad", "Succeeded", Duration::from_secs(60)).await;
+    env.wait_release_stage("bad-1", "bad", "Succeeded", Duration::from_secs(60))
+        .await;
 
     // Prometheus going away mid-evaluation is inconclusive too, never a pass.
     prometheus.stop();
     env.apply(&release_yaml("good-2", "good", "2", &image("good-2")));
     let gone = gate_result(&env, "good-2", "good", "GateInconclusive").await;
     assert!(gone.message.contains("unreachable"), "{gone:?}");
-    assert_eq!(env.images("web-good-primary").await, vec![image("good")], "good-2 is not deployed without data");
+    assert_eq!(
+        env.images("web-good-primary").await,
+        vec![image("good")],
+        "good-2 is not deployed without data"
+    );
 }
 
 pub async fn webhook_gate_passes_on_2xx_and_fails_with_status_and_body(mut env: TestEnv) {
@@ -139,31 +181,62 @@ spec:
     ));
     env.apply(&gated_pipeline("open", &["change-approved"]));
     // Gates run in order and stop at the first that does not pass.
-    env.apply(&gated_pipeline("frozen", &["change-freeze", "change-approved"]));
+    env.apply(&gated_pipeline(
+        "frozen",
+        &["change-freeze", "change-approved"],
+    ));
     env.start_controller();
     env.apply(&release_yaml("open-1", "open", "1", &image("open")));
     env.apply(&release_yaml("frozen-1", "frozen", "1", &image("frozen")));
 
-    let passed = env.wait_release_stage("open-1", "open", "Succeeded", Duration::from_secs(60)).await;
+    let passed = env
+        .wait_release_stage("open-1", "open", "Succeeded", Duration::from_secs(60))
+        .await;
     let gate = &passed.status.unwrap().stages["open"].gates[0];
-    assert_eq!((gate.result, gate.value.as_deref()), (GateVerdict::Passed, Some("200")));
+    assert_eq!(
+        (gate.result, gate.value.as_deref()),
+        (GateVerdict::Passed, Some("200"))
+    );
 
     let held = env
-        .wait_for("frozen-1 held by the freeze", Duration::from_secs(60), || async {
-            let r = env.release("frozen-1").await;
-            match r.status.as_ref().and_then(|s| s.stages.get("frozen")).cloned() {
-                Some(e) if e.reason.as_deref() == Some("GateFailed") && e.gates.len() == 2 => Ok(e),
-                other => Err(format!("{other:?}")),
-            }
-        })
+        .wait_for(
+            "frozen-1 held by the freeze",
+            Duration::from_secs(60),
+            || async {
+                let r = env.release("frozen-1").await;
+                match r
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.stages.get("frozen"))
+                    .cloned()
+                {
+                    Some(e) if e.reason.as_deref() == Some("GateFailed") && e.gates.len() == 2 => {
+                        Ok(e)
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
         .await;
     assert_eq!(held.gates[0].result, GateVerdict::Failed);
     assert_eq!(held.gates[0].value.as_deref(), Some("403"));
-    assert!(held.gates[0].message.contains("HTTP 403: change freeze until Monday"), "{:?}", held.gates[0]);
+    assert!(
+        held.gates[0]
+            .message
+            .contains("HTTP 403: change freeze until Monday"),
+        "{:?}",
+        held.gates[0]
+    );
     assert_eq!(held.gates[1].result, GateVerdict::Skipped);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let approved_calls = hooks.calls("/200/approved");
-    assert_eq!(approved_calls, 1, "only the open pipeline called the second gate");
-    assert!(hooks.calls("/403/change freeze until Monday") >= 2, "a failed gate is checked again");
+    assert_eq!(
+        approved_calls, 1,
+        "only the open pipeline called the second gate"
+    );
+    assert!(
+        hooks.calls("/403/change freeze until Monday") >= 2,
+        "a failed gate is checked again"
+    );
     assert!(env.deployment("web-frozen-primary").await.is_none());
 }

@@ -2,7 +2,7 @@
 
 mod bad_input;
 mod gates;
-// mod kubectl;
+mod kubectl;
 mod promotion;
 mod restart;
 mod rollback;
@@ -29,6 +29,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         gates::webhook_gate_passes_on_2xx_and_fails_with_status_and_body,
         bad_input::bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing,
         restart::controller_killed_mid_promotion_resumes_without_repeating_finished_stages,
-        // kubectl::readme_example_is_accepted_and_kubectl_get_shows_useful_columns,
+        kubectl::readme_example_is_accepted_and_kubectl_get_shows_useful_columns,
     ]
 }

@@ -38,7 +38,9 @@ spec:
 }
 
 pub fn targets() -> String {
-    ["web-dev", "web-test", "web-prod"].map(target_yaml).join("---\n")
+    ["web-dev", "web-test", "web-prod"]
+        .map(target_yaml)
+        .join("---\n")
 }
 
 pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) {
@@ -57,13 +59,31 @@ spec:
     let digest = image("shop-1.0.0");
     env.apply(&release_yaml("shop-1-0-0", "shop", "1.0.0", &digest));
 
-    let done = env.wait_release_stage("shop-1-0-0", "prod", "Succeeded", Duration::from_secs(120)).await;
+    let done = env
+        .wait_release_stage("shop-1-0-0", "prod", "Succeeded", Duration::from_secs(120))
+        .await;
     let status = done.status.clone().unwrap();
-    for (stage, deployment, replicas) in [("dev", "web-dev-primary", 1), ("test", "web-test-primary", 2), ("prod", "web-prod-primary", 3)] {
-        assert_eq!(env.images(deployment).await, vec![digest.clone()], "{stage} runs the release's digest");
+    for (stage, deployment, replicas) in [
+        ("dev", "web-dev-primary", 1),
+        ("test", "web-test-primary", 2),
+        ("prod", "web-prod-primary", 3),
+    ] {
+        assert_eq!(
+            env.images(deployment).await,
+            vec![digest.clone()],
+            "{stage} runs the release's digest"
+        );
         let d = env.deployment(deployment).await.unwrap();
-        assert_eq!(d.spec.unwrap().replicas, Some(replicas), "{stage} primary replicas come from the Stage");
-        assert_eq!(d.status.unwrap().available_replicas, Some(replicas), "{stage} primary is available");
+        assert_eq!(
+            d.spec.unwrap().replicas,
+            Some(replicas),
+            "{stage} primary replicas come from the Stage"
+        );
+        assert_eq!(
+            d.status.unwrap().available_replicas,
+            Some(replicas),
+            "{stage} primary is available"
+        );
         let s = env.stage(stage).await.status.unwrap();
         assert_eq!(s.current_release.as_deref(), Some("shop-1-0-0"));
         assert_eq!(s.history.len(), 1, "{stage} has one finished rollout");
@@ -71,7 +91,10 @@ spec:
     // The soak gate held prod until the release had been healthy in test for 6s.
     let test_done = status.stages["test"].finished_at.unwrap();
     let prod_started = status.stages["prod"].started_at.unwrap();
-    assert!(prod_started.duration_since(test_done) >= jiff::SignedDuration::from_secs(6), "prod started {prod_started}, test finished {test_done}");
+    assert!(
+        prod_started.duration_since(test_done) >= jiff::SignedDuration::from_secs(6),
+        "prod started {prod_started}, test finished {test_done}"
+    );
     let soak = &status.stages["prod"].gates[0];
     assert_eq!(soak.name, "soaked-in-test");
     assert_eq!(format!("{:?}", soak.result), "Passed");
@@ -82,19 +105,33 @@ spec:
         assert_eq!(t.metadata.generation, Some(1), "{target} untouched");
     }
     // Release and stages tell the truth at a glance.
-    env.wait_for("release phase Succeeded", Duration::from_secs(20), || async {
-        let r = env.release("shop-1-0-0").await;
-        let s = r.status.unwrap_or_default();
-        match (s.phase, s.summary.as_deref()) {
-            (Some(greenlight::api::release::ReleasePhase::Succeeded), Some("dev=Succeeded test=Succeeded prod=Succeeded")) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    env.wait_for(
+        "release phase Succeeded",
+        Duration::from_secs(20),
+        || async {
+            let r = env.release("shop-1-0-0").await;
+            let s = r.status.unwrap_or_default();
+            match (s.phase, s.summary.as_deref()) {
+                (
+                    Some(greenlight::api::release::ReleasePhase::Succeeded),
+                    Some("dev=Succeeded test=Succeeded prod=Succeeded"),
+                ) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     let prod = env.stage("prod").await.status.unwrap();
     assert_eq!(prod.phase, Some(StagePhase::Idle));
-    assert!(prod.conditions.iter().any(|c| c.type_ == "Ready" && c.is_true()));
-    assert!(!env.events("RolloutSucceeded").await.is_empty(), "transitions emit events");
+    assert!(
+        prod.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.is_true())
+    );
+    assert!(
+        !env.events("RolloutSucceeded").await.is_empty(),
+        "transitions emit events"
+    );
     env.kill_controller();
 }
 
@@ -112,22 +149,43 @@ spec:
     env.apply(&three_stage_pipeline("shop", "[soaked-in-test]"));
     env.start_controller();
     env.apply(&release_yaml("r1", "shop", "1", &image("r1")));
-    env.wait_release_stage("r1", "prod", "Waiting", Duration::from_secs(60)).await;
+    env.wait_release_stage("r1", "prod", "Waiting", Duration::from_secs(60))
+        .await;
     env.apply(&release_yaml("r2", "shop", "2", &image("r2")));
 
     // r2 overtakes r1 in dev and test; at prod r1 is superseded, and r2 still soaks in full.
-    let r1 = env.wait_release_stage("r1", "prod", "Superseded", Duration::from_secs(60)).await;
-    assert!(r1.status.unwrap().stages["prod"].message.as_deref().unwrap().contains('2'));
-    let r2 = env.wait_release_stage("r2", "prod", "Succeeded", Duration::from_secs(90)).await;
+    let r1 = env
+        .wait_release_stage("r1", "prod", "Superseded", Duration::from_secs(60))
+        .await;
+    assert!(
+        r1.status.unwrap().stages["prod"]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains('2')
+    );
+    let r2 = env
+        .wait_release_stage("r2", "prod", "Succeeded", Duration::from_secs(90))
+        .await;
     let s = r2.status.unwrap();
-    let soaked = s.stages["prod"].started_at.unwrap().duration_since(s.stages["test"].finished_at.unwrap());
-    assert!(soaked >= jiff::SignedDuration::from_secs(20), "r2 soaked only {soaked}");
+    let soaked = s.stages["prod"]
+        .started_at
+        .unwrap()
+        .duration_since(s.stages["test"].finished_at.unwrap());
+    assert!(
+        soaked >= jiff::SignedDuration::from_secs(20),
+        "r2 soaked only {soaked}"
+    );
     let prod = env.stage("prod").await.status.unwrap();
     let released: Vec<&str> = prod.history.iter().map(|h| h.release.as_str()).collect();
     assert_eq!(released, ["r2"], "r1 was never deployed to prod");
     env.wait_for("r1 phase Superseded", Duration::from_secs(20), || async {
         let p = env.release("r1").await.status.unwrap_or_default().phase;
-        if p == Some(greenlight::api::release::ReleasePhase::Superseded) { Ok(()) } else { Err(format!("{p:?}")) }
+        if p == Some(greenlight::api::release::ReleasePhase::Superseded) {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        }
     })
     .await;
 }

@@ -36,50 +36,94 @@ spec:
     env.kubelet.hold(Hold::Image(crashing.clone()));
 
     env.apply(&release_yaml("v1", "shop", "1.0.0", &good));
-    env.wait_release_stage("v1", "test", "Succeeded", Duration::from_secs(60)).await;
+    env.wait_release_stage("v1", "test", "Succeeded", Duration::from_secs(60))
+        .await;
     env.apply(&release_yaml("v2", "shop", "2.0.0", &crashing));
-    env.wait_release_stage("v2", "dev", "Progressing", Duration::from_secs(30)).await;
+    env.wait_release_stage("v2", "dev", "Progressing", Duration::from_secs(30))
+        .await;
     // A newer release arrives mid-rollout: it must wait, not interrupt v2's rollout.
     tokio::time::sleep(Duration::from_secs(1)).await;
     env.apply(&release_yaml("v3", "shop", "3.0.0", &fixed));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(env.images("web-dev-primary").await, vec![crashing.clone()], "v2's rollout is not interrupted by v3");
+    assert_eq!(
+        env.images("web-dev-primary").await,
+        vec![crashing.clone()],
+        "v2's rollout is not interrupted by v3"
+    );
 
-    let failed = env.wait_release_stage("v2", "dev", "Failed", Duration::from_secs(60)).await;
+    let failed = env
+        .wait_release_stage("v2", "dev", "Failed", Duration::from_secs(60))
+        .await;
     let entry = failed.status.clone().unwrap().stages["dev"].clone();
     assert_eq!(entry.reason.as_deref(), Some("ProgressDeadlineExceeded"));
-    assert!(entry.message.as_deref().unwrap().contains("8s"), "{entry:?}");
+    assert!(
+        entry.message.as_deref().unwrap().contains("8s"),
+        "{entry:?}"
+    );
 
-    env.wait_for("v2 marked Failed naming the stage", Duration::from_secs(30), || async {
-        let s = env.release("v2").await.status.unwrap_or_default();
-        match (s.phase, s.message.as_deref()) {
-            (Some(ReleasePhase::Failed), Some(m)) if m.contains("'dev'") && m.contains("ProgressDeadlineExceeded") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    env.wait_for(
+        "v2 marked Failed naming the stage",
+        Duration::from_secs(30),
+        || async {
+            let s = env.release("v2").await.status.unwrap_or_default();
+            match (s.phase, s.message.as_deref()) {
+                (Some(ReleasePhase::Failed), Some(m))
+                    if m.contains("'dev'") && m.contains("ProgressDeadlineExceeded") =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
 
     // Then v3 rolls out; the history reads newest first.
-    env.wait_release_stage("v3", "test", "Succeeded", Duration::from_secs(90)).await;
+    env.wait_release_stage("v3", "test", "Succeeded", Duration::from_secs(90))
+        .await;
     let dev = env.stage("dev").await.status.unwrap();
-    let outcomes: Vec<(String, RolloutOutcome)> = dev.history.iter().map(|h| (h.release.clone(), h.outcome)).collect();
+    let outcomes: Vec<(String, RolloutOutcome)> = dev
+        .history
+        .iter()
+        .map(|h| (h.release.clone(), h.outcome))
+        .collect();
     assert_eq!(
         outcomes,
-        vec![("v3".into(), RolloutOutcome::Succeeded), ("v2".into(), RolloutOutcome::RolledBack), ("v1".into(), RolloutOutcome::Succeeded)]
+        vec![
+            ("v3".into(), RolloutOutcome::Succeeded),
+            ("v2".into(), RolloutOutcome::RolledBack),
+            ("v1".into(), RolloutOutcome::Succeeded)
+        ]
     );
-    assert!(dev.history[0].started_at >= dev.history[1].finished_at, "v3 started only after v2's rollback finished");
-    assert!(dev.history[1].reason.as_deref().unwrap().contains("ProgressDeadlineExceeded"));
+    assert!(
+        dev.history[0].started_at >= dev.history[1].finished_at,
+        "v3 started only after v2's rollback finished"
+    );
+    assert!(
+        dev.history[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("ProgressDeadlineExceeded")
+    );
 
     // v2 never reached test; test went from v1 to v3.
     let v2 = env.release("v2").await.status.unwrap();
     let v2_at_test = v2.stages.get("test").map(|e| e.phase);
-    assert!(!matches!(v2_at_test, Some(p) if format!("{p:?}") == "Succeeded" || format!("{p:?}") == "Progressing"), "{v2_at_test:?}");
+    assert!(
+        !matches!(v2_at_test, Some(p) if format!("{p:?}") == "Succeeded" || format!("{p:?}") == "Progressing"),
+        "{v2_at_test:?}"
+    );
     let test = env.stage("test").await.status.unwrap();
     let test_releases: Vec<&str> = test.history.iter().map(|h| h.release.as_str()).collect();
     assert_eq!(test_releases, ["v3", "v1"]);
     assert_eq!(env.images("web-test-primary").await, vec![fixed.clone()]);
     assert_eq!(env.images("web-dev-primary").await, vec![fixed]);
-    assert_eq!(dev.phase, Some(StagePhase::Idle), "a successful newer rollout clears the failure");
+    assert_eq!(
+        dev.phase,
+        Some(StagePhase::Idle),
+        "a successful newer rollout clears the failure"
+    );
 
     assert!(!env.events("RolloutFailed").await.is_empty());
     assert!(!env.events("RollbackCompleted").await.is_empty());
@@ -102,19 +146,45 @@ spec:
     let crashing = image("revert-crashing");
     env.kubelet.hold(Hold::Image(crashing.clone()));
     env.apply(&release_yaml("v1", "shop", "1.0.0", &good));
-    env.wait_release_stage("v1", "dev", "Succeeded", Duration::from_secs(60)).await;
+    env.wait_release_stage("v1", "dev", "Succeeded", Duration::from_secs(60))
+        .await;
     env.apply(&release_yaml("v2", "shop", "2.0.0", &crashing));
-    env.wait_release_stage("v2", "dev", "Failed", Duration::from_secs(60)).await;
+    env.wait_release_stage("v2", "dev", "Failed", Duration::from_secs(60))
+        .await;
     let stage = env
-        .wait_for("dev to finish its rollback", Duration::from_secs(60), || async {
-            let s = env.stage("dev").await.status.unwrap_or_default();
-            if s.phase == Some(StagePhase::Failed) { Ok(s) } else { Err(format!("{:?} {:?}", s.phase, s.message)) }
-        })
+        .wait_for(
+            "dev to finish its rollback",
+            Duration::from_secs(60),
+            || async {
+                let s = env.stage("dev").await.status.unwrap_or_default();
+                if s.phase == Some(StagePhase::Failed) {
+                    Ok(s)
+                } else {
+                    Err(format!("{:?} {:?}", s.phase, s.message))
+                }
+            },
+        )
         .await;
     assert_eq!(stage.current_release.as_deref(), Some("v1"));
-    assert!(stage.conditions.iter().any(|c| c.type_ == "Stalled" && c.is_true() && c.reason == "RolledBack"), "{:?}", stage.conditions);
-    assert!(stage.conditions.iter().any(|c| c.type_ == "Ready" && !c.is_true()));
+    assert!(
+        stage
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.is_true() && c.reason == "RolledBack"),
+        "{:?}",
+        stage.conditions
+    );
+    assert!(
+        stage
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && !c.is_true())
+    );
     let primary = env.deployment("web-dev-primary").await.unwrap();
     assert_eq!(env.images("web-dev-primary").await, vec![good]);
-    assert_eq!(primary.status.unwrap().available_replicas, Some(1), "primary runs the previous release again");
+    assert_eq!(
+        primary.status.unwrap().available_replicas,
+        Some(1),
+        "primary runs the previous release again"
+    );
 }

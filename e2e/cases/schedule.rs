@@ -24,24 +24,49 @@ spec:
     env.start_controller();
     env.apply(&release_yaml("batch-7", "batch", "7", &image("batch-7")));
 
-    let waiting = env.wait_release_stage("batch-7", "nightly", "Waiting", Duration::from_secs(30)).await;
+    let waiting = env
+        .wait_release_stage("batch-7", "nightly", "Waiting", Duration::from_secs(30))
+        .await;
     let entry = &waiting.status.unwrap().stages["nightly"];
-    assert_eq!(entry.reason.as_deref(), Some("WaitingForSchedule"), "{entry:?}");
+    assert_eq!(
+        entry.reason.as_deref(),
+        Some("WaitingForSchedule"),
+        "{entry:?}"
+    );
     let since = env
-        .wait_for("the stage to record its candidate", Duration::from_secs(10), || async {
-            let s = env.stage("nightly").await.status.unwrap_or_default();
-            s.candidate_since.ok_or(format!("{s:?}"))
-        })
+        .wait_for(
+            "the stage to record its candidate",
+            Duration::from_secs(10),
+            || async {
+                let s = env.stage("nightly").await.status.unwrap_or_default();
+                s.candidate_since.ok_or(format!("{s:?}"))
+            },
+        )
         .await;
     // The first tick strictly after the release became the candidate: the next full minute.
-    let tick = Timestamp::from_second(since.as_second() - since.as_second().rem_euclid(60) + 60).unwrap();
+    let tick =
+        Timestamp::from_second(since.as_second() - since.as_second().rem_euclid(60) + 60).unwrap();
     if Timestamp::now() < tick {
-        assert!(env.deployment("web-nightly-primary").await.is_none(), "nothing is deployed before the tick");
+        assert!(
+            env.deployment("web-nightly-primary").await.is_none(),
+            "nothing is deployed before the tick"
+        );
     }
 
-    let done = env.wait_release_stage("batch-7", "nightly", "Succeeded", Duration::from_secs(100)).await;
+    let done = env
+        .wait_release_stage("batch-7", "nightly", "Succeeded", Duration::from_secs(100))
+        .await;
     let started = done.status.unwrap().stages["nightly"].started_at.unwrap();
-    assert!(started >= tick, "rollout started at {started}, before the tick at {tick}");
-    assert!(started.duration_since(tick) < SignedDuration::from_secs(5), "rollout started at {started}, tick was {tick}");
-    assert_eq!(env.images("web-nightly-primary").await, vec![image("batch-7")]);
+    assert!(
+        started >= tick,
+        "rollout started at {started}, before the tick at {tick}"
+    );
+    assert!(
+        started.duration_since(tick) < SignedDuration::from_secs(5),
+        "rollout started at {started}, tick was {tick}"
+    );
+    assert_eq!(
+        env.images("web-nightly-primary").await,
+        vec![image("batch-7")]
+    );
 }

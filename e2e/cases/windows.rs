@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use greenlight::api::stage::StagePhase;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 
 use crate::env::{TestEnv, image, release_yaml, target_yaml};
@@ -42,20 +43,46 @@ spec:
     env.start_controller();
     env.apply(&release_yaml("shop-2", "shop", "2.0.0", &image("shop-2")));
 
-    env.wait_release_stage("shop-2", "dev", "Succeeded", Duration::from_secs(60)).await;
-    let held = env.wait_release_stage("shop-2", "prod", "Waiting", Duration::from_secs(30)).await;
-    assert!(Timestamp::now() < window_end, "the test must observe the hold inside the window");
+    env.wait_release_stage("shop-2", "dev", "Succeeded", Duration::from_secs(60))
+        .await;
+    let held = env
+        .wait_release_stage("shop-2", "prod", "Waiting", Duration::from_secs(30))
+        .await;
+    assert!(
+        Timestamp::now() < window_end,
+        "the test must observe the hold inside the window"
+    );
     let entry = &held.status.unwrap().stages["prod"];
     assert_eq!(entry.reason.as_deref(), Some("BlockedByWindow"));
-    assert!(entry.message.as_deref().unwrap_or("").contains("quarterly close"), "{entry:?}");
-    let stage = env.stage("prod").await.status.unwrap();
-    assert_eq!(format!("{:?}", stage.phase.unwrap()), "Waiting");
-    assert!(stage.message.unwrap().contains("quarterly close"));
+    assert!(
+        entry
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("quarterly close"),
+        "{entry:?}"
+    );
+    env.wait_for("prod to say why it waits", Duration::from_secs(10), || async {
+        let s = env.stage("prod").await.status.unwrap_or_default();
+        match (s.phase, s.message.as_deref()) {
+            (Some(StagePhase::Waiting), Some(m)) if m.contains("quarterly close") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
-    let done = env.wait_release_stage("shop-2", "prod", "Succeeded", Duration::from_secs(60)).await;
+    let done = env
+        .wait_release_stage("shop-2", "prod", "Succeeded", Duration::from_secs(60))
+        .await;
     let started = done.status.unwrap().stages["prod"].started_at.unwrap();
-    assert!(started >= window_end, "prod started at {started}, inside the blackout that ended at {window_end}");
+    assert!(
+        started >= window_end,
+        "prod started at {started}, inside the blackout that ended at {window_end}"
+    );
     // No polling delay: the release moves the moment the window closes.
-    assert!(started.duration_since(window_end) < SignedDuration::from_secs(5), "prod started {started}, window ended {window_end}");
+    assert!(
+        started.duration_since(window_end) < SignedDuration::from_secs(5),
+        "prod started {started}, window ended {window_end}"
+    );
     assert_eq!(env.images("web-prod-primary").await, vec![image("shop-2")]);
 }

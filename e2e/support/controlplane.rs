@@ -30,7 +30,11 @@ impl ControlPlane {
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).expect("certs dir");
         make_certs(&certs);
-        std::fs::write(dir.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n")).expect("token file");
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n"),
+        )
+        .expect("token file");
 
         let etcd_port = free_port();
         let peer_port = free_port();
@@ -57,11 +61,20 @@ impl ControlPlane {
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             &format!("--tls-cert-file={}", certs.join("server.crt").display()),
-            &format!("--tls-private-key-file={}", certs.join("server.key").display()),
+            &format!(
+                "--tls-private-key-file={}",
+                certs.join("server.key").display()
+            ),
             &format!("--client-ca-file={}", certs.join("ca.crt").display()),
             &format!("--token-auth-file={}", dir.join("tokens.csv").display()),
-            &format!("--service-account-key-file={}", certs.join("sa.pub").display()),
-            &format!("--service-account-signing-key-file={}", certs.join("sa.key").display()),
+            &format!(
+                "--service-account-key-file={}",
+                certs.join("sa.pub").display()
+            ),
+            &format!(
+                "--service-account-signing-key-file={}",
+                certs.join("sa.key").display()
+            ),
             "--service-account-issuer=https://kubernetes.default.svc",
             "--service-cluster-ip-range=10.96.0.0/16",
             "--authorization-mode=RBAC",
@@ -72,8 +85,19 @@ impl ControlPlane {
         procs.push(Proc::spawn("kube-apiserver", api, &dir));
 
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &certs.join("ca.crt"), ADMIN_TOKEN)).expect("kubeconfig");
-        let cp = ControlPlane { dir, kubeconfig, server, procs: std::sync::Mutex::new(procs), keep_dir, etcd_dir };
+        std::fs::write(
+            &kubeconfig,
+            kubeconfig_yaml(&server, &certs.join("ca.crt"), ADMIN_TOKEN),
+        )
+        .expect("kubeconfig");
+        let cp = ControlPlane {
+            dir,
+            kubeconfig,
+            server,
+            procs: std::sync::Mutex::new(procs),
+            keep_dir,
+            etcd_dir,
+        };
         cp.wait_healthy(Duration::from_secs(90));
 
         let mut kcm = Command::new(find_binary("kube-controller-manager"));
@@ -96,7 +120,13 @@ impl ControlPlane {
         let started = Instant::now();
         loop {
             let ok = Command::new(find_binary("kubectl"))
-                .args(["--kubeconfig", &self.kubeconfig.to_string_lossy(), "get", "--raw", "/readyz"])
+                .args([
+                    "--kubeconfig",
+                    &self.kubeconfig.to_string_lossy(),
+                    "get",
+                    "--raw",
+                    "/readyz",
+                ])
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);
@@ -109,8 +139,17 @@ impl ControlPlane {
                 }
             }
             if started.elapsed() > timeout {
-                let logs: Vec<String> = self.procs.lock().unwrap().iter().map(|p| format!("--- {}\n{}", p.name, p.tail(30))).collect();
-                panic!("control plane not healthy after {timeout:?}\n{}", logs.join("\n"));
+                let logs: Vec<String> = self
+                    .procs
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|p| format!("--- {}\n{}", p.name, p.tail(30)))
+                    .collect();
+                panic!(
+                    "control plane not healthy after {timeout:?}\n{}",
+                    logs.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -119,7 +158,11 @@ impl ControlPlane {
     /// Runs kubectl against this control plane and returns stdout, panicking on failure.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let out = self.kubectl_raw(args);
-        assert!(out.status.success(), "kubectl {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -133,7 +176,13 @@ impl ControlPlane {
     }
 
     pub fn logs(&self) -> String {
-        self.procs.lock().unwrap().iter().map(|p| format!("--- {}\n{}", p.name, p.tail(20))).collect::<Vec<_>>().join("\n")
+        self.procs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| format!("--- {}\n{}", p.name, p.tail(20)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -160,13 +209,19 @@ impl ControlPlane {
 
 fn shm_or(dir: &Path) -> PathBuf {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() { super::temp_dir_in(shm, "greenlight-etcd") } else { super::temp_dir_in(dir, "etcd") }
+    if shm.is_dir() {
+        super::temp_dir_in(shm, "greenlight-etcd")
+    } else {
+        super::temp_dir_in(dir, "etcd")
+    }
 }
 
 fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {
     use std::io::Read;
     let mut pem = Vec::new();
-    std::fs::File::open(ca).and_then(|mut f| f.read_to_end(&mut pem)).expect("read CA");
+    std::fs::File::open(ca)
+        .and_then(|mut f| f.read_to_end(&mut pem))
+        .expect("read CA");
     let ca_b64 = base64_encode(&pem);
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\ncurrent-context: e2e\n"
@@ -176,13 +231,62 @@ fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {
 /// A CA, a serving certificate for 127.0.0.1/localhost, and the service-account key pair.
 fn make_certs(dir: &Path) {
     let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl (apt-get install openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=greenlight-e2e-ca"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-subj",
+        "/CN=greenlight-e2e-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
     std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").expect("san file");
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "3650", "-extfile", "san.ext"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "3650",
+        "-extfile",
+        "san.ext",
+    ]);
     run(&["genrsa", "-out", "sa.key", "2048"]);
     run(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
 }
@@ -191,7 +295,11 @@ fn base64_encode(data: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -16,7 +16,10 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Sets `name{labels}` to `value` (any Prometheus text value, e.g. `0.5` or `NaN`).
     pub fn set(&self, series: &str, value: &str) {
-        self.values.lock().unwrap().insert(series.to_string(), value.to_string());
+        self.values
+            .lock()
+            .unwrap()
+            .insert(series.to_string(), value.to_string());
     }
 
     /// Starts serving on a free loopback port and returns `host:port`.
@@ -28,7 +31,10 @@ impl MetricsServer {
                 let state = state.clone();
                 async move {
                     let values = state.values.lock().unwrap().clone();
-                    values.iter().map(|(k, v)| format!("{k} {v}\n")).collect::<String>()
+                    values
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}\n"))
+                        .collect::<String>()
                 }
             }),
         );
@@ -44,7 +50,9 @@ pub struct WebhookServer {
 
 impl WebhookServer {
     pub async fn start(&self) -> String {
-        let app = axum::Router::new().route("/{status}/{message}", any(answer)).with_state(self.clone());
+        let app = axum::Router::new()
+            .route("/{status}/{message}", any(answer))
+            .with_state(self.clone());
         serve(app).await
     }
 
@@ -53,13 +61,26 @@ impl WebhookServer {
     }
 }
 
-async fn answer(State(server): State<WebhookServer>, Path((status, message)): Path<(u16, String)>) -> (StatusCode, String) {
-    *server.calls.lock().unwrap().entry(format!("/{status}/{message}")).or_default() += 1;
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message)
+async fn answer(
+    State(server): State<WebhookServer>,
+    Path((status, message)): Path<(u16, String)>,
+) -> (StatusCode, String) {
+    *server
+        .calls
+        .lock()
+        .unwrap()
+        .entry(format!("/{status}/{message}"))
+        .or_default() += 1;
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        message,
+    )
 }
 
 async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr

@@ -17,7 +17,11 @@ pub const NODE: &str = "fake-node";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Hold {
     Image(String),
-    Label { namespace: String, key: String, value: String },
+    Label {
+        namespace: String,
+        key: String,
+        value: String,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -37,9 +41,18 @@ impl Kubelet {
     fn held(&self, pod: &Pod) -> bool {
         let holds = self.holds.lock().unwrap();
         holds.iter().any(|h| match h {
-            Hold::Image(image) => pod.spec.iter().flat_map(|s| &s.containers).any(|c| c.image.as_deref() == Some(image.as_str())),
-            Hold::Label { namespace, key, value } => {
-                pod.namespace().as_deref() == Some(namespace.as_str()) && pod.labels().get(key) == Some(value)
+            Hold::Image(image) => pod
+                .spec
+                .iter()
+                .flat_map(|s| &s.containers)
+                .any(|c| c.image.as_deref() == Some(image.as_str())),
+            Hold::Label {
+                namespace,
+                key,
+                value,
+            } => {
+                pod.namespace().as_deref() == Some(namespace.as_str())
+                    && pod.labels().get(key) == Some(value)
             }
         })
     }
@@ -52,7 +65,11 @@ impl Kubelet {
             if let Ok(list) = pods.list(&ListParams::default()).await {
                 for pod in list.items {
                     if let Err(e) = self.tend(&client, &pod).await {
-                        eprintln!("fake kubelet: pod {}/{}: {e}", pod.namespace().unwrap_or_default(), pod.name_any());
+                        eprintln!(
+                            "fake kubelet: pod {}/{}: {e}",
+                            pod.namespace().unwrap_or_default(),
+                            pod.name_any()
+                        );
                     }
                 }
             }
@@ -65,7 +82,16 @@ impl Kubelet {
         let name = pod.name_any();
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         if pod.metadata.deletion_timestamp.is_some() {
-            api.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.map(|_| ()).or_else(ignore_not_found)?;
+            api.delete(
+                &name,
+                &DeleteParams {
+                    grace_period_seconds: Some(0),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|_| ())
+            .or_else(ignore_not_found)?;
             return Ok(());
         }
         let spec = pod.spec.clone().unwrap_or_default();
@@ -76,13 +102,24 @@ impl Kubelet {
                 "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}
             });
             let body = serde_json::to_vec(&binding).expect("binding json");
-            let req = http_post(&format!("/api/v1/namespaces/{ns}/pods/{name}/binding"), body);
-            client.request::<serde_json::Value>(req).await.map(|_| ()).or_else(ignore_conflict)?;
+            let req = http_post(
+                &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
+                body,
+            );
+            client
+                .request::<serde_json::Value>(req)
+                .await
+                .map(|_| ())
+                .or_else(ignore_conflict)?;
             return Ok(());
         }
         let ready = !self.held(pod);
         let status = pod.status.clone().unwrap_or_default();
-        let is_ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+        let is_ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
         if status.phase.as_deref() == Some("Running") && is_ready == ready {
             return Ok(());
         }
@@ -109,12 +146,18 @@ impl Kubelet {
             ],
             "containerStatuses": containers,
         }});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await.map(|_| ()).or_else(ignore_not_found)
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map(|_| ())
+            .or_else(ignore_not_found)
     }
 }
 
 fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
-    http::Request::post(path).header("content-type", "application/json").body(body).expect("request")
+    http::Request::post(path)
+        .header("content-type", "application/json")
+        .body(body)
+        .expect("request")
 }
 
 fn ignore_not_found(e: kube::Error) -> Result<(), kube::Error> {
@@ -146,5 +189,8 @@ async fn register_node(client: &Client) {
         "conditions": [{"type": "Ready", "status": "True", "reason": "FakeKubelet", "lastHeartbeatTime": now, "lastTransitionTime": now}],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
     }});
-    nodes.patch_status(NODE, &PatchParams::default(), &Patch::Merge(status)).await.expect("node status");
+    nodes
+        .patch_status(NODE, &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("node status");
 }

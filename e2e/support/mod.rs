@@ -23,7 +23,8 @@ pub fn k8s_bin_dir() -> PathBuf {
 pub fn cache_dir() -> PathBuf {
     match std::env::var("GREENLIGHT_CACHE") {
         Ok(dir) => PathBuf::from(dir),
-        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/greenlight"),
+        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .join(".cache/greenlight"),
     }
 }
 
@@ -39,11 +40,17 @@ pub fn find_binary(name: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{name} not found in {} or PATH; run `bash hack/install-deps.sh` (make test does)", k8s_bin_dir().display());
+    panic!(
+        "{name} not found in {} or PATH; run `bash hack/install-deps.sh` (make test does)",
+        k8s_bin_dir().display()
+    );
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// A fresh directory under the system temp dir (or `/dev/shm` for speed when asked).
@@ -61,6 +68,9 @@ pub fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{:x}{n}", nanos & 0xffff)
 }

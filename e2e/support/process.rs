@@ -15,7 +15,9 @@ impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, log_dir: &Path) -> Proc {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log).expect("create log file");
-        cmd.stdout(out.try_clone().expect("dup log")).stderr(out).stdin(Stdio::null());
+        cmd.stdout(out.try_clone().expect("dup log"))
+            .stderr(out)
+            .stdin(Stdio::null());
         #[cfg(target_os = "linux")]
         unsafe {
             use std::os::unix::process::CommandExt;
@@ -25,8 +27,14 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.to_string(), child, log }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     pub fn tail(&self, lines: usize) -> String {

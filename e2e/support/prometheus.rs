@@ -16,7 +16,11 @@ impl Prometheus {
     pub fn start(targets: &[String]) -> Prometheus {
         let dir = temp_dir("greenlight-prom");
         let port = free_port();
-        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: e2e\n  scrape_interval: 1s\n  static_configs:\n  - targets: [{list}]\n"
         );
@@ -30,7 +34,11 @@ impl Prometheus {
         ]);
         let proc = Proc::spawn("prometheus", cmd, &dir);
         let url = format!("http://127.0.0.1:{port}");
-        Prometheus { url, proc: Some(proc), dir }
+        Prometheus {
+            url,
+            proc: Some(proc),
+            dir,
+        }
     }
 
     /// Waits until an instant query returns `series` series.
@@ -39,19 +47,30 @@ impl Prometheus {
         let started = Instant::now();
         loop {
             let n = async {
-                let v: serde_json::Value = http.get(format!("{}/api/v1/query", self.url)).query(&[("query", query)]).send().await.ok()?.json().await.ok()?;
+                let v: serde_json::Value = http
+                    .get(format!("{}/api/v1/query", self.url))
+                    .query(&[("query", query)])
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
                 v["data"]["result"].as_array().map(|a| a.len())
             }
             .await;
             if n == Some(series) {
                 return;
             }
-            if let Some(p) = self.proc.as_mut() {
-                if !p.is_running() {
-                    panic!("prometheus exited:\n{}", p.tail(30));
-                }
+            if let Some(p) = self.proc.as_mut()
+                && !p.is_running()
+            {
+                panic!("prometheus exited:\n{}", p.tail(30));
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "prometheus has no {series} series for {query} (has {n:?})");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "prometheus has no {series} series for {query} (has {n:?})"
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }

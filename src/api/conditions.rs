@@ -111,7 +111,12 @@ mod tests {
         let first = merge(&[], kstatus(Health::Ready, "Idle", "ok"), t0, Some(1));
         let second = merge(&first, kstatus(Health::Ready, "Idle", "ok"), t1, Some(1));
         assert_eq!(first, second);
-        let third = merge(&second, kstatus(Health::Progressing, "RollingOut", "x"), t1, Some(1));
+        let third = merge(
+            &second,
+            kstatus(Health::Progressing, "RollingOut", "x"),
+            t1,
+            Some(1),
+        );
         assert_eq!(find(&third, READY).unwrap().last_transition_time, t1);
     }
 }

@@ -1,6 +1,9 @@
 //! `Gate`: a reusable check that a release must pass before a stage rolls it out.
 //! `type` names the kind and the member of the same name carries its settings.
 
+// Each `printcolumn(...)` repeats `type_ = ...`, which this lint mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,9 +23,17 @@ use super::stage::DURATION_PATTERN;
     category = "greenlight",
     doc = "A reusable check a release must pass: soak time, time window, Prometheus query or webhook.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GateSpec {

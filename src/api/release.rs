@@ -1,6 +1,9 @@
 //! `Release`: an immutable, versioned set of artifacts pinned by digest, published by CI, and
 //! the record of its journey through each stage of its pipeline.
 
+// Each `printcolumn(...)` repeats `type_ = ...`, which this lint mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -30,7 +33,11 @@ pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Stages", type_ = "string", json_path = ".status.summary"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseSpec {

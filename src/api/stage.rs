@@ -1,6 +1,9 @@
 //! `Stage`: one environment on a release path, with its trigger, windows, gates, rollout
 //! strategy, and the status of what it runs and what it is doing.
 
+// Each `printcolumn(...)` repeats `type_ = ...`, which this lint mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::CustomResource;
@@ -24,12 +27,33 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     category = "greenlight",
     doc = "One environment on a release path: its trigger, windows, gates and rollout strategy.",
     printcolumn(name = "Pipeline", type_ = "string", json_path = ".spec.pipeline"),
-    printcolumn(name = "Current", type_ = "string", json_path = ".status.currentVersion"),
-    printcolumn(name = "Candidate", type_ = "string", json_path = ".status.candidateVersion"),
+    printcolumn(
+        name = "Current",
+        type_ = "string",
+        json_path = ".status.currentVersion"
+    ),
+    printcolumn(
+        name = "Candidate",
+        type_ = "string",
+        json_path = ".status.candidateVersion"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StageSpec {

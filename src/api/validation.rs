@@ -18,7 +18,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -38,26 +41,42 @@ pub fn validate_release(spec: &ReleaseSpec) -> Result<(), ValidationErrors> {
     let name = Regex::new(NAME_PATTERN).expect("constant pattern");
     let mut errors = Vec::new();
     if !name.is_match(&spec.pipeline) {
-        errors.push(FieldError::new("spec.pipeline", format!("'{}' is not a DNS label", spec.pipeline)));
+        errors.push(FieldError::new(
+            "spec.pipeline",
+            format!("'{}' is not a DNS label", spec.pipeline),
+        ));
     }
     if spec.version.trim().is_empty() {
         errors.push(FieldError::new("spec.version", "must not be empty"));
     }
     if spec.artifacts.is_empty() {
-        errors.push(FieldError::new("spec.artifacts", "at least one artifact is required"));
+        errors.push(FieldError::new(
+            "spec.artifacts",
+            "at least one artifact is required",
+        ));
     }
     for (i, a) in spec.artifacts.iter().enumerate() {
         if !digest.is_match(&a.image) {
             errors.push(FieldError::new(
                 format!("spec.artifacts[{i}].image"),
-                format!("'{}' is not pinned by digest; use <repository>@sha256:<64 hex digits>", a.image),
+                format!(
+                    "'{}' is not pinned by digest; use <repository>@sha256:<64 hex digits>",
+                    a.image
+                ),
             ));
         }
         if spec.artifacts[..i].iter().any(|b| b.name == a.name) {
-            errors.push(FieldError::new(format!("spec.artifacts[{i}].name"), format!("container '{}' is listed twice", a.name)));
+            errors.push(FieldError::new(
+                format!("spec.artifacts[{i}].name"),
+                format!("container '{}' is listed twice", a.name),
+            ));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(ValidationErrors(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors))
+    }
 }
 
 /// A Stage spec with every string parsed.
@@ -75,7 +94,10 @@ pub struct StagePlan {
 #[derive(Debug, Clone)]
 pub enum CompiledTrigger {
     Auto,
-    Schedule { schedule: Schedule, tz: jiff::tz::TimeZone },
+    Schedule {
+        schedule: Schedule,
+        tz: jiff::tz::TimeZone,
+    },
 }
 
 pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, ValidationErrors> {
@@ -88,22 +110,35 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
                 .ok();
             let schedule = match spec.trigger.schedule.as_deref() {
                 None => {
-                    errors.push(FieldError::new("spec.trigger.schedule", "required when spec.trigger.type is 'schedule'"));
+                    errors.push(FieldError::new(
+                        "spec.trigger.schedule",
+                        "required when spec.trigger.type is 'schedule'",
+                    ));
                     None
                 }
                 Some(expr) => Schedule::parse(expr)
-                    .map_err(|e| errors.push(FieldError::new("spec.trigger.schedule", e.to_string())))
+                    .map_err(|e| {
+                        errors.push(FieldError::new("spec.trigger.schedule", e.to_string()))
+                    })
                     .ok(),
             };
-            schedule.zip(tz).map(|(schedule, tz)| CompiledTrigger::Schedule { schedule, tz })
+            schedule
+                .zip(tz)
+                .map(|(schedule, tz)| CompiledTrigger::Schedule { schedule, tz })
         }
     };
     let mut windows = Vec::new();
     for (i, w) in spec.windows.iter().enumerate() {
         let field = |f: &str| format!("spec.windows[{i}].{f}");
-        let schedule = Schedule::parse(&w.schedule).map_err(|e| errors.push(FieldError::new(field("schedule"), e.to_string()))).ok();
-        let duration = parse_duration(&w.duration).map_err(|e| errors.push(FieldError::new(field("duration"), e.to_string()))).ok();
-        let tz = time_zone(w.time_zone.as_deref()).map_err(|e| errors.push(FieldError::new(field("timeZone"), e.to_string()))).ok();
+        let schedule = Schedule::parse(&w.schedule)
+            .map_err(|e| errors.push(FieldError::new(field("schedule"), e.to_string())))
+            .ok();
+        let duration = parse_duration(&w.duration)
+            .map_err(|e| errors.push(FieldError::new(field("duration"), e.to_string())))
+            .ok();
+        let tz = time_zone(w.time_zone.as_deref())
+            .map_err(|e| errors.push(FieldError::new(field("timeZone"), e.to_string())))
+            .ok();
         if let (Some(schedule), Some(duration), Some(tz)) = (schedule, duration, tz) {
             windows.push(WindowSpec {
                 allow: w.kind == WindowKind::Allow,
@@ -117,7 +152,10 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
     let progress_deadline = match parse_duration(&spec.progress_deadline) {
         Ok(d) if d >= Duration::from_secs(1) => Some(d),
         Ok(_) => {
-            errors.push(FieldError::new("spec.progressDeadline", "must be at least 1s"));
+            errors.push(FieldError::new(
+                "spec.progressDeadline",
+                "must be at least 1s",
+            ));
             None
         }
         Err(e) => {
@@ -126,14 +164,20 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
         }
     };
     if spec.requires.iter().any(|r| r == name) {
-        errors.push(FieldError::new("spec.requires", format!("stage '{name}' cannot require itself")));
+        errors.push(FieldError::new(
+            "spec.requires",
+            format!("stage '{name}' cannot require itself"),
+        ));
     }
     if spec.replicas < 0 {
         errors.push(FieldError::new("spec.replicas", "must not be negative"));
     }
     for (i, g) in spec.gates.iter().enumerate() {
         if spec.gates[..i].contains(g) {
-            errors.push(FieldError::new(format!("spec.gates[{i}]"), format!("gate '{g}' is listed twice")));
+            errors.push(FieldError::new(
+                format!("spec.gates[{i}]"),
+                format!("gate '{g}' is listed twice"),
+            ));
         }
     }
     match (trigger, progress_deadline) {
@@ -160,7 +204,10 @@ mod tests {
         ReleaseSpec {
             pipeline: "shop".into(),
             version: "1.0.0".into(),
-            artifacts: vec![Artifact { name: "web".into(), image: image.into() }],
+            artifacts: vec![Artifact {
+                name: "web".into(),
+                image: image.into(),
+            }],
             release_type: ReleaseType::Feature,
             source: None,
             notes: None,
@@ -184,8 +231,13 @@ mod tests {
 
     #[test]
     fn a_release_without_a_digest_is_rejected_naming_the_field() {
-        let err = validate_release(&release("registry.example/web:1.0")).unwrap_err().to_string();
-        assert!(err.contains("spec.artifacts[0].image") && err.contains("digest"), "{err}");
+        let err = validate_release(&release("registry.example/web:1.0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.artifacts[0].image") && err.contains("digest"),
+            "{err}"
+        );
         let digest = format!("registry.example/web@sha256:{}", "a".repeat(64));
         assert!(validate_release(&release(&digest)).is_ok());
     }
@@ -193,7 +245,11 @@ mod tests {
     #[test]
     fn an_unparsable_cron_names_the_field() {
         let mut s = stage();
-        s.trigger = Trigger { trigger_type: TriggerType::Schedule, schedule: Some("0 25 * * *".into()), time_zone: None };
+        s.trigger = Trigger {
+            trigger_type: TriggerType::Schedule,
+            schedule: Some("0 25 * * *".into()),
+            time_zone: None,
+        };
         s.windows.push(Window {
             kind: WindowKind::Deny,
             schedule: "bad".into(),
@@ -203,7 +259,14 @@ mod tests {
         });
         let err = compile_stage("prod", &s).unwrap_err();
         let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["spec.trigger.schedule", "spec.windows[0].schedule", "spec.windows[0].timeZone"]);
+        assert_eq!(
+            fields,
+            [
+                "spec.trigger.schedule",
+                "spec.windows[0].schedule",
+                "spec.windows[0].timeZone"
+            ]
+        );
     }
 
     #[test]

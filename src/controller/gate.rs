@@ -23,33 +23,55 @@ use crate::gates;
 const CONTROLLER: &str = "gate";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
-    Controller::new(scoped_api::<Gate>(client, namespace), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy(CONTROLLER), ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    Controller::new(
+        scoped_api::<Gate>(client, namespace),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(reconcile, error_policy(CONTROLLER), ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
 }
 
 async fn reconcile(gate: Arc<Gate>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let namespace = gate.namespace().ok_or(ReconcileError::MissingField("metadata.namespace"))?;
+    let namespace = gate
+        .namespace()
+        .ok_or(ReconcileError::MissingField("metadata.namespace"))?;
     let name = gate.name_any();
     let started = Instant::now();
     let result = async {
         let (health, reason, message) = match gates::compile(&gate.spec, &ctx.http) {
-            Ok(_) => (Health::Ready, "Valid", format!("{} gate is valid", gate.spec.gate_type.as_str())),
-            Err(errors) => (Health::Stalled, "InvalidSpec", ValidationErrors(errors).to_string()),
+            Ok(_) => (
+                Health::Ready,
+                "Valid",
+                format!("{} gate is valid", gate.spec.gate_type.as_str()),
+            ),
+            Err(errors) => (
+                Health::Stalled,
+                "InvalidSpec",
+                ValidationErrors(errors).to_string(),
+            ),
         };
         let old = gate.status.clone().unwrap_or_default();
         let generation = gate.meta().generation;
         let new = GateStatus {
             observed_generation: generation,
             message: Some(message.clone()),
-            conditions: conditions::merge(&old.conditions, kstatus(health, reason, &message), Timestamp::now(), generation),
+            conditions: conditions::merge(
+                &old.conditions,
+                kstatus(health, reason, &message),
+                Timestamp::now(),
+                generation,
+            ),
         };
         if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
             ctx.metrics.write("gate_status");
             ctx.api::<Gate>(&namespace)
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({ "status": diff })))
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": diff })),
+                )
                 .await?;
         }
         Ok(Action::await_change())

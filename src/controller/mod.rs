@@ -39,14 +39,27 @@ pub struct Context {
 impl Context {
     pub fn api<K>(&self, namespace: &str) -> Api<K>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
     {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: String) {
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),
@@ -61,7 +74,10 @@ impl Context {
 
 pub(crate) fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -72,12 +88,21 @@ where
 /// A cache of all objects of a kind, kept up to date by a watch.
 fn cache<K>(api: Api<K>) -> (Store<K>, impl std::future::Future<Output = ()>)
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff())
-        .applied_objects()
-        .for_each(|_| futures::future::ready(()));
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects()
+    .for_each(|_| futures::future::ready(()));
     (reader, stream)
 }
 
@@ -93,7 +118,11 @@ pub fn pipeline_stages(store: &Store<Stage>, namespace: &str, pipeline: &str) ->
 }
 
 /// Releases of one pipeline, oldest first (creation time, then name).
-pub fn pipeline_releases(store: &Store<Release>, namespace: &str, pipeline: &str) -> Vec<Arc<Release>> {
+pub fn pipeline_releases(
+    store: &Store<Release>,
+    namespace: &str,
+    pipeline: &str,
+) -> Vec<Arc<Release>> {
     let mut releases: Vec<Arc<Release>> = store
         .state()
         .into_iter()
@@ -101,15 +130,25 @@ pub fn pipeline_releases(store: &Store<Release>, namespace: &str, pipeline: &str
         .collect();
     releases.sort_by(|a, b| {
         let created = |r: &Release| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        created(a).cmp(&created(b)).then_with(|| a.name_any().cmp(&b.name_any()))
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.name_any().cmp(&b.name_any()))
     });
     releases
 }
 
-pub fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
+pub fn error_policy<K>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
     move |_obj, error, ctx| {
         warn!(controller, error = %error, "reconcile failed");
-        ctx.metrics.reconcile_errors.get_or_create(&crate::metrics::ErrorLabels { controller, error: error.label() }).inc();
+        ctx.metrics
+            .reconcile_errors
+            .get_or_create(&crate::metrics::ErrorLabels {
+                controller,
+                error: error.label(),
+            })
+            .inc();
         Action::requeue(Duration::from_secs(5))
     }
 }
@@ -119,7 +158,10 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
     let (stages, stages_task) = cache::<Stage>(scoped(&client, &namespace));
     let (releases, releases_task) = cache::<Release>(scoped(&client, &namespace));
     let (gates, gates_task) = cache::<Gate>(scoped(&client, &namespace));
-    let reporter = Reporter { controller: "greenlight".into(), instance: std::env::var("POD_NAME").ok() };
+    let reporter = Reporter {
+        controller: "greenlight".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         namespace: namespace.clone(),
@@ -133,12 +175,19 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
     tokio::spawn(stages_task);
     tokio::spawn(releases_task);
     tokio::spawn(gates_task);
-    for (name, store) in [("stages", stages.wait_until_ready().await.is_ok()), ("releases", releases.wait_until_ready().await.is_ok()), ("gates", gates.wait_until_ready().await.is_ok())] {
+    for (name, store) in [
+        ("stages", stages.wait_until_ready().await.is_ok()),
+        ("releases", releases.wait_until_ready().await.is_ok()),
+        ("gates", gates.wait_until_ready().await.is_ok()),
+    ] {
         if !store {
             warn!(cache = name, "cache did not become ready");
         }
     }
-    tracing::info!(namespace = namespace.as_deref().unwrap_or("<all>"), "controllers started");
+    tracing::info!(
+        namespace = namespace.as_deref().unwrap_or("<all>"),
+        "controllers started"
+    );
     tokio::join!(
         stage::controller(ctx.clone(), &client, &namespace),
         release::controller(ctx.clone(), &client, &namespace),
@@ -146,10 +195,9 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
     );
 }
 
-pub(crate) fn refs_of<K: Resource<DynamicType = ()>>(objs: impl IntoIterator<Item = Arc<K>>) -> Vec<ObjectRef<K>>
-where
-    K: kube::core::Resource,
-{
+pub(crate) fn refs_of<K: Resource<DynamicType = ()>>(
+    objs: impl IntoIterator<Item = Arc<K>>,
+) -> Vec<ObjectRef<K>> {
     objs.into_iter().map(|o| ObjectRef::from_obj(&*o)).collect()
 }
 

@@ -28,18 +28,31 @@ const CONTROLLER: &str = "release";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
     let releases = ctx.releases.clone();
-    Controller::new(scoped_api::<Release>(client, namespace), watcher::Config::default())
-        .watches(scoped_api::<Stage>(client, namespace), watcher::Config::default(), move |s: Stage| {
-            refs_of(pipeline_releases(&releases, &s.namespace().unwrap_or_default(), &s.spec.pipeline))
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy(CONTROLLER), ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    Controller::new(
+        scoped_api::<Release>(client, namespace),
+        watcher::Config::default(),
+    )
+    .watches(
+        scoped_api::<Stage>(client, namespace),
+        watcher::Config::default(),
+        move |s: Stage| {
+            refs_of(pipeline_releases(
+                &releases,
+                &s.namespace().unwrap_or_default(),
+                &s.spec.pipeline,
+            ))
+        },
+    )
+    .shutdown_on_signal()
+    .run(reconcile, error_policy(CONTROLLER), ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
 }
 
 async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let namespace = release.namespace().ok_or(ReconcileError::MissingField("metadata.namespace"))?;
+    let namespace = release
+        .namespace()
+        .ok_or(ReconcileError::MissingField("metadata.namespace"))?;
     let name = release.name_any();
     let started = Instant::now();
     let result = reconcile_release(&release, &namespace, &ctx)
@@ -49,10 +62,18 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, R
     result
 }
 
-async fn reconcile_release(release: &Release, namespace: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn reconcile_release(
+    release: &Release,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
     let stages = pipeline_stages(&ctx.stages, namespace, &release.spec.pipeline);
-    let graph: BTreeMap<String, Vec<String>> = stages.iter().map(|s| (s.name_any(), s.spec.requires.clone())).collect();
-    let order = topological_order(&release.spec.pipeline, &graph).unwrap_or_else(|_| graph.keys().cloned().collect());
+    let graph: BTreeMap<String, Vec<String>> = stages
+        .iter()
+        .map(|s| (s.name_any(), s.spec.requires.clone()))
+        .collect();
+    let order = topological_order(&release.spec.pipeline, &graph)
+        .unwrap_or_else(|_| graph.keys().cloned().collect());
     let invalid = validate_release(&release.spec).err().map(|e| e.to_string());
     let old = release.status.clone().unwrap_or_default();
     let summary = summarize(&old, &order, invalid.as_deref());
@@ -62,13 +83,22 @@ async fn reconcile_release(release: &Release, namespace: &str, ctx: &Context) ->
         phase: Some(summary.phase),
         summary: Some(summary.summary).filter(|s| !s.is_empty()),
         message: Some(summary.message).filter(|s| !s.is_empty()),
-        conditions: conditions::merge(&old.conditions, summary.conditions, Timestamp::now(), generation),
+        conditions: conditions::merge(
+            &old.conditions,
+            summary.conditions,
+            Timestamp::now(),
+            generation,
+        ),
         stages: old.stages.clone(),
     };
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
         ctx.metrics.write("release_status");
         ctx.api::<Release>(namespace)
-            .patch_status(&release.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": diff })))
+            .patch_status(
+                &release.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": diff })),
+            )
             .await?;
     }
     Ok(Action::await_change())

@@ -18,13 +18,17 @@ use tracing::{Instrument, info, info_span};
 use super::error::ReconcileError;
 use super::patch::merge_diff;
 use super::{Context, error_policy, pipeline_releases, pipeline_stages, refs_of, scoped_api};
-use crate::api::conditions::{self, Condition, TARGET_RUNS_PODS, kstatus, Health};
+use crate::api::conditions::{self, Condition, Health, TARGET_RUNS_PODS, kstatus};
 use crate::api::release::{GateVerdict, Release, ReleaseStageStatus};
 use crate::api::stage::{Stage, StagePhase, StageStatus};
-use crate::api::validation::{StagePlan, ValidationErrors, compile_stage, validate_release, FieldError};
+use crate::api::validation::{
+    FieldError, StagePlan, ValidationErrors, compile_stage, validate_release,
+};
 use crate::api::{FIELD_MANAGER, Gate};
 use crate::gates::{self, GateContext, GateOutcome};
-use crate::machine::stage::{self as machine, Decision, DesiredPrimary, GateReport, Outcome, ReleaseView, StageInput};
+use crate::machine::stage::{
+    self as machine, Decision, DesiredPrimary, GateReport, Outcome, ReleaseView, StageInput,
+};
 use crate::pipeline::topological_order;
 use crate::workload::{build_primary, matches_desired, observe, primary_name};
 
@@ -37,28 +41,58 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
     let by_release = stages.clone();
     let by_gate = stages.clone();
     let by_stage = stages.clone();
-    Controller::new(scoped_api::<Stage>(client, namespace), watcher::Config::default())
-        .owns(scoped_api::<Deployment>(client, namespace), watcher::Config::default().labels("app.kubernetes.io/managed-by=greenlight"))
-        .watches(scoped_api::<Release>(client, namespace), watcher::Config::default(), move |r: Release| {
-            refs_of(pipeline_stages(&by_release, &r.namespace().unwrap_or_default(), &r.spec.pipeline))
-        })
-        .watches(scoped_api::<Gate>(client, namespace), watcher::Config::default(), move |g: Gate| {
+    Controller::new(
+        scoped_api::<Stage>(client, namespace),
+        watcher::Config::default(),
+    )
+    .owns(
+        scoped_api::<Deployment>(client, namespace),
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=greenlight"),
+    )
+    .watches(
+        scoped_api::<Release>(client, namespace),
+        watcher::Config::default(),
+        move |r: Release| {
+            refs_of(pipeline_stages(
+                &by_release,
+                &r.namespace().unwrap_or_default(),
+                &r.spec.pipeline,
+            ))
+        },
+    )
+    .watches(
+        scoped_api::<Gate>(client, namespace),
+        watcher::Config::default(),
+        move |g: Gate| {
             let ns = g.namespace().unwrap_or_default();
             let name = g.name_any();
-            refs_of(by_gate.state().into_iter().filter(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.spec.gates.contains(&name)))
-        })
-        .watches(scoped_api::<Stage>(client, namespace), watcher::Config::default(), move |s: Stage| {
-            refs_of(pipeline_stages(&by_stage, &s.namespace().unwrap_or_default(), &s.spec.pipeline))
-        })
-        .shutdown_on_signal()
-        .run(reconcile, error_policy(CONTROLLER), ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+            refs_of(by_gate.state().into_iter().filter(|s| {
+                s.namespace().as_deref() == Some(ns.as_str()) && s.spec.gates.contains(&name)
+            }))
+        },
+    )
+    .watches(
+        scoped_api::<Stage>(client, namespace),
+        watcher::Config::default(),
+        move |s: Stage| {
+            refs_of(pipeline_stages(
+                &by_stage,
+                &s.namespace().unwrap_or_default(),
+                &s.spec.pipeline,
+            ))
+        },
+    )
+    .shutdown_on_signal()
+    .run(reconcile, error_policy(CONTROLLER), ctx)
+    .for_each(|_| futures::future::ready(()))
+    .await;
 }
 
 async fn reconcile(trigger: Arc<Stage>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let name = trigger.name_any();
-    let namespace = trigger.namespace().ok_or(ReconcileError::MissingField("metadata.namespace"))?;
+    let namespace = trigger
+        .namespace()
+        .ok_or(ReconcileError::MissingField("metadata.namespace"))?;
     let started = Instant::now();
     let result = reconcile_stage(&name, &namespace, &ctx)
         .instrument(info_span!("reconcile", kind = "Stage", namespace = %namespace, name = %name))
@@ -67,7 +101,11 @@ async fn reconcile(trigger: Arc<Stage>, ctx: Arc<Context>) -> Result<Action, Rec
     result
 }
 
-async fn reconcile_stage(name: &str, namespace: &str, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn reconcile_stage(
+    name: &str,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
     // Read fresh rather than from the cache: decisions must build on our own last write.
     let Some(stage) = ctx.api::<Stage>(namespace).get_opt(name).await? else {
         return Ok(Action::await_change());
@@ -88,7 +126,10 @@ async fn reconcile_stage(name: &str, namespace: &str, ctx: &Context) -> Result<A
     let deployments = ctx.api::<Deployment>(namespace);
     let target = deployments.get_opt(&stage.spec.target.name).await?;
     let Some(target) = target else {
-        let message = format!("spec.target.name: Deployment '{}' not found in namespace '{namespace}'", stage.spec.target.name);
+        let message = format!(
+            "spec.target.name: Deployment '{}' not found in namespace '{namespace}'",
+            stage.spec.target.name
+        );
         let mut status = old_status.clone();
         status.phase = Some(StagePhase::Invalid);
         status.message = Some(message.clone());
@@ -96,10 +137,20 @@ async fn reconcile_stage(name: &str, namespace: &str, ctx: &Context) -> Result<A
         write_stage_status(&stage, &old_status, status, ctx, now).await?;
         return Ok(Action::requeue(INVALID_RETRY));
     };
-    let primary = deployments.get_opt(&primary_name(&stage.spec.target.name)).await?;
+    let primary = deployments
+        .get_opt(&primary_name(&stage.spec.target.name))
+        .await?;
     let primary_view = primary.as_ref().map(observe);
     let releases = release_views(&stage, &target, ctx);
-    let mut input = StageInput { name, plan: &plan, status: &old_status, releases: &releases, primary: primary_view.as_ref(), gates: None, now };
+    let mut input = StageInput {
+        name,
+        plan: &plan,
+        status: &old_status,
+        releases: &releases,
+        primary: primary_view.as_ref(),
+        gates: None,
+        now,
+    };
     let report;
     let outcome = match machine::decide(&input) {
         Decision::Act(outcome) => outcome,
@@ -108,32 +159,68 @@ async fn reconcile_stage(name: &str, namespace: &str, ctx: &Context) -> Result<A
             input.gates = Some(&report);
             match machine::decide(&input) {
                 Decision::Act(outcome) => outcome,
-                Decision::EvaluateGates { .. } => unreachable!("decide asks for gates only once per report"),
+                Decision::EvaluateGates { .. } => {
+                    unreachable!("decide asks for gates only once per report")
+                }
             }
         }
     };
-    apply(&stage, &target, primary.as_ref(), &plan, &old_status, *outcome, ctx, now).await
+    apply(
+        &stage,
+        &target,
+        primary.as_ref(),
+        &plan,
+        &old_status,
+        *outcome,
+        ctx,
+        now,
+    )
+    .await
 }
 
 /// The stage's spec compiled, with its place in the pipeline and its gates checked.
 fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, ValidationErrors> {
     let namespace = stage.namespace().unwrap_or_default();
     let plan = compile_stage(&stage.name_any(), &stage.spec)?;
-    let graph: BTreeMap<String, Vec<String>> = pipeline_stages(&ctx.stages, &namespace, &stage.spec.pipeline)
-        .iter()
-        .map(|s| (s.name_any(), s.spec.requires.clone()))
-        .chain(std::iter::once((stage.name_any(), stage.spec.requires.clone())))
-        .collect();
-    topological_order(&stage.spec.pipeline, &graph).map_err(|e| ValidationErrors(vec![FieldError::new("spec.requires", e.to_string().trim_start_matches("spec.requires: ").to_string())]))?;
+    let graph: BTreeMap<String, Vec<String>> =
+        pipeline_stages(&ctx.stages, &namespace, &stage.spec.pipeline)
+            .iter()
+            .map(|s| (s.name_any(), s.spec.requires.clone()))
+            .chain(std::iter::once((
+                stage.name_any(),
+                stage.spec.requires.clone(),
+            )))
+            .collect();
+    topological_order(&stage.spec.pipeline, &graph).map_err(|e| {
+        ValidationErrors(vec![FieldError::new(
+            "spec.requires",
+            e.to_string()
+                .trim_start_matches("spec.requires: ")
+                .to_string(),
+        )])
+    })?;
     let missing: Vec<FieldError> = stage
         .spec
         .gates
         .iter()
         .enumerate()
-        .filter(|(_, g)| ctx.gates.get(&kube::runtime::reflector::ObjectRef::new(g).within(&namespace)).is_none())
-        .map(|(i, g)| FieldError::new(format!("spec.gates[{i}]"), format!("Gate '{g}' does not exist in namespace '{namespace}'")))
+        .filter(|(_, g)| {
+            ctx.gates
+                .get(&kube::runtime::reflector::ObjectRef::new(g).within(&namespace))
+                .is_none()
+        })
+        .map(|(i, g)| {
+            FieldError::new(
+                format!("spec.gates[{i}]"),
+                format!("Gate '{g}' does not exist in namespace '{namespace}'"),
+            )
+        })
         .collect();
-    if missing.is_empty() { Ok(plan) } else { Err(ValidationErrors(missing)) }
+    if missing.is_empty() {
+        Ok(plan)
+    } else {
+        Err(ValidationErrors(missing))
+    }
 }
 
 fn release_views(stage: &Stage, target: &Deployment, ctx: &Context) -> Vec<ReleaseView> {
@@ -143,21 +230,40 @@ fn release_views(stage: &Stage, target: &Deployment, ctx: &Context) -> Vec<Relea
         .map(|r| {
             let valid = validate_release(&r.spec).is_ok();
             let owner = stage.controller_owner_ref(&()).unwrap_or_default();
-            let unfit = build_primary(target, "", owner, Some((&r.name_any(), &r.spec.artifacts)), 1).err().map(|e| e.to_string());
+            let unfit = build_primary(
+                target,
+                "",
+                owner,
+                Some((&r.name_any(), &r.spec.artifacts)),
+                1,
+            )
+            .err()
+            .map(|e| e.to_string());
             ReleaseView {
                 name: r.name_any(),
                 version: r.spec.version.clone(),
                 artifacts: r.spec.artifacts.clone(),
                 valid,
                 unfit,
-                stages: r.status.as_ref().map(|s| s.stages.clone()).unwrap_or_default(),
+                stages: r
+                    .status
+                    .as_ref()
+                    .map(|s| s.stages.clone())
+                    .unwrap_or_default(),
             }
         })
         .collect()
 }
 
 /// Evaluates the stage's gates in order, stopping at the first that does not pass.
-async fn evaluate_gates(stage: &Stage, plan: &StagePlan, releases: &[ReleaseView], release: &str, ctx: &Context, now: Timestamp) -> GateReport {
+async fn evaluate_gates(
+    stage: &Stage,
+    plan: &StagePlan,
+    releases: &[ReleaseView],
+    release: &str,
+    ctx: &Context,
+    now: Timestamp,
+) -> GateReport {
     let namespace = stage.namespace().unwrap_or_default();
     let view = releases.iter().find(|r| r.name == release);
     let gate_ctx = GateContext {
@@ -173,20 +279,37 @@ async fn evaluate_gates(stage: &Stage, plan: &StagePlan, releases: &[ReleaseView
     let mut results = Vec::new();
     let mut recheck_after = gates::DEFAULT_RECHECK;
     for name in &plan.gates {
-        let gate = ctx.gates.get(&kube::runtime::reflector::ObjectRef::new(name).within(&namespace));
+        let gate = ctx
+            .gates
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(&namespace));
         let (kind, outcome) = match gate {
-            None => ("missing", GateOutcome::new(GateVerdict::Invalid, format!("Gate '{name}' does not exist"))),
+            None => (
+                "missing",
+                GateOutcome::new(
+                    GateVerdict::Invalid,
+                    format!("Gate '{name}' does not exist"),
+                ),
+            ),
             Some(gate) => match gates::compile(&gate.spec, &ctx.http) {
-                Err(errors) => (gate.spec.gate_type.as_str(), GateOutcome::new(GateVerdict::Invalid, ValidationErrors(errors).to_string())),
+                Err(errors) => (
+                    gate.spec.gate_type.as_str(),
+                    GateOutcome::new(GateVerdict::Invalid, ValidationErrors(errors).to_string()),
+                ),
                 Ok(compiled) => {
                     recheck_after = recheck_after.min(compiled.recheck_interval);
-                    (gate.spec.gate_type.as_str(), compiled.check.evaluate(&gate_ctx).await)
+                    (
+                        gate.spec.gate_type.as_str(),
+                        compiled.check.evaluate(&gate_ctx).await,
+                    )
                 }
             },
         };
         ctx.metrics
             .gate_evaluations
-            .get_or_create(&crate::metrics::GateLabels { gate_type: kind, verdict: verdict_label(outcome.verdict) })
+            .get_or_create(&crate::metrics::GateLabels {
+                gate_type: kind,
+                verdict: verdict_label(outcome.verdict),
+            })
             .inc();
         let passed = outcome.verdict == GateVerdict::Passed;
         results.push((name.clone(), outcome));
@@ -194,7 +317,11 @@ async fn evaluate_gates(stage: &Stage, plan: &StagePlan, releases: &[ReleaseView
             break;
         }
     }
-    GateReport { release: release.to_string(), results, recheck_after }
+    GateReport {
+        release: release.to_string(),
+        results,
+        recheck_after,
+    }
 }
 
 fn verdict_label(v: GateVerdict) -> &'static str {
@@ -226,35 +353,71 @@ async fn apply(
         patch_release_entry(stage, release, entry, ctx).await?;
     }
     let mut status = outcome.status;
-    if let Some(pods) = target.status.as_ref().and_then(|s| s.replicas).filter(|n| *n > 0) {
+    if let Some(pods) = target
+        .status
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .filter(|n| *n > 0)
+    {
         status.conditions.push(Condition::new(
             TARGET_RUNS_PODS,
             true,
             "TargetNotScaledToZero",
-            format!("target Deployment '{}' runs {pods} pod(s) of its own; declare it with replicas: 0", stage.spec.target.name),
+            format!(
+                "target Deployment '{}' runs {pods} pod(s) of its own; declare it with replicas: 0",
+                stage.spec.target.name
+            ),
         ));
     }
-    for history in status.history.iter().take_while(|h| !old_status.history.contains(h)) {
+    for history in status
+        .history
+        .iter()
+        .take_while(|h| !old_status.history.contains(h))
+    {
         let outcome = match history.outcome {
             crate::api::stage::RolloutOutcome::Succeeded => "succeeded",
             crate::api::stage::RolloutOutcome::RolledBack => "rolled_back",
         };
-        ctx.metrics.rollouts.get_or_create(&crate::metrics::RolloutLabels { outcome }).inc();
+        ctx.metrics
+            .rollouts
+            .get_or_create(&crate::metrics::RolloutLabels { outcome })
+            .inc();
     }
     write_stage_status(stage, old_status, status, ctx, now).await?;
     let namespace = stage.namespace().unwrap_or_default();
     for event in outcome.events {
         info!(reason = event.reason, note = %event.note, "transition");
-        ctx.publish(stage, event.warning, event.reason, event.note.clone()).await;
-        if let Some(release) = event.release.as_deref().and_then(|r| ctx.releases.get(&kube::runtime::reflector::ObjectRef::new(r).within(&namespace))) {
-            ctx.publish(&*release, event.warning, event.reason, format!("stage {}: {}", stage.name_any(), event.note)).await;
+        ctx.publish(stage, event.warning, event.reason, event.note.clone())
+            .await;
+        if let Some(release) = event.release.as_deref().and_then(|r| {
+            ctx.releases
+                .get(&kube::runtime::reflector::ObjectRef::new(r).within(&namespace))
+        }) {
+            ctx.publish(
+                &*release,
+                event.warning,
+                event.reason,
+                format!("stage {}: {}", stage.name_any(), event.note),
+            )
+            .await;
         }
     }
-    Ok(Action::requeue(outcome.requeue_after.max(Duration::from_secs(1))))
+    Ok(Action::requeue(
+        outcome.requeue_after.max(Duration::from_secs(1)),
+    ))
 }
 
-async fn apply_primary(stage: &Stage, target: &Deployment, observed: Option<&Deployment>, plan: &StagePlan, desired: &DesiredPrimary, ctx: &Context) -> Result<(), ReconcileError> {
-    let owner = stage.controller_owner_ref(&()).ok_or(ReconcileError::MissingField("metadata.uid"))?;
+async fn apply_primary(
+    stage: &Stage,
+    target: &Deployment,
+    observed: Option<&Deployment>,
+    plan: &StagePlan,
+    desired: &DesiredPrimary,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let owner = stage
+        .controller_owner_ref(&())
+        .ok_or(ReconcileError::MissingField("metadata.uid"))?;
     let release = match desired {
         DesiredPrimary::Release { name, artifacts } => Some((name.as_str(), artifacts.as_slice())),
         DesiredPrimary::Empty => None,
@@ -273,15 +436,26 @@ async fn apply_primary(stage: &Stage, target: &Deployment, observed: Option<&Dep
     body["kind"] = json!("Deployment");
     ctx.metrics.write("deployment_apply");
     ctx.api::<Deployment>(&stage.namespace().unwrap_or_default())
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
         .await?;
     Ok(())
 }
 
-async fn patch_release_entry(stage: &Stage, release: &str, entry: &ReleaseStageStatus, ctx: &Context) -> Result<(), ReconcileError> {
+async fn patch_release_entry(
+    stage: &Stage,
+    release: &str,
+    entry: &ReleaseStageStatus,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
     let namespace = stage.namespace().unwrap_or_default();
     let stage_name = stage.name_any();
-    let cached = ctx.releases.get(&kube::runtime::reflector::ObjectRef::new(release).within(&namespace));
+    let cached = ctx
+        .releases
+        .get(&kube::runtime::reflector::ObjectRef::new(release).within(&namespace));
     let old = cached
         .as_ref()
         .and_then(|r| r.status.as_ref())
@@ -294,7 +468,11 @@ async fn patch_release_entry(stage: &Stage, release: &str, entry: &ReleaseStageS
     };
     ctx.metrics.write("release_status");
     let patch = json!({"status": {"stages": {stage_name: diff}}});
-    match ctx.api::<Release>(&namespace).patch_status(release, &PatchParams::default(), &Patch::Merge(patch)).await {
+    match ctx
+        .api::<Release>(&namespace)
+        .patch_status(release, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+    {
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing to record.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -302,15 +480,31 @@ async fn patch_release_entry(stage: &Stage, release: &str, entry: &ReleaseStageS
     }
 }
 
-async fn write_stage_status(stage: &Stage, old: &StageStatus, mut status: StageStatus, ctx: &Context, now: Timestamp) -> Result<(), ReconcileError> {
+async fn write_stage_status(
+    stage: &Stage,
+    old: &StageStatus,
+    mut status: StageStatus,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), ReconcileError> {
     status.observed_generation = stage.meta().generation;
-    status.conditions = conditions::merge(&old.conditions, status.conditions, now, stage.meta().generation);
-    let Some(diff) = merge_diff(&serde_json::to_value(old)?, &serde_json::to_value(&status)?) else {
+    status.conditions = conditions::merge(
+        &old.conditions,
+        status.conditions,
+        now,
+        stage.meta().generation,
+    );
+    let Some(diff) = merge_diff(&serde_json::to_value(old)?, &serde_json::to_value(&status)?)
+    else {
         return Ok(());
     };
     ctx.metrics.write("stage_status");
     ctx.api::<Stage>(&stage.namespace().unwrap_or_default())
-        .patch_status(&stage.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": diff })))
+        .patch_status(
+            &stage.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": diff })),
+        )
         .await?;
     Ok(())
 }

@@ -21,7 +21,9 @@ pub enum Op {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConditionError {
-    #[error("'{0}' is not a condition; write an operator (<, <=, >, >=, ==, !=) and a number, e.g. '< 0.01'")]
+    #[error(
+        "'{0}' is not a condition; write an operator (<, <=, >, >=, ==, !=) and a number, e.g. '< 0.01'"
+    )]
     Malformed(String),
     #[error("'{0}': the threshold must be a finite number")]
     NotFinite(String),
@@ -30,10 +32,17 @@ pub enum ConditionError {
 impl Threshold {
     pub fn parse(text: &str) -> Result<Self, ConditionError> {
         let s = text.trim();
-        let (op, rest) = [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("!=", Op::Ne), ("<", Op::Lt), (">", Op::Gt)]
-            .into_iter()
-            .find_map(|(sym, op)| s.strip_prefix(sym).map(|rest| (op, rest)))
-            .ok_or_else(|| ConditionError::Malformed(text.to_string()))?;
+        let (op, rest) = [
+            ("<=", Op::Le),
+            (">=", Op::Ge),
+            ("==", Op::Eq),
+            ("!=", Op::Ne),
+            ("<", Op::Lt),
+            (">", Op::Gt),
+        ]
+        .into_iter()
+        .find_map(|(sym, op)| s.strip_prefix(sym).map(|rest| (op, rest)))
+        .ok_or_else(|| ConditionError::Malformed(text.to_string()))?;
         let bound: f64 = rest
             .trim()
             .parse()

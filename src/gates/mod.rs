@@ -47,7 +47,12 @@ pub struct GateOutcome {
 
 impl GateOutcome {
     pub fn new(verdict: GateVerdict, message: impl Into<String>) -> Self {
-        Self { verdict, value: None, message: message.into(), recheck_at: None }
+        Self {
+            verdict,
+            value: None,
+            message: message.into(),
+            recheck_at: None,
+        }
     }
 
     pub fn with_value(mut self, value: impl Into<String>) -> Self {
@@ -79,7 +84,10 @@ pub fn compile(spec: &GateSpec, http: &reqwest::Client) -> Result<CompiledGate, 
         None => DEFAULT_RECHECK,
         Some(Ok(d)) if d >= Duration::from_secs(1) => d,
         Some(Ok(_)) => {
-            errors.push(FieldError::new("spec.recheckInterval", "must be at least 1s"));
+            errors.push(FieldError::new(
+                "spec.recheckInterval",
+                "must be at least 1s",
+            ));
             DEFAULT_RECHECK
         }
         Some(Err(e)) => {
@@ -97,19 +105,31 @@ pub fn compile(spec: &GateSpec, http: &reqwest::Client) -> Result<CompiledGate, 
         if present && kind != spec.gate_type {
             errors.push(FieldError::new(
                 format!("spec.{}", kind.as_str()),
-                format!("set, but spec.type is '{}'; remove it or change the type", spec.gate_type.as_str()),
+                format!(
+                    "set, but spec.type is '{}'; remove it or change the type",
+                    spec.gate_type.as_str()
+                ),
             ));
         }
     }
     let missing = || {
         let kind = spec.gate_type.as_str();
-        vec![FieldError::new(format!("spec.{kind}"), format!("required when spec.type is '{kind}'"))]
+        vec![FieldError::new(
+            format!("spec.{kind}"),
+            format!("required when spec.type is '{kind}'"),
+        )]
     };
     let check: Result<Box<dyn GateCheck>, Vec<FieldError>> = match spec.gate_type {
-        GateType::Soak => spec.soak.as_ref().ok_or_else(missing).and_then(soak::SoakCheck::compile),
-        GateType::Window => {
-            spec.window.as_ref().ok_or_else(missing).and_then(window::WindowCheck::compile)
-        }
+        GateType::Soak => spec
+            .soak
+            .as_ref()
+            .ok_or_else(missing)
+            .and_then(soak::SoakCheck::compile),
+        GateType::Window => spec
+            .window
+            .as_ref()
+            .ok_or_else(missing)
+            .and_then(window::WindowCheck::compile),
         GateType::Prometheus => spec
             .prometheus
             .as_ref()
@@ -122,7 +142,10 @@ pub fn compile(spec: &GateSpec, http: &reqwest::Client) -> Result<CompiledGate, 
             .and_then(|w| webhook::WebhookCheck::compile(w, http)),
     };
     match check {
-        Ok(check) if errors.is_empty() => Ok(CompiledGate { check, recheck_interval }),
+        Ok(check) if errors.is_empty() => Ok(CompiledGate {
+            check,
+            recheck_interval,
+        }),
         Ok(_) => Err(errors),
         Err(mut e) => {
             errors.append(&mut e);

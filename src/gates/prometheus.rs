@@ -23,7 +23,10 @@ pub struct PrometheusCheck {
 }
 
 impl PrometheusCheck {
-    pub fn compile(spec: &PrometheusGate, http: &reqwest::Client) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
+    pub fn compile(
+        spec: &PrometheusGate,
+        http: &reqwest::Client,
+    ) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
         let mut errors = Vec::new();
         if let Err(e) = reqwest::Url::parse(&spec.address)
             .map_err(|e| e.to_string())
@@ -32,17 +35,27 @@ impl PrometheusCheck {
                 other => Err(format!("scheme '{other}' is not http or https")),
             })
         {
-            errors.push(FieldError::new("spec.prometheus.address", format!("'{}' is not an http(s) URL: {e}", spec.address)));
+            errors.push(FieldError::new(
+                "spec.prometheus.address",
+                format!("'{}' is not an http(s) URL: {e}", spec.address),
+            ));
         }
         if spec.query.trim().is_empty() {
-            errors.push(FieldError::new("spec.prometheus.query", "must not be empty"));
+            errors.push(FieldError::new(
+                "spec.prometheus.query",
+                "must not be empty",
+            ));
         }
         let threshold = Threshold::parse(&spec.condition)
             .map_err(|e| errors.push(FieldError::new("spec.prometheus.condition", e.to_string())))
             .ok();
-        let timeout = timeout_field("spec.prometheus.timeout", spec.timeout.as_deref(), DEFAULT_TIMEOUT)
-            .map_err(|e| errors.push(e))
-            .ok();
+        let timeout = timeout_field(
+            "spec.prometheus.timeout",
+            spec.timeout.as_deref(),
+            DEFAULT_TIMEOUT,
+        )
+        .map_err(|e| errors.push(e))
+        .ok();
         match (threshold, timeout) {
             (Some(threshold), Some(timeout)) if errors.is_empty() => Ok(Box::new(Self {
                 http: http.clone(),
@@ -57,7 +70,9 @@ impl PrometheusCheck {
 
     async fn run(&self, ctx: &GateContext) -> GateOutcome {
         let query = render_template(&self.query, ctx);
-        let inconclusive = |msg: String| GateOutcome::new(GateVerdict::Inconclusive, format!("{msg} (query: {query})"));
+        let inconclusive = |msg: String| {
+            GateOutcome::new(GateVerdict::Inconclusive, format!("{msg} (query: {query})"))
+        };
         let response = self
             .http
             .get(format!("{}/api/v1/query", self.address))
@@ -72,7 +87,11 @@ impl PrometheusCheck {
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            return inconclusive(format!("Prometheus answered HTTP {}: {}", status.as_u16(), excerpt(&body, 200)));
+            return inconclusive(format!(
+                "Prometheus answered HTTP {}: {}",
+                status.as_u16(),
+                excerpt(&body, 200)
+            ));
         }
         let value = match parse_single_value(&body) {
             Ok(v) => v,
@@ -81,7 +100,11 @@ impl PrometheusCheck {
         let shown = format_value(value);
         match self.threshold.holds(value) {
             None => inconclusive("query returned NaN".into()).with_value(shown),
-            Some(true) => GateOutcome::new(GateVerdict::Passed, format!("{shown} {} holds", self.threshold)).with_value(shown),
+            Some(true) => GateOutcome::new(
+                GateVerdict::Passed,
+                format!("{shown} {} holds", self.threshold),
+            )
+            .with_value(shown),
             Some(false) => GateOutcome::new(
                 GateVerdict::Failed,
                 format!("{shown} does not meet {} (query: {query})", self.threshold),
@@ -118,7 +141,10 @@ pub fn parse_single_value(body: &str) -> Result<f64, String> {
     let parsed: QueryResponse =
         serde_json::from_str(body).map_err(|e| format!("unreadable Prometheus answer: {e}"))?;
     if parsed.status != "success" {
-        return Err(format!("Prometheus query failed: {}", parsed.error.unwrap_or(parsed.status)));
+        return Err(format!(
+            "Prometheus query failed: {}",
+            parsed.error.unwrap_or(parsed.status)
+        ));
     }
     let data = parsed.data.ok_or("Prometheus answer has no data")?;
     let sample = match data.result_type.as_str() {
@@ -128,10 +154,18 @@ pub fn parse_single_value(body: &str) -> Result<f64, String> {
             match series.len() {
                 0 => return Err("query returned an empty result".into()),
                 1 => series[0].get("value").cloned().unwrap_or_default(),
-                n => return Err(format!("query returned {n} series; aggregate it to one, e.g. with sum()")),
+                n => {
+                    return Err(format!(
+                        "query returned {n} series; aggregate it to one, e.g. with sum()"
+                    ));
+                }
             }
         }
-        other => return Err(format!("query returned a {other}; an instant vector or scalar is needed")),
+        other => {
+            return Err(format!(
+                "query returned a {other}; an instant vector or scalar is needed"
+            ));
+        }
     };
     let text = sample
         .get(1)
@@ -141,12 +175,18 @@ pub fn parse_single_value(body: &str) -> Result<f64, String> {
         "NaN" => Ok(f64::NAN),
         "+Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
-        other => other.parse().map_err(|_| format!("sample value '{other}' is not a number")),
+        other => other
+            .parse()
+            .map_err(|_| format!("sample value '{other}' is not a number")),
     }
 }
 
 fn format_value(v: f64) -> String {
-    if v.is_nan() { "NaN".into() } else { format!("{v}") }
+    if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -159,7 +199,6 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -180,13 +219,18 @@ mod tests {
         let two = r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"1"]},{"value":[1,"2"]}]}}"#;
         assert!(parse_single_value(two).unwrap_err().contains("2 series"));
         let failed = r#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
-        assert!(parse_single_value(failed).unwrap_err().contains("parse error"));
+        assert!(
+            parse_single_value(failed)
+                .unwrap_err()
+                .contains("parse error")
+        );
         assert!(parse_single_value("<html>").is_err());
     }
 
     #[test]
     fn nan_is_read_as_nan() {
-        let body = r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"NaN"]}]}}"#;
+        let body =
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"NaN"]}]}}"#;
         assert!(parse_single_value(body).unwrap().is_nan());
     }
 }

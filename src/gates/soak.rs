@@ -19,12 +19,18 @@ impl SoakCheck {
     pub fn compile(spec: &SoakGate) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
         let duration = parse_duration(&spec.duration)
             .map_err(|e| vec![FieldError::new("spec.soak.duration", e.to_string())])?;
-        Ok(Box::new(Self { stage: spec.stage.clone(), duration }))
+        Ok(Box::new(Self {
+            stage: spec.stage.clone(),
+            duration,
+        }))
     }
 
     pub fn judge(&self, ctx: &GateContext) -> GateOutcome {
         let Some(at_stage) = ctx.release_stages.get(&self.stage) else {
-            return GateOutcome::new(GateVerdict::Pending, format!("not yet rolled out in '{}'", self.stage));
+            return GateOutcome::new(
+                GateVerdict::Pending,
+                format!("not yet rolled out in '{}'", self.stage),
+            );
         };
         match (at_stage.phase, at_stage.finished_at) {
             (StagePhaseForRelease::Succeeded, Some(healthy_since)) => {
@@ -32,11 +38,19 @@ impl SoakCheck {
                 let due = healthy_since + self.duration;
                 let shown = format!("{}s", soaked.as_secs().max(0));
                 if ctx.now >= due {
-                    GateOutcome::new(GateVerdict::Passed, format!("healthy in '{}' for {shown}", self.stage)).with_value(shown)
+                    GateOutcome::new(
+                        GateVerdict::Passed,
+                        format!("healthy in '{}' for {shown}", self.stage),
+                    )
+                    .with_value(shown)
                 } else {
                     GateOutcome::new(
                         GateVerdict::Pending,
-                        format!("healthy in '{}' for {shown} of {}s", self.stage, self.duration.as_secs()),
+                        format!(
+                            "healthy in '{}' for {shown} of {}s",
+                            self.stage,
+                            self.duration.as_secs()
+                        ),
                     )
                     .with_value(shown)
                     .recheck_at(due)
@@ -45,7 +59,10 @@ impl SoakCheck {
             (StagePhaseForRelease::Failed, _) => {
                 GateOutcome::new(GateVerdict::Failed, format!("failed in '{}'", self.stage))
             }
-            (phase, _) => GateOutcome::new(GateVerdict::Pending, format!("{phase:?} in '{}'", self.stage)),
+            (phase, _) => GateOutcome::new(
+                GateVerdict::Pending,
+                format!("{phase:?} in '{}'", self.stage),
+            ),
         }
     }
 }
@@ -92,18 +109,39 @@ mod tests {
 
     #[test]
     fn soak_passes_only_after_the_duration_and_says_when_to_look_again() {
-        let gate = SoakCheck { stage: "test".into(), duration: Duration::from_secs(600) };
-        let early = gate.judge(&ctx(StagePhaseForRelease::Succeeded, "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"));
+        let gate = SoakCheck {
+            stage: "test".into(),
+            duration: Duration::from_secs(600),
+        };
+        let early = gate.judge(&ctx(
+            StagePhaseForRelease::Succeeded,
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:05:00Z",
+        ));
         assert_eq!(early.verdict, GateVerdict::Pending);
-        assert_eq!(early.recheck_at, Some("2026-01-01T00:10:00Z".parse().unwrap()));
-        let done = gate.judge(&ctx(StagePhaseForRelease::Succeeded, "2026-01-01T00:00:00Z", "2026-01-01T00:10:00Z"));
+        assert_eq!(
+            early.recheck_at,
+            Some("2026-01-01T00:10:00Z".parse().unwrap())
+        );
+        let done = gate.judge(&ctx(
+            StagePhaseForRelease::Succeeded,
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:10:00Z",
+        ));
         assert_eq!(done.verdict, GateVerdict::Passed);
     }
 
     #[test]
     fn a_release_that_failed_upstream_fails_its_soak() {
-        let gate = SoakCheck { stage: "test".into(), duration: Duration::from_secs(1) };
-        let out = gate.judge(&ctx(StagePhaseForRelease::Failed, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"));
+        let gate = SoakCheck {
+            stage: "test".into(),
+            duration: Duration::from_secs(1),
+        };
+        let out = gate.judge(&ctx(
+            StagePhaseForRelease::Failed,
+            "2026-01-01T00:00:00Z",
+            "2026-01-02T00:00:00Z",
+        ));
         assert_eq!(out.verdict, GateVerdict::Failed);
     }
 }

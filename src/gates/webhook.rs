@@ -22,24 +22,42 @@ pub struct WebhookCheck {
 }
 
 impl WebhookCheck {
-    pub fn compile(spec: &WebhookGate, http: &reqwest::Client) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
+    pub fn compile(
+        spec: &WebhookGate,
+        http: &reqwest::Client,
+    ) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
         let mut errors = Vec::new();
         let url = match reqwest::Url::parse(&spec.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
             Ok(u) => {
-                errors.push(FieldError::new("spec.webhook.url", format!("scheme '{}' is not http or https", u.scheme())));
+                errors.push(FieldError::new(
+                    "spec.webhook.url",
+                    format!("scheme '{}' is not http or https", u.scheme()),
+                ));
                 None
             }
             Err(e) => {
-                errors.push(FieldError::new("spec.webhook.url", format!("'{}' is not a URL: {e}", spec.url)));
+                errors.push(FieldError::new(
+                    "spec.webhook.url",
+                    format!("'{}' is not a URL: {e}", spec.url),
+                ));
                 None
             }
         };
-        let timeout = timeout_field("spec.webhook.timeout", spec.timeout.as_deref(), DEFAULT_TIMEOUT)
-            .map_err(|e| errors.push(e))
-            .ok();
+        let timeout = timeout_field(
+            "spec.webhook.timeout",
+            spec.timeout.as_deref(),
+            DEFAULT_TIMEOUT,
+        )
+        .map_err(|e| errors.push(e))
+        .ok();
         match (url, timeout) {
-            (Some(url), Some(timeout)) => Ok(Box::new(Self { http: http.clone(), url, method: spec.method, timeout })),
+            (Some(url), Some(timeout)) => Ok(Box::new(Self {
+                http: http.clone(),
+                url,
+                method: spec.method,
+                timeout,
+            })),
             _ => Err(errors),
         }
     }
@@ -62,7 +80,10 @@ impl WebhookCheck {
             HttpMethod::Post => self.http.post(self.url.clone()).json(&payload),
         };
         match request.timeout(self.timeout).send().await {
-            Err(e) => GateOutcome::new(GateVerdict::Inconclusive, format!("no answer from {}: {}", self.url, describe_error(&e))),
+            Err(e) => GateOutcome::new(
+                GateVerdict::Inconclusive,
+                format!("no answer from {}: {}", self.url, describe_error(&e)),
+            ),
             Ok(response) => {
                 let status = response.status();
                 let body = response.text().await.unwrap_or_default();
@@ -70,7 +91,11 @@ impl WebhookCheck {
                 if status.is_success() {
                     GateOutcome::new(GateVerdict::Passed, format!("HTTP {value}")).with_value(value)
                 } else {
-                    GateOutcome::new(GateVerdict::Failed, format!("HTTP {value}: {}", excerpt(&body, 200))).with_value(value)
+                    GateOutcome::new(
+                        GateVerdict::Failed,
+                        format!("HTTP {value}: {}", excerpt(&body, 200)),
+                    )
+                    .with_value(value)
                 }
             }
         }

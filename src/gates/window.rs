@@ -26,7 +26,13 @@ impl WindowCheck {
             .ok();
         match (schedule, duration, tz) {
             (Some(schedule), Some(duration), Some(tz)) => Ok(Box::new(Self {
-                window: WindowSpec { allow: true, schedule, duration, tz, reason: spec.schedule.clone() },
+                window: WindowSpec {
+                    allow: true,
+                    schedule,
+                    duration,
+                    tz,
+                    reason: spec.schedule.clone(),
+                },
             })),
             _ => Err(errors),
         }
@@ -36,11 +42,20 @@ impl WindowCheck {
 impl GateCheck for WindowCheck {
     fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome> {
         let outcome = match self.window.open_until(ctx.now) {
-            Some(end) => GateOutcome::new(GateVerdict::Passed, format!("inside the window until {end}")),
+            Some(end) => GateOutcome::new(
+                GateVerdict::Passed,
+                format!("inside the window until {end}"),
+            ),
             None => match self.window.next_opening(ctx.now) {
-                Some(next) => GateOutcome::new(GateVerdict::Pending, format!("outside the window; it opens at {next}"))
-                    .recheck_at(next),
-                None => GateOutcome::new(GateVerdict::Pending, "outside the window; it never opens again"),
+                Some(next) => GateOutcome::new(
+                    GateVerdict::Pending,
+                    format!("outside the window; it opens at {next}"),
+                )
+                .recheck_at(next),
+                None => GateOutcome::new(
+                    GateVerdict::Pending,
+                    "outside the window; it never opens again",
+                ),
             },
         };
         Box::pin(std::future::ready(outcome))

@@ -12,7 +12,11 @@ pub struct ReleaseSummary {
 }
 
 /// `stage_order` lists the pipeline's stages upstream first; `invalid` carries spec errors.
-pub fn summarize(status: &ReleaseStatus, stage_order: &[String], invalid: Option<&str>) -> ReleaseSummary {
+pub fn summarize(
+    status: &ReleaseStatus,
+    stage_order: &[String],
+    invalid: Option<&str>,
+) -> ReleaseSummary {
     if let Some(errors) = invalid {
         return ReleaseSummary {
             phase: ReleasePhase::Invalid,
@@ -29,39 +33,87 @@ pub fn summarize(status: &ReleaseStatus, stage_order: &[String], invalid: Option
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let entries: Vec<(&String, _)> = stage_order.iter().filter_map(|s| status.stages.get(s).map(|e| (s, e))).collect();
+    let entries: Vec<(&String, _)> = stage_order
+        .iter()
+        .filter_map(|s| status.stages.get(s).map(|e| (s, e)))
+        .collect();
     let failed = entries.iter().find(|(_, e)| e.phase == RP::Failed);
-    let all_succeeded = !stage_order.is_empty() && entries.len() == stage_order.len() && entries.iter().all(|(_, e)| e.phase == RP::Succeeded);
-    let moving = entries.iter().any(|(_, e)| matches!(e.phase, RP::Progressing | RP::Waiting))
+    let all_succeeded = !stage_order.is_empty()
+        && entries.len() == stage_order.len()
+        && entries.iter().all(|(_, e)| e.phase == RP::Succeeded);
+    let moving = entries
+        .iter()
+        .any(|(_, e)| matches!(e.phase, RP::Progressing | RP::Waiting))
         || (entries.iter().all(|(_, e)| e.phase == RP::Succeeded) && !entries.is_empty());
     let superseded = entries.iter().find(|(_, e)| e.phase == RP::Superseded);
     let (phase, health, reason, message) = if let Some((stage, e)) = failed {
         let why = e.message.clone().unwrap_or_default();
         let reason = e.reason.clone().unwrap_or_default();
-        (ReleasePhase::Failed, Health::Stalled, "FailedAtStage", format!("failed at stage '{stage}' ({reason}): {why}"))
+        (
+            ReleasePhase::Failed,
+            Health::Stalled,
+            "FailedAtStage",
+            format!("failed at stage '{stage}' ({reason}): {why}"),
+        )
     } else if all_succeeded {
-        (ReleasePhase::Succeeded, Health::Ready, "Succeeded", "rolled out at every stage".to_string())
+        (
+            ReleasePhase::Succeeded,
+            Health::Ready,
+            "Succeeded",
+            "rolled out at every stage".to_string(),
+        )
     } else if moving {
         let mut at: Vec<String> = entries
             .iter()
             .filter(|(_, e)| matches!(e.phase, RP::Progressing | RP::Waiting))
-            .map(|(s, e)| format!("{s}: {}", e.message.clone().unwrap_or_else(|| format!("{:?}", e.phase))))
+            .map(|(s, e)| {
+                format!(
+                    "{s}: {}",
+                    e.message
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", e.phase))
+                )
+            })
             .collect();
         if at.is_empty() {
             let done: Vec<&str> = entries.iter().map(|(s, _)| s.as_str()).collect();
             at.push(format!("succeeded in {}", done.join(", ")));
         }
-        let phase = if entries.iter().any(|(_, e)| e.phase != RP::Waiting) { ReleasePhase::Progressing } else { ReleasePhase::Pending };
+        let phase = if entries.iter().any(|(_, e)| e.phase != RP::Waiting) {
+            ReleasePhase::Progressing
+        } else {
+            ReleasePhase::Pending
+        };
         (phase, Health::Progressing, "Progressing", at.join("; "))
     } else if let Some((stage, e)) = superseded {
         let why = e.message.clone().unwrap_or_default();
-        (ReleasePhase::Superseded, Health::Ready, "Superseded", format!("not promoted past '{stage}': {why}"))
+        (
+            ReleasePhase::Superseded,
+            Health::Ready,
+            "Superseded",
+            format!("not promoted past '{stage}': {why}"),
+        )
     } else if stage_order.is_empty() {
-        (ReleasePhase::Pending, Health::Progressing, "NoStages", "the pipeline has no stages yet".to_string())
+        (
+            ReleasePhase::Pending,
+            Health::Progressing,
+            "NoStages",
+            "the pipeline has no stages yet".to_string(),
+        )
     } else {
-        (ReleasePhase::Pending, Health::Progressing, "Pending", "waiting for the first stage".to_string())
+        (
+            ReleasePhase::Pending,
+            Health::Progressing,
+            "Pending",
+            "waiting for the first stage".to_string(),
+        )
     };
-    ReleaseSummary { phase, summary, conditions: kstatus(health, reason, &message), message }
+    ReleaseSummary {
+        phase,
+        summary,
+        conditions: kstatus(health, reason, &message),
+        message,
+    }
 }
 
 #[cfg(test)]
@@ -74,7 +126,14 @@ mod tests {
         for (stage, phase) in entries {
             s.stages.insert(
                 stage.to_string(),
-                ReleaseStageStatus { phase: *phase, reason: Some("R".into()), message: Some("m".into()), started_at: None, finished_at: None, gates: vec![] },
+                ReleaseStageStatus {
+                    phase: *phase,
+                    reason: Some("R".into()),
+                    message: Some("m".into()),
+                    started_at: None,
+                    finished_at: None,
+                    gates: vec![],
+                },
             );
         }
         s
@@ -87,8 +146,15 @@ mod tests {
     #[test]
     fn a_release_succeeds_only_when_every_stage_succeeded() {
         let s = status(&[("dev", RP::Succeeded), ("test", RP::Succeeded)]);
-        assert_eq!(summarize(&s, &order(), None).phase, ReleasePhase::Progressing);
-        let s = status(&[("dev", RP::Succeeded), ("test", RP::Succeeded), ("prod", RP::Succeeded)]);
+        assert_eq!(
+            summarize(&s, &order(), None).phase,
+            ReleasePhase::Progressing
+        );
+        let s = status(&[
+            ("dev", RP::Succeeded),
+            ("test", RP::Succeeded),
+            ("prod", RP::Succeeded),
+        ]);
         let sum = summarize(&s, &order(), None);
         assert_eq!(sum.phase, ReleasePhase::Succeeded);
         assert_eq!(sum.summary, "dev=Succeeded test=Succeeded prod=Succeeded");
@@ -96,7 +162,11 @@ mod tests {
 
     #[test]
     fn a_failure_anywhere_names_the_stage() {
-        let s = status(&[("dev", RP::Succeeded), ("test", RP::Failed), ("prod", RP::Superseded)]);
+        let s = status(&[
+            ("dev", RP::Succeeded),
+            ("test", RP::Failed),
+            ("prod", RP::Superseded),
+        ]);
         let sum = summarize(&s, &order(), None);
         assert_eq!(sum.phase, ReleasePhase::Failed);
         assert!(sum.message.contains("'test'"), "{}", sum.message);
@@ -104,8 +174,16 @@ mod tests {
 
     #[test]
     fn invalid_spec_is_stalled() {
-        let sum = summarize(&ReleaseStatus::default(), &order(), Some("spec.artifacts[0].image: bad"));
+        let sum = summarize(
+            &ReleaseStatus::default(),
+            &order(),
+            Some("spec.artifacts[0].image: bad"),
+        );
         assert_eq!(sum.phase, ReleasePhase::Invalid);
-        assert!(sum.conditions.iter().any(|c| c.type_ == "Stalled" && c.is_true()));
+        assert!(
+            sum.conditions
+                .iter()
+                .any(|c| c.type_ == "Stalled" && c.is_true())
+        );
     }
 }

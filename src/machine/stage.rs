@@ -12,7 +12,9 @@ use crate::api::conditions::{Condition, Health, kstatus};
 use crate::api::release::{
     Artifact, GateResultStatus, GateVerdict, ReleaseStageStatus, StagePhaseForRelease as RP,
 };
-use crate::api::stage::{ActiveRollout, RolloutDirection, RolloutOutcome, RolloutRecord, StagePhase, StageStatus};
+use crate::api::stage::{
+    ActiveRollout, RolloutDirection, RolloutOutcome, RolloutRecord, StagePhase, StageStatus,
+};
 use crate::api::validation::{CompiledTrigger, StagePlan};
 use crate::gates::GateOutcome;
 use crate::schedule::{WindowVerdict, evaluate_windows};
@@ -68,7 +70,10 @@ pub struct StageInput<'a> {
 /// What the primary workload should run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DesiredPrimary {
-    Release { name: String, artifacts: Vec<Artifact> },
+    Release {
+        name: String,
+        artifacts: Vec<Artifact>,
+    },
     /// No release to run: scale to zero (a first rollout that failed).
     Empty,
 }
@@ -85,7 +90,9 @@ pub struct StageEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Evaluate the gates for this release and decide again with their results.
-    EvaluateGates { release: String },
+    EvaluateGates {
+        release: String,
+    },
     Act(Box<Outcome>),
 }
 
@@ -142,9 +149,10 @@ impl<'a> Draft<'a> {
     }
 
     fn entry(&self, name: &str) -> Option<&ReleaseStageStatus> {
-        self.updates
-            .get(name)
-            .or_else(|| self.release(name).and_then(|r| r.stages.get(self.input.name)))
+        self.updates.get(name).or_else(|| {
+            self.release(name)
+                .and_then(|r| r.stages.get(self.input.name))
+        })
     }
 
     /// Records a release's progress here, keeping timestamps and gate results it already has.
@@ -174,7 +182,12 @@ impl<'a> Draft<'a> {
     }
 
     fn event(&mut self, warning: bool, reason: &'static str, note: String, release: Option<&str>) {
-        self.events.push(StageEvent { warning, reason, note, release: release.map(str::to_string) });
+        self.events.push(StageEvent {
+            warning,
+            reason,
+            note,
+            release: release.map(str::to_string),
+        });
     }
 
     fn continue_rollout(&mut self, rollout: ActiveRollout) {
@@ -184,10 +197,20 @@ impl<'a> Draft<'a> {
             RolloutDirection::Forward => {
                 let artifacts = self.release(&rollout.release).map(|r| r.artifacts.clone());
                 match artifacts {
-                    Some(artifacts) => (Some(rollout.release.clone()), DesiredPrimary::Release { name: rollout.release.clone(), artifacts }),
+                    Some(artifacts) => (
+                        Some(rollout.release.clone()),
+                        DesiredPrimary::Release {
+                            name: rollout.release.clone(),
+                            artifacts,
+                        },
+                    ),
                     None => {
                         // The release was deleted mid-rollout: revert to what ran before.
-                        self.start_rollback(&rollout, "ReleaseDeleted", "the Release was deleted during its rollout".into());
+                        self.start_rollback(
+                            &rollout,
+                            "ReleaseDeleted",
+                            "the Release was deleted during its rollout".into(),
+                        );
                         return;
                     }
                 }
@@ -195,7 +218,10 @@ impl<'a> Draft<'a> {
             RolloutDirection::Rollback => match &rollout.previous_release {
                 Some(prev) => (
                     Some(prev.clone()),
-                    DesiredPrimary::Release { name: prev.clone(), artifacts: rollout.previous_artifacts.clone() },
+                    DesiredPrimary::Release {
+                        name: prev.clone(),
+                        artifacts: rollout.previous_artifacts.clone(),
+                    },
                 ),
                 None => (None, DesiredPrimary::Empty),
             },
@@ -207,7 +233,9 @@ impl<'a> Draft<'a> {
             (None, p) => p.is_none_or(|p| p.replicas == 0 && p.available),
             (Some(_), None) => false,
         };
-        let detail = primary.map(|p| p.detail.clone()).unwrap_or_else(|| "primary not created yet".into());
+        let detail = primary
+            .map(|p| p.detail.clone())
+            .unwrap_or_else(|| "primary not created yet".into());
         match (rollout.direction, reached) {
             (RolloutDirection::Forward, true) => self.finish_forward(&rollout),
             (RolloutDirection::Rollback, true) => self.finish_rollback(&rollout),
@@ -216,27 +244,45 @@ impl<'a> Draft<'a> {
                 self.start_rollback(
                     &rollout,
                     "ProgressDeadlineExceeded",
-                    format!("primary not available within the progress deadline of {secs}s ({detail})"),
+                    format!(
+                        "primary not available within the progress deadline of {secs}s ({detail})"
+                    ),
                 );
             }
             (RolloutDirection::Forward, false) => {
                 self.status.phase = Some(StagePhase::Progressing);
                 self.status.message = Some(format!("rolling out {} ({detail})", rollout.version));
-                self.health = (Health::Progressing, "RollingOut", format!("rolling out {}: {detail}", rollout.version));
+                self.health = (
+                    Health::Progressing,
+                    "RollingOut",
+                    format!("rolling out {}: {detail}", rollout.version),
+                );
                 self.wake_at.push(deadline);
             }
             (RolloutDirection::Rollback, false) => {
-                let to = rollout.previous_version.clone().unwrap_or_else(|| "nothing (scale to zero)".into());
+                let to = rollout
+                    .previous_version
+                    .clone()
+                    .unwrap_or_else(|| "nothing (scale to zero)".into());
                 self.status.phase = Some(StagePhase::RollingBack);
                 self.status.message = Some(format!("rolling back to {to} ({detail})"));
                 let stalled = now >= deadline + self.input.plan.progress_deadline;
                 self.health = if stalled {
-                    (Health::Stalled, "RollbackStuck", format!("rollback to {to} is not available: {detail}"))
+                    (
+                        Health::Stalled,
+                        "RollbackStuck",
+                        format!("rollback to {to} is not available: {detail}"),
+                    )
                 } else {
-                    (Health::Progressing, "RollingBack", format!("rolling back to {to}: {detail}"))
+                    (
+                        Health::Progressing,
+                        "RollingBack",
+                        format!("rolling back to {to}: {detail}"),
+                    )
                 };
                 if !stalled {
-                    self.wake_at.push(deadline + self.input.plan.progress_deadline);
+                    self.wake_at
+                        .push(deadline + self.input.plan.progress_deadline);
                 }
             }
         }
@@ -245,16 +291,30 @@ impl<'a> Draft<'a> {
     fn finish_forward(&mut self, rollout: &ActiveRollout) {
         let now = self.input.now;
         let secs = now.duration_since(rollout.started_at).as_secs();
-        self.set_entry(&rollout.release, RP::Succeeded, "RolledOut", format!("available after {secs}s"));
+        self.set_entry(
+            &rollout.release,
+            RP::Succeeded,
+            "RolledOut",
+            format!("available after {secs}s"),
+        );
         self.record(rollout, RolloutOutcome::Succeeded, None);
         self.status.current_release = Some(rollout.release.clone());
         self.status.current_version = Some(rollout.version.clone());
         self.status.rollout = None;
-        self.event(false, "RolloutSucceeded", format!("{} is available after {secs}s", rollout.version), Some(&rollout.release));
+        self.event(
+            false,
+            "RolloutSucceeded",
+            format!("{} is available after {secs}s", rollout.version),
+            Some(&rollout.release),
+        );
         // The next candidate, if any, is looked at on the next pass.
         self.status.phase = Some(StagePhase::Idle);
         self.status.message = Some(format!("running {}", rollout.version));
-        self.health = (Health::Ready, "RolledOut", format!("running {}", rollout.version));
+        self.health = (
+            Health::Ready,
+            "RolledOut",
+            format!("running {}", rollout.version),
+        );
         self.wake_at.push(now);
     }
 
@@ -263,14 +323,32 @@ impl<'a> Draft<'a> {
         let mut next = rollout.clone();
         next.direction = RolloutDirection::Rollback;
         next.reason = Some(format!("{reason}: {message}"));
-        let to = rollout.previous_version.clone().unwrap_or_else(|| "nothing (scale to zero)".into());
-        self.event(true, "RolloutFailed", format!("{}: {message}; rolling back to {to}", rollout.version), Some(&rollout.release));
+        let to = rollout
+            .previous_version
+            .clone()
+            .unwrap_or_else(|| "nothing (scale to zero)".into());
+        self.event(
+            true,
+            "RolloutFailed",
+            format!("{}: {message}; rolling back to {to}", rollout.version),
+            Some(&rollout.release),
+        );
         self.status.rollout = Some(next.clone());
         self.status.phase = Some(StagePhase::RollingBack);
-        self.status.message = Some(format!("{} failed ({reason}); rolling back to {to}", rollout.version));
-        self.health = (Health::Progressing, "RollingBack", format!("{} failed: {message}", rollout.version));
+        self.status.message = Some(format!(
+            "{} failed ({reason}); rolling back to {to}",
+            rollout.version
+        ));
+        self.health = (
+            Health::Progressing,
+            "RollingBack",
+            format!("{} failed: {message}", rollout.version),
+        );
         self.primary = Some(match &next.previous_release {
-            Some(prev) => DesiredPrimary::Release { name: prev.clone(), artifacts: next.previous_artifacts.clone() },
+            Some(prev) => DesiredPrimary::Release {
+                name: prev.clone(),
+                artifacts: next.previous_artifacts.clone(),
+            },
             None => DesiredPrimary::Empty,
         });
         self.wake_at.push(self.input.now);
@@ -281,12 +359,27 @@ impl<'a> Draft<'a> {
         self.status.current_release = rollout.previous_release.clone();
         self.status.current_version = rollout.previous_version.clone();
         self.status.rollout = None;
-        let to = rollout.previous_version.clone().unwrap_or_else(|| "nothing".into());
-        self.event(true, "RollbackCompleted", format!("{} was rolled back; running {to}", rollout.version), Some(&rollout.release));
+        let to = rollout
+            .previous_version
+            .clone()
+            .unwrap_or_else(|| "nothing".into());
+        self.event(
+            true,
+            "RollbackCompleted",
+            format!("{} was rolled back; running {to}", rollout.version),
+            Some(&rollout.release),
+        );
         self.status.phase = Some(StagePhase::Failed);
         let why = rollout.reason.clone().unwrap_or_default();
-        self.status.message = Some(format!("{} rolled back ({why}); running {to}", rollout.version));
-        self.health = (Health::Stalled, "RolledBack", format!("{} failed and was rolled back: {why}", rollout.version));
+        self.status.message = Some(format!(
+            "{} rolled back ({why}); running {to}",
+            rollout.version
+        ));
+        self.health = (
+            Health::Stalled,
+            "RolledBack",
+            format!("{} failed and was rolled back: {why}", rollout.version),
+        );
         self.wake_at.push(self.input.now);
     }
 
@@ -315,30 +408,51 @@ impl<'a> Draft<'a> {
         let releases = self.input.releases;
         let current = self.status.current_release.clone();
         if let Some(r) = current.as_deref().and_then(|c| self.release(c)) {
-            self.primary = Some(DesiredPrimary::Release { name: r.name.clone(), artifacts: r.artifacts.clone() });
+            self.primary = Some(DesiredPrimary::Release {
+                name: r.name.clone(),
+                artifacts: r.artifacts.clone(),
+            });
         }
         // Only releases newer than the current one can come here.
         let start = current
             .as_ref()
             .and_then(|c| releases.iter().position(|r| &r.name == c))
             .map_or(0, |i| i + 1);
-        let open = |r: &ReleaseView| r.valid && r.stages.get(self.input.name).is_none_or(|e| !e.phase.is_final());
+        let open = |r: &ReleaseView| {
+            r.valid
+                && r.stages
+                    .get(self.input.name)
+                    .is_none_or(|e| !e.phase.is_final())
+        };
         for r in &releases[..start] {
             if open(r) && current.as_deref() != Some(r.name.as_str()) {
                 let by = self.status.current_version.clone().unwrap_or_default();
-                self.set_entry(&r.name, RP::Superseded, "Superseded", format!("{by} is newer and already here"));
+                self.set_entry(
+                    &r.name,
+                    RP::Superseded,
+                    "Superseded",
+                    format!("{by} is newer and already here"),
+                );
             }
         }
         let newer: Vec<&ReleaseView> = releases[start..].iter().filter(|r| open(r)).collect();
         let failed_upstream = |r: &ReleaseView| {
             plan.requires.iter().find(|s| {
-                r.stages.get(*s).is_some_and(|e| matches!(e.phase, RP::Failed | RP::Superseded))
+                r.stages
+                    .get(*s)
+                    .is_some_and(|e| matches!(e.phase, RP::Failed | RP::Superseded))
             })
         };
         let ready = |r: &ReleaseView| {
-            plan.requires.iter().all(|s| r.stages.get(s).is_some_and(|e| e.phase == RP::Succeeded))
+            plan.requires
+                .iter()
+                .all(|s| r.stages.get(s).is_some_and(|e| e.phase == RP::Succeeded))
         };
-        let candidate = newer.iter().rev().find(|r| ready(r) && r.unfit.is_none()).copied();
+        let candidate = newer
+            .iter()
+            .rev()
+            .find(|r| ready(r) && r.unfit.is_none())
+            .copied();
         for r in &newer {
             if candidate.is_some_and(|c| c.name == r.name) {
                 continue;
@@ -349,16 +463,46 @@ impl<'a> Draft<'a> {
             }
             if let Some(up) = failed_upstream(r) {
                 let phase = r.stages[up].phase;
-                self.set_entry(&r.name, RP::Superseded, "NotPromoted", format!("{phase:?} at '{up}'; never promoted further"));
+                self.set_entry(
+                    &r.name,
+                    RP::Superseded,
+                    "NotPromoted",
+                    format!("{phase:?} at '{up}'; never promoted further"),
+                );
             } else if candidate.is_some() && !ready(r) && self.is_newer(r, candidate) {
-                let waiting: Vec<&str> = plan.requires.iter().filter(|s| r.stages.get(*s).is_none_or(|e| e.phase != RP::Succeeded)).map(String::as_str).collect();
-                self.set_entry(&r.name, RP::Waiting, "WaitingForRequires", format!("waiting to succeed in {}", waiting.join(", ")));
+                let waiting: Vec<&str> = plan
+                    .requires
+                    .iter()
+                    .filter(|s| r.stages.get(*s).is_none_or(|e| e.phase != RP::Succeeded))
+                    .map(String::as_str)
+                    .collect();
+                self.set_entry(
+                    &r.name,
+                    RP::Waiting,
+                    "WaitingForRequires",
+                    format!("waiting to succeed in {}", waiting.join(", ")),
+                );
             } else if candidate.is_some() {
                 let by = candidate.map(|c| c.version.clone()).unwrap_or_default();
-                self.set_entry(&r.name, RP::Superseded, "Superseded", format!("superseded by {by}"));
+                self.set_entry(
+                    &r.name,
+                    RP::Superseded,
+                    "Superseded",
+                    format!("superseded by {by}"),
+                );
             } else {
-                let waiting: Vec<&str> = plan.requires.iter().filter(|s| r.stages.get(*s).is_none_or(|e| e.phase != RP::Succeeded)).map(String::as_str).collect();
-                self.set_entry(&r.name, RP::Waiting, "WaitingForRequires", format!("waiting to succeed in {}", waiting.join(", ")));
+                let waiting: Vec<&str> = plan
+                    .requires
+                    .iter()
+                    .filter(|s| r.stages.get(*s).is_none_or(|e| e.phase != RP::Succeeded))
+                    .map(String::as_str)
+                    .collect();
+                self.set_entry(
+                    &r.name,
+                    RP::Waiting,
+                    "WaitingForRequires",
+                    format!("waiting to succeed in {}", waiting.join(", ")),
+                );
             }
         }
         let Some(candidate) = candidate else {
@@ -378,12 +522,20 @@ impl<'a> Draft<'a> {
             match schedule.next_after(since, tz) {
                 Some(tick) if tick <= now => {}
                 Some(tick) => {
-                    self.hold(candidate, "WaitingForSchedule", format!("the schedule fires next at {tick}"));
+                    self.hold(
+                        candidate,
+                        "WaitingForSchedule",
+                        format!("the schedule fires next at {tick}"),
+                    );
                     self.wake_at.push(tick);
                     return None;
                 }
                 None => {
-                    self.hold(candidate, "WaitingForSchedule", "the schedule never fires again".into());
+                    self.hold(
+                        candidate,
+                        "WaitingForSchedule",
+                        "the schedule never fires again".into(),
+                    );
                     return None;
                 }
             }
@@ -418,23 +570,45 @@ impl<'a> Draft<'a> {
     /// Records gate results on the candidate; true when every gate passed.
     fn apply_gate_report(&mut self, candidate: &ReleaseView, report: &GateReport) -> bool {
         let now = self.input.now;
-        let previous = self.entry(&candidate.name).map(|e| e.gates.clone()).unwrap_or_default();
+        let previous = self
+            .entry(&candidate.name)
+            .map(|e| e.gates.clone())
+            .unwrap_or_default();
         let mut gates = Vec::new();
         let mut blocking = None;
         for name in &self.input.plan.gates {
-            let result = report.results.iter().find(|(n, _)| n == name).map(|(_, o)| o);
+            let result = report
+                .results
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, o)| o);
             let (verdict, value, message) = match result {
                 Some(o) => (o.verdict, o.value.clone(), o.message.clone()),
-                None => (GateVerdict::Skipped, None, "not evaluated: an earlier gate did not pass".into()),
+                None => (
+                    GateVerdict::Skipped,
+                    None,
+                    "not evaluated: an earlier gate did not pass".into(),
+                ),
             };
             if let Some(o) = result.filter(|o| o.verdict != GateVerdict::Passed) {
                 blocking.get_or_insert((name.clone(), o.clone()));
             }
             let since = previous
                 .iter()
-                .find(|g| &g.name == name && g.result == verdict && g.value == value && g.message == message)
+                .find(|g| {
+                    &g.name == name
+                        && g.result == verdict
+                        && g.value == value
+                        && g.message == message
+                })
                 .map_or(now, |g| g.since);
-            gates.push(GateResultStatus { name: name.clone(), result: verdict, value, message, since });
+            gates.push(GateResultStatus {
+                name: name.clone(),
+                result: verdict,
+                value,
+                message,
+                since,
+            });
         }
         let Some((gate, outcome)) = blocking else {
             self.passed_gates = Some(gates);
@@ -446,19 +620,24 @@ impl<'a> Draft<'a> {
             GateVerdict::Invalid => "GateInvalid",
             _ => "WaitingForGate",
         };
-        self.hold(candidate, reason, format!("gate '{gate}': {}", outcome.message));
+        self.hold(
+            candidate,
+            reason,
+            format!("gate '{gate}': {}", outcome.message),
+        );
         self.attach_gates(&candidate.name, gates);
         let recheck = now + report.recheck_after;
-        self.wake_at.push(outcome.recheck_at.map_or(recheck, |at| at.min(recheck)));
+        self.wake_at
+            .push(outcome.recheck_at.map_or(recheck, |at| at.min(recheck)));
         false
     }
 
     fn attach_gates(&mut self, release: &str, gates: Vec<GateResultStatus>) {
-        if let Some(mut entry) = self.entry(release).cloned() {
-            if entry.gates != gates {
-                entry.gates = gates;
-                self.updates.insert(release.to_string(), entry);
-            }
+        if let Some(mut entry) = self.entry(release).cloned()
+            && entry.gates != gates
+        {
+            entry.gates = gates;
+            self.updates.insert(release.to_string(), entry);
         }
     }
 
@@ -468,8 +647,16 @@ impl<'a> Draft<'a> {
         self.status.message = Some(format!("{} waits: {message}", candidate.version));
         let running = self.status.current_version.clone();
         self.health = match running {
-            Some(v) => (Health::Ready, reason, format!("running {v}; {} waits: {message}", candidate.version)),
-            None => (Health::Ready, reason, format!("{} waits: {message}", candidate.version)),
+            Some(v) => (
+                Health::Ready,
+                reason,
+                format!("running {v}; {} waits: {message}", candidate.version),
+            ),
+            None => (
+                Health::Ready,
+                reason,
+                format!("{} waits: {message}", candidate.version),
+            ),
         };
         self.keep_failed_phase();
     }
@@ -482,7 +669,11 @@ impl<'a> Draft<'a> {
         self.status.phase = Some(StagePhase::Idle);
         let running = self.status.current_version.clone();
         self.status.message = running.as_ref().map(|v| format!("running {v}"));
-        self.health = (Health::Ready, "Idle", running.map_or("no release yet".into(), |v| format!("running {v}")));
+        self.health = (
+            Health::Ready,
+            "Idle",
+            running.map_or("no release yet".into(), |v| format!("running {v}")),
+        );
     }
 
     /// After a rollback the stage stays Failed until a newer release rolls out, so the
@@ -494,7 +685,11 @@ impl<'a> Draft<'a> {
         let last = self.status.history.first().cloned();
         if let Some(last) = last.filter(|l| l.outcome == RolloutOutcome::RolledBack) {
             let why = last.reason.clone().unwrap_or_default();
-            let waiting = self.status.message.clone().filter(|_| self.status.phase == Some(StagePhase::Waiting));
+            let waiting = self
+                .status
+                .message
+                .clone()
+                .filter(|_| self.status.phase == Some(StagePhase::Waiting));
             self.status.phase = Some(StagePhase::Failed);
             let mut message = format!("{} rolled back ({why})", last.version);
             if let Some(w) = waiting {
@@ -513,7 +708,13 @@ impl<'a> Draft<'a> {
             .as_ref()
             .and_then(|p| self.release(p))
             .map(|r| r.artifacts.clone())
-            .or_else(|| self.input.status.rollout.as_ref().map(|r| r.previous_artifacts.clone()))
+            .or_else(|| {
+                self.input
+                    .status
+                    .rollout
+                    .as_ref()
+                    .map(|r| r.previous_artifacts.clone())
+            })
             .unwrap_or_default();
         let rollout = ActiveRollout {
             release: candidate.name.clone(),
@@ -525,19 +726,36 @@ impl<'a> Draft<'a> {
             previous_artifacts,
             reason: None,
         };
-        self.set_entry(&candidate.name, RP::Progressing, "RollingOut", "rolling out".into());
+        self.set_entry(
+            &candidate.name,
+            RP::Progressing,
+            "RollingOut",
+            "rolling out".into(),
+        );
         if let Some(gates) = self.passed_gates.take() {
             self.attach_gates(&candidate.name, gates);
         }
-        self.event(false, "RolloutStarted", format!("rolling out {}", candidate.version), Some(&candidate.name));
+        self.event(
+            false,
+            "RolloutStarted",
+            format!("rolling out {}", candidate.version),
+            Some(&candidate.name),
+        );
         self.status.rollout = Some(rollout);
         self.status.candidate_release = None;
         self.status.candidate_version = None;
         self.status.candidate_since = None;
         self.status.phase = Some(StagePhase::Progressing);
         self.status.message = Some(format!("rolling out {}", candidate.version));
-        self.health = (Health::Progressing, "RollingOut", format!("rolling out {}", candidate.version));
-        self.primary = Some(DesiredPrimary::Release { name: candidate.name.clone(), artifacts: candidate.artifacts.clone() });
+        self.health = (
+            Health::Progressing,
+            "RollingOut",
+            format!("rolling out {}", candidate.version),
+        );
+        self.primary = Some(DesiredPrimary::Release {
+            name: candidate.name.clone(),
+            artifacts: candidate.artifacts.clone(),
+        });
         self.wake_at.push(now + self.input.plan.progress_deadline);
     }
 
@@ -552,11 +770,21 @@ impl<'a> Draft<'a> {
             .iter()
             .map(|t| {
                 let d = t.duration_since(now);
-                if d.is_negative() { Duration::ZERO } else { d.unsigned_abs() }
+                if d.is_negative() {
+                    Duration::ZERO
+                } else {
+                    d.unsigned_abs()
+                }
             })
             .min()
             .unwrap_or(MAX_REQUEUE)
             .min(MAX_REQUEUE);
-        Outcome { status, release_updates: self.updates, primary: self.primary, events: self.events, requeue_after }
+        Outcome {
+            status,
+            release_updates: self.updates,
+            primary: self.primary,
+            events: self.events,
+            requeue_after,
+        }
     }
 }

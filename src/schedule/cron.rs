@@ -11,7 +11,9 @@ use jiff::{Timestamp, ToSpan};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CronError {
-    #[error("cron '{expr}' must have 5 fields (minute hour day-of-month month day-of-week), found {found}")]
+    #[error(
+        "cron '{expr}' must have 5 fields (minute hour day-of-month month day-of-week), found {found}"
+    )]
     FieldCount { expr: String, found: usize },
     #[error("cron '{expr}': {field} field '{value}' is invalid: {why}")]
     Field {
@@ -48,14 +50,31 @@ struct FieldSpec {
     names: &'static [&'static str],
 }
 
-const MINUTE: FieldSpec = FieldSpec { name: "minute", min: 0, max: 59, names: &[] };
-const HOUR: FieldSpec = FieldSpec { name: "hour", min: 0, max: 23, names: &[] };
-const DAY_OF_MONTH: FieldSpec = FieldSpec { name: "day-of-month", min: 1, max: 31, names: &[] };
+const MINUTE: FieldSpec = FieldSpec {
+    name: "minute",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOUR: FieldSpec = FieldSpec {
+    name: "hour",
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DAY_OF_MONTH: FieldSpec = FieldSpec {
+    name: "day-of-month",
+    min: 1,
+    max: 31,
+    names: &[],
+};
 const MONTH: FieldSpec = FieldSpec {
     name: "month",
     min: 1,
     max: 12,
-    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
 };
 const DAY_OF_WEEK: FieldSpec = FieldSpec {
     name: "day-of-week",
@@ -76,7 +95,10 @@ impl Schedule {
         };
         let fields: Vec<&str> = expanded.split_whitespace().collect();
         if fields.len() != 5 {
-            return Err(CronError::FieldCount { expr: expr.to_string(), found: fields.len() });
+            return Err(CronError::FieldCount {
+                expr: expr.to_string(),
+                found: fields.len(),
+            });
         }
         let minutes = parse_field(expr, fields[0], &MINUTE)?;
         let hours = parse_field(expr, fields[1], &HOUR)?;
@@ -226,7 +248,9 @@ fn value(text: &str, spec: &FieldSpec) -> Result<u8, String> {
     if let Some(pos) = spec.names.iter().position(|n| *n == lower) {
         return Ok(pos as u8 + spec.min);
     }
-    let v: u8 = text.parse().map_err(|_| format!("'{text}' is not a number"))?;
+    let v: u8 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
     if v < spec.min || v > spec.max {
         return Err(format!("{v} is outside {}..{}", spec.min, spec.max));
     }
@@ -249,8 +273,14 @@ mod tests {
     fn every_minute_fires_on_the_next_minute_boundary() {
         let s = Schedule::parse("* * * * *").unwrap();
         let t = ts("2026-03-01T10:00:30Z");
-        assert_eq!(s.next_after(t, &TimeZone::UTC), Some(ts("2026-03-01T10:01:00Z")));
-        assert_eq!(s.last_at_or_before(t, &TimeZone::UTC), Some(ts("2026-03-01T10:00:00Z")));
+        assert_eq!(
+            s.next_after(t, &TimeZone::UTC),
+            Some(ts("2026-03-01T10:01:00Z"))
+        );
+        assert_eq!(
+            s.last_at_or_before(t, &TimeZone::UTC),
+            Some(ts("2026-03-01T10:00:00Z"))
+        );
     }
 
     #[test]
@@ -258,7 +288,10 @@ mod tests {
         let s = Schedule::parse("0 3 * * *").unwrap();
         let t = ts("2026-03-01T03:00:00Z");
         assert_eq!(s.last_at_or_before(t, &TimeZone::UTC), Some(t));
-        assert_eq!(s.next_after(t, &TimeZone::UTC), Some(ts("2026-03-02T03:00:00Z")));
+        assert_eq!(
+            s.next_after(t, &TimeZone::UTC),
+            Some(ts("2026-03-02T03:00:00Z"))
+        );
     }
 
     #[test]
@@ -285,7 +318,9 @@ mod tests {
     fn fall_back_fires_a_repeated_local_time_once() {
         // Europe/Berlin repeats 02:00-03:00 on 2026-10-25.
         let s = Schedule::parse("30 2 * * *").unwrap();
-        let first = s.next_after(ts("2026-10-24T12:00:00Z"), &tz("Europe/Berlin")).unwrap();
+        let first = s
+            .next_after(ts("2026-10-24T12:00:00Z"), &tz("Europe/Berlin"))
+            .unwrap();
         assert_eq!(first, ts("2026-10-25T00:30:00Z")); // 02:30 CEST
         let second = s.next_after(first, &tz("Europe/Berlin")).unwrap();
         assert_eq!(second, ts("2026-10-26T01:30:00Z")); // 02:30 CET the next day

@@ -15,8 +15,6 @@ use jiff::tz::TimeZone;
 pub fn time_zone(name: Option<&str>) -> Result<TimeZone, CronError> {
     match name {
         None | Some("") | Some("UTC") => Ok(TimeZone::UTC),
-        Some(name) => {
-            TimeZone::get(name).map_err(|_| CronError::UnknownTimeZone(name.to_string()))
-        }
+        Some(name) => TimeZone::get(name).map_err(|_| CronError::UnknownTimeZone(name.to_string())),
     }
 }

@@ -22,7 +22,10 @@ pub struct WindowSpec {
 pub enum WindowVerdict {
     Open,
     /// Closed until at least `until`, when the windows must be evaluated again.
-    Closed { until: Timestamp, reason: String },
+    Closed {
+        until: Timestamp,
+        reason: String,
+    },
 }
 
 impl WindowSpec {
@@ -87,15 +90,23 @@ mod tests {
 
     #[test]
     fn no_windows_means_always_open() {
-        assert_eq!(evaluate_windows(&[], ts("2026-01-01T00:00:00Z")), WindowVerdict::Open);
+        assert_eq!(
+            evaluate_windows(&[], ts("2026-01-01T00:00:00Z")),
+            WindowVerdict::Open
+        );
     }
 
     #[test]
     fn an_open_blackout_holds_until_it_ends() {
         let w = [window(false, "0 22 * * *", 120, "UTC")];
         let verdict = evaluate_windows(&w, ts("2026-01-01T23:00:00Z"));
-        assert!(matches!(verdict, WindowVerdict::Closed { until, .. } if until == ts("2026-01-02T00:00:00Z")));
-        assert_eq!(evaluate_windows(&w, ts("2026-01-02T00:00:00Z")), WindowVerdict::Open);
+        assert!(
+            matches!(verdict, WindowVerdict::Closed { until, .. } if until == ts("2026-01-02T00:00:00Z"))
+        );
+        assert_eq!(
+            evaluate_windows(&w, ts("2026-01-02T00:00:00Z")),
+            WindowVerdict::Open
+        );
     }
 
     #[test]
@@ -104,8 +115,14 @@ mod tests {
             window(true, "0 0 * * *", 24 * 60, "UTC"),
             window(false, "0 12 * * *", 60, "UTC"),
         ];
-        assert!(matches!(evaluate_windows(&w, ts("2026-01-01T12:30:00Z")), WindowVerdict::Closed { .. }));
-        assert_eq!(evaluate_windows(&w, ts("2026-01-01T13:30:00Z")), WindowVerdict::Open);
+        assert!(matches!(
+            evaluate_windows(&w, ts("2026-01-01T12:30:00Z")),
+            WindowVerdict::Closed { .. }
+        ));
+        assert_eq!(
+            evaluate_windows(&w, ts("2026-01-01T13:30:00Z")),
+            WindowVerdict::Open
+        );
     }
 
     #[test]
@@ -114,15 +131,26 @@ mod tests {
         let w = [window(true, "0 9 * * 1-5", 8 * 60, "America/New_York")];
         // Saturday 2026-11-21 noon UTC: next opening Monday 09:00 EST = 14:00 UTC.
         let verdict = evaluate_windows(&w, ts("2026-11-21T12:00:00Z"));
-        assert!(matches!(verdict, WindowVerdict::Closed { until, .. } if until == ts("2026-11-23T14:00:00Z")));
-        assert_eq!(evaluate_windows(&w, ts("2026-11-23T15:00:00Z")), WindowVerdict::Open);
+        assert!(
+            matches!(verdict, WindowVerdict::Closed { until, .. } if until == ts("2026-11-23T14:00:00Z"))
+        );
+        assert_eq!(
+            evaluate_windows(&w, ts("2026-11-23T15:00:00Z")),
+            WindowVerdict::Open
+        );
     }
 
     #[test]
     fn a_window_across_a_dst_change_keeps_its_length_in_real_time() {
         // Blackout 01:00 for 3h in Berlin on the spring-forward night: 00:00 UTC to 03:00 UTC.
         let w = [window(false, "0 1 29 3 *", 180, "Europe/Berlin")];
-        assert!(matches!(evaluate_windows(&w, ts("2026-03-29T02:59:00Z")), WindowVerdict::Closed { .. }));
-        assert_eq!(evaluate_windows(&w, ts("2026-03-29T03:00:00Z")), WindowVerdict::Open);
+        assert!(matches!(
+            evaluate_windows(&w, ts("2026-03-29T02:59:00Z")),
+            WindowVerdict::Closed { .. }
+        ));
+        assert_eq!(
+            evaluate_windows(&w, ts("2026-03-29T03:00:00Z")),
+            WindowVerdict::Open
+        );
     }
 }

@@ -1,0 +1,72 @@
+//! What a platform engineer sees: the README's example applies cleanly with kubectl 1.20 and
+//! `kubectl get` shows useful columns.
+
+use std::time::Duration;
+
+use crate::env::TestEnv;
+
+pub async fn readme_example_is_accepted_and_kubectl_get_shows_useful_columns(mut env: TestEnv) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let sample =
+        std::fs::read_to_string(format!("{root}/config/samples/pipeline.yaml")).expect("sample");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    assert!(
+        readme.contains(sample.trim()),
+        "README.md must show config/samples/pipeline.yaml verbatim"
+    );
+
+    env.start_controller();
+    env.cp.kubectl(&[
+        "apply",
+        "-n",
+        &env.ns,
+        "-f",
+        &format!("{root}/config/samples/pipeline.yaml"),
+    ]);
+    env.wait_release_stage("shop-1-4-2", "dev", "Succeeded", Duration::from_secs(60))
+        .await;
+    env.wait_release_stage("shop-1-4-2", "test", "Waiting", Duration::from_secs(30))
+        .await;
+
+    let out = env
+        .wait_for("columns filled in", Duration::from_secs(20), || async {
+            let out = env
+                .cp
+                .kubectl(&["get", "releases,stages,gates", "-n", &env.ns]);
+            if out.contains("dev=Succeeded test=Waiting prod=Waiting") && out.contains("1.4.2") {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        })
+        .await;
+    for header in [
+        "PIPELINE",
+        "VERSION",
+        "PHASE",
+        "STAGES",
+        "CURRENT",
+        "CANDIDATE",
+        "READY",
+        "TYPE",
+        "MESSAGE",
+    ] {
+        assert!(out.contains(header), "missing column {header}:\n{out}");
+    }
+    assert!(out.contains("soak") && out.contains("prometheus"), "{out}");
+    let short = env
+        .cp
+        .kubectl(&["get", "rel,stg,gt", "-n", &env.ns, "-o", "name"]);
+    assert_eq!(short.lines().count(), 6, "short names work:\n{short}");
+    let wide = env
+        .cp
+        .kubectl(&["get", "stage", "test", "-n", &env.ns, "-o", "wide"]);
+    assert!(
+        wide.contains("WaitingForSchedule") || wide.contains("schedule fires next"),
+        "{wide}"
+    );
+    let by_category = env
+        .cp
+        .kubectl(&["get", "greenlight", "-n", &env.ns, "-o", "name"]);
+    assert_eq!(by_category.lines().count(), 6, "{by_category}");
+}
