@@ -35,7 +35,7 @@ mkdir -p "$BIN"
 if [ ! -x "$BIN/kubectl" ]; then
   log "fetching kubectl 1.20 from Debian's kubernetes-client package"
   tmp=$(mktemp -d); chmod 755 "$tmp"
-  (cd "$tmp" && apt-get download -qq kubernetes-client >/dev/null && dpkg -x kubernetes-client_*.deb root)
+  (cd "$tmp" && { apt-get download -qq kubernetes-client >/dev/null 2>&1 || { $SUDO apt-get update -qq && apt-get download -qq kubernetes-client >/dev/null; }; } && dpkg -x kubernetes-client_*.deb root)
   cp "$tmp/root/usr/bin/kubectl" "$BIN/kubectl"
   rm -rf "$tmp"
 fi

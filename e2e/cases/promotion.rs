@@ -132,6 +132,33 @@ spec:
         !env.events("RolloutSucceeded").await.is_empty(),
         "transitions emit events"
     );
+    assert!(
+        !env.events("WaitingForGate").await.is_empty(),
+        "holds are announced too"
+    );
+
+    // Once settled, reconciles keep running but write nothing.
+    let versions = || async {
+        let mut v = vec![env.release("shop-1-0-0").await.metadata.resource_version];
+        for stage in ["dev", "test", "prod"] {
+            v.push(env.stage(stage).await.metadata.resource_version);
+            v.push(
+                env.deployment(&format!("web-{stage}-primary"))
+                    .await
+                    .unwrap()
+                    .metadata
+                    .resource_version,
+            );
+        }
+        v
+    };
+    let before = versions().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        versions().await,
+        before,
+        "no status or workload write without a change"
+    );
     env.kill_controller();
 }
 

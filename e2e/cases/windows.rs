@@ -62,13 +62,17 @@ spec:
             .contains("quarterly close"),
         "{entry:?}"
     );
-    env.wait_for("prod to say why it waits", Duration::from_secs(10), || async {
-        let s = env.stage("prod").await.status.unwrap_or_default();
-        match (s.phase, s.message.as_deref()) {
-            (Some(StagePhase::Waiting), Some(m)) if m.contains("quarterly close") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    env.wait_for(
+        "prod to say why it waits",
+        Duration::from_secs(10),
+        || async {
+            let s = env.stage("prod").await.status.unwrap_or_default();
+            match (s.phase, s.message.as_deref()) {
+                (Some(StagePhase::Waiting), Some(m)) if m.contains("quarterly close") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
 
     let done = env
@@ -85,4 +89,14 @@ spec:
         "prod started {started}, window ended {window_end}"
     );
     assert_eq!(env.images("web-prod-primary").await, vec![image("shop-2")]);
+    let held: Vec<String> = env
+        .events("BlockedByWindow")
+        .await
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        held.iter().any(|n| n.contains("quarterly close")),
+        "the hold is announced: {held:?}"
+    );
 }

@@ -115,12 +115,15 @@ async fn reconcile_stage(
     let plan = match validate_stage(&stage, ctx) {
         Ok(plan) => plan,
         Err(errors) => {
-            let mut status = old_status.clone();
-            status.phase = Some(StagePhase::Invalid);
-            status.message = Some(errors.to_string());
-            status.conditions = kstatus(Health::Stalled, "InvalidSpec", &errors.to_string());
-            write_stage_status(&stage, &old_status, status, ctx, now).await?;
-            return Ok(Action::requeue(INVALID_RETRY));
+            return report_invalid(
+                &stage,
+                &old_status,
+                "InvalidSpec",
+                errors.to_string(),
+                ctx,
+                now,
+            )
+            .await;
         }
     };
     let deployments = ctx.api::<Deployment>(namespace);
@@ -130,12 +133,7 @@ async fn reconcile_stage(
             "spec.target.name: Deployment '{}' not found in namespace '{namespace}'",
             stage.spec.target.name
         );
-        let mut status = old_status.clone();
-        status.phase = Some(StagePhase::Invalid);
-        status.message = Some(message.clone());
-        status.conditions = kstatus(Health::Stalled, "TargetNotFound", &message);
-        write_stage_status(&stage, &old_status, status, ctx, now).await?;
-        return Ok(Action::requeue(INVALID_RETRY));
+        return report_invalid(&stage, &old_status, "TargetNotFound", message, ctx, now).await;
     };
     let primary = deployments
         .get_opt(&primary_name(&stage.spec.target.name))
@@ -176,6 +174,26 @@ async fn reconcile_stage(
         now,
     )
     .await
+}
+
+/// Marks the stage Invalid (Stalled) with a message naming the field, and announces it once.
+async fn report_invalid(
+    stage: &Stage,
+    old_status: &StageStatus,
+    reason: &'static str,
+    message: String,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, ReconcileError> {
+    let mut status = old_status.clone();
+    status.phase = Some(StagePhase::Invalid);
+    status.message = Some(message.clone());
+    status.conditions = kstatus(Health::Stalled, reason, &message);
+    if old_status.message.as_deref() != Some(message.as_str()) {
+        ctx.publish(stage, true, reason, message).await;
+    }
+    write_stage_status(stage, old_status, status, ctx, now).await?;
+    Ok(Action::requeue(INVALID_RETRY))
 }
 
 /// The stage's spec compiled, with its place in the pipeline and its gates checked.

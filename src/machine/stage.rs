@@ -106,6 +106,21 @@ pub struct Outcome {
     pub requeue_after: Duration,
 }
 
+/// Event reasons are static strings (they become metric-free, greppable identifiers).
+fn event_reason(reason: &str) -> &'static str {
+    match reason {
+        "WaitingForRequires" => "WaitingForRequires",
+        "WaitingForSchedule" => "WaitingForSchedule",
+        "BlockedByWindow" => "BlockedByWindow",
+        "GateFailed" => "GateFailed",
+        "GateInconclusive" => "GateInconclusive",
+        "GateInvalid" => "GateInvalid",
+        "WaitingForGate" => "WaitingForGate",
+        "NotPromoted" => "NotPromoted",
+        _ => "Superseded",
+    }
+}
+
 pub fn decide(input: &StageInput) -> Decision {
     let mut out = Draft::new(input);
     match input.status.rollout.clone() {
@@ -176,9 +191,32 @@ impl<'a> Draft<'a> {
         if phase.is_final() && next.finished_at.is_none() {
             next.finished_at = Some(now);
         }
+        let moved = previous
+            .as_ref()
+            .is_none_or(|p| (p.phase, p.reason.as_deref()) != (phase, Some(reason)));
+        // Rollout transitions announce themselves; holds and hand-overs are announced here.
+        if moved && matches!(phase, RP::Waiting | RP::Superseded) {
+            let warning = matches!(reason, "GateFailed" | "GateInconclusive" | "GateInvalid");
+            let note = format!(
+                "{}: {}",
+                self.version_of(name),
+                next.message.clone().unwrap_or_default()
+            );
+            self.events.push(StageEvent {
+                warning,
+                reason: event_reason(reason),
+                note,
+                release: Some(name.to_string()),
+            });
+        }
         if previous.as_ref() != Some(&next) {
             self.updates.insert(name.to_string(), next);
         }
+    }
+
+    fn version_of(&self, release: &str) -> String {
+        self.release(release)
+            .map_or_else(|| release.to_string(), |r| r.version.clone())
     }
 
     fn event(&mut self, warning: bool, reason: &'static str, note: String, release: Option<&str>) {
@@ -459,6 +497,14 @@ impl<'a> Draft<'a> {
             }
             if let Some(why) = r.unfit.as_ref().filter(|_| ready(r)) {
                 self.set_entry(&r.name, RP::Failed, "IncompatibleWithTarget", why.clone());
+                if self.updates.contains_key(&r.name) {
+                    self.event(
+                        true,
+                        "IncompatibleWithTarget",
+                        format!("{}: {why}", r.version),
+                        Some(&r.name),
+                    );
+                }
                 continue;
             }
             if let Some(up) = failed_upstream(r) {
@@ -788,3 +834,7 @@ impl<'a> Draft<'a> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "stage_tests.rs"]
+mod tests;
