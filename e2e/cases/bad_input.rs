@@ -140,6 +140,19 @@ spec: {pipeline: good, target: {name: web-good}}
         );
     }
 
+    // A second stage on the same target would fight over its primary: refused, naming the field.
+    env.apply("apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {name: shadow}\nspec: {pipeline: other, target: {name: web-good}}\n");
+    let message = invalid_stage(&env, "shadow").await;
+    assert!(
+        message.contains("spec.target.name") && message.contains("stage 'good'"),
+        "{message}"
+    );
+    assert_eq!(
+        env.stage("good").await.status.unwrap().phase,
+        Some(StagePhase::Idle),
+        "the first stage keeps its target"
+    );
+
     // Fixing the object clears the condition and the release moves.
     env.apply(
         "apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {name: cron}\nspec:\n  pipeline: cron\n  target: {name: web-cron}\n",

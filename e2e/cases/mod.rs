@@ -21,6 +21,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
     cases![
         promotion::release_goes_dev_test_prod_and_soaks_before_prod,
         promotion::newer_release_supersedes_an_older_one_waiting_at_a_stage,
+        promotion::a_target_running_pods_of_its_own_is_flagged_and_never_touched,
         windows::blackout_window_holds_prod_until_it_ends,
         schedule::schedule_trigger_promotes_at_its_cron_tick_and_not_before,
         rollback::release_whose_pods_never_become_ready_is_rolled_back,

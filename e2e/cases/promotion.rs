@@ -216,3 +216,54 @@ spec:
     })
     .await;
 }
+
+pub async fn a_target_running_pods_of_its_own_is_flagged_and_never_touched(mut env: TestEnv) {
+    env.apply(&target_yaml("web-dev").replace("replicas: 0", "replicas: 1"));
+    env.apply("apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {name: dev}\nspec: {pipeline: shop, target: {name: web-dev}}\n");
+    env.start_controller();
+    env.apply(&release_yaml("shop-9", "shop", "9", &image("shop-9")));
+    env.wait_release_stage("shop-9", "dev", "Succeeded", Duration::from_secs(60))
+        .await;
+    let condition = env
+        .wait_for(
+            "the TargetRunsPods warning",
+            Duration::from_secs(30),
+            || async {
+                let s = env.stage("dev").await.status.unwrap_or_default();
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == "TargetRunsPods" && c.is_true())
+                    .cloned()
+                    .ok_or(format!("{:?}", s.conditions))
+            },
+        )
+        .await;
+    assert!(condition.message.contains("replicas: 0"), "{condition:?}");
+    let target = env.deployment("web-dev").await.unwrap();
+    assert_eq!(
+        target.spec.unwrap().replicas,
+        Some(1),
+        "Git owns the target: the operator does not scale it"
+    );
+    assert_eq!(target.metadata.generation, Some(1));
+    assert!(
+        target
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .all(|m| m.manager.as_deref() != Some("greenlight"))
+    );
+
+    // Scaled to zero in Git, the warning goes away.
+    env.apply(&target_yaml("web-dev"));
+    env.wait_for("the warning to clear", Duration::from_secs(30), || async {
+        let s = env.stage("dev").await.status.unwrap_or_default();
+        if s.conditions.iter().any(|c| c.type_ == "TargetRunsPods") {
+            Err(format!("{:?}", s.conditions))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}

@@ -41,13 +41,24 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
     let by_release = stages.clone();
     let by_gate = stages.clone();
     let by_stage = stages.clone();
+    let by_deployment = stages.clone();
     Controller::new(
         scoped_api::<Stage>(client, namespace),
         watcher::Config::default(),
     )
-    .owns(
+    // Every Deployment: primaries map to their Stage by owner, targets by name, so a target
+    // that starts running pods of its own is reported at once.
+    .watches(
         scoped_api::<Deployment>(client, namespace),
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=greenlight"),
+        watcher::Config::default(),
+        move |d: Deployment| {
+            let ns = d.namespace().unwrap_or_default();
+            let name = d.name_any();
+            refs_of(by_deployment.state().into_iter().filter(|s| {
+                s.namespace().as_deref() == Some(ns.as_str())
+                    && (s.spec.target.name == name || primary_name(&s.spec.target.name) == name)
+            }))
+        },
     )
     .watches(
         scoped_api::<Release>(client, namespace),
@@ -217,6 +228,28 @@ fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, ValidationE
                 .to_string(),
         )])
     })?;
+    // Two stages on one target would fight over one `<target>-primary`; the older one keeps it.
+    let created = |s: &Stage| {
+        (
+            s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            s.name_any(),
+        )
+    };
+    if let Some(owner) = ctx.stages.state().iter().find(|s| {
+        s.namespace().as_deref() == Some(namespace.as_str())
+            && s.name_any() != stage.name_any()
+            && s.spec.target.name == stage.spec.target.name
+            && created(s) < created(stage)
+    }) {
+        return Err(ValidationErrors(vec![FieldError::new(
+            "spec.target.name",
+            format!(
+                "Deployment '{}' is already the target of stage '{}'; give each stage its own target",
+                stage.spec.target.name,
+                owner.name_any()
+            ),
+        )]));
+    }
     let missing: Vec<FieldError> = stage
         .spec
         .gates

@@ -371,3 +371,47 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ZONES: &[&str] = &[
+        "UTC",
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Lord_Howe",
+        "Asia/Kolkata",
+        "America/Sao_Paulo",
+    ];
+    const EXPRS: &[&str] = &[
+        "* * * * *",
+        "*/7 * * * *",
+        "30 2 * * *",
+        "0 0 * * 0",
+        "15 1-3 * * mon-fri",
+        "0 12 1,15 * *",
+        "59 23 31 12 *",
+        "0 */6 * * *",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The next tick is after `t`, is itself a tick, and no tick lies between.
+        #[test]
+        fn next_tick_is_the_first_tick_after(secs in 1_700_000_000i64..1_900_000_000, zone in 0..ZONES.len(), expr in 0..EXPRS.len()) {
+            let tz = TimeZone::get(ZONES[zone]).unwrap();
+            let schedule = Schedule::parse(EXPRS[expr]).unwrap();
+            let t = Timestamp::from_second(secs).unwrap();
+            let next = schedule.next_after(t, &tz).unwrap();
+            prop_assert!(next > t);
+            prop_assert_eq!(schedule.last_at_or_before(next, &tz), Some(next));
+            let before_next = next - jiff::SignedDuration::from_secs(1);
+            let last = schedule.last_at_or_before(before_next, &tz).unwrap();
+            prop_assert!(last <= t, "tick {} lies between {} and {}", last, t, next);
+        }
+    }
+}
