@@ -8,5 +8,6 @@ pub mod gates;
 pub mod machine;
 pub mod metrics;
 pub mod pipeline;
+pub mod routers;
 pub mod schedule;
 pub mod workload;

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::release::Artifact;
 use crate::api::{RELEASE_ANNOTATION, STAGE_LABEL, WORKLOAD_LABEL};
@@ -28,6 +30,10 @@ pub fn primary_name(target: &str) -> String {
     format!("{target}-primary")
 }
 
+pub fn canary_name(target: &str) -> String {
+    format!("{target}-canary")
+}
+
 /// The primary Deployment for `release`, or for nothing (`release: None`, zero replicas).
 pub fn build_primary(
     target: &Deployment,
@@ -36,8 +42,21 @@ pub fn build_primary(
     release: Option<(&str, &[Artifact])>,
     replicas: i32,
 ) -> Result<Deployment, WorkloadError> {
+    let name = primary_name(target.metadata.name.as_deref().unwrap_or_default());
+    build_workload(target, &name, stage, owner, release, replicas)
+}
+
+/// A managed Deployment `name` running `release` on the target's pod template.
+pub fn build_workload(
+    target: &Deployment,
+    name: &str,
+    stage: &str,
+    owner: OwnerReference,
+    release: Option<(&str, &[Artifact])>,
+    replicas: i32,
+) -> Result<Deployment, WorkloadError> {
     let target_name = target.metadata.name.clone().unwrap_or_default();
-    let name = primary_name(&target_name);
+    let name = name.to_string();
     let mut template = target
         .spec
         .as_ref()
@@ -113,6 +132,63 @@ pub fn build_primary(
     })
 }
 
+/// A ClusterIP Service in front of one managed workload, with the target's container ports.
+pub fn build_service(
+    target: &Deployment,
+    workload: &str,
+    stage: &str,
+    owner: OwnerReference,
+) -> Service {
+    let ports: Vec<ServicePort> = target
+        .spec
+        .iter()
+        .flat_map(|s| s.template.spec.iter())
+        .flat_map(|p| p.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|p| ServicePort {
+            name: p.name.clone(),
+            port: p.container_port,
+            target_port: Some(IntOrString::Int(p.container_port)),
+            protocol: p.protocol.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let ports = if ports.is_empty() {
+        vec![ServicePort {
+            name: Some("http".into()),
+            port: 80,
+            target_port: Some(IntOrString::Int(80)),
+            ..Default::default()
+        }]
+    } else {
+        ports
+    };
+    Service {
+        metadata: ObjectMeta {
+            name: Some(workload.to_string()),
+            namespace: target.metadata.namespace.clone(),
+            labels: Some(BTreeMap::from([
+                (STAGE_LABEL.to_string(), stage.to_string()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "greenlight".to_string(),
+                ),
+            ])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([(
+                WORKLOAD_LABEL.to_string(),
+                workload.to_string(),
+            )])),
+            ports: Some(ports),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
 /// True when the observed primary already has the spec we would apply.
 pub fn matches_desired(observed: &Deployment, desired: &Deployment) -> bool {
     let annotation = |d: &Deployment| {
@@ -125,7 +201,15 @@ pub fn matches_desired(observed: &Deployment, desired: &Deployment) -> bool {
     let (Some(o), Some(d)) = (observed.spec.as_ref(), desired.spec.as_ref()) else {
         return false;
     };
+    let weight = |d: &Deployment| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::api::WEIGHT_ANNOTATION))
+            .cloned()
+    };
     annotation(observed) == annotation(desired)
+        && weight(observed) == weight(desired)
         && o.replicas == d.replicas
         && images(o) == images(d)
         && o.template.metadata.as_ref().and_then(|m| m.labels.clone())

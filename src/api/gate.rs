@@ -113,6 +113,45 @@ pub struct PrometheusGate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: Option<String>,
+    /// Too little traffic to judge is inconclusive, not a pass nor a failure: when set, this
+    /// query (e.g. the canary's request count over the interval) must reach `minimum` first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<MinSamples>,
+    /// Sends `Authorization: Bearer <token>` with the token read from this Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// TLS settings for an `https://` address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MinSamples {
+    #[schemars(length(min = 1))]
+    pub query: String,
+    pub minimum: f64,
+}
+
+/// A key of a Secret in the Gate's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// PEM CA bundle to trust, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Skip certificate verification (test set-ups only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// An HTTP call; a 2xx answer passes, anything else fails.

@@ -1,6 +1,7 @@
 //! The `greenlight.dev/v1alpha1` API: Release, Stage and Gate, their status, and the
 //! kstatus-style conditions they share. Everything here is data; rules live in [`validation`].
 
+pub mod canary;
 pub mod conditions;
 pub mod gate;
 pub mod release;
@@ -18,6 +19,12 @@ pub const GROUP: &str = "greenlight.dev";
 pub const FIELD_MANAGER: &str = "greenlight";
 /// Annotation on workloads and pods naming the release they run.
 pub const RELEASE_ANNOTATION: &str = "greenlight.dev/release";
+/// Annotation on the canary workload with the weight its replica count was sized for.
+pub const WEIGHT_ANNOTATION: &str = "greenlight.dev/weight";
+/// Annotations on a Stage through which a person steers a rollout.
+pub const PROMOTE_ANNOTATION: &str = "greenlight.dev/promote";
+pub const ABORT_ANNOTATION: &str = "greenlight.dev/abort";
+pub const RETRY_ANNOTATION: &str = "greenlight.dev/retry";
 /// Label that ties a managed workload (and its pods) to its stage.
 pub const STAGE_LABEL: &str = "greenlight.dev/stage";
 /// Label that selects the pods of one managed workload.

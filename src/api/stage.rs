@@ -10,6 +10,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::canary::{CanaryProgress, CanaryStrategy};
 use super::conditions::Condition;
 use super::release::{Artifact, NAME_PATTERN};
 
@@ -159,6 +160,9 @@ pub enum WindowKind {
 pub struct Strategy {
     #[serde(default, rename = "type")]
     pub strategy_type: StrategyType,
+    /// Settings of the `canary` strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStrategy>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -167,6 +171,8 @@ pub enum StrategyType {
     /// Replace the primary's pods with a rolling update.
     #[default]
     Rolling,
+    /// Run the release beside the primary and shift traffic to it step by step.
+    Canary,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -237,6 +243,9 @@ pub struct ActiveRollout {
     /// Why a rollback runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Progress of a canary rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryProgress>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use super::canary::{Analysis, CanaryStrategy, FailureCounting, FailurePolicy};
 use super::release::{DIGEST_PATTERN, NAME_PATTERN, ReleaseSpec};
-use super::stage::{StageSpec, TriggerType, WindowKind};
+use super::stage::{StageSpec, StrategyType, TriggerType, WindowKind};
 use crate::schedule::{Schedule, WindowSpec, parse_duration, time_zone};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +90,8 @@ pub struct StagePlan {
     pub progress_deadline: Duration,
     pub replicas: i32,
     pub history_limit: usize,
+    /// Set for the canary strategy.
+    pub canary: Option<CanaryPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +183,26 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
             ));
         }
     }
+    let canary = match (spec.strategy.strategy_type, &spec.strategy.canary) {
+        (StrategyType::Rolling, None) => None,
+        (StrategyType::Rolling, Some(_)) => {
+            errors.push(FieldError::new(
+                "spec.strategy.canary",
+                "set, but spec.strategy.type is 'rolling'",
+            ));
+            None
+        }
+        (StrategyType::Canary, None) => {
+            errors.push(FieldError::new(
+                "spec.strategy.canary",
+                "required when spec.strategy.type is 'canary'",
+            ));
+            None
+        }
+        (StrategyType::Canary, Some(c)) => compile_canary(c)
+            .map_err(|mut e| errors.append(&mut e))
+            .ok(),
+    };
     match (trigger, progress_deadline) {
         (Some(trigger), Some(progress_deadline)) if errors.is_empty() => Ok(StagePlan {
             requires: spec.requires.clone(),
@@ -189,6 +212,7 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
             progress_deadline,
             replicas: spec.replicas,
             history_limit: spec.history_limit.clamp(1, 100) as usize,
+            canary,
         }),
         _ => Err(ValidationErrors(errors)),
     }
@@ -275,5 +299,201 @@ mod tests {
         s.trigger.trigger_type = TriggerType::Schedule;
         let err = compile_stage("prod", &s).unwrap_err().to_string();
         assert!(err.contains("spec.trigger.schedule: required"), "{err}");
+    }
+}
+
+/// A canary strategy with every duration parsed and every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryPlan {
+    pub steps: Vec<CanaryStepPlan>,
+    pub background: Option<AnalysisPlan>,
+    pub max_weight: i32,
+    pub bake: Duration,
+    pub routing: Routing,
+    pub on_failure: FailurePolicy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CanaryStepPlan {
+    SetWeight(i32),
+    Pause(Option<Duration>),
+    Analysis(AnalysisPlan),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisPlan {
+    pub gates: Vec<String>,
+    pub interval: Duration,
+    pub count: i32,
+    pub failure_limit: i32,
+    pub failure_counting: FailureCounting,
+    pub inconclusive_limit: i32,
+    pub on_inconclusive: FailurePolicy,
+    pub initial_delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Routing {
+    ReplicaRatio,
+    GatewayApi { http_route: String },
+}
+
+pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let max_weight = spec.max_weight.unwrap_or(100);
+    if !(1..=100).contains(&max_weight) {
+        errors.push(FieldError::new(
+            "spec.strategy.canary.maxWeight",
+            "must be within 1..100",
+        ));
+    }
+    if spec.steps.is_empty() {
+        errors.push(FieldError::new(
+            "spec.strategy.canary.steps",
+            "at least one step is required",
+        ));
+    }
+    let mut steps = Vec::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        let field = format!("spec.strategy.canary.steps[{i}]");
+        let kinds = [
+            step.set_weight.is_some(),
+            step.pause.is_some(),
+            step.analysis.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            errors.push(FieldError::new(
+                &field,
+                "set exactly one of setWeight, pause or analysis",
+            ));
+            continue;
+        }
+        if let Some(w) = step.set_weight {
+            if !(0..=100).contains(&w) {
+                errors.push(FieldError::new(
+                    format!("{field}.setWeight"),
+                    format!("{w} is outside 0..100"),
+                ));
+            } else if w > max_weight {
+                errors.push(FieldError::new(
+                    format!("{field}.setWeight"),
+                    format!("{w} is above maxWeight {max_weight}"),
+                ));
+            }
+            steps.push(CanaryStepPlan::SetWeight(w.clamp(0, 100)));
+        } else if let Some(pause) = &step.pause {
+            match pause.duration.as_deref().map(parse_duration).transpose() {
+                Ok(d) => steps.push(CanaryStepPlan::Pause(d)),
+                Err(e) => errors.push(FieldError::new(
+                    format!("{field}.pause.duration"),
+                    e.to_string(),
+                )),
+            }
+        } else if let Some(analysis) = &step.analysis {
+            match compile_analysis(&format!("{field}.analysis"), analysis, 1) {
+                Ok(a) => steps.push(CanaryStepPlan::Analysis(a)),
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+    }
+    let background = match &spec.analysis {
+        None => None,
+        Some(a) => compile_analysis("spec.strategy.canary.analysis", a, i32::MAX)
+            .map_err(|mut e| errors.append(&mut e))
+            .ok(),
+    };
+    let bake = match spec.bake.as_deref().map(parse_duration).transpose() {
+        Ok(d) => d.unwrap_or_default(),
+        Err(e) => {
+            errors.push(FieldError::new("spec.strategy.canary.bake", e.to_string()));
+            Duration::ZERO
+        }
+    };
+    let routing = match spec
+        .traffic_routing
+        .as_ref()
+        .and_then(|t| t.gateway_api.as_ref())
+    {
+        Some(g) if g.http_route.trim().is_empty() => {
+            errors.push(FieldError::new(
+                "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute",
+                "must name an HTTPRoute",
+            ));
+            Routing::ReplicaRatio
+        }
+        Some(g) => Routing::GatewayApi {
+            http_route: g.http_route.clone(),
+        },
+        None => Routing::ReplicaRatio,
+    };
+    if errors.is_empty() {
+        Ok(CanaryPlan {
+            steps,
+            background,
+            max_weight,
+            bake,
+            routing,
+            on_failure: spec.on_failure,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn compile_analysis(
+    field: &str,
+    spec: &Analysis,
+    default_count: i32,
+) -> Result<AnalysisPlan, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut duration =
+        |name: &str, value: Option<&str>, default: Duration, min: Duration| match value
+            .map(parse_duration)
+        {
+            None => default,
+            Some(Ok(d)) if d >= min => d,
+            Some(Ok(_)) => {
+                errors.push(FieldError::new(
+                    format!("{field}.{name}"),
+                    format!("must be at least {}s", min.as_secs()),
+                ));
+                default
+            }
+            Some(Err(e)) => {
+                errors.push(FieldError::new(format!("{field}.{name}"), e.to_string()));
+                default
+            }
+        };
+    let interval = duration(
+        "interval",
+        spec.interval.as_deref(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    );
+    let initial_delay = duration(
+        "initialDelay",
+        spec.initial_delay.as_deref(),
+        Duration::ZERO,
+        Duration::ZERO,
+    );
+    if spec.gates.is_empty() {
+        errors.push(FieldError::new(
+            format!("{field}.gates"),
+            "at least one gate is required",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(AnalysisPlan {
+            gates: spec.gates.clone(),
+            interval,
+            count: spec.count.unwrap_or(default_count).max(1),
+            failure_limit: spec.failure_limit.unwrap_or(1).max(1),
+            failure_counting: spec.failure_counting,
+            inconclusive_limit: spec.inconclusive_limit.unwrap_or(3).max(1),
+            on_inconclusive: spec.on_inconclusive,
+            initial_delay,
+        })
+    } else {
+        Err(errors)
     }
 }

@@ -2,10 +2,12 @@
 //! Three controllers share one [`Context`]: Stages (promotion and rollout), Releases (their
 //! overall phase) and Gates (their validity).
 
+pub mod canary;
 pub mod error;
 pub mod gate;
 pub mod patch;
 pub mod release;
+pub mod secrets;
 pub mod stage;
 
 use std::sync::Arc;

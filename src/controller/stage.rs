@@ -15,6 +15,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span};
 
+use super::canary::{self, CanaryIo};
 use super::error::ReconcileError;
 use super::patch::merge_diff;
 use super::{Context, error_policy, pipeline_releases, pipeline_stages, refs_of, scoped_api};
@@ -30,7 +31,7 @@ use crate::machine::stage::{
     self as machine, Decision, DesiredPrimary, GateReport, Outcome, ReleaseView, StageInput,
 };
 use crate::pipeline::topological_order;
-use crate::workload::{build_primary, matches_desired, observe, primary_name};
+use crate::workload::{build_primary, canary_name, matches_desired, observe, primary_name};
 
 const CONTROLLER: &str = "stage";
 /// How soon an invalid stage is looked at again (its fix may come from another object).
@@ -151,30 +152,54 @@ async fn reconcile_stage(
         .await?;
     let primary_view = primary.as_ref().map(observe);
     let releases = release_views(&stage, &target, ctx);
+    let canary_io = CanaryIo::new(&stage, &plan, ctx);
+    let (canary, canary_view) = match &canary_io {
+        Some(io) => {
+            let (d, v) = io.observe(ctx).await?;
+            (d, Some(v))
+        }
+        None => (None, None),
+    };
+    let command = canary::command(&stage);
     let mut input = StageInput {
         name,
         plan: &plan,
         status: &old_status,
         releases: &releases,
         primary: primary_view.as_ref(),
+        canary: canary_view.as_ref(),
         gates: None,
+        measurements: None,
+        command: command.clone(),
         now,
     };
-    let report;
+    let (report, measured);
     let outcome = match machine::decide(&input) {
         Decision::Act(outcome) => outcome,
         Decision::EvaluateGates { release } => {
             report = evaluate_gates(&stage, &plan, &releases, &release, ctx, now).await;
             input.gates = Some(&report);
-            match machine::decide(&input) {
-                Decision::Act(outcome) => outcome,
-                Decision::EvaluateGates { .. } => {
-                    unreachable!("decide asks for gates only once per report")
-                }
-            }
+            decided(machine::decide(&input))
+        }
+        Decision::Measure { release, due } => {
+            measured = canary::measure(&stage, &releases, &release, &due, ctx, now).await;
+            input.measurements = Some(&measured);
+            decided(machine::decide(&input))
         }
     };
-    apply(
+    if let Some(io) = &canary_io {
+        io.apply(
+            &stage,
+            &target,
+            canary.as_ref(),
+            outcome.canary.as_ref(),
+            outcome.weight,
+            plan.replicas,
+            ctx,
+        )
+        .await?;
+    }
+    let action = apply(
         &stage,
         &target,
         primary.as_ref(),
@@ -184,7 +209,19 @@ async fn reconcile_stage(
         ctx,
         now,
     )
-    .await
+    .await?;
+    if command.is_some() {
+        canary::clear_commands(&stage, ctx).await?;
+    }
+    Ok(action)
+}
+
+/// The second decision, made with the results the first asked for, always acts.
+fn decided(decision: Decision) -> Box<Outcome> {
+    match decision {
+        Decision::Act(outcome) => outcome,
+        other => unreachable!("decide asks for results once per reconcile, then acts: {other:?}"),
+    }
 }
 
 /// Marks the stage Invalid (Stalled) with a message naming the field, and announces it once.
@@ -306,6 +343,80 @@ fn release_views(stage: &Stage, target: &Deployment, ctx: &Context) -> Vec<Relea
         .collect()
 }
 
+/// What gates know about `release` at this stage.
+pub(crate) fn gate_context(
+    stage: &Stage,
+    releases: &[ReleaseView],
+    release: &str,
+    now: Timestamp,
+) -> GateContext {
+    let view = releases.iter().find(|r| r.name == release);
+    GateContext {
+        namespace: stage.namespace().unwrap_or_default(),
+        pipeline: stage.spec.pipeline.clone(),
+        stage: stage.name_any(),
+        release: release.to_string(),
+        version: view.map(|r| r.version.clone()).unwrap_or_default(),
+        artifacts: view.map(|r| r.artifacts.clone()).unwrap_or_default(),
+        release_stages: view.map(|r| r.stages.clone()).unwrap_or_default(),
+        primary_workload: primary_name(&stage.spec.target.name),
+        canary_workload: canary_name(&stage.spec.target.name),
+        secrets: Default::default(),
+        now,
+    }
+}
+
+/// Evaluates one gate by name; also returns how soon it should be checked again.
+pub(crate) async fn evaluate_gate(
+    name: &str,
+    gate_ctx: &GateContext,
+    ctx: &Context,
+) -> (GateOutcome, Duration) {
+    let gate = ctx
+        .gates
+        .get(&kube::runtime::reflector::ObjectRef::new(name).within(&gate_ctx.namespace));
+    let (kind, outcome, recheck) = match gate {
+        None => (
+            "missing",
+            GateOutcome::new(
+                GateVerdict::Invalid,
+                format!("Gate '{name}' does not exist"),
+            ),
+            gates::DEFAULT_RECHECK,
+        ),
+        Some(gate) => match gates::compile(&gate.spec, &ctx.http) {
+            Err(errors) => (
+                gate.spec.gate_type.as_str(),
+                GateOutcome::new(GateVerdict::Invalid, ValidationErrors(errors).to_string()),
+                gates::DEFAULT_RECHECK,
+            ),
+            Ok(compiled) => {
+                let mut gate_ctx = gate_ctx.clone();
+                match super::secrets::resolve(&gate.spec, &gate_ctx.namespace, ctx).await {
+                    Ok(secrets) => gate_ctx.secrets = secrets,
+                    Err(message) => {
+                        let outcome = GateOutcome::new(GateVerdict::Inconclusive, message);
+                        return (outcome, compiled.recheck_interval);
+                    }
+                }
+                (
+                    gate.spec.gate_type.as_str(),
+                    compiled.check.evaluate(&gate_ctx).await,
+                    compiled.recheck_interval,
+                )
+            }
+        },
+    };
+    ctx.metrics
+        .gate_evaluations
+        .get_or_create(&crate::metrics::GateLabels {
+            gate_type: kind,
+            verdict: verdict_label(outcome.verdict),
+        })
+        .inc();
+    (outcome, recheck)
+}
+
 /// Evaluates the stage's gates in order, stopping at the first that does not pass.
 async fn evaluate_gates(
     stage: &Stage,
@@ -315,53 +426,12 @@ async fn evaluate_gates(
     ctx: &Context,
     now: Timestamp,
 ) -> GateReport {
-    let namespace = stage.namespace().unwrap_or_default();
-    let view = releases.iter().find(|r| r.name == release);
-    let gate_ctx = GateContext {
-        namespace: namespace.clone(),
-        pipeline: stage.spec.pipeline.clone(),
-        stage: stage.name_any(),
-        release: release.to_string(),
-        version: view.map(|r| r.version.clone()).unwrap_or_default(),
-        artifacts: view.map(|r| r.artifacts.clone()).unwrap_or_default(),
-        release_stages: view.map(|r| r.stages.clone()).unwrap_or_default(),
-        now,
-    };
+    let gate_ctx = gate_context(stage, releases, release, now);
     let mut results = Vec::new();
     let mut recheck_after = gates::DEFAULT_RECHECK;
     for name in &plan.gates {
-        let gate = ctx
-            .gates
-            .get(&kube::runtime::reflector::ObjectRef::new(name).within(&namespace));
-        let (kind, outcome) = match gate {
-            None => (
-                "missing",
-                GateOutcome::new(
-                    GateVerdict::Invalid,
-                    format!("Gate '{name}' does not exist"),
-                ),
-            ),
-            Some(gate) => match gates::compile(&gate.spec, &ctx.http) {
-                Err(errors) => (
-                    gate.spec.gate_type.as_str(),
-                    GateOutcome::new(GateVerdict::Invalid, ValidationErrors(errors).to_string()),
-                ),
-                Ok(compiled) => {
-                    recheck_after = recheck_after.min(compiled.recheck_interval);
-                    (
-                        gate.spec.gate_type.as_str(),
-                        compiled.check.evaluate(&gate_ctx).await,
-                    )
-                }
-            },
-        };
-        ctx.metrics
-            .gate_evaluations
-            .get_or_create(&crate::metrics::GateLabels {
-                gate_type: kind,
-                verdict: verdict_label(outcome.verdict),
-            })
-            .inc();
+        let (outcome, recheck) = evaluate_gate(name, &gate_ctx, ctx).await;
+        recheck_after = recheck_after.min(recheck);
         let passed = outcome.verdict == GateVerdict::Passed;
         results.push((name.clone(), outcome));
         if !passed {
@@ -482,11 +552,22 @@ async fn apply_primary(
     }
     deployment.metadata.managed_fields = None;
     let name = deployment.metadata.name.clone().unwrap_or_default();
-    let mut body = serde_json::to_value(&deployment)?;
+    let _ = name;
+    server_side_apply(&deployment, &stage.namespace().unwrap_or_default(), ctx).await
+}
+
+/// Applies a managed Deployment under the operator's field manager.
+pub(crate) async fn server_side_apply(
+    deployment: &Deployment,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let mut body = serde_json::to_value(deployment)?;
     body["apiVersion"] = json!("apps/v1");
     body["kind"] = json!("Deployment");
     ctx.metrics.write("deployment_apply");
-    ctx.api::<Deployment>(&stage.namespace().unwrap_or_default())
+    ctx.api::<Deployment>(namespace)
         .patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),

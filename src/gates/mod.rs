@@ -32,6 +32,11 @@ pub struct GateContext {
     pub artifacts: Vec<Artifact>,
     /// The release's progress at every stage, for gates that look upstream.
     pub release_stages: BTreeMap<String, ReleaseStageStatus>,
+    /// Names of the stage's managed workloads (and their Services).
+    pub primary_workload: String,
+    pub canary_workload: String,
+    /// Secret values the gate references, by `secret/key`. Never logged or stored.
+    pub secrets: BTreeMap<String, String>,
     pub now: Timestamp,
 }
 
@@ -162,6 +167,8 @@ pub fn render_template(template: &str, ctx: &GateContext) -> String {
         .replace("{{stage}}", &ctx.stage)
         .replace("{{namespace}}", &ctx.namespace)
         .replace("{{pipeline}}", &ctx.pipeline)
+        .replace("{{primary}}", &ctx.primary_workload)
+        .replace("{{canary}}", &ctx.canary_workload)
 }
 
 /// The HTTP client shared by gates: no redirects, so a gate reaches only the host it names.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::condition::Threshold;
 use super::{GateCheck, GateContext, GateOutcome, excerpt, render_template, timeout_field};
-use crate::api::gate::PrometheusGate;
+use crate::api::gate::{MinSamples, PrometheusGate};
 use crate::api::release::GateVerdict;
 use crate::api::validation::FieldError;
 
@@ -20,6 +20,9 @@ pub struct PrometheusCheck {
     query: String,
     threshold: Threshold,
     timeout: Duration,
+    min_samples: Option<MinSamples>,
+    token: Option<String>,
+    ca: Option<String>,
 }
 
 impl PrometheusCheck {
@@ -58,48 +61,104 @@ impl PrometheusCheck {
         .ok();
         match (threshold, timeout) {
             (Some(threshold), Some(timeout)) if errors.is_empty() => Ok(Box::new(Self {
-                http: http.clone(),
+                http: tls_client(spec, http),
                 address: spec.address.trim_end_matches('/').to_string(),
                 query: spec.query.clone(),
                 threshold,
                 timeout,
+                min_samples: spec.min_samples.clone(),
+                token: spec
+                    .bearer_token_secret_ref
+                    .as_ref()
+                    .map(crate::controller::secrets::key),
+                ca: spec
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.ca_secret_ref.as_ref())
+                    .map(crate::controller::secrets::key),
             })),
             _ => Err(errors),
         }
     }
 
-    async fn run(&self, ctx: &GateContext) -> GateOutcome {
-        let query = render_template(&self.query, ctx);
-        let inconclusive = |msg: String| {
-            GateOutcome::new(GateVerdict::Inconclusive, format!("{msg} (query: {query})"))
+    /// Runs one instant query and returns its single value, or why there is none.
+    async fn instant(&self, query: &str, ctx: &GateContext) -> Result<f64, String> {
+        let client = match &self.ca {
+            Some(key) => client_trusting(
+                ctx.secrets
+                    .get(key)
+                    .ok_or_else(|| format!("CA bundle {key} not resolved"))?,
+            )?,
+            None => self.http.clone(),
         };
-        let response = self
-            .http
+        let mut request = client
             .get(format!("{}/api/v1/query", self.address))
-            .query(&[("query", query.as_str())])
-            .timeout(self.timeout)
+            .query(&[("query", query)])
+            .timeout(self.timeout);
+        if let Some(key) = &self.token {
+            let token = ctx
+                .secrets
+                .get(key)
+                .ok_or_else(|| format!("bearer token {key} not resolved"))?;
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return inconclusive(format!("Prometheus unreachable: {}", error_chain(&e))),
-        };
+            .await
+            .map_err(|e| format!("Prometheus unreachable: {}", error_chain(&e)))?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            return inconclusive(format!(
+            return Err(format!(
                 "Prometheus answered HTTP {}: {}",
                 status.as_u16(),
                 excerpt(&body, 200)
             ));
         }
-        let value = match parse_single_value(&body) {
+        parse_single_value(&body)
+    }
+
+    async fn run(&self, ctx: &GateContext) -> GateOutcome {
+        let query = render_template(&self.query, ctx);
+        if let Some(min) = &self.min_samples {
+            let sample_query = render_template(&min.query, ctx);
+            match self.instant(&sample_query, ctx).await {
+                Ok(n) if n >= min.minimum => {}
+                Ok(n) => {
+                    return GateOutcome::new(
+                        GateVerdict::Inconclusive,
+                        format!(
+                            "too little traffic to judge: {} < {} (query: {sample_query})",
+                            format_value(n),
+                            min.minimum
+                        ),
+                    )
+                    .with_value(format_value(n));
+                }
+                Err(why) => {
+                    return GateOutcome::new(
+                        GateVerdict::Inconclusive,
+                        format!("{why} (query: {sample_query})"),
+                    );
+                }
+            }
+        }
+        let value = match self.instant(&query, ctx).await {
             Ok(v) => v,
-            Err(why) => return inconclusive(why),
+            Err(why) => {
+                return GateOutcome::new(
+                    GateVerdict::Inconclusive,
+                    format!("{why} (query: {query})"),
+                );
+            }
         };
         let shown = format_value(value);
         match self.threshold.holds(value) {
-            None => inconclusive("query returned NaN".into()).with_value(shown),
+            None => GateOutcome::new(
+                GateVerdict::Inconclusive,
+                format!("query returned NaN (query: {query})"),
+            )
+            .with_value(shown),
             Some(true) => GateOutcome::new(
                 GateVerdict::Passed,
                 format!("{shown} {} holds", self.threshold),
@@ -118,6 +177,34 @@ impl GateCheck for PrometheusCheck {
     fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome> {
         Box::pin(self.run(ctx))
     }
+}
+
+/// The shared client, or one of its own when the gate skips verification.
+fn tls_client(spec: &PrometheusGate, shared: &reqwest::Client) -> reqwest::Client {
+    match &spec.tls {
+        Some(tls) if tls.insecure_skip_verify => reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .unwrap_or_else(|_| shared.clone()),
+        _ => shared.clone(),
+    }
+}
+
+/// A client that trusts the CA bundle `pem` (resolved from a Secret for this evaluation).
+fn client_trusting(pem: &str) -> Result<reqwest::Client, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| format!("CA bundle is not PEM: {e}"))?;
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(5));
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build a TLS client: {e}"))
 }
 
 #[derive(Deserialize)]

@@ -103,6 +103,9 @@ mod tests {
             version: "1".into(),
             artifacts: vec![],
             release_stages: stages,
+            primary_workload: "web-primary".into(),
+            canary_workload: "web-canary".into(),
+            secrets: Default::default(),
             now: now.parse::<Timestamp>().unwrap(),
         }
     }

@@ -19,6 +19,10 @@ use crate::api::validation::{CompiledTrigger, StagePlan};
 use crate::gates::GateOutcome;
 use crate::schedule::{WindowVerdict, evaluate_windows};
 
+#[path = "canary.rs"]
+pub mod canary;
+pub use canary::{CanaryView, Command, Due};
+
 /// Longest wait before a stage is looked at again, whatever it is waiting for.
 pub const MAX_REQUEUE: Duration = Duration::from_secs(300);
 
@@ -63,8 +67,21 @@ pub struct StageInput<'a> {
     /// Releases of the pipeline, oldest first.
     pub releases: &'a [ReleaseView],
     pub primary: Option<&'a PrimaryView>,
+    /// The canary workload, for the canary strategy.
+    pub canary: Option<&'a CanaryView>,
     pub gates: Option<&'a GateReport>,
+    /// Results of the measurements asked for with [`Decision::Measure`].
+    pub measurements: Option<&'a [Measurement]>,
+    pub command: Option<Command>,
     pub now: Timestamp,
+}
+
+/// The result of one due gate measurement of a canary analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub scope: String,
+    pub gate: String,
+    pub outcome: GateOutcome,
 }
 
 /// What the primary workload should run.
@@ -93,6 +110,11 @@ pub enum Decision {
     EvaluateGates {
         release: String,
     },
+    /// Measure these analysis gates for the rolling-out release and decide again.
+    Measure {
+        release: String,
+        due: Vec<Due>,
+    },
     Act(Box<Outcome>),
 }
 
@@ -102,6 +124,10 @@ pub struct Outcome {
     /// New progress entries at this stage, per release; only those that change.
     pub release_updates: BTreeMap<String, ReleaseStageStatus>,
     pub primary: Option<DesiredPrimary>,
+    /// What the canary workload should run (canary strategy only).
+    pub canary: Option<DesiredPrimary>,
+    /// The canary's share of traffic, in percent, for the traffic router.
+    pub weight: Option<i32>,
     pub events: Vec<StageEvent>,
     pub requeue_after: Duration,
 }
@@ -124,7 +150,20 @@ fn event_reason(reason: &str) -> &'static str {
 pub fn decide(input: &StageInput) -> Decision {
     let mut out = Draft::new(input);
     match input.status.rollout.clone() {
-        Some(rollout) => out.continue_rollout(rollout),
+        Some(rollout) => {
+            match (&input.plan.canary, rollout.direction) {
+                (Some(plan), RolloutDirection::Forward) if rollout.canary.is_some() => {
+                    out.continue_canary(plan, rollout.clone())
+                }
+                _ => out.continue_rollout(rollout.clone()),
+            }
+            if !out.due.is_empty() && input.measurements.is_none() {
+                return Decision::Measure {
+                    release: rollout.release,
+                    due: out.due,
+                };
+            }
+        }
         None => {
             if let Some(release) = out.choose_candidate() {
                 return Decision::EvaluateGates { release };
@@ -143,6 +182,9 @@ struct Draft<'a> {
     wake_at: Vec<Timestamp>,
     health: (Health, &'static str, String),
     passed_gates: Option<Vec<GateResultStatus>>,
+    canary: Option<DesiredPrimary>,
+    weight: Option<i32>,
+    due: Vec<Due>,
 }
 
 impl<'a> Draft<'a> {
@@ -156,6 +198,9 @@ impl<'a> Draft<'a> {
             wake_at: Vec::new(),
             health: (Health::Ready, "Idle", String::new()),
             passed_gates: None,
+            canary: None,
+            weight: None,
+            due: Vec::new(),
         }
     }
 
@@ -266,11 +311,14 @@ impl<'a> Draft<'a> {
         };
         self.primary = Some(desired);
         let primary = self.input.primary;
-        let reached = match (&target, primary) {
+        let mut reached = match (&target, primary) {
             (Some(t), Some(p)) => p.release.as_deref() == Some(t.as_str()) && p.available,
             (None, p) => p.is_none_or(|p| p.replicas == 0 && p.available),
             (Some(_), None) => false,
         };
+        if rollout.direction == RolloutDirection::Rollback && self.input.plan.canary.is_some() {
+            reached &= self.continue_canary_rollback(&rollout);
+        }
         let detail = primary
             .map(|p| p.detail.clone())
             .unwrap_or_else(|| "primary not created yet".into());
@@ -456,11 +504,20 @@ impl<'a> Draft<'a> {
             .as_ref()
             .and_then(|c| releases.iter().position(|r| &r.name == c))
             .map_or(0, |i| i + 1);
+        if self.input.plan.canary.is_some() {
+            // Between rollouts all traffic stays on the primary.
+            self.weight = Some(0);
+        }
+        let retried = match &self.input.command {
+            Some(Command::Retry(name)) => self.retry(name),
+            _ => None,
+        };
         let open = |r: &ReleaseView| {
             r.valid
-                && r.stages
-                    .get(self.input.name)
-                    .is_none_or(|e| !e.phase.is_final())
+                && (retried.as_deref() == Some(r.name.as_str())
+                    || r.stages
+                        .get(self.input.name)
+                        .is_none_or(|e| !e.phase.is_final()))
         };
         for r in &releases[..start] {
             if open(r) && current.as_deref() != Some(r.name.as_str()) {
@@ -603,6 +660,27 @@ impl<'a> Draft<'a> {
         }
         self.start_rollout(candidate);
         None
+    }
+
+    /// A release that failed here may run again when a person asks; returns its name.
+    fn retry(&mut self, name: &str) -> Option<String> {
+        let failed_here = self.entry(name).is_some_and(|e| e.phase == RP::Failed);
+        if !failed_here {
+            return None;
+        }
+        self.set_entry(
+            name,
+            RP::Waiting,
+            "RetryRequested",
+            "retry requested through greenlight.dev/retry".into(),
+        );
+        self.event(
+            false,
+            "RetryRequested",
+            format!("{} will be rolled out again", self.version_of(name)),
+            Some(name),
+        );
+        Some(name.to_string())
     }
 
     fn is_newer(&self, r: &ReleaseView, than: Option<&ReleaseView>) -> bool {
@@ -771,6 +849,14 @@ impl<'a> Draft<'a> {
             previous_version: self.status.current_version.clone(),
             previous_artifacts,
             reason: None,
+            // A first release has nothing to compare with: it rolls out directly.
+            canary: self
+                .input
+                .plan
+                .canary
+                .as_ref()
+                .filter(|_| self.status.current_release.is_some())
+                .map(|_| canary::fresh_progress(now)),
         };
         self.set_entry(
             &candidate.name,
@@ -787,6 +873,7 @@ impl<'a> Draft<'a> {
             format!("rolling out {}", candidate.version),
             Some(&candidate.name),
         );
+        let rollout_is_canary = rollout.canary.is_some();
         self.status.rollout = Some(rollout);
         self.status.candidate_release = None;
         self.status.candidate_version = None;
@@ -798,10 +885,17 @@ impl<'a> Draft<'a> {
             "RollingOut",
             format!("rolling out {}", candidate.version),
         );
-        self.primary = Some(DesiredPrimary::Release {
+        let desired = DesiredPrimary::Release {
             name: candidate.name.clone(),
             artifacts: candidate.artifacts.clone(),
-        });
+        };
+        if rollout_is_canary {
+            // The release starts beside the primary, with no traffic.
+            self.canary = Some(desired);
+            self.weight = Some(0);
+        } else {
+            self.primary = Some(desired);
+        }
         self.wake_at.push(now + self.input.plan.progress_deadline);
     }
 
@@ -829,6 +923,8 @@ impl<'a> Draft<'a> {
             status,
             release_updates: self.updates,
             primary: self.primary,
+            canary: self.canary,
+            weight: self.weight,
             events: self.events,
             requeue_after,
         }

@@ -28,6 +28,7 @@ fn plan() -> StagePlan {
         progress_deadline: Duration::from_secs(600),
         replicas: 3,
         history_limit: 10,
+        canary: None,
     }
 }
 
@@ -88,6 +89,9 @@ fn input<'a>(
     now: Timestamp,
 ) -> StageInput<'a> {
     StageInput {
+        canary: None,
+        measurements: None,
+        command: None,
         name: STAGE,
         plan,
         status,
@@ -217,6 +221,7 @@ fn a_rollout_in_progress_is_not_interrupted_by_a_newer_release() {
             previous_version: Some("r1.0".into()),
             previous_artifacts: vec![],
             reason: None,
+            canary: None,
         }),
         ..running("r1")
     };
@@ -251,6 +256,7 @@ fn rolling(started: &str, previous: Option<&str>) -> StageStatus {
                 })
                 .unwrap_or_default(),
             reason: None,
+            canary: None,
         }),
         ..previous.map(running).unwrap_or_default()
     }

@@ -1,0 +1,190 @@
+//! The canary strategy of a Stage (`spec.strategy.canary`) and the progress of a canary
+//! rollout (`status.rollout.canary`).
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::release::GateVerdict;
+use super::stage::DURATION_PATTERN;
+
+/// Shifts traffic to the new release step by step while analysis watches it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStrategy {
+    /// Run in order; each step is exactly one of `setWeight`, `pause` or `analysis`.
+    #[schemars(length(min = 1))]
+    pub steps: Vec<CanaryStep>,
+    /// Runs in the background for the whole rollout and through `bake`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    /// The highest weight a step may set; reaching the end of the steps promotes. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_weight: Option<i32>,
+    /// After promotion, how long the background analysis keeps watching; a breach then
+    /// reverts the primary to the previous release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub bake: Option<String>,
+    /// How traffic is split. Without it, the canary's replica count follows its weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<TrafficRouting>,
+    /// What a failed analysis does: `rollback` (default) or `pause` for a person to decide.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStep {
+    /// Percent of traffic for the canary, 0..100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub set_weight: Option<i32>,
+    /// Wait; without `duration`, until the Stage is annotated `greenlight.dev/promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+    /// Run these gates to completion before the next step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: Option<String>,
+}
+
+/// Gates measured repeatedly.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    #[schemars(length(min = 1))]
+    pub gates: Vec<String>,
+    /// Time between two measurements of each gate. Default 1m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Option<String>,
+    /// Successful measurements each gate needs for a step analysis to pass. Default 1.
+    /// Background analysis measures until the rollout ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub count: Option<i32>,
+    /// Failed measurements that fail the analysis. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_limit: Option<i32>,
+    /// Whether `failureLimit` counts `consecutive` failures (default) or the `total`.
+    #[serde(default)]
+    pub failure_counting: FailureCounting,
+    /// Consecutive inconclusive measurements (no data, NaN, too little traffic, Prometheus
+    /// unreachable) that stop the rollout. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub inconclusive_limit: Option<i32>,
+    /// What too many inconclusive measurements do: `pause` (default: never promote on
+    /// missing data) or `rollback`.
+    #[serde(default)]
+    pub on_inconclusive: FailurePolicy,
+    /// Wait this long after the analysis starts before the first measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub initial_delay: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureCounting {
+    #[default]
+    Consecutive,
+    Total,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    #[default]
+    Rollback,
+    Pause,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficRouting {
+    /// Split traffic through the `backendRefs` weights of a Gateway API HTTPRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_api: Option<GatewayApiRouting>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// HTTPRoute in the Stage's namespace whose rules send traffic to `<target>-primary`.
+    #[schemars(length(min = 1))]
+    pub http_route: String,
+}
+
+/// Where a canary rollout is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryProgress {
+    pub phase: CanaryPhase,
+    /// Index of the current step in `spec.strategy.canary.steps`.
+    pub step: i32,
+    #[schemars(with = "Time")]
+    pub step_started_at: Timestamp,
+    /// Percent of traffic the canary should get now.
+    pub weight: i32,
+    /// Why the rollout is paused, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
+    /// When the bake period started, once promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub baking_since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<AnalysisProgress>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CanaryPhase {
+    /// Waiting for the canary workload to become available.
+    Starting,
+    /// Working through the steps.
+    Stepping,
+    /// Stopped for a person: a pause step without duration, too many inconclusive
+    /// measurements, or a failure with `onFailure: pause`.
+    Paused,
+    /// Updating the primary to the canary's template.
+    Promoting,
+    /// Promoted; background analysis keeps watching.
+    Baking,
+}
+
+/// Counters of one gate in one analysis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisProgress {
+    pub gate: String,
+    /// `background`, or `step-N` for a step's analysis.
+    pub scope: String,
+    pub measurements: i32,
+    pub successes: i32,
+    pub failures: i32,
+    pub consecutive_failures: i32,
+    pub inconclusive: i32,
+    pub consecutive_inconclusive: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub last_measured_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict: Option<GateVerdict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<String>,
+}

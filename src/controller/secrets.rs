@@ -1,0 +1,57 @@
+//! Reads the Secret values a Gate references, right before it is evaluated. Values are kept
+//! in memory for that one evaluation only and never logged or written to a status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+
+use super::Context;
+use crate::api::gate::{GateSpec, SecretKeyRef};
+
+pub fn key(r: &SecretKeyRef) -> String {
+    format!("{}/{}", r.name, r.key)
+}
+
+fn references(spec: &GateSpec) -> Vec<&SecretKeyRef> {
+    let Some(p) = &spec.prometheus else {
+        return vec![];
+    };
+    p.bearer_token_secret_ref
+        .iter()
+        .chain(p.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()))
+        .collect()
+}
+
+/// The referenced values, or a message naming the missing Secret or key (never its value).
+pub async fn resolve(
+    spec: &GateSpec,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut values = BTreeMap::new();
+    for r in references(spec) {
+        let secret = ctx
+            .api::<Secret>(namespace)
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| format!("cannot read Secret '{}': {e}", r.name))?
+            .ok_or_else(|| format!("Secret '{}' not found", r.name))?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&r.key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(&r.key))
+                    .map(|s| s.clone().into_bytes())
+            })
+            .ok_or_else(|| format!("Secret '{}' has no key '{}'", r.name, r.key))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("Secret '{}' key '{}' is not UTF-8", r.name, r.key))?;
+        values.insert(key(r), text.trim().to_string());
+    }
+    Ok(values)
+}

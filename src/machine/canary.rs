@@ -1,0 +1,581 @@
+//! The canary half of the stage machine: starting the canary, walking the steps, measuring
+//! gates, promoting, baking, and the fail-safe rules for traffic. Traffic only ever moves to a
+//! workload that is available, and a failed analysis always ends with all traffic on primary.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{DesiredPrimary, Draft, Measurement};
+use crate::api::canary::{
+    AnalysisProgress, CanaryPhase, CanaryProgress, FailureCounting, FailurePolicy,
+};
+use crate::api::conditions::Health;
+use crate::api::release::{GateVerdict, StagePhaseForRelease as RP};
+use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase};
+use crate::api::validation::{AnalysisPlan, CanaryPlan, CanaryStepPlan};
+
+/// The canary workload as observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryView {
+    pub release: Option<String>,
+    pub replicas: i32,
+    pub available: bool,
+    /// The canary weight the traffic router has in effect, when it can tell.
+    pub weight_in_effect: Option<i32>,
+}
+
+/// A person's instruction, given through an annotation on the Stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Continue past a pause without duration; elsewhere, skip the remaining steps.
+    Promote,
+    /// Roll back now.
+    Abort,
+    /// Run this release, failed here before, again.
+    Retry(String),
+}
+
+/// One gate measurement the machine asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub scope: String,
+    pub gate: String,
+}
+
+pub const BACKGROUND: &str = "background";
+
+pub fn fresh_progress(now: Timestamp) -> CanaryProgress {
+    CanaryProgress {
+        phase: CanaryPhase::Starting,
+        step: 0,
+        step_started_at: now,
+        weight: 0,
+        paused_reason: None,
+        baking_since: None,
+        analysis: Vec::new(),
+    }
+}
+
+impl Draft<'_> {
+    /// Advances a forward canary rollout by one decision.
+    pub(super) fn continue_canary(&mut self, plan: &CanaryPlan, mut rollout: ActiveRollout) {
+        let now = self.input.now;
+        let mut progress = rollout
+            .canary
+            .clone()
+            .unwrap_or_else(|| fresh_progress(now));
+        let canary = self.input.canary.cloned();
+        let canary_ready = canary
+            .as_ref()
+            .is_some_and(|c| c.available && c.release.as_deref() == Some(rollout.release.as_str()));
+        let artifacts = self
+            .release(&rollout.release)
+            .map(|r| r.artifacts.clone())
+            .unwrap_or_default();
+        self.canary = Some(DesiredPrimary::Release {
+            name: rollout.release.clone(),
+            artifacts: artifacts.clone(),
+        });
+        self.keep_primary_on_previous(&rollout);
+
+        if self.input.command == Some(super::Command::Abort) {
+            self.fail_rollout_safely(
+                &rollout,
+                &progress,
+                "Aborted",
+                "aborted through the greenlight.dev/abort annotation".into(),
+            );
+            return;
+        }
+        // Background analysis watches every phase but Starting.
+        if let (true, Some(bg)) = (progress.phase != CanaryPhase::Starting, &plan.background) {
+            let started = rollout.started_at;
+            if let Some(verdict) = self.run_analysis(&mut progress, BACKGROUND, bg, started) {
+                return self.analysis_verdict(plan, &mut rollout, progress, verdict, bg);
+            }
+        }
+        match progress.phase {
+            CanaryPhase::Starting => {
+                if canary_ready {
+                    progress.phase = CanaryPhase::Stepping;
+                    progress.step = 0;
+                    progress.step_started_at = now;
+                    self.wake_at.push(now);
+                } else if now >= rollout.started_at + self.input.plan.progress_deadline {
+                    let detail = canary
+                        .map(|c| format!("{} replicas, available: {}", c.replicas, c.available))
+                        .unwrap_or_else(|| "not created".into());
+                    return self.fail_rollout_safely(
+                        &rollout,
+                        &progress,
+                        "ProgressDeadlineExceeded",
+                        format!("canary not available within the progress deadline ({detail})"),
+                    );
+                } else {
+                    self.wake_at
+                        .push(rollout.started_at + self.input.plan.progress_deadline);
+                }
+                self.weight = Some(0);
+            }
+            CanaryPhase::Stepping | CanaryPhase::Paused => {
+                self.step(plan, &mut rollout, &mut progress, canary_ready)
+            }
+            CanaryPhase::Promoting => self.promote(&mut rollout, &mut progress, &artifacts),
+            CanaryPhase::Baking => {
+                self.canary = Some(DesiredPrimary::Empty);
+                self.weight = Some(0);
+                self.primary = Some(DesiredPrimary::Release {
+                    name: rollout.release.clone(),
+                    artifacts,
+                });
+                let done_at = progress.baking_since.unwrap_or(now) + plan.bake;
+                if now >= done_at {
+                    rollout.canary = Some(progress);
+                    return self.finish_forward(&rollout);
+                }
+                self.wake_at.push(done_at);
+            }
+        }
+        if self
+            .status
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.direction == RolloutDirection::Forward)
+        {
+            self.describe_canary(&rollout, &progress);
+            rollout.canary = Some(progress);
+            self.status.rollout = Some(rollout);
+        }
+    }
+
+    fn step(
+        &mut self,
+        plan: &CanaryPlan,
+        rollout: &mut ActiveRollout,
+        progress: &mut CanaryProgress,
+        canary_ready: bool,
+    ) {
+        let now = self.input.now;
+        // Traffic only ever goes to an available canary.
+        self.weight = Some(if canary_ready { progress.weight } else { 0 });
+        if !canary_ready && now >= progress.step_started_at + self.input.plan.progress_deadline {
+            let p = progress.clone();
+            return self.fail_rollout_safely(
+                rollout,
+                &p,
+                "CanaryUnavailable",
+                "the canary stopped being available".into(),
+            );
+        }
+        let promote = self.input.command == Some(super::Command::Promote);
+        if progress.phase == CanaryPhase::Paused {
+            let at_manual_pause = matches!(
+                plan.steps.get(progress.step as usize),
+                Some(CanaryStepPlan::Pause(None))
+            );
+            if !promote {
+                return;
+            }
+            progress.phase = CanaryPhase::Stepping;
+            progress.paused_reason = None;
+            if !at_manual_pause {
+                return self.begin_promotion(progress);
+            }
+            self.event(
+                false,
+                "Resumed",
+                "resumed through greenlight.dev/promote".into(),
+                Some(&rollout.release.clone()),
+            );
+            return self.next_step(plan, progress);
+        }
+        if promote {
+            self.event(
+                false,
+                "PromotedByHand",
+                "remaining steps skipped through greenlight.dev/promote".into(),
+                Some(&rollout.release.clone()),
+            );
+            return self.begin_promotion(progress);
+        }
+        let Some(step) = plan.steps.get(progress.step as usize).cloned() else {
+            return self.begin_promotion(progress);
+        };
+        match step {
+            CanaryStepPlan::SetWeight(w) => {
+                let w = w.min(plan.max_weight);
+                if progress.weight != w {
+                    progress.weight = w;
+                    self.event(
+                        false,
+                        "WeightChanged",
+                        format!("canary weight {w}%"),
+                        Some(&rollout.release.clone()),
+                    );
+                }
+                self.weight = Some(if canary_ready { w } else { 0 });
+                let in_effect = self.input.canary.and_then(|c| c.weight_in_effect) == Some(w);
+                if canary_ready && in_effect {
+                    self.next_step(plan, progress);
+                } else {
+                    self.wake_at.push(now + Duration::from_secs(1));
+                }
+            }
+            CanaryStepPlan::Pause(Some(d)) => {
+                let until = progress.step_started_at + d;
+                if now >= until {
+                    self.next_step(plan, progress);
+                } else {
+                    self.wake_at.push(until);
+                }
+            }
+            CanaryStepPlan::Pause(None) => {
+                progress.phase = CanaryPhase::Paused;
+                progress.paused_reason =
+                    Some("waiting for the greenlight.dev/promote annotation".into());
+            }
+            CanaryStepPlan::Analysis(analysis) => {
+                let scope = format!("step-{}", progress.step);
+                let started = progress.step_started_at;
+                match self.run_analysis(progress, &scope, &analysis, started) {
+                    Some(verdict) => {
+                        let p = progress.clone();
+                        self.analysis_verdict(plan, rollout, p, verdict, &analysis);
+                        if let Some(r) = self.status.rollout.as_ref().and_then(|r| r.canary.clone())
+                        {
+                            *progress = r;
+                        }
+                    }
+                    None => {
+                        let passed = analysis.gates.iter().all(|g| {
+                            progress.analysis.iter().any(|a| {
+                                a.scope == scope && &a.gate == g && a.successes >= analysis.count
+                            })
+                        });
+                        if passed {
+                            self.next_step(plan, progress);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_step(&mut self, plan: &CanaryPlan, progress: &mut CanaryProgress) {
+        progress.step += 1;
+        progress.step_started_at = self.input.now;
+        self.wake_at.push(self.input.now);
+        if progress.step as usize >= plan.steps.len() {
+            self.begin_promotion(progress);
+        }
+    }
+
+    fn begin_promotion(&mut self, progress: &mut CanaryProgress) {
+        progress.phase = CanaryPhase::Promoting;
+        progress.step_started_at = self.input.now;
+        progress.paused_reason = None;
+        self.wake_at.push(self.input.now);
+    }
+
+    /// Primary takes the canary's template; only once it is available does traffic move to it.
+    fn promote(
+        &mut self,
+        rollout: &mut ActiveRollout,
+        progress: &mut CanaryProgress,
+        artifacts: &[crate::api::release::Artifact],
+    ) {
+        let now = self.input.now;
+        self.primary = Some(DesiredPrimary::Release {
+            name: rollout.release.clone(),
+            artifacts: artifacts.to_vec(),
+        });
+        let primary_ready = self
+            .input
+            .primary
+            .is_some_and(|p| p.available && p.release.as_deref() == Some(rollout.release.as_str()));
+        if primary_ready {
+            self.weight = Some(0);
+            let moved = self.input.canary.and_then(|c| c.weight_in_effect) == Some(0);
+            if moved {
+                self.canary = Some(DesiredPrimary::Empty);
+                progress.phase = CanaryPhase::Baking;
+                progress.baking_since = Some(now);
+                progress.weight = 0;
+                self.event(
+                    false,
+                    "Promoted",
+                    format!("{} is on primary with all traffic", rollout.version),
+                    Some(&rollout.release.clone()),
+                );
+            }
+            self.wake_at.push(now + Duration::from_secs(1));
+        } else {
+            // Keep the split as it is: the canary is available, the updating primary may not be.
+            self.weight = Some(progress.weight);
+            let deadline = progress.step_started_at + self.input.plan.progress_deadline;
+            if now >= deadline {
+                let p = progress.clone();
+                let detail = self
+                    .input
+                    .primary
+                    .map(|p| p.detail.clone())
+                    .unwrap_or_default();
+                self.fail_rollout_safely(rollout, &p, "ProgressDeadlineExceeded", format!("primary not available with the new release within the progress deadline ({detail})"));
+                return;
+            }
+            self.wake_at.push(deadline);
+        }
+    }
+
+    /// Measures due gates of one analysis; `Some` when it has failed or gone inconclusive.
+    fn run_analysis(
+        &mut self,
+        progress: &mut CanaryProgress,
+        scope: &str,
+        plan: &AnalysisPlan,
+        started: Timestamp,
+    ) -> Option<AnalysisOutcome> {
+        let now = self.input.now;
+        let first_at = started + plan.initial_delay;
+        for gate in &plan.gates {
+            let idx = match progress
+                .analysis
+                .iter()
+                .position(|a| a.scope == scope && &a.gate == gate)
+            {
+                Some(i) => i,
+                None => {
+                    progress.analysis.push(AnalysisProgress {
+                        gate: gate.clone(),
+                        scope: scope.to_string(),
+                        measurements: 0,
+                        successes: 0,
+                        failures: 0,
+                        consecutive_failures: 0,
+                        inconclusive: 0,
+                        consecutive_inconclusive: 0,
+                        last_measured_at: None,
+                        last_verdict: None,
+                        last_value: None,
+                        last_message: None,
+                    });
+                    progress.analysis.len() - 1
+                }
+            };
+            let a = &mut progress.analysis[idx];
+            if scope != BACKGROUND && a.successes >= plan.count {
+                continue;
+            }
+            let due_at = a
+                .last_measured_at
+                .map_or(first_at, |t| t + plan.interval)
+                .max(first_at);
+            if now < due_at {
+                self.wake_at.push(due_at);
+                continue;
+            }
+            let Some(m) = self
+                .input
+                .measurements
+                .and_then(|ms| ms.iter().find(|m| m.scope == scope && &m.gate == gate))
+            else {
+                self.due.push(Due {
+                    scope: scope.to_string(),
+                    gate: gate.clone(),
+                });
+                continue;
+            };
+            apply_measurement(a, m, now);
+            self.wake_at.push(now + plan.interval);
+            let failed = match plan.failure_counting {
+                FailureCounting::Consecutive => a.consecutive_failures >= plan.failure_limit,
+                FailureCounting::Total => a.failures >= plan.failure_limit,
+            };
+            let message = format!(
+                "gate '{gate}' {}: {} (value {})",
+                if failed { "failed" } else { "inconclusive" },
+                a.last_message.clone().unwrap_or_default(),
+                a.last_value.clone().unwrap_or_else(|| "none".into())
+            );
+            if failed {
+                return Some(AnalysisOutcome::Failed(message));
+            }
+            if a.consecutive_inconclusive >= plan.inconclusive_limit {
+                return Some(AnalysisOutcome::Inconclusive(message));
+            }
+        }
+        None
+    }
+
+    fn analysis_verdict(
+        &mut self,
+        plan: &CanaryPlan,
+        rollout: &mut ActiveRollout,
+        mut progress: CanaryProgress,
+        verdict: AnalysisOutcome,
+        analysis: &AnalysisPlan,
+    ) {
+        let (policy, reason, message) = match verdict {
+            AnalysisOutcome::Failed(m) => (plan.on_failure, "AnalysisFailed", m),
+            AnalysisOutcome::Inconclusive(m) => {
+                (analysis.on_inconclusive, "AnalysisInconclusive", m)
+            }
+        };
+        match policy {
+            FailurePolicy::Rollback => {
+                self.fail_rollout_safely(rollout, &progress, reason, message)
+            }
+            FailurePolicy::Pause => {
+                let newly = progress.phase != CanaryPhase::Paused;
+                progress.phase = CanaryPhase::Paused;
+                progress.paused_reason = Some(format!("{reason}: {message}"));
+                if reason == "AnalysisFailed" && self.input.primary.is_some_and(|p| p.available) {
+                    // Paused on failure: all traffic back on primary, the canary kept for inspection.
+                    progress.weight = 0;
+                }
+                self.weight = Some(progress.weight);
+                if newly {
+                    self.event(
+                        true,
+                        reason,
+                        format!("{}: {message}; paused", rollout.version),
+                        Some(&rollout.release.clone()),
+                    );
+                }
+                self.describe_canary(rollout, &progress);
+                rollout.canary = Some(progress);
+                self.status.rollout = Some(rollout.clone());
+            }
+        }
+    }
+
+    /// Starts the rollback of a canary rollout without sending traffic to a broken workload.
+    fn fail_rollout_safely(
+        &mut self,
+        rollout: &ActiveRollout,
+        progress: &CanaryProgress,
+        reason: &'static str,
+        message: String,
+    ) {
+        let mut failed = rollout.clone();
+        failed.canary = Some(progress.clone());
+        self.start_rollback(&failed, reason, message);
+        self.canary_rollback_traffic(&failed, progress);
+    }
+
+    /// During a canary rollback: back to the previous release on primary, traffic to primary
+    /// only once it is available, then the canary scaled to zero.
+    pub(super) fn continue_canary_rollback(&mut self, rollout: &ActiveRollout) -> bool {
+        let progress = rollout
+            .canary
+            .clone()
+            .unwrap_or_else(|| fresh_progress(self.input.now));
+        self.canary_rollback_traffic(rollout, &progress)
+    }
+
+    fn canary_rollback_traffic(
+        &mut self,
+        rollout: &ActiveRollout,
+        progress: &CanaryProgress,
+    ) -> bool {
+        let primary_ok = match (&rollout.previous_release, self.input.primary) {
+            (Some(prev), Some(p)) => p.available && p.release.as_deref() == Some(prev.as_str()),
+            (None, p) => p.is_none_or(|p| p.replicas == 0),
+            (Some(_), None) => false,
+        };
+        let canary_ok = self
+            .input
+            .canary
+            .is_some_and(|c| c.available && c.release.as_deref() == Some(rollout.release.as_str()));
+        if primary_ok || !canary_ok {
+            self.weight = Some(0);
+        } else {
+            self.weight = Some(progress.weight);
+        }
+        let moved = self
+            .input
+            .canary
+            .is_none_or(|c| c.weight_in_effect.is_none_or(|w| w == 0));
+        if primary_ok && moved {
+            self.canary = Some(DesiredPrimary::Empty);
+            return self.input.canary.is_none_or(|c| c.replicas == 0);
+        }
+        if !canary_ok || primary_ok {
+            self.canary = Some(DesiredPrimary::Empty).filter(|_| moved);
+        }
+        false
+    }
+
+    fn keep_primary_on_previous(&mut self, rollout: &ActiveRollout) {
+        self.primary = rollout
+            .previous_release
+            .as_ref()
+            .map(|prev| DesiredPrimary::Release {
+                name: prev.clone(),
+                artifacts: rollout.previous_artifacts.clone(),
+            });
+    }
+
+    fn describe_canary(&mut self, rollout: &ActiveRollout, progress: &CanaryProgress) {
+        let steps = self.input.plan.canary.as_ref().map_or(0, |c| c.steps.len());
+        let what = match progress.phase {
+            CanaryPhase::Starting => "starting the canary".to_string(),
+            CanaryPhase::Stepping => format!(
+                "step {}/{steps}, canary at {}%",
+                progress.step + 1,
+                progress.weight
+            ),
+            CanaryPhase::Paused => format!(
+                "paused at step {}/{steps} ({}%): {}",
+                progress.step + 1,
+                progress.weight,
+                progress.paused_reason.clone().unwrap_or_default()
+            ),
+            CanaryPhase::Promoting => "promoting the canary to primary".to_string(),
+            CanaryPhase::Baking => "promoted; baking".to_string(),
+        };
+        let message = format!("canary {}: {what}", rollout.version);
+        self.status.phase = Some(StagePhase::Progressing);
+        self.status.message = Some(message.clone());
+        self.health = if progress.phase == CanaryPhase::Paused {
+            (Health::Stalled, "Paused", message.clone())
+        } else {
+            (Health::Progressing, "Canary", message.clone())
+        };
+        self.set_entry(&rollout.release, RP::Progressing, "Canary", what);
+    }
+}
+
+enum AnalysisOutcome {
+    Failed(String),
+    Inconclusive(String),
+}
+
+fn apply_measurement(a: &mut AnalysisProgress, m: &Measurement, now: Timestamp) {
+    a.measurements += 1;
+    a.last_measured_at = Some(now);
+    a.last_verdict = Some(m.outcome.verdict);
+    a.last_value = m.outcome.value.clone();
+    a.last_message = Some(m.outcome.message.clone());
+    match m.outcome.verdict {
+        GateVerdict::Passed => {
+            a.successes += 1;
+            a.consecutive_failures = 0;
+            a.consecutive_inconclusive = 0;
+        }
+        GateVerdict::Failed => {
+            a.failures += 1;
+            a.consecutive_failures += 1;
+            a.consecutive_inconclusive = 0;
+        }
+        _ => {
+            a.inconclusive += 1;
+            a.consecutive_inconclusive += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "canary_tests.rs"]
+mod tests;

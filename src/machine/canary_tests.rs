@@ -1,0 +1,536 @@
+//! Canary rollouts driven through a simulated world: the router and the workloads do what
+//! the machine asks, gates answer as each test says, and time moves to each requeue.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::super::*;
+use crate::api::canary::{CanaryPhase, FailureCounting, FailurePolicy};
+use crate::api::release::{Artifact, GateVerdict, ReleaseStageStatus, StagePhaseForRelease as RP};
+use crate::api::stage::{RolloutDirection, RolloutOutcome, StageStatus};
+use crate::api::validation::{
+    AnalysisPlan, CanaryPlan, CanaryStepPlan, CompiledTrigger, Routing, StagePlan,
+};
+use crate::gates::GateOutcome;
+
+fn analysis(gate: &str, count: i32, failure_limit: i32) -> AnalysisPlan {
+    AnalysisPlan {
+        gates: vec![gate.into()],
+        interval: Duration::from_secs(10),
+        count,
+        failure_limit,
+        failure_counting: FailureCounting::Consecutive,
+        inconclusive_limit: 3,
+        on_inconclusive: FailurePolicy::Pause,
+        initial_delay: Duration::ZERO,
+    }
+}
+
+fn plan() -> StagePlan {
+    StagePlan {
+        requires: vec![],
+        trigger: CompiledTrigger::Auto,
+        windows: vec![],
+        gates: vec![],
+        progress_deadline: Duration::from_secs(120),
+        replicas: 2,
+        history_limit: 10,
+        canary: Some(CanaryPlan {
+            steps: vec![
+                CanaryStepPlan::SetWeight(5),
+                CanaryStepPlan::Analysis(analysis("error-rate", 2, 2)),
+                CanaryStepPlan::SetWeight(25),
+                CanaryStepPlan::Analysis(analysis("error-rate", 2, 2)),
+                CanaryStepPlan::SetWeight(50),
+                CanaryStepPlan::Pause(Some(Duration::from_secs(30))),
+            ],
+            background: Some(analysis("latency", i32::MAX, 2)),
+            max_weight: 100,
+            bake: Duration::from_secs(60),
+            routing: Routing::GatewayApi {
+                http_route: "web".into(),
+            },
+            on_failure: FailurePolicy::Rollback,
+        }),
+    }
+}
+
+fn release(name: &str) -> ReleaseView {
+    ReleaseView {
+        name: name.into(),
+        version: name.into(),
+        artifacts: vec![Artifact {
+            name: "web".into(),
+            image: format!("web@sha256:{name}"),
+        }],
+        valid: true,
+        unfit: None,
+        stages: BTreeMap::new(),
+    }
+}
+
+/// The cluster as the machine would find it, updated from each outcome.
+struct World {
+    now: Timestamp,
+    status: StageStatus,
+    releases: Vec<ReleaseView>,
+    primary: Option<String>,
+    primary_available: bool,
+    canary: Option<String>,
+    canary_replicas: i32,
+    canary_available: bool,
+    weight: i32,
+    command: Option<Command>,
+    /// Every weight the router was asked for, with whether the canary was available then.
+    weights: Vec<(i32, bool)>,
+}
+
+impl World {
+    fn running_v1() -> World {
+        let mut v1 = release("v1");
+        v1.stages.insert(
+            "prod".into(),
+            ReleaseStageStatus {
+                phase: RP::Succeeded,
+                reason: None,
+                message: None,
+                started_at: None,
+                finished_at: None,
+                gates: vec![],
+            },
+        );
+        World {
+            now: "2026-11-23T10:00:00Z".parse().unwrap(),
+            status: StageStatus {
+                current_release: Some("v1".into()),
+                current_version: Some("v1".into()),
+                phase: Some(StagePhase::Idle),
+                ..Default::default()
+            },
+            releases: vec![v1, release("v2")],
+            primary: Some("v1".into()),
+            primary_available: true,
+            canary: None,
+            canary_replicas: 0,
+            canary_available: false,
+            weight: 0,
+            command: None,
+            weights: vec![],
+        }
+    }
+
+    /// One reconcile; `gates` answers each due measurement.
+    fn reconcile(
+        &mut self,
+        plan: &StagePlan,
+        gates: &mut dyn FnMut(&str, &str) -> GateVerdict,
+    ) -> Outcome {
+        let primary = self.primary.clone().map(|r| PrimaryView {
+            release: Some(r),
+            replicas: 2,
+            available: self.primary_available,
+            detail: "d".into(),
+        });
+        let canary = CanaryView {
+            release: self.canary.clone(),
+            replicas: self.canary_replicas,
+            available: self.canary_available,
+            weight_in_effect: Some(self.weight),
+        };
+        let mut input = StageInput {
+            name: "prod",
+            plan,
+            status: &self.status,
+            releases: &self.releases,
+            primary: primary.as_ref(),
+            canary: Some(&canary),
+            gates: None,
+            measurements: None,
+            command: self.command.take(),
+            now: self.now,
+        };
+        let measured;
+        let out = match decide(&input) {
+            Decision::Act(out) => *out,
+            Decision::Measure { due, .. } => {
+                measured = due
+                    .iter()
+                    .map(|d| Measurement {
+                        scope: d.scope.clone(),
+                        gate: d.gate.clone(),
+                        outcome: GateOutcome::new(gates(&d.scope, &d.gate), "measured")
+                            .with_value("0.1"),
+                    })
+                    .collect::<Vec<_>>();
+                input.measurements = Some(&measured);
+                match decide(&input) {
+                    Decision::Act(out) => *out,
+                    other => panic!("second decision must act: {other:?}"),
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        self.apply(&out);
+        out
+    }
+
+    fn apply(&mut self, out: &Outcome) {
+        self.status = out.status.clone();
+        for (name, entry) in &out.release_updates {
+            if let Some(r) = self.releases.iter_mut().find(|r| &r.name == name) {
+                r.stages.insert("prod".into(), entry.clone());
+            }
+        }
+        if let Some(w) = out.weight {
+            assert!((0..=100).contains(&w), "weight {w} out of range");
+            self.weights.push((w, self.canary_available));
+            self.weight = w;
+        }
+        match &out.canary {
+            Some(DesiredPrimary::Release { name, .. }) => {
+                if self.canary.as_deref() != Some(name) {
+                    self.canary_available = false;
+                }
+                self.canary = Some(name.clone());
+                self.canary_replicas = 2;
+            }
+            Some(DesiredPrimary::Empty) => self.canary_replicas = 0,
+            None => {}
+        }
+        match &out.primary {
+            Some(DesiredPrimary::Release { name, .. }) if self.primary.as_deref() != Some(name) => {
+                self.primary = Some(name.clone());
+                self.primary_available = false;
+            }
+            _ => {}
+        }
+        self.now += out.requeue_after.max(Duration::from_secs(1));
+    }
+
+    /// Pods start between reconciles.
+    fn pods_start(&mut self) {
+        self.canary_available = self.canary.is_some();
+        self.primary_available = true;
+    }
+
+    fn rollout_phase(&self) -> Option<CanaryPhase> {
+        self.status
+            .rollout
+            .as_ref()
+            .and_then(|r| r.canary.as_ref())
+            .map(|c| c.phase)
+    }
+}
+
+fn run(
+    world: &mut World,
+    plan: &StagePlan,
+    max: usize,
+    gates: &mut dyn FnMut(&str, &str) -> GateVerdict,
+    mut until: impl FnMut(&World) -> bool,
+) {
+    for _ in 0..max {
+        world.reconcile(plan, gates);
+        world.pods_start();
+        if until(world) {
+            return;
+        }
+    }
+    panic!("did not get there in {max} reconciles: {:#?}", world.status);
+}
+
+#[test]
+fn a_healthy_canary_walks_every_step_then_promotes_and_bakes() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    run(
+        &mut world,
+        &plan,
+        200,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.status.current_release.as_deref() == Some("v2"),
+    );
+    let canary_weights: Vec<i32> = world
+        .weights
+        .iter()
+        .map(|(w, _)| *w)
+        .filter(|w| *w > 0)
+        .collect::<Vec<_>>();
+    let mut distinct = canary_weights.clone();
+    distinct.dedup();
+    assert_eq!(distinct, [5, 25, 50], "weights rise step by step");
+    assert_eq!(world.weight, 0, "after promotion all traffic is on primary");
+    assert_eq!(world.primary.as_deref(), Some("v2"));
+    assert_eq!(world.canary_replicas, 0, "the canary is scaled to zero");
+    assert_eq!(world.status.history[0].outcome, RolloutOutcome::Succeeded);
+}
+
+#[test]
+fn a_failing_gate_rolls_back_after_failure_limit_measurements() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    let mut measured = 0;
+    run(
+        &mut world,
+        &plan,
+        200,
+        &mut |_, gate| {
+            if gate == "error-rate" {
+                measured += 1;
+                GateVerdict::Failed
+            } else {
+                GateVerdict::Passed
+            }
+        },
+        |w| {
+            w.status
+                .history
+                .first()
+                .is_some_and(|h| h.outcome == RolloutOutcome::RolledBack)
+        },
+    );
+    assert_eq!(measured, 2, "failureLimit 2 consecutive failures");
+    assert_eq!(world.weight, 0);
+    assert_eq!(world.primary.as_deref(), Some("v1"));
+    assert_eq!(world.canary_replicas, 0);
+    let entry = &world.releases[1].stages["prod"];
+    assert_eq!(
+        (entry.phase, entry.reason.as_deref()),
+        (RP::Failed, Some("AnalysisFailed"))
+    );
+    assert!(entry.message.as_deref().unwrap().contains("error-rate"));
+}
+
+#[test]
+fn missing_data_pauses_and_never_promotes() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    for _ in 0..300 {
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Inconclusive);
+        world.pods_start();
+    }
+    assert_eq!(world.rollout_phase(), Some(CanaryPhase::Paused));
+    assert_eq!(world.primary.as_deref(), Some("v1"));
+    assert!(
+        world.weights.iter().all(|(w, _)| *w <= 5),
+        "never beyond the first step"
+    );
+    assert!(
+        world
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.is_true() && c.message.contains("inconclusive"))
+    );
+}
+
+#[test]
+fn onfailure_pause_keeps_the_canary_but_moves_traffic_back() {
+    let mut plan = plan();
+    plan.canary.as_mut().unwrap().on_failure = FailurePolicy::Pause;
+    let mut world = World::running_v1();
+    run(
+        &mut world,
+        &plan,
+        200,
+        &mut |_, g| {
+            if g == "error-rate" {
+                GateVerdict::Failed
+            } else {
+                GateVerdict::Passed
+            }
+        },
+        |w| w.rollout_phase() == Some(CanaryPhase::Paused),
+    );
+    world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+    assert_eq!(world.weight, 0);
+    assert_eq!(world.canary.as_deref(), Some("v2"));
+    assert_eq!(world.canary_replicas, 2, "kept for inspection");
+    // A person aborts: the rollout is rolled back.
+    world.command = Some(Command::Abort);
+    run(
+        &mut world,
+        &plan,
+        50,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.status.rollout.is_none(),
+    );
+    assert_eq!(world.status.history[0].outcome, RolloutOutcome::RolledBack);
+    assert!(
+        world.status.history[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("Aborted")
+    );
+}
+
+#[test]
+fn promote_skips_the_remaining_steps() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    run(
+        &mut world,
+        &plan,
+        50,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.weight == 5,
+    );
+    world.command = Some(Command::Promote);
+    world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+    assert_eq!(world.rollout_phase(), Some(CanaryPhase::Promoting));
+    run(
+        &mut world,
+        &plan,
+        100,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.status.current_release.as_deref() == Some("v2"),
+    );
+    assert!(world.weights.iter().all(|(w, _)| *w <= 5));
+}
+
+#[test]
+fn a_pause_without_duration_waits_for_promote_then_continues() {
+    let mut plan = plan();
+    plan.canary.as_mut().unwrap().steps = vec![
+        CanaryStepPlan::SetWeight(10),
+        CanaryStepPlan::Pause(None),
+        CanaryStepPlan::SetWeight(40),
+    ];
+    let mut world = World::running_v1();
+    for _ in 0..40 {
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+        world.pods_start();
+    }
+    assert_eq!(world.rollout_phase(), Some(CanaryPhase::Paused));
+    assert_eq!(world.weight, 10);
+    world.command = Some(Command::Promote);
+    run(
+        &mut world,
+        &plan,
+        20,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.weight == 40,
+    );
+}
+
+#[test]
+fn a_breach_during_bake_reverts_primary_to_the_previous_release() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    run(
+        &mut world,
+        &plan,
+        200,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.rollout_phase() == Some(CanaryPhase::Baking),
+    );
+    assert_eq!(world.primary.as_deref(), Some("v2"));
+    run(
+        &mut world,
+        &plan,
+        50,
+        &mut |scope, _| {
+            if scope == "background" {
+                GateVerdict::Failed
+            } else {
+                GateVerdict::Passed
+            }
+        },
+        |w| w.status.rollout.is_none(),
+    );
+    assert_eq!(world.primary.as_deref(), Some("v1"));
+    assert_eq!(world.status.current_release.as_deref(), Some("v1"));
+    assert_eq!(world.status.history[0].outcome, RolloutOutcome::RolledBack);
+}
+
+#[test]
+fn the_first_release_rolls_out_without_a_canary() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    world.status = StageStatus::default();
+    world.primary = None;
+    world.releases.remove(0);
+    run(
+        &mut world,
+        &plan,
+        20,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.status.current_release.as_deref() == Some("v2"),
+    );
+    assert!(world.canary.is_none());
+}
+
+#[test]
+fn a_newer_release_waits_for_the_canary_in_progress() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    run(
+        &mut world,
+        &plan,
+        50,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.weight == 25,
+    );
+    world.releases.push(release("v3"));
+    run(
+        &mut world,
+        &plan,
+        200,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.status.current_release.as_deref() == Some("v2"),
+    );
+    assert_eq!(
+        world.status.history.len(),
+        1,
+        "v2 finished its own analysis first"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Whatever the gates answer and whenever the canary's pods come and go: weights stay in
+    /// 0..100, traffic never moves to an unavailable canary, and a rollout that fails ends
+    /// with all traffic on a primary that runs the previous release.
+    #[test]
+    fn traffic_is_always_safe(verdicts in proptest::collection::vec(0u8..4, 1..60), flaps in proptest::collection::vec(any::<bool>(), 1..60)) {
+        let plan = plan();
+        let mut world = World::running_v1();
+        let mut i = 0usize;
+        for round in 0..250 {
+            let v = verdicts[round % verdicts.len()];
+            world.reconcile(&plan, &mut |_, _| {
+                i += 1;
+                match verdicts[i % verdicts.len()].max(v) % 4 {
+                    0 | 1 => GateVerdict::Passed,
+                    2 => GateVerdict::Failed,
+                    _ => GateVerdict::Inconclusive,
+                }
+            });
+            world.pods_start();
+            if flaps[round % flaps.len()] && world.weight == 0 {
+                // The canary's pods crash while it has no traffic.
+                world.canary_available = false;
+            }
+            if world.status.rollout.is_none() {
+                break;
+            }
+        }
+        for (w, available) in &world.weights {
+            prop_assert!(*w == 0 || *available, "weight {} sent to an unavailable canary", w);
+        }
+        if let Some(last) = world.status.history.first() {
+            if last.outcome == RolloutOutcome::RolledBack {
+                prop_assert_eq!(world.weight, 0);
+                prop_assert_eq!(world.primary.as_deref(), Some("v1"));
+            }
+        }
+        if world.status.rollout.as_ref().is_some_and(|r| r.direction == RolloutDirection::Rollback) {
+            prop_assert!(world.weights.last().is_some_and(|(w, _)| *w == 0) || world.primary_available);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Gateway API: the weights of the `<target>-primary` and `<target>-canary` backendRefs of an
+//! HTTPRoute. The rules are re-applied exactly as read with only those weights changed, by
+//! server-side apply under the operator's own field manager; nothing else is touched.
+
+use futures::future::BoxFuture;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::{RouterContext, RouterError, TrafficRouter};
+
+pub const ROUTER_FIELD_MANAGER: &str = "greenlight-router";
+
+pub struct GatewayApi {
+    pub route: String,
+}
+
+fn http_routes(ctx: &RouterContext) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    Api::namespaced_with(
+        ctx.client.clone(),
+        &ctx.namespace,
+        &ApiResource::from_gvk(&gvk),
+    )
+}
+
+/// The rules with the canary at `weight` percent; `None` when no rule sends to the primary.
+pub fn reweight(rules: &[Value], primary: &str, canary: &str, weight: i32) -> Option<Vec<Value>> {
+    let mut found = false;
+    let rules = rules
+        .iter()
+        .map(|rule| {
+            let mut rule = rule.clone();
+            let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
+                return rule;
+            };
+            let Some(p) = refs.iter().position(|r| r["name"] == primary) else {
+                return rule;
+            };
+            found = true;
+            refs[p]["weight"] = json!(100 - weight);
+            match refs.iter().position(|r| r["name"] == canary) {
+                Some(c) => refs[c]["weight"] = json!(weight),
+                None => {
+                    let mut c = refs[p].clone();
+                    c["name"] = json!(canary);
+                    c["weight"] = json!(weight);
+                    refs.insert(p + 1, c);
+                }
+            }
+            rule
+        })
+        .collect();
+    found.then_some(rules)
+}
+
+/// The canary's weight in the first rule that routes to the primary.
+pub fn canary_weight(rules: &[Value], primary: &str, canary: &str) -> Option<i32> {
+    let refs = rules
+        .iter()
+        .filter_map(|r| r["backendRefs"].as_array())
+        .find(|refs| refs.iter().any(|r| r["name"] == primary))?;
+    let weight = |name: &str| {
+        refs.iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["weight"].as_i64().unwrap_or(1))
+    };
+    let (p, c) = (weight(primary).unwrap_or(0), weight(canary).unwrap_or(0));
+    if p + c == 0 {
+        return Some(0);
+    }
+    Some(((c * 100) as f64 / (p + c) as f64).round() as i32)
+}
+
+impl TrafficRouter for GatewayApi {
+    fn canary_replicas(&self, total: i32, weight: i32) -> i32 {
+        // Traffic is split by the gateway, so the canary runs at full size while it has any.
+        let _ = weight;
+        total
+    }
+
+    fn set_weight<'a>(
+        &'a self,
+        ctx: &'a RouterContext,
+        weight: i32,
+    ) -> BoxFuture<'a, Result<(), RouterError>> {
+        Box::pin(async move {
+            let api = http_routes(ctx);
+            let route = api
+                .get_opt(&self.route)
+                .await?
+                .ok_or_else(|| RouterError::RouteNotFound(self.route.clone()))?;
+            let rules = route.data["spec"]["rules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let next = reweight(&rules, &ctx.primary_service, &ctx.canary_service, weight)
+                .ok_or_else(|| RouterError::NoPrimaryBackend {
+                    route: self.route.clone(),
+                    service: ctx.primary_service.clone(),
+                })?;
+            if next == rules {
+                return Ok(());
+            }
+            let body = json!({
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": self.route},
+                "spec": {"rules": next},
+            });
+            api.patch(
+                &self.route,
+                &PatchParams::apply(ROUTER_FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn weight_in_effect<'a>(
+        &'a self,
+        ctx: &'a RouterContext,
+    ) -> BoxFuture<'a, Result<Option<i32>, RouterError>> {
+        Box::pin(async move {
+            let route = http_routes(ctx)
+                .get_opt(&self.route)
+                .await?
+                .ok_or_else(|| RouterError::RouteNotFound(self.route.clone()))?;
+            let rules = route.data["spec"]["rules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            Ok(canary_weight(
+                &rules,
+                &ctx.primary_service,
+                &ctx.canary_service,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Vec<Value> {
+        vec![
+            json!({"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}], "backendRefs": [{"name": "web-primary", "port": 80}]}),
+            json!({"backendRefs": [{"name": "static", "port": 80}]}),
+        ]
+    }
+
+    #[test]
+    fn reweighting_adds_the_canary_beside_the_primary_and_touches_nothing_else() {
+        let next = reweight(&rules(), "web-primary", "web-canary", 25).unwrap();
+        assert_eq!(next[0]["matches"], rules()[0]["matches"]);
+        assert_eq!(
+            next[0]["backendRefs"],
+            json!([{"name": "web-primary", "port": 80, "weight": 75}, {"name": "web-canary", "port": 80, "weight": 25}])
+        );
+        assert_eq!(
+            next[1],
+            rules()[1],
+            "rules without the primary are untouched"
+        );
+        assert_eq!(canary_weight(&next, "web-primary", "web-canary"), Some(25));
+        let back = reweight(&next, "web-primary", "web-canary", 0).unwrap();
+        assert_eq!(canary_weight(&back, "web-primary", "web-canary"), Some(0));
+    }
+
+    #[test]
+    fn a_route_without_the_primary_is_an_error() {
+        assert!(reweight(&rules()[1..], "web-primary", "web-canary", 5).is_none());
+    }
+
+    #[test]
+    fn unset_weights_count_as_one() {
+        let r = vec![json!({"backendRefs": [{"name": "web-primary"}, {"name": "web-canary"}]})];
+        assert_eq!(canary_weight(&r, "web-primary", "web-canary"), Some(50));
+    }
+}
