@@ -47,10 +47,12 @@ fn start_world() {
     let cp = ControlPlane::start();
     let root = env!("CARGO_MANIFEST_DIR");
     cp.kubectl(&["apply", "-f", &format!("{root}/crds/")]);
+    cp.kubectl(&["apply", "-f", &format!("{root}/e2e/crds/")]);
     for crd in [
         "releases.greenlight.dev",
         "stages.greenlight.dev",
         "gates.greenlight.dev",
+        "httproutes.gateway.networking.k8s.io",
     ] {
         cp.kubectl(&[
             "wait",

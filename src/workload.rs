@@ -254,6 +254,7 @@ pub fn observe(deployment: &Deployment) -> PrimaryView {
         release,
         replicas: want,
         available: complete,
+        serving: want == 0 || (observed_current && available > 0),
         detail: format!("{updated}/{want} updated, {available}/{want} available, {total} total"),
     }
 }

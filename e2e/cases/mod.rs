@@ -1,6 +1,7 @@
 //! Every end-to-end case, by name.
 
 mod bad_input;
+mod canary;
 mod gates;
 mod kubectl;
 mod promotion;
@@ -31,5 +32,10 @@ pub fn all() -> Vec<(&'static str, Case)> {
         bad_input::bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing,
         restart::controller_killed_mid_promotion_resumes_without_repeating_finished_stages,
         kubectl::readme_example_is_accepted_and_kubectl_get_shows_useful_columns,
+        canary::healthy_canary_goes_5_25_50_then_all_traffic_and_is_promoted,
+        canary::faulty_canary_is_rolled_back_within_interval_times_failure_limit_plus_one,
+        canary::prometheus_stopped_mid_rollout_pauses_and_never_promotes,
+        canary::controller_restarted_mid_canary_resumes_at_the_same_step_and_weights,
+        canary::without_a_traffic_router_canary_replicas_follow_the_weight,
     ]
 }

@@ -8,6 +8,7 @@ pub mod http;
 pub mod kubelet;
 pub mod process;
 pub mod prometheus;
+pub mod traffic;
 
 use std::path::PathBuf;
 

@@ -89,7 +89,7 @@ pub struct Analysis {
     /// What too many inconclusive measurements do: `pause` (default: never promote on
     /// missing data) or `rollback`.
     #[serde(default)]
-    pub on_inconclusive: FailurePolicy,
+    pub on_inconclusive: InconclusivePolicy,
     /// Wait this long after the analysis starts before the first measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -112,11 +112,33 @@ pub enum FailurePolicy {
     Pause,
 }
 
+/// Like [`FailurePolicy`], but pausing by default: missing data never decides a rollout.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InconclusivePolicy {
+    #[default]
+    Pause,
+    Rollback,
+}
+
+impl From<InconclusivePolicy> for FailurePolicy {
+    fn from(p: InconclusivePolicy) -> Self {
+        match p {
+            InconclusivePolicy::Pause => FailurePolicy::Pause,
+            InconclusivePolicy::Rollback => FailurePolicy::Rollback,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TrafficRouting {
     /// Split traffic through the `backendRefs` weights of a Gateway API HTTPRoute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway_api: Option<GatewayApiRouting>,
 }
 

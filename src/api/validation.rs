@@ -490,7 +490,7 @@ fn compile_analysis(
             failure_limit: spec.failure_limit.unwrap_or(1).max(1),
             failure_counting: spec.failure_counting,
             inconclusive_limit: spec.inconclusive_limit.unwrap_or(3).max(1),
-            on_inconclusive: spec.on_inconclusive,
+            on_inconclusive: spec.on_inconclusive.into(),
             initial_delay,
         })
     } else {

@@ -13,6 +13,7 @@ use serde_json::json;
 use super::Context;
 use super::error::ReconcileError;
 use super::stage::{evaluate_gate, gate_context};
+use crate::api::canary::CanaryPhase;
 use crate::api::stage::Stage;
 use crate::api::validation::{CanaryPlan, StagePlan};
 use crate::api::{
@@ -64,7 +65,8 @@ impl CanaryIo {
             CanaryView {
                 release: view.as_ref().and_then(|v| v.release.clone()),
                 replicas: view.as_ref().map_or(0, |v| v.replicas),
-                available: view.as_ref().is_some_and(|v| v.available),
+                // Services send traffic only to ready pods, so one available pod is enough to serve.
+                available: view.as_ref().is_some_and(|v| v.serving),
                 weight_in_effect: weight,
             },
         ))
@@ -79,6 +81,7 @@ impl CanaryIo {
         observed: Option<&Deployment>,
         desired: Option<&DesiredPrimary>,
         weight: Option<i32>,
+        scale_weight: Option<i32>,
         replicas: i32,
         ctx: &Context,
     ) -> Result<(), ReconcileError> {
@@ -96,7 +99,8 @@ impl CanaryIo {
         let (release, canary_replicas) = match desired {
             DesiredPrimary::Release { name, artifacts } => (
                 Some((name.as_str(), artifacts.as_slice())),
-                self.router.canary_replicas(replicas, weight.unwrap_or(0)),
+                self.router
+                    .canary_replicas(replicas, scale_weight.or(weight).unwrap_or(0)),
             ),
             DesiredPrimary::Empty => (None, 0),
         };
@@ -139,7 +143,7 @@ impl CanaryIo {
             .get_or_insert_with(BTreeMap::new)
             .insert(
                 WEIGHT_ANNOTATION.to_string(),
-                weight.unwrap_or(0).to_string(),
+                canary_weight_label(desired, scale_weight.or(weight)),
             );
         if observed.is_some_and(|o| matches_desired(o, &deployment)) {
             return Ok(());
@@ -181,6 +185,14 @@ impl CanaryIo {
     }
 }
 
+/// The weight the canary is sized for, as written on it; zero once it is emptied.
+fn canary_weight_label(desired: &DesiredPrimary, weight: Option<i32>) -> String {
+    match desired {
+        DesiredPrimary::Empty => "0".into(),
+        DesiredPrimary::Release { .. } => weight.unwrap_or(0).to_string(),
+    }
+}
+
 /// Measures the due gates of a canary analysis for `release`.
 pub async fn measure(
     stage: &Stage,
@@ -190,7 +202,17 @@ pub async fn measure(
     ctx: &Context,
     now: Timestamp,
 ) -> Vec<Measurement> {
-    let gate_ctx = gate_context(stage, releases, release, now);
+    let mut gate_ctx = gate_context(stage, releases, release, now);
+    // `{{canary}}` names the workload running the release under test: after promotion, the primary.
+    let baking = stage
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .and_then(|r| r.canary.as_ref())
+        .is_some_and(|c| c.phase == CanaryPhase::Baking);
+    if baking {
+        gate_ctx.canary_workload = gate_ctx.primary_workload.clone();
+    }
     let mut out = Vec::with_capacity(due.len());
     for d in due {
         let (outcome, _) = evaluate_gate(&d.gate, &gate_ctx, ctx).await;

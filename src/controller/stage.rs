@@ -57,7 +57,12 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
             let name = d.name_any();
             refs_of(by_deployment.state().into_iter().filter(|s| {
                 s.namespace().as_deref() == Some(ns.as_str())
-                    && (s.spec.target.name == name || primary_name(&s.spec.target.name) == name)
+                    && [
+                        s.spec.target.name.clone(),
+                        primary_name(&s.spec.target.name),
+                        canary_name(&s.spec.target.name),
+                    ]
+                    .contains(&name)
             }))
         },
     )
@@ -194,6 +199,7 @@ async fn reconcile_stage(
             canary.as_ref(),
             outcome.canary.as_ref(),
             outcome.weight,
+            outcome.canary_scale_weight,
             plan.replicas,
             ctx,
         )

@@ -143,6 +143,12 @@ impl Draft<'_> {
             .as_ref()
             .is_some_and(|r| r.direction == RolloutDirection::Forward)
         {
+            if matches!(
+                progress.phase,
+                CanaryPhase::Stepping | CanaryPhase::Paused | CanaryPhase::Promoting
+            ) {
+                self.scale_weight = Some(progress.weight);
+            }
             self.describe_canary(&rollout, &progress);
             rollout.canary = Some(progress);
             self.status.rollout = Some(rollout);
@@ -295,6 +301,8 @@ impl Draft<'_> {
             .primary
             .is_some_and(|p| p.available && p.release.as_deref() == Some(rollout.release.as_str()));
         if primary_ready {
+            // All traffic to the promoted primary; a replica-ratio canary shrinks to nothing.
+            progress.weight = 0;
             self.weight = Some(0);
             let moved = self.input.canary.and_then(|c| c.weight_in_effect) == Some(0);
             if moved {

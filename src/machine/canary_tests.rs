@@ -132,6 +132,7 @@ impl World {
             release: Some(r),
             replicas: 2,
             available: self.primary_available,
+            serving: self.primary_available,
             detail: "d".into(),
         });
         let canary = CanaryView {
@@ -523,11 +524,9 @@ proptest! {
         for (w, available) in &world.weights {
             prop_assert!(*w == 0 || *available, "weight {} sent to an unavailable canary", w);
         }
-        if let Some(last) = world.status.history.first() {
-            if last.outcome == RolloutOutcome::RolledBack {
-                prop_assert_eq!(world.weight, 0);
-                prop_assert_eq!(world.primary.as_deref(), Some("v1"));
-            }
+        if let Some(last) = world.status.history.first().filter(|h| h.outcome == RolloutOutcome::RolledBack) {
+            prop_assert_eq!(world.weight, 0, "{:?}", last);
+            prop_assert_eq!(world.primary.as_deref(), Some("v1"));
         }
         if world.status.rollout.as_ref().is_some_and(|r| r.direction == RolloutDirection::Rollback) {
             prop_assert!(world.weights.last().is_some_and(|(w, _)| *w == 0) || world.primary_available);

@@ -47,6 +47,8 @@ pub struct PrimaryView {
     pub replicas: i32,
     /// Every replica runs the current template and is available.
     pub available: bool,
+    /// At least one replica is available (or none is wanted): Services route to it.
+    pub serving: bool,
     /// A short description of its rollout, e.g. `1/3 updated, 0/3 available`.
     pub detail: String,
 }
@@ -128,6 +130,9 @@ pub struct Outcome {
     pub canary: Option<DesiredPrimary>,
     /// The canary's share of traffic, in percent, for the traffic router.
     pub weight: Option<i32>,
+    /// The weight the canary workload is sized for (replica ratio): the step's weight, which
+    /// may run ahead of `weight` while the canary scales up.
+    pub canary_scale_weight: Option<i32>,
     pub events: Vec<StageEvent>,
     pub requeue_after: Duration,
 }
@@ -184,6 +189,7 @@ struct Draft<'a> {
     passed_gates: Option<Vec<GateResultStatus>>,
     canary: Option<DesiredPrimary>,
     weight: Option<i32>,
+    scale_weight: Option<i32>,
     due: Vec<Due>,
 }
 
@@ -200,6 +206,7 @@ impl<'a> Draft<'a> {
             passed_gates: None,
             canary: None,
             weight: None,
+            scale_weight: None,
             due: Vec::new(),
         }
     }
@@ -925,6 +932,7 @@ impl<'a> Draft<'a> {
             primary: self.primary,
             canary: self.canary,
             weight: self.weight,
+            canary_scale_weight: self.scale_weight.or(self.weight),
             events: self.events,
             requeue_after,
         }

@@ -70,6 +70,7 @@ fn primary(release: &str, available: bool) -> PrimaryView {
         release: Some(release.into()),
         replicas: 3,
         available,
+        serving: available,
         detail: "d".into(),
     }
 }
@@ -354,6 +355,7 @@ fn a_failed_first_rollout_scales_the_primary_to_zero() {
         release: None,
         replicas: 0,
         available: true,
+        serving: true,
         detail: String::new(),
     };
     let out = act(&input(

@@ -1,0 +1,446 @@
+//! Canary rollouts in a closed loop: real HTTP traffic split by the HTTPRoute weights the
+//! operator writes, a real Prometheus scraping the app processes, and gates querying it.
+
+use std::time::Duration;
+
+use greenlight::api::canary::CanaryPhase;
+use greenlight::api::release::ReleasePhase;
+use greenlight::api::stage::RolloutOutcome;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::env::{TestEnv, release_yaml};
+use crate::support::prometheus::Prometheus;
+use crate::support::traffic::{Apps, LoadGenerator};
+
+const APP: &str = env!("CARGO_BIN_EXE_greenlight-e2e-app");
+const INTERVAL_SECS: i64 = 2;
+const FAILURE_LIMIT: i64 = 2;
+
+fn image(tag: &str, seed: &str) -> String {
+    let digest = crate::env::image(seed);
+    digest.replace("registry.local/web@", &format!("registry.local/web:{tag}@"))
+}
+
+/// The error rate of the workload running the release under test; no 5xx series means 0.
+const ERROR_RATE: &str = r#"(sum(rate(http_requests_total{workload="{{canary}}",code=~"5.."}[10s])) or vector(0)) / sum(rate(http_requests_total{workload="{{canary}}"}[10s]))"#;
+const REQUESTS: &str = r#"sum(increase(http_requests_total{workload="{{canary}}"}[10s]))"#;
+
+fn world_yaml(prometheus: &str, steps: &str, routing: bool) -> String {
+    let routing = if routing {
+        "      trafficRouting: {gatewayAPI: {httpRoute: web}}\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: web
+        image: registry.local/web:template
+        ports: [{{containerPort: 8080, name: http}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web}}
+spec:
+  parentRefs: [{{name: public}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /}}}}]
+    backendRefs: [{{name: web-primary, port: 8080}}]
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Gate
+metadata: {{name: error-rate}}
+spec:
+  type: prometheus
+  prometheus:
+    address: {prometheus}
+    query: '{ERROR_RATE}'
+    condition: "< 0.01"
+    timeout: 2s
+    minSamples: {{query: '{REQUESTS}', minimum: 5}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: prod}}
+spec:
+  pipeline: shop
+  target: {{name: web}}
+  replicas: 2
+  progressDeadline: 60s
+  strategy:
+    type: canary
+    canary:
+{routing}      bake: 4s
+      analysis: {{gates: [error-rate], interval: {INTERVAL_SECS}s, failureLimit: {FAILURE_LIMIT}, inconclusiveLimit: 3, initialDelay: 3s}}
+      steps:
+{steps}"#
+    )
+}
+
+const STEPS: &str = "      - setWeight: 5
+      - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 2, initialDelay: 3s}
+      - setWeight: 25
+      - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 2, initialDelay: 3s}
+      - setWeight: 50
+      - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 2, initialDelay: 3s}
+";
+
+struct Bed {
+    prometheus: Prometheus,
+    load: LoadGenerator,
+    _apps: Apps,
+}
+
+/// v1 running on primary with traffic flowing; returns once v2 has been published.
+async fn bed(env: &mut TestEnv, v2: &str, steps: &str) -> Bed {
+    let v1 = image("healthy", "v1");
+    let apps = Apps::start(&[v1.as_str(), v2], &env.dir, APP);
+    let mut prometheus = Prometheus::start(&apps.targets());
+    prometheus.wait_for_series("up", 2).await;
+    env.apply(&world_yaml(&prometheus.url, steps, true));
+    env.start_controller();
+    env.apply(&release_yaml("v1", "shop", "1", &v1));
+    env.wait_release_stage("v1", "prod", "Succeeded", Duration::from_secs(60))
+        .await;
+    let load = LoadGenerator::start(
+        env.client.clone(),
+        &env.ns,
+        "web",
+        "web",
+        apps.ports.clone(),
+        100,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.apply(&release_yaml("v2", "shop", "2", v2));
+    Bed {
+        prometheus,
+        load,
+        _apps: apps,
+    }
+}
+
+pub async fn healthy_canary_goes_5_25_50_then_all_traffic_and_is_promoted(mut env: TestEnv) {
+    let v2 = image("healthy", "v2");
+    let bed = bed(&mut env, &v2, STEPS).await;
+    env.wait_release_stage("v2", "prod", "Succeeded", Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        bed.load.weights_seen(),
+        [0, 5, 25, 50, 0],
+        "traffic moved step by step, then all to the promoted primary"
+    );
+    assert_eq!(env.images("web-primary").await, vec![v2.clone()]);
+    let canary = env.deployment("web-canary").await.unwrap();
+    assert_eq!(
+        canary.spec.unwrap().replicas,
+        Some(0),
+        "the canary is scaled to zero after promotion"
+    );
+    let stage = env.stage("prod").await.status.unwrap();
+    assert_eq!(stage.history[0].outcome, RolloutOutcome::Succeeded);
+    assert!(
+        bed.load
+            .sent
+            .lock()
+            .unwrap()
+            .get("web-canary")
+            .copied()
+            .unwrap_or(0)
+            > 20,
+        "the canary served real traffic"
+    );
+    let r = env.release("v2").await.status.unwrap();
+    assert_eq!(
+        r.stages["prod"].phase,
+        greenlight::api::release::StagePhaseForRelease::Succeeded
+    );
+    assert!(!env.events("WeightChanged").await.is_empty());
+}
+
+pub async fn faulty_canary_is_rolled_back_within_interval_times_failure_limit_plus_one(
+    mut env: TestEnv,
+) {
+    let v2 = image("faulty", "v2-faulty");
+    let bed = bed(&mut env, &v2, STEPS).await;
+    let started = Timestamp::now();
+    let failed = env
+        .wait_release_stage("v2", "prod", "Failed", Duration::from_secs(90))
+        .await;
+    let entry = &failed.status.unwrap().stages["prod"];
+    assert_eq!(entry.reason.as_deref(), Some("AnalysisFailed"));
+    let message = entry.message.clone().unwrap();
+    for part in ["error-rate", "< 0.01", "http_requests_total", "value 0."] {
+        assert!(
+            message.contains(part),
+            "the failure names the gate, query, value and threshold: {message}"
+        );
+    }
+    env.wait_for("rollback to finish", Duration::from_secs(60), || async {
+        let s = env.stage("prod").await.status.unwrap_or_default();
+        if s.rollout.is_none() {
+            Ok(())
+        } else {
+            Err(format!("{:?}", s.rollout))
+        }
+    })
+    .await;
+    assert_eq!(
+        env.images("web-primary").await,
+        vec![image("healthy", "v1")]
+    );
+    let canary = env.deployment("web-canary").await.unwrap();
+    assert_eq!(canary.spec.unwrap().replicas, Some(0));
+
+    // Reaction time: from the first scrape that saw a canary 5xx to all traffic on primary.
+    let first_failing_scrape = first_sample_above_zero(
+        &bed.prometheus.url,
+        r#"sum(http_requests_total{workload="web-canary",code="500"})"#,
+        started,
+    )
+    .await;
+    let seen = bed.load.seen.lock().unwrap().clone();
+    let peak = seen
+        .iter()
+        .position(|s| s.canary_weight > 0)
+        .expect("the canary got traffic");
+    let back = seen[peak..]
+        .iter()
+        .find(|s| s.canary_weight == 0)
+        .expect("traffic went back to primary")
+        .at;
+    let reaction = back.duration_since(first_failing_scrape);
+    let bound = SignedDuration::from_secs(INTERVAL_SECS * FAILURE_LIMIT + INTERVAL_SECS);
+    eprintln!("reaction time from first failing scrape to 100% primary: {reaction:#}");
+    assert!(reaction <= bound, "took {reaction:#}, bound {bound:#}");
+    assert!(
+        bed.load.weights_seen().iter().all(|w| *w <= 5),
+        "never got past the first step: {:?}",
+        bed.load.weights_seen()
+    );
+    assert!(!env.events("RolloutFailed").await.is_empty());
+    env.wait_for("v2 marked Failed", Duration::from_secs(20), || async {
+        let p = env.release("v2").await.status.unwrap_or_default().phase;
+        if p == Some(ReleasePhase::Failed) {
+            Ok(())
+        } else {
+            Err(format!("{p:?}"))
+        }
+    })
+    .await;
+}
+
+pub async fn prometheus_stopped_mid_rollout_pauses_and_never_promotes(mut env: TestEnv) {
+    let v2 = image("healthy", "v2-blind");
+    let mut bed = bed(&mut env, &v2, STEPS).await;
+    env.wait_for("the canary at 25%", Duration::from_secs(60), || async {
+        if bed.load.weights_seen().contains(&25) {
+            Ok(())
+        } else {
+            Err(format!("{:?}", bed.load.weights_seen()))
+        }
+    })
+    .await;
+    bed.prometheus.stop();
+    let paused = env
+        .wait_for(
+            "the rollout to pause on missing data",
+            Duration::from_secs(60),
+            || async {
+                let s = env.stage("prod").await.status.unwrap_or_default();
+                let canary = s.rollout.as_ref().and_then(|r| r.canary.clone());
+                match canary {
+                    Some(c) if c.phase == CanaryPhase::Paused => Ok((s, c)),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    let (stage, progress) = paused;
+    assert!(
+        progress
+            .paused_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("AnalysisInconclusive"),
+        "{progress:?}"
+    );
+    assert!(
+        stage
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.is_true() && c.message.contains("unreachable")),
+        "{:?}",
+        stage.conditions
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(
+        bed.load.weights_seen().iter().all(|w| *w <= 25),
+        "never promoted on missing data: {:?}",
+        bed.load.weights_seen()
+    );
+    assert_eq!(
+        env.images("web-primary").await,
+        vec![image("healthy", "v1")]
+    );
+    let s = env.stage("prod").await.status.unwrap();
+    assert_eq!(
+        s.rollout.and_then(|r| r.canary).map(|c| c.phase),
+        Some(CanaryPhase::Paused)
+    );
+}
+
+pub async fn controller_restarted_mid_canary_resumes_at_the_same_step_and_weights(
+    mut env: TestEnv,
+) {
+    let v2 = image("healthy", "v2-resume");
+    let steps = "      - setWeight: 5\n      - setWeight: 25\n      - pause: {}\n      - setWeight: 50\n      - analysis: {gates: [error-rate], interval: 2s, count: 2}\n";
+    let bed = bed(&mut env, &v2, steps).await;
+    let before = env
+        .wait_for(
+            "the manual pause at 25%",
+            Duration::from_secs(60),
+            || async {
+                let s = env.stage("prod").await.status.unwrap_or_default();
+                match s.rollout.as_ref().and_then(|r| r.canary.clone()) {
+                    Some(c) if c.phase == CanaryPhase::Paused && c.weight == 25 => {
+                        Ok(s.rollout.unwrap())
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    env.kill_controller();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.start_controller();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = env.stage("prod").await.status.unwrap().rollout.unwrap();
+    let (b, a) = (
+        before.canary.clone().unwrap(),
+        after.canary.clone().unwrap(),
+    );
+    assert_eq!(
+        (a.step, a.weight, a.step_started_at, a.phase),
+        (b.step, b.weight, b.step_started_at, b.phase),
+        "resumed where it was"
+    );
+    assert_eq!(after.started_at, before.started_at);
+    assert_eq!(
+        *bed.load.weights_seen().last().unwrap(),
+        25,
+        "the route kept its weights"
+    );
+    env.cp.kubectl(&[
+        "annotate",
+        "-n",
+        &env.ns,
+        "stage",
+        "prod",
+        "greenlight.dev/promote=now",
+    ]);
+    env.wait_release_stage("v2", "prod", "Succeeded", Duration::from_secs(90))
+        .await;
+    assert_eq!(bed.load.weights_seen(), [0, 5, 25, 50, 0]);
+    let annotations = env
+        .stage("prod")
+        .await
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key("greenlight.dev/promote"),
+        "the instruction is consumed once"
+    );
+}
+
+pub async fn without_a_traffic_router_canary_replicas_follow_the_weight(mut env: TestEnv) {
+    let v1 = image("healthy", "ratio-v1");
+    let v2 = image("healthy", "ratio-v2");
+    let steps = "      - setWeight: 20\n      - pause: {duration: 3s}\n      - setWeight: 50\n      - pause: {duration: 3s}\n";
+    env.apply(&world_yaml("http://127.0.0.1:9", steps, false).replace("      analysis: {gates: [error-rate], interval: 2s, failureLimit: 2, inconclusiveLimit: 3, initialDelay: 3s}\n", ""));
+    env.start_controller();
+    env.apply(&release_yaml("v1", "shop", "1", &v1));
+    env.wait_release_stage("v1", "prod", "Succeeded", Duration::from_secs(60))
+        .await;
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    let replicas = std::sync::Mutex::new(Vec::new());
+    env.wait_for("v2 promoted", Duration::from_secs(60), || {
+        let replicas = &replicas;
+        let env = &env;
+        async move {
+            if let Some(d) = env.deployment("web-canary").await {
+                let n = d.spec.and_then(|s| s.replicas).unwrap_or(0);
+                let mut seen = replicas.lock().unwrap();
+                if seen.last() != Some(&n) {
+                    seen.push(n);
+                }
+            }
+            let r = env.release("v2").await;
+            match r.status.and_then(|s| s.stages.get("prod").cloned()) {
+                Some(e) if format!("{:?}", e.phase) == "Succeeded" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    // Two primary replicas: 20% is one canary pod, 50% is two, then none after promotion.
+    let seen: Vec<i32> = replicas
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .skip_while(|n| *n == 0)
+        .collect();
+    assert_eq!(seen, [1, 2, 0], "canary replicas over time");
+    assert_eq!(env.images("web-primary").await, vec![v2]);
+    assert_eq!(
+        env.deployment("web-primary")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(2)
+    );
+}
+
+/// The timestamp of the first sample of `query` above zero since `since`.
+async fn first_sample_above_zero(prometheus: &str, query: &str, since: Timestamp) -> Timestamp {
+    let end = Timestamp::now();
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{prometheus}/api/v1/query_range"))
+        .query(&[
+            ("query", query),
+            ("start", &since.as_second().to_string()),
+            ("end", &(end.as_second() + 1).to_string()),
+            ("step", "1"),
+        ])
+        .send()
+        .await
+        .expect("query Prometheus")
+        .json()
+        .await
+        .expect("Prometheus JSON");
+    let values = body["data"]["result"][0]["values"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let first = values
+        .iter()
+        .find(|v| {
+            v[1].as_str()
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                > 0.0
+        })
+        .expect("a failing scrape");
+    Timestamp::from_second(first[0].as_f64().unwrap() as i64).unwrap()
+}
