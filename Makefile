@@ -20,5 +20,9 @@ unit:
 e2e: deps
 	cargo test --test e2e
 
+# Prints the canary figures the README quotes (reaction time, API writes per step, CPU, memory).
+bench: deps
+	cargo bench --bench canary
+
 crds:
 	cargo run -q --bin greenlight -- crdgen > crds/greenlight.yaml

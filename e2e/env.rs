@@ -25,6 +25,8 @@ pub struct TestEnv {
     pub dir: PathBuf,
     controller: Option<Proc>,
     restarts: usize,
+    /// Port of the running controller's `/metrics`.
+    pub metrics_port: u16,
 }
 
 impl TestEnv {
@@ -52,18 +54,21 @@ impl TestEnv {
             dir: temp_dir("greenlight-test"),
             controller: None,
             restarts: 0,
+            metrics_port: 0,
         }
     }
 
     /// Starts `greenlight controller` for this namespace.
     pub fn start_controller(&mut self) {
+        self.metrics_port = crate::support::free_port();
+        let metrics_addr = format!("127.0.0.1:{}", self.metrics_port);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenlight"));
         cmd.args([
             "controller",
             "--namespace",
             &self.ns,
             "--metrics-addr",
-            "127.0.0.1:0",
+            &metrics_addr,
         ])
         .env("KUBECONFIG", &self.cp.kubeconfig)
         .env("RUST_LOG", "info,kube=warn,greenlight=debug");
@@ -73,6 +78,11 @@ impl TestEnv {
             cmd,
             &self.dir,
         ));
+    }
+
+    #[allow(dead_code)] // used by the benchmark, which shares this module
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(|p| p.child.id())
     }
 
     /// Kills the controller at once (SIGKILL), as a crash would.

@@ -61,26 +61,7 @@ fn start_world() {
             &format!("crd/{crd}"),
         ]);
     }
-    let kubelet = Kubelet::default();
-    let runner = kubelet.clone();
-    let kubeconfig = cp.kubeconfig.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let config = kube::Config::from_custom_kubeconfig(
-                kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-                &Default::default(),
-            )
-            .await
-            .expect("config");
-            runner
-                .run(kube::Client::try_from(config).expect("client"))
-                .await;
-        });
-    });
+    let kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
     let _ = CONTROL_PLANE.set(cp);
     let _ = KUBELET.set(kubelet);
 }

@@ -12,20 +12,20 @@ use crate::env::{TestEnv, release_yaml};
 use crate::support::prometheus::Prometheus;
 use crate::support::traffic::{Apps, LoadGenerator};
 
-const APP: &str = env!("CARGO_BIN_EXE_greenlight-e2e-app");
+pub const APP: &str = env!("CARGO_BIN_EXE_greenlight-e2e-app");
 const INTERVAL_SECS: i64 = 2;
 const FAILURE_LIMIT: i64 = 2;
 
-fn image(tag: &str, seed: &str) -> String {
+pub fn image(tag: &str, seed: &str) -> String {
     let digest = crate::env::image(seed);
     digest.replace("registry.local/web@", &format!("registry.local/web:{tag}@"))
 }
 
 /// The error rate of the workload running the release under test; no 5xx series means 0.
-const ERROR_RATE: &str = r#"(sum(rate(http_requests_total{workload="{{canary}}",code=~"5.."}[10s])) or vector(0)) / sum(rate(http_requests_total{workload="{{canary}}"}[10s]))"#;
-const REQUESTS: &str = r#"sum(increase(http_requests_total{workload="{{canary}}"}[10s]))"#;
+pub const ERROR_RATE: &str = r#"(sum(rate(http_requests_total{workload="{{canary}}",code=~"5.."}[10s])) or vector(0)) / sum(rate(http_requests_total{workload="{{canary}}"}[10s]))"#;
+pub const REQUESTS: &str = r#"sum(increase(http_requests_total{workload="{{canary}}"}[10s]))"#;
 
-fn world_yaml(prometheus: &str, steps: &str, routing: bool) -> String {
+pub fn world_yaml(prometheus: &str, steps: &str, routing: bool) -> String {
     let routing = if routing {
         "      trafficRouting: {gatewayAPI: {httpRoute: web}}\n"
     } else {
@@ -85,7 +85,7 @@ spec:
     )
 }
 
-const STEPS: &str = "      - setWeight: 5
+pub const STEPS: &str = "      - setWeight: 5
       - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 2, initialDelay: 3s}
       - setWeight: 25
       - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 2, initialDelay: 3s}
@@ -413,7 +413,7 @@ pub async fn without_a_traffic_router_canary_replicas_follow_the_weight(mut env:
 }
 
 /// The timestamp of the first sample of `query` above zero since `since`.
-async fn first_sample_above_zero(prometheus: &str, query: &str, since: Timestamp) -> Timestamp {
+pub async fn first_sample_above_zero(prometheus: &str, query: &str, since: Timestamp) -> Timestamp {
     let end = Timestamp::now();
     let body: serde_json::Value = reqwest::Client::new()
         .get(format!("{prometheus}/api/v1/query_range"))

@@ -152,6 +152,33 @@ spec:
         }
         v
     };
+    // The controller's metrics: help text on each, and the writes it made, by kind.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "greenlight_reconciles",
+        "greenlight_reconcile_duration_seconds",
+        "greenlight_gate_evaluations",
+        "greenlight_rollouts",
+        "greenlight_api_writes",
+    ] {
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "{name} has help text:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(r#"greenlight_rollouts_total{outcome="succeeded"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"greenlight_gate_evaluations_total{gate_type="soak",verdict="passed"}"#),
+        "{metrics}"
+    );
     let before = versions().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(

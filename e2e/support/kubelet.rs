@@ -194,3 +194,27 @@ async fn register_node(client: &Client) {
         .await
         .expect("node status");
 }
+
+/// Runs a fake kubelet against `kubeconfig` on a thread of its own, for as long as the process.
+pub fn start_in_background(kubeconfig: std::path::PathBuf) -> Kubelet {
+    let kubelet = Kubelet::default();
+    let runner = kubelet.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let config = kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+                &Default::default(),
+            )
+            .await
+            .expect("config");
+            runner
+                .run(kube::Client::try_from(config).expect("client"))
+                .await;
+        });
+    });
+    kubelet
+}
