@@ -240,3 +240,79 @@ spec:
     );
     assert!(env.deployment("web-frozen-primary").await.is_none());
 }
+
+pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_shows_it(
+    mut env: TestEnv,
+) {
+    const TOKEN: &str = "s3cr3t-t0ken-9f1c";
+    // A Prometheus API stand-in that answers only with the right bearer token.
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"));
+            if authorized {
+                (axum::http::StatusCode::OK, r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.001"]}]}}"#.to_string())
+            } else {
+                (axum::http::StatusCode::UNAUTHORIZED, "missing or wrong token".to_string())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gate = |name: &str, secret: &str| {
+        format!(
+            "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n  type: prometheus\n  recheckInterval: 2s\n  prometheus:\n    address: http://{addr}\n    query: up\n    condition: \"< 0.01\"\n    bearerTokenSecretRef: {{name: {secret}, key: token}}\n"
+        )
+    };
+    env.apply(&format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-token}}\nstringData: {{token: {TOKEN}}}\n"));
+    env.apply(
+        &[
+            gate("authed", "prom-token"),
+            gate("no-secret", "missing-secret"),
+        ]
+        .join("---\n"),
+    );
+    env.apply(&gated_pipeline("authed", &["authed"]));
+    env.apply(&gated_pipeline("nosecret", &["no-secret"]));
+    env.start_controller();
+    env.apply(&release_yaml("authed-1", "authed", "1", &image("authed")));
+    env.apply(&release_yaml(
+        "nosecret-1",
+        "nosecret",
+        "1",
+        &image("nosecret"),
+    ));
+
+    env.wait_release_stage("authed-1", "authed", "Succeeded", Duration::from_secs(60))
+        .await;
+    let missing = gate_result(&env, "nosecret-1", "nosecret", "GateInconclusive").await;
+    assert!(
+        missing
+            .message
+            .contains("Secret 'missing-secret' not found"),
+        "{missing:?}"
+    );
+
+    // The token appears in no status, event or log line.
+    let statuses = format!(
+        "{:?}{:?}",
+        env.release("authed-1").await.status,
+        env.stage("authed").await.status
+    );
+    let events = format!(
+        "{:?}",
+        env.api::<k8s_openapi::api::events::v1::Event>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+    );
+    for (what, text) in [
+        ("status", statuses),
+        ("events", events),
+        ("controller log", env.controller_log()),
+    ] {
+        assert!(!text.contains(TOKEN), "the token leaked into the {what}");
+    }
+}

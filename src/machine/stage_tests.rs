@@ -582,3 +582,28 @@ fn history_keeps_only_the_newest_entries() {
         .collect();
     assert_eq!(names, ["r2", "old0"]);
 }
+
+#[test]
+fn retry_runs_a_release_that_failed_here_again() {
+    let plan = plan();
+    let status = running("r1");
+    let releases = [
+        ready("r1"),
+        release("r2", &[("test", RP::Succeeded), (STAGE, RP::Failed)]),
+    ];
+    let p = primary("r1", true);
+    let mut inp = input(&plan, &status, &releases, Some(&p), t("10:00:00"));
+    assert!(
+        act(&inp).status.rollout.is_none(),
+        "a failed release stays failed"
+    );
+    inp.command = Some(Command::Retry("r2".into()));
+    let out = act(&inp);
+    assert_eq!(out.status.rollout.expect("retried").release, "r2");
+    assert!(out.events.iter().any(|e| e.reason == "RetryRequested"));
+    // Retrying a release that did not fail here does nothing.
+    inp.command = Some(Command::Retry("r1".into()));
+    let releases = [ready("r1")];
+    inp.releases = &releases;
+    assert!(act(&inp).status.rollout.is_none());
+}
