@@ -12,15 +12,14 @@ mod env;
 #[path = "../e2e/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use canary_case::{APP, STEPS, first_sample_above_zero, image, world_yaml};
+use canary_case::{STEPS, first_sample_above_zero, image};
 use env::{TestEnv, release_yaml};
 use support::controlplane::ControlPlane;
-use support::prometheus::Prometheus;
-use support::traffic::{Apps, LoadGenerator};
 
 const FAULTY_RUNS: usize = 3;
 
@@ -61,25 +60,13 @@ async fn run(cp: &'static ControlPlane, kubelet: support::kubelet::Kubelet) {
         .map(|i| image("faulty", &format!("bench-f{i}")))
         .collect();
     let healthy = image("healthy", "bench-v2");
-    let mut all: Vec<&str> = vec![&v1, &healthy];
-    all.extend(faulty.iter().map(String::as_str));
-    let apps = Apps::start(&all, &env.dir, APP);
-    let mut prometheus = Prometheus::start(&apps.targets());
-    prometheus.wait_for_series("up", all.len()).await;
-    env.apply(&world_yaml(&prometheus.url, STEPS, true));
-    env.start_controller();
-    env.apply(&release_yaml("v1", "shop", "1", &v1));
-    env.wait_release_stage("v1", "prod", "Succeeded", Duration::from_secs(60))
-        .await;
-    let load = LoadGenerator::start(
-        env.client.clone(),
-        &env.ns,
-        "web",
-        "web",
-        apps.ports.clone(),
-        100,
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut others: Vec<&str> = vec![&healthy];
+    others.extend(faulty.iter().map(String::as_str));
+    let canary_case::Bed {
+        mut prometheus,
+        load,
+        apps,
+    } = canary_case::start_bed(&mut env, &v1, &others, STEPS).await;
 
     let pid = env.controller_pid().expect("controller running");
     let cpu_start = cpu_seconds(pid);
@@ -112,13 +99,21 @@ async fn run(cp: &'static ControlPlane, kubelet: support::kubelet::Kubelet) {
         reactions.push(back.duration_since(breach).as_secs_f64());
     }
 
+    // The gates' 10s rate window must forget the faulty canaries before a healthy one is judged.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let writes_before = api_writes(env.metrics_port).await;
     let started = Instant::now();
     env.apply(&release_yaml("v2", "shop", "2.1.0", &healthy));
     env.wait_release_stage("v2", "prod", "Succeeded", Duration::from_secs(180))
         .await;
     let healthy_secs = started.elapsed().as_secs_f64();
-    let writes = api_writes(env.metrics_port).await - writes_before;
+    let writes_after = api_writes(env.metrics_port).await;
+    let by_kind: BTreeMap<&str, u64> = writes_after
+        .iter()
+        .map(|(k, n)| (k.as_str(), n - writes_before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let writes: u64 = by_kind.values().sum();
     let steps = STEPS.lines().count() as f64;
 
     let cpu = cpu_seconds(pid) - cpu_start;
@@ -140,6 +135,14 @@ async fn run(cp: &'static ControlPlane, kubelet: support::kubelet::Kubelet) {
     println!(
         "  Kubernetes API writes for that canary: {writes} in all, {:.1} per step",
         writes as f64 / steps
+    );
+    println!(
+        "    by kind: {}",
+        by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "  controller CPU: {cpu:.2}s over {wall:.0}s ({:.1}% of one core)",
@@ -167,8 +170,8 @@ async fn wait_idle(env: &TestEnv) {
     .await;
 }
 
-/// Sum of `greenlight_api_writes_total` over every kind of write.
-async fn api_writes(port: u16) -> u64 {
+/// `greenlight_api_writes_total` by kind of write.
+async fn api_writes(port: u16) -> BTreeMap<String, u64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .expect("metrics")
@@ -176,9 +179,13 @@ async fn api_writes(port: u16) -> u64 {
         .await
         .expect("metrics text");
     text.lines()
-        .filter(|l| l.starts_with("greenlight_api_writes_total"))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum::<f64>() as u64
+        .filter(|l| l.starts_with("greenlight_api_writes_total{"))
+        .filter_map(|l| {
+            let kind = l.split('"').nth(1)?.to_string();
+            let n = l.rsplit(' ').next()?.parse::<f64>().ok()? as u64;
+            Some((kind, n))
+        })
+        .collect()
 }
 
 fn cpu_seconds(pid: u32) -> f64 {

@@ -8,7 +8,6 @@ mod support;
 use std::process::Command;
 
 use support::controlplane::ControlPlane;
-use support::kubelet::Kubelet;
 
 fn main() {
     let dir = support::cache_dir().join("dev-cluster");
@@ -39,19 +38,13 @@ fn main() {
     println!("Pods are run by a fake kubelet. Press Ctrl-C to stop everything.");
     println!();
 
+    let _kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
     let kubeconfig = cp.kubeconfig.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
-            &Default::default(),
-        )
-        .await
-        .expect("kubeconfig");
-        tokio::spawn(Kubelet::default().run(kube::Client::try_from(config).expect("client")));
         let controller = std::env::current_exe()
             .expect("own path")
             .with_file_name("greenlight");

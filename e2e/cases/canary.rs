@@ -93,21 +93,24 @@ pub const STEPS: &str = "      - setWeight: 5
       - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 2, initialDelay: 3s}
 ";
 
-struct Bed {
-    prometheus: Prometheus,
-    load: LoadGenerator,
-    _apps: Apps,
+pub struct Bed {
+    pub prometheus: Prometheus,
+    pub load: LoadGenerator,
+    /// Keeps the app processes alive; the benchmark also reads their ports.
+    #[allow(dead_code)]
+    pub apps: Apps,
 }
 
-/// v1 running on primary with traffic flowing; returns once v2 has been published.
-async fn bed(env: &mut TestEnv, v2: &str, steps: &str) -> Bed {
-    let v1 = image("healthy", "v1");
-    let apps = Apps::start(&[v1.as_str(), v2], &env.dir, APP);
+/// `v1` running on the primary with traffic flowing; `others` are images later releases use.
+pub async fn start_bed(env: &mut TestEnv, v1: &str, others: &[&str], steps: &str) -> Bed {
+    let mut images = vec![v1];
+    images.extend_from_slice(others);
+    let apps = Apps::start(&images, &env.dir, APP);
     let mut prometheus = Prometheus::start(&apps.targets());
-    prometheus.wait_for_series("up", 2).await;
+    prometheus.wait_for_series("up", images.len()).await;
     env.apply(&world_yaml(&prometheus.url, steps, true));
     env.start_controller();
-    env.apply(&release_yaml("v1", "shop", "1", &v1));
+    env.apply(&release_yaml("v1", "shop", "1", v1));
     env.wait_release_stage("v1", "prod", "Succeeded", Duration::from_secs(60))
         .await;
     let load = LoadGenerator::start(
@@ -119,12 +122,18 @@ async fn bed(env: &mut TestEnv, v2: &str, steps: &str) -> Bed {
         100,
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    env.apply(&release_yaml("v2", "shop", "2", v2));
     Bed {
         prometheus,
         load,
-        _apps: apps,
+        apps,
     }
+}
+
+/// The bed, with `v2` published.
+async fn bed(env: &mut TestEnv, v2: &str, steps: &str) -> Bed {
+    let bed = start_bed(env, &image("healthy", "v1"), &[v2], steps).await;
+    env.apply(&release_yaml("v2", "shop", "2", v2));
+    bed
 }
 
 pub async fn healthy_canary_goes_5_25_50_then_all_traffic_and_is_promoted(mut env: TestEnv) {

@@ -86,9 +86,10 @@ impl CanaryIo {
         ctx: &Context,
     ) -> Result<(), ReconcileError> {
         self.ensure_services(stage, target, ctx).await?;
-        if let Some(w) = weight {
+        if let Some(w) = weight
+            && self.router.set_weight(&self.router_ctx, w).await?
+        {
             ctx.metrics.write("traffic_weight");
-            self.router.set_weight(&self.router_ctx, w).await?;
         }
         let Some(desired) = desired else {
             return Ok(());

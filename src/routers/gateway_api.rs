@@ -15,6 +15,20 @@ pub struct GatewayApi {
     pub route: String,
 }
 
+impl GatewayApi {
+    /// The route's rules as they are now.
+    async fn rules(&self, api: &Api<DynamicObject>) -> Result<Vec<Value>, RouterError> {
+        let route = api
+            .get_opt(&self.route)
+            .await?
+            .ok_or_else(|| RouterError::RouteNotFound(self.route.clone()))?;
+        Ok(route.data["spec"]["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
 fn http_routes(ctx: &RouterContext) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
     Api::namespaced_with(
@@ -83,24 +97,17 @@ impl TrafficRouter for GatewayApi {
         &'a self,
         ctx: &'a RouterContext,
         weight: i32,
-    ) -> BoxFuture<'a, Result<(), RouterError>> {
+    ) -> BoxFuture<'a, Result<bool, RouterError>> {
         Box::pin(async move {
             let api = http_routes(ctx);
-            let route = api
-                .get_opt(&self.route)
-                .await?
-                .ok_or_else(|| RouterError::RouteNotFound(self.route.clone()))?;
-            let rules = route.data["spec"]["rules"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let rules = self.rules(&api).await?;
             let next = reweight(&rules, &ctx.primary_service, &ctx.canary_service, weight)
                 .ok_or_else(|| RouterError::NoPrimaryBackend {
                     route: self.route.clone(),
                     service: ctx.primary_service.clone(),
                 })?;
             if next == rules {
-                return Ok(());
+                return Ok(false);
             }
             let body = json!({
                 "apiVersion": "gateway.networking.k8s.io/v1",
@@ -114,7 +121,7 @@ impl TrafficRouter for GatewayApi {
                 &Patch::Apply(body),
             )
             .await?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -123,14 +130,7 @@ impl TrafficRouter for GatewayApi {
         ctx: &'a RouterContext,
     ) -> BoxFuture<'a, Result<Option<i32>, RouterError>> {
         Box::pin(async move {
-            let route = http_routes(ctx)
-                .get_opt(&self.route)
-                .await?
-                .ok_or_else(|| RouterError::RouteNotFound(self.route.clone()))?;
-            let rules = route.data["spec"]["rules"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let rules = self.rules(&http_routes(ctx)).await?;
             Ok(canary_weight(
                 &rules,
                 &ctx.primary_service,

@@ -47,12 +47,12 @@ pub trait TrafficRouter: Send + Sync {
     fn canary_replicas(&self, total: i32, weight: i32) -> i32;
 
     /// Sends `weight` percent of traffic to the canary and the rest to the primary. Idempotent;
-    /// writes nothing when the weights are already in place.
+    /// writes nothing when the weights are already in place; true when it wrote.
     fn set_weight<'a>(
         &'a self,
         ctx: &'a RouterContext,
         weight: i32,
-    ) -> BoxFuture<'a, Result<(), RouterError>>;
+    ) -> BoxFuture<'a, Result<bool, RouterError>>;
 
     /// The canary weight in effect now, when the router can tell.
     fn weight_in_effect<'a>(

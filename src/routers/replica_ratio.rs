@@ -34,9 +34,9 @@ impl TrafficRouter for ReplicaRatio {
         &'a self,
         _ctx: &'a RouterContext,
         _weight: i32,
-    ) -> BoxFuture<'a, Result<(), RouterError>> {
+    ) -> BoxFuture<'a, Result<bool, RouterError>> {
         // The weight takes effect through the canary's replica count, applied with the workload.
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(false) })
     }
 
     fn weight_in_effect<'a>(
