@@ -58,13 +58,21 @@ pub async fn readme_example_is_accepted_and_kubectl_get_shows_useful_columns(mut
         .cp
         .kubectl(&["get", "rel,stg,gt", "-n", &env.ns, "-o", "name"]);
     assert_eq!(short.lines().count(), 6, "short names work:\n{short}");
-    let wide = env
-        .cp
-        .kubectl(&["get", "stage", "test", "-n", &env.ns, "-o", "wide"]);
-    assert!(
-        wide.contains("WaitingForSchedule") || wide.contains("schedule fires next"),
-        "{wide}"
-    );
+    env.wait_for(
+        "-o wide to say why test waits",
+        Duration::from_secs(20),
+        || async {
+            let wide = env
+                .cp
+                .kubectl(&["get", "stage", "test", "-n", &env.ns, "-o", "wide"]);
+            if wide.contains("schedule fires next") {
+                Ok(())
+            } else {
+                Err(wide)
+            }
+        },
+    )
+    .await;
     let by_category = env
         .cp
         .kubectl(&["get", "greenlight", "-n", &env.ns, "-o", "name"]);

@@ -46,7 +46,23 @@ spec:
     env.wait_release_stage("shop-2", "dev", "Succeeded", Duration::from_secs(60))
         .await;
     let held = env
-        .wait_release_stage("shop-2", "prod", "Waiting", Duration::from_secs(30))
+        .wait_for(
+            "prod held by the blackout",
+            Duration::from_secs(30),
+            || async {
+                let r = env.release("shop-2").await;
+                let reason = r
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.stages.get("prod"))
+                    .and_then(|e| e.reason.clone());
+                if reason.as_deref() == Some("BlockedByWindow") {
+                    Ok(r)
+                } else {
+                    Err(format!("{reason:?}"))
+                }
+            },
+        )
         .await;
     assert!(
         Timestamp::now() < window_end,
