@@ -30,21 +30,7 @@ fn main() {
         return;
     }
     let cp: &'static ControlPlane = Box::leak(Box::new(ControlPlane::start()));
-    let root = env!("CARGO_MANIFEST_DIR");
-    cp.kubectl(&[
-        "apply",
-        "-f",
-        &format!("{root}/crds/"),
-        "-f",
-        &format!("{root}/e2e/crds/"),
-    ]);
-    cp.kubectl(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/stages.greenlight.dev",
-        "crd/httproutes.gateway.networking.k8s.io",
-    ]);
+    cp.install();
     let kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -18,8 +18,7 @@ fn main() {
         dir.display()
     );
     let cp = ControlPlane::start_in(dir.clone(), true);
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
-    cp.kubectl(&["apply", "-f", crds]);
+    cp.install();
     let kubectl = support::find_binary("kubectl");
     println!();
     println!(

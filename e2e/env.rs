@@ -70,7 +70,8 @@ impl TestEnv {
             "--metrics-addr",
             &metrics_addr,
         ])
-        .env("KUBECONFIG", &self.cp.kubeconfig)
+        // The operator runs with only the rights of the shipped ClusterRole.
+        .env("KUBECONFIG", &self.cp.operator_kubeconfig)
         .env("RUST_LOG", "info,kube=warn,greenlight=debug");
         self.restarts += 1;
         self.controller = Some(Proc::spawn(

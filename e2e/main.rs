@@ -45,22 +45,7 @@ fn main() {
 
 fn start_world() {
     let cp = ControlPlane::start();
-    let root = env!("CARGO_MANIFEST_DIR");
-    cp.kubectl(&["apply", "-f", &format!("{root}/crds/")]);
-    cp.kubectl(&["apply", "-f", &format!("{root}/e2e/crds/")]);
-    for crd in [
-        "releases.greenlight.dev",
-        "stages.greenlight.dev",
-        "gates.greenlight.dev",
-        "httproutes.gateway.networking.k8s.io",
-    ] {
-        cp.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            &format!("crd/{crd}"),
-        ]);
-    }
+    cp.install();
     let kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
     let _ = CONTROL_PLANE.set(cp);
     let _ = KUBELET.set(kubelet);

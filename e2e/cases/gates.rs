@@ -266,6 +266,19 @@ pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_
         )
     };
     env.apply(&format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-token}}\nstringData: {{token: {TOKEN}}}\n"));
+    // The operator may read exactly this Secret here, as config/rbac/secret-reader-example.yaml shows.
+    env.apply(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/rbac/secret-reader-example.yaml"
+        ))
+        .unwrap()
+        .replace("prometheus-token", "prom-token")
+        .replace(
+            "- kind: ServiceAccount\n  name: greenlight\n  namespace: greenlight-system",
+            "- {apiGroup: rbac.authorization.k8s.io, kind: User, name: greenlight-operator}",
+        ),
+    );
     env.apply(
         &[
             gate("authed", "prom-token"),
@@ -287,10 +300,12 @@ pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_
     env.wait_release_stage("authed-1", "authed", "Succeeded", Duration::from_secs(60))
         .await;
     let missing = gate_result(&env, "nosecret-1", "nosecret", "GateInconclusive").await;
+    // Not granted to the operator, so it says what to grant, naming the Secret.
     assert!(
         missing
             .message
-            .contains("Secret 'missing-secret' not found"),
+            .contains("may not read Secret 'missing-secret'")
+            && missing.message.contains("Role"),
         "{missing:?}"
     );
 

@@ -9,10 +9,15 @@ use super::process::Proc;
 use super::{find_binary, free_port, temp_dir};
 
 pub const ADMIN_TOKEN: &str = "greenlight-e2e-admin-token";
+/// The operator's identity in the tests: bound only to the shipped least-privilege ClusterRole.
+pub const OPERATOR_TOKEN: &str = "greenlight-e2e-operator-token";
+pub const OPERATOR_USER: &str = "greenlight-operator";
 
 pub struct ControlPlane {
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// A kubeconfig for the operator's user, which has only the rights RBAC gives it.
+    pub operator_kubeconfig: PathBuf,
     pub server: String,
     procs: std::sync::Mutex<Vec<Proc>>,
     keep_dir: bool,
@@ -32,7 +37,7 @@ impl ControlPlane {
         make_certs(&certs);
         std::fs::write(
             dir.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n"),
+            format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n{OPERATOR_TOKEN},{OPERATOR_USER},operator-uid\n"),
         )
         .expect("token file");
 
@@ -90,7 +95,14 @@ impl ControlPlane {
             kubeconfig_yaml(&server, &certs.join("ca.crt"), ADMIN_TOKEN),
         )
         .expect("kubeconfig");
+        let operator_kubeconfig = dir.join("kubeconfig-operator");
+        std::fs::write(
+            &operator_kubeconfig,
+            kubeconfig_yaml(&server, &certs.join("ca.crt"), OPERATOR_TOKEN),
+        )
+        .expect("operator kubeconfig");
         let cp = ControlPlane {
+            operator_kubeconfig,
             dir,
             kubeconfig,
             server,
@@ -152,6 +164,39 @@ impl ControlPlane {
                 );
             }
             std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Installs the CRDs (Greenlight's and the Gateway API fixture) and the shipped operator
+    /// ClusterRole, bound to the operator's test user.
+    pub fn install(&self) {
+        let root = env!("CARGO_MANIFEST_DIR");
+        self.kubectl(&[
+            "apply",
+            "-f",
+            &format!("{root}/crds/"),
+            "-f",
+            &format!("{root}/e2e/crds/"),
+        ]);
+        self.kubectl(&["apply", "-f", &format!("{root}/config/rbac/operator.yaml")]);
+        let binding = format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: greenlight-operator-e2e}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: greenlight-operator}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {OPERATOR_USER}}}]\n"
+        );
+        let path = self.dir.join("operator-binding.yaml");
+        std::fs::write(&path, binding).expect("binding file");
+        self.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+        for crd in [
+            "releases.greenlight.dev",
+            "stages.greenlight.dev",
+            "gates.greenlight.dev",
+            "httproutes.gateway.networking.k8s.io",
+        ] {
+            self.kubectl(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/{crd}"),
+            ]);
         }
     }
 

@@ -30,12 +30,17 @@ pub async fn resolve(
 ) -> Result<BTreeMap<String, String>, String> {
     let mut values = BTreeMap::new();
     for r in references(spec) {
-        let secret = ctx
-            .api::<Secret>(namespace)
-            .get_opt(&r.name)
-            .await
-            .map_err(|e| format!("cannot read Secret '{}': {e}", r.name))?
-            .ok_or_else(|| format!("Secret '{}' not found", r.name))?;
+        let secret = match ctx.api::<Secret>(namespace).get_opt(&r.name).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => return Err(format!("Secret '{}' not found", r.name)),
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                return Err(format!(
+                    "the operator may not read Secret '{}': grant it `get` on that Secret with a Role (see config/rbac/secret-reader-example.yaml)",
+                    r.name
+                ));
+            }
+            Err(e) => return Err(format!("cannot read Secret '{}': {e}", r.name)),
+        };
         let bytes = secret
             .data
             .as_ref()

@@ -552,13 +552,10 @@ async fn apply_primary(
     if release.is_none() && observed.is_none() {
         return Ok(());
     }
-    let mut deployment = build_primary(target, &stage.name_any(), owner, release, plan.replicas)?;
+    let deployment = build_primary(target, &stage.name_any(), owner, release, plan.replicas)?;
     if observed.is_some_and(|o| matches_desired(o, &deployment)) {
         return Ok(());
     }
-    deployment.metadata.managed_fields = None;
-    let name = deployment.metadata.name.clone().unwrap_or_default();
-    let _ = name;
     server_side_apply(&deployment, &stage.namespace().unwrap_or_default(), ctx).await
 }
 
