@@ -49,7 +49,9 @@ fn main() {
             .with_file_name("greenlight");
         let mut child = tokio::process::Command::from({
             let mut c = Command::new(controller);
-            c.arg("controller").env("KUBECONFIG", &kubeconfig);
+            c.arg("controller")
+                .env("KUBECONFIG", &kubeconfig)
+                .env("GREENLIGHT_WEBHOOK_ALLOW", "127.0.0.1,localhost");
             c
         })
         .kill_on_drop(true)

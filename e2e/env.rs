@@ -69,6 +69,8 @@ impl TestEnv {
             &self.ns,
             "--metrics-addr",
             &metrics_addr,
+            "--webhook-allow",
+            "127.0.0.1",
         ])
         // The operator runs with only the rights of the shipped ClusterRole.
         .env("KUBECONFIG", &self.cp.operator_kubeconfig)

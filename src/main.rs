@@ -29,6 +29,10 @@ enum Command {
         metrics_addr: SocketAddr,
         #[arg(long, env = "GREENLIGHT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Destinations webhook gates may call: `host`, `host:port`, `*.domain`, or `*` for any.
+        /// Comma-separated; empty (the default) allows none.
+        #[arg(long, env = "GREENLIGHT_WEBHOOK_ALLOW", value_delimiter = ',')]
+        webhook_allow: Vec<String>,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crdgen,
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             metrics_addr,
             log_format,
+            webhook_allow,
         } => {
             init_tracing(log_format);
             rustls::crypto::ring::default_provider()
@@ -62,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
             let metrics = greenlight::metrics::Metrics::new();
             let server = tokio::spawn(greenlight::metrics::serve(metrics_addr, metrics.clone()));
             tokio::select! {
-                _ = greenlight::controller::run(client, namespace, metrics) => Ok(()),
+                _ = greenlight::controller::run(client, namespace, metrics, greenlight::gates::allow::AllowList::new(webhook_allow)) => Ok(()),
                 served = server => match served {
                     Ok(Err(e)) => Err(e).with_context(|| format!("metrics server on {metrics_addr} failed")),
                     _ => Ok(()),

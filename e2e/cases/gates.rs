@@ -234,11 +234,76 @@ spec:
         approved_calls, 1,
         "only the open pipeline called the second gate"
     );
+    let freeze_calls = hooks.calls("/403/change freeze until Monday");
+    assert!(freeze_calls >= 2, "a failed gate is checked again");
     assert!(
-        hooks.calls("/403/change freeze until Monday") >= 2,
-        "a failed gate is checked again"
+        freeze_calls <= 3,
+        "but only every recheckInterval (2s), not on every event: {freeze_calls} calls"
     );
     assert!(env.deployment("web-frozen-primary").await.is_none());
+}
+
+pub async fn webhook_gates_reach_only_allowed_hosts_and_follow_no_redirects(mut env: TestEnv) {
+    let hooks = WebhookServer::default();
+    let addr = hooks.start().await;
+    let port = addr.rsplit(':').next().unwrap().to_string();
+    env.apply(&format!(
+        r#"apiVersion: greenlight.dev/v1alpha1
+kind: Gate
+metadata: {{name: elsewhere}}
+spec:
+  type: webhook
+  webhook: {{url: "http://localhost:{port}/200/ok"}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Gate
+metadata: {{name: redirecting}}
+spec:
+  type: webhook
+  webhook: {{url: "http://{addr}/307/moved"}}
+"#
+    ));
+    env.apply(&gated_pipeline("redirected", &["redirecting"]));
+    env.start_controller();
+    // The controller runs with --webhook-allow 127.0.0.1: localhost is another destination.
+    let refused = env
+        .wait_for("the gate refused", Duration::from_secs(30), || async {
+            let g = env
+                .api::<greenlight::api::Gate>()
+                .get("elsewhere")
+                .await
+                .unwrap();
+            let stalled = g
+                .status
+                .unwrap_or_default()
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Stalled" && c.is_true());
+            stalled
+                .map(|c| c.message)
+                .ok_or_else(|| "not yet".to_string())
+        })
+        .await;
+    assert!(
+        refused.contains("spec.webhook.url")
+            && refused.contains("allow-list")
+            && refused.contains("localhost"),
+        "{refused}"
+    );
+
+    env.apply(&release_yaml(
+        "redirected-1",
+        "redirected",
+        "1",
+        &image("redirected"),
+    ));
+    let held = gate_result(&env, "redirected-1", "redirected", "GateFailed").await;
+    assert_eq!(
+        held.value.as_deref(),
+        Some("307"),
+        "the redirect is reported, not followed: {held:?}"
+    );
+    assert_eq!(hooks.calls("/307/moved"), 1);
 }
 
 pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_shows_it(

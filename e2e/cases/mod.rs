@@ -29,6 +29,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         rollback::failed_rollout_reverts_primary_and_the_stage_says_so,
         gates::prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_down,
         gates::webhook_gate_passes_on_2xx_and_fails_with_status_and_body,
+        gates::webhook_gates_reach_only_allowed_hosts_and_follow_no_redirects,
         gates::prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_shows_it,
         bad_input::bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowing,
         restart::controller_killed_mid_promotion_resumes_without_repeating_finished_stages,

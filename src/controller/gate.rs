@@ -40,7 +40,7 @@ async fn reconcile(gate: Arc<Gate>, ctx: Arc<Context>) -> Result<Action, Reconci
     let name = gate.name_any();
     let started = Instant::now();
     let result = async {
-        let (health, reason, message) = match gates::compile(&gate.spec, &ctx.http) {
+        let (health, reason, message) = match gates::compile(&gate.spec, &ctx.gate_env) {
             Ok(_) => (
                 Health::Ready,
                 "Valid",

@@ -32,7 +32,11 @@ pub struct Context {
     pub namespace: Option<String>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
-    pub http: reqwest::Client,
+    pub gate_env: crate::gates::GateEnv,
+    /// Gates that did not pass, by stage, release and gate, kept until their recheck time.
+    pub held_gates: std::sync::Mutex<
+        std::collections::HashMap<String, (jiff::Timestamp, crate::gates::GateOutcome)>,
+    >,
     pub stages: Store<Stage>,
     pub releases: Store<Release>,
     pub gates: Store<Gate>,
@@ -156,7 +160,12 @@ pub fn error_policy<K>(
 }
 
 /// Runs the three controllers until a shutdown signal arrives.
-pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics>) {
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    webhook_allow: crate::gates::allow::AllowList,
+) {
     let (stages, stages_task) = cache::<Stage>(scoped(&client, &namespace));
     let (releases, releases_task) = cache::<Release>(scoped(&client, &namespace));
     let (gates, gates_task) = cache::<Gate>(scoped(&client, &namespace));
@@ -169,7 +178,11 @@ pub async fn run(client: Client, namespace: Option<String>, metrics: Arc<Metrics
         namespace: namespace.clone(),
         metrics,
         recorder: Recorder::new(client.clone(), reporter),
-        http: crate::gates::http_client(),
+        gate_env: crate::gates::GateEnv {
+            http: crate::gates::http_client(),
+            webhook_allow,
+        },
+        held_gates: Default::default(),
         stages: stages.clone(),
         releases: releases.clone(),
         gates: gates.clone(),

@@ -390,7 +390,7 @@ pub(crate) async fn evaluate_gate(
             ),
             gates::DEFAULT_RECHECK,
         ),
-        Some(gate) => match gates::compile(&gate.spec, &ctx.http) {
+        Some(gate) => match gates::compile(&gate.spec, &ctx.gate_env) {
             Err(errors) => (
                 gate.spec.gate_type.as_str(),
                 GateOutcome::new(GateVerdict::Invalid, ValidationErrors(errors).to_string()),
@@ -436,7 +436,38 @@ async fn evaluate_gates(
     let mut results = Vec::new();
     let mut recheck_after = gates::DEFAULT_RECHECK;
     for name in &plan.gates {
-        let (outcome, recheck) = evaluate_gate(name, &gate_ctx, ctx).await;
+        // A gate that did not pass is asked again only at its recheck time, however many
+        // watch events arrive meanwhile; a pass is never reused.
+        let generation = ctx
+            .gates
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(&gate_ctx.namespace))
+            .and_then(|g| g.metadata.generation);
+        let key = format!(
+            "{}/{}/{release}/{name}/{generation:?}",
+            gate_ctx.namespace, gate_ctx.stage
+        );
+        let cached = ctx
+            .held_gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .filter(|(until, _)| now < *until)
+            .map(|(until, o)| (o.clone(), until.duration_since(now).unsigned_abs()));
+        let (outcome, recheck) = match cached {
+            Some((outcome, left)) => (outcome, left.max(Duration::from_millis(100))),
+            None => {
+                let (outcome, recheck) = evaluate_gate(name, &gate_ctx, ctx).await;
+                if outcome.verdict != GateVerdict::Passed {
+                    let until = outcome
+                        .recheck_at
+                        .map_or(now + recheck, |at| at.min(now + recheck));
+                    let mut held = ctx.held_gates.lock().unwrap_or_else(|e| e.into_inner());
+                    held.retain(|_, (u, _)| now < *u);
+                    held.insert(key, (until, outcome.clone()));
+                }
+                (outcome, recheck)
+            }
+        };
         recheck_after = recheck_after.min(recheck);
         let passed = outcome.verdict == GateVerdict::Passed;
         results.push((name.clone(), outcome));

@@ -1,6 +1,7 @@
 //! Gates: the checks a release must pass before a stage rolls it out. One [`GateCheck`]
 //! implementation per kind, one file each; the state machine sees only [`GateOutcome`]s.
 
+pub mod allow;
 pub mod condition;
 pub mod prometheus;
 pub mod soak;
@@ -82,8 +83,15 @@ pub struct CompiledGate {
     pub recheck_interval: Duration,
 }
 
+/// What gates get from the operator's configuration.
+#[derive(Clone, Debug)]
+pub struct GateEnv {
+    pub http: reqwest::Client,
+    pub webhook_allow: allow::AllowList,
+}
+
 /// Builds the check for a Gate spec, or every field error in it.
-pub fn compile(spec: &GateSpec, http: &reqwest::Client) -> Result<CompiledGate, Vec<FieldError>> {
+pub fn compile(spec: &GateSpec, env: &GateEnv) -> Result<CompiledGate, Vec<FieldError>> {
     let mut errors = Vec::new();
     let recheck_interval = match spec.recheck_interval.as_deref().map(parse_duration) {
         None => DEFAULT_RECHECK,
@@ -139,12 +147,12 @@ pub fn compile(spec: &GateSpec, http: &reqwest::Client) -> Result<CompiledGate, 
             .prometheus
             .as_ref()
             .ok_or_else(missing)
-            .and_then(|p| prometheus::PrometheusCheck::compile(p, http)),
+            .and_then(|p| prometheus::PrometheusCheck::compile(p, &env.http)),
         GateType::Webhook => spec
             .webhook
             .as_ref()
             .ok_or_else(missing)
-            .and_then(|w| webhook::WebhookCheck::compile(w, http)),
+            .and_then(|w| webhook::WebhookCheck::compile(w, env)),
     };
     match check {
         Ok(check) if errors.is_empty() => Ok(CompiledGate {

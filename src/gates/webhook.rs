@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use serde_json::json;
 
 use super::prometheus::error_chain as describe_error;
-use super::{GateCheck, GateContext, GateOutcome, excerpt, timeout_field};
+use super::{GateCheck, GateContext, GateEnv, GateOutcome, excerpt, timeout_field};
 use crate::api::gate::{HttpMethod, WebhookGate};
 use crate::api::release::GateVerdict;
 use crate::api::validation::FieldError;
@@ -24,10 +24,22 @@ pub struct WebhookCheck {
 impl WebhookCheck {
     pub fn compile(
         spec: &WebhookGate,
-        http: &reqwest::Client,
+        env: &GateEnv,
     ) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
+        let http = &env.http;
         let mut errors = Vec::new();
         let url = match reqwest::Url::parse(&spec.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && !env.webhook_allow.permits(&u) => {
+                errors.push(FieldError::new(
+                    "spec.webhook.url",
+                    format!(
+                        "destination '{}' is not in the operator's webhook allow-list ({}); ask whoever runs Greenlight to add it with --webhook-allow",
+                        u.host_str().unwrap_or_default(),
+                        env.webhook_allow
+                    ),
+                ));
+                None
+            }
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
             Ok(u) => {
                 errors.push(FieldError::new(
