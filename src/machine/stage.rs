@@ -579,21 +579,9 @@ impl<'a> Draft<'a> {
                     "NotPromoted",
                     format!("{phase:?} at '{up}'; never promoted further"),
                 );
-            } else if candidate.is_some() && !ready(r) && self.is_newer(r, candidate) {
-                let waiting: Vec<&str> = plan
-                    .requires
-                    .iter()
-                    .filter(|s| r.stages.get(*s).is_none_or(|e| e.phase != RP::Succeeded))
-                    .map(String::as_str)
-                    .collect();
-                self.set_entry(
-                    &r.name,
-                    RP::Waiting,
-                    "WaitingForRequires",
-                    format!("waiting to succeed in {}", waiting.join(", ")),
-                );
-            } else if candidate.is_some() {
-                let by = candidate.map(|c| c.version.clone()).unwrap_or_default();
+            } else if let Some(c) = candidate.filter(|c| ready(r) || !self.is_newer(r, Some(c))) {
+                // Older than the candidate (or ready but not the newest): it will never come here.
+                let by = c.version.clone();
                 self.set_entry(
                     &r.name,
                     RP::Superseded,
