@@ -73,11 +73,23 @@ impl Draft<'_> {
             .release(&rollout.release)
             .map(|r| r.artifacts.clone())
             .unwrap_or_default();
-        self.canary = Some(DesiredPrimary::Release {
-            name: rollout.release.clone(),
-            artifacts: artifacts.clone(),
+        // Once promoted, the canary stays scaled to zero even if the bake is paused.
+        self.canary = Some(match progress.baking_since {
+            Some(_) => DesiredPrimary::Empty,
+            None => DesiredPrimary::Release {
+                name: rollout.release.clone(),
+                artifacts: artifacts.clone(),
+            },
         });
-        self.keep_primary_on_previous(&rollout);
+        if progress.baking_since.is_some() {
+            // Promoted: the primary runs this release unless a failure rolls it back.
+            self.primary = Some(DesiredPrimary::Release {
+                name: rollout.release.clone(),
+                artifacts: artifacts.clone(),
+            });
+        } else {
+            self.keep_primary_on_previous(&rollout);
+        }
 
         if self.input.command == Some(super::Command::Abort) {
             self.fail_rollout_safely(

@@ -449,6 +449,31 @@ fn a_breach_during_bake_reverts_primary_to_the_previous_release() {
 }
 
 #[test]
+fn missing_data_during_the_bake_pauses_without_undoing_the_promotion() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    run(
+        &mut world,
+        &plan,
+        200,
+        &mut |_, _| GateVerdict::Passed,
+        |w| w.rollout_phase() == Some(CanaryPhase::Baking),
+    );
+    for _ in 0..10 {
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Inconclusive);
+        world.pods_start();
+    }
+    assert_eq!(world.rollout_phase(), Some(CanaryPhase::Paused));
+    assert_eq!(
+        world.primary.as_deref(),
+        Some("v2"),
+        "the promoted primary stays"
+    );
+    assert_eq!(world.canary_replicas, 0, "no canary pods come back");
+    assert_eq!(world.weight, 0);
+}
+
+#[test]
 fn the_first_release_rolls_out_without_a_canary() {
     let plan = plan();
     let mut world = World::running_v1();
