@@ -58,9 +58,7 @@ async fn main() -> anyhow::Result<()> {
             webhook_allow,
         } => {
             init_tracing(log_format);
-            rustls::crypto::ring::default_provider()
-                .install_default()
-                .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
+            greenlight::gates::ensure_crypto_provider();
             let client = kube::Client::try_default()
                 .await
                 .context("no Kubernetes configuration found")?;

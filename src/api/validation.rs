@@ -497,3 +497,151 @@ fn compile_analysis(
         Err(errors)
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::api::canary::{Analysis, CanaryStep, PauseStep};
+    use crate::api::release::{Artifact, ReleaseType};
+    use crate::api::stage::{Strategy, TargetRef, Trigger, Window};
+
+    fn junk() -> impl proptest::strategy::Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,24}",
+            "[0-9*/,-]{1,4}( [0-9*/,a-z-]{1,5}){0,6}",
+            "[0-9.]{0,6}(ms|s|m|h|d|x)?",
+            "(<|>|<=|>=|==|!=|=<|~)? ?[-+0-9.eNaIf]{0,6}",
+            Just(String::new()),
+        ]
+    }
+
+    fn stage(
+        cron: String,
+        zone: String,
+        duration: String,
+        deadline: String,
+        weight: i32,
+    ) -> StageSpec {
+        StageSpec {
+            pipeline: "shop".into(),
+            requires: vec![],
+            target: TargetRef { name: "web".into() },
+            replicas: 1,
+            trigger: Trigger {
+                trigger_type: TriggerType::Schedule,
+                schedule: Some(cron.clone()),
+                time_zone: Some(zone.clone()),
+            },
+            gates: vec![],
+            windows: vec![Window {
+                kind: WindowKind::Deny,
+                schedule: cron,
+                duration: duration.clone(),
+                time_zone: Some(zone),
+                reason: None,
+            }],
+            strategy: Strategy {
+                strategy_type: StrategyType::Canary,
+                canary: Some(CanaryStrategy {
+                    steps: vec![
+                        CanaryStep {
+                            set_weight: Some(weight),
+                            ..Default::default()
+                        },
+                        CanaryStep {
+                            pause: Some(PauseStep {
+                                duration: Some(duration.clone()),
+                            }),
+                            ..Default::default()
+                        },
+                        CanaryStep {
+                            analysis: Some(Analysis {
+                                gates: vec!["g".into()],
+                                interval: Some(duration),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }),
+            },
+            progress_deadline: deadline,
+            history_limit: 10,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Random and malformed Stages never panic the validation, and every error names a field.
+        #[test]
+        fn stage_validation_never_panics_and_names_the_field(
+            cron in junk(), zone in junk(), duration in junk(), deadline in junk(), weight in -1000i32..1000,
+        ) {
+            if let Err(errors) = compile_stage("prod", &stage(cron, zone, duration, deadline, weight)) {
+                prop_assert!(!errors.0.is_empty());
+                for e in &errors.0 {
+                    prop_assert!(e.field.starts_with("spec."), "{}", e);
+                    prop_assert!(!e.message.is_empty(), "{}", e);
+                }
+            }
+        }
+
+        /// Random images and names never panic the Release validation; digests are required.
+        #[test]
+        fn release_validation_never_panics_and_requires_a_digest(image in junk(), pipeline in junk(), name in junk()) {
+            let spec = ReleaseSpec {
+                pipeline,
+                version: "1".into(),
+                artifacts: vec![Artifact { name, image: image.clone() }],
+                release_type: ReleaseType::Feature,
+                source: None,
+                notes: None,
+            };
+            let result = validate_release(&spec);
+            if !image.contains("@sha256:") {
+                let errors = result.expect_err("an image without a digest is refused");
+                prop_assert!(errors.0.iter().any(|e| e.field == "spec.artifacts[0].image"));
+            }
+        }
+
+        /// Random Gate settings never panic, and every error names a field.
+        #[test]
+        fn gate_validation_never_panics_and_names_the_field(condition in junk(), timeout in junk(), url in junk()) {
+            use crate::api::gate::{GateSpec, GateType, PrometheusGate, WebhookGate};
+            let env = crate::gates::GateEnv { http: crate::gates::http_client(), webhook_allow: crate::gates::allow::AllowList::new(["*"]) };
+            let prometheus = GateSpec {
+                gate_type: GateType::Prometheus,
+                soak: None,
+                window: None,
+                prometheus: Some(PrometheusGate {
+                    address: url.clone(),
+                    query: "up".into(),
+                    condition,
+                    timeout: Some(timeout.clone()),
+                    min_samples: None,
+                    bearer_token_secret_ref: None,
+                    tls: None,
+                }),
+                webhook: None,
+                recheck_interval: Some(timeout.clone()),
+            };
+            let webhook = GateSpec {
+                gate_type: GateType::Webhook,
+                prometheus: None,
+                webhook: Some(WebhookGate { url, method: Default::default(), timeout: Some(timeout) }),
+                ..prometheus.clone()
+            };
+            for spec in [prometheus, webhook] {
+                if let Err(errors) = crate::gates::compile(&spec, &env) {
+                    for e in &errors {
+                        prop_assert!(e.field.starts_with("spec."), "{}", e);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -179,8 +179,15 @@ pub fn render_template(template: &str, ctx: &GateContext) -> String {
         .replace("{{canary}}", &ctx.canary_workload)
 }
 
+/// Installs ring as the process's TLS crypto provider unless one is installed already; every
+/// HTTP client is built after this, so none can panic for the want of one.
+pub fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The HTTP client shared by gates: no redirects, so a gate reaches only the host it names.
 pub fn http_client() -> reqwest::Client {
+    ensure_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))

@@ -181,6 +181,7 @@ impl GateCheck for PrometheusCheck {
 
 /// The shared client, or one of its own when the gate skips verification.
 fn tls_client(spec: &PrometheusGate, shared: &reqwest::Client) -> reqwest::Client {
+    super::ensure_crypto_provider();
     match &spec.tls {
         Some(tls) if tls.insecure_skip_verify => reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -194,6 +195,7 @@ fn tls_client(spec: &PrometheusGate, shared: &reqwest::Client) -> reqwest::Clien
 
 /// A client that trusts the CA bundle `pem` (resolved from a Secret for this evaluation).
 fn client_trusting(pem: &str) -> Result<reqwest::Client, String> {
+    super::ensure_crypto_provider();
     let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
         .map_err(|e| format!("CA bundle is not PEM: {e}"))?;
     let mut builder = reqwest::Client::builder()
