@@ -37,6 +37,13 @@ spec:
     )
 }
 
+/// A soak gate for prod: healthy in test for `duration`.
+fn soak_gate(duration: &str) -> String {
+    format!(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: soaked-in-test}}\nspec:\n  type: soak\n  soak: {{stage: test, duration: {duration}}}\n"
+    )
+}
+
 pub fn targets() -> String {
     ["web-dev", "web-test", "web-prod"]
         .map(target_yaml)
@@ -45,15 +52,7 @@ pub fn targets() -> String {
 
 pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) {
     env.apply(&targets());
-    env.apply(
-        r#"apiVersion: greenlight.dev/v1alpha1
-kind: Gate
-metadata: {name: soaked-in-test}
-spec:
-  type: soak
-  soak: {stage: test, duration: 6s}
-"#,
-    );
+    env.apply(&soak_gate("6s"));
     env.apply(&three_stage_pipeline("shop", "[soaked-in-test]"));
     env.start_controller();
     let digest = image("shop-1.0.0");
@@ -191,15 +190,7 @@ spec:
 
 pub async fn newer_release_supersedes_an_older_one_waiting_at_a_stage(mut env: TestEnv) {
     env.apply(&targets());
-    env.apply(
-        r#"apiVersion: greenlight.dev/v1alpha1
-kind: Gate
-metadata: {name: soaked-in-test}
-spec:
-  type: soak
-  soak: {stage: test, duration: 20s}
-"#,
-    );
+    env.apply(&soak_gate("20s"));
     env.apply(&three_stage_pipeline("shop", "[soaked-in-test]"));
     env.start_controller();
     env.apply(&release_yaml("r1", "shop", "1", &image("r1")));

@@ -85,7 +85,10 @@ impl CanaryIo {
         replicas: i32,
         ctx: &Context,
     ) -> Result<(), ReconcileError> {
-        self.ensure_services(stage, target, ctx).await?;
+        // The Services matter only while a canary runs; idle reconciles read nothing more.
+        if matches!(desired, Some(DesiredPrimary::Release { .. })) {
+            self.ensure_services(stage, target, ctx).await?;
+        }
         if let Some(w) = weight
             && self.router.set_weight(&self.router_ctx, w).await?
         {

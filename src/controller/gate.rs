@@ -1,20 +1,18 @@
 //! Gate reconciliation: compile the spec and report whether the gate is usable.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, Resource};
 use serde_json::json;
-use tracing::{Instrument, info_span};
 
 use super::error::ReconcileError;
 use super::patch::merge_diff;
-use super::{Context, error_policy, scoped_api};
+use super::{Context, error_policy, instrumented, key, scoped_api};
 use crate::api::conditions::{self, Health, kstatus};
 use crate::api::gate::{Gate, GateStatus};
 use crate::api::validation::ValidationErrors;
@@ -34,50 +32,56 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
 }
 
 async fn reconcile(gate: Arc<Gate>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let namespace = gate
-        .namespace()
-        .ok_or(ReconcileError::MissingField("metadata.namespace"))?;
-    let name = gate.name_any();
-    let started = Instant::now();
-    let result = async {
-        let (health, reason, message) = match gates::compile(&gate.spec, &ctx.gate_env) {
-            Ok(_) => (
-                Health::Ready,
-                "Valid",
-                format!("{} gate is valid", gate.spec.gate_type.as_str()),
-            ),
-            Err(errors) => (
-                Health::Stalled,
-                "InvalidSpec",
-                ValidationErrors(errors).to_string(),
-            ),
-        };
-        let old = gate.status.clone().unwrap_or_default();
-        let generation = gate.meta().generation;
-        let new = GateStatus {
-            observed_generation: generation,
-            message: Some(message.clone()),
-            conditions: conditions::merge(
-                &old.conditions,
-                kstatus(health, reason, &message),
-                Timestamp::now(),
-                generation,
-            ),
-        };
-        if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
-            ctx.metrics.write("gate_status");
-            ctx.api::<Gate>(&namespace)
-                .patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({ "status": diff })),
-                )
-                .await?;
-        }
-        Ok(Action::await_change())
+    let key = key(&*gate)?;
+    instrumented(
+        CONTROLLER,
+        "Gate",
+        &key,
+        &ctx,
+        reconcile_gate(&gate, &key.0, &key.1, &ctx),
+    )
+    .await
+}
+
+async fn reconcile_gate(
+    gate: &Gate,
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let (health, reason, message) = match gates::compile(&gate.spec, &ctx.gate_env) {
+        Ok(_) => (
+            Health::Ready,
+            "Valid",
+            format!("{} gate is valid", gate.spec.gate_type.as_str()),
+        ),
+        Err(errors) => (
+            Health::Stalled,
+            "InvalidSpec",
+            ValidationErrors(errors).to_string(),
+        ),
+    };
+    let old = gate.status.clone().unwrap_or_default();
+    let generation = gate.meta().generation;
+    let new = GateStatus {
+        observed_generation: generation,
+        message: Some(message.clone()),
+        conditions: conditions::merge(
+            &old.conditions,
+            kstatus(health, reason, &message),
+            Timestamp::now(),
+            generation,
+        ),
+    };
+    if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
+        ctx.metrics.write("gate_status");
+        ctx.api::<Gate>(namespace)
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": diff })),
+            )
+            .await?;
     }
-    .instrument(info_span!("reconcile", kind = "Gate", namespace = %namespace, name = %name))
-    .await;
-    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
-    result
+    Ok(Action::await_change())
 }

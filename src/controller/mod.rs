@@ -159,6 +159,31 @@ pub fn error_policy<K>(
     }
 }
 
+/// The namespace and name of an object a controller was handed.
+pub(crate) fn key<K: ResourceExt>(obj: &K) -> Result<(String, String), ReconcileError> {
+    let namespace = obj
+        .namespace()
+        .ok_or(ReconcileError::MissingField("metadata.namespace"))?;
+    Ok((namespace, obj.name_any()))
+}
+
+/// Runs one reconciliation inside a span that names the object, and records how long it took.
+pub(crate) async fn instrumented(
+    controller: &'static str,
+    kind: &'static str,
+    (namespace, name): &(String, String),
+    ctx: &Context,
+    work: impl std::future::Future<Output = Result<Action, ReconcileError>>,
+) -> Result<Action, ReconcileError> {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let result = work
+        .instrument(tracing::info_span!("reconcile", kind, namespace = %namespace, name = %name))
+        .await;
+    ctx.metrics.observe_reconcile(controller, started.elapsed());
+    result
+}
+
 /// Runs the three controllers until a shutdown signal arrives.
 pub async fn run(
     client: Client,

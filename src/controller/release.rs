@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -12,11 +11,13 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info_span};
 
 use super::error::ReconcileError;
 use super::patch::merge_diff;
-use super::{Context, error_policy, pipeline_releases, pipeline_stages, refs_of, scoped_api};
+use super::{
+    Context, error_policy, instrumented, key, pipeline_releases, pipeline_stages, refs_of,
+    scoped_api,
+};
 use crate::api::conditions;
 use crate::api::release::{Release, ReleaseStatus};
 use crate::api::stage::Stage;
@@ -50,16 +51,15 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
 }
 
 async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let namespace = release
-        .namespace()
-        .ok_or(ReconcileError::MissingField("metadata.namespace"))?;
-    let name = release.name_any();
-    let started = Instant::now();
-    let result = reconcile_release(&release, &namespace, &ctx)
-        .instrument(info_span!("reconcile", kind = "Release", namespace = %namespace, name = %name))
-        .await;
-    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
-    result
+    let key = key(&*release)?;
+    instrumented(
+        CONTROLLER,
+        "Release",
+        &key,
+        &ctx,
+        reconcile_release(&release, &key.0, &ctx),
+    )
+    .await
 }
 
 async fn reconcile_release(

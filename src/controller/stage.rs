@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -13,12 +13,15 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span};
+use tracing::info;
 
 use super::canary::{self, CanaryIo};
 use super::error::ReconcileError;
 use super::patch::merge_diff;
-use super::{Context, error_policy, pipeline_releases, pipeline_stages, refs_of, scoped_api};
+use super::{
+    Context, error_policy, instrumented, key, pipeline_releases, pipeline_stages, refs_of,
+    scoped_api,
+};
 use crate::api::conditions::{self, Condition, Health, TARGET_RUNS_PODS, kstatus};
 use crate::api::release::{GateVerdict, Release, ReleaseStageStatus};
 use crate::api::stage::{Stage, StagePhase, StageStatus};
@@ -106,16 +109,15 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
 }
 
 async fn reconcile(trigger: Arc<Stage>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let name = trigger.name_any();
-    let namespace = trigger
-        .namespace()
-        .ok_or(ReconcileError::MissingField("metadata.namespace"))?;
-    let started = Instant::now();
-    let result = reconcile_stage(&name, &namespace, &ctx)
-        .instrument(info_span!("reconcile", kind = "Stage", namespace = %namespace, name = %name))
-        .await;
-    ctx.metrics.observe_reconcile(CONTROLLER, started.elapsed());
-    result
+    let key = key(&*trigger)?;
+    instrumented(
+        CONTROLLER,
+        "Stage",
+        &key,
+        &ctx,
+        reconcile_stage(&key.1, &key.0, &ctx),
+    )
+    .await
 }
 
 async fn reconcile_stage(
