@@ -1,10 +1,12 @@
 //! Greenlight: a Kubernetes operator that moves each Release through the Stages of its
 //! pipeline, gate by gate, and rolls back a rollout that fails.
 
+pub mod admission;
 pub mod api;
 pub mod controller;
 pub mod crdgen;
 pub mod gates;
+pub mod identity;
 pub mod machine;
 pub mod metrics;
 pub mod pipeline;

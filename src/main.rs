@@ -1,6 +1,9 @@
 //! The `greenlight` binary: the controller and the CRD generator.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up; the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the controllers against the current kubeconfig or in-cluster config.
@@ -33,6 +38,33 @@ enum Command {
         /// Comma-separated; empty (the default) allows none.
         #[arg(long, env = "GREENLIGHT_WEBHOOK_ALLOW", value_delimiter = ',')]
         webhook_allow: Vec<String>,
+        /// File with the secret key (32 bytes or more) that signs identity stamps, e.g. from a
+        /// mounted Secret. Without it a random key is made at start-up, and approvals stamped
+        /// before a restart stop counting.
+        #[arg(long, env = "GREENLIGHT_IDENTITY_KEY_FILE")]
+        identity_key_file: Option<PathBuf>,
+        /// Serve the admission webhooks (HTTPS) on this address; off when unset.
+        #[arg(long, env = "GREENLIGHT_ADMISSION_ADDR")]
+        admission_addr: Option<SocketAddr>,
+        /// Directory with tls.crt and tls.key (and ca.crt) for the webhook server, re-read when
+        /// they change. Without it a certificate is generated for --admission-host.
+        #[arg(long, env = "GREENLIGHT_ADMISSION_CERT_DIR")]
+        admission_cert_dir: Option<PathBuf>,
+        /// DNS names and IP addresses of a generated webhook certificate.
+        #[arg(
+            long,
+            env = "GREENLIGHT_ADMISSION_HOST",
+            value_delimiter = ',',
+            default_value = "greenlight-webhook.greenlight-system.svc"
+        )]
+        admission_host: Vec<String>,
+        /// Mutating- and ValidatingWebhookConfiguration whose CA bundle the operator keeps
+        /// current; leave empty when cert-manager's CA injector does it.
+        #[arg(long, env = "GREENLIGHT_ADMISSION_CONFIGURATION")]
+        admission_configuration: Option<String>,
+        /// How often the webhook certificate files are re-read and the CA bundle checked.
+        #[arg(long, env = "GREENLIGHT_ADMISSION_REFRESH", default_value = "30s", value_parser = parse_duration)]
+        admission_refresh: Duration,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crdgen,
@@ -56,16 +88,49 @@ async fn main() -> anyhow::Result<()> {
             metrics_addr,
             log_format,
             webhook_allow,
+            identity_key_file,
+            admission_addr,
+            admission_cert_dir,
+            admission_host,
+            admission_configuration,
+            admission_refresh,
         } => {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
+            let identity = match identity_key_file {
+                Some(path) => greenlight::identity::IdentityKey::from_file(&path)?,
+                None => {
+                    tracing::warn!(
+                        "no --identity-key-file: identity stamps are signed with a key made now, \
+                         so approvals stamped before a restart will not count"
+                    );
+                    greenlight::identity::IdentityKey::generate()
+                }
+            };
+            let admission = admission_addr.map(|addr| greenlight::admission::ServerConfig {
+                addr,
+                certificate: match admission_cert_dir {
+                    Some(dir) => greenlight::admission::tls::CertSource::Files(dir),
+                    None => greenlight::admission::tls::CertSource::SelfSigned {
+                        hosts: admission_host,
+                    },
+                },
+                configuration: admission_configuration,
+                refresh_every: admission_refresh,
+            });
             let client = kube::Client::try_default()
                 .await
                 .context("no Kubernetes configuration found")?;
             let metrics = greenlight::metrics::Metrics::new();
             let server = tokio::spawn(greenlight::metrics::serve(metrics_addr, metrics.clone()));
+            let settings = greenlight::controller::Settings {
+                namespace,
+                webhook_allow: greenlight::gates::allow::AllowList::new(webhook_allow),
+                identity: Arc::new(identity),
+                admission,
+            };
             tokio::select! {
-                _ = greenlight::controller::run(client, namespace, metrics, greenlight::gates::allow::AllowList::new(webhook_allow)) => Ok(()),
+                ran = greenlight::controller::run(client, metrics, settings) => Ok(ran?),
                 served = server => match served {
                     Ok(Err(e)) => Err(e).with_context(|| format!("metrics server on {metrics_addr} failed")),
                     _ => Ok(()),
@@ -73,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    greenlight::schedule::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn init_tracing(format: LogFormat) {

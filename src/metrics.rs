@@ -37,6 +37,13 @@ pub struct WriteLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub webhook: &'static str,
+    pub kind: &'static str,
+    pub allowed: &'static str,
+}
+
 pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -44,6 +51,8 @@ pub struct Metrics {
     pub gate_evaluations: Family<GateLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
     pub api_writes: Family<WriteLabels, Counter>,
+    pub admission_reviews: Family<AdmissionLabels, Counter>,
+    pub webhook_certificate_reloads: Counter,
     registry: Registry,
 }
 
@@ -89,6 +98,18 @@ impl Metrics {
             "Writes to the Kubernetes API, by kind of write",
             api_writes.clone(),
         );
+        let admission_reviews = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admission_reviews",
+            "Admission requests answered, by webhook (mutate or validate), kind and whether allowed",
+            admission_reviews.clone(),
+        );
+        let webhook_certificate_reloads = Counter::default();
+        registry.register(
+            "webhook_certificate_reloads",
+            "Times the admission webhook server took a new serving certificate",
+            webhook_certificate_reloads.clone(),
+        );
         Arc::new(Self {
             reconciles,
             reconcile_errors,
@@ -96,6 +117,8 @@ impl Metrics {
             gate_evaluations,
             rollouts,
             api_writes,
+            admission_reviews,
+            webhook_certificate_reloads,
             registry,
         })
     }

@@ -57,6 +57,26 @@ pub fn topological_order(
     Ok(order)
 }
 
+/// A cycle among the stages, ignoring references to stages not (yet) declared: what the
+/// admission webhook refuses, since Git may apply a pipeline's stages in any order.
+pub fn find_cycle_ignoring_missing(
+    pipeline: &str,
+    requires: &BTreeMap<String, Vec<String>>,
+) -> Option<PipelineError> {
+    let known: BTreeMap<String, Vec<String>> = requires
+        .iter()
+        .map(|(stage, deps)| {
+            let deps = deps
+                .iter()
+                .filter(|d| requires.contains_key(*d))
+                .cloned()
+                .collect();
+            (stage.clone(), deps)
+        })
+        .collect();
+    topological_order(pipeline, &known).err()
+}
+
 /// All stages upstream of `stage` (what it requires, transitively).
 pub fn upstream_of(stage: &str, requires: &BTreeMap<String, Vec<String>>) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();

@@ -21,7 +21,7 @@ use super::stage::DURATION_PATTERN;
     status = "GateStatus",
     shortname = "gt",
     category = "greenlight",
-    doc = "A reusable check a release must pass: soak time, time window, Prometheus query or webhook.",
+    doc = "A reusable check a release must pass: soak time, time window, Prometheus query, webhook or people's approval.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(
         name = "Ready",
@@ -47,6 +47,8 @@ pub struct GateSpec {
     pub prometheus: Option<PrometheusGate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalGate>,
     /// How often a gate that did not pass is checked again. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -60,6 +62,7 @@ pub enum GateType {
     Window,
     Prometheus,
     Webhook,
+    Approval,
 }
 
 impl GateType {
@@ -69,6 +72,7 @@ impl GateType {
             Self::Window => "window",
             Self::Prometheus => "prometheus",
             Self::Webhook => "webhook",
+            Self::Approval => "approval",
         }
     }
 }
@@ -165,6 +169,35 @@ pub struct WebhookGate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: Option<String>,
+}
+
+/// Passes once enough distinct allowed people have approved the release for the stage, as
+/// `Approval` objects stamped by the admission webhook; one rejection by an allowed person
+/// fails it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalGate {
+    /// Users who may approve, by Kubernetes username.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Groups whose members may approve, as the apiserver authenticates them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// How many distinct people must approve. Default 1.
+    #[serde(default = "default_required_approvals")]
+    #[schemars(range(min = 1, max = 100))]
+    pub required: i32,
+    /// Whether the user who created the release may approve it. Default false.
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    /// An approval counts for this long after it was given, e.g. `24h`. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub expiry: Option<String>,
+}
+
+fn default_required_approvals() -> i32 {
+    1
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

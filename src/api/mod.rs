@@ -1,6 +1,7 @@
-//! The `greenlight.dev/v1alpha1` API: Release, Stage and Gate, their status, and the
+//! The `greenlight.dev/v1alpha1` API: Release, Stage, Gate and Approval, their status, and the
 //! kstatus-style conditions they share. Everything here is data; rules live in [`validation`].
 
+pub mod approval;
 pub mod canary;
 pub mod conditions;
 pub mod gate;
@@ -8,6 +9,7 @@ pub mod release;
 pub mod stage;
 pub mod validation;
 
+pub use approval::{Approval, ApprovalSpec, ApprovalStatus, Decision, Identity};
 pub use conditions::{Condition, ConditionStatus};
 pub use gate::{Gate, GateSpec, GateStatus, GateType};
 pub use release::{Release, ReleaseSpec, ReleaseStatus};
@@ -29,3 +31,8 @@ pub const RETRY_ANNOTATION: &str = "greenlight.dev/retry";
 pub const STAGE_LABEL: &str = "greenlight.dev/stage";
 /// Label that selects the pods of one managed workload.
 pub const WORKLOAD_LABEL: &str = "greenlight.dev/workload";
+/// Annotation the admission webhook stamps on a Stage with the verified user behind a
+/// promote, abort or retry annotation.
+pub const REQUESTED_BY_ANNOTATION: &str = "greenlight.dev/requested-by";
+/// The actor recorded for the operator's own decisions.
+pub const OPERATOR_ACTOR: &str = "greenlight";

@@ -12,6 +12,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::approval::Identity;
 use super::conditions::Condition;
 
 /// Image references must be pinned by digest so every stage runs the same bytes.
@@ -56,6 +57,10 @@ pub struct ReleaseSpec {
     pub source: Option<SourceRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// Who created the release, stamped by the admission webhook at creation (a value sent by
+    /// the client is replaced). Approval gates use it to refuse self-approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<Identity>,
 }
 
 /// One container image of a release.
@@ -108,6 +113,39 @@ pub struct ReleaseStatus {
     /// Progress at each stage, keyed by stage name. Each stage's controller writes its own key.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stages: BTreeMap<String, ReleaseStageStatus>,
+    /// Who approved, rejected, promoted, rolled back or steered this release, and when.
+    /// Entries are only ever appended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audit: Vec<AuditEntry>,
+}
+
+/// One line of a release's audit trail.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    #[schemars(with = "Time")]
+    pub time: Timestamp,
+    pub stage: String,
+    pub action: AuditAction,
+    /// The user who acted, as verified by the admission webhook; `greenlight` for the
+    /// operator's own decisions.
+    pub actor: String,
+    pub message: String,
+    /// The Approval behind an `Approved` or `Rejected` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuditAction {
+    Approved,
+    Rejected,
+    RolloutStarted,
+    Promoted,
+    RolledBack,
+    PromoteRequested,
+    AbortRequested,
+    RetryRequested,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

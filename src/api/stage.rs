@@ -135,6 +135,9 @@ pub enum TriggerType {
     Auto,
     /// Promote the newest eligible release at each cron tick.
     Schedule,
+    /// Promote only what people approve: the stage needs an approval gate, and the newest
+    /// eligible release waits there until enough approvers have approved it.
+    Manual,
 }
 
 /// A recurring window: opens at each `schedule` tick and stays open for `duration`.

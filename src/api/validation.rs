@@ -80,6 +80,10 @@ pub fn validate_release(spec: &ReleaseSpec) -> Result<(), ValidationErrors> {
     }
 }
 
+/// What a `manual` stage is told when it has no approval gate.
+pub const MANUAL_NEEDS_APPROVAL_GATE: &str =
+    "'manual' promotes only through an approval gate: list a Gate of type approval in spec.gates";
+
 /// A Stage spec with every string parsed.
 #[derive(Debug, Clone)]
 pub struct StagePlan {
@@ -97,6 +101,8 @@ pub struct StagePlan {
 #[derive(Debug, Clone)]
 pub enum CompiledTrigger {
     Auto,
+    /// Like `Auto`, but the stage's gates include an approval gate that holds every release.
+    Manual,
     Schedule {
         schedule: Schedule,
         tz: jiff::tz::TimeZone,
@@ -107,6 +113,14 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
     let mut errors = Vec::new();
     let trigger = match spec.trigger.trigger_type {
         TriggerType::Auto => Some(CompiledTrigger::Auto),
+        TriggerType::Manual if spec.gates.is_empty() => {
+            errors.push(FieldError::new(
+                "spec.trigger.type",
+                MANUAL_NEEDS_APPROVAL_GATE,
+            ));
+            None
+        }
+        TriggerType::Manual => Some(CompiledTrigger::Manual),
         TriggerType::Schedule => {
             let tz = time_zone(spec.trigger.time_zone.as_deref())
                 .map_err(|e| errors.push(FieldError::new("spec.trigger.timeZone", e.to_string())))
@@ -235,6 +249,7 @@ mod tests {
             release_type: ReleaseType::Feature,
             source: None,
             notes: None,
+            created_by: None,
         }
     }
 
@@ -600,6 +615,7 @@ mod properties {
                 release_type: ReleaseType::Feature,
                 source: None,
                 notes: None,
+                created_by: None,
             };
             let result = validate_release(&spec);
             if !image.contains("@sha256:") {
@@ -627,6 +643,7 @@ mod properties {
                     tls: None,
                 }),
                 webhook: None,
+                approval: None,
                 recheck_interval: Some(timeout.clone()),
             };
             let webhook = GateSpec {

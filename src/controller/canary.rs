@@ -17,7 +17,8 @@ use crate::api::canary::CanaryPhase;
 use crate::api::stage::Stage;
 use crate::api::validation::{CanaryPlan, StagePlan};
 use crate::api::{
-    ABORT_ANNOTATION, FIELD_MANAGER, PROMOTE_ANNOTATION, RETRY_ANNOTATION, WEIGHT_ANNOTATION,
+    ABORT_ANNOTATION, FIELD_MANAGER, PROMOTE_ANNOTATION, REQUESTED_BY_ANNOTATION, RETRY_ANNOTATION,
+    WEIGHT_ANNOTATION,
 };
 use crate::machine::stage::{CanaryView, Command, DesiredPrimary, Due, Measurement, ReleaseView};
 use crate::routers::{RouterContext, TrafficRouter, for_routing};
@@ -206,7 +207,7 @@ pub async fn measure(
     ctx: &Context,
     now: Timestamp,
 ) -> Vec<Measurement> {
-    let mut gate_ctx = gate_context(stage, releases, release, now);
+    let mut gate_ctx = gate_context(stage, releases, release, now, ctx);
     // `{{canary}}` names the workload running the release under test: after promotion, the primary.
     let baking = stage
         .status
@@ -245,7 +246,12 @@ pub fn command(stage: &Stage) -> Option<Command> {
 
 /// Removes the steering annotations once acted upon, so an instruction is carried out once.
 pub async fn clear_commands(stage: &Stage, ctx: &Context) -> Result<(), ReconcileError> {
-    let patch = json!({"metadata": {"annotations": {ABORT_ANNOTATION: null, PROMOTE_ANNOTATION: null, RETRY_ANNOTATION: null}}});
+    let patch = json!({"metadata": {"annotations": {
+        ABORT_ANNOTATION: null,
+        PROMOTE_ANNOTATION: null,
+        RETRY_ANNOTATION: null,
+        REQUESTED_BY_ANNOTATION: null,
+    }}});
     ctx.metrics.write("stage_annotations");
     ctx.api::<Stage>(&stage.namespace().unwrap_or_default())
         .patch(

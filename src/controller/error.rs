@@ -15,6 +15,8 @@ pub enum ReconcileError {
     Serialize(#[from] serde_json::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("{0} kept changing under concurrent writers")]
+    Conflict(&'static str),
     #[error("traffic router: {0}")]
     Router(#[from] crate::routers::RouterError),
 }
@@ -27,6 +29,7 @@ impl ReconcileError {
             Self::Workload(_) => "workload",
             Self::Serialize(_) => "serialize",
             Self::MissingField(_) => "missing_field",
+            Self::Conflict(_) => "conflict",
             Self::Router(e) => e.label(),
         }
     }

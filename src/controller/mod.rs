@@ -1,7 +1,10 @@
 //! The IO layer: watches the cluster, feeds the pure state machine and applies its decisions.
-//! Three controllers share one [`Context`]: Stages (promotion and rollout), Releases (their
-//! overall phase) and Gates (their validity).
+//! Four controllers share one [`Context`]: Stages (promotion and rollout), Releases (their
+//! overall phase), Gates (their validity) and Approvals (their verification and audit record).
+//! The admission webhook server, when enabled, shares the same caches.
 
+pub mod approval;
+pub mod audit;
 pub mod canary;
 pub mod error;
 pub mod gate;
@@ -22,7 +25,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::api::{Gate, Release, Stage};
+use crate::api::{Approval, Gate, Release, Stage};
+use crate::identity::IdentityKey;
 use crate::metrics::Metrics;
 use error::ReconcileError;
 
@@ -40,6 +44,19 @@ pub struct Context {
     pub stages: Store<Stage>,
     pub releases: Store<Release>,
     pub gates: Store<Gate>,
+    pub approvals: Store<Approval>,
+    /// Signs and checks the identity stamps of the admission webhook.
+    pub identity: Arc<IdentityKey>,
+}
+
+/// How the operator is configured.
+pub struct Settings {
+    /// Watch only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    pub webhook_allow: crate::gates::allow::AllowList,
+    pub identity: Arc<IdentityKey>,
+    /// Serve the admission webhooks; off when `None`.
+    pub admission: Option<crate::admission::ServerConfig>,
 }
 
 impl Context {
@@ -184,16 +201,18 @@ pub(crate) async fn instrumented(
     result
 }
 
-/// Runs the three controllers until a shutdown signal arrives.
+/// Runs the controllers (and the admission webhook server, if enabled) until a shutdown
+/// signal arrives.
 pub async fn run(
     client: Client,
-    namespace: Option<String>,
     metrics: Arc<Metrics>,
-    webhook_allow: crate::gates::allow::AllowList,
-) {
+    settings: Settings,
+) -> Result<(), crate::admission::AdmissionError> {
+    let namespace = settings.namespace;
     let (stages, stages_task) = cache::<Stage>(scoped(&client, &namespace));
     let (releases, releases_task) = cache::<Release>(scoped(&client, &namespace));
     let (gates, gates_task) = cache::<Gate>(scoped(&client, &namespace));
+    let (approvals, approvals_task) = cache::<Approval>(scoped(&client, &namespace));
     let reporter = Reporter {
         controller: "greenlight".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -205,24 +224,31 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         gate_env: crate::gates::GateEnv {
             http: crate::gates::http_client(),
-            webhook_allow,
+            webhook_allow: settings.webhook_allow,
         },
         held_gates: Default::default(),
         stages: stages.clone(),
         releases: releases.clone(),
         gates: gates.clone(),
+        approvals: approvals.clone(),
+        identity: settings.identity,
     });
     tokio::spawn(stages_task);
     tokio::spawn(releases_task);
     tokio::spawn(gates_task);
+    tokio::spawn(approvals_task);
     for (name, store) in [
         ("stages", stages.wait_until_ready().await.is_ok()),
         ("releases", releases.wait_until_ready().await.is_ok()),
         ("gates", gates.wait_until_ready().await.is_ok()),
+        ("approvals", approvals.wait_until_ready().await.is_ok()),
     ] {
         if !store {
             warn!(cache = name, "cache did not become ready");
         }
+    }
+    if let Some(config) = settings.admission {
+        crate::admission::start(config, ctx.clone()).await?;
     }
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
@@ -231,8 +257,10 @@ pub async fn run(
     tokio::join!(
         stage::controller(ctx.clone(), &client, &namespace),
         release::controller(ctx.clone(), &client, &namespace),
-        gate::controller(ctx, &client, &namespace),
+        gate::controller(ctx.clone(), &client, &namespace),
+        approval::controller(ctx, &client, &namespace),
     );
+    Ok(())
 }
 
 pub(crate) fn refs_of<K: Resource<DynamicType = ()>>(

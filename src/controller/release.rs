@@ -90,6 +90,8 @@ async fn reconcile_release(
             generation,
         ),
         stages: old.stages.clone(),
+        // The trail is only ever appended to, by `audit::append`; never written from here.
+        audit: old.audit.clone(),
     };
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
         ctx.metrics.write("release_status");

@@ -22,19 +22,25 @@ use super::{
     Context, error_policy, instrumented, key, pipeline_releases, pipeline_stages, refs_of,
     scoped_api,
 };
+use super::{approval, audit};
+use crate::admission::mutate::requester;
 use crate::api::conditions::{self, Condition, Health, TARGET_RUNS_PODS, kstatus};
-use crate::api::release::{GateVerdict, Release, ReleaseStageStatus};
-use crate::api::stage::{Stage, StagePhase, StageStatus};
+use crate::api::release::{AuditAction, AuditEntry, GateVerdict, Release, ReleaseStageStatus};
+use crate::api::stage::{Stage, StagePhase, StageStatus, TriggerType};
 use crate::api::validation::{
-    FieldError, StagePlan, ValidationErrors, compile_stage, validate_release,
+    FieldError, MANUAL_NEEDS_APPROVAL_GATE, StagePlan, ValidationErrors, compile_stage,
+    validate_release,
 };
-use crate::api::{FIELD_MANAGER, Gate};
+use crate::api::{Approval, FIELD_MANAGER, Gate, GateType, OPERATOR_ACTOR};
 use crate::gates::{self, GateContext, GateOutcome};
+use crate::identity::Unverified;
 use crate::machine::stage::{
-    self as machine, Decision, DesiredPrimary, GateReport, Outcome, ReleaseView, StageInput,
+    self as machine, Command, Decision, DesiredPrimary, GateReport, Outcome, ReleaseView,
+    StageInput,
 };
 use crate::pipeline::topological_order;
 use crate::workload::{build_primary, canary_name, matches_desired, observe, primary_name};
+use kube::runtime::reflector::ObjectRef;
 
 const CONTROLLER: &str = "stage";
 /// How soon an invalid stage is looked at again (its fix may come from another object).
@@ -89,6 +95,17 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
             refs_of(by_gate.state().into_iter().filter(|s| {
                 s.namespace().as_deref() == Some(ns.as_str()) && s.spec.gates.contains(&name)
             }))
+        },
+    )
+    .watches(
+        scoped_api::<Approval>(client, namespace),
+        watcher::Config::default(),
+        |a: Approval| {
+            let stage = ObjectRef::<Stage>::new(&a.spec.stage);
+            match a.namespace() {
+                Some(ns) => vec![stage.within(&ns)],
+                None => vec![],
+            }
         },
     )
     .watches(
@@ -207,6 +224,7 @@ async fn reconcile_stage(
         )
         .await?;
     }
+    let trail = audit_entries(&stage, &outcome.events, command.as_ref(), ctx, now);
     let action = apply(
         &stage,
         &target,
@@ -218,10 +236,56 @@ async fn reconcile_stage(
         now,
     )
     .await?;
+    for (release, entries) in trail {
+        audit::append(ctx, namespace, &release, entries).await?;
+    }
     if command.is_some() {
         canary::clear_commands(&stage, ctx).await?;
     }
     Ok(action)
+}
+
+/// The audit entries for this pass's transitions, by release: the operator's own decisions,
+/// and the steering a person asked for, under their verified name.
+fn audit_entries(
+    stage: &Stage,
+    events: &[machine::StageEvent],
+    command: Option<&Command>,
+    ctx: &Context,
+    now: Timestamp,
+) -> BTreeMap<String, Vec<AuditEntry>> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let requester = || {
+        let annotations = stage.metadata.annotations.clone().unwrap_or_default();
+        match requester(&namespace, &stage.name_any(), &annotations, &ctx.identity) {
+            Ok(user) => user,
+            Err(why) => format!("unknown ({why})"),
+        }
+    };
+    let mut trail: BTreeMap<String, Vec<AuditEntry>> = BTreeMap::new();
+    for event in events {
+        let Some(release) = &event.release else {
+            continue;
+        };
+        let (action, actor) = match (event.reason, command) {
+            ("RolloutFailed", Some(Command::Abort)) => (AuditAction::AbortRequested, requester()),
+            ("PromotedByHand" | "Resumed", _) => (AuditAction::PromoteRequested, requester()),
+            ("RetryRequested", _) => (AuditAction::RetryRequested, requester()),
+            ("RolloutStarted", _) => (AuditAction::RolloutStarted, OPERATOR_ACTOR.to_string()),
+            ("RolloutSucceeded", _) => (AuditAction::Promoted, OPERATOR_ACTOR.to_string()),
+            ("RolloutFailed", _) => (AuditAction::RolledBack, OPERATOR_ACTOR.to_string()),
+            _ => continue,
+        };
+        trail.entry(release.clone()).or_default().push(AuditEntry {
+            time: now,
+            stage: stage.name_any(),
+            action,
+            actor,
+            message: event.note.clone(),
+            approval: None,
+        });
+    }
+    trail
 }
 
 /// The second decision, made with the results the first asked for, always acts.
@@ -312,11 +376,22 @@ fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, ValidationE
             )
         })
         .collect();
-    if missing.is_empty() {
-        Ok(plan)
-    } else {
-        Err(ValidationErrors(missing))
+    if !missing.is_empty() {
+        return Err(ValidationErrors(missing));
     }
+    let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
+    let has_approval_gate = stage.spec.gates.iter().any(|g| {
+        ctx.gates
+            .get(&ObjectRef::new(g).within(&namespace))
+            .is_some_and(|g| g.spec.gate_type == GateType::Approval)
+    });
+    if manual && !has_approval_gate {
+        return Err(ValidationErrors(vec![FieldError::new(
+            "spec.trigger.type",
+            MANUAL_NEEDS_APPROVAL_GATE,
+        )]));
+    }
+    Ok(plan)
 }
 
 fn release_views(stage: &Stage, target: &Deployment, ctx: &Context) -> Vec<ReleaseView> {
@@ -357,10 +432,20 @@ pub(crate) fn gate_context(
     releases: &[ReleaseView],
     release: &str,
     now: Timestamp,
+    ctx: &Context,
 ) -> GateContext {
     let view = releases.iter().find(|r| r.name == release);
+    let namespace = stage.namespace().unwrap_or_default();
+    let release_author = ctx
+        .releases
+        .get(&kube::runtime::reflector::ObjectRef::new(release).within(&namespace))
+        .map_or(Err(Unverified::Missing), |r| {
+            approval::release_author(ctx, &r)
+        });
     GateContext {
-        namespace: stage.namespace().unwrap_or_default(),
+        approvals: approval::records(ctx, &namespace, release, &stage.name_any()),
+        release_author,
+        namespace,
         pipeline: stage.spec.pipeline.clone(),
         stage: stage.name_any(),
         release: release.to_string(),
@@ -434,7 +519,7 @@ async fn evaluate_gates(
     ctx: &Context,
     now: Timestamp,
 ) -> GateReport {
-    let gate_ctx = gate_context(stage, releases, release, now);
+    let gate_ctx = gate_context(stage, releases, release, now, ctx);
     let mut results = Vec::new();
     let mut recheck_after = gates::DEFAULT_RECHECK;
     for name in &plan.gates {
@@ -444,9 +529,13 @@ async fn evaluate_gates(
             .gates
             .get(&kube::runtime::reflector::ObjectRef::new(name).within(&gate_ctx.namespace))
             .and_then(|g| g.metadata.generation);
+        // Approvals are immutable, so their names tell whether an approval gate could change.
+        let approvals: Vec<&str> = gate_ctx.approvals.iter().map(|a| a.name.as_str()).collect();
         let key = format!(
-            "{}/{}/{release}/{name}/{generation:?}",
-            gate_ctx.namespace, gate_ctx.stage
+            "{}/{}/{release}/{name}/{generation:?}/{}",
+            gate_ctx.namespace,
+            gate_ctx.stage,
+            approvals.join(",")
         );
         let cached = ctx
             .held_gates

@@ -2,6 +2,7 @@
 //! implementation per kind, one file each; the state machine sees only [`GateOutcome`]s.
 
 pub mod allow;
+pub mod approval;
 pub mod condition;
 pub mod prometheus;
 pub mod soak;
@@ -38,6 +39,10 @@ pub struct GateContext {
     pub canary_workload: String,
     /// Secret values the gate references, by `secret/key`. Never logged or stored.
     pub secrets: BTreeMap<String, String>,
+    /// Approvals of this release at this stage, their approver stamps checked.
+    pub approvals: Vec<approval::ApprovalRecord>,
+    /// Who created the release, as verified from its stamp.
+    pub release_author: Result<String, crate::identity::Unverified>,
     pub now: Timestamp,
 }
 
@@ -113,6 +118,7 @@ pub fn compile(spec: &GateSpec, env: &GateEnv) -> Result<CompiledGate, Vec<Field
         (GateType::Window, spec.window.is_some()),
         (GateType::Prometheus, spec.prometheus.is_some()),
         (GateType::Webhook, spec.webhook.is_some()),
+        (GateType::Approval, spec.approval.is_some()),
     ];
     for (kind, present) in members {
         if present && kind != spec.gate_type {
@@ -153,6 +159,11 @@ pub fn compile(spec: &GateSpec, env: &GateEnv) -> Result<CompiledGate, Vec<Field
             .as_ref()
             .ok_or_else(missing)
             .and_then(|w| webhook::WebhookCheck::compile(w, env)),
+        GateType::Approval => spec
+            .approval
+            .as_ref()
+            .ok_or_else(missing)
+            .and_then(approval::ApprovalCheck::compile),
     };
     match check {
         Ok(check) if errors.is_empty() => Ok(CompiledGate {

@@ -103,6 +103,8 @@ mod tests {
             version: "1".into(),
             artifacts: vec![],
             release_stages: stages,
+            approvals: vec![],
+            release_author: Err(crate::identity::Unverified::Missing),
             primary_workload: "web-primary".into(),
             canary_workload: "web-canary".into(),
             secrets: Default::default(),

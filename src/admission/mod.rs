@@ -1,0 +1,319 @@
+//! The admission webhook server: `/mutate` stamps verified identities into objects and
+//! `/validate` refuses bad objects before they are stored. It serves HTTPS only, with a
+//! certificate that is replaced without a restart (see [`tls`]).
+
+pub mod mutate;
+pub mod tls;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use kube::ResourceExt;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::runtime::reflector::ObjectRef;
+use tracing::{debug, info, warn};
+
+use crate::api::validation::{FieldError, ValidationErrors};
+use crate::api::{Approval, Decision, Gate, GateSpec, Release, Stage};
+use crate::controller::Context;
+use crate::controller::approval::{approval_gates, release_author};
+use crate::metrics::AdmissionLabels;
+
+/// How the webhook server is set up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    pub certificate: tls::CertSource,
+    /// Name of the Mutating- and ValidatingWebhookConfiguration whose CA bundle the operator
+    /// keeps current; `None` leaves the CA bundle to someone else (e.g. cert-manager).
+    pub configuration: Option<String>,
+    /// How often certificate files are re-read and the CA bundle checked.
+    pub refresh_every: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("webhook certificate: {0}")]
+    Certificate(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up TLS: {0}")]
+    TlsConfig(#[from] rustls::Error),
+}
+
+/// Starts serving; returns once the listener is bound and the certificate loaded.
+pub async fn start(config: ServerConfig, ctx: Arc<Context>) -> Result<(), AdmissionError> {
+    crate::gates::ensure_crypto_provider();
+    let certs = tls::Certificates::load(config.certificate.clone())?;
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_cert_resolver(certs.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| AdmissionError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    tokio::spawn(tls::keep_fresh(
+        certs,
+        ctx.client.clone(),
+        config.configuration.clone(),
+        config.refresh_every,
+        ctx.metrics.clone(),
+    ));
+    let app = axum::Router::new()
+        .route("/mutate", post(mutate_handler))
+        .route("/validate", post(validate_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(ctx);
+    info!(addr = %config.addr, "admission webhooks listening");
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                let stream = match acceptor.accept(stream).await {
+                    Ok(stream) => stream,
+                    Err(e) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                };
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(%peer, error = %e, "webhook connection ended");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+async fn mutate_handler(State(ctx): State<Arc<Context>>, body: Bytes) -> axum::response::Response {
+    answer(&ctx, "mutate", &body, |req, ctx| {
+        let response = AdmissionResponse::from(req);
+        match mutate::stamp(req, &ctx.identity) {
+            None => response,
+            Some(patch) => response
+                .with_patch(patch)
+                .unwrap_or_else(|e| AdmissionResponse::from(req).deny(e.to_string())),
+        }
+    })
+}
+
+async fn validate_handler(
+    State(ctx): State<Arc<Context>>,
+    body: Bytes,
+) -> axum::response::Response {
+    answer(&ctx, "validate", &body, |req, ctx| {
+        let (errors, warnings) = validate(req, ctx);
+        let mut response = AdmissionResponse::from(req);
+        if !warnings.is_empty() {
+            response.warnings = Some(warnings);
+        }
+        if errors.is_empty() {
+            response
+        } else {
+            response.deny(ValidationErrors(errors).to_string())
+        }
+    })
+}
+
+/// Parses the review, lets `decide` answer it, counts the answer and serializes it.
+fn answer(
+    ctx: &Context,
+    webhook: &'static str,
+    body: &[u8],
+    decide: impl Fn(&AdmissionRequest<DynamicObject>, &Context) -> AdmissionResponse,
+) -> axum::response::Response {
+    let parsed: Result<AdmissionRequest<DynamicObject>, String> =
+        serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|review| {
+                review
+                    .try_into()
+                    .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
+            });
+    let (kind, response) = match parsed {
+        Ok(req) => (kind_label(&req.kind.kind), decide(&req, ctx)),
+        Err(e) => (
+            "unknown",
+            AdmissionResponse::invalid(format!("malformed AdmissionReview: {e}")),
+        ),
+    };
+    ctx.metrics
+        .admission_reviews
+        .get_or_create(&AdmissionLabels {
+            webhook,
+            kind,
+            allowed: if response.allowed { "true" } else { "false" },
+        })
+        .inc();
+    let body = serde_json::to_vec(&response.into_review()).unwrap_or_default();
+    ([(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "Release" => "Release",
+        "Stage" => "Stage",
+        "Gate" => "Gate",
+        "Approval" => "Approval",
+        _ => "other",
+    }
+}
+
+/// Field errors that refuse the request, and warnings for the requester.
+fn validate(
+    req: &AdmissionRequest<DynamicObject>,
+    ctx: &Context,
+) -> (Vec<FieldError>, Vec<String>) {
+    let Some(object) = req.object.as_ref() else {
+        return (vec![], vec![]);
+    };
+    let namespace = req.namespace.clone().unwrap_or_default();
+    let spec = object.data.get("spec").cloned().unwrap_or_default();
+    let old_spec = match req.operation {
+        Operation::Update => req.old_object.as_ref().and_then(|o| o.data.get("spec")),
+        _ => None,
+    };
+    let as_typed = |kind: &str| -> Result<serde_json::Value, FieldError> {
+        let mut value =
+            serde_json::to_value(object).map_err(|e| FieldError::new("spec", e.to_string()))?;
+        value["kind"] = kind.into();
+        Ok(value)
+    };
+    match req.kind.kind.as_str() {
+        "Release" => (validate::release(old_spec, &spec), vec![]),
+        "Gate" => match serde_json::from_value::<GateSpec>(spec) {
+            Ok(spec) => (
+                crate::gates::compile(&spec, &ctx.gate_env)
+                    .err()
+                    .unwrap_or_default(),
+                vec![],
+            ),
+            Err(e) => (vec![FieldError::new("spec", e.to_string())], vec![]),
+        },
+        "Stage" => match as_typed("Stage").and_then(|v| {
+            serde_json::from_value::<Stage>(v).map_err(|e| FieldError::new("spec", e.to_string()))
+        }) {
+            Ok(stage) => {
+                let siblings: Vec<Arc<Stage>> = ctx
+                    .stages
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
+                    .collect();
+                let gate_type = |name: &str| {
+                    ctx.gates
+                        .get(&ObjectRef::<Gate>::new(name).within(&namespace))
+                        .map(|g| g.spec.gate_type)
+                };
+                (validate::stage(&stage, &siblings, gate_type), vec![])
+            }
+            Err(e) => (vec![e], vec![]),
+        },
+        "Approval" => {
+            let mut errors = validate::approval(old_spec, &spec);
+            let mut warnings = vec![];
+            if old_spec.is_none() && errors.is_empty() {
+                match as_typed("Approval").and_then(|v| {
+                    serde_json::from_value::<Approval>(v)
+                        .map_err(|e| FieldError::new("spec", e.to_string()))
+                }) {
+                    Ok(approval) => {
+                        approval_policy(&approval, &namespace, ctx, &mut errors, &mut warnings)
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            (errors, warnings)
+        }
+        _ => (vec![], vec![]),
+    }
+}
+
+/// Refuses an approval that is certain not to count because the approver created the release
+/// and no approval gate of the stage allows that; warns when the approver is not allowed.
+fn approval_policy(
+    approval: &Approval,
+    namespace: &str,
+    ctx: &Context,
+    errors: &mut Vec<FieldError>,
+    warnings: &mut Vec<String>,
+) {
+    let spec = &approval.spec;
+    let subject = crate::identity::Subject::Approval { namespace, spec };
+    let who = match ctx.identity.verify(&subject, spec.approver.as_ref()) {
+        Ok(who) => who,
+        Err(why) => {
+            errors.push(FieldError::new("spec.approver", format!("{why}")));
+            return;
+        }
+    };
+    let release = ctx
+        .releases
+        .get(&ObjectRef::<Release>::new(&spec.release).within(namespace));
+    let stage = ctx
+        .stages
+        .get(&ObjectRef::<Stage>::new(&spec.stage).within(namespace));
+    let (Some(release), Some(stage)) = (release, stage) else {
+        return;
+    };
+    let author = release_author(ctx, &release);
+    let gates = approval_gates(ctx, &stage, namespace);
+    if gates.is_empty() {
+        warnings.push(format!(
+            "stage '{}' has no approval gate; this decision counts nowhere",
+            spec.stage
+        ));
+        return;
+    }
+    let refusals: Vec<(String, Option<String>)> = gates
+        .iter()
+        .map(|(name, policy)| (name.clone(), policy.refusal(who, &author)))
+        .collect();
+    let is_author = author.as_deref() == Ok(who.username.as_str());
+    if spec.decision == Decision::Approve && is_author && refusals.iter().all(|(_, r)| r.is_some())
+    {
+        errors.push(FieldError::new(
+            "spec.release",
+            format!(
+                "{} created release '{}' and may not approve it at stage '{}' (allowSelfApproval is false on {})",
+                who.username,
+                spec.release,
+                spec.stage,
+                gates.iter().map(|(n, _)| format!("gate '{n}'")).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+        return;
+    }
+    for (gate, refusal) in refusals {
+        if let Some(why) = refusal {
+            warnings.push(format!("does not count toward gate '{gate}': {why}"));
+        }
+    }
+}

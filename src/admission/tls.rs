@@ -1,0 +1,368 @@
+//! The webhook server's certificate: read from a mounted Secret (`tls.crt`, `tls.key`, and
+//! `ca.crt` when there is one, as cert-manager writes them) or generated at start-up and signed
+//! by a generated CA. Either way it is swapped in place while the server runs: files are re-read
+//! when they change, and a generated certificate is renewed a month before it expires. The CA
+//! bundle is patched into the named webhook configurations whenever it differs.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use jiff::Timestamp;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use kube::api::{Api, Patch, PatchParams};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    /// A directory with `tls.crt` and `tls.key` (and optionally `ca.crt`), e.g. a mounted Secret.
+    Files(PathBuf),
+    /// Generated in memory for these DNS names and IP addresses.
+    SelfSigned { hosts: Vec<String> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Pem { path: String, message: String },
+    #[error("the private key is not usable for TLS: {0}")]
+    Key(String),
+    #[error("cannot generate a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// One certificate with what is needed to serve and to trust it.
+struct Material {
+    key: Arc<CertifiedKey>,
+    /// PEM of the CA that clients must trust, when known.
+    ca_bundle: Option<String>,
+    /// What the material was built from, to notice a change.
+    origin: Vec<u8>,
+    /// When a generated certificate should be renewed.
+    renew_at: Option<Timestamp>,
+}
+
+/// The certificate the server presents, replaceable while connections are served.
+pub struct Certificates {
+    source: CertSource,
+    current: RwLock<Arc<Material>>,
+}
+
+impl std::fmt::Debug for Certificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificates")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.read().key.clone())
+    }
+}
+
+impl Certificates {
+    pub fn load(source: CertSource) -> Result<Arc<Self>, TlsError> {
+        let material = build(&source)?;
+        Ok(Arc::new(Self {
+            source,
+            current: RwLock::new(Arc::new(material)),
+        }))
+    }
+
+    fn read(&self) -> Arc<Material> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The CA bundle (PEM) clients should trust, when known.
+    pub fn ca_bundle(&self) -> Option<String> {
+        self.read().ca_bundle.clone()
+    }
+
+    /// Takes a new certificate if the files changed or a generated one is due; true if it did.
+    pub fn refresh(&self) -> Result<bool, TlsError> {
+        let old = self.read();
+        let due = match &self.source {
+            CertSource::Files(dir) => read_files(dir)?.origin() != old.origin,
+            CertSource::SelfSigned { .. } => old.renew_at.is_some_and(|at| Timestamp::now() >= at),
+        };
+        if !due {
+            return Ok(false);
+        }
+        let fresh = build(&self.source)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(true)
+    }
+}
+
+struct Files {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca: Option<Vec<u8>>,
+    dir: PathBuf,
+}
+
+impl Files {
+    fn origin(&self) -> Vec<u8> {
+        [
+            self.cert.as_slice(),
+            self.key.as_slice(),
+            self.ca.as_deref().unwrap_or_default(),
+        ]
+        .concat()
+    }
+}
+
+fn read_files(dir: &std::path::Path) -> Result<Files, TlsError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    Ok(Files {
+        cert: read("tls.crt")?,
+        key: read("tls.key")?,
+        ca: read("ca.crt").ok(),
+        dir: dir.to_path_buf(),
+    })
+}
+
+fn build(source: &CertSource) -> Result<Material, TlsError> {
+    match source {
+        CertSource::Files(dir) => {
+            let files = read_files(dir)?;
+            let key = certified_key(&files.cert, &files.key, &files.dir)?;
+            Ok(Material {
+                key,
+                ca_bundle: files
+                    .ca
+                    .as_ref()
+                    .map(|ca| String::from_utf8_lossy(ca).into_owned()),
+                origin: files.origin(),
+                renew_at: None,
+            })
+        }
+        CertSource::SelfSigned { hosts } => self_signed(hosts),
+    }
+}
+
+fn certified_key(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    dir: &std::path::Path,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let pem_error = |file: &str, message: String| TlsError::Pem {
+        path: dir.join(file).display().to_string(),
+        message,
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error("tls.crt", e.to_string()))?;
+    if chain.is_empty() {
+        return Err(pem_error("tls.crt", "holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| pem_error("tls.key", format!("holds no private key: {e}")))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| TlsError::Key(e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+}
+
+/// How long a generated certificate is valid, and how long before its end it is renewed.
+const GENERATED_VALIDITY_DAYS: i64 = 365;
+const RENEW_BEFORE_DAYS: i64 = 30;
+
+fn self_signed(hosts: &[String]) -> Result<Material, TlsError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let now = Timestamp::now();
+    let day = |t: Timestamp| {
+        let d = t.to_zoned(jiff::tz::TimeZone::UTC).date();
+        rcgen::date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
+    };
+    let not_before = day(now - jiff::SignedDuration::from_hours(24));
+    let expires = now + jiff::SignedDuration::from_hours(24 * GENERATED_VALIDITY_DAYS);
+    let not_after = day(expires);
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "greenlight webhook CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = not_before;
+    ca_params.not_after = not_after;
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut leaf_params = CertificateParams::new(hosts.to_vec())?;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "greenlight webhook");
+    leaf_params.not_before = not_before;
+    leaf_params.not_after = not_after;
+    let leaf_key = KeyPair::generate()?;
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
+    let key = certified_key(
+        leaf.pem().as_bytes(),
+        leaf_key.serialize_pem().as_bytes(),
+        std::path::Path::new("<generated>"),
+    )?;
+    Ok(Material {
+        key,
+        ca_bundle: Some(ca_cert.pem()),
+        origin: Vec::new(),
+        renew_at: Some(expires - jiff::SignedDuration::from_hours(24 * RENEW_BEFORE_DAYS)),
+    })
+}
+
+/// Re-reads or renews the certificate every `every`, and keeps the CA bundle of the named
+/// webhook configurations equal to the one clients need.
+pub async fn keep_fresh(
+    certs: Arc<Certificates>,
+    client: kube::Client,
+    configuration: Option<String>,
+    every: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut published: Option<String> = None;
+    loop {
+        match certs.refresh() {
+            Ok(true) => {
+                metrics.webhook_certificate_reloads.inc();
+                info!("webhook serving certificate replaced");
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "keeping the current webhook certificate"),
+        }
+        if let (Some(name), Some(bundle)) = (&configuration, certs.ca_bundle()) {
+            match publish_ca_bundle(&client, name, &bundle).await {
+                Ok(changed) => {
+                    if changed || published.as_deref() != Some(bundle.as_str()) {
+                        info!(configuration = %name, changed, "webhook CA bundle in place");
+                    }
+                    published = Some(bundle);
+                }
+                Err(e) => {
+                    warn!(configuration = %name, error = %e, "cannot patch the webhook CA bundle")
+                }
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Patches `bundle` into every webhook of the mutating and validating configurations named
+/// `name` whose CA bundle differs; true if it wrote anything. A missing configuration is fine:
+/// the webhooks are simply not registered.
+async fn publish_ca_bundle(
+    client: &kube::Client,
+    name: &str,
+    bundle: &str,
+) -> Result<bool, kube::Error> {
+    let wanted = bundle.as_bytes();
+    let mut changed = false;
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    if let Some(config) = mutating.get_opt(name).await? {
+        let stale: Vec<String> = config
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(wanted))
+            .map(|w| w.name)
+            .collect();
+        changed |= patch_bundle(&mutating, name, &stale, bundle).await?;
+    }
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    if let Some(config) = validating.get_opt(name).await? {
+        let stale: Vec<String> = config
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(wanted))
+            .map(|w| w.name)
+            .collect();
+        changed |= patch_bundle(&validating, name, &stale, bundle).await?;
+    }
+    Ok(changed)
+}
+
+async fn patch_bundle<K>(
+    api: &Api<K>,
+    name: &str,
+    webhooks: &[String],
+    bundle: &str,
+) -> Result<bool, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if webhooks.is_empty() {
+        return Ok(false);
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
+    // `webhooks` merges by name, so only the CA bundle of each listed webhook changes.
+    let patch = json!({
+        "webhooks": webhooks
+            .iter()
+            .map(|w| json!({"name": w, "clientConfig": {"caBundle": encoded}}))
+            .collect::<Vec<_>>()
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_certificate_has_a_ca_bundle_and_is_renewed_before_it_expires() {
+        crate::gates::ensure_crypto_provider();
+        let certs = Certificates::load(CertSource::SelfSigned {
+            hosts: vec!["127.0.0.1".into(), "greenlight-webhook.system.svc".into()],
+        })
+        .unwrap();
+        let bundle = certs.ca_bundle().unwrap();
+        assert!(bundle.starts_with("-----BEGIN CERTIFICATE-----"));
+        let renew_at = certs.read().renew_at.unwrap();
+        let days = (renew_at - Timestamp::now()).get_seconds() / 86_400;
+        assert!((330..=336).contains(&days), "renews in {days} days");
+        assert!(!certs.refresh().unwrap(), "nothing is due yet");
+    }
+
+    #[test]
+    fn missing_or_broken_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Certificates::load(CertSource::Files(dir.path().into())).unwrap_err();
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+        std::fs::write(dir.path().join("tls.crt"), "not a certificate").unwrap();
+        std::fs::write(dir.path().join("tls.key"), "not a key").unwrap();
+        let err = Certificates::load(CertSource::Files(dir.path().into())).unwrap_err();
+        assert!(err.to_string().contains("tls.crt"), "{err}");
+    }
+}

@@ -1,0 +1,200 @@
+//! The validating webhook: refuses Releases, Stages, Gates and Approvals that the controller
+//! would reject, before they are stored, with every message naming its field. The controller
+//! validates the same rules itself, so nothing depends on the webhook being on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use serde_json::Value;
+
+use crate::api::gate::GateType;
+use crate::api::stage::TriggerType;
+use crate::api::validation::{
+    FieldError, MANUAL_NEEDS_APPROVAL_GATE, compile_stage, validate_release,
+};
+use crate::api::{ApprovalSpec, ReleaseSpec, Stage};
+use crate::pipeline::find_cycle_ignoring_missing;
+
+/// A Release: valid, and its spec unchanged since creation.
+pub fn release(old: Option<&Value>, new: &Value) -> Vec<FieldError> {
+    if let Some(old) = old {
+        return immutable(
+            old,
+            new,
+            "a Release is immutable once created; publish a new Release instead",
+        );
+    }
+    match serde_json::from_value::<ReleaseSpec>(new.clone()) {
+        Ok(spec) => validate_release(&spec)
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default(),
+        Err(e) => vec![FieldError::new("spec", e.to_string())],
+    }
+}
+
+/// An Approval: its spec unchanged since creation.
+pub fn approval(old: Option<&Value>, new: &Value) -> Vec<FieldError> {
+    match old {
+        Some(old) => immutable(
+            old,
+            new,
+            "an Approval is immutable once created; delete it and create a new one",
+        ),
+        None => match serde_json::from_value::<ApprovalSpec>(new.clone()) {
+            Ok(_) => vec![],
+            Err(e) => vec![FieldError::new("spec", e.to_string())],
+        },
+    }
+}
+
+/// Every top-level spec field whose value changed, each with `why`.
+fn immutable(old: &Value, new: &Value, why: &str) -> Vec<FieldError> {
+    let empty = serde_json::Map::new();
+    let old = old.as_object().unwrap_or(&empty);
+    let new = new.as_object().unwrap_or(&empty);
+    let mut fields: Vec<&String> = old.keys().chain(new.keys()).collect();
+    fields.sort();
+    fields.dedup();
+    fields
+        .into_iter()
+        .filter(|f| old.get(*f) != new.get(*f))
+        .map(|f| FieldError::new(format!("spec.{f}"), why))
+        .collect()
+}
+
+/// A Stage: its spec compiles, its `requires` keep the pipeline acyclic, and a manual stage
+/// has an approval gate. `siblings` are the other stages of the namespace; `gate_type` looks a
+/// Gate up by name (a Gate not created yet is not an error: Git applies in any order).
+pub fn stage(
+    stage: &Stage,
+    siblings: &[Arc<Stage>],
+    gate_type: impl Fn(&str) -> Option<GateType>,
+) -> Vec<FieldError> {
+    let name = stage.name_any();
+    let mut errors = compile_stage(&name, &stage.spec)
+        .err()
+        .map(|e| e.0)
+        .unwrap_or_default();
+    let graph: BTreeMap<String, Vec<String>> = siblings
+        .iter()
+        .filter(|s| s.spec.pipeline == stage.spec.pipeline && s.name_any() != name)
+        .map(|s| (s.name_any(), s.spec.requires.clone()))
+        .chain(std::iter::once((name.clone(), stage.spec.requires.clone())))
+        .collect();
+    if stage.spec.requires.contains(&name) {
+        errors.push(FieldError::new(
+            "spec.requires",
+            format!("stage '{name}' cannot require itself"),
+        ));
+    } else if let Some(cycle) = find_cycle_ignoring_missing(&stage.spec.pipeline, &graph) {
+        let message = cycle.to_string();
+        errors.push(FieldError::new(
+            "spec.requires",
+            message.trim_start_matches("spec.requires: "),
+        ));
+    }
+    let known: Vec<Option<GateType>> = stage.spec.gates.iter().map(|g| gate_type(g)).collect();
+    let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
+    if manual
+        && !stage.spec.gates.is_empty()
+        && known.iter().all(Option::is_some)
+        && !known.contains(&Some(GateType::Approval))
+    {
+        errors.push(FieldError::new(
+            "spec.trigger.type",
+            MANUAL_NEEDS_APPROVAL_GATE,
+        ));
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stage_named(name: &str, requires: &[&str], extra: Value) -> Stage {
+        let mut spec = json!({
+            "pipeline": "web", "requires": requires, "target": {"name": format!("{name}-app")}
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        Stage::new(name, serde_json::from_value(spec).unwrap())
+    }
+
+    #[test]
+    fn an_edit_of_a_release_spec_names_each_changed_field() {
+        let old = json!({"pipeline": "web", "version": "1", "artifacts": []});
+        let new = json!({"pipeline": "web", "version": "2", "artifacts": [], "notes": "x"});
+        let errors = release(Some(&old), &new);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["spec.notes", "spec.version"]);
+        assert!(errors[0].message.contains("immutable"));
+        assert!(release(Some(&old), &old).is_empty());
+    }
+
+    #[test]
+    fn an_approval_cannot_change_its_decision() {
+        let old = json!({"release": "r", "stage": "prod", "decision": "approve"});
+        let new = json!({"release": "r", "stage": "prod", "decision": "reject"});
+        let errors = approval(Some(&old), &new);
+        assert_eq!(errors[0].field, "spec.decision");
+    }
+
+    #[test]
+    fn a_stage_closing_a_cycle_is_refused_but_a_missing_upstream_is_not() {
+        let test = Arc::new(stage_named("test", &["prod"], json!({})));
+        let prod = stage_named("prod", &["test"], json!({}));
+        let errors = stage(&prod, &[test], |_| None);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "spec.requires");
+        assert!(errors[0].message.contains("cycle"), "{}", errors[0].message);
+        let lonely = stage_named("prod", &["not-yet-applied"], json!({}));
+        assert!(stage(&lonely, &[], |_| None).is_empty());
+        let selfish = stage_named("prod", &["prod"], json!({}));
+        assert_eq!(stage(&selfish, &[], |_| None)[0].field, "spec.requires");
+    }
+
+    #[test]
+    fn a_manual_stage_needs_an_approval_gate() {
+        let no_gates = stage_named("prod", &[], json!({"trigger": {"type": "manual"}}));
+        let errors = stage(&no_gates, &[], |_| None);
+        assert_eq!(errors[0].field, "spec.trigger.type");
+        let soak_only = stage_named(
+            "prod",
+            &[],
+            json!({"trigger": {"type": "manual"}, "gates": ["soak"]}),
+        );
+        let errors = stage(&soak_only, &[], |_| Some(GateType::Soak));
+        assert_eq!(errors[0].field, "spec.trigger.type");
+        assert!(stage(&soak_only, &[], |_| Some(GateType::Approval)).is_empty());
+        assert!(
+            stage(&soak_only, &[], |_| None).is_empty(),
+            "unknown gates are not judged"
+        );
+    }
+
+    #[test]
+    fn bad_cron_and_time_zone_are_refused_with_their_fields() {
+        let bad = stage_named(
+            "prod",
+            &[],
+            json!({"trigger": {"type": "schedule", "schedule": "61 * * * *", "timeZone": "Mars/Olympus"}}),
+        );
+        let fields: Vec<String> = stage(&bad, &[], |_| None)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert!(
+            fields.contains(&"spec.trigger.schedule".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"spec.trigger.timeZone".to_string()),
+            "{fields:?}"
+        );
+    }
+}
