@@ -27,7 +27,26 @@ pub struct TestEnv {
     restarts: usize,
     /// Port of the running controller's `/metrics`.
     pub metrics_port: u16,
+    admission: Admission,
+    /// Port of the controller's admission webhooks, when enabled.
+    pub admission_port: u16,
+    /// Webhook configurations this test registered, removed when it ends.
+    webhook_configurations: Vec<String>,
 }
+
+/// Whether and how the controller serves its admission webhooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Off,
+    /// With a certificate from files (as a mounted cert-manager Secret), re-read every second.
+    CertFiles,
+    /// With a generated certificate whose CA bundle the operator patches into the webhook
+    /// configurations named `greenlight`, the only ones its ClusterRole lets it patch.
+    SelfSigned,
+}
+
+/// The name the shipped ClusterRole lets the operator patch.
+pub const SHIPPED_WEBHOOK_CONFIGURATION: &str = "greenlight";
 
 impl TestEnv {
     pub async fn new(cp: &'static ControlPlane, kubelet: Kubelet, name: &str) -> TestEnv {
@@ -55,7 +74,174 @@ impl TestEnv {
             controller: None,
             restarts: 0,
             metrics_port: 0,
+            admission: Admission::Off,
+            admission_port: 0,
+            webhook_configurations: vec![],
         }
+    }
+
+    /// Directory of the webhook server's certificate files (with `Admission::CertFiles`).
+    pub fn webhook_cert_dir(&self) -> PathBuf {
+        self.dir.join("webhook-certs")
+    }
+
+    /// Makes the next controller serve the admission webhooks; returns the CA clients must
+    /// trust when the certificate comes from files.
+    pub fn enable_admission(&mut self, mode: Admission) -> Option<String> {
+        self.admission = mode;
+        self.admission_port = crate::support::free_port();
+        match mode {
+            Admission::CertFiles => Some(crate::support::certs::webhook_certs(
+                &self.webhook_cert_dir(),
+                &self.ns,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Registers this test's controller as the mutating and validating webhook for this
+    /// namespace only, failing closed, and waits until the apiserver calls it.
+    pub async fn register_webhooks(&mut self, name: &str, ca_bundle: Option<&str>) {
+        use base64::Engine as _;
+        self.cp.kubectl(&[
+            "label",
+            "namespace",
+            &self.ns,
+            &format!("greenlight.dev/e2e={}", self.ns),
+            "--overwrite",
+        ]);
+        let ca = ca_bundle
+            .map(|pem| {
+                format!(
+                    ", caBundle: {}",
+                    base64::engine::general_purpose::STANDARD.encode(pem)
+                )
+            })
+            .unwrap_or_default();
+        let port = self.admission_port;
+        let ns = &self.ns;
+        let webhook = |hook: &str, path: &str, rules: &str| {
+            format!(
+                "- name: {hook}.greenlight.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/{path}\"{ca}}}\n  rules: {rules}\n  namespaceSelector: {{matchLabels: {{greenlight.dev/e2e: {ns}}}}}\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 5\n"
+            )
+        };
+        let rule = |resources: &str, ops: &str| {
+            format!(
+                "{{apiGroups: [greenlight.dev], apiVersions: [v1alpha1], resources: [{resources}], operations: [{ops}]}}"
+            )
+        };
+        let yaml = format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}",
+            webhook(
+                "identity",
+                "mutate",
+                &format!("[{}]", rule("approvals, releases", "CREATE"))
+            ),
+            webhook(
+                "requester",
+                "mutate",
+                &format!("[{}]", rule("stages", "CREATE, UPDATE"))
+            ),
+            webhook(
+                "validate",
+                "validate",
+                &format!(
+                    "[{}]",
+                    rule("approvals, releases, stages, gates", "CREATE, UPDATE")
+                )
+            ),
+        );
+        self.webhook_configurations.push(name.to_string());
+        let path = self.dir.join(format!("webhooks-{name}.yaml"));
+        std::fs::write(&path, yaml).expect("webhook yaml");
+        self.cp.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+        // Ready when a dry-run Approval comes back stamped with the requester's name.
+        let approvals = self.api::<greenlight::api::Approval>();
+        self.wait_for(
+            "the admission webhooks to answer",
+            Duration::from_secs(60),
+            || {
+                let approvals = approvals.clone();
+                async move {
+                    let probe: greenlight::api::Approval =
+                        serde_json::from_value(serde_json::json!({
+                            "apiVersion": "greenlight.dev/v1alpha1", "kind": "Approval",
+                            "metadata": {"name": "webhook-probe"},
+                            "spec": {"release": "probe", "stage": "probe", "decision": "approve"}
+                        }))
+                        .expect("probe");
+                    let params = kube::api::PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    };
+                    match approvals.create(&params, &probe).await {
+                        Ok(a)
+                            if a.spec
+                                .approver
+                                .as_ref()
+                                .is_some_and(|w| w.username == "admin") =>
+                        {
+                            Ok(())
+                        }
+                        Ok(a) => Err(format!("not stamped yet: {:?}", a.spec.approver)),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// `kubectl` in this namespace as one of the control plane's people, with `stdin`.
+    pub fn kubectl_as(&self, user: &str, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(crate::support::find_binary("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.cp.kubeconfig_for(user))
+            .args(["-n", &self.ns])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Gives the people the shipped example Roles in this namespace: ci-bot publishes
+    /// Releases; alice, bob and carol may record Approvals and steer Stages.
+    pub fn grant_example_roles(&self) {
+        let root = env!("CARGO_MANIFEST_DIR");
+        for role in ["ci-publisher-example", "release-manager-example"] {
+            self.cp.kubectl(&[
+                "apply",
+                "-n",
+                &self.ns,
+                "-f",
+                &format!("{root}/config/rbac/{role}.yaml"),
+            ]);
+        }
+        let binding = |role: &str, users: &[&str]| {
+            let subjects: Vec<String> = users
+                .iter()
+                .map(|u| format!("{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {u}}}"))
+                .collect();
+            format!(
+                "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {role}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {role}}}\nsubjects: [{}]\n",
+                subjects.join(", ")
+            )
+        };
+        self.apply(&binding("greenlight-ci-publisher", &["ci-bot"]));
+        self.apply(&binding(
+            "greenlight-release-manager",
+            &["alice", "bob", "carol"],
+        ));
     }
 
     /// Starts `greenlight controller` for this namespace.
@@ -71,16 +257,58 @@ impl TestEnv {
             &metrics_addr,
             "--webhook-allow",
             "127.0.0.1",
+            "--identity-key-file",
         ])
-        // The operator runs with only the rights of the shipped ClusterRole.
-        .env("KUBECONFIG", &self.cp.operator_kubeconfig)
-        .env("RUST_LOG", "info,kube=warn,greenlight=debug");
+        .arg(self.identity_key_file());
+        let admission_addr = format!("127.0.0.1:{}", self.admission_port);
+        match self.admission {
+            Admission::Off => {}
+            Admission::CertFiles => {
+                cmd.args([
+                    "--admission-addr",
+                    &admission_addr,
+                    "--admission-refresh",
+                    "1s",
+                ])
+                .arg("--admission-cert-dir")
+                .arg(self.webhook_cert_dir());
+            }
+            Admission::SelfSigned => {
+                cmd.args([
+                    "--admission-addr",
+                    &admission_addr,
+                    "--admission-refresh",
+                    "1s",
+                    "--admission-host",
+                    "127.0.0.1",
+                    "--admission-configuration",
+                    SHIPPED_WEBHOOK_CONFIGURATION,
+                ]);
+            }
+        }
+        cmd
+            // The operator runs with only the rights of the shipped ClusterRole.
+            .env("KUBECONFIG", &self.cp.operator_kubeconfig)
+            .env("RUST_LOG", "info,kube=warn,greenlight=debug");
         self.restarts += 1;
         self.controller = Some(Proc::spawn(
             &format!("controller-{}", self.restarts),
             cmd,
             &self.dir,
         ));
+    }
+
+    /// The identity key of this test's operator: kept across controller restarts, as a
+    /// mounted Secret would be.
+    fn identity_key_file(&self) -> PathBuf {
+        let path = self.dir.join("identity.key");
+        if !path.exists() {
+            let key: String = (0..4)
+                .map(|i| format!("{:016x}", unique_seed(&self.ns, i)))
+                .collect();
+            std::fs::write(&path, key).expect("identity key");
+        }
+        path
     }
 
     #[allow(dead_code)] // used by the benchmark, which shares this module
@@ -242,11 +470,35 @@ impl Drop for TestEnv {
             );
         }
         self.kill_controller();
+        for name in &self.webhook_configurations {
+            for kind in [
+                "mutatingwebhookconfiguration",
+                "validatingwebhookconfiguration",
+            ] {
+                let _ = self.cp.kubectl_raw(&[
+                    "delete",
+                    kind,
+                    name,
+                    "--ignore-not-found",
+                    "--wait=false",
+                ]);
+            }
+        }
         let _ = self
             .cp
             .kubectl_raw(&["delete", "namespace", &self.ns, "--wait=false"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn unique_seed(ns: &str, i: u8) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (ns, i, std::process::id(), now).hash(&mut h);
+    h.finish()
 }
 
 /// A syntactically valid image digest that differs per `seed`.

@@ -1,5 +1,6 @@
 //! Every end-to-end case, by name.
 
+mod approvals;
 mod bad_input;
 mod canary;
 mod gates;
@@ -39,5 +40,11 @@ pub fn all() -> Vec<(&'static str, Case)> {
         canary::prometheus_stopped_mid_rollout_pauses_and_never_promotes,
         canary::controller_restarted_mid_canary_resumes_at_the_same_step_and_weights,
         canary::without_a_traffic_router_canary_replicas_follow_the_weight,
+        approvals::approval_by_a_release_manager_is_stamped_with_their_name_and_promotes,
+        approvals::an_approval_by_the_release_author_is_refused_and_another_managers_counts,
+        approvals::approvals_from_outside_the_allowed_group_do_not_count_and_a_rejection_fails_the_gate,
+        approvals::edits_of_releases_and_approvals_and_invalid_stages_and_gates_are_refused_by_field,
+        approvals::the_operator_generates_its_certificate_and_keeps_its_webhooks_ca_bundle,
+        approvals::a_renewed_certificate_is_served_without_a_restart,
     ]
 }

@@ -12,6 +12,14 @@ pub const ADMIN_TOKEN: &str = "greenlight-e2e-admin-token";
 /// The operator's identity in the tests: bound only to the shipped least-privilege ClusterRole.
 pub const OPERATOR_TOKEN: &str = "greenlight-e2e-operator-token";
 pub const OPERATOR_USER: &str = "greenlight-operator";
+/// People in the tests, each a token-file user with one group: two release managers, a
+/// developer and the CI robot.
+pub const PEOPLE: [(&str, &str); 4] = [
+    ("alice", "release-managers"),
+    ("bob", "release-managers"),
+    ("carol", "developers"),
+    ("ci-bot", "ci"),
+];
 
 pub struct ControlPlane {
     pub dir: PathBuf,
@@ -37,7 +45,13 @@ impl ControlPlane {
         make_certs(&certs);
         std::fs::write(
             dir.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},admin,admin-uid,system:masters\n{OPERATOR_TOKEN},{OPERATOR_USER},operator-uid\n"),
+            format!(
+                "{ADMIN_TOKEN},admin,admin-uid,system:masters\n{OPERATOR_TOKEN},{OPERATOR_USER},operator-uid\n{}",
+                PEOPLE
+                    .iter()
+                    .map(|(user, group)| format!("{},{user},{user}-uid,{group}\n", person_token(user)))
+                    .collect::<String>()
+            ),
         )
         .expect("token file");
 
@@ -101,6 +115,13 @@ impl ControlPlane {
             kubeconfig_yaml(&server, &certs.join("ca.crt"), OPERATOR_TOKEN),
         )
         .expect("operator kubeconfig");
+        for (user, _) in PEOPLE {
+            std::fs::write(
+                dir.join(format!("kubeconfig-{user}")),
+                kubeconfig_yaml(&server, &certs.join("ca.crt"), &person_token(user)),
+            )
+            .expect("person kubeconfig");
+        }
         let cp = ControlPlane {
             operator_kubeconfig,
             dir,
@@ -189,6 +210,7 @@ impl ControlPlane {
             "releases.greenlight.dev",
             "stages.greenlight.dev",
             "gates.greenlight.dev",
+            "approvals.greenlight.dev",
             "httproutes.gateway.networking.k8s.io",
         ] {
             self.kubectl(&[
@@ -198,6 +220,11 @@ impl ControlPlane {
                 &format!("crd/{crd}"),
             ]);
         }
+    }
+
+    /// A kubeconfig for one of [`PEOPLE`].
+    pub fn kubeconfig_for(&self, user: &str) -> PathBuf {
+        self.dir.join(format!("kubeconfig-{user}"))
     }
 
     /// Runs kubectl against this control plane and returns stdout, panicking on failure.
@@ -250,6 +277,10 @@ impl ControlPlane {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+fn person_token(user: &str) -> String {
+    format!("greenlight-e2e-{user}-token")
 }
 
 fn shm_or(dir: &Path) -> PathBuf {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod controlplane;
 pub mod http;
 pub mod kubelet;

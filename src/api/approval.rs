@@ -90,7 +90,6 @@ pub struct Identity {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     /// HMAC-SHA256 by the operator's identity key; a stamp without a valid one is ignored.
-    #[serde(default)]
     pub signature: String,
 }
 

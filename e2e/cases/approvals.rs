@@ -1,0 +1,602 @@
+//! Approvals with a verified identity, through the admission webhooks registered in the real
+//! apiserver, with requests sent as different token-file users under the shipped example Roles.
+
+use std::time::Duration;
+
+use greenlight::api::release::AuditAction;
+use greenlight::api::{Approval, Release};
+use kube::api::{Patch, PatchParams};
+
+use crate::env::{Admission, SHIPPED_WEBHOOK_CONFIGURATION, TestEnv, image, target_yaml};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One manual prod stage guarded by an approval gate for the release managers.
+fn signoff_pipeline(pipeline: &str) -> String {
+    format!(
+        r#"{target}---
+apiVersion: greenlight.dev/v1alpha1
+kind: Gate
+metadata: {{name: prod-signoff}}
+spec:
+  type: approval
+  approval:
+    groups: [release-managers]
+    required: 1
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: prod}}
+spec:
+  pipeline: {pipeline}
+  target: {{name: web-prod}}
+  trigger: {{type: manual}}
+  gates: [prod-signoff]
+"#,
+        target = target_yaml("web-prod")
+    )
+}
+
+/// A Release whose YAML claims an author, as a forger would.
+fn release_claiming(name: &str, pipeline: &str, digest: &str, claimed_author: &str) -> String {
+    format!(
+        r#"apiVersion: greenlight.dev/v1alpha1
+kind: Release
+metadata: {{name: {name}}}
+spec:
+  pipeline: {pipeline}
+  version: "1.0.0"
+  artifacts: [{{name: web, image: "{digest}"}}]
+  createdBy: {{username: {claimed_author}, signature: "00"}}
+"#
+    )
+}
+
+fn approval_yaml(name: &str, release: &str, decision: &str, claimed_approver: &str) -> String {
+    format!(
+        r#"apiVersion: greenlight.dev/v1alpha1
+kind: Approval
+metadata: {{name: {name}}}
+spec:
+  release: {release}
+  stage: prod
+  decision: {decision}
+  comment: "checked the dashboards"
+  approver: {{username: {claimed_approver}, groups: [release-managers], signature: "00"}}
+"#
+    )
+}
+
+/// A namespace with the webhooks registered, the example Roles granted, and a controller.
+async fn admitted(env: &mut TestEnv, pipeline: &str) {
+    env.grant_example_roles();
+    env.apply(&signoff_pipeline(pipeline));
+    let ca = env.enable_admission(Admission::CertFiles);
+    env.start_controller();
+    let name = format!("greenlight-{}", env.ns);
+    env.register_webhooks(&name, ca.as_deref()).await;
+}
+
+fn create_as(env: &TestEnv, user: &str, yaml: &str) -> Result<String, String> {
+    let out = env.kubectl_as(user, &["create", "-f", "-"], yaml);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        Ok(stderr)
+    } else {
+        Err(stderr)
+    }
+}
+
+/// Waits until the release's prod entry says something containing `text`.
+async fn wait_prod_message(env: &TestEnv, release: &str, text: &str) -> Release {
+    env.wait_for(&format!("prod to say '{text}'"), WAIT, || async {
+        let r = env.release(release).await;
+        let entry = r
+            .status
+            .as_ref()
+            .and_then(|s| s.stages.get("prod"))
+            .cloned();
+        let said = entry
+            .map(|e| {
+                let gates: Vec<String> = e.gates.iter().map(|g| g.message.clone()).collect();
+                format!("{:?} {:?} {}", e.phase, e.message, gates.join(" | "))
+            })
+            .unwrap_or_default();
+        if said.contains(text) {
+            Ok(r)
+        } else {
+            Err(said)
+        }
+    })
+    .await
+}
+
+fn audit_actions(release: &Release) -> Vec<(AuditAction, String)> {
+    release
+        .status
+        .as_ref()
+        .map(|s| {
+            s.audit
+                .iter()
+                .map(|e| (e.action, e.actor.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn approval_by_a_release_manager_is_stamped_with_their_name_and_promotes(
+    mut env: TestEnv,
+) {
+    admitted(&mut env, "shop").await;
+    let digest = image("signed-off");
+    create_as(
+        &env,
+        "ci-bot",
+        &release_claiming("shop-1", "shop", &digest, "alice"),
+    )
+    .expect("CI may publish a Release");
+    let release = env.release("shop-1").await;
+    let author = release
+        .spec
+        .created_by
+        .expect("the webhook stamps the creator");
+    assert_eq!(author.username, "ci-bot", "a claimed author is replaced");
+    assert_eq!(author.groups, ["ci", "system:authenticated"]);
+
+    wait_prod_message(&env, "shop-1", "waiting for approval: 0 of 1").await;
+    assert_ne!(
+        env.images("web-prod-primary").await,
+        vec![digest.clone()],
+        "a manual stage does not promote without an approval"
+    );
+    let refused = create_as(
+        &env,
+        "ci-bot",
+        &approval_yaml("by-ci", "shop-1", "approve", "ci-bot"),
+    )
+    .expect_err("CI's Role does not allow Approvals");
+    assert!(refused.contains("forbidden"), "{refused}");
+
+    create_as(
+        &env,
+        "alice",
+        &approval_yaml("alice-ok", "shop-1", "approve", "mallory"),
+    )
+    .expect("a release manager may approve");
+    let approval = env
+        .api::<Approval>()
+        .get("alice-ok")
+        .await
+        .expect("approval");
+    let approver = approval.spec.approver.expect("stamped");
+    assert_eq!(
+        approver.username, "alice",
+        "a forged approver is overwritten"
+    );
+    assert!(approver.groups.contains(&"release-managers".to_string()));
+
+    let done = env
+        .wait_release_stage("shop-1", "prod", "Succeeded", WAIT)
+        .await;
+    assert_eq!(env.images("web-prod-primary").await, vec![digest]);
+    let trail = audit_actions(&done);
+    assert!(
+        trail.contains(&(AuditAction::Approved, "alice".into())),
+        "{trail:?}"
+    );
+    let gates = &done.status.as_ref().unwrap().stages["prod"].gates;
+    assert_eq!(gates[0].message, "approved by alice");
+    let done = env
+        .wait_for("the promotion in the audit trail", WAIT, || async {
+            let r = env.release("shop-1").await;
+            let trail = audit_actions(&r);
+            if trail.contains(&(AuditAction::Promoted, "greenlight".into())) {
+                Ok(r)
+            } else {
+                Err(format!("{trail:?}"))
+            }
+        })
+        .await;
+    let trail = audit_actions(&done);
+    let position = |action| trail.iter().position(|(a, _)| *a == action).unwrap();
+    assert!(position(AuditAction::Approved) < position(AuditAction::RolloutStarted));
+    assert!(position(AuditAction::RolloutStarted) < position(AuditAction::Promoted));
+    let verified = env
+        .wait_for("the approval to be verified", WAIT, || async {
+            let a = env
+                .api::<Approval>()
+                .get("alice-ok")
+                .await
+                .map_err(|e| e.to_string())?;
+            let c = a
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.clone())
+                .find(|c| c.type_ == "Verified" && c.is_true());
+            c.map(|c| c.message)
+                .ok_or_else(|| format!("{:?}", a.status))
+        })
+        .await;
+    assert!(
+        verified.contains("counts toward gate 'prod-signoff'"),
+        "{verified}"
+    );
+    assert!(
+        !env.events("Approved").await.is_empty(),
+        "the approval is announced as an Event"
+    );
+}
+
+pub async fn an_approval_by_the_release_author_is_refused_and_another_managers_counts(
+    mut env: TestEnv,
+) {
+    admitted(&mut env, "shop").await;
+    // Alice may publish here too, which is exactly when self-approval matters.
+    env.apply("apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: alice-publishes}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-ci-publisher}\nsubjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]\n");
+    let digest = image("self-approved");
+    create_as(
+        &env,
+        "alice",
+        &release_claiming("shop-2", "shop", &digest, "bob"),
+    )
+    .expect("alice may publish");
+    assert_eq!(
+        env.release("shop-2")
+            .await
+            .spec
+            .created_by
+            .unwrap()
+            .username,
+        "alice"
+    );
+    let refused = create_as(
+        &env,
+        "alice",
+        &approval_yaml("own", "shop-2", "approve", "bob"),
+    )
+    .expect_err("the author's approval is refused");
+    assert!(
+        refused.contains("spec.release: alice created release 'shop-2' and may not approve it"),
+        "{refused}"
+    );
+    assert!(
+        env.api::<Approval>()
+            .get_opt("own")
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing is stored"
+    );
+    wait_prod_message(&env, "shop-2", "waiting for approval: 0 of 1").await;
+
+    create_as(
+        &env,
+        "bob",
+        &approval_yaml("bob-ok", "shop-2", "approve", "alice"),
+    )
+    .expect("bob may approve alice's release");
+    env.wait_release_stage("shop-2", "prod", "Succeeded", WAIT)
+        .await;
+}
+
+pub async fn approvals_from_outside_the_allowed_group_do_not_count_and_a_rejection_fails_the_gate(
+    mut env: TestEnv,
+) {
+    admitted(&mut env, "shop").await;
+    let digest = image("outsider");
+    create_as(
+        &env,
+        "ci-bot",
+        &release_claiming("shop-3", "shop", &digest, "ci-bot"),
+    )
+    .unwrap();
+    let warnings = create_as(
+        &env,
+        "carol",
+        &approval_yaml("carol-ok", "shop-3", "approve", "alice"),
+    )
+    .expect("carol's Role lets her ask");
+    assert!(
+        warnings.contains("carol is not an allowed approver"),
+        "the requester is warned: {warnings}"
+    );
+    let release = wait_prod_message(&env, "shop-3", "carol is not an allowed approver").await;
+    let entry = &release.status.as_ref().unwrap().stages["prod"];
+    assert_eq!(format!("{:?}", entry.phase), "Waiting");
+    assert!(
+        entry.gates[0].message.contains("0 of 1"),
+        "{:?}",
+        entry.gates
+    );
+    assert_ne!(env.images("web-prod-primary").await, vec![digest.clone()]);
+
+    create_as(
+        &env,
+        "bob",
+        &approval_yaml("bob-no", "shop-3", "reject", "bob"),
+    )
+    .unwrap();
+    let release =
+        wait_prod_message(&env, "shop-3", "rejected by bob: checked the dashboards").await;
+    let entry = &release.status.as_ref().unwrap().stages["prod"];
+    assert_eq!(entry.reason.as_deref(), Some("GateFailed"));
+    // A later approval does not undo a rejection.
+    create_as(
+        &env,
+        "alice",
+        &approval_yaml("alice-late", "shop-3", "approve", "alice"),
+    )
+    .unwrap();
+    let release = env
+        .wait_for("both decisions in the audit trail", WAIT, || async {
+            let r = env.release("shop-3").await;
+            let trail = audit_actions(&r);
+            let wanted = [
+                (AuditAction::Approved, "carol".to_string()),
+                (AuditAction::Rejected, "bob".to_string()),
+                (AuditAction::Approved, "alice".to_string()),
+            ];
+            if wanted.iter().all(|w| trail.contains(w)) {
+                Ok(r)
+            } else {
+                Err(format!("{trail:?}"))
+            }
+        })
+        .await;
+    let entry = &release.status.as_ref().unwrap().stages["prod"];
+    assert_eq!(entry.reason.as_deref(), Some("GateFailed"), "{entry:?}");
+    assert_ne!(env.images("web-prod-primary").await, vec![digest]);
+    let carol = release
+        .status
+        .unwrap()
+        .audit
+        .into_iter()
+        .find(|e| e.actor == "carol")
+        .unwrap();
+    assert!(
+        carol
+            .message
+            .contains("does not count toward gate 'prod-signoff'"),
+        "the trail says carol's approval did not count: {}",
+        carol.message
+    );
+}
+
+pub async fn edits_of_releases_and_approvals_and_invalid_stages_and_gates_are_refused_by_field(
+    mut env: TestEnv,
+) {
+    admitted(&mut env, "shop").await;
+    let digest = image("immutable");
+    create_as(
+        &env,
+        "ci-bot",
+        &release_claiming("shop-4", "shop", &digest, "ci-bot"),
+    )
+    .unwrap();
+    let edit = env
+        .api::<Release>()
+        .patch(
+            "shop-4",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"version": "9.9.9"}})),
+        )
+        .await
+        .expect_err("a Release's spec is immutable");
+    assert!(
+        edit.to_string()
+            .contains("spec.version: a Release is immutable once created"),
+        "{edit}"
+    );
+    create_as(
+        &env,
+        "bob",
+        &approval_yaml("bob-ok", "shop-4", "approve", "bob"),
+    )
+    .unwrap();
+    let edit = env
+        .api::<Approval>()
+        .patch(
+            "bob-ok",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"decision": "reject"}})),
+        )
+        .await
+        .expect_err("an Approval is immutable");
+    assert!(
+        edit.to_string()
+            .contains("spec.decision: an Approval is immutable"),
+        "{edit}"
+    );
+
+    let stage = |name: &str, body: &str| {
+        format!(
+            "apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: {name}}}\nspec:\n  pipeline: web\n  target: {{name: {name}-app}}\n{body}"
+        )
+    };
+    let gate = |name: &str, body: &str| {
+        format!(
+            "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n{body}"
+        )
+    };
+    env.apply(&stage("qa", "  requires: [staging]\n"));
+    let refused = [
+        (
+            stage(
+                "cron",
+                "  trigger: {type: schedule, schedule: \"61 * * * *\"}\n",
+            ),
+            "spec.trigger.schedule",
+        ),
+        (
+            stage(
+                "zone",
+                "  trigger: {type: schedule, schedule: \"0 9 * * 1\", timeZone: Mars/Olympus}\n",
+            ),
+            "spec.trigger.timeZone",
+        ),
+        (
+            stage("staging", "  requires: [qa]\n"),
+            "spec.requires: stages of pipeline 'web' form a cycle",
+        ),
+        (
+            stage("manual", "  trigger: {type: manual}\n"),
+            "spec.trigger.type: 'manual' promotes only through an approval gate",
+        ),
+        (
+            stage(
+                "windows",
+                "  windows: [{kind: deny, schedule: \"0 25 * * *\", duration: 1h}]\n",
+            ),
+            "spec.windows[0].schedule",
+        ),
+        (
+            stage(
+                "canary",
+                "  strategy: {type: canary, canary: {steps: [{setWeight: 150}]}}\n",
+            ),
+            "setWeight",
+        ),
+        (
+            gate(
+                "bad-window",
+                "  type: window\n  window: {schedule: \"every day\", duration: 1h}\n",
+            ),
+            "spec.window.schedule",
+        ),
+        (
+            gate(
+                "internal",
+                "  type: webhook\n  webhook: {url: \"http://169.254.169.254/latest\"}\n",
+            ),
+            "spec.webhook.url: destination '169.254.169.254' is not in the operator's webhook allow-list",
+        ),
+        (
+            gate("nobody", "  type: approval\n  approval: {required: 2}\n"),
+            "spec.approval: name who may approve",
+        ),
+    ];
+    for (yaml, message) in refused {
+        let out = env.apply_raw(&yaml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{yaml}");
+        assert!(
+            stderr.contains(message),
+            "expected '{message}' in: {stderr}"
+        );
+    }
+    let stages = env
+        .cp
+        .kubectl(&["get", "stages", "-n", &env.ns, "-o", "name"]);
+    assert_eq!(
+        stages.trim(),
+        "stage.greenlight.dev/prod\nstage.greenlight.dev/qa"
+    );
+    let gates = env
+        .cp
+        .kubectl(&["get", "gates", "-n", &env.ns, "-o", "name"]);
+    assert_eq!(gates.trim(), "gate.greenlight.dev/prod-signoff");
+}
+
+pub async fn the_operator_generates_its_certificate_and_keeps_its_webhooks_ca_bundle(
+    mut env: TestEnv,
+) {
+    env.enable_admission(Admission::SelfSigned);
+    env.start_controller();
+    // No caBundle given: the apiserver can call the webhook only once the operator, under its
+    // least-privilege role, has patched its CA into the configurations.
+    env.register_webhooks(SHIPPED_WEBHOOK_CONFIGURATION, None)
+        .await;
+    let config = env.cp.kubectl(&[
+        "get",
+        "validatingwebhookconfiguration",
+        SHIPPED_WEBHOOK_CONFIGURATION,
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.caBundle}",
+    ]);
+    assert!(config.len() > 100, "caBundle is set: {config}");
+    // Git (or anyone) resetting it is repaired.
+    env.cp.kubectl(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        SHIPPED_WEBHOOK_CONFIGURATION,
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/webhooks/0/clientConfig/caBundle"}]"#,
+    ]);
+    env.wait_for("the CA bundle to be restored", WAIT, || async {
+        let now = env.cp.kubectl(&[
+            "get",
+            "validatingwebhookconfiguration",
+            SHIPPED_WEBHOOK_CONFIGURATION,
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ]);
+        if now == config { Ok(()) } else { Err(now) }
+    })
+    .await;
+}
+
+pub async fn a_renewed_certificate_is_served_without_a_restart(mut env: TestEnv) {
+    let first_ca = env.enable_admission(Admission::CertFiles).unwrap();
+    env.start_controller();
+    let pid = env.controller_pid();
+    let url = format!("https://127.0.0.1:{}/healthz", env.admission_port);
+    let trusting = |ca: &str| {
+        greenlight::gates::ensure_crypto_provider();
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+            // A fresh handshake per request, so each one sees the certificate served now.
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let (old, url2) = (trusting(&first_ca), url.clone());
+    env.wait_for("the webhook server to answer", WAIT, || {
+        let (old, url) = (old.clone(), url2.clone());
+        async move {
+            old.get(&url)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        }
+    })
+    .await;
+    let staged = env.dir.join("renewed");
+    let second_ca = crate::support::certs::webhook_certs(&staged, "renewed");
+    let new = trusting(&second_ca);
+    assert!(
+        new.get(&url).send().await.is_err(),
+        "the renewed CA is not trusted before the files change"
+    );
+    for file in ["ca.crt", "tls.key", "tls.crt"] {
+        std::fs::copy(staged.join(file), env.webhook_cert_dir().join(file)).unwrap();
+    }
+    env.wait_for("the renewed certificate to be served", WAIT, || {
+        let (new, url) = (new.clone(), url.clone());
+        async move {
+            new.get(&url)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        }
+    })
+    .await;
+    // A new client, so no TLS session from before can be resumed without a certificate.
+    assert!(
+        trusting(&first_ca).get(&url).send().await.is_err(),
+        "the old certificate is no longer served"
+    );
+    assert_eq!(env.controller_pid(), pid, "no restart");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("greenlight_webhook_certificate_reloads_total 1"),
+        "{metrics}"
+    );
+}
