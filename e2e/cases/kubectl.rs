@@ -77,4 +77,54 @@ pub async fn readme_example_is_accepted_and_kubectl_get_shows_useful_columns(mut
         .cp
         .kubectl(&["get", "greenlight", "-n", &env.ns, "-o", "name"]);
     assert_eq!(by_category.lines().count(), 6, "{by_category}");
+
+    // The approvals sample, applied without the admission webhooks: accepted, and its
+    // unverifiable approval is said not to count.
+    let approvals =
+        std::fs::read_to_string(format!("{root}/config/samples/approvals.yaml")).expect("sample");
+    assert!(
+        readme.contains(approvals.trim()),
+        "README.md must show config/samples/approvals.yaml verbatim"
+    );
+    env.cp.kubectl(&[
+        "apply",
+        "-n",
+        &env.ns,
+        "-f",
+        &format!("{root}/config/samples/approvals.yaml"),
+    ]);
+    let out = env
+        .wait_for(
+            "the approval to be judged",
+            Duration::from_secs(20),
+            || async {
+                let out = env
+                    .cp
+                    .kubectl(&["get", "appr", "-n", &env.ns, "-o", "wide"]);
+                if out.contains("False") {
+                    Ok(out)
+                } else {
+                    Err(out)
+                }
+            },
+        )
+        .await;
+    for header in [
+        "RELEASE", "STAGE", "DECISION", "APPROVER", "VERIFIED", "COMMENT",
+    ] {
+        assert!(out.contains(header), "missing column {header}:\n{out}");
+    }
+    let message = env.cp.kubectl(&[
+        "get",
+        "approval",
+        "shop-1-4-2-by-alice",
+        "-n",
+        &env.ns,
+        "-o",
+        "jsonpath={.status.message}",
+    ]);
+    assert!(
+        message.contains("not stamped by Greenlight's admission webhook"),
+        "{message}"
+    );
 }
