@@ -198,3 +198,104 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// Any JSON at all, nested a few levels deep, with keys that sometimes are real fields.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[ -~]{0,16}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        "[a-z]{1,8}",
+                        Just("release".to_string()),
+                        Just("stage".to_string()),
+                        Just("decision".to_string()),
+                        Just("pipeline".to_string()),
+                        Just("version".to_string()),
+                        Just("artifacts".to_string()),
+                        Just("approver".to_string()),
+                        Just("createdBy".to_string()),
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Random and malformed Release and Approval specs, new or edited, never panic the
+        /// webhook, and every refusal names a `spec` field and says what is wrong.
+        #[test]
+        fn admission_of_any_release_or_approval_never_panics_and_names_the_field(
+            old in proptest::option::of(any_json()), new in any_json(),
+        ) {
+            for errors in [release(old.as_ref(), &new), approval(old.as_ref(), &new)] {
+                for e in errors {
+                    prop_assert!(e.field.starts_with("spec"), "{}", e);
+                    prop_assert!(!e.message.is_empty(), "{}", e);
+                }
+            }
+            if let Some(old) = &old {
+                let refused = !release(Some(old), &new).is_empty();
+                // A spec that is not an object counts as empty.
+                let fields = |v: &Value| v.as_object().cloned().unwrap_or_default();
+                prop_assert_eq!(refused, fields(old) != fields(&new), "{} -> {}", old, new);
+            }
+        }
+
+        /// Whatever the client sends, the mutating webhook never panics, and any Approval it
+        /// stamps carries the requester's name.
+        #[test]
+        fn stamping_any_object_never_panics(spec in any_json(), kind in prop_oneof![
+            Just("Approval"), Just("Release"), Just("Stage"), Just("Gate")
+        ], annotations in prop::collection::btree_map(
+            prop_oneof![
+                Just(crate::api::PROMOTE_ANNOTATION.to_string()),
+                Just(crate::api::REQUESTED_BY_ANNOTATION.to_string()),
+                "[a-z./]{1,12}",
+            ],
+            "[ -~]{0,12}",
+            0..3,
+        )) {
+            let review = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u", "namespace": "n", "operation": "CREATE",
+                    "kind": {"group": "greenlight.dev", "version": "v1alpha1", "kind": kind},
+                    "resource": {"group": "greenlight.dev", "version": "v1alpha1", "resource": "x"},
+                    "userInfo": {"username": "alice"},
+                    "object": {"apiVersion": "greenlight.dev/v1alpha1", "kind": kind,
+                               "metadata": {"name": "x", "annotations": annotations}, "spec": spec},
+                }
+            });
+            let review: kube::core::admission::AdmissionReview<kube::core::DynamicObject> =
+                serde_json::from_value(review).unwrap();
+            let request: kube::core::admission::AdmissionRequest<_> = review.try_into().unwrap();
+            let key = crate::identity::IdentityKey::from_bytes(&[7; 32]);
+            if let Some(patch) = super::super::mutate::stamp(&request, &key) {
+                let mut object = serde_json::to_value(request.object.as_ref().unwrap()).unwrap();
+                prop_assert!(json_patch::patch(&mut object, &patch).is_ok());
+                if kind == "Approval" {
+                    prop_assert_eq!(&object["spec"]["approver"]["username"], "alice");
+                }
+            }
+        }
+    }
+}
