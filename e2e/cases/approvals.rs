@@ -600,3 +600,68 @@ pub async fn a_renewed_certificate_is_served_without_a_restart(mut env: TestEnv)
         "{metrics}"
     );
 }
+
+pub async fn a_retry_asked_by_a_release_manager_is_recorded_under_their_name(mut env: TestEnv) {
+    env.grant_example_roles();
+    env.apply(&format!(
+        "{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: dev}}\nspec:\n  pipeline: shop\n  target: {{name: web-dev}}\n  progressDeadline: 5s\n",
+        target_yaml("web-dev")
+    ));
+    let ca = env.enable_admission(Admission::CertFiles);
+    env.start_controller();
+    let name = format!("greenlight-{}", env.ns);
+    env.register_webhooks(&name, ca.as_deref()).await;
+    let flaky = image("flaky");
+    let hold = crate::support::kubelet::Hold::Image(flaky.clone());
+    env.kubelet.hold(hold.clone());
+    create_as(
+        &env,
+        "ci-bot",
+        &release_claiming("shop-5", "shop", &flaky, "ci-bot"),
+    )
+    .unwrap();
+    env.wait_release_stage("shop-5", "dev", "Failed", WAIT)
+        .await;
+
+    // The cause is fixed; alice asks for a retry and tries to put it on mallory.
+    env.kubelet.release(&hold);
+    let out = env.kubectl_as(
+        "alice",
+        &[
+            "annotate",
+            "stage",
+            "dev",
+            "greenlight.dev/retry=shop-5",
+            r#"greenlight.dev/requested-by={"username":"mallory","signature":"00"}"#,
+        ],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = env
+        .wait_release_stage("shop-5", "dev", "Succeeded", WAIT)
+        .await;
+    let trail = audit_actions(&done);
+    let expected = [
+        (AuditAction::RolloutStarted, "greenlight".to_string()),
+        (AuditAction::RolledBack, "greenlight".to_string()),
+        (AuditAction::RetryRequested, "alice".to_string()),
+    ];
+    for entry in &expected {
+        assert!(trail.contains(entry), "{entry:?} missing from {trail:?}");
+    }
+    let annotations = env
+        .stage("dev")
+        .await
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        !annotations.contains_key("greenlight.dev/retry")
+            && !annotations.contains_key("greenlight.dev/requested-by"),
+        "the command and its stamp are cleared once acted upon: {annotations:?}"
+    );
+}

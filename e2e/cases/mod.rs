@@ -46,5 +46,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         approvals::edits_of_releases_and_approvals_and_invalid_stages_and_gates_are_refused_by_field,
         approvals::the_operator_generates_its_certificate_and_keeps_its_webhooks_ca_bundle,
         approvals::a_renewed_certificate_is_served_without_a_restart,
+        approvals::a_retry_asked_by_a_release_manager_is_recorded_under_their_name,
     ]
 }
