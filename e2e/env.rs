@@ -194,10 +194,19 @@ impl TestEnv {
 
     /// `kubectl` in this namespace as one of the control plane's people, with `stdin`.
     pub fn kubectl_as(&self, user: &str, args: &[&str], stdin: &str) -> std::process::Output {
+        self.kubectl_with(&self.cp.kubeconfig_for(user), args, stdin)
+    }
+
+    fn kubectl_with(
+        &self,
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+        stdin: &str,
+    ) -> std::process::Output {
         use std::io::Write;
         let mut child = Command::new(crate::support::find_binary("kubectl"))
             .arg("--kubeconfig")
-            .arg(self.cp.kubeconfig_for(user))
+            .arg(kubeconfig)
             .args(["-n", &self.ns])
             .args(args)
             .stdin(std::process::Stdio::piped())
@@ -344,23 +353,7 @@ impl TestEnv {
     }
 
     pub fn apply_raw(&self, yaml: &str) -> std::process::Output {
-        use std::io::Write;
-        let mut child = Command::new(crate::support::find_binary("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&self.cp.kubeconfig)
-            .args(["apply", "-n", &self.ns, "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(yaml.as_bytes())
-            .expect("write yaml");
-        child.wait_with_output().expect("kubectl output")
+        self.kubectl_with(&self.cp.kubeconfig, &["apply", "-f", "-"], yaml)
     }
 
     pub fn api<K>(&self) -> Api<K>

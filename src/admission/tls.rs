@@ -288,27 +288,32 @@ async fn publish_ca_bundle(
     let mut changed = false;
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     if let Some(config) = mutating.get_opt(name).await? {
-        let stale: Vec<String> = config
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(wanted))
-            .map(|w| w.name)
-            .collect();
-        changed |= patch_bundle(&mutating, name, &stale, bundle).await?;
+        let webhooks = config.webhooks.unwrap_or_default();
+        let bundles = webhooks
+            .iter()
+            .map(|w| (&w.name, &w.client_config.ca_bundle));
+        changed |= patch_bundle(&mutating, name, &stale(bundles, wanted), bundle).await?;
     }
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     if let Some(config) = validating.get_opt(name).await? {
-        let stale: Vec<String> = config
-            .webhooks
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(wanted))
-            .map(|w| w.name)
-            .collect();
-        changed |= patch_bundle(&validating, name, &stale, bundle).await?;
+        let webhooks = config.webhooks.unwrap_or_default();
+        let bundles = webhooks
+            .iter()
+            .map(|w| (&w.name, &w.client_config.ca_bundle));
+        changed |= patch_bundle(&validating, name, &stale(bundles, wanted), bundle).await?;
     }
     Ok(changed)
+}
+
+/// Names of the webhooks whose CA bundle is not `wanted`.
+fn stale<'a>(
+    webhooks: impl Iterator<Item = (&'a String, &'a Option<k8s_openapi::ByteString>)>,
+    wanted: &[u8],
+) -> Vec<String> {
+    webhooks
+        .filter(|(_, ca)| ca.as_ref().map(|b| b.0.as_slice()) != Some(wanted))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 async fn patch_bundle<K>(

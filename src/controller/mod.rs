@@ -160,6 +160,20 @@ pub fn pipeline_releases(
     releases
 }
 
+/// Why a Release must not be rolled out, if it must not: its spec is invalid, or it was edited
+/// after creation (possible only with the admission webhooks off; Releases are immutable).
+pub(crate) fn release_problem(release: &Release) -> Option<String> {
+    if let Err(errors) = crate::api::validation::validate_release(&release.spec) {
+        return Some(errors.to_string());
+    }
+    match release.metadata.generation {
+        Some(generation) if generation > 1 => Some(format!(
+            "spec: edited after creation (generation {generation}); a Release is immutable, publish a new Release instead"
+        )),
+        _ => None,
+    }
+}
+
 pub fn error_policy<K>(
     controller: &'static str,
 ) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
@@ -270,3 +284,32 @@ pub(crate) fn refs_of<K: Resource<DynamicType = ()>>(
 }
 
 pub(crate) use scoped as scoped_api;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_edited_after_creation_is_not_rolled_out() {
+        let mut release: Release = serde_json::from_value(serde_json::json!({
+            "apiVersion": "greenlight.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "r", "generation": 1},
+            "spec": {"pipeline": "web", "version": "1",
+                     "artifacts": [{"name": "web", "image": format!("r/w@sha256:{}", "a".repeat(64))}]}
+        }))
+        .unwrap();
+        assert_eq!(release_problem(&release), None);
+        release.metadata.generation = Some(2);
+        let problem = release_problem(&release).unwrap();
+        assert!(
+            problem.starts_with("spec: edited after creation"),
+            "{problem}"
+        );
+        release.spec.artifacts[0].image = "r/w:latest".into();
+        assert!(
+            release_problem(&release)
+                .unwrap()
+                .contains("spec.artifacts[0].image")
+        );
+    }
+}

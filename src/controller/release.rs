@@ -21,7 +21,6 @@ use super::{
 use crate::api::conditions;
 use crate::api::release::{Release, ReleaseStatus};
 use crate::api::stage::Stage;
-use crate::api::validation::validate_release;
 use crate::machine::release::summarize;
 use crate::pipeline::topological_order;
 
@@ -74,7 +73,7 @@ async fn reconcile_release(
         .collect();
     let order = topological_order(&release.spec.pipeline, &graph)
         .unwrap_or_else(|_| graph.keys().cloned().collect());
-    let invalid = validate_release(&release.spec).err().map(|e| e.to_string());
+    let invalid = super::release_problem(release);
     let old = release.status.clone().unwrap_or_default();
     let summary = summarize(&old, &order, invalid.as_deref());
     let generation = release.meta().generation;

@@ -29,7 +29,6 @@ use crate::api::release::{AuditAction, AuditEntry, GateVerdict, Release, Release
 use crate::api::stage::{Stage, StagePhase, StageStatus, TriggerType};
 use crate::api::validation::{
     FieldError, MANUAL_NEEDS_APPROVAL_GATE, StagePlan, ValidationErrors, compile_stage,
-    validate_release,
 };
 use crate::api::{Approval, FIELD_MANAGER, Gate, GateType, OPERATOR_ACTOR};
 use crate::gates::{self, GateContext, GateOutcome};
@@ -399,7 +398,7 @@ fn release_views(stage: &Stage, target: &Deployment, ctx: &Context) -> Vec<Relea
     pipeline_releases(&ctx.releases, &namespace, &stage.spec.pipeline)
         .iter()
         .map(|r| {
-            let valid = validate_release(&r.spec).is_ok();
+            let valid = super::release_problem(r).is_none();
             let owner = stage.controller_owner_ref(&()).unwrap_or_default();
             let unfit = build_primary(
                 target,
