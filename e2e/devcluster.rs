@@ -37,6 +37,27 @@ fn main() {
     println!("Pods are run by a fake kubelet. Press Ctrl-C to stop everything.");
     println!();
 
+    let admission_port = support::free_port();
+    register_webhooks(&cp, &dir, admission_port);
+    let identity_key = dir.join("identity.key");
+    std::fs::write(
+        &identity_key,
+        format!(
+            "{}{}",
+            support::unique(),
+            "-dev-cluster-identity-key-0123456789"
+        ),
+    )
+    .expect("identity key");
+    println!("Approvals: the admission webhooks are registered; in namespace default, act as");
+    for (user, group) in support::controlplane::PEOPLE {
+        println!(
+            "    KUBECONFIG={} kubectl ...   # {user}, in group {group}",
+            cp.kubeconfig_for(user).display()
+        );
+    }
+    println!();
+
     let _kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
     let kubeconfig = cp.kubeconfig.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -50,6 +71,16 @@ fn main() {
         let mut child = tokio::process::Command::from({
             let mut c = Command::new(controller);
             c.arg("controller")
+                .args([
+                    "--admission-addr",
+                    &format!("127.0.0.1:{admission_port}"),
+                    "--admission-host",
+                    "127.0.0.1",
+                    "--admission-configuration",
+                    "greenlight",
+                ])
+                .arg("--identity-key-file")
+                .arg(&identity_key)
                 .env("KUBECONFIG", &kubeconfig)
                 .env("GREENLIGHT_WEBHOOK_ALLOW", "127.0.0.1,localhost");
             c
@@ -63,4 +94,57 @@ fn main() {
         }
     });
     cp.shutdown();
+}
+
+/// Registers the controller's webhooks at a loopback URL (the shipped configuration points at
+/// an in-cluster Service instead), and binds the people to the example Roles in `default`.
+fn register_webhooks(cp: &ControlPlane, dir: &std::path::Path, port: u16) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = std::fs::read_to_string(format!("{root}/config/webhook/webhooks.yaml"))
+        .expect("config/webhook/webhooks.yaml");
+    let local: Vec<&str> = shipped
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: Service\n"))
+        .collect();
+    let local = local
+        .join("\n---\n")
+        .replace(
+            "service: {name: greenlight-webhook, namespace: greenlight-system, path: /mutate}",
+            &format!("url: \"https://127.0.0.1:{port}/mutate\""),
+        )
+        .replace(
+            "service: {name: greenlight-webhook, namespace: greenlight-system, path: /validate}",
+            &format!("url: \"https://127.0.0.1:{port}/validate\""),
+        );
+    let path = dir.join("webhooks.yaml");
+    std::fs::write(&path, local).expect("webhooks file");
+    cp.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+    for role in ["ci-publisher-example", "release-manager-example"] {
+        cp.kubectl(&[
+            "apply",
+            "-n",
+            "default",
+            "-f",
+            &format!("{root}/config/rbac/{role}.yaml"),
+        ]);
+    }
+    for (role, users) in [
+        ("greenlight-ci-publisher", "--user=ci-bot"),
+        ("greenlight-release-manager", "--user=alice"),
+    ] {
+        let mut args = vec![
+            "create",
+            "rolebinding",
+            role,
+            "-n",
+            "default",
+            "--role",
+            role,
+            users,
+        ];
+        if role == "greenlight-release-manager" {
+            args.extend(["--user=bob", "--user=carol"]);
+        }
+        cp.kubectl(&args);
+    }
 }

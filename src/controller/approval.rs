@@ -23,7 +23,10 @@ use crate::gates::approval::{ApprovalPolicy, ApprovalRecord};
 use crate::identity::{Subject, Unverified};
 
 const CONTROLLER: &str = "approval";
+/// Condition: the approver stamp is this operator's (True), or why not (False).
 pub const VERIFIED: &str = "Verified";
+/// Reason of a verified Approval whose Release and Stage exist: it is in the audit trail.
+const RECORDED: &str = "Verified";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
     let approvals = ctx.approvals.clone();
@@ -80,15 +83,15 @@ async fn reconcile_approval(
         &Subject::Approval { namespace, spec },
         spec.approver.as_ref(),
     );
-    let (counts, reason, message) = match (verified, &release, &stage) {
+    let (verified_stamp, reason, message) = match (&verified, &release, &stage) {
         (Err(why), _, _) => (false, "Unverified", format!("does not count: {why}")),
         (Ok(_), None, _) => (
-            false,
+            true,
             "ReleaseNotFound",
             format!("spec.release: Release '{}' not found", spec.release),
         ),
         (Ok(_), _, None) => (
-            false,
+            true,
             "StageNotFound",
             format!("spec.stage: Stage '{}' not found", spec.stage),
         ),
@@ -101,17 +104,12 @@ async fn reconcile_approval(
                 who.username,
                 verdicts.join("; ")
             );
-            (true, "Verified", message)
+            (true, RECORDED, message)
         }
     };
-    write_status(approval, namespace, counts, reason, &message, ctx).await?;
-    let (Ok(who), Some(_)) = (
-        ctx.identity.verify(
-            &Subject::Approval { namespace, spec },
-            spec.approver.as_ref(),
-        ),
-        release,
-    ) else {
+    write_status(approval, namespace, verified_stamp, reason, &message, ctx).await?;
+    // Recorded once the decision can be judged: signed, for a Release and Stage that exist.
+    let (Ok(who), Some(_), Some(_)) = (verified, release, stage) else {
         return Ok(Action::await_change());
     };
     let comment = spec
@@ -156,12 +154,12 @@ async fn reconcile_approval(
     Ok(Action::await_change())
 }
 
-/// Verified and recorded: nothing a Release change could alter.
+/// Verified with its Release and Stage found, so recorded: nothing a Release change can alter.
 fn recorded(approval: &Approval) -> bool {
     approval.status.as_ref().is_some_and(|s| {
         s.conditions
             .iter()
-            .any(|c| c.type_ == VERIFIED && c.is_true())
+            .any(|c| c.type_ == VERIFIED && c.reason == RECORDED)
     })
 }
 
@@ -284,7 +282,7 @@ pub(crate) fn records(
 async fn write_status(
     approval: &Approval,
     namespace: &str,
-    counts: bool,
+    verified: bool,
     reason: &str,
     message: &str,
     ctx: &Context,
@@ -294,7 +292,7 @@ async fn write_status(
         message: Some(message.to_string()),
         conditions: conditions::merge(
             &old.conditions,
-            vec![Condition::new(VERIFIED, counts, reason, message)],
+            vec![Condition::new(VERIFIED, verified, reason, message)],
             Timestamp::now(),
             approval.metadata.generation,
         ),
