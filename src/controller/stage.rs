@@ -223,7 +223,11 @@ async fn reconcile_stage(
         )
         .await?;
     }
-    let trail = audit_entries(&stage, &outcome.events, command.as_ref(), ctx, now);
+    // The trail is written before the status that makes a transition final, so a failed
+    // write repeats an entry rather than losing it.
+    for (release, entries) in audit_entries(&stage, &outcome.events, command.as_ref(), ctx, now) {
+        audit::append(ctx, namespace, &release, entries).await?;
+    }
     let action = apply(
         &stage,
         &target,
@@ -235,9 +239,6 @@ async fn reconcile_stage(
         now,
     )
     .await?;
-    for (release, entries) in trail {
-        audit::append(ctx, namespace, &release, entries).await?;
-    }
     if command.is_some() {
         canary::clear_commands(&stage, ctx).await?;
     }
@@ -254,7 +255,7 @@ fn audit_entries(
     now: Timestamp,
 ) -> BTreeMap<String, Vec<AuditEntry>> {
     let namespace = stage.namespace().unwrap_or_default();
-    let requester = || {
+    let asked_by = || {
         let annotations = stage.metadata.annotations.clone().unwrap_or_default();
         match requester(&namespace, &stage.name_any(), &annotations, &ctx.identity) {
             Ok(user) => user,
@@ -267,9 +268,9 @@ fn audit_entries(
             continue;
         };
         let (action, actor) = match (event.reason, command) {
-            ("RolloutFailed", Some(Command::Abort)) => (AuditAction::AbortRequested, requester()),
-            ("PromotedByHand" | "Resumed", _) => (AuditAction::PromoteRequested, requester()),
-            ("RetryRequested", _) => (AuditAction::RetryRequested, requester()),
+            ("RolloutFailed", Some(Command::Abort)) => (AuditAction::AbortRequested, asked_by()),
+            ("PromotedByHand" | "Resumed", _) => (AuditAction::PromoteRequested, asked_by()),
+            ("RetryRequested", _) => (AuditAction::RetryRequested, asked_by()),
             ("RolloutStarted", _) => (AuditAction::RolloutStarted, OPERATOR_ACTOR.to_string()),
             ("RolloutSucceeded", _) => (AuditAction::Promoted, OPERATOR_ACTOR.to_string()),
             ("RolloutFailed", _) => (AuditAction::RolledBack, OPERATOR_ACTOR.to_string()),
