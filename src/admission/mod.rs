@@ -158,7 +158,21 @@ fn answer(
                     .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
             });
     let (kind, response) = match parsed {
-        Ok(req) => (kind_label(&req.kind.kind), decide(&req, ctx)),
+        Ok(req) => {
+            let response = decide(&req, ctx);
+            if !response.allowed {
+                info!(
+                    webhook,
+                    kind = %req.kind.kind,
+                    namespace = req.namespace.as_deref().unwrap_or_default(),
+                    name = %req.name,
+                    user = req.user_info.username.as_deref().unwrap_or_default(),
+                    reason = %response.result.message,
+                    "admission denied"
+                );
+            }
+            (kind_label(&req.kind.kind), response)
+        }
         Err(e) => (
             "unknown",
             AdmissionResponse::invalid(format!("malformed AdmissionReview: {e}")),
