@@ -102,14 +102,21 @@ impl Certificates {
     /// Takes a new certificate if the files changed or a generated one is due; true if it did.
     pub fn refresh(&self) -> Result<bool, TlsError> {
         let old = self.read();
-        let due = match &self.source {
-            CertSource::Files(dir) => read_files(dir)?.origin() != old.origin,
-            CertSource::SelfSigned { .. } => old.renew_at.is_some_and(|at| Timestamp::now() >= at),
+        let fresh = match &self.source {
+            CertSource::Files(dir) => {
+                let files = read_files(dir)?;
+                if files.origin() == old.origin {
+                    return Ok(false);
+                }
+                from_files(&files)?
+            }
+            CertSource::SelfSigned { hosts } => {
+                if old.renew_at.is_none_or(|at| Timestamp::now() < at) {
+                    return Ok(false);
+                }
+                self_signed(hosts)?
+            }
         };
-        if !due {
-            return Ok(false);
-        }
-        let fresh = build(&self.source)?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         Ok(true)
     }
@@ -151,21 +158,21 @@ fn read_files(dir: &std::path::Path) -> Result<Files, TlsError> {
 
 fn build(source: &CertSource) -> Result<Material, TlsError> {
     match source {
-        CertSource::Files(dir) => {
-            let files = read_files(dir)?;
-            let key = certified_key(&files.cert, &files.key, &files.dir)?;
-            Ok(Material {
-                key,
-                ca_bundle: files
-                    .ca
-                    .as_ref()
-                    .map(|ca| String::from_utf8_lossy(ca).into_owned()),
-                origin: files.origin(),
-                renew_at: None,
-            })
-        }
+        CertSource::Files(dir) => from_files(&read_files(dir)?),
         CertSource::SelfSigned { hosts } => self_signed(hosts),
     }
+}
+
+fn from_files(files: &Files) -> Result<Material, TlsError> {
+    Ok(Material {
+        key: certified_key(&files.cert, &files.key, &files.dir)?,
+        ca_bundle: files
+            .ca
+            .as_ref()
+            .map(|ca| String::from_utf8_lossy(ca).into_owned()),
+        origin: files.origin(),
+        renew_at: None,
+    })
 }
 
 fn certified_key(
@@ -249,7 +256,6 @@ pub async fn keep_fresh(
     every: Duration,
     metrics: Arc<Metrics>,
 ) {
-    let mut published: Option<String> = None;
     loop {
         match certs.refresh() {
             Ok(true) => {
@@ -261,12 +267,8 @@ pub async fn keep_fresh(
         }
         if let (Some(name), Some(bundle)) = (&configuration, certs.ca_bundle()) {
             match publish_ca_bundle(&client, name, &bundle).await {
-                Ok(changed) => {
-                    if changed || published.as_deref() != Some(bundle.as_str()) {
-                        info!(configuration = %name, changed, "webhook CA bundle in place");
-                    }
-                    published = Some(bundle);
-                }
+                Ok(true) => info!(configuration = %name, "webhook CA bundle patched"),
+                Ok(false) => {}
                 Err(e) => {
                     warn!(configuration = %name, error = %e, "cannot patch the webhook CA bundle")
                 }

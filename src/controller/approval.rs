@@ -19,6 +19,7 @@ use crate::api::approval::ApprovalStatus;
 use crate::api::conditions::{self, Condition};
 use crate::api::release::{AuditAction, AuditEntry};
 use crate::api::{Approval, Decision, Gate, GateType, Release, Stage};
+use crate::gates::GateContext;
 use crate::gates::approval::{ApprovalPolicy, ApprovalRecord};
 use crate::identity::{Subject, Unverified};
 
@@ -238,22 +239,41 @@ pub(crate) fn release_author(ctx: &Context, release: &Release) -> Result<String,
         .map(|who| who.username.clone())
 }
 
-/// Approvals of `release` at `stage`, each with its approver stamp checked.
-pub(crate) fn records(
+/// What an approval gate reads: the approvals of the judged release at the judged stage, and
+/// the release's verified author.
+pub(crate) fn fill_context(ctx: &Context, gate_ctx: &mut GateContext) {
+    gate_ctx.release_author = ctx
+        .releases
+        .get(&ObjectRef::new(&gate_ctx.release).within(&gate_ctx.namespace))
+        .map_or(Err(Unverified::Missing), |r| release_author(ctx, &r));
+    gate_ctx.approvals = records(ctx, &gate_ctx.namespace, &gate_ctx.release, &gate_ctx.stage);
+}
+
+/// Names of the Approvals of `release` at `stage`, sorted.
+pub(crate) fn names(ctx: &Context, namespace: &str, release: &str, stage: &str) -> Vec<String> {
+    let mut names: Vec<String> = of(ctx, namespace, release, stage)
+        .map(|a| a.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+fn of<'a>(
     ctx: &Context,
-    namespace: &str,
-    release: &str,
-    stage: &str,
-) -> Vec<ApprovalRecord> {
-    let mut records: Vec<ApprovalRecord> = ctx
-        .approvals
-        .state()
-        .iter()
-        .filter(|a| {
-            a.namespace().as_deref() == Some(namespace)
-                && a.spec.release == release
-                && a.spec.stage == stage
-        })
+    namespace: &'a str,
+    release: &'a str,
+    stage: &'a str,
+) -> impl Iterator<Item = Arc<Approval>> + 'a {
+    ctx.approvals.state().into_iter().filter(move |a| {
+        a.namespace().as_deref() == Some(namespace)
+            && a.spec.release == release
+            && a.spec.stage == stage
+    })
+}
+
+/// Approvals of `release` at `stage`, each with its approver stamp checked.
+fn records(ctx: &Context, namespace: &str, release: &str, stage: &str) -> Vec<ApprovalRecord> {
+    let mut records: Vec<ApprovalRecord> = of(ctx, namespace, release, stage)
         .map(|a| ApprovalRecord {
             name: a.name_any(),
             decision: a.spec.decision,

@@ -207,7 +207,7 @@ pub async fn measure(
     ctx: &Context,
     now: Timestamp,
 ) -> Vec<Measurement> {
-    let mut gate_ctx = gate_context(stage, releases, release, now, ctx);
+    let mut gate_ctx = gate_context(stage, releases, release, now);
     // `{{canary}}` names the workload running the release under test: after promotion, the primary.
     let baking = stage
         .status

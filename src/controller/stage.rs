@@ -432,19 +432,13 @@ pub(crate) fn gate_context(
     releases: &[ReleaseView],
     release: &str,
     now: Timestamp,
-    ctx: &Context,
 ) -> GateContext {
     let view = releases.iter().find(|r| r.name == release);
     let namespace = stage.namespace().unwrap_or_default();
-    let release_author = ctx
-        .releases
-        .get(&kube::runtime::reflector::ObjectRef::new(release).within(&namespace))
-        .map_or(Err(Unverified::Missing), |r| {
-            approval::release_author(ctx, &r)
-        });
     GateContext {
-        approvals: approval::records(ctx, &namespace, release, &stage.name_any()),
-        release_author,
+        // Filled in by `evaluate_gate` for approval gates only, the ones that read them.
+        approvals: vec![],
+        release_author: Err(Unverified::Missing),
         namespace,
         pipeline: stage.spec.pipeline.clone(),
         stage: stage.name_any(),
@@ -485,6 +479,9 @@ pub(crate) async fn evaluate_gate(
             ),
             Ok(compiled) => {
                 let mut gate_ctx = gate_ctx.clone();
+                if gate.spec.gate_type == GateType::Approval {
+                    approval::fill_context(ctx, &mut gate_ctx);
+                }
                 match super::secrets::resolve(&gate.spec, &gate_ctx.namespace, ctx).await {
                     Ok(secrets) => gate_ctx.secrets = secrets,
                     Err(message) => {
@@ -519,9 +516,11 @@ async fn evaluate_gates(
     ctx: &Context,
     now: Timestamp,
 ) -> GateReport {
-    let gate_ctx = gate_context(stage, releases, release, now, ctx);
+    let gate_ctx = gate_context(stage, releases, release, now);
     let mut results = Vec::new();
     let mut recheck_after = gates::DEFAULT_RECHECK;
+    // Approvals are immutable, so their names tell whether an approval gate could change.
+    let approvals = approval::names(ctx, &gate_ctx.namespace, release, &gate_ctx.stage).join(",");
     for name in &plan.gates {
         // A gate that did not pass is asked again only at its recheck time, however many
         // watch events arrive meanwhile; a pass is never reused.
@@ -529,13 +528,9 @@ async fn evaluate_gates(
             .gates
             .get(&kube::runtime::reflector::ObjectRef::new(name).within(&gate_ctx.namespace))
             .and_then(|g| g.metadata.generation);
-        // Approvals are immutable, so their names tell whether an approval gate could change.
-        let approvals: Vec<&str> = gate_ctx.approvals.iter().map(|a| a.name.as_str()).collect();
         let key = format!(
-            "{}/{}/{release}/{name}/{generation:?}/{}",
-            gate_ctx.namespace,
-            gate_ctx.stage,
-            approvals.join(",")
+            "{}/{}/{release}/{name}/{generation:?}/{approvals}",
+            gate_ctx.namespace, gate_ctx.stage
         );
         let cached = ctx
             .held_gates

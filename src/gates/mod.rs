@@ -39,9 +39,10 @@ pub struct GateContext {
     pub canary_workload: String,
     /// Secret values the gate references, by `secret/key`. Never logged or stored.
     pub secrets: BTreeMap<String, String>,
-    /// Approvals of this release at this stage, their approver stamps checked.
+    /// Approvals of this release at this stage, their approver stamps checked (read by, and
+    /// filled in only for, approval gates).
     pub approvals: Vec<approval::ApprovalRecord>,
-    /// Who created the release, as verified from its stamp.
+    /// Who created the release, as verified from its stamp (likewise only for approval gates).
     pub release_author: Result<String, crate::identity::Unverified>,
     pub now: Timestamp,
 }

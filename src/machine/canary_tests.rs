@@ -243,6 +243,11 @@ fn run(
     panic!("did not get there in {max} reconciles: {:#?}", world.status);
 }
 
+/// Runs with every gate passing until `until` holds.
+fn run_healthy(world: &mut World, plan: &StagePlan, until: impl FnMut(&World) -> bool) {
+    run(world, plan, 50, &mut |_, _| GateVerdict::Passed, until);
+}
+
 #[test]
 fn a_healthy_canary_walks_every_step_then_promotes_and_bakes() {
     let plan = plan();
@@ -352,13 +357,7 @@ fn onfailure_pause_keeps_the_canary_but_moves_traffic_back() {
     assert_eq!(world.canary_replicas, 2, "kept for inspection");
     // A person aborts: the rollout is rolled back.
     world.command = Some(Command::Abort);
-    run(
-        &mut world,
-        &plan,
-        50,
-        &mut |_, _| GateVerdict::Passed,
-        |w| w.status.rollout.is_none(),
-    );
+    run_healthy(&mut world, &plan, |w| w.status.rollout.is_none());
     assert_eq!(world.status.history[0].outcome, RolloutOutcome::RolledBack);
     assert!(
         world.status.history[0]
@@ -373,13 +372,7 @@ fn onfailure_pause_keeps_the_canary_but_moves_traffic_back() {
 fn promote_skips_the_remaining_steps() {
     let plan = plan();
     let mut world = World::running_v1();
-    run(
-        &mut world,
-        &plan,
-        50,
-        &mut |_, _| GateVerdict::Passed,
-        |w| w.weight == 5,
-    );
+    run_healthy(&mut world, &plan, |w| w.weight == 5);
     world.command = Some(Command::Promote);
     world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
     assert_eq!(world.rollout_phase(), Some(CanaryPhase::Promoting));
@@ -494,13 +487,7 @@ fn the_first_release_rolls_out_without_a_canary() {
 fn a_newer_release_waits_for_the_canary_in_progress() {
     let plan = plan();
     let mut world = World::running_v1();
-    run(
-        &mut world,
-        &plan,
-        50,
-        &mut |_, _| GateVerdict::Passed,
-        |w| w.weight == 25,
-    );
+    run_healthy(&mut world, &plan, |w| w.weight == 25);
     world.releases.push(release("v3"));
     run(
         &mut world,
