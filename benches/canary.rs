@@ -20,8 +20,22 @@ use jiff::Timestamp;
 use canary_case::{STEPS, first_sample_above_zero, image};
 use env::{TestEnv, release_yaml};
 use support::controlplane::ControlPlane;
+use support::traffic::{Apps, LoadGenerator};
 
 const FAULTY_RUNS: usize = 3;
+
+/// What one benchmark run measured.
+struct Figures {
+    /// Seconds from a breach visible in Prometheus to all traffic on primary, per faulty release.
+    reactions: Vec<f64>,
+    healthy_secs: f64,
+    /// Kubernetes API writes of the healthy canary, by kind.
+    by_kind: BTreeMap<String, u64>,
+    steps: f64,
+    cpu: f64,
+    wall: f64,
+    peak_kib: u64,
+}
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it.
@@ -62,46 +76,11 @@ async fn run(cp: &'static ControlPlane, kubelet: support::kubelet::Kubelet) {
 
     let mut reactions = Vec::new();
     for (i, f) in faulty.iter().enumerate() {
-        let name = format!("f{i}");
-        let since = Timestamp::now();
-        let seen_before = load.seen.lock().unwrap().len();
-        env.apply(&release_yaml(&name, "shop", &format!("2.0.{i}"), f));
-        env.wait_release_stage(&name, "prod", "Failed", Duration::from_secs(120))
-            .await;
-        wait_idle(&env).await;
-        let port = apps.ports[f];
-        let query = format!(
-            r#"http_requests_total{{workload="web-canary",code="500",instance="127.0.0.1:{port}"}}"#
-        );
-        let breach = first_sample_above_zero(&prometheus.url, &query, since).await;
-        let seen = load.seen.lock().unwrap()[seen_before..].to_vec();
-        let up = seen
-            .iter()
-            .position(|s| s.canary_weight > 0)
-            .expect("the canary got traffic");
-        let back = seen[up..]
-            .iter()
-            .find(|s| s.canary_weight == 0)
-            .expect("traffic back on primary")
-            .at;
-        reactions.push(back.duration_since(breach).as_secs_f64());
+        reactions
+            .push(seconds_from_breach_to_primary(&env, &load, &apps, &prometheus.url, i, f).await);
     }
 
-    // The gates' 10s rate window must forget the faulty canaries before a healthy one is judged.
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let writes_before = api_writes(env.metrics_port).await;
-    let started = Instant::now();
-    env.apply(&release_yaml("v2", "shop", "2.1.0", &healthy));
-    env.wait_release_stage("v2", "prod", "Succeeded", Duration::from_secs(180))
-        .await;
-    let healthy_secs = started.elapsed().as_secs_f64();
-    let writes_after = api_writes(env.metrics_port).await;
-    let by_kind: BTreeMap<&str, u64> = writes_after
-        .iter()
-        .map(|(k, n)| (k.as_str(), n - writes_before.get(k).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    let writes: u64 = by_kind.values().sum();
+    let (healthy_secs, by_kind) = healthy_canary_seconds_and_writes(&env, &healthy).await;
     let steps = STEPS.lines().count() as f64;
 
     let cpu = cpu_seconds(pid) - cpu_start;
@@ -109,6 +88,88 @@ async fn run(cp: &'static ControlPlane, kubelet: support::kubelet::Kubelet) {
     let peak_kib = peak_memory_kib(pid);
     prometheus.stop();
 
+    print_figures(Figures {
+        reactions,
+        healthy_secs,
+        by_kind,
+        steps,
+        cpu,
+        wall,
+        peak_kib,
+    });
+}
+
+/// Releases faulty image `f` as the `i`th faulty release and waits for it to fail; the seconds
+/// from the first 500 in Prometheus to the load generator seeing all traffic on primary.
+async fn seconds_from_breach_to_primary(
+    env: &TestEnv,
+    load: &LoadGenerator,
+    apps: &Apps,
+    prometheus_url: &str,
+    i: usize,
+    f: &str,
+) -> f64 {
+    let name = format!("f{i}");
+    let since = Timestamp::now();
+    let seen_before = load.seen.lock().unwrap().len();
+    env.apply(&release_yaml(&name, "shop", &format!("2.0.{i}"), f));
+    env.wait_release_stage(&name, "prod", "Failed", Duration::from_secs(120))
+        .await;
+    wait_idle(env).await;
+    let port = apps.ports[f];
+    let query = format!(
+        r#"http_requests_total{{workload="web-canary",code="500",instance="127.0.0.1:{port}"}}"#
+    );
+    let breach = first_sample_above_zero(prometheus_url, &query, since).await;
+    let seen = load.seen.lock().unwrap()[seen_before..].to_vec();
+    let up = seen
+        .iter()
+        .position(|s| s.canary_weight > 0)
+        .expect("the canary got traffic");
+    let back = seen[up..]
+        .iter()
+        .find(|s| s.canary_weight == 0)
+        .expect("traffic back on primary")
+        .at;
+    back.duration_since(breach).as_secs_f64()
+}
+
+/// Releases the healthy image as v2; the seconds to promotion and the API writes it took.
+async fn healthy_canary_seconds_and_writes(
+    env: &TestEnv,
+    healthy: &str,
+) -> (f64, BTreeMap<String, u64>) {
+    // The gates' 10s rate window must forget the faulty canaries before a healthy one is judged.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let writes_before = api_writes(env.metrics_port).await;
+    let started = Instant::now();
+    env.apply(&release_yaml("v2", "shop", "2.1.0", healthy));
+    env.wait_release_stage("v2", "prod", "Succeeded", Duration::from_secs(180))
+        .await;
+    let healthy_secs = started.elapsed().as_secs_f64();
+    let writes_after = api_writes(env.metrics_port).await;
+    let by_kind: BTreeMap<String, u64> = writes_after
+        .into_iter()
+        .map(|(k, n)| {
+            let before = writes_before.get(&k).copied().unwrap_or(0);
+            (k, n - before)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    (healthy_secs, by_kind)
+}
+
+fn print_figures(figures: Figures) {
+    let Figures {
+        reactions,
+        healthy_secs,
+        by_kind,
+        steps,
+        cpu,
+        wall,
+        peak_kib,
+    } = figures;
+    let writes: u64 = by_kind.values().sum();
     let mean = reactions.iter().sum::<f64>() / reactions.len() as f64;
     let max = reactions.iter().cloned().fold(0.0, f64::max);
     println!(

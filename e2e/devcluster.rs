@@ -5,6 +5,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::controlplane::ControlPlane;
@@ -19,6 +20,19 @@ fn main() {
     );
     let cp = ControlPlane::start_in(dir.clone(), true);
     cp.install();
+    print_how_to_use_kubectl(&cp);
+
+    let admission_port = support::free_port();
+    register_webhooks(&cp, &dir, admission_port);
+    let identity_key = write_identity_key(&dir);
+    print_how_to_act_as_each_person(&cp);
+
+    let _kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
+    run_the_controller_until_interrupted(&cp.kubeconfig, admission_port, &identity_key);
+    cp.shutdown();
+}
+
+fn print_how_to_use_kubectl(cp: &ControlPlane) {
     let kubectl = support::find_binary("kubectl");
     println!();
     println!(
@@ -36,9 +50,9 @@ fn main() {
     println!();
     println!("Pods are run by a fake kubelet. Press Ctrl-C to stop everything.");
     println!();
+}
 
-    let admission_port = support::free_port();
-    register_webhooks(&cp, &dir, admission_port);
+fn write_identity_key(dir: &Path) -> PathBuf {
     let identity_key = dir.join("identity.key");
     std::fs::write(
         &identity_key,
@@ -49,6 +63,10 @@ fn main() {
         ),
     )
     .expect("identity key");
+    identity_key
+}
+
+fn print_how_to_act_as_each_person(cp: &ControlPlane) {
     println!("Approvals: the admission webhooks are registered; in namespace default, act as");
     for (user, group) in support::controlplane::PEOPLE {
         println!(
@@ -57,9 +75,15 @@ fn main() {
         );
     }
     println!();
+}
 
-    let _kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
-    let kubeconfig = cp.kubeconfig.clone();
+/// Runs the `greenlight` binary next to this one, serving the admission webhooks on
+/// `admission_port`, until it exits or Ctrl-C.
+fn run_the_controller_until_interrupted(
+    kubeconfig: &Path,
+    admission_port: u16,
+    identity_key: &Path,
+) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,8 +104,8 @@ fn main() {
                     "greenlight",
                 ])
                 .arg("--identity-key-file")
-                .arg(&identity_key)
-                .env("KUBECONFIG", &kubeconfig)
+                .arg(identity_key)
+                .env("KUBECONFIG", kubeconfig)
                 .env("GREENLIGHT_WEBHOOK_ALLOW", "127.0.0.1,localhost");
             c
         })
@@ -93,7 +117,6 @@ fn main() {
             _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
         }
     });
-    cp.shutdown();
 }
 
 /// Registers the controller's webhooks at a loopback URL (the shipped configuration points at

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use greenlight::api::{Release, Stage};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Client};
 
 use crate::support::controlplane::ControlPlane;
@@ -118,43 +118,16 @@ impl TestEnv {
                 )
             })
             .unwrap_or_default();
-        let port = self.admission_port;
-        let ns = &self.ns;
-        let webhook = |hook: &str, path: &str, rules: &str| {
-            format!(
-                "- name: {hook}.greenlight.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/{path}\"{ca}}}\n  rules: {rules}\n  namespaceSelector: {{matchLabels: {{greenlight.dev/e2e: {ns}}}}}\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 5\n"
-            )
-        };
-        let rule = |resources: &str, ops: &str| {
-            format!(
-                "{{apiGroups: [greenlight.dev], apiVersions: [v1alpha1], resources: [{resources}], operations: [{ops}]}}"
-            )
-        };
-        let yaml = format!(
-            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}",
-            webhook(
-                "identity",
-                "mutate",
-                &format!("[{}]", rule("approvals, releases", "CREATE"))
-            ),
-            webhook(
-                "requester",
-                "mutate",
-                &format!("[{}]", rule("stages", "CREATE, UPDATE"))
-            ),
-            webhook(
-                "validate",
-                "validate",
-                &format!(
-                    "[{}]",
-                    rule("approvals, releases, stages, gates", "CREATE, UPDATE")
-                )
-            ),
-        );
+        let yaml = webhook_configurations_yaml(name, self.admission_port, &self.ns, &ca);
         self.webhook_configurations.push(name.to_string());
         let path = self.dir.join(format!("webhooks-{name}.yaml"));
         std::fs::write(&path, yaml).expect("webhook yaml");
         self.cp.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+        self.wait_until_the_webhooks_stamp_a_dry_run_approval()
+            .await;
+    }
+
+    async fn wait_until_the_webhooks_stamp_a_dry_run_approval(&self) {
         // Ready when a dry-run Approval comes back stamped with the requester's name.
         let approvals = self.api::<greenlight::api::Approval>();
         self.wait_for(
@@ -397,6 +370,51 @@ impl TestEnv {
             .unwrap_or_default()
     }
 
+    /// An object of this namespace as JSON, read without the typed structs so that fields and
+    /// enum values they do not know (yet) are kept as the apiserver returned them.
+    pub async fn json<K>(&self, name: &str) -> serde_json::Value
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
+        let resource = ApiResource::erase::<K>(&());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.ns, &resource);
+        let object = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("get {} {name}: {e}", resource.kind));
+        serde_json::to_value(object).expect("object as JSON")
+    }
+
+    /// The running controller's `/metrics`, in the Prometheus text format.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        reqwest::get(&url)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// CPU time (user plus system) the running controller has used so far, in seconds.
+    pub fn controller_cpu_seconds(&self) -> f64 {
+        let pid = self.controller_pid().expect("controller running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+        // utime and stime are fields 14 and 15, the 12th and 13th after the command name in
+        // parentheses, in clock ticks of 1/100 s.
+        let after_name = stat.rsplit(')').next().unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 = fields
+            .get(11..13)
+            .unwrap_or_else(|| panic!("short /proc/{pid}/stat: {stat}"))
+            .iter()
+            .map(|f| f.parse::<u64>().unwrap_or_else(|e| panic!("{f}: {e}")))
+            .sum();
+        ticks as f64 / 100.0
+    }
+
     /// Events with this reason about objects in the namespace.
     pub async fn events(&self, reason: &str) -> Vec<Event> {
         self.api::<Event>()
@@ -451,6 +469,42 @@ impl TestEnv {
     }
 }
 
+/// The mutating and validating webhook configurations `name`, calling the controller on
+/// `port` for objects of namespace `ns` only; `ca` is empty or `, caBundle: ...`.
+fn webhook_configurations_yaml(name: &str, port: u16, ns: &str, ca: &str) -> String {
+    let webhook = |hook: &str, path: &str, rules: &str| {
+        format!(
+            "- name: {hook}.greenlight.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/{path}\"{ca}}}\n  rules: {rules}\n  namespaceSelector: {{matchLabels: {{greenlight.dev/e2e: {ns}}}}}\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 5\n"
+        )
+    };
+    let rule = |resources: &str, ops: &str| {
+        format!(
+            "{{apiGroups: [greenlight.dev], apiVersions: [v1alpha1], resources: [{resources}], operations: [{ops}]}}"
+        )
+    };
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}",
+        webhook(
+            "identity",
+            "mutate",
+            &format!("[{}]", rule("approvals, releases", "CREATE"))
+        ),
+        webhook(
+            "requester",
+            "mutate",
+            &format!("[{}]", rule("stages", "CREATE, UPDATE"))
+        ),
+        webhook(
+            "validate",
+            "validate",
+            &format!(
+                "[{}]",
+                rule("approvals, releases, stages, gates", "CREATE, UPDATE")
+            )
+        ),
+    )
+}
+
 impl Drop for TestEnv {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -492,6 +546,29 @@ fn unique_seed(ns: &str, i: u8) -> u64 {
         .map_or(0, |d| d.as_nanos());
     (ns, i, std::process::id(), now).hash(&mut h);
     h.finish()
+}
+
+/// The sum of the samples of metric `name` (e.g. `greenlight_api_writes_total`) in Prometheus
+/// text whose labels include every `key="value"` of `labels`; 0 when there is none.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (label_text, value) = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once('}')?,
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            let label_text = format!(",{label_text}");
+            if !labels
+                .iter()
+                .all(|(k, v)| label_text.contains(&format!(",{k}=\"{v}\"")))
+            {
+                return None;
+            }
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
 }
 
 /// A syntactically valid image digest that differs per `seed`.

@@ -19,13 +19,16 @@ done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -qq
+  # The tests run their own etcd and Prometheus on random ports, so the packaged services
+  # are not started at install (policy-rc.d). Nothing already running is stopped or killed.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    trap '$SUDO rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
-# Debian starts the packaged services; the tests run their own instances on random ports.
-for svc in etcd prometheus prometheus-node-exporter; do
-  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop "$svc" >/dev/null 2>&1 || true; fi
-  pkill -x "$svc" >/dev/null 2>&1 || true
-done
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
   log "using kube-apiserver from \$KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"

@@ -38,6 +38,13 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub kind: &'static str,
+    /// The apiserver's reason, e.g. `Forbidden`, `Conflict`, `Invalid`, or `transport`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
     pub webhook: &'static str,
     pub kind: &'static str,
@@ -51,8 +58,11 @@ pub struct Metrics {
     pub gate_evaluations: Family<GateLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
     pub api_writes: Family<WriteLabels, Counter>,
+    pub api_write_refusals: Family<RefusalLabels, Counter>,
     pub admission_reviews: Family<AdmissionLabels, Counter>,
     pub webhook_certificate_reloads: Counter,
+    /// Set once the watch caches have synced; `/readyz` answers 503 until then.
+    pub ready: std::sync::atomic::AtomicBool,
     registry: Registry,
 }
 
@@ -98,6 +108,12 @@ impl Metrics {
             "Writes to the Kubernetes API, by kind of write",
             api_writes.clone(),
         );
+        let api_write_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "api_write_refusals",
+            "Writes the Kubernetes API refused or failed, by kind of write and reason",
+            api_write_refusals.clone(),
+        );
         let admission_reviews = Family::<AdmissionLabels, Counter>::default();
         registry.register(
             "admission_reviews",
@@ -117,8 +133,10 @@ impl Metrics {
             gate_evaluations,
             rollouts,
             api_writes,
+            api_write_refusals,
             admission_reviews,
             webhook_certificate_reloads,
+            ready: Default::default(),
             registry,
         })
     }
@@ -136,6 +154,12 @@ impl Metrics {
         self.api_writes.get_or_create(&WriteLabels { kind }).inc();
     }
 
+    pub fn refused(&self, kind: &'static str, reason: &'static str) {
+        self.api_write_refusals
+            .get_or_create(&RefusalLabels { kind, reason })
+            .inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
@@ -147,6 +171,7 @@ impl Metrics {
 /// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     use axum::routing::get;
+    let ready = metrics.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -164,7 +189,21 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }));
+        .route(
+            "/readyz",
+            get(move || {
+                let synced = ready.ready.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    match synced {
+                        true => (axum::http::StatusCode::OK, "ok"),
+                        false => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "caches not synced yet",
+                        ),
+                    }
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }

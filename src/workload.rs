@@ -10,7 +10,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::release::Artifact;
 use crate::api::{RELEASE_ANNOTATION, STAGE_LABEL, WORKLOAD_LABEL};
-use crate::machine::stage::PrimaryView;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkloadError {
@@ -68,25 +67,7 @@ pub fn build_workload(
         .filter(|p| !p.containers.is_empty())
         .ok_or_else(|| WorkloadError::EmptyTemplate(target_name.clone()))?;
     if let Some((_, artifacts)) = release {
-        for artifact in artifacts {
-            let known: Vec<String> = pod_spec
-                .containers
-                .iter()
-                .chain(pod_spec.init_containers.iter().flatten())
-                .map(|c| c.name.clone())
-                .collect();
-            let container = pod_spec
-                .containers
-                .iter_mut()
-                .chain(pod_spec.init_containers.iter_mut().flatten())
-                .find(|c| c.name == artifact.name)
-                .ok_or_else(|| WorkloadError::UnknownContainer {
-                    artifact: artifact.name.clone(),
-                    target: target_name.clone(),
-                    containers: known.join(", "),
-                })?;
-            container.image = Some(artifact.image.clone());
-        }
+        set_images(pod_spec, artifacts, &target_name)?;
     }
     let selector = BTreeMap::from([(WORKLOAD_LABEL.to_string(), name.clone())]);
     let meta = template.metadata.get_or_insert_with(ObjectMeta::default);
@@ -130,6 +111,34 @@ pub fn build_workload(
         }),
         status: None,
     })
+}
+
+/// Puts each artifact's image into the container of its name.
+fn set_images(
+    pod_spec: &mut k8s_openapi::api::core::v1::PodSpec,
+    artifacts: &[Artifact],
+    target: &str,
+) -> Result<(), WorkloadError> {
+    for artifact in artifacts {
+        let known: Vec<String> = pod_spec
+            .containers
+            .iter()
+            .chain(pod_spec.init_containers.iter().flatten())
+            .map(|c| c.name.clone())
+            .collect();
+        let container = pod_spec
+            .containers
+            .iter_mut()
+            .chain(pod_spec.init_containers.iter_mut().flatten())
+            .find(|c| c.name == artifact.name)
+            .ok_or_else(|| WorkloadError::UnknownContainer {
+                artifact: artifact.name.clone(),
+                target: target.to_string(),
+                containers: known.join(", "),
+            })?;
+        container.image = Some(artifact.image.clone());
+    }
+    Ok(())
 }
 
 /// A ClusterIP Service in front of one managed workload, with the target's container ports.
@@ -225,6 +234,20 @@ fn images(spec: &DeploymentSpec) -> Vec<Option<String>> {
 }
 
 /// Reads a primary's rollout the way `kubectl rollout status` does.
+/// A managed Deployment as observed (what the state machine sees of it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrimaryView {
+    /// Release named by the pod template's annotation.
+    pub release: Option<String>,
+    pub replicas: i32,
+    /// Every replica runs the current template and is available.
+    pub available: bool,
+    /// At least one replica is available (or none is wanted): Services route to it.
+    pub serving: bool,
+    /// A short description of its rollout, e.g. `1/3 updated, 0/3 available`.
+    pub detail: String,
+}
+
 pub fn observe(deployment: &Deployment) -> PrimaryView {
     let release = deployment
         .spec
@@ -255,12 +278,42 @@ pub fn observe(deployment: &Deployment) -> PrimaryView {
         replicas: want,
         available: complete,
         serving: want == 0 || (observed_current && available > 0),
-        detail: format!("{updated}/{want} updated, {available}/{want} available, {total} total"),
+        detail: detail(want, updated, available, total),
     }
+}
+
+/// A rollout's progress in words, counting only pods of the new template as available: the
+/// pods of the previous template still running are named apart, never counted as progress.
+fn detail(want: i32, updated: i32, available: i32, total: i32) -> String {
+    let old = (total - updated).max(0);
+    if old == 0 {
+        return format!("{updated}/{want} updated, {available}/{want} available");
+    }
+    // Deployment status does not say which pods are available; assume the old ones are, so
+    // the new template's count is a lower bound and never overstated.
+    let new_available = (available - old).clamp(0, updated);
+    format!(
+        "{updated}/{want} updated, {new_available}/{want} of the new template available, {old} pod(s) of the previous template still running"
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn progress_counts_only_the_new_templates_pods_as_available() {
+        assert_eq!(super::detail(2, 2, 2, 2), "2/2 updated, 2/2 available");
+        let mid = super::detail(2, 1, 2, 2);
+        assert!(
+            mid.starts_with("1/2 updated, 1/2 of the new template available, 1 pod(s)"),
+            "{mid}"
+        );
+        let none_ready = super::detail(2, 1, 1, 2);
+        assert!(
+            none_ready.contains("0/2 of the new template available"),
+            "{none_ready}"
+        );
+    }
+
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 

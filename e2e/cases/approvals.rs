@@ -129,10 +129,17 @@ pub async fn approval_by_a_release_manager_is_stamped_with_their_name_and_promot
 ) {
     admitted(&mut env, "shop").await;
     let digest = image("signed-off");
+    assert_ci_publishes_under_its_own_name_but_may_not_approve(&env, &digest).await;
+    assert_a_release_managers_approval_is_stamped_with_their_name(&env).await;
+    assert_the_approval_promotes_and_is_audited_in_order(&env, &digest).await;
+    assert_the_approval_is_verified_and_announced(&env).await;
+}
+
+async fn assert_ci_publishes_under_its_own_name_but_may_not_approve(env: &TestEnv, digest: &str) {
     create_as(
-        &env,
+        env,
         "ci-bot",
-        &release_claiming("shop-1", "shop", &digest, "alice"),
+        &release_claiming("shop-1", "shop", digest, "alice"),
     )
     .expect("CI may publish a Release");
     let release = env.release("shop-1").await;
@@ -143,22 +150,24 @@ pub async fn approval_by_a_release_manager_is_stamped_with_their_name_and_promot
     assert_eq!(author.username, "ci-bot", "a claimed author is replaced");
     assert_eq!(author.groups, ["ci", "system:authenticated"]);
 
-    wait_prod_message(&env, "shop-1", "waiting for approval: 0 of 1").await;
+    wait_prod_message(env, "shop-1", "waiting for approval: 0 of 1").await;
     assert_ne!(
         env.images("web-prod-primary").await,
-        vec![digest.clone()],
+        vec![digest.to_string()],
         "a manual stage does not promote without an approval"
     );
     let refused = create_as(
-        &env,
+        env,
         "ci-bot",
         &approval_yaml("by-ci", "shop-1", "approve", "ci-bot"),
     )
     .expect_err("CI's Role does not allow Approvals");
     assert!(refused.contains("forbidden"), "{refused}");
+}
 
+async fn assert_a_release_managers_approval_is_stamped_with_their_name(env: &TestEnv) {
     create_as(
-        &env,
+        env,
         "alice",
         &approval_yaml("alice-ok", "shop-1", "approve", "mallory"),
     )
@@ -174,11 +183,16 @@ pub async fn approval_by_a_release_manager_is_stamped_with_their_name_and_promot
         "a forged approver is overwritten"
     );
     assert!(approver.groups.contains(&"release-managers".to_string()));
+}
 
+async fn assert_the_approval_promotes_and_is_audited_in_order(env: &TestEnv, digest: &str) {
     let done = env
         .wait_release_stage("shop-1", "prod", "Succeeded", WAIT)
         .await;
-    assert_eq!(env.images("web-prod-primary").await, vec![digest]);
+    assert_eq!(
+        env.images("web-prod-primary").await,
+        vec![digest.to_string()]
+    );
     let trail = audit_actions(&done);
     assert!(
         trail.contains(&(AuditAction::Approved, "alice".into())),
@@ -202,6 +216,9 @@ pub async fn approval_by_a_release_manager_is_stamped_with_their_name_and_promot
     let at = |action| entries.iter().find(|e| e.action == action).unwrap().time;
     assert!(at(AuditAction::Approved) <= at(AuditAction::RolloutStarted));
     assert!(at(AuditAction::RolloutStarted) <= at(AuditAction::Promoted));
+}
+
+async fn assert_the_approval_is_verified_and_announced(env: &TestEnv) {
     let verified = env
         .wait_for("the approval to be verified", WAIT, || async {
             let a = env
@@ -291,25 +308,7 @@ pub async fn approvals_from_outside_the_allowed_group_do_not_count_and_a_rejecti
         &release_claiming("shop-3", "shop", &digest, "ci-bot"),
     )
     .unwrap();
-    let warnings = create_as(
-        &env,
-        "carol",
-        &approval_yaml("carol-ok", "shop-3", "approve", "alice"),
-    )
-    .expect("carol's Role lets her ask");
-    assert!(
-        warnings.contains("carol is not an allowed approver"),
-        "the requester is warned: {warnings}"
-    );
-    let release = wait_prod_message(&env, "shop-3", "carol is not an allowed approver").await;
-    let entry = &release.status.as_ref().unwrap().stages["prod"];
-    assert_eq!(format!("{:?}", entry.phase), "Waiting");
-    assert!(
-        entry.gates[0].message.contains("0 of 1"),
-        "{:?}",
-        entry.gates
-    );
-    assert_ne!(env.images("web-prod-primary").await, vec![digest.clone()]);
+    assert_an_outsiders_approval_warns_and_does_not_count(&env, &digest).await;
 
     create_as(
         &env,
@@ -321,9 +320,38 @@ pub async fn approvals_from_outside_the_allowed_group_do_not_count_and_a_rejecti
         wait_prod_message(&env, "shop-3", "rejected by bob: checked the dashboards").await;
     let entry = &release.status.as_ref().unwrap().stages["prod"];
     assert_eq!(entry.reason.as_deref(), Some("GateFailed"));
+    assert_a_later_approval_does_not_undo_a_rejection(&env, &digest).await;
+}
+
+async fn assert_an_outsiders_approval_warns_and_does_not_count(env: &TestEnv, digest: &str) {
+    let warnings = create_as(
+        env,
+        "carol",
+        &approval_yaml("carol-ok", "shop-3", "approve", "alice"),
+    )
+    .expect("carol's Role lets her ask");
+    assert!(
+        warnings.contains("carol is not an allowed approver"),
+        "the requester is warned: {warnings}"
+    );
+    let release = wait_prod_message(env, "shop-3", "carol is not an allowed approver").await;
+    let entry = &release.status.as_ref().unwrap().stages["prod"];
+    assert_eq!(format!("{:?}", entry.phase), "Waiting");
+    assert!(
+        entry.gates[0].message.contains("0 of 1"),
+        "{:?}",
+        entry.gates
+    );
+    assert_ne!(
+        env.images("web-prod-primary").await,
+        vec![digest.to_string()]
+    );
+}
+
+async fn assert_a_later_approval_does_not_undo_a_rejection(env: &TestEnv, digest: &str) {
     // A later approval does not undo a rejection.
     create_as(
-        &env,
+        env,
         "alice",
         &approval_yaml("alice-late", "shop-3", "approve", "alice"),
     )
@@ -346,7 +374,10 @@ pub async fn approvals_from_outside_the_allowed_group_do_not_count_and_a_rejecti
         .await;
     let entry = &release.status.as_ref().unwrap().stages["prod"];
     assert_eq!(entry.reason.as_deref(), Some("GateFailed"), "{entry:?}");
-    assert_ne!(env.images("web-prod-primary").await, vec![digest]);
+    assert_ne!(
+        env.images("web-prod-primary").await,
+        vec![digest.to_string()]
+    );
     let carol = release
         .status
         .unwrap()
@@ -363,120 +394,86 @@ pub async fn approvals_from_outside_the_allowed_group_do_not_count_and_a_rejecti
     );
 }
 
-pub async fn edits_of_releases_and_approvals_and_invalid_stages_and_gates_are_refused_by_field(
-    mut env: TestEnv,
-) {
-    admitted(&mut env, "shop").await;
-    let digest = image("immutable");
-    create_as(
-        &env,
-        "ci-bot",
-        &release_claiming("shop-4", "shop", &digest, "ci-bot"),
+fn stage_yaml(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: {name}}}\nspec:\n  pipeline: web\n  target: {{name: {name}-app}}\n{body}"
     )
-    .unwrap();
-    let edit = env
-        .api::<Release>()
-        .patch(
-            "shop-4",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"version": "9.9.9"}})),
-        )
-        .await
-        .expect_err("a Release's spec is immutable");
-    assert!(
-        edit.to_string()
-            .contains("spec.version: a Release is immutable once created"),
-        "{edit}"
-    );
-    create_as(
-        &env,
-        "bob",
-        &approval_yaml("bob-ok", "shop-4", "approve", "bob"),
-    )
-    .unwrap();
-    let edit = env
-        .api::<Approval>()
-        .patch(
-            "bob-ok",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"decision": "reject"}})),
-        )
-        .await
-        .expect_err("an Approval is immutable");
-    assert!(
-        edit.to_string()
-            .contains("spec.decision: an Approval is immutable"),
-        "{edit}"
-    );
+}
 
-    let stage = |name: &str, body: &str| {
-        format!(
-            "apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: {name}}}\nspec:\n  pipeline: web\n  target: {{name: {name}-app}}\n{body}"
-        )
-    };
-    let gate = |name: &str, body: &str| {
-        format!(
-            "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n{body}"
-        )
-    };
-    env.apply(&stage("qa", "  requires: [staging]\n"));
-    let refused = [
+fn gate_yaml(name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n{body}"
+    )
+}
+
+/// Stages and Gates that admission refuses, each with the message that names the field.
+fn invalid_stages_and_gates() -> [(String, &'static str); 9] {
+    [
         (
-            stage(
+            stage_yaml(
                 "cron",
                 "  trigger: {type: schedule, schedule: \"61 * * * *\"}\n",
             ),
             "spec.trigger.schedule",
         ),
         (
-            stage(
+            stage_yaml(
                 "zone",
                 "  trigger: {type: schedule, schedule: \"0 9 * * 1\", timeZone: Mars/Olympus}\n",
             ),
             "spec.trigger.timeZone",
         ),
         (
-            stage("staging", "  requires: [qa]\n"),
+            stage_yaml("staging", "  requires: [qa]\n"),
             "spec.requires: stages of pipeline 'web' form a cycle",
         ),
         (
-            stage("manual", "  trigger: {type: manual}\n"),
+            stage_yaml("manual", "  trigger: {type: manual}\n"),
             "spec.trigger.type: 'manual' promotes only through an approval gate",
         ),
         (
-            stage(
+            stage_yaml(
                 "windows",
                 "  windows: [{kind: deny, schedule: \"0 25 * * *\", duration: 1h}]\n",
             ),
             "spec.windows[0].schedule",
         ),
         (
-            stage(
+            stage_yaml(
                 "canary",
                 "  strategy: {type: canary, canary: {steps: [{setWeight: 150}]}}\n",
             ),
             "setWeight",
         ),
         (
-            gate(
+            gate_yaml(
                 "bad-window",
                 "  type: window\n  window: {schedule: \"every day\", duration: 1h}\n",
             ),
             "spec.window.schedule",
         ),
         (
-            gate(
+            gate_yaml(
                 "internal",
                 "  type: webhook\n  webhook: {url: \"http://169.254.169.254/latest\"}\n",
             ),
             "spec.webhook.url: destination '169.254.169.254' is not in the operator's webhook allow-list",
         ),
         (
-            gate("nobody", "  type: approval\n  approval: {required: 2}\n"),
+            gate_yaml("nobody", "  type: approval\n  approval: {required: 2}\n"),
             "spec.approval: name who may approve",
         ),
-    ];
-    for (yaml, message) in refused {
+    ]
+}
+
+pub async fn edits_of_releases_and_approvals_and_invalid_stages_and_gates_are_refused_by_field(
+    mut env: TestEnv,
+) {
+    admitted(&mut env, "shop").await;
+    assert_edits_of_a_release_and_an_approval_are_refused(&env).await;
+
+    env.apply(&stage_yaml("qa", "  requires: [staging]\n"));
+    for (yaml, message) in invalid_stages_and_gates() {
         let out = env.apply_raw(&yaml);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "accepted:\n{yaml}");
@@ -496,6 +493,50 @@ pub async fn edits_of_releases_and_approvals_and_invalid_stages_and_gates_are_re
         .cp
         .kubectl(&["get", "gates", "-n", &env.ns, "-o", "name"]);
     assert_eq!(gates.trim(), "gate.greenlight.dev/prod-signoff");
+}
+
+async fn assert_edits_of_a_release_and_an_approval_are_refused(env: &TestEnv) {
+    let digest = image("immutable");
+    create_as(
+        env,
+        "ci-bot",
+        &release_claiming("shop-4", "shop", &digest, "ci-bot"),
+    )
+    .unwrap();
+    let edit = env
+        .api::<Release>()
+        .patch(
+            "shop-4",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"version": "9.9.9"}})),
+        )
+        .await
+        .expect_err("a Release's spec is immutable");
+    assert!(
+        edit.to_string()
+            .contains("spec.version: a Release is immutable once created"),
+        "{edit}"
+    );
+    create_as(
+        env,
+        "bob",
+        &approval_yaml("bob-ok", "shop-4", "approve", "bob"),
+    )
+    .unwrap();
+    let edit = env
+        .api::<Approval>()
+        .patch(
+            "bob-ok",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"decision": "reject"}})),
+        )
+        .await
+        .expect_err("an Approval is immutable");
+    assert!(
+        edit.to_string()
+            .contains("spec.decision: an Approval is immutable"),
+        "{edit}"
+    );
 }
 
 pub async fn the_operator_generates_its_certificate_and_keeps_its_webhooks_ca_bundle(

@@ -66,6 +66,20 @@ async fn gate_result(
     .await
 }
 
+/// SLO gates on the good, bad and NaN series, on a series that does not exist, and on a
+/// Prometheus that is down.
+fn slo_gates(prom: &str, down: &str) -> String {
+    let q = |service: &str| format!(r#"http_error_ratio{{service="{service}"}}"#);
+    [
+        prometheus_gate("slo-good", prom, &q("good"), "< 0.01"),
+        prometheus_gate("slo-bad", prom, &q("bad"), "< 0.01"),
+        prometheus_gate("slo-nan", prom, &q("nan"), "< 0.01"),
+        prometheus_gate("slo-empty", prom, &q("{{pipeline}}-missing"), "< 0.01"),
+        prometheus_gate("slo-down", down, &q("good"), "< 0.01"),
+    ]
+    .join("---\n")
+}
+
 pub async fn prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_down(
     mut env: TestEnv,
 ) {
@@ -78,18 +92,7 @@ pub async fn prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_do
     prometheus.wait_for_series("http_error_ratio", 3).await;
     let prom = prometheus.url.clone();
     let down = format!("http://127.0.0.1:{}", free_port());
-
-    let q = |service: &str| format!(r#"http_error_ratio{{service="{service}"}}"#);
-    env.apply(
-        &[
-            prometheus_gate("slo-good", &prom, &q("good"), "< 0.01"),
-            prometheus_gate("slo-bad", &prom, &q("bad"), "< 0.01"),
-            prometheus_gate("slo-nan", &prom, &q("nan"), "< 0.01"),
-            prometheus_gate("slo-empty", &prom, &q("{{pipeline}}-missing"), "< 0.01"),
-            prometheus_gate("slo-down", &down, &q("good"), "< 0.01"),
-        ]
-        .join("---\n"),
-    );
+    env.apply(&slo_gates(&prom, &down));
     for name in ["good", "bad", "nan", "empty", "down"] {
         env.apply(&gated_pipeline(name, &[&format!("slo-{name}")]));
     }
@@ -97,50 +100,7 @@ pub async fn prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_do
     for name in ["good", "bad", "nan", "empty", "down"] {
         env.apply(&release_yaml(&format!("{name}-1"), name, "1", &image(name)));
     }
-
-    let passed = env
-        .wait_release_stage("good-1", "good", "Succeeded", Duration::from_secs(60))
-        .await;
-    let gate = &passed.status.unwrap().stages["good"].gates[0];
-    assert_eq!(
-        (gate.result, gate.value.as_deref()),
-        (GateVerdict::Passed, Some("0.001"))
-    );
-
-    let failed = gate_result(&env, "bad-1", "bad", "GateFailed").await;
-    assert_eq!(
-        (failed.result, failed.value.as_deref()),
-        (GateVerdict::Failed, Some("0.25"))
-    );
-    assert!(failed.message.contains("< 0.01"), "{failed:?}");
-
-    let nan = gate_result(&env, "nan-1", "nan", "GateInconclusive").await;
-    assert_eq!(
-        (nan.result, nan.value.as_deref()),
-        (GateVerdict::Inconclusive, Some("NaN"))
-    );
-
-    let empty = gate_result(&env, "empty-1", "empty", "GateInconclusive").await;
-    assert!(
-        empty.message.contains("empty result") && empty.message.contains("empty-missing"),
-        "template rendered: {empty:?}"
-    );
-
-    let unreachable = gate_result(&env, "down-1", "down", "GateInconclusive").await;
-    assert!(
-        unreachable.message.contains("unreachable"),
-        "{unreachable:?}"
-    );
-
-    // None of the held releases was deployed.
-    for name in ["bad", "nan", "empty", "down"] {
-        assert!(
-            env.deployment(&format!("web-{name}-primary"))
-                .await
-                .is_none(),
-            "{name} must not be promoted"
-        );
-    }
+    assert_each_gate_gives_its_verdict_and_holds_its_release(&env).await;
 
     // A failing gate holds rather than kills: once the SLO recovers, the release proceeds.
     metrics.set(r#"http_error_ratio{service="bad"}"#, "0.002");
@@ -159,10 +119,55 @@ pub async fn prometheus_gate_passes_fails_and_is_inconclusive_on_nan_empty_or_do
     );
 }
 
-pub async fn webhook_gate_passes_on_2xx_and_fails_with_status_and_body(mut env: TestEnv) {
-    let hooks = WebhookServer::default();
-    let addr = hooks.start().await;
-    env.apply(&format!(
+async fn assert_each_gate_gives_its_verdict_and_holds_its_release(env: &TestEnv) {
+    let passed = env
+        .wait_release_stage("good-1", "good", "Succeeded", Duration::from_secs(60))
+        .await;
+    let gate = &passed.status.unwrap().stages["good"].gates[0];
+    assert_eq!(
+        (gate.result, gate.value.as_deref()),
+        (GateVerdict::Passed, Some("0.001"))
+    );
+
+    let failed = gate_result(env, "bad-1", "bad", "GateFailed").await;
+    assert_eq!(
+        (failed.result, failed.value.as_deref()),
+        (GateVerdict::Failed, Some("0.25"))
+    );
+    assert!(failed.message.contains("< 0.01"), "{failed:?}");
+
+    let nan = gate_result(env, "nan-1", "nan", "GateInconclusive").await;
+    assert_eq!(
+        (nan.result, nan.value.as_deref()),
+        (GateVerdict::Inconclusive, Some("NaN"))
+    );
+
+    let empty = gate_result(env, "empty-1", "empty", "GateInconclusive").await;
+    assert!(
+        empty.message.contains("empty result") && empty.message.contains("empty-missing"),
+        "template rendered: {empty:?}"
+    );
+
+    let unreachable = gate_result(env, "down-1", "down", "GateInconclusive").await;
+    assert!(
+        unreachable.message.contains("unreachable"),
+        "{unreachable:?}"
+    );
+
+    // None of the held releases was deployed.
+    for name in ["bad", "nan", "empty", "down"] {
+        assert!(
+            env.deployment(&format!("web-{name}-primary"))
+                .await
+                .is_none(),
+            "{name} must not be promoted"
+        );
+    }
+}
+
+/// A webhook gate that approves, and one that answers 403 for a change freeze.
+fn approved_and_freeze_gates(addr: &str) -> String {
+    format!(
         r#"apiVersion: greenlight.dev/v1alpha1
 kind: Gate
 metadata: {{name: change-approved}}
@@ -178,7 +183,13 @@ spec:
   recheckInterval: 2s
   webhook: {{url: "http://{addr}/403/change freeze until Monday", timeout: 2s}}
 "#
-    ));
+    )
+}
+
+pub async fn webhook_gate_passes_on_2xx_and_fails_with_status_and_body(mut env: TestEnv) {
+    let hooks = WebhookServer::default();
+    let addr = hooks.start().await;
+    env.apply(&approved_and_freeze_gates(&addr));
     env.apply(&gated_pipeline("open", &["change-approved"]));
     // Gates run in order and stop at the first that does not pass.
     env.apply(&gated_pipeline(
@@ -197,7 +208,13 @@ spec:
         (gate.result, gate.value.as_deref()),
         (GateVerdict::Passed, Some("200"))
     );
+    assert_the_freeze_fails_and_skips_the_gates_after_it(&env, &hooks).await;
+}
 
+async fn assert_the_freeze_fails_and_skips_the_gates_after_it(
+    env: &TestEnv,
+    hooks: &WebhookServer,
+) {
     let held = env
         .wait_for(
             "frozen-1 held by the freeze",
@@ -306,11 +323,11 @@ spec:
     assert_eq!(hooks.calls("/307/moved"), 1);
 }
 
-pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_shows_it(
-    mut env: TestEnv,
-) {
-    const TOKEN: &str = "s3cr3t-t0ken-9f1c";
-    // A Prometheus API stand-in that answers only with the right bearer token.
+/// The bearer token the Prometheus stand-in accepts, kept in a Secret.
+const TOKEN: &str = "s3cr3t-t0ken-9f1c";
+
+/// A Prometheus API stand-in that answers only with the right bearer token; its address.
+async fn start_prometheus_api_requiring_the_token() -> std::net::SocketAddr {
     let app = axum::Router::new().route(
         "/api/v1/query",
         axum::routing::get(|headers: axum::http::HeaderMap| async move {
@@ -325,11 +342,17 @@ pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let gate = |name: &str, secret: &str| {
-        format!(
-            "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n  type: prometheus\n  recheckInterval: 2s\n  prometheus:\n    address: http://{addr}\n    query: up\n    condition: \"< 0.01\"\n    bearerTokenSecretRef: {{name: {secret}, key: token}}\n"
-        )
-    };
+    addr
+}
+
+fn prometheus_gate_with_token_from(addr: std::net::SocketAddr, name: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n  type: prometheus\n  recheckInterval: 2s\n  prometheus:\n    address: http://{addr}\n    query: up\n    condition: \"< 0.01\"\n    bearerTokenSecretRef: {{name: {secret}, key: token}}\n"
+    )
+}
+
+/// The token's Secret, and a Role letting the operator read exactly that Secret.
+fn store_the_token_readable_by_the_operator(env: &TestEnv) {
     env.apply(&format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-token}}\nstringData: {{token: {TOKEN}}}\n"));
     // The operator may read exactly this Secret here, as config/rbac/secret-reader-example.yaml shows.
     env.apply(
@@ -344,10 +367,17 @@ pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_
             "- {apiGroup: rbac.authorization.k8s.io, kind: User, name: greenlight-operator}",
         ),
     );
+}
+
+pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_shows_it(
+    mut env: TestEnv,
+) {
+    let addr = start_prometheus_api_requiring_the_token().await;
+    store_the_token_readable_by_the_operator(&env);
     env.apply(
         &[
-            gate("authed", "prom-token"),
-            gate("no-secret", "missing-secret"),
+            prometheus_gate_with_token_from(addr, "authed", "prom-token"),
+            prometheus_gate_with_token_from(addr, "no-secret", "missing-secret"),
         ]
         .join("---\n"),
     );
@@ -373,7 +403,10 @@ pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_
             && missing.message.contains("Role"),
         "{missing:?}"
     );
+    assert_the_token_appears_in_no_status_event_or_log(&env).await;
+}
 
+async fn assert_the_token_appears_in_no_status_event_or_log(env: &TestEnv) {
     // The token appears in no status, event or log line.
     let statuses = format!(
         "{:?}{:?}",

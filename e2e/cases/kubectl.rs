@@ -27,7 +27,12 @@ pub async fn readme_example_is_accepted_and_kubectl_get_shows_useful_columns(mut
         .await;
     env.wait_release_stage("shop-1-4-2", "test", "Waiting", Duration::from_secs(30))
         .await;
+    assert_kubectl_get_shows_useful_columns(&env).await;
+    assert_the_approvals_sample_is_accepted_and_its_approval_does_not_count(&env, root, &readme)
+        .await;
+}
 
+async fn assert_kubectl_get_shows_useful_columns(env: &TestEnv) {
     let out = env
         .wait_for("columns filled in", Duration::from_secs(20), || async {
             let out = env
@@ -77,7 +82,13 @@ pub async fn readme_example_is_accepted_and_kubectl_get_shows_useful_columns(mut
         .cp
         .kubectl(&["get", "greenlight", "-n", &env.ns, "-o", "name"]);
     assert_eq!(by_category.lines().count(), 6, "{by_category}");
+}
 
+async fn assert_the_approvals_sample_is_accepted_and_its_approval_does_not_count(
+    env: &TestEnv,
+    root: &str,
+    readme: &str,
+) {
     // The approvals sample, applied without the admission webhooks: accepted, and its
     // unverifiable approval is said not to count.
     let approvals =

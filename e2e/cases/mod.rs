@@ -9,6 +9,7 @@ mod promotion;
 mod restart;
 mod rollback;
 mod schedule;
+mod shell;
 mod windows;
 
 use crate::Case;
@@ -47,5 +48,9 @@ pub fn all() -> Vec<(&'static str, Case)> {
         approvals::the_operator_generates_its_certificate_and_keeps_its_webhooks_ca_bundle,
         approvals::a_renewed_certificate_is_served_without_a_restart,
         approvals::a_retry_asked_by_a_release_manager_is_recorded_under_their_name,
+        shell::a_write_refused_by_a_quota_stalls_the_stage_and_backs_off_until_the_quota_goes,
+        shell::a_controller_killed_every_few_seconds_records_each_rollout_and_promotion_once,
+        shell::two_releases_rolled_out_at_one_stage_give_two_distinct_rollout_started_events,
+        shell::a_stage_naming_an_invalid_gate_is_stalled_and_rolls_out_once_the_gate_is_fixed,
     ]
 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use greenlight::api::release::ReleaseStatus;
 use greenlight::api::stage::StagePhase;
 
 use crate::env::{TestEnv, image, release_yaml, target_yaml};
@@ -62,6 +63,14 @@ pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) 
         .wait_release_stage("shop-1-0-0", "prod", "Succeeded", Duration::from_secs(120))
         .await;
     let status = done.status.clone().unwrap();
+    assert_every_stage_runs_the_release(&env, &digest).await;
+    assert_soak_held_prod_and_targets_are_untouched(&env, &status).await;
+    assert_release_and_stages_report_success(&env).await;
+    assert_metrics_counted_and_nothing_written_once_settled(&env).await;
+    env.kill_controller();
+}
+
+async fn assert_every_stage_runs_the_release(env: &TestEnv, digest: &str) {
     for (stage, deployment, replicas) in [
         ("dev", "web-dev-primary", 1),
         ("test", "web-test-primary", 2),
@@ -69,7 +78,7 @@ pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) 
     ] {
         assert_eq!(
             env.images(deployment).await,
-            vec![digest.clone()],
+            vec![digest.to_string()],
             "{stage} runs the release's digest"
         );
         let d = env.deployment(deployment).await.unwrap();
@@ -87,6 +96,9 @@ pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) 
         assert_eq!(s.current_release.as_deref(), Some("shop-1-0-0"));
         assert_eq!(s.history.len(), 1, "{stage} has one finished rollout");
     }
+}
+
+async fn assert_soak_held_prod_and_targets_are_untouched(env: &TestEnv, status: &ReleaseStatus) {
     // The soak gate held prod until the release had been healthy in test for 6s.
     let test_done = status.stages["test"].finished_at.unwrap();
     let prod_started = status.stages["prod"].started_at.unwrap();
@@ -103,6 +115,9 @@ pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) 
         assert_eq!(t.spec.unwrap().replicas, Some(0));
         assert_eq!(t.metadata.generation, Some(1), "{target} untouched");
     }
+}
+
+async fn assert_release_and_stages_report_success(env: &TestEnv) {
     // Release and stages tell the truth at a glance.
     env.wait_for(
         "release phase Succeeded",
@@ -135,22 +150,25 @@ pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) 
         !env.events("WaitingForGate").await.is_empty(),
         "holds are announced too"
     );
+}
 
-    // Once settled, reconciles keep running but write nothing.
-    let versions = || async {
-        let mut v = vec![env.release("shop-1-0-0").await.metadata.resource_version];
-        for stage in ["dev", "test", "prod"] {
-            v.push(env.stage(stage).await.metadata.resource_version);
-            v.push(
-                env.deployment(&format!("web-{stage}-primary"))
-                    .await
-                    .unwrap()
-                    .metadata
-                    .resource_version,
-            );
-        }
-        v
-    };
+/// Resource versions of the release, the stages and their primaries.
+async fn resource_versions(env: &TestEnv) -> Vec<Option<String>> {
+    let mut v = vec![env.release("shop-1-0-0").await.metadata.resource_version];
+    for stage in ["dev", "test", "prod"] {
+        v.push(env.stage(stage).await.metadata.resource_version);
+        v.push(
+            env.deployment(&format!("web-{stage}-primary"))
+                .await
+                .unwrap()
+                .metadata
+                .resource_version,
+        );
+    }
+    v
+}
+
+async fn assert_metrics_counted_and_nothing_written_once_settled(env: &TestEnv) {
     // The controller's metrics: help text on each, and the writes it made, by kind.
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", env.metrics_port))
         .await
@@ -178,14 +196,14 @@ pub async fn release_goes_dev_test_prod_and_soaks_before_prod(mut env: TestEnv) 
         metrics.contains(r#"greenlight_gate_evaluations_total{gate_type="soak",verdict="passed"}"#),
         "{metrics}"
     );
-    let before = versions().await;
+    // Once settled, reconciles keep running but write nothing.
+    let before = resource_versions(env).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        versions().await,
+        resource_versions(env).await,
         before,
         "no status or workload write without a change"
     );
-    env.kill_controller();
 }
 
 pub async fn newer_release_supersedes_an_older_one_waiting_at_a_stage(mut env: TestEnv) {

@@ -8,10 +8,8 @@ use greenlight::api::stage::{RolloutOutcome, StagePhase};
 use crate::env::{TestEnv, image, release_yaml, target_yaml};
 use crate::support::kubelet::Hold;
 
-pub async fn release_whose_pods_never_become_ready_is_rolled_back(mut env: TestEnv) {
-    env.apply(&[target_yaml("web-dev"), target_yaml("web-test")].join("---\n"));
-    env.apply(
-        r#"apiVersion: greenlight.dev/v1alpha1
+/// dev with two replicas and an 8s progress deadline, then test.
+const DEV_AND_TEST_STAGES: &str = r#"apiVersion: greenlight.dev/v1alpha1
 kind: Stage
 metadata: {name: dev}
 spec:
@@ -27,8 +25,11 @@ spec:
   pipeline: shop
   requires: [dev]
   target: {name: web-test}
-"#,
-    );
+"#;
+
+pub async fn release_whose_pods_never_become_ready_is_rolled_back(mut env: TestEnv) {
+    env.apply(&[target_yaml("web-dev"), target_yaml("web-test")].join("---\n"));
+    env.apply(DEV_AND_TEST_STAGES);
     env.start_controller();
     let good = image("shop-good");
     let crashing = image("shop-crashing");
@@ -51,6 +52,11 @@ spec:
         "v2's rollout is not interrupted by v3"
     );
 
+    assert_v2_fails_at_dev_on_its_deadline_and_says_so(&env).await;
+    assert_v3_follows_the_rollback_and_v2_never_reaches_test(&env, &fixed).await;
+}
+
+async fn assert_v2_fails_at_dev_on_its_deadline_and_says_so(env: &TestEnv) {
     let failed = env
         .wait_release_stage("v2", "dev", "Failed", Duration::from_secs(60))
         .await;
@@ -77,7 +83,9 @@ spec:
         },
     )
     .await;
+}
 
+async fn assert_v3_follows_the_rollback_and_v2_never_reaches_test(env: &TestEnv, fixed: &str) {
     // Then v3 rolls out; the history reads newest first.
     env.wait_release_stage("v3", "test", "Succeeded", Duration::from_secs(90))
         .await;
@@ -117,8 +125,11 @@ spec:
     let test = env.stage("test").await.status.unwrap();
     let test_releases: Vec<&str> = test.history.iter().map(|h| h.release.as_str()).collect();
     assert_eq!(test_releases, ["v3", "v1"]);
-    assert_eq!(env.images("web-test-primary").await, vec![fixed.clone()]);
-    assert_eq!(env.images("web-dev-primary").await, vec![fixed]);
+    assert_eq!(
+        env.images("web-test-primary").await,
+        vec![fixed.to_string()]
+    );
+    assert_eq!(env.images("web-dev-primary").await, vec![fixed.to_string()]);
     assert_eq!(
         dev.phase,
         Some(StagePhase::Idle),

@@ -7,16 +7,9 @@ use jiff::{SignedDuration, Timestamp, ToSpan};
 
 use crate::env::{TestEnv, image, release_yaml, target_yaml};
 
-pub async fn blackout_window_holds_prod_until_it_ends(mut env: TestEnv) {
-    // A deny window that started at the top of this minute and ends 15 s from now.
-    let now = Timestamp::now();
-    let zoned = now.to_zoned(jiff::tz::TimeZone::get("Europe/Paris").unwrap());
-    let minute_start = zoned.with().second(0).subsec_nanosecond(0).build().unwrap();
-    let ends = now + 15.seconds();
-    let duration_secs = ends.duration_since(minute_start.timestamp()).as_secs() + 1;
-    let cron = format!("{} {} * * *", zoned.minute(), zoned.hour());
-    env.apply(&[target_yaml("web-dev"), target_yaml("web-prod")].join("---\n"));
-    env.apply(&format!(
+/// dev, then prod with a "quarterly close" deny window on `cron` lasting `duration_secs`.
+fn dev_and_prod_with_a_blackout(cron: &str, duration_secs: i64) -> String {
+    format!(
         r#"apiVersion: greenlight.dev/v1alpha1
 kind: Stage
 metadata: {{name: dev}}
@@ -38,13 +31,30 @@ spec:
     timeZone: Europe/Paris
     reason: quarterly close
 "#
-    ));
+    )
+}
+
+pub async fn blackout_window_holds_prod_until_it_ends(mut env: TestEnv) {
+    // A deny window that started at the top of this minute and ends 15 s from now.
+    let now = Timestamp::now();
+    let zoned = now.to_zoned(jiff::tz::TimeZone::get("Europe/Paris").unwrap());
+    let minute_start = zoned.with().second(0).subsec_nanosecond(0).build().unwrap();
+    let ends = now + 15.seconds();
+    let duration_secs = ends.duration_since(minute_start.timestamp()).as_secs() + 1;
+    let cron = format!("{} {} * * *", zoned.minute(), zoned.hour());
+    env.apply(&[target_yaml("web-dev"), target_yaml("web-prod")].join("---\n"));
+    env.apply(&dev_and_prod_with_a_blackout(&cron, duration_secs));
     let window_end = minute_start.timestamp() + SignedDuration::from_secs(duration_secs);
     env.start_controller();
     env.apply(&release_yaml("shop-2", "shop", "2.0.0", &image("shop-2")));
 
     env.wait_release_stage("shop-2", "dev", "Succeeded", Duration::from_secs(60))
         .await;
+    assert_prod_is_held_inside_the_window_saying_why(&env, window_end).await;
+    assert_prod_starts_the_moment_the_window_ends(&env, window_end).await;
+}
+
+async fn assert_prod_is_held_inside_the_window_saying_why(env: &TestEnv, window_end: Timestamp) {
     let held = env
         .wait_for(
             "prod held by the blackout",
@@ -90,7 +100,9 @@ spec:
         },
     )
     .await;
+}
 
+async fn assert_prod_starts_the_moment_the_window_ends(env: &TestEnv, window_end: Timestamp) {
     let done = env
         .wait_release_stage("shop-2", "prod", "Succeeded", Duration::from_secs(60))
         .await;

@@ -43,64 +43,17 @@ impl ControlPlane {
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs).expect("certs dir");
         make_certs(&certs);
-        std::fs::write(
-            dir.join("tokens.csv"),
-            format!(
-                "{ADMIN_TOKEN},admin,admin-uid,system:masters\n{OPERATOR_TOKEN},{OPERATOR_USER},operator-uid\n{}",
-                PEOPLE
-                    .iter()
-                    .map(|(user, group)| format!("{},{user},{user}-uid,{group}\n", person_token(user)))
-                    .collect::<String>()
-            ),
-        )
-        .expect("token file");
+        write_token_file(&dir);
 
         let etcd_port = free_port();
         let peer_port = free_port();
         let etcd_dir = shm_or(&dir).join("etcd");
-        let mut etcd = Command::new(find_binary("etcd"));
-        etcd.args([
-            "--name=e2e",
-            &format!("--data-dir={}", etcd_dir.display()),
-            &format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
-            &format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
-            &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-            &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-            &format!("--initial-cluster=e2e=http://127.0.0.1:{peer_port}"),
-            "--log-level=warn",
-        ]);
+        let etcd = etcd_command(&etcd_dir, etcd_port, peer_port);
         let mut procs = vec![Proc::spawn("etcd", etcd, &dir)];
 
         let api_port = free_port();
         let server = format!("https://127.0.0.1:{api_port}");
-        let mut api = Command::new(find_binary("kube-apiserver"));
-        api.args([
-            &format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
-            &format!("--secure-port={api_port}"),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            &format!("--tls-cert-file={}", certs.join("server.crt").display()),
-            &format!(
-                "--tls-private-key-file={}",
-                certs.join("server.key").display()
-            ),
-            &format!("--client-ca-file={}", certs.join("ca.crt").display()),
-            &format!("--token-auth-file={}", dir.join("tokens.csv").display()),
-            &format!(
-                "--service-account-key-file={}",
-                certs.join("sa.pub").display()
-            ),
-            &format!(
-                "--service-account-signing-key-file={}",
-                certs.join("sa.key").display()
-            ),
-            "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
-            "--allow-privileged=true",
-            "--v=0",
-        ]);
+        let api = apiserver_command(&dir, &certs, etcd_port, api_port);
         procs.push(Proc::spawn("kube-apiserver", api, &dir));
 
         let kubeconfig = dir.join("kubeconfig");
@@ -133,17 +86,7 @@ impl ControlPlane {
         };
         cp.wait_healthy(Duration::from_secs(90));
 
-        let mut kcm = Command::new(find_binary("kube-controller-manager"));
-        kcm.args([
-            &format!("--kubeconfig={}", cp.kubeconfig.display()),
-            "--controllers=deployment,replicaset,garbagecollector,namespace",
-            "--leader-elect=false",
-            "--port=0",
-            "--secure-port=0",
-            "--concurrent-deployment-syncs=10",
-            "--concurrent-replicaset-syncs=10",
-            "--v=0",
-        ]);
+        let kcm = kube_controller_manager_command(&cp.kubeconfig);
         let kcm = Proc::spawn("kube-controller-manager", kcm, &cp.dir);
         cp.procs.lock().unwrap().push(kcm);
         cp
@@ -386,4 +329,81 @@ fn base64_encode(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The token-file users: the admin, the operator and the people.
+fn write_token_file(dir: &Path) {
+    std::fs::write(
+        dir.join("tokens.csv"),
+        format!(
+            "{ADMIN_TOKEN},admin,admin-uid,system:masters\n{OPERATOR_TOKEN},{OPERATOR_USER},operator-uid\n{}",
+            PEOPLE
+                .iter()
+                .map(|(user, group)| format!("{},{user},{user}-uid,{group}\n", person_token(user)))
+                .collect::<String>()
+        ),
+    )
+    .expect("token file");
+}
+
+fn etcd_command(etcd_dir: &Path, etcd_port: u16, peer_port: u16) -> Command {
+    let mut etcd = Command::new(find_binary("etcd"));
+    etcd.args([
+        "--name=e2e",
+        &format!("--data-dir={}", etcd_dir.display()),
+        &format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+        &format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+        &format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+        &format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+        &format!("--initial-cluster=e2e=http://127.0.0.1:{peer_port}"),
+        "--log-level=warn",
+    ]);
+    etcd
+}
+
+fn apiserver_command(dir: &Path, certs: &Path, etcd_port: u16, api_port: u16) -> Command {
+    let mut api = Command::new(find_binary("kube-apiserver"));
+    api.args([
+        &format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+        &format!("--secure-port={api_port}"),
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        &format!("--tls-cert-file={}", certs.join("server.crt").display()),
+        &format!(
+            "--tls-private-key-file={}",
+            certs.join("server.key").display()
+        ),
+        &format!("--client-ca-file={}", certs.join("ca.crt").display()),
+        &format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+        &format!(
+            "--service-account-key-file={}",
+            certs.join("sa.pub").display()
+        ),
+        &format!(
+            "--service-account-signing-key-file={}",
+            certs.join("sa.key").display()
+        ),
+        "--service-account-issuer=https://kubernetes.default.svc",
+        "--service-cluster-ip-range=10.96.0.0/16",
+        "--authorization-mode=RBAC",
+        "--disable-admission-plugins=ServiceAccount",
+        "--allow-privileged=true",
+        "--v=0",
+    ]);
+    api
+}
+
+fn kube_controller_manager_command(kubeconfig: &Path) -> Command {
+    let mut kcm = Command::new(find_binary("kube-controller-manager"));
+    kcm.args([
+        &format!("--kubeconfig={}", kubeconfig.display()),
+        "--controllers=deployment,replicaset,garbagecollector,namespace",
+        "--leader-elect=false",
+        "--port=0",
+        "--secure-port=0",
+        "--concurrent-deployment-syncs=10",
+        "--concurrent-replicaset-syncs=10",
+        "--v=0",
+    ]);
+    kcm
 }

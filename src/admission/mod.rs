@@ -16,17 +16,26 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::runtime::reflector::ObjectRef;
 use tracing::{debug, info, warn};
 
-use crate::api::validation::{FieldError, ValidationErrors};
-use crate::api::{Approval, Decision, Gate, GateSpec, Release, Stage};
-use crate::controller::Context;
-use crate::controller::approval::{approval_gates, release_author};
-use crate::metrics::AdmissionLabels;
+use crate::api::{Approval, Decision, GateSpec, Stage};
+use crate::gates::GateEnv;
+use crate::index::Index;
+use crate::metrics::{AdmissionLabels, Metrics};
+use crate::validation::{FieldError, ValidationErrors};
+
+/// What the webhooks read: the watched state, the gate settings, and where to count.
+pub struct AdmissionState {
+    pub index: Arc<Index>,
+    pub gate_env: GateEnv,
+    pub metrics: Arc<Metrics>,
+    /// For keeping the webhook configurations' CA bundle current.
+    pub client: kube::Client,
+}
+
+type Context = AdmissionState;
 
 /// How the webhook server is set up.
 #[derive(Debug, Clone)]
@@ -115,7 +124,7 @@ pub async fn start(config: ServerConfig, ctx: Arc<Context>) -> Result<(), Admiss
 async fn mutate_handler(State(ctx): State<Arc<Context>>, body: Bytes) -> axum::response::Response {
     answer(&ctx, "mutate", &body, |req, ctx| {
         let response = AdmissionResponse::from(req);
-        match mutate::stamp(req, &ctx.identity) {
+        match mutate::stamp(req, &ctx.index.identity) {
             None => response,
             Some(patch) => response
                 .with_patch(patch)
@@ -239,17 +248,9 @@ fn validate(
             serde_json::from_value::<Stage>(v).map_err(|e| FieldError::new("spec", e.to_string()))
         }) {
             Ok(stage) => {
-                let siblings: Vec<Arc<Stage>> = ctx
-                    .stages
-                    .state()
-                    .into_iter()
-                    .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
-                    .collect();
-                let gate_type = |name: &str| {
-                    ctx.gates
-                        .get(&ObjectRef::<Gate>::new(name).within(&namespace))
-                        .map(|g| g.spec.gate_type)
-                };
+                let siblings: Vec<Arc<Stage>> = ctx.index.stages_where(&namespace, |_| true);
+                let gate_type =
+                    |name: &str| ctx.index.gate(&namespace, name).map(|g| g.spec.gate_type);
                 (validate::stage(&stage, &siblings, gate_type), vec![])
             }
             Err(e) => (vec![e], vec![]),
@@ -285,24 +286,20 @@ fn approval_policy(
 ) {
     let spec = &approval.spec;
     let subject = crate::identity::Subject::Approval { namespace, spec };
-    let who = match ctx.identity.verify(&subject, spec.approver.as_ref()) {
+    let who = match ctx.index.identity.verify(&subject, spec.approver.as_ref()) {
         Ok(who) => who,
         Err(why) => {
             errors.push(FieldError::new("spec.approver", format!("{why}")));
             return;
         }
     };
-    let release = ctx
-        .releases
-        .get(&ObjectRef::<Release>::new(&spec.release).within(namespace));
-    let stage = ctx
-        .stages
-        .get(&ObjectRef::<Stage>::new(&spec.stage).within(namespace));
+    let release = ctx.index.release(namespace, &spec.release);
+    let stage = ctx.index.stage(namespace, &spec.stage);
     let (Some(release), Some(stage)) = (release, stage) else {
         return;
     };
-    let author = release_author(ctx, &release);
-    let gates = approval_gates(ctx, &stage, namespace);
+    let author = ctx.index.release_author(&release);
+    let gates = ctx.index.approval_gates(&stage);
     if gates.is_empty() {
         warnings.push(format!(
             "stage '{}' has no approval gate; this decision counts nowhere",

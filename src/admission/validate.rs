@@ -10,11 +10,9 @@ use serde_json::Value;
 
 use crate::api::gate::GateType;
 use crate::api::stage::TriggerType;
-use crate::api::validation::{
-    FieldError, MANUAL_NEEDS_APPROVAL_GATE, compile_stage, validate_release,
-};
 use crate::api::{ApprovalSpec, ReleaseSpec, Stage};
 use crate::pipeline::find_cycle_ignoring_missing;
+use crate::validation::{FieldError, MANUAL_NEEDS_APPROVAL_GATE, compile_stage, validate_release};
 
 /// A Release: valid, and its spec unchanged since creation.
 pub fn release(old: Option<&Value>, new: &Value) -> Vec<FieldError> {

@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::patterns::DURATION_PATTERN;
 use super::release::GateVerdict;
-use super::stage::DURATION_PATTERN;
 
 /// Shifts traffic to the new release step by step while analysis watches it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -9,8 +9,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::conditions::Condition;
-use super::release::NAME_PATTERN;
-use super::stage::DURATION_PATTERN;
+use super::patterns::DURATION_PATTERN;
+use super::patterns::NAME_PATTERN;
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

@@ -1,13 +1,14 @@
 //! The `greenlight.dev/v1alpha1` API: Release, Stage, Gate and Approval, their status, and the
-//! kstatus-style conditions they share. Everything here is data; rules live in [`validation`].
+//! kstatus-style conditions they share. Everything here is data; the rules are in
+//! `crate::validation`.
 
 pub mod approval;
 pub mod canary;
 pub mod conditions;
 pub mod gate;
+pub mod patterns;
 pub mod release;
 pub mod stage;
-pub mod validation;
 
 pub use approval::{Approval, ApprovalSpec, ApprovalStatus, Decision, Identity};
 pub use conditions::{Condition, ConditionStatus};

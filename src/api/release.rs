@@ -14,11 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::approval::Identity;
 use super::conditions::Condition;
-
-/// Image references must be pinned by digest so every stage runs the same bytes.
-pub const DIGEST_PATTERN: &str = r"^[^@\s]+@sha256:[0-9a-f]{64}$";
-/// A DNS-1123 label: the form of pipeline, stage and container names.
-pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+use super::patterns::{DIGEST_PATTERN, NAME_PATTERN};
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -123,6 +119,10 @@ pub struct ReleaseStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
+    /// Identifies the fact recorded (stage, release, action and attempt), so that a replay
+    /// after a crash never records it twice.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     #[schemars(with = "Time")]
     pub time: Timestamp,
     pub stage: String,
@@ -146,6 +146,10 @@ pub enum AuditAction {
     PromoteRequested,
     AbortRequested,
     RetryRequested,
+    /// The rollback that followed a failure finished.
+    RollbackCompleted,
+    /// A steering annotation that could not act, with why.
+    CommandRefused,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -183,6 +187,9 @@ pub struct ReleaseStageStatus {
     /// Last result of each gate of the stage, in the declared order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateResultStatus>,
+    /// Which attempt this is: absent for the first, 2 after the first retry, and so on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -192,6 +199,8 @@ pub enum StagePhaseForRelease {
     Succeeded,
     Failed,
     Superseded,
+    /// The apiserver refused a write this rollout needs; retried with backoff.
+    Blocked,
 }
 
 impl StagePhaseForRelease {

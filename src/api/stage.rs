@@ -12,10 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::canary::{CanaryProgress, CanaryStrategy};
 use super::conditions::Condition;
-use super::release::{Artifact, NAME_PATTERN};
-
-/// Go-style durations: `90s`, `10m`, `1h30m`, `500ms`.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+use super::patterns::{DURATION_PATTERN, NAME_PATTERN};
+use super::release::Artifact;
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

@@ -1,6 +1,7 @@
 //! Errors of the controller layer; each variant's [`ReconcileError::label`] is a metric label.
 
-use crate::api::validation::ValidationErrors;
+use super::writer::WriteError;
+use crate::validation::ValidationErrors;
 use crate::workload::WorkloadError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,10 @@ pub enum ReconcileError {
     Conflict(&'static str),
     #[error("traffic router: {0}")]
     Router(#[from] crate::routers::RouterError),
+    #[error("{0}")]
+    Write(#[from] WriteError),
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
 }
 
 impl ReconcileError {
@@ -31,6 +36,8 @@ impl ReconcileError {
             Self::MissingField(_) => "missing_field",
             Self::Conflict(_) => "conflict",
             Self::Router(e) => e.label(),
+            Self::Write(e) => e.label(),
+            Self::Panicked(_) => "panic",
         }
     }
 }

@@ -4,19 +4,17 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
-use serde_json::json;
 
 use super::error::ReconcileError;
 use super::patch::merge_diff;
 use super::{Context, error_policy, instrumented, key, scoped_api};
 use crate::api::conditions::{self, Health, kstatus};
 use crate::api::gate::{Gate, GateStatus};
-use crate::api::validation::ValidationErrors;
 use crate::gates;
+use crate::validation::ValidationErrors;
 
 const CONTROLLER: &str = "gate";
 
@@ -49,7 +47,7 @@ async fn reconcile_gate(
     name: &str,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
-    let (health, reason, message) = match gates::compile(&gate.spec, &ctx.gate_env) {
+    let (health, reason, message) = match gates::compile(&gate.spec, &ctx.runner.env) {
         Ok(_) => (
             Health::Ready,
             "Valid",
@@ -74,13 +72,8 @@ async fn reconcile_gate(
         ),
     };
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
-        ctx.metrics.write("gate_status");
-        ctx.api::<Gate>(namespace)
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": diff })),
-            )
+        ctx.writer
+            .status::<Gate>("gate_status", namespace, name, diff)
             .await?;
     }
     Ok(Action::await_change())

@@ -1,52 +1,46 @@
-//! The IO layer: watches the cluster, feeds the pure state machine and applies its decisions.
-//! Four controllers share one [`Context`]: Stages (promotion and rollout), Releases (their
-//! overall phase), Gates (their validity) and Approvals (their verification and audit record).
-//! The admission webhook server, when enabled, shares the same caches.
+//! The IO shell around the pure machine: observe (the [`Index`] and fresh reads), decide
+//! ([`crate::machine`]), effect (the one [`writer::Writer`]). Four controllers share one
+//! [`Context`]: Stages (promotion and rollout), Releases (their overall phase), Gates (their
+//! validity) and Approvals (their verification and audit record).
 
 pub mod approval;
-pub mod audit;
+pub mod backoff;
 pub mod canary;
+pub mod effects;
 pub mod error;
 pub mod gate;
+pub mod observe;
 pub mod patch;
 pub mod release;
+pub mod runner;
 pub mod secrets;
 pub mod stage;
+pub mod writer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::api::{Approval, Gate, Release, Stage};
 use crate::identity::IdentityKey;
+use crate::index::Index;
 use crate::metrics::Metrics;
 use error::ReconcileError;
+
+pub use crate::index::scoped as scoped_api;
 
 /// Everything a reconciliation needs besides the object.
 pub struct Context {
     pub client: Client,
     pub namespace: Option<String>,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
-    pub gate_env: crate::gates::GateEnv,
-    /// Gates that did not pass, by stage, release and gate, kept until their recheck time.
-    pub held_gates: std::sync::Mutex<
-        std::collections::HashMap<String, (jiff::Timestamp, crate::gates::GateOutcome)>,
-    >,
-    pub stages: Store<Stage>,
-    pub releases: Store<Release>,
-    pub gates: Store<Gate>,
-    pub approvals: Store<Approval>,
-    /// Signs and checks the identity stamps of the admission webhook.
-    pub identity: Arc<IdentityKey>,
+    pub index: Arc<Index>,
+    pub runner: runner::GateRunner,
+    pub writer: writer::Writer,
+    pub backoff: backoff::Backoff,
 }
 
 /// How the operator is configured.
@@ -69,115 +63,13 @@ impl Context {
     {
         Api::namespaced(self.client.clone(), namespace)
     }
-
-    pub async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        warning: bool,
-        reason: &str,
-        note: String,
-    ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
-        };
-        self.metrics.write("event");
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %e, reason, "could not publish event");
-        }
-    }
 }
 
-pub(crate) fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
-/// A cache of all objects of a kind, kept up to date by a watch.
-fn cache<K>(api: Api<K>) -> (Store<K>, impl std::future::Future<Output = ()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    )
-    .applied_objects()
-    .for_each(|_| futures::future::ready(()));
-    (reader, stream)
-}
-
-/// Stages of the same pipeline in the same namespace as `(namespace, pipeline)`.
-pub fn pipeline_stages(store: &Store<Stage>, namespace: &str, pipeline: &str) -> Vec<Arc<Stage>> {
-    let mut stages: Vec<Arc<Stage>> = store
-        .state()
-        .into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(namespace) && s.spec.pipeline == pipeline)
-        .collect();
-    stages.sort_by_key(|s| s.name_any());
-    stages
-}
-
-/// Releases of one pipeline, oldest first (creation time, then name).
-pub fn pipeline_releases(
-    store: &Store<Release>,
-    namespace: &str,
-    pipeline: &str,
-) -> Vec<Arc<Release>> {
-    let mut releases: Vec<Arc<Release>> = store
-        .state()
-        .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(namespace) && r.spec.pipeline == pipeline)
-        .collect();
-    releases.sort_by(|a, b| {
-        let created = |r: &Release| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        created(a)
-            .cmp(&created(b))
-            .then_with(|| a.name_any().cmp(&b.name_any()))
-    });
-    releases
-}
-
-/// Why a Release must not be rolled out, if it must not: its spec is invalid, or it was edited
-/// after creation (possible only with the admission webhooks off; Releases are immutable).
-pub(crate) fn release_problem(release: &Release) -> Option<String> {
-    if let Err(errors) = crate::api::validation::validate_release(&release.spec) {
-        return Some(errors.to_string());
-    }
-    match release.metadata.generation {
-        Some(generation) if generation > 1 => Some(format!(
-            "spec: edited after creation (generation {generation}); a Release is immutable, publish a new Release instead"
-        )),
-        _ => None,
-    }
-}
-
-pub fn error_policy<K>(
+/// After a failed reconcile, the object backs off (see [`backoff`]); the error is counted.
+pub fn error_policy<K: ResourceExt>(
     controller: &'static str,
 ) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
-    move |_obj, error, ctx| {
+    move |obj, error, ctx| {
         warn!(controller, error = %error, "reconcile failed");
         ctx.metrics
             .reconcile_errors
@@ -186,7 +78,30 @@ pub fn error_policy<K>(
                 error: error.label(),
             })
             .inc();
-        Action::requeue(Duration::from_secs(5))
+        let key = backoff_key(controller, &*obj);
+        Action::requeue(ctx.backoff.failed(&key, fingerprint(&*obj)))
+    }
+}
+
+pub(crate) fn backoff_key<K: ResourceExt>(controller: &str, obj: &K) -> String {
+    format!(
+        "{controller}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// What ends an object's backoff when it changes: its spec or its steering annotations.
+pub(crate) fn fingerprint<K: ResourceExt>(obj: &K) -> backoff::Fingerprint {
+    let commands = obj
+        .annotations()
+        .iter()
+        .filter(|(k, _)| k.starts_with("greenlight.dev/"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    backoff::Fingerprint {
+        generation: obj.meta().generation,
+        commands,
     }
 }
 
@@ -198,7 +113,8 @@ pub(crate) fn key<K: ResourceExt>(obj: &K) -> Result<(String, String), Reconcile
     Ok((namespace, obj.name_any()))
 }
 
-/// Runs one reconciliation inside a span that names the object, and records how long it took.
+/// Runs one reconciliation inside a span that names the object, and records how long it
+/// took. A panic in it becomes an error on that object, never the end of the process.
 pub(crate) async fn instrumented(
     controller: &'static str,
     kind: &'static str,
@@ -206,13 +122,24 @@ pub(crate) async fn instrumented(
     ctx: &Context,
     work: impl std::future::Future<Output = Result<Action, ReconcileError>>,
 ) -> Result<Action, ReconcileError> {
+    use futures::FutureExt;
     use tracing::Instrument;
     let started = std::time::Instant::now();
-    let result = work
-        .instrument(tracing::info_span!("reconcile", kind, namespace = %namespace, name = %name))
-        .await;
+    let span = tracing::info_span!("reconcile", kind, namespace = %namespace, name = %name);
+    let result = std::panic::AssertUnwindSafe(work.instrument(span))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(ReconcileError::Panicked(panic_message(panic))));
     ctx.metrics.observe_reconcile(controller, started.elapsed());
     result
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// Runs the controllers (and the admission webhook server, if enabled) until a shutdown
@@ -223,47 +150,43 @@ pub async fn run(
     settings: Settings,
 ) -> Result<(), crate::admission::AdmissionError> {
     let namespace = settings.namespace;
-    let (stages, stages_task) = cache::<Stage>(scoped(&client, &namespace));
-    let (releases, releases_task) = cache::<Release>(scoped(&client, &namespace));
-    let (gates, gates_task) = cache::<Gate>(scoped(&client, &namespace));
-    let (approvals, approvals_task) = cache::<Approval>(scoped(&client, &namespace));
-    let reporter = Reporter {
-        controller: "greenlight".into(),
-        instance: std::env::var("POD_NAME").ok(),
+    let (index, tasks) = Index::watch(&client, &namespace, settings.identity);
+    for task in tasks {
+        tokio::spawn(task);
+    }
+    let env = crate::gates::GateEnv {
+        http: crate::gates::http_client(),
+        webhook_allow: settings.webhook_allow,
     };
     let ctx = Arc::new(Context {
         client: client.clone(),
         namespace: namespace.clone(),
-        metrics,
-        recorder: Recorder::new(client.clone(), reporter),
-        gate_env: crate::gates::GateEnv {
-            http: crate::gates::http_client(),
-            webhook_allow: settings.webhook_allow,
-        },
-        held_gates: Default::default(),
-        stages: stages.clone(),
-        releases: releases.clone(),
-        gates: gates.clone(),
-        approvals: approvals.clone(),
-        identity: settings.identity,
+        metrics: metrics.clone(),
+        index: index.clone(),
+        runner: runner::GateRunner::new(
+            env.clone(),
+            index.clone(),
+            client.clone(),
+            metrics.clone(),
+        ),
+        writer: writer::Writer::new(client.clone(), metrics.clone()),
+        backoff: Default::default(),
     });
-    tokio::spawn(stages_task);
-    tokio::spawn(releases_task);
-    tokio::spawn(gates_task);
-    tokio::spawn(approvals_task);
-    for (name, store) in [
-        ("stages", stages.wait_until_ready().await.is_ok()),
-        ("releases", releases.wait_until_ready().await.is_ok()),
-        ("gates", gates.wait_until_ready().await.is_ok()),
-        ("approvals", approvals.wait_until_ready().await.is_ok()),
-    ] {
-        if !store {
-            warn!(cache = name, "cache did not become ready");
-        }
+    if !index.wait_until_synced().await {
+        warn!("a watch cache did not become ready");
     }
     if let Some(config) = settings.admission {
-        crate::admission::start(config, ctx.clone()).await?;
+        let state = crate::admission::AdmissionState {
+            index: index.clone(),
+            gate_env: env,
+            metrics: metrics.clone(),
+            client: client.clone(),
+        };
+        crate::admission::start(config, Arc::new(state)).await?;
     }
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
@@ -281,35 +204,4 @@ pub(crate) fn refs_of<K: Resource<DynamicType = ()>>(
     objs: impl IntoIterator<Item = Arc<K>>,
 ) -> Vec<ObjectRef<K>> {
     objs.into_iter().map(|o| ObjectRef::from_obj(&*o)).collect()
-}
-
-pub(crate) use scoped as scoped_api;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_release_edited_after_creation_is_not_rolled_out() {
-        let mut release: Release = serde_json::from_value(serde_json::json!({
-            "apiVersion": "greenlight.dev/v1alpha1", "kind": "Release",
-            "metadata": {"name": "r", "generation": 1},
-            "spec": {"pipeline": "web", "version": "1",
-                     "artifacts": [{"name": "web", "image": format!("r/w@sha256:{}", "a".repeat(64))}]}
-        }))
-        .unwrap();
-        assert_eq!(release_problem(&release), None);
-        release.metadata.generation = Some(2);
-        let problem = release_problem(&release).unwrap();
-        assert!(
-            problem.starts_with("spec: edited after creation"),
-            "{problem}"
-        );
-        release.spec.artifacts[0].image = "r/w:latest".into();
-        assert!(
-            release_problem(&release)
-                .unwrap()
-                .contains("spec.artifacts[0].image")
-        );
-    }
 }

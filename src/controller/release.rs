@@ -6,28 +6,25 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::json;
 
 use super::error::ReconcileError;
 use super::patch::merge_diff;
-use super::{
-    Context, error_policy, instrumented, key, pipeline_releases, pipeline_stages, refs_of,
-    scoped_api,
-};
+use super::writer::Announcement;
+use super::{Context, error_policy, instrumented, key, refs_of, scoped_api};
 use crate::api::conditions;
-use crate::api::release::{Release, ReleaseStatus};
+use crate::api::release::{AuditAction, AuditEntry, Release, ReleaseStatus};
 use crate::api::stage::Stage;
+use crate::index::release_problem;
 use crate::machine::release::summarize;
 use crate::pipeline::topological_order;
 
 const CONTROLLER: &str = "release";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
-    let releases = ctx.releases.clone();
+    let index = ctx.index.clone();
     Controller::new(
         scoped_api::<Release>(client, namespace),
         watcher::Config::default(),
@@ -36,11 +33,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
         scoped_api::<Stage>(client, namespace),
         watcher::Config::default(),
         move |s: Stage| {
-            refs_of(pipeline_releases(
-                &releases,
-                &s.namespace().unwrap_or_default(),
-                &s.spec.pipeline,
-            ))
+            refs_of(index.pipeline_releases(&s.namespace().unwrap_or_default(), &s.spec.pipeline))
         },
     )
     .shutdown_on_signal()
@@ -66,14 +59,15 @@ async fn reconcile_release(
     namespace: &str,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
-    let stages = pipeline_stages(&ctx.stages, namespace, &release.spec.pipeline);
+    announce_recent(release, namespace, ctx).await;
+    let stages = ctx.index.pipeline_stages(namespace, &release.spec.pipeline);
     let graph: BTreeMap<String, Vec<String>> = stages
         .iter()
         .map(|s| (s.name_any(), s.spec.requires.clone()))
         .collect();
     let order = topological_order(&release.spec.pipeline, &graph)
         .unwrap_or_else(|_| graph.keys().cloned().collect());
-    let invalid = super::release_problem(release);
+    let invalid = release_problem(release);
     let old = release.status.clone().unwrap_or_default();
     let summary = summarize(&old, &order, invalid.as_deref());
     let generation = release.meta().generation;
@@ -93,14 +87,71 @@ async fn reconcile_release(
         audit: old.audit.clone(),
     };
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
-        ctx.metrics.write("release_status");
-        ctx.api::<Release>(namespace)
-            .patch_status(
-                &release.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": diff })),
-            )
+        ctx.writer
+            .status::<Release>("release_status", namespace, &release.name_any(), diff)
             .await?;
     }
     Ok(Action::await_change())
+}
+
+/// How far back the audit trail is announced again after a restart: Events live an hour.
+const REPLAY_WINDOW: jiff::SignedDuration = jiff::SignedDuration::from_mins(50);
+
+/// The Event of each recent audit entry, published unless it exists: a transition made final
+/// just before a crash is announced after the restart. The trail is the record of truth.
+async fn announce_recent(release: &Release, namespace: &str, ctx: &Context) {
+    let trail = release
+        .status
+        .as_ref()
+        .map(|s| s.audit.as_slice())
+        .unwrap_or_default();
+    let since = Timestamp::now() - REPLAY_WINDOW;
+    for entry in trail.iter().filter(|e| e.time >= since) {
+        let (reason, warning) = event_of(entry.action);
+        let key = event_key(entry);
+        let stage = ctx.index.stage(namespace, &entry.stage);
+        if let Some(stage) = stage.filter(|_| !entry.id.starts_with("approval/")) {
+            let note = format!("{} (release {})", entry.message, release.name_any());
+            let a = Announcement {
+                warning,
+                reason,
+                note,
+                key: key.clone(),
+            };
+            ctx.writer.events.publish(&*stage, a).await;
+        }
+        let note = format!("stage {}: {}", entry.stage, entry.message);
+        let a = Announcement {
+            warning,
+            reason,
+            note,
+            key,
+        };
+        ctx.writer.events.publish(release, a).await;
+    }
+}
+
+/// The key an audit entry's Event is named by.
+pub(crate) fn event_key(entry: &AuditEntry) -> String {
+    match (&entry.id, &entry.approval) {
+        (id, _) if !id.is_empty() => id.clone(),
+        (_, Some(approval)) => format!("approval/{approval}/{:?}", entry.action),
+        _ => format!("{}/{:?}/{}", entry.stage, entry.action, entry.time),
+    }
+}
+
+/// The Event reason that announces an audit action, and whether it is a warning.
+fn event_of(action: AuditAction) -> (&'static str, bool) {
+    match action {
+        AuditAction::Approved => ("Approved", false),
+        AuditAction::Rejected => ("Rejected", true),
+        AuditAction::RolloutStarted => ("RolloutStarted", false),
+        AuditAction::Promoted => ("RolloutSucceeded", false),
+        AuditAction::RolledBack => ("RolloutFailed", true),
+        AuditAction::RollbackCompleted => ("RollbackCompleted", true),
+        AuditAction::PromoteRequested => ("PromotedByHand", false),
+        AuditAction::AbortRequested => ("RolloutFailed", true),
+        AuditAction::RetryRequested => ("RetryRequested", false),
+        AuditAction::CommandRefused => ("CommandRefused", true),
+    }
 }

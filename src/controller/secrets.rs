@@ -5,32 +5,21 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 
-use super::Context;
-use crate::api::gate::{GateSpec, SecretKeyRef};
+use kube::{Api, Client};
 
-pub fn key(r: &SecretKeyRef) -> String {
-    format!("{}/{}", r.name, r.key)
-}
-
-fn references(spec: &GateSpec) -> Vec<&SecretKeyRef> {
-    let Some(p) = &spec.prometheus else {
-        return vec![];
-    };
-    p.bearer_token_secret_ref
-        .iter()
-        .chain(p.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()))
-        .collect()
-}
+use crate::api::gate::SecretKeyRef;
+use crate::gates::secret_key;
 
 /// The referenced values, or a message naming the missing Secret or key (never its value).
 pub async fn resolve(
-    spec: &GateSpec,
+    refs: &[SecretKeyRef],
     namespace: &str,
-    ctx: &Context,
+    client: &Client,
 ) -> Result<BTreeMap<String, String>, String> {
     let mut values = BTreeMap::new();
-    for r in references(spec) {
-        let secret = match ctx.api::<Secret>(namespace).get_opt(&r.name).await {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for r in refs {
+        let secret = match api.get_opt(&r.name).await {
             Ok(Some(secret)) => secret,
             Ok(None) => return Err(format!("Secret '{}' not found", r.name)),
             Err(kube::Error::Api(e)) if e.code == 403 => {
@@ -56,7 +45,7 @@ pub async fn resolve(
             .ok_or_else(|| format!("Secret '{}' has no key '{}'", r.name, r.key))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| format!("Secret '{}' key '{}' is not UTF-8", r.name, r.key))?;
-        values.insert(key(r), text.trim().to_string());
+        values.insert(secret_key(r), text.trim().to_string());
     }
     Ok(values)
 }

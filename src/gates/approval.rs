@@ -12,10 +12,10 @@ use jiff::Timestamp;
 use super::{GateCheck, GateContext, GateOutcome};
 use crate::api::gate::ApprovalGate;
 use crate::api::release::GateVerdict;
-use crate::api::validation::FieldError;
 use crate::api::{Decision, Identity};
 use crate::identity::Unverified;
 use crate::schedule::parse_duration;
+use crate::validation::FieldError;
 
 /// An Approval of the judged release at the judged stage, its stamp already checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +205,31 @@ impl ApprovalCheck {
 impl GateCheck for ApprovalCheck {
     fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome> {
         Box::pin(async move { self.judge(ctx) })
+    }
+}
+
+/// The `approval` kind, as registered in [`super::KINDS`]: it reads the release's approvals.
+pub struct Kind;
+
+impl super::GateKind for Kind {
+    fn gate_type(&self) -> crate::api::GateType {
+        crate::api::GateType::Approval
+    }
+    fn configured(&self, spec: &crate::api::GateSpec) -> bool {
+        spec.approval.is_some()
+    }
+    fn compile(
+        &self,
+        spec: &crate::api::GateSpec,
+        _env: &super::GateEnv,
+    ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
+        let check =
+            ApprovalCheck::compile(super::settings(spec.approval.as_ref(), self.gate_type())?)?;
+        let needs = super::Needs {
+            approvals: true,
+            ..Default::default()
+        };
+        Ok((check, needs))
     }
 }
 

@@ -15,10 +15,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 
-use crate::api::gate::{GateSpec, GateType};
+use crate::api::gate::{GateSpec, GateType, SecretKeyRef};
 use crate::api::release::{Artifact, GateVerdict, ReleaseStageStatus};
-use crate::api::validation::FieldError;
 use crate::schedule::parse_duration;
+use crate::validation::FieldError;
 
 /// Default time between two evaluations of a gate that did not pass.
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
@@ -83,17 +83,60 @@ pub trait GateCheck: Send + Sync {
     fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome>;
 }
 
+/// What a compiled gate needs from the cluster before it can be evaluated; the gate runner
+/// reads exactly this, so no kind is special-cased outside its own file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Needs {
+    /// Secret keys whose values go into [`GateContext::secrets`].
+    pub secrets: Vec<SecretKeyRef>,
+    /// The release's approvals and verified author go into the context.
+    pub approvals: bool,
+}
+
 /// A gate ready to evaluate, built from a validated spec.
 pub struct CompiledGate {
     pub check: Box<dyn GateCheck>,
     pub recheck_interval: Duration,
+    pub needs: Needs,
 }
+
+/// One gate kind: its `spec.type`, whether its settings block is set, and how it compiles.
+pub trait GateKind: Sync {
+    fn gate_type(&self) -> GateType;
+    fn configured(&self, spec: &GateSpec) -> bool;
+    /// The check and what it needs, or every field error of its settings block.
+    fn compile(
+        &self,
+        spec: &GateSpec,
+        env: &GateEnv,
+    ) -> Result<(Box<dyn GateCheck>, Needs), Vec<FieldError>>;
+}
+
+/// Every gate kind. Adding one is its file, its `GateType` and spec field, and a line here.
+static KINDS: &[&dyn GateKind] = &[
+    &soak::Kind,
+    &window::Kind,
+    &prometheus::Kind,
+    &webhook::Kind,
+    &approval::Kind,
+];
 
 /// What gates get from the operator's configuration.
 #[derive(Clone, Debug)]
 pub struct GateEnv {
     pub http: reqwest::Client,
     pub webhook_allow: allow::AllowList,
+}
+
+/// The settings block of a kind, or the error that it is missing.
+pub(crate) fn settings<T>(block: Option<&T>, kind: GateType) -> Result<&T, Vec<FieldError>> {
+    block.ok_or_else(|| {
+        let kind = kind.as_str();
+        vec![FieldError::new(
+            format!("spec.{kind}"),
+            format!("required when spec.type is '{kind}'"),
+        )]
+    })
 }
 
 /// Builds the check for a Gate spec, or every field error in it.
@@ -114,17 +157,10 @@ pub fn compile(spec: &GateSpec, env: &GateEnv) -> Result<CompiledGate, Vec<Field
             DEFAULT_RECHECK
         }
     };
-    let members = [
-        (GateType::Soak, spec.soak.is_some()),
-        (GateType::Window, spec.window.is_some()),
-        (GateType::Prometheus, spec.prometheus.is_some()),
-        (GateType::Webhook, spec.webhook.is_some()),
-        (GateType::Approval, spec.approval.is_some()),
-    ];
-    for (kind, present) in members {
-        if present && kind != spec.gate_type {
+    for kind in KINDS {
+        if kind.configured(spec) && kind.gate_type() != spec.gate_type {
             errors.push(FieldError::new(
-                format!("spec.{}", kind.as_str()),
+                format!("spec.{}", kind.gate_type().as_str()),
                 format!(
                     "set, but spec.type is '{}'; remove it or change the type",
                     spec.gate_type.as_str()
@@ -132,44 +168,15 @@ pub fn compile(spec: &GateSpec, env: &GateEnv) -> Result<CompiledGate, Vec<Field
             ));
         }
     }
-    let missing = || {
-        let kind = spec.gate_type.as_str();
-        vec![FieldError::new(
-            format!("spec.{kind}"),
-            format!("required when spec.type is '{kind}'"),
-        )]
-    };
-    let check: Result<Box<dyn GateCheck>, Vec<FieldError>> = match spec.gate_type {
-        GateType::Soak => spec
-            .soak
-            .as_ref()
-            .ok_or_else(missing)
-            .and_then(soak::SoakCheck::compile),
-        GateType::Window => spec
-            .window
-            .as_ref()
-            .ok_or_else(missing)
-            .and_then(window::WindowCheck::compile),
-        GateType::Prometheus => spec
-            .prometheus
-            .as_ref()
-            .ok_or_else(missing)
-            .and_then(|p| prometheus::PrometheusCheck::compile(p, &env.http)),
-        GateType::Webhook => spec
-            .webhook
-            .as_ref()
-            .ok_or_else(missing)
-            .and_then(|w| webhook::WebhookCheck::compile(w, env)),
-        GateType::Approval => spec
-            .approval
-            .as_ref()
-            .ok_or_else(missing)
-            .and_then(approval::ApprovalCheck::compile),
-    };
-    match check {
-        Ok(check) if errors.is_empty() => Ok(CompiledGate {
+    let kind = KINDS
+        .iter()
+        .find(|k| k.gate_type() == spec.gate_type)
+        .expect("every GateType has a kind in KINDS");
+    match kind.compile(spec, env) {
+        Ok((check, needs)) if errors.is_empty() => Ok(CompiledGate {
             check,
             recheck_interval,
+            needs,
         }),
         Ok(_) => Err(errors),
         Err(mut e) => {
@@ -177,6 +184,11 @@ pub fn compile(spec: &GateSpec, env: &GateEnv) -> Result<CompiledGate, Vec<Field
             Err(errors)
         }
     }
+}
+
+/// How a Secret value is keyed in [`GateContext::secrets`].
+pub fn secret_key(r: &SecretKeyRef) -> String {
+    format!("{}/{}", r.name, r.key)
 }
 
 /// Replaces `{{name}}` placeholders with the release's facts.
@@ -226,5 +238,58 @@ pub(crate) fn timeout_field(
         Some(Ok(d)) if d > Duration::ZERO => Ok(d),
         Some(Ok(_)) => Err(FieldError::new(field, "must be more than 0s")),
         Some(Err(e)) => Err(FieldError::new(field, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    fn junk() -> impl proptest::strategy::Strategy<Value = String> {
+        prop_oneof![
+            "[ -~]{0,24}",
+            "[0-9.]{0,6}(ms|s|m|h|d|x)?",
+            "(<|>|<=|>=|==|!=|=<|~)? ?[-+0-9.eNaIf]{0,6}",
+            Just(String::new()),
+        ]
+    }
+
+    proptest! {
+        /// Random Gate settings never panic, and every error names a field.
+        #[test]
+        fn gate_validation_never_panics_and_names_the_field(condition in junk(), timeout in junk(), url in junk()) {
+            use crate::api::gate::{GateSpec, GateType, PrometheusGate, WebhookGate};
+            let env = crate::gates::GateEnv { http: crate::gates::http_client(), webhook_allow: crate::gates::allow::AllowList::new(["*"]) };
+            let prometheus = GateSpec {
+                gate_type: GateType::Prometheus,
+                soak: None,
+                window: None,
+                prometheus: Some(PrometheusGate {
+                    address: url.clone(),
+                    query: "up".into(),
+                    condition,
+                    timeout: Some(timeout.clone()),
+                    min_samples: None,
+                    bearer_token_secret_ref: None,
+                    tls: None,
+                }),
+                webhook: None,
+                approval: None,
+                recheck_interval: Some(timeout.clone()),
+            };
+            let webhook = GateSpec {
+                gate_type: GateType::Webhook,
+                prometheus: None,
+                webhook: Some(WebhookGate { url, method: Default::default(), timeout: Some(timeout) }),
+                ..prometheus.clone()
+            };
+            for spec in [prometheus, webhook] {
+                if let Err(errors) = crate::gates::compile(&spec, &env) {
+                    for e in &errors {
+                        prop_assert!(e.field.starts_with("spec."), "{}", e);
+                    }
+                }
+            }
+        }
     }
 }

@@ -10,7 +10,7 @@ use super::condition::Threshold;
 use super::{GateCheck, GateContext, GateOutcome, excerpt, render_template, timeout_field};
 use crate::api::gate::{MinSamples, PrometheusGate};
 use crate::api::release::GateVerdict;
-use crate::api::validation::FieldError;
+use crate::validation::FieldError;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,15 +67,12 @@ impl PrometheusCheck {
                 threshold,
                 timeout,
                 min_samples: spec.min_samples.clone(),
-                token: spec
-                    .bearer_token_secret_ref
-                    .as_ref()
-                    .map(crate::controller::secrets::key),
+                token: spec.bearer_token_secret_ref.as_ref().map(super::secret_key),
                 ca: spec
                     .tls
                     .as_ref()
                     .and_then(|t| t.ca_secret_ref.as_ref())
-                    .map(crate::controller::secrets::key),
+                    .map(super::secret_key),
             })),
             _ => Err(errors),
         }
@@ -287,6 +284,37 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The `prometheus` kind, as registered in [`super::KINDS`]: it needs the Secrets it names.
+pub struct Kind;
+
+impl super::GateKind for Kind {
+    fn gate_type(&self) -> crate::api::GateType {
+        crate::api::GateType::Prometheus
+    }
+    fn configured(&self, spec: &crate::api::GateSpec) -> bool {
+        spec.prometheus.is_some()
+    }
+    fn compile(
+        &self,
+        spec: &crate::api::GateSpec,
+        env: &super::GateEnv,
+    ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
+        let settings = super::settings(spec.prometheus.as_ref(), self.gate_type())?;
+        let secrets = settings
+            .bearer_token_secret_ref
+            .iter()
+            .chain(settings.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()))
+            .cloned()
+            .collect();
+        let check = PrometheusCheck::compile(settings, &env.http)?;
+        let needs = super::Needs {
+            secrets,
+            approvals: false,
+        };
+        Ok((check, needs))
+    }
 }
 
 #[cfg(test)]

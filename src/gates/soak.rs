@@ -7,8 +7,8 @@ use futures::future::BoxFuture;
 use super::{GateCheck, GateContext, GateOutcome};
 use crate::api::gate::SoakGate;
 use crate::api::release::{GateVerdict, StagePhaseForRelease};
-use crate::api::validation::FieldError;
 use crate::schedule::parse_duration;
+use crate::validation::FieldError;
 
 pub struct SoakCheck {
     stage: String,
@@ -73,6 +73,26 @@ impl GateCheck for SoakCheck {
     }
 }
 
+/// The `soak` kind, as registered in [`super::KINDS`].
+pub struct Kind;
+
+impl super::GateKind for Kind {
+    fn gate_type(&self) -> crate::api::GateType {
+        crate::api::GateType::Soak
+    }
+    fn configured(&self, spec: &crate::api::GateSpec) -> bool {
+        spec.soak.is_some()
+    }
+    fn compile(
+        &self,
+        spec: &crate::api::GateSpec,
+        _env: &super::GateEnv,
+    ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
+        let check = SoakCheck::compile(super::settings(spec.soak.as_ref(), self.gate_type())?)?;
+        Ok((check, super::Needs::default()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -93,6 +113,7 @@ mod tests {
                 started_at: None,
                 finished_at: Some(finished.parse().unwrap()),
                 gates: vec![],
+                attempt: None,
             },
         );
         GateContext {

@@ -10,7 +10,7 @@ use super::prometheus::error_chain as describe_error;
 use super::{GateCheck, GateContext, GateEnv, GateOutcome, excerpt, timeout_field};
 use crate::api::gate::{HttpMethod, WebhookGate};
 use crate::api::release::GateVerdict;
-use crate::api::validation::FieldError;
+use crate::validation::FieldError;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -117,5 +117,28 @@ impl WebhookCheck {
 impl GateCheck for WebhookCheck {
     fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome> {
         Box::pin(self.run(ctx))
+    }
+}
+
+/// The `webhook` kind, as registered in [`super::KINDS`].
+pub struct Kind;
+
+impl super::GateKind for Kind {
+    fn gate_type(&self) -> crate::api::GateType {
+        crate::api::GateType::Webhook
+    }
+    fn configured(&self, spec: &crate::api::GateSpec) -> bool {
+        spec.webhook.is_some()
+    }
+    fn compile(
+        &self,
+        spec: &crate::api::GateSpec,
+        env: &GateEnv,
+    ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
+        let settings = super::settings(spec.webhook.as_ref(), self.gate_type())?;
+        Ok((
+            WebhookCheck::compile(settings, env)?,
+            super::Needs::default(),
+        ))
     }
 }

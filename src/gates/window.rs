@@ -5,8 +5,8 @@ use futures::future::BoxFuture;
 use super::{GateCheck, GateContext, GateOutcome};
 use crate::api::gate::WindowGate;
 use crate::api::release::GateVerdict;
-use crate::api::validation::FieldError;
-use crate::schedule::{Schedule, WindowSpec, parse_duration, time_zone};
+use crate::schedule::{Schedule, WindowSpec, parse_window_length, time_zone};
+use crate::validation::FieldError;
 
 pub struct WindowCheck {
     window: WindowSpec,
@@ -18,8 +18,8 @@ impl WindowCheck {
         let schedule = Schedule::parse(&spec.schedule)
             .map_err(|e| errors.push(FieldError::new("spec.window.schedule", e.to_string())))
             .ok();
-        let duration = parse_duration(&spec.duration)
-            .map_err(|e| errors.push(FieldError::new("spec.window.duration", e.to_string())))
+        let duration = parse_window_length(&spec.duration)
+            .map_err(|e| errors.push(FieldError::new("spec.window.duration", e)))
             .ok();
         let tz = time_zone(spec.time_zone.as_deref())
             .map_err(|e| errors.push(FieldError::new("spec.window.timeZone", e.to_string())))
@@ -59,5 +59,25 @@ impl GateCheck for WindowCheck {
             },
         };
         Box::pin(std::future::ready(outcome))
+    }
+}
+
+/// The `window` kind, as registered in [`super::KINDS`].
+pub struct Kind;
+
+impl super::GateKind for Kind {
+    fn gate_type(&self) -> crate::api::GateType {
+        crate::api::GateType::Window
+    }
+    fn configured(&self, spec: &crate::api::GateSpec) -> bool {
+        spec.window.is_some()
+    }
+    fn compile(
+        &self,
+        spec: &crate::api::GateSpec,
+        _env: &super::GateEnv,
+    ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
+        let check = WindowCheck::compile(super::settings(spec.window.as_ref(), self.gate_type())?)?;
+        Ok((check, super::Needs::default()))
     }
 }

@@ -6,42 +6,16 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{DesiredPrimary, Draft, Measurement};
+use super::draft::Draft;
+use super::events::Transition;
+use super::types::{Command, DesiredPrimary, Due, Measurement};
 use crate::api::canary::{
     AnalysisProgress, CanaryPhase, CanaryProgress, FailureCounting, FailurePolicy,
 };
 use crate::api::conditions::Health;
 use crate::api::release::{GateVerdict, StagePhaseForRelease as RP};
 use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase};
-use crate::api::validation::{AnalysisPlan, CanaryPlan, CanaryStepPlan};
-
-/// The canary workload as observed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CanaryView {
-    pub release: Option<String>,
-    pub replicas: i32,
-    pub available: bool,
-    /// The canary weight the traffic router has in effect, when it can tell.
-    pub weight_in_effect: Option<i32>,
-}
-
-/// A person's instruction, given through an annotation on the Stage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Continue past a pause without duration; elsewhere, skip the remaining steps.
-    Promote,
-    /// Roll back now.
-    Abort,
-    /// Run this release, failed here before, again.
-    Retry(String),
-}
-
-/// One gate measurement the machine asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Due {
-    pub scope: String,
-    pub gate: String,
-}
+use crate::validation::{AnalysisPlan, CanaryPlan, CanaryStepPlan};
 
 pub const BACKGROUND: &str = "background";
 
@@ -65,40 +39,18 @@ impl Draft<'_> {
             .canary
             .clone()
             .unwrap_or_else(|| fresh_progress(now));
-        let canary = self.input.canary.cloned();
-        let canary_ready = canary
-            .as_ref()
+        let canary_ready = self
+            .input
+            .canary
             .is_some_and(|c| c.available && c.release.as_deref() == Some(rollout.release.as_str()));
         let artifacts = self
             .release(&rollout.release)
             .map(|r| r.artifacts.clone())
             .unwrap_or_default();
-        // Once promoted, the canary stays scaled to zero even if the bake is paused.
-        self.canary = Some(match progress.baking_since {
-            Some(_) => DesiredPrimary::Empty,
-            None => DesiredPrimary::Release {
-                name: rollout.release.clone(),
-                artifacts: artifacts.clone(),
-            },
-        });
-        if progress.baking_since.is_some() {
-            // Promoted: the primary runs this release unless a failure rolls it back.
-            self.primary = Some(DesiredPrimary::Release {
-                name: rollout.release.clone(),
-                artifacts: artifacts.clone(),
-            });
-        } else {
-            self.keep_primary_on_previous(&rollout);
-        }
-
-        if self.input.command == Some(super::Command::Abort) {
-            self.fail_rollout_safely(
-                &rollout,
-                &progress,
-                "Aborted",
-                "aborted through the greenlight.dev/abort annotation".into(),
-            );
-            return;
+        self.place_workloads(&rollout, &progress, &artifacts);
+        if self.input.command == Some(Command::Abort) {
+            let why = "aborted through the greenlight.dev/abort annotation".to_string();
+            return self.fail_rollout_safely(&rollout, &progress, "Aborted", why);
         }
         // Background analysis watches every phase but Starting.
         if let (true, Some(bg)) = (progress.phase != CanaryPhase::Starting, &plan.background) {
@@ -109,38 +61,16 @@ impl Draft<'_> {
         }
         match progress.phase {
             CanaryPhase::Starting => {
-                if canary_ready {
-                    progress.phase = CanaryPhase::Stepping;
-                    progress.step = 0;
-                    progress.step_started_at = now;
-                    self.wake_at.push(now);
-                } else if now >= rollout.started_at + self.input.plan.progress_deadline {
-                    let detail = canary
-                        .map(|c| format!("{} replicas, available: {}", c.replicas, c.available))
-                        .unwrap_or_else(|| "not created".into());
-                    return self.fail_rollout_safely(
-                        &rollout,
-                        &progress,
-                        "ProgressDeadlineExceeded",
-                        format!("canary not available within the progress deadline ({detail})"),
-                    );
-                } else {
-                    self.wake_at
-                        .push(rollout.started_at + self.input.plan.progress_deadline);
+                if !self.start_canary(&rollout, &mut progress, canary_ready) {
+                    return;
                 }
-                self.weight = Some(0);
             }
             CanaryPhase::Stepping | CanaryPhase::Paused => {
                 self.step(plan, &mut rollout, &mut progress, canary_ready)
             }
             CanaryPhase::Promoting => self.promote(&mut rollout, &mut progress, &artifacts),
             CanaryPhase::Baking => {
-                self.canary = Some(DesiredPrimary::Empty);
                 self.weight = Some(0);
-                self.primary = Some(DesiredPrimary::Release {
-                    name: rollout.release.clone(),
-                    artifacts,
-                });
                 let done_at = progress.baking_since.unwrap_or(now) + plan.bake;
                 if now >= done_at {
                     rollout.canary = Some(progress);
@@ -149,22 +79,82 @@ impl Draft<'_> {
                 self.wake_at.push(done_at);
             }
         }
-        if self
+        self.record_progress(rollout, progress);
+    }
+
+    /// What each workload runs: until promotion the primary keeps the previous release and the
+    /// canary runs the new one; once promoted, the primary runs it and the canary stays empty,
+    /// even while the bake is paused.
+    fn place_workloads(
+        &mut self,
+        rollout: &ActiveRollout,
+        progress: &CanaryProgress,
+        artifacts: &[crate::api::release::Artifact],
+    ) {
+        let release = DesiredPrimary::Release {
+            name: rollout.release.clone(),
+            artifacts: artifacts.to_vec(),
+        };
+        if progress.baking_since.is_some() {
+            self.canary = Some(DesiredPrimary::Empty);
+            self.primary = Some(release);
+        } else {
+            self.canary = Some(release);
+            self.keep_primary_on_previous(rollout);
+        }
+    }
+
+    /// The canary starts with no traffic; steps begin once it is available. False when the
+    /// rollout failed instead.
+    fn start_canary(
+        &mut self,
+        rollout: &ActiveRollout,
+        progress: &mut CanaryProgress,
+        canary_ready: bool,
+    ) -> bool {
+        let now = self.input.now;
+        let deadline = rollout.started_at + self.input.plan.progress_deadline;
+        self.weight = Some(0);
+        if canary_ready {
+            progress.phase = CanaryPhase::Stepping;
+            progress.step = 0;
+            progress.step_started_at = now;
+            self.wake_at.push(now);
+        } else if now >= deadline {
+            let detail = self
+                .input
+                .canary
+                .map(|c| format!("{} replicas, available: {}", c.replicas, c.available))
+                .unwrap_or_else(|| "not created".into());
+            let why = format!("canary not available within the progress deadline ({detail})");
+            let p = progress.clone();
+            self.fail_rollout_safely(rollout, &p, "ProgressDeadlineExceeded", why);
+            return false;
+        } else {
+            self.wake_at.push(deadline);
+        }
+        true
+    }
+
+    /// A forward rollout still in progress keeps its progress in the status.
+    fn record_progress(&mut self, mut rollout: ActiveRollout, progress: CanaryProgress) {
+        let forward = self
             .status
             .rollout
             .as_ref()
-            .is_some_and(|r| r.direction == RolloutDirection::Forward)
-        {
-            if matches!(
-                progress.phase,
-                CanaryPhase::Stepping | CanaryPhase::Paused | CanaryPhase::Promoting
-            ) {
-                self.scale_weight = Some(progress.weight);
-            }
-            self.describe_canary(&rollout, &progress);
-            rollout.canary = Some(progress);
-            self.status.rollout = Some(rollout);
+            .is_some_and(|r| r.direction == RolloutDirection::Forward);
+        if !forward {
+            return;
         }
+        if matches!(
+            progress.phase,
+            CanaryPhase::Stepping | CanaryPhase::Paused | CanaryPhase::Promoting
+        ) {
+            self.scale_weight = Some(progress.weight);
+        }
+        self.describe_canary(&rollout, &progress);
+        rollout.canary = Some(progress);
+        self.status.rollout = Some(rollout);
     }
 
     fn step(
@@ -179,42 +169,21 @@ impl Draft<'_> {
         self.weight = Some(if canary_ready { progress.weight } else { 0 });
         if !canary_ready && now >= progress.step_started_at + self.input.plan.progress_deadline {
             let p = progress.clone();
-            return self.fail_rollout_safely(
-                rollout,
-                &p,
-                "CanaryUnavailable",
-                "the canary stopped being available".into(),
-            );
+            let why = "the canary stopped being available".to_string();
+            return self.fail_rollout_safely(rollout, &p, "CanaryUnavailable", why);
         }
-        let promote = self.input.command == Some(super::Command::Promote);
+        let promote = self.input.command == Some(Command::Promote);
         if progress.phase == CanaryPhase::Paused {
-            let at_manual_pause = matches!(
-                plan.steps.get(progress.step as usize),
-                Some(CanaryStepPlan::Pause(None))
-            );
-            if !promote {
-                return;
+            if promote {
+                self.resume_by_hand(plan, rollout, progress);
             }
-            progress.phase = CanaryPhase::Stepping;
-            progress.paused_reason = None;
-            if !at_manual_pause {
-                return self.begin_promotion(progress);
-            }
-            self.event(
-                false,
-                "Resumed",
-                "resumed through greenlight.dev/promote".into(),
-                Some(&rollout.release.clone()),
-            );
-            return self.next_step(plan, progress);
+            return;
         }
         if promote {
-            self.event(
-                false,
-                "PromotedByHand",
-                "remaining steps skipped through greenlight.dev/promote".into(),
-                Some(&rollout.release.clone()),
-            );
+            let release = rollout.release.clone();
+            let note = "remaining steps skipped through greenlight.dev/promote".to_string();
+            let at = Some(progress.step.max(0) as u32);
+            self.event_at(Transition::PromotedByHand, note, Some(&release), at);
             return self.begin_promotion(progress);
         }
         let Some(step) = plan.steps.get(progress.step as usize).cloned() else {
@@ -222,23 +191,7 @@ impl Draft<'_> {
         };
         match step {
             CanaryStepPlan::SetWeight(w) => {
-                let w = w.min(plan.max_weight);
-                if progress.weight != w {
-                    progress.weight = w;
-                    self.event(
-                        false,
-                        "WeightChanged",
-                        format!("canary weight {w}%"),
-                        Some(&rollout.release.clone()),
-                    );
-                }
-                self.weight = Some(if canary_ready { w } else { 0 });
-                let in_effect = self.input.canary.and_then(|c| c.weight_in_effect) == Some(w);
-                if canary_ready && in_effect {
-                    self.next_step(plan, progress);
-                } else {
-                    self.wake_at.push(now + Duration::from_secs(1));
-                }
+                self.set_weight(plan, rollout, progress, w, canary_ready)
             }
             CanaryStepPlan::Pause(Some(d)) => {
                 let until = progress.step_started_at + d;
@@ -254,29 +207,96 @@ impl Draft<'_> {
                     Some("waiting for the greenlight.dev/promote annotation".into());
             }
             CanaryStepPlan::Analysis(analysis) => {
-                let scope = format!("step-{}", progress.step);
-                let started = progress.step_started_at;
-                match self.run_analysis(progress, &scope, &analysis, started) {
-                    Some(verdict) => {
-                        let p = progress.clone();
-                        self.analysis_verdict(plan, rollout, p, verdict, &analysis);
-                        if let Some(r) = self.status.rollout.as_ref().and_then(|r| r.canary.clone())
-                        {
-                            *progress = r;
-                        }
-                    }
-                    None => {
-                        let passed = analysis.gates.iter().all(|g| {
-                            progress.analysis.iter().any(|a| {
-                                a.scope == scope && &a.gate == g && a.successes >= analysis.count
-                            })
-                        });
-                        if passed {
-                            self.next_step(plan, progress);
-                        }
-                    }
-                }
+                self.analysis_step(plan, rollout, progress, &analysis)
             }
+        }
+    }
+
+    /// A person's promote on a paused rollout: past a `pause: {}` step it goes on to the next
+    /// step; a rollout paused for any other reason is promoted.
+    fn resume_by_hand(
+        &mut self,
+        plan: &CanaryPlan,
+        rollout: &ActiveRollout,
+        progress: &mut CanaryProgress,
+    ) {
+        let at_manual_pause = matches!(
+            plan.steps.get(progress.step as usize),
+            Some(CanaryStepPlan::Pause(None))
+        );
+        progress.phase = CanaryPhase::Stepping;
+        progress.paused_reason = None;
+        let (kind, note) = match at_manual_pause {
+            true => (
+                Transition::Resumed,
+                "resumed through greenlight.dev/promote",
+            ),
+            false => (
+                Transition::PromotedByHand,
+                "paused rollout promoted through greenlight.dev/promote",
+            ),
+        };
+        let release = rollout.release.clone();
+        let at = Some(progress.step.max(0) as u32);
+        self.event_at(kind, note.into(), Some(&release), at);
+        match at_manual_pause {
+            true => self.next_step(plan, progress),
+            false => self.begin_promotion(progress),
+        }
+    }
+
+    fn set_weight(
+        &mut self,
+        plan: &CanaryPlan,
+        rollout: &ActiveRollout,
+        progress: &mut CanaryProgress,
+        weight: i32,
+        canary_ready: bool,
+    ) {
+        let w = weight.min(plan.max_weight);
+        if progress.weight != w {
+            progress.weight = w;
+            let release = rollout.release.clone();
+            self.event(
+                Transition::WeightChanged,
+                format!("canary weight {w}%"),
+                Some(&release),
+            );
+        }
+        self.weight = Some(if canary_ready { w } else { 0 });
+        let in_effect = self.input.canary.and_then(|c| c.weight_in_effect) == Some(w);
+        if canary_ready && in_effect {
+            self.next_step(plan, progress);
+        } else {
+            self.wake_at.push(self.input.now + Duration::from_secs(1));
+        }
+    }
+
+    fn analysis_step(
+        &mut self,
+        plan: &CanaryPlan,
+        rollout: &mut ActiveRollout,
+        progress: &mut CanaryProgress,
+        analysis: &AnalysisPlan,
+    ) {
+        let scope = format!("step-{}", progress.step);
+        let started = progress.step_started_at;
+        if let Some(verdict) = self.run_analysis(progress, &scope, analysis, started) {
+            let p = progress.clone();
+            self.analysis_verdict(plan, rollout, p, verdict, analysis);
+            if let Some(r) = self.status.rollout.as_ref().and_then(|r| r.canary.clone()) {
+                *progress = r;
+            }
+            return;
+        }
+        let passed = analysis.gates.iter().all(|g| {
+            progress
+                .analysis
+                .iter()
+                .any(|a| a.scope == scope && &a.gate == g && a.successes >= analysis.count)
+        });
+        if passed {
+            self.next_step(plan, progress);
         }
     }
 
@@ -323,8 +343,7 @@ impl Draft<'_> {
                 progress.baking_since = Some(now);
                 progress.weight = 0;
                 self.event(
-                    false,
-                    "Promoted",
+                    Transition::Promoted,
                     format!("{} is on primary with all traffic", rollout.version),
                     Some(&rollout.release.clone()),
                 );
@@ -456,9 +475,12 @@ impl Draft<'_> {
                 }
                 self.weight = Some(progress.weight);
                 if newly {
+                    let kind = match reason {
+                        "AnalysisFailed" => Transition::AnalysisFailed,
+                        _ => Transition::AnalysisInconclusive,
+                    };
                     self.event(
-                        true,
-                        reason,
+                        kind,
                         format!("{}: {message}; paused", rollout.version),
                         Some(&rollout.release.clone()),
                     );
@@ -595,7 +617,3 @@ fn apply_measurement(a: &mut AnalysisProgress, m: &Measurement, now: Timestamp) 
         }
     }
 }
-
-#[cfg(test)]
-#[path = "canary_tests.rs"]
-mod tests;

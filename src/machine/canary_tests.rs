@@ -7,14 +7,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use proptest::prelude::*;
 
-use super::super::*;
+use super::*;
 use crate::api::canary::{CanaryPhase, FailureCounting, FailurePolicy};
 use crate::api::release::{Artifact, GateVerdict, ReleaseStageStatus, StagePhaseForRelease as RP};
+use crate::api::stage::StagePhase;
 use crate::api::stage::{RolloutDirection, RolloutOutcome, StageStatus};
-use crate::api::validation::{
-    AnalysisPlan, CanaryPlan, CanaryStepPlan, CompiledTrigger, Routing, StagePlan,
-};
 use crate::gates::GateOutcome;
+use crate::validation::{AnalysisPlan, CanaryPlan, CanaryStepPlan, CompiledTrigger, StagePlan};
 
 fn analysis(gate: &str, count: i32, failure_limit: i32) -> AnalysisPlan {
     AnalysisPlan {
@@ -50,9 +49,11 @@ fn plan() -> StagePlan {
             background: Some(analysis("latency", i32::MAX, 2)),
             max_weight: 100,
             bake: Duration::from_secs(60),
-            routing: Routing::GatewayApi {
-                http_route: "web".into(),
-            },
+            routing: Some(crate::api::canary::TrafficRouting {
+                gateway_api: Some(crate::api::canary::GatewayApiRouting {
+                    http_route: "web".into(),
+                }),
+            }),
             on_failure: FailurePolicy::Rollback,
         }),
     }
@@ -100,6 +101,7 @@ impl World {
                 started_at: None,
                 finished_at: None,
                 gates: vec![],
+                attempt: None,
             },
         );
         World {

@@ -2,7 +2,9 @@
 //! each stage of its pipeline.
 
 use crate::api::conditions::{Condition, Health, kstatus};
-use crate::api::release::{ReleasePhase, ReleaseStatus, StagePhaseForRelease as RP};
+use crate::api::release::{
+    ReleasePhase, ReleaseStageStatus, ReleaseStatus, StagePhaseForRelease as RP,
+};
 
 pub struct ReleaseSummary {
     pub phase: ReleasePhase,
@@ -33,87 +35,100 @@ pub fn summarize(
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let entries: Vec<(&String, _)> = stage_order
+    let entries: Vec<(&String, &ReleaseStageStatus)> = stage_order
         .iter()
         .filter_map(|s| status.stages.get(s).map(|e| (s, e)))
         .collect();
-    let failed = entries.iter().find(|(_, e)| e.phase == RP::Failed);
-    let all_succeeded = !stage_order.is_empty()
-        && entries.len() == stage_order.len()
-        && entries.iter().all(|(_, e)| e.phase == RP::Succeeded);
-    let moving = entries
-        .iter()
-        .any(|(_, e)| matches!(e.phase, RP::Progressing | RP::Waiting))
-        || (entries.iter().all(|(_, e)| e.phase == RP::Succeeded) && !entries.is_empty());
-    let superseded = entries.iter().find(|(_, e)| e.phase == RP::Superseded);
-    let (phase, health, reason, message) = if let Some((stage, e)) = failed {
-        let why = e.message.clone().unwrap_or_default();
-        let reason = e.reason.clone().unwrap_or_default();
-        (
-            ReleasePhase::Failed,
-            Health::Stalled,
-            "FailedAtStage",
-            format!("failed at stage '{stage}' ({reason}): {why}"),
-        )
-    } else if all_succeeded {
-        (
-            ReleasePhase::Succeeded,
-            Health::Ready,
-            "Succeeded",
-            "rolled out at every stage".to_string(),
-        )
-    } else if moving {
-        let mut at: Vec<String> = entries
-            .iter()
-            .filter(|(_, e)| matches!(e.phase, RP::Progressing | RP::Waiting))
-            .map(|(s, e)| {
-                format!(
-                    "{s}: {}",
-                    e.message
-                        .clone()
-                        .unwrap_or_else(|| format!("{:?}", e.phase))
-                )
-            })
-            .collect();
-        if at.is_empty() {
-            let done: Vec<&str> = entries.iter().map(|(s, _)| s.as_str()).collect();
-            at.push(format!("succeeded in {}", done.join(", ")));
-        }
-        let phase = if entries.iter().any(|(_, e)| e.phase != RP::Waiting) {
-            ReleasePhase::Progressing
-        } else {
-            ReleasePhase::Pending
-        };
-        (phase, Health::Progressing, "Progressing", at.join("; "))
-    } else if let Some((stage, e)) = superseded {
-        let why = e.message.clone().unwrap_or_default();
-        (
-            ReleasePhase::Superseded,
-            Health::Ready,
-            "Superseded",
-            format!("not promoted past '{stage}': {why}"),
-        )
-    } else if stage_order.is_empty() {
-        (
-            ReleasePhase::Pending,
-            Health::Progressing,
-            "NoStages",
-            "the pipeline has no stages yet".to_string(),
-        )
-    } else {
-        (
-            ReleasePhase::Pending,
-            Health::Progressing,
-            "Pending",
-            "waiting for the first stage".to_string(),
-        )
-    };
+    let (phase, health, reason, message) = overall(&entries, stage_order.len());
     ReleaseSummary {
         phase,
         summary,
         conditions: kstatus(health, reason, &message),
         message,
     }
+}
+
+type Overall = (ReleasePhase, Health, &'static str, String);
+
+/// The release's phase from its entries at the pipeline's stages, first match wins: failed
+/// somewhere, blocked by a refused write, succeeded everywhere, moving, superseded, pending.
+fn overall(entries: &[(&String, &ReleaseStageStatus)], stages: usize) -> Overall {
+    let find = |phase: RP| entries.iter().find(|(_, e)| e.phase == phase);
+    let why = |e: &ReleaseStageStatus| e.message.clone().unwrap_or_default();
+    if let Some((stage, e)) = find(RP::Failed) {
+        let reason = e.reason.clone().unwrap_or_default();
+        let message = format!("failed at stage '{stage}' ({reason}): {}", why(e));
+        return (
+            ReleasePhase::Failed,
+            Health::Stalled,
+            "FailedAtStage",
+            message,
+        );
+    }
+    if let Some((stage, e)) = find(RP::Blocked) {
+        let message = format!("blocked at stage '{stage}': {}", why(e));
+        return (
+            ReleasePhase::Progressing,
+            Health::Stalled,
+            "BlockedAtStage",
+            message,
+        );
+    }
+    let all_succeeded =
+        !entries.is_empty() && entries.iter().all(|(_, e)| e.phase == RP::Succeeded);
+    if all_succeeded && entries.len() == stages {
+        let message = "rolled out at every stage".to_string();
+        return (ReleasePhase::Succeeded, Health::Ready, "Succeeded", message);
+    }
+    let moving = entries
+        .iter()
+        .any(|(_, e)| matches!(e.phase, RP::Progressing | RP::Waiting));
+    if moving || all_succeeded {
+        return progressing(entries);
+    }
+    if let Some((stage, e)) = find(RP::Superseded) {
+        let message = format!("not promoted past '{stage}': {}", why(e));
+        return (
+            ReleasePhase::Superseded,
+            Health::Ready,
+            "Superseded",
+            message,
+        );
+    }
+    let (reason, message) = match stages {
+        0 => ("NoStages", "the pipeline has no stages yet"),
+        _ => ("Pending", "waiting for the first stage"),
+    };
+    (
+        ReleasePhase::Pending,
+        Health::Progressing,
+        reason,
+        message.to_string(),
+    )
+}
+
+fn progressing(entries: &[(&String, &ReleaseStageStatus)]) -> Overall {
+    let mut at: Vec<String> = entries
+        .iter()
+        .filter(|(_, e)| matches!(e.phase, RP::Progressing | RP::Waiting))
+        .map(|(s, e)| {
+            let what = e
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", e.phase));
+            format!("{s}: {what}")
+        })
+        .collect();
+    if at.is_empty() {
+        let done: Vec<&str> = entries.iter().map(|(s, _)| s.as_str()).collect();
+        at.push(format!("succeeded in {}", done.join(", ")));
+    }
+    let phase = if entries.iter().any(|(_, e)| e.phase != RP::Waiting) {
+        ReleasePhase::Progressing
+    } else {
+        ReleasePhase::Pending
+    };
+    (phase, Health::Progressing, "Progressing", at.join("; "))
 }
 
 #[cfg(test)]
@@ -133,6 +148,7 @@ mod tests {
                     started_at: None,
                     finished_at: None,
                     gates: vec![],
+                    attempt: None,
                 },
             );
         }

@@ -8,10 +8,10 @@ use jiff::tz::TimeZone;
 
 use super::*;
 use crate::api::release::{GateVerdict, ReleaseStageStatus, StagePhaseForRelease as RP};
-use crate::api::stage::{RolloutDirection, RolloutOutcome, StagePhase, StageStatus};
-use crate::api::validation::{CompiledTrigger, StagePlan};
+use crate::api::stage::{ActiveRollout, RolloutDirection, RolloutOutcome, StagePhase, StageStatus};
 use crate::gates::GateOutcome;
 use crate::schedule::{Schedule, WindowSpec};
+use crate::validation::{CompiledTrigger, StagePlan};
 
 const STAGE: &str = "prod";
 
@@ -40,6 +40,7 @@ fn entry(phase: RP) -> ReleaseStageStatus {
         started_at: None,
         finished_at: Some(t("09:00:00")),
         gates: vec![],
+        attempt: None,
     }
 }
 
@@ -129,7 +130,7 @@ fn an_eligible_release_starts_rolling_out_with_an_event() {
     assert_eq!(out.release_updates["r2"].phase, RP::Progressing);
     assert_eq!(out.release_updates["r2"].started_at, Some(t("10:00:00")));
     assert!(matches!(&out.primary, Some(DesiredPrimary::Release { name, .. }) if name == "r2"));
-    assert_eq!(out.events[0].reason, "RolloutStarted");
+    assert_eq!(out.events[0].kind.reason(), "RolloutStarted");
     assert_eq!(out.requeue_after, MAX_REQUEUE.min(Duration::from_secs(600)));
 }
 
@@ -278,7 +279,7 @@ fn an_available_primary_finishes_the_rollout_and_records_its_duration() {
         ("r2", RolloutOutcome::Succeeded, 150)
     );
     assert_eq!(out.release_updates["r2"].phase, RP::Succeeded);
-    assert_eq!(out.events[0].reason, "RolloutSucceeded");
+    assert_eq!(out.events[0].kind.reason(), "RolloutSucceeded");
 }
 
 #[test]
@@ -309,7 +310,7 @@ fn a_rollout_past_its_deadline_is_rolled_back_to_the_previous_release() {
         (RP::Failed, Some("ProgressDeadlineExceeded"))
     );
     assert_eq!(out.status.phase, Some(StagePhase::RollingBack));
-    assert!(out.events[0].warning);
+    assert!(out.events[0].kind.warning());
 
     // Once the previous release is available again, the rollback is recorded and the stage
     // stays Failed and Stalled until a newer release succeeds.
@@ -326,7 +327,7 @@ fn a_rollout_past_its_deadline_is_rolled_back_to_the_previous_release() {
             .iter()
             .any(|c| c.type_ == "Stalled" && c.is_true())
     );
-    assert_eq!(out.events[0].reason, "RollbackCompleted");
+    assert_eq!(out.events[0].kind.reason(), "RollbackCompleted");
 
     let mut after = out.status;
     after.phase = Some(StagePhase::Failed);
@@ -600,7 +601,11 @@ fn retry_runs_a_release_that_failed_here_again() {
     inp.command = Some(Command::Retry("r2".into()));
     let out = act(&inp);
     assert_eq!(out.status.rollout.expect("retried").release, "r2");
-    assert!(out.events.iter().any(|e| e.reason == "RetryRequested"));
+    assert!(
+        out.events
+            .iter()
+            .any(|e| e.kind.reason() == "RetryRequested")
+    );
     // Retrying a release that did not fail here does nothing.
     inp.command = Some(Command::Retry("r1".into()));
     let releases = [ready("r1")];

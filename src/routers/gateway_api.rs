@@ -140,6 +140,24 @@ impl TrafficRouter for GatewayApi {
     }
 }
 
+/// The `gatewayAPI` router, as registered in [`super::KINDS`].
+pub struct Kind;
+
+impl super::RouterKind for Kind {
+    fn router_for(
+        &self,
+        routing: &crate::api::canary::TrafficRouting,
+    ) -> Option<Result<Box<dyn TrafficRouter>, super::SpecError>> {
+        let spec = routing.gateway_api.as_ref()?;
+        Some(match spec.http_route.trim() {
+            "" => Err(("gatewayAPI.httpRoute", "must name an HTTPRoute".to_string())),
+            route => Ok(Box::new(GatewayApi {
+                route: route.to_string(),
+            })),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ pub mod replica_ratio;
 use futures::future::BoxFuture;
 use kube::Client;
 
-use crate::api::validation::Routing;
+use crate::api::canary::TrafficRouting;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -61,11 +61,25 @@ pub trait TrafficRouter: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<i32>, RouterError>>;
 }
 
-pub fn for_routing(routing: &Routing) -> Box<dyn TrafficRouter> {
-    match routing {
-        Routing::ReplicaRatio => Box::new(replica_ratio::ReplicaRatio),
-        Routing::GatewayApi { http_route } => Box::new(gateway_api::GatewayApi {
-            route: http_route.clone(),
-        }),
-    }
+/// One kind of router, chosen by its field under `spec.strategy.canary.trafficRouting`.
+pub trait RouterKind: Sync {
+    /// Its router when its field is set (`None` when not), or the field path below
+    /// `trafficRouting` and what is wrong with it.
+    fn router_for(
+        &self,
+        routing: &TrafficRouting,
+    ) -> Option<Result<Box<dyn TrafficRouter>, SpecError>>;
+}
+
+/// A field of `trafficRouting` that a router cannot work with: its path and why.
+pub type SpecError = (&'static str, String);
+
+/// Every router with a field of its own. Adding one is its file, its field in
+/// `TrafficRouting`, and a line here. Without any, the replica ratio splits traffic.
+static KINDS: &[&dyn RouterKind] = &[&gateway_api::Kind];
+
+/// The router for a stage's `trafficRouting`, or what is wrong with it.
+pub fn for_routing(routing: Option<&TrafficRouting>) -> Result<Box<dyn TrafficRouter>, SpecError> {
+    let chosen = routing.and_then(|r| KINDS.iter().find_map(|k| k.router_for(r)));
+    chosen.unwrap_or_else(|| Ok(Box::new(replica_ratio::ReplicaRatio)))
 }

@@ -8,6 +8,17 @@ pub enum DurationError {
     Malformed(String),
 }
 
+/// The length of a release window: a window of no length never opens, so it is refused.
+pub fn parse_window_length(text: &str) -> Result<Duration, String> {
+    match parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "'{text}' is no length at all: the window would never open; give it a length, e.g. 1h"
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let malformed = || DurationError::Malformed(text.to_string());
     let s = text.trim();

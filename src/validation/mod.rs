@@ -1,15 +1,18 @@
 //! The controller's own validation, for when no admission webhook runs: each spec is turned
-//! into a compiled plan or into errors that name the field and say what is wrong.
+//! into a compiled plan (what the machine runs) or into errors that name the field.
 
 use std::fmt;
 use std::time::Duration;
 
 use regex::Regex;
 
-use super::canary::{Analysis, CanaryStrategy, FailureCounting, FailurePolicy};
-use super::release::{DIGEST_PATTERN, NAME_PATTERN, ReleaseSpec};
-use super::stage::{StageSpec, StrategyType, TriggerType, WindowKind};
-use crate::schedule::{Schedule, WindowSpec, parse_duration, time_zone};
+use crate::api::canary::{
+    Analysis, CanaryStrategy, FailureCounting, FailurePolicy, TrafficRouting,
+};
+use crate::api::patterns::{DIGEST_PATTERN, NAME_PATTERN};
+use crate::api::release::ReleaseSpec;
+use crate::api::stage::{StageSpec, StrategyType, TriggerType, WindowKind};
+use crate::schedule::{Schedule, WindowSpec, parse_duration, parse_window_length, time_zone};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -111,61 +114,8 @@ pub enum CompiledTrigger {
 
 pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, ValidationErrors> {
     let mut errors = Vec::new();
-    let trigger = match spec.trigger.trigger_type {
-        TriggerType::Auto => Some(CompiledTrigger::Auto),
-        TriggerType::Manual if spec.gates.is_empty() => {
-            errors.push(FieldError::new(
-                "spec.trigger.type",
-                MANUAL_NEEDS_APPROVAL_GATE,
-            ));
-            None
-        }
-        TriggerType::Manual => Some(CompiledTrigger::Manual),
-        TriggerType::Schedule => {
-            let tz = time_zone(spec.trigger.time_zone.as_deref())
-                .map_err(|e| errors.push(FieldError::new("spec.trigger.timeZone", e.to_string())))
-                .ok();
-            let schedule = match spec.trigger.schedule.as_deref() {
-                None => {
-                    errors.push(FieldError::new(
-                        "spec.trigger.schedule",
-                        "required when spec.trigger.type is 'schedule'",
-                    ));
-                    None
-                }
-                Some(expr) => Schedule::parse(expr)
-                    .map_err(|e| {
-                        errors.push(FieldError::new("spec.trigger.schedule", e.to_string()))
-                    })
-                    .ok(),
-            };
-            schedule
-                .zip(tz)
-                .map(|(schedule, tz)| CompiledTrigger::Schedule { schedule, tz })
-        }
-    };
-    let mut windows = Vec::new();
-    for (i, w) in spec.windows.iter().enumerate() {
-        let field = |f: &str| format!("spec.windows[{i}].{f}");
-        let schedule = Schedule::parse(&w.schedule)
-            .map_err(|e| errors.push(FieldError::new(field("schedule"), e.to_string())))
-            .ok();
-        let duration = parse_duration(&w.duration)
-            .map_err(|e| errors.push(FieldError::new(field("duration"), e.to_string())))
-            .ok();
-        let tz = time_zone(w.time_zone.as_deref())
-            .map_err(|e| errors.push(FieldError::new(field("timeZone"), e.to_string())))
-            .ok();
-        if let (Some(schedule), Some(duration), Some(tz)) = (schedule, duration, tz) {
-            windows.push(WindowSpec {
-                allow: w.kind == WindowKind::Allow,
-                schedule,
-                duration,
-                tz,
-                reason: w.reason.clone().unwrap_or_else(|| w.schedule.clone()),
-            });
-        }
-    }
+    let trigger = compile_trigger(spec, &mut errors);
+    let windows = compile_windows(spec, &mut errors);
     let progress_deadline = match parse_duration(&spec.progress_deadline) {
         Ok(d) if d >= Duration::from_secs(1) => Some(d),
         Ok(_) => {
@@ -197,7 +147,86 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
             ));
         }
     }
-    let canary = match (spec.strategy.strategy_type, &spec.strategy.canary) {
+    let canary = compile_strategy(spec, &mut errors);
+    match (trigger, progress_deadline) {
+        (Some(trigger), Some(progress_deadline)) if errors.is_empty() => Ok(StagePlan {
+            requires: spec.requires.clone(),
+            trigger,
+            windows,
+            gates: spec.gates.clone(),
+            progress_deadline,
+            replicas: spec.replicas,
+            history_limit: spec.history_limit.clamp(1, 100) as usize,
+            canary,
+        }),
+        _ => Err(ValidationErrors(errors)),
+    }
+}
+
+fn compile_trigger(spec: &StageSpec, errors: &mut Vec<FieldError>) -> Option<CompiledTrigger> {
+    match spec.trigger.trigger_type {
+        TriggerType::Auto => Some(CompiledTrigger::Auto),
+        TriggerType::Manual if spec.gates.is_empty() => {
+            errors.push(FieldError::new(
+                "spec.trigger.type",
+                MANUAL_NEEDS_APPROVAL_GATE,
+            ));
+            None
+        }
+        TriggerType::Manual => Some(CompiledTrigger::Manual),
+        TriggerType::Schedule => {
+            let tz = time_zone(spec.trigger.time_zone.as_deref())
+                .map_err(|e| errors.push(FieldError::new("spec.trigger.timeZone", e.to_string())))
+                .ok();
+            let schedule = match spec.trigger.schedule.as_deref() {
+                None => {
+                    errors.push(FieldError::new(
+                        "spec.trigger.schedule",
+                        "required when spec.trigger.type is 'schedule'",
+                    ));
+                    None
+                }
+                Some(expr) => Schedule::parse(expr)
+                    .map_err(|e| {
+                        errors.push(FieldError::new("spec.trigger.schedule", e.to_string()))
+                    })
+                    .ok(),
+            };
+            schedule
+                .zip(tz)
+                .map(|(schedule, tz)| CompiledTrigger::Schedule { schedule, tz })
+        }
+    }
+}
+
+fn compile_windows(spec: &StageSpec, errors: &mut Vec<FieldError>) -> Vec<WindowSpec> {
+    let mut windows = Vec::new();
+    for (i, w) in spec.windows.iter().enumerate() {
+        let field = |f: &str| format!("spec.windows[{i}].{f}");
+        let schedule = Schedule::parse(&w.schedule)
+            .map_err(|e| errors.push(FieldError::new(field("schedule"), e.to_string())))
+            .ok();
+        let duration = parse_window_length(&w.duration)
+            .map_err(|e| errors.push(FieldError::new(field("duration"), e)))
+            .ok();
+        let tz = time_zone(w.time_zone.as_deref())
+            .map_err(|e| errors.push(FieldError::new(field("timeZone"), e.to_string())))
+            .ok();
+        if let (Some(schedule), Some(duration), Some(tz)) = (schedule, duration, tz) {
+            windows.push(WindowSpec {
+                allow: w.kind == WindowKind::Allow,
+                schedule,
+                duration,
+                tz,
+                reason: w.reason.clone().unwrap_or_else(|| w.schedule.clone()),
+            });
+        }
+    }
+    windows
+}
+
+fn compile_strategy(spec: &StageSpec, errors: &mut Vec<FieldError>) -> Option<CanaryPlan> {
+    match (spec.strategy.strategy_type, &spec.strategy.canary) {
         (StrategyType::Rolling, None) => None,
         (StrategyType::Rolling, Some(_)) => {
             errors.push(FieldError::new(
@@ -216,19 +245,6 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
         (StrategyType::Canary, Some(c)) => compile_canary(c)
             .map_err(|mut e| errors.append(&mut e))
             .ok(),
-    };
-    match (trigger, progress_deadline) {
-        (Some(trigger), Some(progress_deadline)) if errors.is_empty() => Ok(StagePlan {
-            requires: spec.requires.clone(),
-            trigger,
-            windows,
-            gates: spec.gates.clone(),
-            progress_deadline,
-            replicas: spec.replicas,
-            history_limit: spec.history_limit.clamp(1, 100) as usize,
-            canary,
-        }),
-        _ => Err(ValidationErrors(errors)),
     }
 }
 
@@ -309,6 +325,23 @@ mod tests {
     }
 
     #[test]
+    fn a_window_of_no_length_is_refused_naming_its_field() {
+        let mut s = stage();
+        s.windows.push(Window {
+            kind: WindowKind::Allow,
+            schedule: "0 8 * * 1-5".into(),
+            duration: "0s".into(),
+            time_zone: None,
+            reason: None,
+        });
+        let err = compile_stage("prod", &s).unwrap_err().to_string();
+        assert!(
+            err.starts_with("spec.windows[0].duration: '0s' is no length"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_schedule_trigger_needs_a_schedule() {
         let mut s = stage();
         s.trigger.trigger_type = TriggerType::Schedule;
@@ -324,7 +357,8 @@ pub struct CanaryPlan {
     pub background: Option<AnalysisPlan>,
     pub max_weight: i32,
     pub bake: Duration,
-    pub routing: Routing,
+    /// How traffic is split; see [`crate::routers::for_routing`].
+    pub routing: Option<TrafficRouting>,
     pub on_failure: FailurePolicy,
 }
 
@@ -347,12 +381,6 @@ pub struct AnalysisPlan {
     pub initial_delay: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Routing {
-    ReplicaRatio,
-    GatewayApi { http_route: String },
-}
-
 pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldError>> {
     let mut errors = Vec::new();
     let max_weight = spec.max_weight.unwrap_or(100);
@@ -368,6 +396,44 @@ pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldErro
             "at least one step is required",
         ));
     }
+    let steps = compile_steps(spec, max_weight, &mut errors);
+    let background = match &spec.analysis {
+        None => None,
+        Some(a) => compile_analysis("spec.strategy.canary.analysis", a, i32::MAX)
+            .map_err(|mut e| errors.append(&mut e))
+            .ok(),
+    };
+    let bake = match spec.bake.as_deref().map(parse_duration).transpose() {
+        Ok(d) => d.unwrap_or_default(),
+        Err(e) => {
+            errors.push(FieldError::new("spec.strategy.canary.bake", e.to_string()));
+            Duration::ZERO
+        }
+    };
+    if let Err((field, why)) = crate::routers::for_routing(spec.traffic_routing.as_ref()) {
+        let field = format!("spec.strategy.canary.trafficRouting.{field}");
+        errors.push(FieldError::new(field, why));
+    }
+    let routing = spec.traffic_routing.clone();
+    if errors.is_empty() {
+        Ok(CanaryPlan {
+            steps,
+            background,
+            max_weight,
+            bake,
+            routing,
+            on_failure: spec.on_failure,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+fn compile_steps(
+    spec: &CanaryStrategy,
+    max_weight: i32,
+    errors: &mut Vec<FieldError>,
+) -> Vec<CanaryStepPlan> {
     let mut steps = Vec::new();
     for (i, step) in spec.steps.iter().enumerate() {
         let field = format!("spec.strategy.canary.steps[{i}]");
@@ -411,48 +477,7 @@ pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldErro
             }
         }
     }
-    let background = match &spec.analysis {
-        None => None,
-        Some(a) => compile_analysis("spec.strategy.canary.analysis", a, i32::MAX)
-            .map_err(|mut e| errors.append(&mut e))
-            .ok(),
-    };
-    let bake = match spec.bake.as_deref().map(parse_duration).transpose() {
-        Ok(d) => d.unwrap_or_default(),
-        Err(e) => {
-            errors.push(FieldError::new("spec.strategy.canary.bake", e.to_string()));
-            Duration::ZERO
-        }
-    };
-    let routing = match spec
-        .traffic_routing
-        .as_ref()
-        .and_then(|t| t.gateway_api.as_ref())
-    {
-        Some(g) if g.http_route.trim().is_empty() => {
-            errors.push(FieldError::new(
-                "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute",
-                "must name an HTTPRoute",
-            ));
-            Routing::ReplicaRatio
-        }
-        Some(g) => Routing::GatewayApi {
-            http_route: g.http_route.clone(),
-        },
-        None => Routing::ReplicaRatio,
-    };
-    if errors.is_empty() {
-        Ok(CanaryPlan {
-            steps,
-            background,
-            max_weight,
-            bake,
-            routing,
-            on_failure: spec.on_failure,
-        })
-    } else {
-        Err(errors)
-    }
+    steps
 }
 
 fn compile_analysis(
@@ -621,43 +646,6 @@ mod properties {
             if !image.contains("@sha256:") {
                 let errors = result.expect_err("an image without a digest is refused");
                 prop_assert!(errors.0.iter().any(|e| e.field == "spec.artifacts[0].image"));
-            }
-        }
-
-        /// Random Gate settings never panic, and every error names a field.
-        #[test]
-        fn gate_validation_never_panics_and_names_the_field(condition in junk(), timeout in junk(), url in junk()) {
-            use crate::api::gate::{GateSpec, GateType, PrometheusGate, WebhookGate};
-            let env = crate::gates::GateEnv { http: crate::gates::http_client(), webhook_allow: crate::gates::allow::AllowList::new(["*"]) };
-            let prometheus = GateSpec {
-                gate_type: GateType::Prometheus,
-                soak: None,
-                window: None,
-                prometheus: Some(PrometheusGate {
-                    address: url.clone(),
-                    query: "up".into(),
-                    condition,
-                    timeout: Some(timeout.clone()),
-                    min_samples: None,
-                    bearer_token_secret_ref: None,
-                    tls: None,
-                }),
-                webhook: None,
-                approval: None,
-                recheck_interval: Some(timeout.clone()),
-            };
-            let webhook = GateSpec {
-                gate_type: GateType::Webhook,
-                prometheus: None,
-                webhook: Some(WebhookGate { url, method: Default::default(), timeout: Some(timeout) }),
-                ..prometheus.clone()
-            };
-            for spec in [prometheus, webhook] {
-                if let Err(errors) = crate::gates::compile(&spec, &env) {
-                    for e in &errors {
-                        prop_assert!(e.field.starts_with("spec."), "{}", e);
-                    }
-                }
             }
         }
     }

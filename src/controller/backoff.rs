@@ -1,0 +1,132 @@
+//! Per-object backoff after a failed or refused write: exponential with jitter, from
+//! [`FIRST`] up to [`LONGEST`]. While an object backs off, watch events (most of them caused by
+//! the operator's own status writes) do not make it try again; a change of its spec or a
+//! person's steering annotation does.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const FIRST: Duration = Duration::from_secs(2);
+pub const LONGEST: Duration = Duration::from_secs(120);
+
+/// What an object looked like when it failed: a change to it ends the wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub generation: Option<i64>,
+    /// Steering annotations present.
+    pub commands: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    failures: u32,
+    until: Instant,
+    seen: Fingerprint,
+}
+
+#[derive(Debug, Default)]
+pub struct Backoff {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Backoff {
+    /// How much longer `key` must wait, if it is backing off and has not changed.
+    pub fn remaining(&self, key: &str, now: &Fingerprint) -> Option<Duration> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get(key)?;
+        let left = entry.until.checked_duration_since(Instant::now())?;
+        (entry.seen == *now).then_some(left)
+    }
+
+    /// Records a failure and returns how long to wait before the next attempt.
+    pub fn failed(&self, key: &str, seen: Fingerprint) -> Duration {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let failures = entries.get(key).map_or(0, |e| e.failures) + 1;
+        let wait = delay(failures, jitter(key, failures));
+        let until = Instant::now() + wait;
+        entries.insert(
+            key.to_string(),
+            Entry {
+                failures,
+                until,
+                seen,
+            },
+        );
+        wait
+    }
+
+    /// Forgets the failures of `key` after a clean pass.
+    pub fn succeeded(&self, key: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.remove(key);
+    }
+
+    pub fn failures(&self, key: &str) -> u32 {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).map_or(0, |e| e.failures)
+    }
+}
+
+/// `FIRST × 2^(n-1)`, capped at `LONGEST`, scaled by `jitter` in 0.8..1.2.
+fn delay(failures: u32, jitter: f64) -> Duration {
+    let doubled = FIRST.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(LONGEST).mul_f64(jitter)
+}
+
+/// A factor in 0.8..1.2 that differs between objects, so that many objects refused at once
+/// do not all come back at the same instant.
+fn jitter(key: &str, failures: u32) -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write(key.as_bytes());
+    hasher.write_u32(failures);
+    0.8 + (hasher.finish() % 4001) as f64 / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(generation: i64) -> Fingerprint {
+        Fingerprint {
+            generation: Some(generation),
+            commands: vec![],
+        }
+    }
+
+    #[test]
+    fn the_wait_doubles_from_two_seconds_and_stops_growing_at_the_cap() {
+        assert_eq!(delay(1, 1.0), Duration::from_secs(2));
+        assert_eq!(delay(2, 1.0), Duration::from_secs(4));
+        assert_eq!(delay(5, 1.0), Duration::from_secs(32));
+        assert_eq!(delay(40, 1.0), LONGEST);
+        assert!(delay(3, jitter("a", 3)) >= Duration::from_millis(6400));
+        assert!(delay(3, jitter("a", 3)) <= Duration::from_millis(9600));
+    }
+
+    #[test]
+    fn an_object_backing_off_waits_until_its_spec_or_commands_change() {
+        let backoff = Backoff::default();
+        assert_eq!(backoff.remaining("ns/a", &seen(1)), None);
+        backoff.failed("ns/a", seen(1));
+        assert!(backoff.remaining("ns/a", &seen(1)).is_some());
+        assert_eq!(
+            backoff.remaining("ns/a", &seen(2)),
+            None,
+            "an edit ends the wait"
+        );
+        let abort = Fingerprint {
+            generation: Some(1),
+            commands: vec!["greenlight.dev/abort".into()],
+        };
+        assert_eq!(
+            backoff.remaining("ns/a", &abort),
+            None,
+            "an abort ends the wait"
+        );
+        assert_eq!(backoff.failures("ns/a"), 1);
+        backoff.succeeded("ns/a");
+        assert_eq!(backoff.failures("ns/a"), 0);
+    }
+}

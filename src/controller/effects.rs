@@ -1,0 +1,253 @@
+//! Effect: a stage's decision handed to the writer, in an order that keeps a crash between
+//! any two writes safe. Workloads and traffic first (a refusal there leaves no trace of a
+//! transition that did not happen); then the audit trail, the record of truth, whose entries
+//! have identities so a replay adds nothing; then release entries and the stage status that
+//! make the transition final; then Events, named after the audit entries they announce; last,
+//! the steering annotations acted upon.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+
+use super::Context;
+use super::error::ReconcileError;
+use super::stage::World;
+use super::writer::Announcement;
+use crate::admission::mutate::requester;
+use crate::api::OPERATOR_ACTOR;
+use crate::api::conditions::{Condition, TARGET_RUNS_PODS};
+use crate::api::release::AuditEntry;
+use crate::api::stage::RolloutOutcome;
+use crate::machine::{DesiredPrimary, Outcome, StageEvent};
+use crate::metrics::RolloutLabels;
+use crate::workload::{build_primary, matches_desired};
+
+pub(crate) async fn apply(
+    world: &World,
+    outcome: Outcome,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, ReconcileError> {
+    let stage = &world.stage;
+    if let Some((io, observed, _)) = &world.canary {
+        let replicas = world.plan.replicas;
+        io.apply(
+            stage,
+            &world.target,
+            observed.as_ref(),
+            &outcome,
+            replicas,
+            ctx,
+        )
+        .await?;
+    }
+    if let Some(desired) = &outcome.primary {
+        apply_primary(world, desired, ctx).await?;
+    }
+    let trail = audit_entries(world, &outcome.events, ctx, now);
+    let namespace = stage.namespace().unwrap_or_default();
+    for (release, entries) in &trail {
+        ctx.writer
+            .audit(&namespace, release, entries.clone())
+            .await?;
+    }
+    let name = stage.name_any();
+    for (release, entry) in &outcome.release_updates {
+        let before = world
+            .releases
+            .iter()
+            .find(|r| &r.name == release)
+            .and_then(|r| r.stages.get(&name));
+        ctx.writer
+            .release_entry(&namespace, release, &name, before, entry)
+            .await?;
+    }
+    let old = stage.status.clone().unwrap_or_default();
+    let mut status = outcome.status;
+    if let Some(condition) = target_runs_pods(world) {
+        status.conditions.push(condition);
+    }
+    count_rollouts(&old.history, &status.history, ctx);
+    ctx.writer.stage_status(stage, &old, status, now).await?;
+    announce(world, &outcome.events, ctx).await;
+    if world.command.is_some() {
+        ctx.writer.clear_commands(stage).await?;
+    }
+    Ok(Action::requeue(
+        outcome.requeue_after.max(Duration::from_secs(1)),
+    ))
+}
+
+async fn apply_primary(
+    world: &World,
+    desired: &DesiredPrimary,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let owner = world
+        .stage
+        .controller_owner_ref(&())
+        .ok_or(ReconcileError::MissingField("metadata.uid"))?;
+    let release = match desired {
+        DesiredPrimary::Release { name, artifacts } => Some((name.as_str(), artifacts.as_slice())),
+        DesiredPrimary::Empty => None,
+    };
+    if release.is_none() && world.primary.is_none() {
+        return Ok(());
+    }
+    let name = world.stage.name_any();
+    let deployment = build_primary(&world.target, &name, owner, release, world.plan.replicas)?;
+    if world
+        .primary
+        .as_ref()
+        .is_some_and(|o| matches_desired(o, &deployment))
+    {
+        return Ok(());
+    }
+    ctx.writer.apply("deployment_apply", &deployment).await?;
+    Ok(())
+}
+
+/// The audit entries for this decision's transitions, by release: the operator's own, and
+/// the steering a person asked for, under their verified name.
+fn audit_entries(
+    world: &World,
+    events: &[StageEvent],
+    ctx: &Context,
+    now: Timestamp,
+) -> BTreeMap<String, Vec<AuditEntry>> {
+    let stage = &world.stage;
+    let mut trail: BTreeMap<String, Vec<AuditEntry>> = BTreeMap::new();
+    for event in events {
+        let (Some(release), Some(action)) = (&event.release, audit_action(event)) else {
+            continue;
+        };
+        let actor = match event.by_person {
+            true => asked_by(stage, ctx),
+            false => OPERATOR_ACTOR.to_string(),
+        };
+        trail.entry(release.clone()).or_default().push(AuditEntry {
+            id: audit_id(world, event),
+            time: now,
+            stage: stage.name_any(),
+            action,
+            actor,
+            message: event.note.clone(),
+            approval: None,
+        });
+    }
+    trail
+}
+
+fn audit_action(event: &StageEvent) -> Option<crate::api::release::AuditAction> {
+    event.kind.audit_action(event.by_person)
+}
+
+/// The audit id of an event; a refused command is told apart by the annotations it came in.
+fn audit_id(world: &World, event: &StageEvent) -> String {
+    let stage = world.stage.name_any();
+    let Some(action) = audit_action(event) else {
+        let release = event.release.as_deref().unwrap_or("-");
+        return format!(
+            "{stage}/{release}/{}/{}/{}",
+            event.kind.reason(),
+            event.attempt,
+            event.note
+        );
+    };
+    let id = event.audit_id(&stage, action);
+    match event.kind {
+        crate::machine::Transition::CommandRefused => {
+            let commands = super::fingerprint(&world.stage).commands.join(",");
+            let digest = ring::digest::digest(&ring::digest::SHA256, commands.as_bytes());
+            let short: String = digest.as_ref()[..6]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("{id}/{short}")
+        }
+        _ => id,
+    }
+}
+
+fn asked_by(stage: &crate::api::Stage, ctx: &Context) -> String {
+    let namespace = stage.namespace().unwrap_or_default();
+    let annotations = stage.metadata.annotations.clone().unwrap_or_default();
+    match requester(
+        &namespace,
+        &stage.name_any(),
+        &annotations,
+        &ctx.index.identity,
+    ) {
+        Ok(user) => user,
+        Err(why) => format!("unknown ({why})"),
+    }
+}
+
+/// Each transition's Event, on the Stage and on its Release, each naming both; an Event's
+/// name comes from its audit id, so a replay after a restart does not add a second.
+async fn announce(world: &World, events: &[StageEvent], ctx: &Context) {
+    let stage = &world.stage;
+    let namespace = stage.namespace().unwrap_or_default();
+    for event in events {
+        let key = audit_id(world, event);
+        let reason = event.kind.reason();
+        tracing::info!(reason, note = %event.note, "transition");
+        let on_stage = match &event.release {
+            Some(r) => format!("{} (release {r})", event.note),
+            None => event.note.clone(),
+        };
+        let a = Announcement {
+            warning: event.kind.warning(),
+            reason,
+            note: on_stage,
+            key: key.clone(),
+        };
+        ctx.writer.events.publish(stage, a).await;
+        let release = event
+            .release
+            .as_deref()
+            .and_then(|r| ctx.index.release(&namespace, r));
+        if let Some(release) = release {
+            let a = Announcement {
+                warning: event.kind.warning(),
+                reason,
+                note: format!("stage {}: {}", stage.name_any(), event.note),
+                key,
+            };
+            ctx.writer.events.publish(&*release, a).await;
+        }
+    }
+}
+
+fn target_runs_pods(world: &World) -> Option<Condition> {
+    let pods = world.target.status.as_ref()?.replicas.filter(|n| *n > 0)?;
+    Some(Condition::new(
+        TARGET_RUNS_PODS,
+        true,
+        "TargetNotScaledToZero",
+        format!(
+            "target Deployment '{}' runs {pods} pod(s) of its own; declare it with replicas: 0",
+            world.stage.spec.target.name
+        ),
+    ))
+}
+
+fn count_rollouts(
+    old: &[crate::api::stage::RolloutRecord],
+    new: &[crate::api::stage::RolloutRecord],
+    ctx: &Context,
+) {
+    for record in new.iter().take_while(|h| !old.contains(h)) {
+        let outcome = match record.outcome {
+            RolloutOutcome::Succeeded => "succeeded",
+            RolloutOutcome::RolledBack => "rolled_back",
+        };
+        ctx.metrics
+            .rollouts
+            .get_or_create(&RolloutLabels { outcome })
+            .inc();
+    }
+}

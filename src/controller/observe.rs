@@ -1,0 +1,178 @@
+//! Observe: everything a stage's decision is made from, read from the index (and, for the
+//! workloads the operator itself writes, fresh from the apiserver), plus the checks across
+//! objects that a single spec cannot make (the pipeline's DAG, the target's owner, the gates).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{Resource, ResourceExt};
+
+use super::Context;
+use crate::api::GateType;
+use crate::api::stage::{Stage, TriggerType};
+use crate::index::{Index, release_problem};
+use crate::machine::ReleaseView;
+use crate::pipeline::{PipelineError, topological_order};
+use crate::validation::{
+    CanaryStepPlan, FieldError, MANUAL_NEEDS_APPROVAL_GATE, StagePlan, ValidationErrors,
+    compile_stage,
+};
+use crate::workload::build_primary;
+
+/// The stage's spec compiled, with its place in the pipeline and its gates checked.
+pub fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, ValidationErrors> {
+    let plan = compile_stage(&stage.name_any(), &stage.spec)?;
+    let mut errors: Vec<FieldError> = check_dag(stage, &ctx.index).err().into_iter().collect();
+    if let Some(owner) = ctx.index.target_owner(stage) {
+        errors.push(FieldError::new(
+            "spec.target.name",
+            format!(
+                "Deployment '{}' is already the target of stage '{}'; give each stage its own target",
+                stage.spec.target.name,
+                owner.name_any()
+            ),
+        ));
+    }
+    errors.extend(check_gates(stage, &plan, ctx));
+    let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
+    let namespace = stage.namespace().unwrap_or_default();
+    let has_approval_gate = stage.spec.gates.iter().any(|g| {
+        ctx.index
+            .gate(&namespace, g)
+            .is_some_and(|g| g.spec.gate_type == GateType::Approval)
+    });
+    if manual && !has_approval_gate {
+        errors.push(FieldError::new(
+            "spec.trigger.type",
+            MANUAL_NEEDS_APPROVAL_GATE,
+        ));
+    }
+    match errors.is_empty() {
+        true => Ok(plan),
+        false => Err(ValidationErrors(errors)),
+    }
+}
+
+/// Only the stage's own upstream is checked, so a broken stage invalidates just the stages
+/// that depend on it, and they name it.
+fn check_dag(stage: &Stage, index: &Index) -> Result<(), FieldError> {
+    let name = stage.name_any();
+    let namespace = stage.namespace().unwrap_or_default();
+    let pipeline = &stage.spec.pipeline;
+    let mut graph: BTreeMap<String, Vec<String>> = index
+        .pipeline_stages(&namespace, pipeline)
+        .iter()
+        .map(|s| (s.name_any(), s.spec.requires.clone()))
+        .collect();
+    graph.insert(name.clone(), stage.spec.requires.clone());
+    let mut upstream = BTreeSet::new();
+    let mut todo = vec![name.clone()];
+    while let Some(s) = todo.pop() {
+        if upstream.insert(s.clone()) {
+            todo.extend(graph.get(&s).into_iter().flatten().cloned());
+        }
+    }
+    graph.retain(|s, _| upstream.contains(s));
+    let Err(e) = topological_order(pipeline, &graph) else {
+        return Ok(());
+    };
+    let culprit = match &e {
+        PipelineError::Cycle { cycle, .. } if cycle.contains(&name) => None,
+        PipelineError::Cycle { cycle, .. } => cycle.first().cloned(),
+        PipelineError::MissingStage { stage, .. } if *stage == name => None,
+        PipelineError::MissingStage { stage, .. } => Some(stage.clone()),
+    };
+    let why = e
+        .to_string()
+        .trim_start_matches("spec.requires: ")
+        .to_string();
+    Err(FieldError::new(
+        "spec.requires",
+        match culprit {
+            None => why,
+            Some(c) => format!("upstream stage '{c}' is invalid: {why}"),
+        },
+    ))
+}
+
+/// Every gate the stage names, in `spec.gates` and in its canary analyses, must exist and be
+/// valid: a stage held by a broken gate would otherwise wait for ever looking healthy.
+fn check_gates(stage: &Stage, plan: &StagePlan, ctx: &Context) -> Vec<FieldError> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let mut named: Vec<(String, String)> = stage
+        .spec
+        .gates
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (format!("spec.gates[{i}]"), g.clone()))
+        .collect();
+    if let Some(canary) = &plan.canary {
+        let steps = canary
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                CanaryStepPlan::Analysis(a) => {
+                    Some((format!("spec.strategy.canary.steps[{i}].analysis"), a))
+                }
+                _ => None,
+            });
+        let background = canary
+            .background
+            .iter()
+            .map(|a| ("spec.strategy.canary.analysis".to_string(), a));
+        for (field, analysis) in steps.chain(background) {
+            named.extend(
+                analysis
+                    .gates
+                    .iter()
+                    .map(|g| (format!("{field}.gates"), g.clone())),
+            );
+        }
+    }
+    let mut errors = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (field, gate) in named {
+        if !seen.insert(gate.clone()) {
+            continue;
+        }
+        let Err(problems) = ctx.runner.compiled(&namespace, &gate) else {
+            continue;
+        };
+        let message = match ctx.index.gate(&namespace, &gate) {
+            None => format!("Gate '{gate}' does not exist in namespace '{namespace}'"),
+            Some(_) => format!("Gate '{gate}' is invalid: {}", ValidationErrors(problems)),
+        };
+        errors.push(FieldError::new(field, message));
+    }
+    errors
+}
+
+/// The releases of the stage's pipeline, oldest first, as the machine sees them.
+pub fn release_views(stage: &Stage, target: &Deployment, index: &Index) -> Vec<ReleaseView> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let owner = stage.controller_owner_ref(&()).unwrap_or_default();
+    index
+        .pipeline_releases(&namespace, &stage.spec.pipeline)
+        .iter()
+        .map(|r| {
+            let release = Some((r.name_any(), &r.spec.artifacts));
+            let release = release.as_ref().map(|(n, a)| (n.as_str(), a.as_slice()));
+            let unfit = build_primary(target, "", owner.clone(), release, 1)
+                .err()
+                .map(|e| e.to_string());
+            ReleaseView {
+                name: r.name_any(),
+                version: r.spec.version.clone(),
+                artifacts: r.spec.artifacts.clone(),
+                valid: release_problem(r).is_none(),
+                unfit,
+                stages: r
+                    .status
+                    .as_ref()
+                    .map(|s| s.stages.clone())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}

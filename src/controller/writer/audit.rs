@@ -1,0 +1,140 @@
+//! The audit trail in each Release's status: entries are appended, never edited or removed.
+//! Each append is guarded by the Release's resourceVersion, so two writers can never drop each
+//! other's entries, and each entry has an identity, so a replay never records a fact twice.
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use super::{WriteError, Writer};
+use crate::api::Release;
+use crate::api::release::AuditEntry;
+
+const ATTEMPTS: usize = 5;
+/// The most entries one Release's trail holds. A trail this long means something loops; the
+/// append is then refused (and the refusal shown on the Stage), never dropped silently.
+pub const AUDIT_LIMIT: usize = 500;
+
+pub(super) async fn append(
+    writer: &Writer,
+    namespace: &str,
+    release: &str,
+    entries: Vec<AuditEntry>,
+) -> Result<Vec<AuditEntry>, WriteError> {
+    if entries.is_empty() {
+        return Ok(vec![]);
+    }
+    let api: Api<Release> = writer.api(namespace);
+    for _ in 0..ATTEMPTS {
+        let read = api.get_opt(release).await;
+        let what = || format!("audit trail of Release '{release}'");
+        let Some(current) = read.map_err(|e| WriteError::from_kube("release_audit", what(), e))?
+        else {
+            return Ok(vec![]);
+        };
+        let trail = current.status.map(|s| s.audit).unwrap_or_default();
+        let fresh = unrecorded(&trail, &entries);
+        if fresh.is_empty() {
+            return Ok(vec![]);
+        }
+        if trail.len() + fresh.len() > AUDIT_LIMIT {
+            writer.metrics.refused("release_audit", "AuditTrailFull");
+            return Err(WriteError::Refused {
+                kind: "release_audit",
+                what: what(),
+                reason: "AuditTrailFull",
+                message: format!(
+                    "the trail holds {} entries, the most it may hold is {AUDIT_LIMIT}; the rollout stops here rather than drop a record",
+                    trail.len()
+                ),
+            });
+        }
+        let mut extended = trail;
+        extended.extend(fresh.iter().cloned());
+        let patch = json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "status": {"audit": extended},
+        });
+        let result = api
+            .patch_status(release, &PatchParams::default(), &Patch::Merge(patch))
+            .await;
+        match result {
+            Err(kube::Error::Api(e)) if e.code == 409 => writer.metrics.write("release_audit"),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(vec![]),
+            result => {
+                writer.counted("release_audit", what, result)?;
+                return Ok(fresh);
+            }
+        }
+    }
+    Err(WriteError::Refused {
+        kind: "release_audit",
+        what: format!("audit trail of Release '{release}'"),
+        reason: "Conflict",
+        message: "kept changing under concurrent writers".into(),
+    })
+}
+
+/// The entries the trail does not hold yet.
+fn unrecorded(trail: &[AuditEntry], entries: &[AuditEntry]) -> Vec<AuditEntry> {
+    let mut fresh: Vec<AuditEntry> = Vec::new();
+    for e in entries {
+        let known = trail.iter().chain(fresh.iter()).any(|t| same_record(t, e));
+        if !known {
+            fresh.push(e.clone());
+        }
+    }
+    fresh
+}
+
+/// Whether two entries record the same fact: by identity when both have one; one Approval's
+/// decision once; otherwise one action at one stage at one instant once.
+fn same_record(a: &AuditEntry, b: &AuditEntry) -> bool {
+    if !a.id.is_empty() && !b.id.is_empty() {
+        return a.id == b.id;
+    }
+    match (&a.approval, &b.approval) {
+        (Some(x), Some(y)) => x == y && a.action == b.action,
+        (None, None) => a.time == b.time && a.stage == b.stage && a.action == b.action,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::release::AuditAction;
+
+    fn entry(id: &str, time: &str) -> AuditEntry {
+        AuditEntry {
+            id: id.into(),
+            time: time.parse().unwrap(),
+            stage: "prod".into(),
+            action: AuditAction::RolloutStarted,
+            actor: "greenlight".into(),
+            message: "rolling out 1.0.0".into(),
+            approval: None,
+        }
+    }
+
+    #[test]
+    fn a_replayed_entry_with_a_later_time_is_recognised_by_its_identity() {
+        let trail = vec![entry("prod/r1/RolloutStarted/1", "2026-11-27T10:00:00Z")];
+        let replay = entry("prod/r1/RolloutStarted/1", "2026-11-27T10:00:07Z");
+        assert!(unrecorded(&trail, &[replay]).is_empty());
+        let retry = entry("prod/r1/RolloutStarted/2", "2026-11-27T10:00:07Z");
+        assert_eq!(
+            unrecorded(&trail, std::slice::from_ref(&retry)),
+            vec![retry]
+        );
+    }
+
+    #[test]
+    fn one_batch_never_records_the_same_fact_twice() {
+        let twice = [
+            entry("prod/r1/RolloutStarted/1", "2026-11-27T10:00:00Z"),
+            entry("prod/r1/RolloutStarted/1", "2026-11-27T10:00:01Z"),
+        ];
+        assert_eq!(unrecorded(&[], &twice).len(), 1);
+    }
+}

@@ -1,0 +1,302 @@
+//! The one writer: every write the operator makes goes through here (server-side applies,
+//! status patches, audit appends, Events, clearing steering annotations, traffic weights), is
+//! counted by kind, and fails as a [`WriteError`] that says what the apiserver refused and why.
+//! Writes are idempotent: a desired state already in place is not written again.
+
+mod audit;
+mod events;
+
+pub use audit::AUDIT_LIMIT;
+pub use events::{Announcement, EventSink};
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::patch::merge_diff;
+use crate::api::conditions;
+use crate::api::release::{Release, ReleaseStageStatus};
+use crate::api::stage::{Stage, StageStatus};
+use crate::api::{
+    ABORT_ANNOTATION, FIELD_MANAGER, PROMOTE_ANNOTATION, REQUESTED_BY_ANNOTATION, RETRY_ANNOTATION,
+};
+use crate::metrics::Metrics;
+use crate::routers::{RouterContext, RouterError, TrafficRouter};
+
+/// A write that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The apiserver answered and said no: quota, admission policy, RBAC, a terminating
+    /// namespace, a conflict, an invalid object, or a server error.
+    #[error("{what} was refused ({reason}): {message}")]
+    Refused {
+        kind: &'static str,
+        what: String,
+        reason: &'static str,
+        message: String,
+    },
+    /// No answer: the connection failed or timed out.
+    #[error("{what} failed: {source}")]
+    Unreachable {
+        kind: &'static str,
+        what: String,
+        source: kube::Error,
+    },
+    #[error("cannot serialize {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("traffic router: {0}")]
+    Router(#[from] RouterError),
+}
+
+impl WriteError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "write_refused",
+            Self::Unreachable { .. } => "write_unreachable",
+            Self::Serialize(_) => "serialize",
+            Self::Router(e) => e.label(),
+        }
+    }
+
+    fn from_kube(kind: &'static str, what: String, error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => WriteError::Refused {
+                kind,
+                what,
+                reason: refusal_reason(status.code, &status.reason),
+                message: status.message.clone(),
+            },
+            source => WriteError::Unreachable { kind, what, source },
+        }
+    }
+}
+
+/// The apiserver's reason as a fixed label (its own reason strings are not a closed set).
+fn refusal_reason(code: u16, reason: &str) -> &'static str {
+    match (code, reason) {
+        (403, _) => "Forbidden",
+        (409, "AlreadyExists") => "AlreadyExists",
+        (409, _) => "Conflict",
+        (422, _) => "Invalid",
+        (400, _) => "BadRequest",
+        (404, _) => "NotFound",
+        (429, _) => "TooManyRequests",
+        (500..=599, _) => "ServerError",
+        _ => "Other",
+    }
+}
+
+pub struct Writer {
+    client: Client,
+    metrics: Arc<Metrics>,
+    pub events: EventSink,
+}
+
+impl Writer {
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+        let events = EventSink::new(client.clone(), metrics.clone());
+        Self {
+            client,
+            metrics,
+            events,
+        }
+    }
+
+    fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Counts a write attempt, and its refusal when it fails.
+    fn counted<T>(
+        &self,
+        kind: &'static str,
+        what: impl FnOnce() -> String,
+        result: Result<T, kube::Error>,
+    ) -> Result<T, WriteError> {
+        self.metrics.write(kind);
+        result.map_err(|e| {
+            let error = WriteError::from_kube(kind, what(), e);
+            let reason = match &error {
+                WriteError::Refused { reason, .. } => reason,
+                _ => "transport",
+            };
+            self.metrics.refused(kind, reason);
+            error
+        })
+    }
+
+    /// Server-side apply of a managed object under the operator's field manager.
+    pub async fn apply<K>(&self, kind: &'static str, object: &K) -> Result<(), WriteError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        let name = object.name_any();
+        let namespace = object.namespace().unwrap_or_default();
+        let mut body = serde_json::to_value(object)?;
+        body["apiVersion"] = json!(K::api_version(&()));
+        body["kind"] = json!(K::kind(&()));
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let result = self
+            .api::<K>(&namespace)
+            .patch(&name, &params, &Patch::Apply(body))
+            .await;
+        let what = || format!("apply of {} '{name}'", K::kind(&()));
+        self.counted(kind, what, result).map(|_| ())
+    }
+
+    /// Sets the canary's share of traffic; counted only when the router wrote.
+    pub async fn set_weight(
+        &self,
+        router: &dyn TrafficRouter,
+        ctx: &RouterContext,
+        weight: i32,
+    ) -> Result<(), WriteError> {
+        match router.set_weight(ctx, weight).await {
+            Ok(true) => {
+                self.metrics.write("traffic_weight");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(RouterError::Kube(e)) => {
+                let what = || format!("traffic weight {weight}% on the route");
+                self.counted("traffic_weight", what, Err::<(), _>(e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a Stage's status as a minimal merge patch, if anything changed.
+    pub async fn stage_status(
+        &self,
+        stage: &Stage,
+        old: &StageStatus,
+        mut status: StageStatus,
+        now: Timestamp,
+    ) -> Result<(), WriteError> {
+        let generation = stage.meta().generation;
+        status.observed_generation = generation;
+        status.conditions = conditions::merge(&old.conditions, status.conditions, now, generation);
+        let old = serde_json::to_value(old)?;
+        let new = serde_json::to_value(&status)?;
+        let Some(diff) = merge_diff(&old, &new) else {
+            return Ok(());
+        };
+        let namespace = stage.namespace().unwrap_or_default();
+        self.status::<Stage>("stage_status", &namespace, &stage.name_any(), diff)
+            .await
+    }
+
+    /// Writes one stage's entry in a Release's status, if it changed.
+    pub async fn release_entry(
+        &self,
+        namespace: &str,
+        release: &str,
+        stage: &str,
+        old: Option<&ReleaseStageStatus>,
+        new: &ReleaseStageStatus,
+    ) -> Result<(), WriteError> {
+        let old = old.map(serde_json::to_value).transpose()?;
+        let Some(diff) = merge_diff(&old.unwrap_or(json!({})), &serde_json::to_value(new)?) else {
+            return Ok(());
+        };
+        let patch = json!({ "stages": { stage: diff } });
+        self.status::<Release>("release_status", namespace, release, patch)
+            .await
+    }
+
+    /// A merge patch of `status` (given as the diff of its fields); a deleted object is fine.
+    pub async fn status<K>(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        diff: Value,
+    ) -> Result<(), WriteError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let patch = Patch::Merge(json!({ "status": diff }));
+        let result = self
+            .api::<K>(namespace)
+            .patch_status(name, &PatchParams::default(), &patch)
+            .await;
+        match result {
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            result => {
+                let what = || format!("status of {} '{name}'", K::kind(&()));
+                self.counted(kind, what, result).map(|_| ())
+            }
+        }
+    }
+
+    /// Removes the steering annotations once acted upon, each only if it still has the value
+    /// that was acted upon (a JSON patch `test`): one set or changed meanwhile (an abort during
+    /// a promote) stays for the next pass. The Stage's own status writes do not get in the way.
+    pub async fn clear_commands(&self, stage: &Stage) -> Result<(), WriteError> {
+        let seen = stage.annotations();
+        let mut ops = Vec::new();
+        for key in [
+            ABORT_ANNOTATION,
+            PROMOTE_ANNOTATION,
+            RETRY_ANNOTATION,
+            REQUESTED_BY_ANNOTATION,
+        ] {
+            let Some(value) = seen.get(key) else { continue };
+            let path = format!(
+                "/metadata/annotations/{}",
+                key.replace('~', "~0").replace('/', "~1")
+            );
+            ops.push(json!({"op": "test", "path": path, "value": value}));
+            ops.push(json!({"op": "remove", "path": path}));
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))?;
+        let namespace = stage.namespace().unwrap_or_default();
+        let result = self
+            .api::<Stage>(&namespace)
+            .patch(
+                &stage.name_any(),
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await;
+        match result {
+            // Changed since it was read, or gone: the next pass sees what is there now.
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409 | 422) => Ok(()),
+            result => {
+                let what = || format!("clearing the annotations of Stage '{}'", stage.name_any());
+                self.counted("stage_annotations", what, result).map(|_| ())
+            }
+        }
+    }
+
+    /// Appends audit entries the trail does not hold yet; returns those it appended.
+    pub async fn audit(
+        &self,
+        namespace: &str,
+        release: &str,
+        entries: Vec<crate::api::release::AuditEntry>,
+    ) -> Result<Vec<crate::api::release::AuditEntry>, WriteError> {
+        audit::append(self, namespace, release, entries).await
+    }
+}

@@ -1,0 +1,314 @@
+//! The one index of watched state: reflector stores of Stages, Releases, Gates and Approvals,
+//! fed by watch events, answering the typed queries the controllers and the admission webhooks
+//! ask (a pipeline's stages and releases, a release's approvals, who owns a target, which
+//! gates are missing or invalid). Nothing here writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{Approval, Gate, GateType, Identity, Release, Stage};
+use crate::gates::approval::{ApprovalPolicy, ApprovalRecord};
+use crate::identity::{IdentityKey, Subject, Unverified};
+use crate::validation::validate_release;
+
+pub struct Index {
+    pub stages: Store<Stage>,
+    pub releases: Store<Release>,
+    pub gates: Store<Gate>,
+    pub approvals: Store<Approval>,
+    /// Checks the identity stamps of Releases and Approvals.
+    pub identity: Arc<IdentityKey>,
+    synced: AtomicBool,
+}
+
+/// The watches that keep an [`Index`] current; run them for as long as the index is used.
+pub type IndexTasks = Vec<futures::future::BoxFuture<'static, ()>>;
+
+impl Index {
+    /// An index of `namespace` (all namespaces when `None`) and the watches that feed it.
+    pub fn watch(
+        client: &Client,
+        namespace: &Option<String>,
+        identity: Arc<IdentityKey>,
+    ) -> (Arc<Index>, IndexTasks) {
+        let (stages, s) = cache::<Stage>(scoped(client, namespace));
+        let (releases, r) = cache::<Release>(scoped(client, namespace));
+        let (gates, g) = cache::<Gate>(scoped(client, namespace));
+        let (approvals, a) = cache::<Approval>(scoped(client, namespace));
+        let index = Index {
+            stages,
+            releases,
+            gates,
+            approvals,
+            identity,
+            synced: AtomicBool::new(false),
+        };
+        (Arc::new(index), vec![s, r, g, a])
+    }
+
+    /// Waits until every store holds a full list; false when a watch ended first.
+    pub async fn wait_until_synced(&self) -> bool {
+        let ok = self.stages.wait_until_ready().await.is_ok()
+            && self.releases.wait_until_ready().await.is_ok()
+            && self.gates.wait_until_ready().await.is_ok()
+            && self.approvals.wait_until_ready().await.is_ok();
+        self.synced.store(ok, Ordering::SeqCst);
+        ok
+    }
+
+    /// Whether every store has synced (what `/readyz` reports).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
+    }
+
+    pub fn stage(&self, namespace: &str, name: &str) -> Option<Arc<Stage>> {
+        self.stages.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    pub fn release(&self, namespace: &str, name: &str) -> Option<Arc<Release>> {
+        self.releases.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    pub fn gate(&self, namespace: &str, name: &str) -> Option<Arc<Gate>> {
+        self.gates.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Stages of one pipeline, by name.
+    pub fn pipeline_stages(&self, namespace: &str, pipeline: &str) -> Vec<Arc<Stage>> {
+        let mut stages = self.stages_where(namespace, |s| s.spec.pipeline == pipeline);
+        stages.sort_by_key(|s| s.name_any());
+        stages
+    }
+
+    /// Every Stage of a namespace for which `keep` holds.
+    pub fn stages_where(&self, namespace: &str, keep: impl Fn(&Stage) -> bool) -> Vec<Arc<Stage>> {
+        self.stages
+            .state()
+            .into_iter()
+            .filter(|s| s.namespace().as_deref() == Some(namespace) && keep(s))
+            .collect()
+    }
+
+    /// Releases of one pipeline, oldest first (creation time, then name).
+    pub fn pipeline_releases(&self, namespace: &str, pipeline: &str) -> Vec<Arc<Release>> {
+        let mut releases: Vec<Arc<Release>> = self
+            .releases
+            .state()
+            .into_iter()
+            .filter(|r| r.namespace().as_deref() == Some(namespace) && r.spec.pipeline == pipeline)
+            .collect();
+        releases.sort_by(|a, b| {
+            let created = |r: &Release| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
+        });
+        releases
+    }
+
+    /// The stage that owns `stage`'s target when another, older stage names the same one: two
+    /// stages on one target would fight over one `<target>-primary`.
+    pub fn target_owner(&self, stage: &Stage) -> Option<Arc<Stage>> {
+        let namespace = stage.namespace().unwrap_or_default();
+        let created = |s: &Stage| {
+            (
+                s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                s.name_any(),
+            )
+        };
+        self.stages_where(&namespace, |s| {
+            s.name_any() != stage.name_any()
+                && s.spec.target.name == stage.spec.target.name
+                && created(s) < created(stage)
+        })
+        .into_iter()
+        .next()
+    }
+
+    /// The stage's gates that do not exist, with their position in `spec.gates`.
+    pub fn missing_gates<'a>(&self, stage: &'a Stage) -> Vec<(usize, &'a str)> {
+        let namespace = stage.namespace().unwrap_or_default();
+        stage
+            .spec
+            .gates
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| self.gate(&namespace, g).is_none())
+            .map(|(i, g)| (i, g.as_str()))
+            .collect()
+    }
+
+    /// The stage's valid approval gates with their policies, in the stage's order.
+    pub fn approval_gates(&self, stage: &Stage) -> Vec<(String, ApprovalPolicy)> {
+        let namespace = stage.namespace().unwrap_or_default();
+        stage
+            .spec
+            .gates
+            .iter()
+            .filter_map(|name| {
+                let gate = self.gate(&namespace, name)?;
+                if gate.spec.gate_type != GateType::Approval {
+                    return None;
+                }
+                let policy = ApprovalPolicy::compile(gate.spec.approval.as_ref()?).ok()?;
+                Some((name.clone(), policy))
+            })
+            .collect()
+    }
+
+    /// The release's creator, if its stamp checks out.
+    pub fn release_author(&self, release: &Release) -> Result<String, Unverified> {
+        let namespace = release.namespace().unwrap_or_default();
+        self.identity
+            .verify(
+                &Subject::Release {
+                    namespace: &namespace,
+                    spec: &release.spec,
+                },
+                release.spec.created_by.as_ref(),
+            )
+            .map(|who| who.username.clone())
+    }
+
+    /// Who signed an Approval, if its stamp checks out.
+    pub fn approver<'a>(&self, approval: &'a Approval) -> Result<&'a Identity, Unverified> {
+        let namespace = approval.namespace().unwrap_or_default();
+        self.identity.verify(
+            &Subject::Approval {
+                namespace: &namespace,
+                spec: &approval.spec,
+            },
+            approval.spec.approver.as_ref(),
+        )
+    }
+
+    /// The Approvals of `release` at `stage`, by name.
+    pub fn approvals_of(&self, namespace: &str, release: &str, stage: &str) -> Vec<Arc<Approval>> {
+        let mut approvals: Vec<Arc<Approval>> = self
+            .approvals
+            .state()
+            .into_iter()
+            .filter(|a| {
+                a.namespace().as_deref() == Some(namespace)
+                    && a.spec.release == release
+                    && a.spec.stage == stage
+            })
+            .collect();
+        approvals.sort_by_key(|a| a.name_any());
+        approvals
+    }
+
+    /// Approvals of `release` at `stage`, each with its approver stamp checked, oldest first.
+    pub fn approval_records(
+        &self,
+        namespace: &str,
+        release: &str,
+        stage: &str,
+    ) -> Vec<ApprovalRecord> {
+        let mut records: Vec<ApprovalRecord> = self
+            .approvals_of(namespace, release, stage)
+            .iter()
+            .map(|a| ApprovalRecord {
+                name: a.name_any(),
+                decision: a.spec.decision,
+                comment: a.spec.comment.clone(),
+                created: a
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
+                approver: self.approver(a).cloned(),
+            })
+            .collect();
+        records.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+        records
+    }
+}
+
+/// Why a Release must not be rolled out, if it must not: its spec is invalid, or it was edited
+/// after creation (possible only with the admission webhooks off; Releases are immutable).
+pub fn release_problem(release: &Release) -> Option<String> {
+    if let Err(errors) = validate_release(&release.spec) {
+        return Some(errors.to_string());
+    }
+    match release.metadata.generation {
+        Some(generation) if generation > 1 => Some(format!(
+            "spec: edited after creation (generation {generation}); a Release is immutable, publish a new Release instead"
+        )),
+        _ => None,
+    }
+}
+
+/// An API for one namespace, or for all of them.
+pub fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cache of all objects of a kind, kept up to date by a watch. `managedFields` are dropped:
+/// nothing reads them, and they are often the largest part of an object.
+fn cache<K>(api: Api<K>) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(|o| o.meta_mut().managed_fields = None),
+    )
+    .applied_objects()
+    .for_each(|_| futures::future::ready(()));
+    (reader, Box::pin(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_edited_after_creation_is_not_rolled_out() {
+        let mut release: Release = serde_json::from_value(serde_json::json!({
+            "apiVersion": "greenlight.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "r", "generation": 1},
+            "spec": {"pipeline": "web", "version": "1",
+                     "artifacts": [{"name": "web", "image": format!("r/w@sha256:{}", "a".repeat(64))}]}
+        }))
+        .unwrap();
+        assert_eq!(release_problem(&release), None);
+        release.metadata.generation = Some(2);
+        let problem = release_problem(&release).unwrap();
+        assert!(
+            problem.starts_with("spec: edited after creation"),
+            "{problem}"
+        );
+        release.spec.artifacts[0].image = "r/w:latest".into();
+        assert!(
+            release_problem(&release)
+                .unwrap()
+                .contains("spec.artifacts[0].image")
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! The decision being drafted: a stage's next status, release entries, workloads, traffic
+//! and events, with the steps every rollout shares (recording entries and events, finishing,
+//! rolling back, holding). The rolling and canary strategies build on it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::events::{StageEvent, Transition};
+use super::types::{Command, DesiredPrimary, Due, MAX_REQUEUE, Outcome, ReleaseView, StageInput};
+use crate::api::conditions::{Condition, Health, kstatus};
+use crate::api::release::{GateResultStatus, ReleaseStageStatus, StagePhaseForRelease as RP};
+use crate::api::stage::{
+    ActiveRollout, RolloutDirection, RolloutOutcome, RolloutRecord, StagePhase, StageStatus,
+};
+
+pub(super) struct Draft<'a> {
+    pub(super) input: &'a StageInput<'a>,
+    pub(super) status: StageStatus,
+    pub(super) updates: BTreeMap<String, ReleaseStageStatus>,
+    pub(super) primary: Option<DesiredPrimary>,
+    pub(super) events: Vec<StageEvent>,
+    pub(super) wake_at: Vec<Timestamp>,
+    pub(super) health: (Health, &'static str, String),
+    pub(super) passed_gates: Option<Vec<GateResultStatus>>,
+    pub(super) canary: Option<DesiredPrimary>,
+    pub(super) weight: Option<i32>,
+    pub(super) scale_weight: Option<i32>,
+    pub(super) due: Vec<Due>,
+    /// The person's command was acted upon (or refused with an event).
+    pub(super) command_taken: bool,
+}
+
+impl<'a> Draft<'a> {
+    pub(super) fn new(input: &'a StageInput<'a>) -> Self {
+        Self {
+            input,
+            status: input.status.clone(),
+            updates: BTreeMap::new(),
+            primary: None,
+            events: Vec::new(),
+            wake_at: Vec::new(),
+            health: (Health::Ready, "Idle", String::new()),
+            passed_gates: None,
+            canary: None,
+            weight: None,
+            scale_weight: None,
+            due: Vec::new(),
+            command_taken: false,
+        }
+    }
+
+    pub(super) fn release(&self, name: &str) -> Option<&'a ReleaseView> {
+        self.input.releases.iter().find(|r| r.name == name)
+    }
+
+    pub(super) fn entry(&self, name: &str) -> Option<&ReleaseStageStatus> {
+        self.updates.get(name).or_else(|| {
+            self.release(name)
+                .and_then(|r| r.stages.get(self.input.name))
+        })
+    }
+
+    /// Records a release's progress here, keeping timestamps and gate results it already has.
+    pub(super) fn set_entry(&mut self, name: &str, phase: RP, reason: &str, message: String) {
+        let now = self.input.now;
+        let previous = self.entry(name).cloned();
+        let mut next = previous.clone().unwrap_or(ReleaseStageStatus {
+            phase,
+            reason: None,
+            message: None,
+            started_at: None,
+            finished_at: None,
+            gates: Vec::new(),
+            attempt: None,
+        });
+        next.phase = phase;
+        next.reason = Some(reason.to_string());
+        next.message = Some(message);
+        if phase == RP::Progressing && next.started_at.is_none() {
+            next.started_at = Some(now);
+        }
+        if phase.is_final() && next.finished_at.is_none() {
+            next.finished_at = Some(now);
+        }
+        let moved = previous
+            .as_ref()
+            .is_none_or(|p| (p.phase, p.reason.as_deref()) != (phase, Some(reason)));
+        // Rollout transitions announce themselves; holds and hand-overs are announced here.
+        let announce = moved && matches!(phase, RP::Waiting | RP::Superseded);
+        let note = format!(
+            "{}: {}",
+            self.version_of(name),
+            next.message.clone().unwrap_or_default()
+        );
+        if previous.as_ref() != Some(&next) {
+            self.updates.insert(name.to_string(), next);
+        }
+        if announce && reason != "RetryRequested" {
+            self.event(Transition::of_hold(reason), note, Some(name));
+        }
+    }
+
+    pub(super) fn version_of(&self, release: &str) -> String {
+        self.release(release)
+            .map_or_else(|| release.to_string(), |r| r.version.clone())
+    }
+
+    pub(super) fn event(&mut self, kind: Transition, note: String, release: Option<&str>) {
+        self.event_at(kind, note, release, None);
+    }
+
+    /// An event, with the canary step a person's promote acted at.
+    pub(super) fn event_at(
+        &mut self,
+        kind: Transition,
+        note: String,
+        release: Option<&str>,
+        step: Option<u32>,
+    ) {
+        let attempt = release
+            .and_then(|r| self.entry(r))
+            .and_then(|e| e.attempt)
+            .unwrap_or(1);
+        let by_person = match kind {
+            Transition::Resumed | Transition::PromotedByHand | Transition::RetryRequested => true,
+            Transition::CommandRefused => true,
+            Transition::RolloutFailed => self.input.command == Some(Command::Abort),
+            _ => false,
+        };
+        if by_person {
+            self.command_taken = true;
+        }
+        self.events.push(StageEvent {
+            kind,
+            note,
+            release: release.map(str::to_string),
+            attempt,
+            step,
+            by_person,
+        });
+    }
+
+    /// A steering annotation that did nothing is refused with an event that says why.
+    fn refuse_unused_command(&mut self) {
+        let Some(command) = self.input.command.clone() else {
+            return;
+        };
+        if self.command_taken {
+            return;
+        }
+        let name = self.input.name;
+        let why = match (&command, self.status.rollout.as_ref()) {
+            (Command::Retry(r), _) => format!(
+                "greenlight.dev/retry: release '{r}' has not failed at stage '{name}'; only a failed release can be retried"
+            ),
+            (Command::Promote, None) => {
+                format!("greenlight.dev/promote: stage '{name}' has no rollout in progress")
+            }
+            (Command::Abort, None) => {
+                format!("greenlight.dev/abort: stage '{name}' has no rollout in progress")
+            }
+            (Command::Promote, Some(r)) if r.canary.is_none() => format!(
+                "greenlight.dev/promote: the rolling rollout of {} has no steps to skip",
+                r.version
+            ),
+            (_, Some(r)) => format!(
+                "{}: the rollout of {} is past the point where it applies ({:?})",
+                command.annotation(),
+                r.version,
+                self.status.phase.unwrap_or(StagePhase::Idle)
+            ),
+        };
+        let release = match &command {
+            Command::Retry(r) if self.release(r).is_some() => Some(r.clone()),
+            _ => self
+                .status
+                .rollout
+                .as_ref()
+                .map(|r| r.release.clone())
+                .or_else(|| self.status.current_release.clone()),
+        };
+        self.event(Transition::CommandRefused, why, release.as_deref());
+    }
+
+    pub(super) fn finish_forward(&mut self, rollout: &ActiveRollout) {
+        let now = self.input.now;
+        let secs = now.duration_since(rollout.started_at).as_secs();
+        self.set_entry(
+            &rollout.release,
+            RP::Succeeded,
+            "RolledOut",
+            format!("available after {secs}s"),
+        );
+        self.record(rollout, RolloutOutcome::Succeeded, None);
+        self.status.current_release = Some(rollout.release.clone());
+        self.status.current_version = Some(rollout.version.clone());
+        self.status.rollout = None;
+        self.event(
+            Transition::RolloutSucceeded,
+            format!("{} is available after {secs}s", rollout.version),
+            Some(&rollout.release),
+        );
+        // The next candidate, if any, is looked at on the next pass.
+        self.status.phase = Some(StagePhase::Idle);
+        self.status.message = Some(format!("running {}", rollout.version));
+        self.health = (
+            Health::Ready,
+            "RolledOut",
+            format!("running {}", rollout.version),
+        );
+        self.wake_at.push(now);
+    }
+
+    pub(super) fn start_rollback(
+        &mut self,
+        rollout: &ActiveRollout,
+        reason: &'static str,
+        message: String,
+    ) {
+        self.set_entry(&rollout.release, RP::Failed, reason, message.clone());
+        let mut next = rollout.clone();
+        next.direction = RolloutDirection::Rollback;
+        next.reason = Some(format!("{reason}: {message}"));
+        let to = rollout
+            .previous_version
+            .clone()
+            .unwrap_or_else(|| "nothing (scale to zero)".into());
+        self.event(
+            Transition::RolloutFailed,
+            format!("{}: {message}; rolling back to {to}", rollout.version),
+            Some(&rollout.release),
+        );
+        self.status.rollout = Some(next.clone());
+        self.status.phase = Some(StagePhase::RollingBack);
+        self.status.message = Some(format!(
+            "{} failed ({reason}); rolling back to {to}",
+            rollout.version
+        ));
+        self.health = (
+            Health::Progressing,
+            "RollingBack",
+            format!("{} failed: {message}", rollout.version),
+        );
+        self.primary = Some(match &next.previous_release {
+            Some(prev) => DesiredPrimary::Release {
+                name: prev.clone(),
+                artifacts: next.previous_artifacts.clone(),
+            },
+            None => DesiredPrimary::Empty,
+        });
+        self.wake_at.push(self.input.now);
+    }
+
+    pub(super) fn finish_rollback(&mut self, rollout: &ActiveRollout) {
+        self.record(rollout, RolloutOutcome::RolledBack, rollout.reason.clone());
+        self.status.current_release = rollout.previous_release.clone();
+        self.status.current_version = rollout.previous_version.clone();
+        self.status.rollout = None;
+        let to = rollout
+            .previous_version
+            .clone()
+            .unwrap_or_else(|| "nothing".into());
+        self.event(
+            Transition::RollbackCompleted,
+            format!("{} was rolled back; running {to}", rollout.version),
+            Some(&rollout.release),
+        );
+        self.status.phase = Some(StagePhase::Failed);
+        let why = rollout.reason.clone().unwrap_or_default();
+        self.status.message = Some(format!(
+            "{} rolled back ({why}); running {to}",
+            rollout.version
+        ));
+        self.health = (
+            Health::Stalled,
+            "RolledBack",
+            format!("{} failed and was rolled back: {why}", rollout.version),
+        );
+        self.wake_at.push(self.input.now);
+    }
+
+    pub(super) fn record(
+        &mut self,
+        rollout: &ActiveRollout,
+        outcome: RolloutOutcome,
+        reason: Option<String>,
+    ) {
+        let now = self.input.now;
+        self.status.history.insert(
+            0,
+            RolloutRecord {
+                release: rollout.release.clone(),
+                version: rollout.version.clone(),
+                outcome,
+                started_at: rollout.started_at,
+                finished_at: now,
+                duration_seconds: now.duration_since(rollout.started_at).as_secs(),
+                reason,
+            },
+        );
+        self.status.history.truncate(self.input.plan.history_limit);
+    }
+
+    pub(super) fn attach_gates(&mut self, release: &str, gates: Vec<GateResultStatus>) {
+        if let Some(mut entry) = self.entry(release).cloned()
+            && entry.gates != gates
+        {
+            entry.gates = gates;
+            self.updates.insert(release.to_string(), entry);
+        }
+    }
+
+    pub(super) fn hold(&mut self, candidate: &ReleaseView, reason: &'static str, message: String) {
+        self.set_entry(&candidate.name, RP::Waiting, reason, message.clone());
+        self.status.phase = Some(StagePhase::Waiting);
+        self.status.message = Some(format!("{} waits: {message}", candidate.version));
+        let running = self.status.current_version.clone();
+        self.health = match running {
+            Some(v) => (
+                Health::Ready,
+                reason,
+                format!("running {v}; {} waits: {message}", candidate.version),
+            ),
+            None => (
+                Health::Ready,
+                reason,
+                format!("{} waits: {message}", candidate.version),
+            ),
+        };
+        self.keep_failed_phase();
+    }
+
+    pub(super) fn idle(&mut self) {
+        if self.status.phase == Some(StagePhase::Failed) {
+            self.keep_failed_phase();
+            return;
+        }
+        self.status.phase = Some(StagePhase::Idle);
+        let running = self.status.current_version.clone();
+        self.status.message = running.as_ref().map(|v| format!("running {v}"));
+        self.health = (
+            Health::Ready,
+            "Idle",
+            running.map_or("no release yet".into(), |v| format!("running {v}")),
+        );
+    }
+
+    /// After a rollback the stage stays Failed until a newer release rolls out, so the
+    /// failure stays visible at a glance.
+    pub(super) fn keep_failed_phase(&mut self) {
+        if self.input.status.phase != Some(StagePhase::Failed) {
+            return;
+        }
+        let last = self.status.history.first().cloned();
+        if let Some(last) = last.filter(|l| l.outcome == RolloutOutcome::RolledBack) {
+            let why = last.reason.clone().unwrap_or_default();
+            let waiting = self
+                .status
+                .message
+                .clone()
+                .filter(|_| self.status.phase == Some(StagePhase::Waiting));
+            self.status.phase = Some(StagePhase::Failed);
+            let mut message = format!("{} rolled back ({why})", last.version);
+            if let Some(w) = waiting {
+                message.push_str("; ");
+                message.push_str(&w);
+            }
+            self.status.message = Some(message.clone());
+            self.health = (Health::Stalled, "RolledBack", message);
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Outcome {
+        self.refuse_unused_command();
+        let now = self.input.now;
+        let (health, reason, message) = self.health;
+        let mut status = self.status;
+        let conditions: Vec<Condition> = kstatus(health, reason, &message);
+        status.conditions = conditions;
+        let requeue_after = self
+            .wake_at
+            .iter()
+            .map(|t| {
+                let d = t.duration_since(now);
+                if d.is_negative() {
+                    Duration::ZERO
+                } else {
+                    d.unsigned_abs()
+                }
+            })
+            .min()
+            .unwrap_or(MAX_REQUEUE)
+            .min(MAX_REQUEUE);
+        Outcome {
+            status,
+            release_updates: self.updates,
+            primary: self.primary,
+            canary: self.canary,
+            weight: self.weight,
+            canary_scale_weight: self.scale_weight.or(self.weight),
+            events: self.events,
+            requeue_after,
+        }
+    }
+}

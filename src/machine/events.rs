@@ -1,0 +1,179 @@
+//! The typed events the machine emits: each says what happened (a reason for the Kubernetes
+//! Event), whether it is a warning, and which audit action, if any, records it.
+
+use crate::api::release::AuditAction;
+
+/// Something the stage did or decided, in the words of its Kubernetes Event reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transition {
+    RolloutStarted,
+    RolloutSucceeded,
+    RolloutFailed,
+    RollbackCompleted,
+    Superseded,
+    NotPromoted,
+    WaitingForRequires,
+    WaitingForSchedule,
+    BlockedByWindow,
+    WaitingForGate,
+    GateFailed,
+    GateInconclusive,
+    GateInvalid,
+    IncompatibleWithTarget,
+    RetryRequested,
+    Resumed,
+    PromotedByHand,
+    WeightChanged,
+    /// All traffic moved to the promoted primary.
+    Promoted,
+    AnalysisFailed,
+    AnalysisInconclusive,
+    /// A steering annotation that could not act here, with why.
+    CommandRefused,
+}
+
+impl Transition {
+    /// The Kubernetes Event reason.
+    pub fn reason(self) -> &'static str {
+        use Transition::*;
+        match self {
+            RolloutStarted => "RolloutStarted",
+            RolloutSucceeded => "RolloutSucceeded",
+            RolloutFailed => "RolloutFailed",
+            RollbackCompleted => "RollbackCompleted",
+            Superseded => "Superseded",
+            NotPromoted => "NotPromoted",
+            WaitingForRequires => "WaitingForRequires",
+            WaitingForSchedule => "WaitingForSchedule",
+            BlockedByWindow => "BlockedByWindow",
+            WaitingForGate => "WaitingForGate",
+            GateFailed => "GateFailed",
+            GateInconclusive => "GateInconclusive",
+            GateInvalid => "GateInvalid",
+            IncompatibleWithTarget => "IncompatibleWithTarget",
+            RetryRequested => "RetryRequested",
+            Resumed => "Resumed",
+            PromotedByHand => "PromotedByHand",
+            WeightChanged => "WeightChanged",
+            Promoted => "Promoted",
+            AnalysisFailed => "AnalysisFailed",
+            AnalysisInconclusive => "AnalysisInconclusive",
+            CommandRefused => "CommandRefused",
+        }
+    }
+
+    /// The hold a release's stage entry reason names, if it is one.
+    pub fn of_hold(reason: &str) -> Transition {
+        use Transition::*;
+        match reason {
+            "WaitingForRequires" => WaitingForRequires,
+            "WaitingForSchedule" => WaitingForSchedule,
+            "BlockedByWindow" => BlockedByWindow,
+            "GateFailed" => GateFailed,
+            "GateInconclusive" => GateInconclusive,
+            "GateInvalid" => GateInvalid,
+            "WaitingForGate" => WaitingForGate,
+            "NotPromoted" => NotPromoted,
+            "RetryRequested" => RetryRequested,
+            _ => Superseded,
+        }
+    }
+
+    pub fn warning(self) -> bool {
+        use Transition::*;
+        matches!(
+            self,
+            RolloutFailed
+                | RollbackCompleted
+                | GateFailed
+                | GateInconclusive
+                | GateInvalid
+                | IncompatibleWithTarget
+                | AnalysisFailed
+                | AnalysisInconclusive
+                | CommandRefused
+        )
+    }
+
+    /// The audit action that records this transition: a person's when `by_person`.
+    pub fn audit_action(self, by_person: bool) -> Option<AuditAction> {
+        use Transition::*;
+        Some(match (self, by_person) {
+            (RolloutFailed, true) => AuditAction::AbortRequested,
+            (Resumed | PromotedByHand, _) => AuditAction::PromoteRequested,
+            (RetryRequested, _) => AuditAction::RetryRequested,
+            (CommandRefused, _) => AuditAction::CommandRefused,
+            (RolloutStarted, _) => AuditAction::RolloutStarted,
+            (RolloutSucceeded, _) => AuditAction::Promoted,
+            (RolloutFailed, false) => AuditAction::RolledBack,
+            (RollbackCompleted, _) => AuditAction::RollbackCompleted,
+            _ => return None,
+        })
+    }
+}
+
+/// One event of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageEvent {
+    pub kind: Transition,
+    pub note: String,
+    /// The release the event also concerns, if any.
+    pub release: Option<String>,
+    /// Which attempt of that release at this stage (1, then one more per retry).
+    pub attempt: u32,
+    /// The canary step a person's promote acted at.
+    pub step: Option<u32>,
+    /// Caused by a person's steering annotation, not by the operator.
+    pub by_person: bool,
+}
+
+impl StageEvent {
+    /// A stable identity for the audit entry that records this event at `stage`, so a replay
+    /// after a crash recognises the entry it already wrote.
+    pub fn audit_id(&self, stage: &str, action: AuditAction) -> String {
+        let release = self.release.as_deref().unwrap_or("-");
+        let mut id = format!("{stage}/{release}/{action:?}/{}", self.attempt);
+        if let Some(step) = self.step {
+            id.push_str(&format!("/step-{step}"));
+        }
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abort_is_recorded_as_the_persons_and_a_deadline_as_the_operators() {
+        let t = Transition::RolloutFailed;
+        assert_eq!(t.audit_action(true), Some(AuditAction::AbortRequested));
+        assert_eq!(t.audit_action(false), Some(AuditAction::RolledBack));
+        assert_eq!(Transition::WeightChanged.audit_action(false), None);
+    }
+
+    #[test]
+    fn audit_ids_differ_by_attempt_and_step_and_not_by_time() {
+        let event = StageEvent {
+            kind: Transition::Resumed,
+            note: "resumed".into(),
+            release: Some("r1".into()),
+            attempt: 1,
+            step: Some(2),
+            by_person: true,
+        };
+        let action = AuditAction::PromoteRequested;
+        assert_eq!(
+            event.audit_id("prod", action),
+            "prod/r1/PromoteRequested/1/step-2"
+        );
+        let retried = StageEvent {
+            attempt: 2,
+            ..event.clone()
+        };
+        assert_ne!(
+            retried.audit_id("prod", action),
+            event.audit_id("prod", action)
+        );
+    }
+}
