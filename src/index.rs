@@ -53,6 +53,39 @@ impl Index {
         (Arc::new(index), vec![s, r, g, a])
     }
 
+    /// An index holding just these objects, fed by no watch (for scenario tests).
+    #[cfg(test)]
+    pub fn of(
+        objects: (Vec<Stage>, Vec<Release>, Vec<Gate>, Vec<Approval>),
+        identity: Arc<IdentityKey>,
+    ) -> Arc<Index> {
+        fn store<K>(objects: Vec<K>) -> Store<K>
+        where
+            K: Resource<DynamicType = ()>
+                + Clone
+                + DeserializeOwned
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
+        {
+            let (reader, mut writer) = reflector::store();
+            for o in objects {
+                writer.apply_watcher_event(&watcher::Event::Apply(o));
+            }
+            reader
+        }
+        let (stages, releases, gates, approvals) = objects;
+        Arc::new(Index {
+            stages: store(stages),
+            releases: store(releases),
+            gates: store(gates),
+            approvals: store(approvals),
+            identity,
+            synced: AtomicBool::new(true),
+        })
+    }
+
     /// Waits until every store holds a full list; false when a watch ended first.
     pub async fn wait_until_synced(&self) -> bool {
         let ok = self.stages.wait_until_ready().await.is_ok()

@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 
 use super::Context;
 use super::error::ReconcileError;
-use super::stage::World;
+use super::observe::World;
 use super::writer::Announcement;
 use crate::admission::mutate::requester;
 use crate::api::OPERATOR_ACTOR;

@@ -17,6 +17,9 @@ pub mod secrets;
 pub mod stage;
 pub mod writer;
 
+#[cfg(test)]
+mod fixtures;
+
 use std::sync::Arc;
 
 use kube::runtime::controller::Action;

@@ -8,16 +8,18 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
+use super::canary::{self, CanaryIo};
+use super::error::ReconcileError;
 use crate::api::GateType;
 use crate::api::stage::{Stage, TriggerType};
 use crate::index::{Index, release_problem};
-use crate::machine::ReleaseView;
+use crate::machine::{CanaryView, Command, PrimaryView, ReleaseView};
 use crate::pipeline::{PipelineError, topological_order};
 use crate::validation::{
     CanaryStepPlan, FieldError, MANUAL_NEEDS_APPROVAL_GATE, StagePlan, ValidationErrors,
     compile_stage,
 };
-use crate::workload::build_primary;
+use crate::workload::{build_primary, observe, primary_name};
 
 /// The stage's spec compiled, with its place in the pipeline and its gates checked.
 pub fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, ValidationErrors> {
@@ -175,4 +177,58 @@ pub fn release_views(stage: &Stage, target: &Deployment, index: &Index) -> Vec<R
             }
         })
         .collect()
+}
+
+/// What one stage's decision is made from.
+pub struct World {
+    pub stage: Stage,
+    pub plan: StagePlan,
+    pub target: Deployment,
+    pub primary: Option<Deployment>,
+    pub primary_view: Option<PrimaryView>,
+    pub releases: Vec<ReleaseView>,
+    pub canary: Option<(CanaryIo, Option<Deployment>, CanaryView)>,
+    pub command: Option<Command>,
+}
+
+pub type Invalid = (Stage, &'static str, String);
+
+/// Reads what the decision needs; an invalid spec or a missing target is reported instead.
+pub async fn observe_stage(
+    stage: Stage,
+    ctx: &Context,
+) -> Result<Result<World, Invalid>, ReconcileError> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let plan = match validate_stage(&stage, ctx) {
+        Ok(plan) => plan,
+        Err(errors) => return Ok(Err((stage, "InvalidSpec", errors.to_string()))),
+    };
+    let deployments = ctx.api::<Deployment>(&namespace);
+    let Some(target) = deployments.get_opt(&stage.spec.target.name).await? else {
+        let message = format!(
+            "spec.target.name: Deployment '{}' not found in namespace '{namespace}'",
+            stage.spec.target.name
+        );
+        return Ok(Err((stage, "TargetNotFound", message)));
+    };
+    let primary = deployments
+        .get_opt(&primary_name(&stage.spec.target.name))
+        .await?;
+    let canary = match CanaryIo::new(&stage, &plan, ctx) {
+        Some(io) => {
+            let (deployment, view) = io.observe(ctx).await?;
+            Some((io, deployment, view))
+        }
+        None => None,
+    };
+    Ok(Ok(World {
+        primary_view: primary.as_ref().map(observe),
+        releases: release_views(&stage, &target, &ctx.index),
+        command: canary::command(&stage),
+        stage,
+        plan,
+        target,
+        primary,
+        canary,
+    }))
 }

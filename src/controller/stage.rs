@@ -15,10 +15,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
-use super::canary::{self, CanaryIo};
 use super::effects;
 use super::error::ReconcileError;
-use super::observe::{release_views, validate_stage};
+use super::observe::{World, observe_stage};
 use super::writer::{Announcement, WriteError};
 use super::{
     Context, backoff_key, error_policy, fingerprint, instrumented, key, refs_of, scoped_api,
@@ -27,9 +26,8 @@ use crate::api::conditions::{Health, kstatus};
 use crate::api::release::{ReleaseStageStatus, StagePhaseForRelease};
 use crate::api::stage::{Stage, StagePhase, StageStatus};
 use crate::api::{Approval, Gate, Release};
-use crate::machine::{self, CanaryView, Command, Decision, Outcome, PrimaryView, ReleaseView};
-use crate::validation::StagePlan;
-use crate::workload::{canary_name, observe, primary_name};
+use crate::machine::{self, Decision, Outcome};
+use crate::workload::{canary_name, primary_name};
 
 pub(crate) const CONTROLLER: &str = "stage";
 /// How soon an invalid stage is looked at again (its fix may come from another object).
@@ -87,19 +85,7 @@ async fn reconcile(trigger: Arc<Stage>, ctx: Arc<Context>) -> Result<Action, Rec
     instrumented(CONTROLLER, "Stage", &key, &ctx, work).await
 }
 
-/// What one stage's decision is made from.
-pub(crate) struct World {
-    pub stage: Stage,
-    pub plan: StagePlan,
-    pub target: Deployment,
-    pub primary: Option<Deployment>,
-    pub primary_view: Option<PrimaryView>,
-    pub releases: Vec<ReleaseView>,
-    pub canary: Option<(CanaryIo, Option<Deployment>, CanaryView)>,
-    pub command: Option<Command>,
-}
-
-async fn reconcile_stage(
+pub(super) async fn reconcile_stage(
     name: &str,
     namespace: &str,
     ctx: &Context,
@@ -133,48 +119,6 @@ async fn reconcile_stage(
         }
         Err(other) => Err(other),
     }
-}
-
-type Invalid = (Stage, &'static str, String);
-
-/// Reads what the decision needs; an invalid spec or a missing target is reported instead.
-async fn observe_stage(
-    stage: Stage,
-    ctx: &Context,
-) -> Result<Result<World, Invalid>, ReconcileError> {
-    let namespace = stage.namespace().unwrap_or_default();
-    let plan = match validate_stage(&stage, ctx) {
-        Ok(plan) => plan,
-        Err(errors) => return Ok(Err((stage, "InvalidSpec", errors.to_string()))),
-    };
-    let deployments = ctx.api::<Deployment>(&namespace);
-    let Some(target) = deployments.get_opt(&stage.spec.target.name).await? else {
-        let message = format!(
-            "spec.target.name: Deployment '{}' not found in namespace '{namespace}'",
-            stage.spec.target.name
-        );
-        return Ok(Err((stage, "TargetNotFound", message)));
-    };
-    let primary = deployments
-        .get_opt(&primary_name(&stage.spec.target.name))
-        .await?;
-    let canary = match CanaryIo::new(&stage, &plan, ctx) {
-        Some(io) => {
-            let (deployment, view) = io.observe(ctx).await?;
-            Some((io, deployment, view))
-        }
-        None => None,
-    };
-    Ok(Ok(World {
-        primary_view: primary.as_ref().map(observe),
-        releases: release_views(&stage, &target, &ctx.index),
-        command: canary::command(&stage),
-        stage,
-        plan,
-        target,
-        primary,
-        canary,
-    }))
 }
 
 /// Asks the machine; when it wants gate results or measurements first, gets them and asks

@@ -1,0 +1,292 @@
+//! Scenario tests of the shell, in the style of kube-rs's controller-rs fixtures: a fake
+//! apiserver answers the stage reconcile's calls as each scenario says, and each test asserts
+//! which writes were made, in which order, and which were not.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+use super::Context;
+use crate::api::{Release, Stage};
+use crate::identity::IdentityKey;
+use crate::index::Index;
+use crate::metrics::Metrics;
+
+const NS: &str = "shop";
+
+/// One request the shell made.
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    body: Value,
+}
+
+impl Call {
+    fn is(&self, method: &str, path_part: &str) -> bool {
+        self.method == method && self.path.contains(path_part)
+    }
+}
+
+type Answer = dyn Fn(&Call) -> (u16, Value) + Send + Sync;
+
+/// A fake apiserver: records every call and answers it with `answer`.
+fn fake_apiserver(answer: Arc<Answer>) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let log = calls.clone();
+    tokio::spawn(async move {
+        while let Some((request, respond)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let call = Call {
+                method: parts.method.to_string(),
+                path: parts.uri.to_string(),
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            };
+            let (status, json) = answer(&call);
+            log.lock().unwrap().push(call);
+            let response = Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(&json).unwrap()))
+                .unwrap();
+            respond.send_response(response);
+        }
+    });
+    (kube::Client::new(service, NS), calls)
+}
+
+fn stage(annotations: Value, status: Value) -> Stage {
+    serde_json::from_value(json!({
+        "apiVersion": "greenlight.dev/v1alpha1", "kind": "Stage",
+        "metadata": {"name": "dev", "namespace": NS, "uid": "stage-uid", "generation": 1,
+                     "resourceVersion": "7", "annotations": annotations},
+        "spec": {"pipeline": "shop", "target": {"name": "web"}, "replicas": 1},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn release(name: &str, version: &str, status: Value) -> Release {
+    serde_json::from_value(json!({
+        "apiVersion": "greenlight.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("{name}-uid"), "generation": 1,
+                     "creationTimestamp": "2026-11-27T10:00:00Z", "resourceVersion": "3"},
+        "spec": {"pipeline": "shop", "version": version,
+                 "artifacts": [{"name": "web", "image": format!("r/web@sha256:{}", "a".repeat(64))}]},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn target() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": NS, "uid": "t-uid"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "r/web:template"}]}}},
+    })
+}
+
+fn not_found() -> (u16, Value) {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found"});
+    (404, status)
+}
+
+fn quota_exceeded() -> (u16, Value) {
+    let message = "deployments.apps \"web-primary\" is forbidden: exceeded quota: one, requested: count/deployments.apps=1, used: count/deployments.apps=1, limited: count/deployments.apps=1";
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "Forbidden", "code": 403, "message": message});
+    (403, status)
+}
+
+/// The usual answers: the stage and release as given, the target, no primary yet, and every
+/// write accepted (answered with the object as it was).
+fn world(stage: Stage, release: Release) -> impl Fn(&Call) -> (u16, Value) + Send + Sync {
+    let stage = serde_json::to_value(&stage).unwrap();
+    let release = serde_json::to_value(&release).unwrap();
+    move |call: &Call| match (call.method.as_str(), call.path.as_str()) {
+        ("GET", p) if p.contains("/deployments/web-primary") => not_found(),
+        ("POST", p) if p.contains("/events") => (201, call.body.clone()),
+        (_, p) if p.contains("/stages/dev") => (200, stage.clone()),
+        (_, p) if p.contains("/releases/") => (200, release.clone()),
+        (_, p) if p.contains("/deployments/") => (200, target()),
+        (_, _) => (200, call.body.clone()),
+    }
+}
+
+fn context(client: kube::Client, stage: &Stage, release: &Release) -> Context {
+    let metrics = Metrics::new();
+    let identity = Arc::new(IdentityKey::generate());
+    let objects = (vec![stage.clone()], vec![release.clone()], vec![], vec![]);
+    let index = Index::of(objects, identity);
+    let env = crate::gates::GateEnv {
+        http: crate::gates::http_client(),
+        webhook_allow: crate::gates::allow::AllowList::new(["127.0.0.1"]),
+    };
+    Context {
+        runner: super::runner::GateRunner::new(env, index.clone(), client.clone(), metrics.clone()),
+        writer: super::writer::Writer::new(client.clone(), metrics.clone()),
+        client,
+        namespace: Some(NS.into()),
+        metrics,
+        index,
+        backoff: Default::default(),
+    }
+}
+
+async fn reconcile(ctx: &Context) -> Action {
+    super::stage::reconcile_stage("dev", NS, ctx)
+        .await
+        .expect("the reconcile reports a refusal on the object, not as an error")
+}
+
+fn calls(log: &Arc<Mutex<Vec<Call>>>) -> Vec<Call> {
+    log.lock().unwrap().clone()
+}
+
+fn mentions(calls: &[Call], text: &str) -> bool {
+    calls.iter().any(|c| c.body.to_string().contains(text))
+}
+
+#[tokio::test]
+async fn a_refused_primary_backs_off_and_says_why() {
+    let (stage, release) = (
+        stage(json!({}), json!({})),
+        release("r1", "1.0.0", json!({})),
+    );
+    let usual = world(stage.clone(), release.clone());
+    let answer = move |c: &Call| match c.is("PATCH", "/deployments/web-primary") {
+        true => quota_exceeded(),
+        false => usual(c),
+    };
+    let (client, log) = fake_apiserver(Arc::new(answer));
+    let ctx = context(client, &stage, &release);
+    let wait = requeue_seconds(&reconcile(&ctx).await);
+    assert!(
+        (1.5..=2.5).contains(&wait),
+        "the first backoff is 2s with jitter: {wait}"
+    );
+    let seen = calls(&log);
+    let stage_status = seen.iter().find(|c| c.is("PATCH", "/stages/dev/status"));
+    let text = stage_status.map(|c| c.body.to_string()).unwrap_or_default();
+    assert!(
+        text.contains("WriteRefused") && text.contains("exceeded quota"),
+        "{text}"
+    );
+    let entry = seen.iter().find(|c| c.is("PATCH", "/releases/r1/status"));
+    assert_eq!(
+        entry.unwrap().body["status"]["stages"]["dev"]["phase"],
+        "Blocked"
+    );
+    assert!(
+        !mentions(&seen, "RolloutStarted"),
+        "no trace of a rollout that never started"
+    );
+    assert!(!mentions(&seen, "\"audit\""), "no audit entry: {seen:#?}");
+
+    let before = seen.len();
+    reconcile(&ctx).await;
+    let again = calls(&log);
+    assert_eq!(
+        again[before..]
+            .iter()
+            .map(|c| c.method.as_str())
+            .collect::<Vec<_>>(),
+        ["GET"],
+        "while it backs off, its own status write does not make it try again"
+    );
+}
+
+#[tokio::test]
+async fn a_started_rollout_is_audited_before_the_status_that_makes_it_final() {
+    let (stage, release) = (
+        stage(json!({}), json!({})),
+        release("r1", "1.0.0", json!({})),
+    );
+    let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
+    let ctx = context(client, &stage, &release);
+    reconcile(&ctx).await;
+    let seen = calls(&log);
+    let position = |method: &str, part: &str, text: &str| {
+        seen.iter()
+            .position(|c| c.is(method, part) && c.body.to_string().contains(text))
+            .unwrap_or_else(|| panic!("no {method} {part} with {text}: {seen:#?}"))
+    };
+    let applied = position("PATCH", "/deployments/web-primary", "web-primary");
+    let audited = position("PATCH", "/releases/r1/status", "dev/r1/RolloutStarted/1");
+    let final_status = position("PATCH", "/stages/dev/status", "rollout");
+    let announced = position("POST", "/events", "RolloutStarted");
+    assert!(applied < audited && audited < final_status && final_status < announced);
+}
+
+#[tokio::test]
+async fn a_start_replayed_after_a_crash_adds_no_second_audit_entry() {
+    let entry = json!({"id": "dev/r1/RolloutStarted/1", "time": "2026-11-27T10:00:01Z",
+                       "stage": "dev", "action": "RolloutStarted", "actor": "greenlight",
+                       "message": "rolling out 1.0.0"});
+    let stage = stage(json!({}), json!({}));
+    let release = release("r1", "1.0.0", json!({"audit": [entry]}));
+    let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
+    let ctx = context(client, &stage, &release);
+    reconcile(&ctx).await;
+    let seen = calls(&log);
+    let audit_writes = seen
+        .iter()
+        .filter(|c| c.is("PATCH", "/releases/r1/status") && c.body["status"]["audit"].is_array())
+        .count();
+    assert_eq!(
+        audit_writes, 0,
+        "the entry it wrote before the crash is recognised"
+    );
+    assert!(seen.iter().any(|c| c.is("PATCH", "/stages/dev/status")));
+}
+
+#[tokio::test]
+async fn a_promote_on_an_idle_stage_is_refused_with_an_event_and_cleared_only_if_unchanged() {
+    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
+    let running = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle"});
+    let stage = stage(json!({"greenlight.dev/promote": "now"}), running);
+    let release = release("r1", "1.0.0", done);
+    let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
+    let ctx = context(client, &stage, &release);
+    reconcile(&ctx).await;
+    let seen = calls(&log);
+    let refused = seen
+        .iter()
+        .find(|c| c.is("POST", "/events") && c.body["reason"] == "CommandRefused");
+    let note = refused
+        .map(|c| c.body["note"].to_string())
+        .unwrap_or_default();
+    assert!(note.contains("no rollout in progress"), "{note}");
+    assert!(
+        mentions(&seen, "\"CommandRefused\""),
+        "recorded in the audit trail too"
+    );
+    let clear = seen
+        .iter()
+        .find(|c| c.is("PATCH", "/stages/dev?"))
+        .expect("cleared");
+    assert_eq!(
+        clear.body,
+        json!([{"op": "test", "path": "/metadata/annotations/greenlight.dev~1promote", "value": "now"},
+               {"op": "remove", "path": "/metadata/annotations/greenlight.dev~1promote"}])
+    );
+}
+
+/// The delay of a requeue, in seconds (kube's `Action` shows it only through `Debug`,
+/// e.g. `Action { requeue_after: Some(2.1244s) }`).
+fn requeue_seconds(action: &Action) -> f64 {
+    let shown = format!("{action:?}");
+    shown
+        .split("Some(")
+        .nth(1)
+        .and_then(|s| s.split("s)").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a requeue: {shown}"))
+}
