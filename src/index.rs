@@ -4,7 +4,6 @@
 //! gates are missing or invalid). Nothing here writes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -25,7 +24,6 @@ pub struct Index {
     pub approvals: Store<Approval>,
     /// Checks the identity stamps of Releases and Approvals.
     pub identity: Arc<IdentityKey>,
-    synced: AtomicBool,
 }
 
 /// The watches that keep an [`Index`] current; run them for as long as the index is used.
@@ -48,7 +46,6 @@ impl Index {
             gates,
             approvals,
             identity,
-            synced: AtomicBool::new(false),
         };
         (Arc::new(index), vec![s, r, g, a])
     }
@@ -82,23 +79,15 @@ impl Index {
             gates: store(gates),
             approvals: store(approvals),
             identity,
-            synced: AtomicBool::new(true),
         })
     }
 
     /// Waits until every store holds a full list; false when a watch ended first.
     pub async fn wait_until_synced(&self) -> bool {
-        let ok = self.stages.wait_until_ready().await.is_ok()
+        self.stages.wait_until_ready().await.is_ok()
             && self.releases.wait_until_ready().await.is_ok()
             && self.gates.wait_until_ready().await.is_ok()
-            && self.approvals.wait_until_ready().await.is_ok();
-        self.synced.store(ok, Ordering::SeqCst);
-        ok
-    }
-
-    /// Whether every store has synced (what `/readyz` reports).
-    pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::SeqCst)
+            && self.approvals.wait_until_ready().await.is_ok()
     }
 
     pub fn stage(&self, namespace: &str, name: &str) -> Option<Arc<Stage>> {
@@ -163,19 +152,6 @@ impl Index {
         })
         .into_iter()
         .next()
-    }
-
-    /// The stage's gates that do not exist, with their position in `spec.gates`.
-    pub fn missing_gates<'a>(&self, stage: &'a Stage) -> Vec<(usize, &'a str)> {
-        let namespace = stage.namespace().unwrap_or_default();
-        stage
-            .spec
-            .gates
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| self.gate(&namespace, g).is_none())
-            .map(|(i, g)| (i, g.as_str()))
-            .collect()
     }
 
     /// The stage's valid approval gates with their policies, in the stage's order.

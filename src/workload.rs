@@ -233,7 +233,6 @@ fn images(spec: &DeploymentSpec) -> Vec<Option<String>> {
         .collect()
 }
 
-/// Reads a primary's rollout the way `kubectl rollout status` does.
 /// A managed Deployment as observed (what the state machine sees of it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrimaryView {
@@ -248,6 +247,7 @@ pub struct PrimaryView {
     pub detail: String,
 }
 
+/// Reads a managed Deployment's rollout the way `kubectl rollout status` does.
 pub fn observe(deployment: &Deployment) -> PrimaryView {
     let release = deployment
         .spec

@@ -281,12 +281,13 @@ pub async fn a_write_refused_by_a_quota_stalls_the_stage_and_backs_off_until_the
 
     env.cp
         .kubectl(&["delete", "resourcequota", QUOTA, "-n", &env.ns]);
+    // Within one backoff period: the longest wait is 120s, +20% jitter, plus the rollout.
     let done = wait_phase(
         &env,
         "quota-1",
         "quota",
         "Succeeded",
-        Duration::from_secs(90),
+        Duration::from_secs(170),
     )
     .await;
     let started = audit_entries(&done, "quota", "RolloutStarted");

@@ -207,6 +207,10 @@ pub struct StageStatus {
     /// The rollout in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<ActiveRollout>,
+    /// The steering annotation last acted upon (`key=value`), kept until it is gone from the
+    /// Stage, so that a pass after a crash (or after a failed clean-up) does not act on it twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command: Option<String>,
     /// Finished rollouts, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,

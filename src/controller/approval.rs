@@ -57,8 +57,7 @@ async fn reconcile(approval: Arc<Approval>, ctx: Arc<Context>) -> Result<Action,
     let key = key(&*approval)?;
     instrumented(
         CONTROLLER,
-        "Approval",
-        &key,
+        &*approval,
         &ctx,
         reconcile_approval(&approval, &key.0, &ctx),
     )

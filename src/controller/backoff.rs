@@ -74,8 +74,8 @@ fn delay(failures: u32, jitter: f64) -> Duration {
     doubled.min(LONGEST).mul_f64(jitter)
 }
 
-/// A factor in 0.8..1.2 that differs between objects, so that many objects refused at once
-/// do not all come back at the same instant.
+/// A random factor in 0.8..1.2 (each `RandomState` is seeded afresh), so that many objects
+/// refused at once do not all come back at the same instant.
 fn jitter(key: &str, failures: u32) -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

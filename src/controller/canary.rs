@@ -1,5 +1,5 @@
 //! The IO half of canary rollouts: the canary workload and the Services in front of both
-//! workloads, the traffic router, and the annotations people steer with.
+//! workloads, and the traffic router.
 
 use std::collections::BTreeMap;
 
@@ -9,9 +9,9 @@ use kube::{Resource, ResourceExt};
 
 use super::Context;
 use super::error::ReconcileError;
+use crate::api::WEIGHT_ANNOTATION;
 use crate::api::stage::Stage;
-use crate::api::{ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETRY_ANNOTATION, WEIGHT_ANNOTATION};
-use crate::machine::{CanaryView, Command, DesiredPrimary, Outcome};
+use crate::machine::{CanaryView, DesiredPrimary, Outcome};
 use crate::routers::{RouterContext, TrafficRouter, for_routing};
 use crate::validation::{CanaryPlan, StagePlan};
 use crate::workload::{
@@ -168,20 +168,6 @@ fn canary_weight_label(desired: &DesiredPrimary, weight: Option<i32>) -> String 
     match desired {
         DesiredPrimary::Empty => "0".into(),
         DesiredPrimary::Release { .. } => weight.unwrap_or(0).to_string(),
-    }
-}
-
-/// The instruction a person left on the Stage, if any (abort wins over promote).
-pub fn command(stage: &Stage) -> Option<Command> {
-    let annotations = stage.metadata.annotations.as_ref()?;
-    if annotations.contains_key(ABORT_ANNOTATION) {
-        Some(Command::Abort)
-    } else if annotations.contains_key(PROMOTE_ANNOTATION) {
-        Some(Command::Promote)
-    } else {
-        annotations
-            .get(RETRY_ANNOTATION)
-            .map(|r| Command::Retry(r.clone()))
     }
 }
 

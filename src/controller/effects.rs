@@ -19,7 +19,7 @@ use super::writer::Announcement;
 use crate::admission::mutate::requester;
 use crate::api::OPERATOR_ACTOR;
 use crate::api::conditions::{Condition, TARGET_RUNS_PODS};
-use crate::api::release::AuditEntry;
+use crate::api::release::{AuditAction, AuditEntry};
 use crate::api::stage::RolloutOutcome;
 use crate::machine::{DesiredPrimary, Outcome, StageEvent};
 use crate::metrics::RolloutLabels;
@@ -70,10 +70,12 @@ pub(crate) async fn apply(
     if let Some(condition) = target_runs_pods(world) {
         status.conditions.push(condition);
     }
+    status.last_command = world.steering.text.clone();
     count_rollouts(&old.history, &status.history, ctx);
     ctx.writer.stage_status(stage, &old, status, now).await?;
     announce(world, &outcome.events, ctx).await;
-    if world.command.is_some() {
+    if world.steering.text.is_some() {
+        announce_dropped(world, ctx).await;
         ctx.writer.clear_commands(stage).await?;
     }
     Ok(Action::requeue(
@@ -124,6 +126,9 @@ fn audit_entries(
         let (Some(release), Some(action)) = (&event.release, audit_action(event)) else {
             continue;
         };
+        if action == AuditAction::CommandRefused && refusals_recorded(ctx, stage, release) {
+            continue;
+        }
         let actor = match event.by_person {
             true => asked_by(stage, ctx),
             false => OPERATOR_ACTOR.to_string(),
@@ -141,21 +146,56 @@ fn audit_entries(
     trail
 }
 
-fn audit_action(event: &StageEvent) -> Option<crate::api::release::AuditAction> {
+/// Most refused commands one Release's trail records; past that they are Events only, so
+/// annotating a Stage cannot fill a trail and stop its rollouts.
+const REFUSALS_RECORDED: usize = 20;
+
+fn refusals_recorded(ctx: &Context, stage: &crate::api::Stage, release: &str) -> bool {
+    let namespace = stage.namespace().unwrap_or_default();
+    let trail = ctx.index.release(&namespace, release);
+    let refused = trail
+        .iter()
+        .flat_map(|r| r.status.iter())
+        .flat_map(|s| s.audit.iter());
+    refused
+        .filter(|e| e.action == AuditAction::CommandRefused)
+        .count()
+        >= REFUSALS_RECORDED
+}
+
+fn audit_action(event: &StageEvent) -> Option<AuditAction> {
     event.kind.audit_action(event.by_person)
 }
 
-/// The audit id of an event; a refused command is told apart by the annotations it came in.
+/// Steering annotations that came with the one that acted are removed with it, and say so.
+async fn announce_dropped(world: &World, ctx: &Context) {
+    let acting = world.steering.text.clone().unwrap_or_default();
+    for dropped in &world.steering.dropped {
+        let note = format!(
+            "{dropped} was not acted upon: {acting} took precedence (abort, then promote, then retry); set it again"
+        );
+        let a = Announcement {
+            warning: true,
+            reason: "CommandRefused",
+            key: format!(
+                "dropped/{dropped}/{}",
+                world.stage.resource_version().unwrap_or_default()
+            ),
+            note,
+        };
+        ctx.writer.events.publish(&world.stage, a).await;
+    }
+}
+
+/// The audit id of an event. A refused command is told apart by the Stage's version it was
+/// read at: the same request replayed after a crash has the same, a new request a new one.
 fn audit_id(world: &World, event: &StageEvent) -> String {
     let stage = world.stage.name_any();
     let Some(action) = audit_action(event) else {
+        // Not in the trail, so not replayed: the time tells a recurring transition apart.
         let release = event.release.as_deref().unwrap_or("-");
-        return format!(
-            "{stage}/{release}/{}/{}/{}",
-            event.kind.reason(),
-            event.attempt,
-            event.note
-        );
+        let reason = event.kind.reason();
+        return format!("{stage}/{release}/{reason}/{}/{}", event.attempt, world.now);
     };
     let id = event.audit_id(&stage, action);
     match event.kind {

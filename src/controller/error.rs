@@ -24,6 +24,9 @@ pub enum ReconcileError {
     Write(#[from] WriteError),
     #[error("reconcile panicked: {0}")]
     Panicked(String),
+    /// Not an error: the object is backing off after a failure and waits this long more.
+    #[error("backing off for {0:?}")]
+    BackingOff(std::time::Duration),
 }
 
 impl ReconcileError {
@@ -38,6 +41,7 @@ impl ReconcileError {
             Self::Router(e) => e.label(),
             Self::Write(e) => e.label(),
             Self::Panicked(_) => "panic",
+            Self::BackingOff(_) => "backing_off",
         }
     }
 }

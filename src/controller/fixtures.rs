@@ -120,7 +120,7 @@ fn world(stage: Stage, release: Release) -> impl Fn(&Call) -> (u16, Value) + Sen
     }
 }
 
-fn context(client: kube::Client, stage: &Stage, release: &Release) -> Context {
+fn context(client: kube::Client, stage: &Stage, release: &Release) -> Arc<Context> {
     let metrics = Metrics::new();
     let identity = Arc::new(IdentityKey::generate());
     let objects = (vec![stage.clone()], vec![release.clone()], vec![], vec![]);
@@ -129,7 +129,7 @@ fn context(client: kube::Client, stage: &Stage, release: &Release) -> Context {
         http: crate::gates::http_client(),
         webhook_allow: crate::gates::allow::AllowList::new(["127.0.0.1"]),
     };
-    Context {
+    Arc::new(Context {
         runner: super::runner::GateRunner::new(env, index.clone(), client.clone(), metrics.clone()),
         writer: super::writer::Writer::new(client.clone(), metrics.clone()),
         client,
@@ -137,13 +137,21 @@ fn context(client: kube::Client, stage: &Stage, release: &Release) -> Context {
         metrics,
         index,
         backoff: Default::default(),
-    }
+    })
 }
 
-async fn reconcile(ctx: &Context) -> Action {
-    super::stage::reconcile_stage("dev", NS, ctx)
-        .await
-        .expect("the reconcile reports a refusal on the object, not as an error")
+async fn reconcile(ctx: &Context) -> Result<Action, super::error::ReconcileError> {
+    super::stage::reconcile_stage("dev", NS, ctx).await
+}
+
+/// What the controller does after a failed pass: the error policy's requeue.
+fn after_failure(
+    stage: &Stage,
+    error: &super::error::ReconcileError,
+    ctx: &Arc<Context>,
+) -> Action {
+    let policy = super::error_policy::<Stage>(super::stage::CONTROLLER);
+    policy(Arc::new(stage.clone()), error, ctx.clone())
 }
 
 fn calls(log: &Arc<Mutex<Vec<Call>>>) -> Vec<Call> {
@@ -167,7 +175,11 @@ async fn a_refused_primary_backs_off_and_says_why() {
     };
     let (client, log) = fake_apiserver(Arc::new(answer));
     let ctx = context(client, &stage, &release);
-    let wait = requeue_seconds(&reconcile(&ctx).await);
+    let refused = reconcile(&ctx)
+        .await
+        .expect_err("a refused write fails the pass");
+    assert_eq!(refused.label(), "write_refused");
+    let wait = requeue_seconds(&after_failure(&stage, &refused, &ctx));
     assert!(
         (1.5..=2.5).contains(&wait),
         "the first backoff is 2s with jitter: {wait}"
@@ -191,7 +203,8 @@ async fn a_refused_primary_backs_off_and_says_why() {
     assert!(!mentions(&seen, "\"audit\""), "no audit entry: {seen:#?}");
 
     let before = seen.len();
-    reconcile(&ctx).await;
+    let waiting = reconcile(&ctx).await.expect_err("still backing off");
+    assert_eq!(waiting.label(), "backing_off");
     let again = calls(&log);
     assert_eq!(
         again[before..]
@@ -211,7 +224,7 @@ async fn a_started_rollout_is_audited_before_the_status_that_makes_it_final() {
     );
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
     let ctx = context(client, &stage, &release);
-    reconcile(&ctx).await;
+    reconcile(&ctx).await.expect("a clean pass");
     let seen = calls(&log);
     let position = |method: &str, part: &str, text: &str| {
         seen.iter()
@@ -234,7 +247,7 @@ async fn a_start_replayed_after_a_crash_adds_no_second_audit_entry() {
     let release = release("r1", "1.0.0", json!({"audit": [entry]}));
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
     let ctx = context(client, &stage, &release);
-    reconcile(&ctx).await;
+    reconcile(&ctx).await.expect("a clean pass");
     let seen = calls(&log);
     let audit_writes = seen
         .iter()
@@ -255,7 +268,7 @@ async fn a_promote_on_an_idle_stage_is_refused_with_an_event_and_cleared_only_if
     let release = release("r1", "1.0.0", done);
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
     let ctx = context(client, &stage, &release);
-    reconcile(&ctx).await;
+    reconcile(&ctx).await.expect("a clean pass");
     let seen = calls(&log);
     let refused = seen
         .iter()
@@ -289,4 +302,25 @@ fn requeue_seconds(action: &Action) -> f64 {
         .and_then(|s| s.split("s)").next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a requeue: {shown}"))
+}
+
+#[tokio::test]
+async fn a_command_acted_upon_before_a_crash_is_cleared_without_acting_again() {
+    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
+    let acted = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle",
+                       "lastCommand": "greenlight.dev/promote=now"});
+    let stage = stage(json!({"greenlight.dev/promote": "now"}), acted);
+    let release = release("r1", "1.0.0", done);
+    let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
+    let ctx = context(client, &stage, &release);
+    reconcile(&ctx).await.expect("a clean pass");
+    let seen = calls(&log);
+    assert!(
+        !mentions(&seen, "CommandRefused"),
+        "not judged again: {seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|c| c.is("PATCH", "/stages/dev?")),
+        "cleared"
+    );
 }

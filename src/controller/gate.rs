@@ -33,8 +33,7 @@ async fn reconcile(gate: Arc<Gate>, ctx: Arc<Context>) -> Result<Action, Reconci
     let key = key(&*gate)?;
     instrumented(
         CONTROLLER,
-        "Gate",
-        &key,
+        &*gate,
         &ctx,
         reconcile_gate(&gate, &key.0, &key.1, &ctx),
     )

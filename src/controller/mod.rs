@@ -15,6 +15,7 @@ pub mod release;
 pub mod runner;
 pub mod secrets;
 pub mod stage;
+pub mod steering;
 pub mod writer;
 
 #[cfg(test)]
@@ -73,6 +74,9 @@ pub fn error_policy<K: ResourceExt>(
     controller: &'static str,
 ) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
     move |obj, error, ctx| {
+        if let ReconcileError::BackingOff(left) = error {
+            return Action::requeue(*left);
+        }
         warn!(controller, error = %error, "reconcile failed");
         ctx.metrics
             .reconcile_errors
@@ -86,11 +90,13 @@ pub fn error_policy<K: ResourceExt>(
     }
 }
 
+/// Keyed by uid too, so an object deleted and created again starts afresh.
 pub(crate) fn backoff_key<K: ResourceExt>(controller: &str, obj: &K) -> String {
     format!(
-        "{controller}/{}/{}",
+        "{controller}/{}/{}/{}",
         obj.namespace().unwrap_or_default(),
-        obj.name_any()
+        obj.name_any(),
+        obj.uid().unwrap_or_default()
     )
 }
 
@@ -118,22 +124,26 @@ pub(crate) fn key<K: ResourceExt>(obj: &K) -> Result<(String, String), Reconcile
 
 /// Runs one reconciliation inside a span that names the object, and records how long it
 /// took. A panic in it becomes an error on that object, never the end of the process.
-pub(crate) async fn instrumented(
+/// A clean pass ends the object's backoff.
+pub(crate) async fn instrumented<K: ResourceExt>(
     controller: &'static str,
-    kind: &'static str,
-    (namespace, name): &(String, String),
+    obj: &K,
     ctx: &Context,
     work: impl std::future::Future<Output = Result<Action, ReconcileError>>,
 ) -> Result<Action, ReconcileError> {
     use futures::FutureExt;
     use tracing::Instrument;
     let started = std::time::Instant::now();
-    let span = tracing::info_span!("reconcile", kind, namespace = %namespace, name = %name);
+    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let span = tracing::info_span!("reconcile", controller, namespace = %namespace, name = %name);
     let result = std::panic::AssertUnwindSafe(work.instrument(span))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| Err(ReconcileError::Panicked(panic_message(panic))));
     ctx.metrics.observe_reconcile(controller, started.elapsed());
+    if result.is_ok() {
+        ctx.backoff.succeeded(&backoff_key(controller, obj));
+    }
     result
 }
 
@@ -175,7 +185,8 @@ pub async fn run(
         writer: writer::Writer::new(client.clone(), metrics.clone()),
         backoff: Default::default(),
     });
-    if !index.wait_until_synced().await {
+    let synced = index.wait_until_synced().await;
+    if !synced {
         warn!("a watch cache did not become ready");
     }
     if let Some(config) = settings.admission {
@@ -189,7 +200,7 @@ pub async fn run(
     }
     metrics
         .ready
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+        .store(synced, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"

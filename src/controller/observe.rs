@@ -8,13 +8,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
-use super::canary::{self, CanaryIo};
+use super::canary::CanaryIo;
 use super::error::ReconcileError;
+use super::steering::{self, Steering};
 use crate::api::GateType;
 use crate::api::stage::{Stage, TriggerType};
 use crate::index::{Index, release_problem};
-use crate::machine::{CanaryView, Command, PrimaryView, ReleaseView};
-use crate::pipeline::{PipelineError, topological_order};
+use crate::machine::{CanaryView, PrimaryView, ReleaseView};
+use crate::pipeline::{PipelineError, topological_order, upstream_of};
 use crate::validation::{
     CanaryStepPlan, FieldError, MANUAL_NEEDS_APPROVAL_GATE, StagePlan, ValidationErrors,
     compile_stage,
@@ -35,7 +36,11 @@ pub fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, Validat
             ),
         ));
     }
-    errors.extend(check_gates(stage, &plan, ctx));
+    // Gates hold new rollouts only: one in progress keeps its deadline, its analysis (where a
+    // broken gate is an inconclusive measurement) and its steering.
+    if stage.status.as_ref().is_none_or(|s| s.rollout.is_none()) {
+        errors.extend(check_gates(stage, &plan, ctx));
+    }
     let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
     let namespace = stage.namespace().unwrap_or_default();
     let has_approval_gate = stage.spec.gates.iter().any(|g| {
@@ -67,14 +72,8 @@ fn check_dag(stage: &Stage, index: &Index) -> Result<(), FieldError> {
         .map(|s| (s.name_any(), s.spec.requires.clone()))
         .collect();
     graph.insert(name.clone(), stage.spec.requires.clone());
-    let mut upstream = BTreeSet::new();
-    let mut todo = vec![name.clone()];
-    while let Some(s) = todo.pop() {
-        if upstream.insert(s.clone()) {
-            todo.extend(graph.get(&s).into_iter().flatten().cloned());
-        }
-    }
-    graph.retain(|s, _| upstream.contains(s));
+    let upstream = upstream_of(&name, &graph);
+    graph.retain(|s, _| *s == name || upstream.contains(s));
     let Err(e) = topological_order(pipeline, &graph) else {
         return Ok(());
     };
@@ -188,7 +187,9 @@ pub struct World {
     pub primary_view: Option<PrimaryView>,
     pub releases: Vec<ReleaseView>,
     pub canary: Option<(CanaryIo, Option<Deployment>, CanaryView)>,
-    pub command: Option<Command>,
+    pub steering: Steering,
+    /// The time the decision is made at.
+    pub now: jiff::Timestamp,
 }
 
 pub type Invalid = (Stage, &'static str, String);
@@ -224,7 +225,8 @@ pub async fn observe_stage(
     Ok(Ok(World {
         primary_view: primary.as_ref().map(observe),
         releases: release_views(&stage, &target, &ctx.index),
-        command: canary::command(&stage),
+        steering: steering::read(&stage),
+        now: jiff::Timestamp::now(),
         stage,
         plan,
         target,

@@ -46,8 +46,7 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, R
     let key = key(&*release)?;
     instrumented(
         CONTROLLER,
-        "Release",
-        &key,
+        &*release,
         &ctx,
         reconcile_release(&release, &key.0, &ctx),
     )
@@ -105,12 +104,13 @@ async fn announce_recent(release: &Release, namespace: &str, ctx: &Context) {
         .as_ref()
         .map(|s| s.audit.as_slice())
         .unwrap_or_default();
-    let since = Timestamp::now() - REPLAY_WINDOW;
-    for entry in trail.iter().filter(|e| e.time >= since) {
+    // Later entries are this process's own, announced by the stage that made them.
+    let (since, until) = (Timestamp::now() - REPLAY_WINDOW, ctx.writer.events.started);
+    for entry in trail.iter().filter(|e| e.time >= since && e.time < until) {
         let (reason, warning) = event_of(entry.action);
         let key = event_key(entry);
         let stage = ctx.index.stage(namespace, &entry.stage);
-        if let Some(stage) = stage.filter(|_| !entry.id.starts_with("approval/")) {
+        if let Some(stage) = stage.filter(|_| entry.approval.is_none()) {
             let note = format!("{} (release {})", entry.message, release.name_any());
             let a = Announcement {
                 warning,

@@ -77,20 +77,17 @@ impl GateRunner {
 
     /// Evaluates one gate; also returns how soon it should be checked again.
     pub async fn evaluate(&self, name: &str, ctx: &GateContext) -> (GateOutcome, Duration) {
-        let (kind, outcome, recheck) = match self.compiled(&ctx.namespace, name) {
+        let kind = self
+            .index
+            .gate(&ctx.namespace, name)
+            .map_or("missing", |g| g.spec.gate_type.as_str());
+        let (outcome, recheck) = match self.compiled(&ctx.namespace, name) {
             Err(errors) => {
                 let message = crate::validation::ValidationErrors(errors).to_string();
                 let outcome = GateOutcome::new(GateVerdict::Invalid, message);
-                ("invalid", outcome, gates::DEFAULT_RECHECK)
+                (outcome, gates::DEFAULT_RECHECK)
             }
-            Ok(compiled) => {
-                let kind = self
-                    .index
-                    .gate(&ctx.namespace, name)
-                    .map_or("missing", |g| g.spec.gate_type.as_str());
-                let outcome = self.run(&compiled, ctx).await;
-                (kind, outcome, compiled.recheck_interval)
-            }
+            Ok(compiled) => (self.run(&compiled, ctx).await, compiled.recheck_interval),
         };
         let verdict = verdict_label(outcome.verdict);
         self.metrics

@@ -59,7 +59,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
         })
         .watches(scoped_api::<Gate>(client, namespace), cfg(), move |g| {
             let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
-            refs_of(by_gate.stages_where(&ns, |s| s.spec.gates.contains(&name)))
+            refs_of(by_gate.stages_where(&ns, |s| names_gate(s, &name)))
         })
         .watches(
             scoped_api::<Approval>(client, namespace),
@@ -79,10 +79,23 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
         .await;
 }
 
+/// Whether the stage uses the gate, before its rollouts or in a canary analysis.
+fn names_gate(stage: &Stage, gate: &str) -> bool {
+    let canary = stage.spec.strategy.canary.as_ref();
+    let steps = canary
+        .into_iter()
+        .flat_map(|c| c.steps.iter().filter_map(|s| s.analysis.as_ref()));
+    let background = canary.and_then(|c| c.analysis.as_ref());
+    stage.spec.gates.iter().any(|g| g == gate)
+        || steps
+            .chain(background)
+            .any(|a| a.gates.iter().any(|g| g == gate))
+}
+
 async fn reconcile(trigger: Arc<Stage>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let key = key(&*trigger)?;
     let work = reconcile_stage(&key.1, &key.0, &ctx);
-    instrumented(CONTROLLER, "Stage", &key, &ctx, work).await
+    instrumented(CONTROLLER, &*trigger, &ctx, work).await
 }
 
 pub(super) async fn reconcile_stage(
@@ -96,7 +109,7 @@ pub(super) async fn reconcile_stage(
     };
     let backoff = backoff_key(CONTROLLER, &stage);
     if let Some(left) = ctx.backoff.remaining(&backoff, &fingerprint(&stage)) {
-        return Ok(Action::requeue(left));
+        return Err(ReconcileError::BackingOff(left));
     }
     let now = Timestamp::now();
     let world = match observe_stage(stage, ctx).await? {
@@ -106,18 +119,14 @@ pub(super) async fn reconcile_stage(
         }
     };
     let outcome = decide(&world, ctx, now).await;
+    let moving = outcome.status.rollout.as_ref().map(|r| r.release.clone());
     match effects::apply(&world, outcome, ctx, now).await {
-        Ok(action) => {
-            ctx.backoff.succeeded(&backoff);
-            Ok(action)
-        }
+        // Reported on the Stage; the error policy then backs off.
         Err(ReconcileError::Write(refused @ WriteError::Refused { .. })) => {
-            report_refusal(&world, &refused, ctx, now).await?;
-            Ok(Action::requeue(
-                ctx.backoff.failed(&backoff, fingerprint(&world.stage)),
-            ))
+            report_refusal(&world, moving.as_deref(), &refused, ctx, now).await?;
+            Err(refused.into())
         }
-        Err(other) => Err(other),
+        done => done,
     }
 }
 
@@ -135,7 +144,7 @@ async fn decide(world: &World, ctx: &Context, now: Timestamp) -> Outcome {
         canary: world.canary.as_ref().map(|(_, _, v)| v),
         gates: None,
         measurements: None,
-        command: world.command.clone(),
+        command: world.steering.command.clone(),
         now,
     };
     let (report, measured);
@@ -189,13 +198,15 @@ async fn report_invalid(
     status.phase = Some(StagePhase::Invalid);
     status.message = Some(message.clone());
     status.conditions = kstatus(Health::Stalled, reason, &message);
-    let announcement = Announcement {
-        warning: true,
-        reason,
-        key: format!("{reason}/{message}"),
-        note: message,
-    };
-    ctx.writer.events.publish(stage, announcement).await;
+    if old.message.as_deref() != Some(message.as_str()) {
+        let announcement = Announcement {
+            warning: true,
+            reason,
+            key: format!("{reason}/{now}"),
+            note: message,
+        };
+        ctx.writer.events.publish(stage, announcement).await;
+    }
     ctx.writer.stage_status(stage, &old, status, now).await?;
     Ok(Action::requeue(INVALID_RETRY))
 }
@@ -204,6 +215,7 @@ async fn report_invalid(
 /// about to move is `Blocked` there. Nothing of the refused transition is recorded.
 async fn report_refusal(
     world: &World,
+    moving: Option<&str>,
     refused: &WriteError,
     ctx: &Context,
     now: Timestamp,
@@ -215,11 +227,6 @@ async fn report_refusal(
     status.conditions = kstatus(Health::Stalled, "WriteRefused", &message);
     status.message = Some(format!("retrying with backoff: {message}"));
     let namespace = stage.namespace().unwrap_or_default();
-    let moving = old.rollout.as_ref().map(|r| r.release.clone()).or_else(|| {
-        old.candidate_release
-            .clone()
-            .or_else(|| world.releases.last().map(|r| r.name.clone()))
-    });
     if let Some(release) = moving.and_then(|r| world.releases.iter().find(|v| v.name == r)) {
         let before = release.stages.get(&stage.name_any());
         let mut entry = before.cloned().unwrap_or(ReleaseStageStatus {
@@ -241,13 +248,19 @@ async fn report_refusal(
                 .await?;
         }
     }
-    let announcement = Announcement {
-        warning: true,
-        reason: "WriteRefused",
-        key: format!("WriteRefused/{message}"),
-        note: message,
-    };
-    ctx.writer.events.publish(stage, announcement).await;
+    let already = old
+        .conditions
+        .iter()
+        .any(|c| c.reason == "WriteRefused" && c.message == message);
+    if !already {
+        let announcement = Announcement {
+            warning: true,
+            reason: "WriteRefused",
+            key: format!("WriteRefused/{now}"),
+            note: message,
+        };
+        ctx.writer.events.publish(stage, announcement).await;
+    }
     ctx.writer.stage_status(stage, &old, status, now).await?;
     Ok(())
 }

@@ -97,6 +97,7 @@ impl<'a> Draft<'a> {
         if previous.as_ref() != Some(&next) {
             self.updates.insert(name.to_string(), next);
         }
+        // A retry announces itself with its own event.
         if announce && reason != "RetryRequested" {
             self.event(Transition::of_hold(reason), note, Some(name));
         }
@@ -151,7 +152,8 @@ impl<'a> Draft<'a> {
             return;
         }
         let name = self.input.name;
-        let why = match (&command, self.status.rollout.as_ref()) {
+        let before = self.input.status;
+        let why = match (&command, before.rollout.as_ref()) {
             (Command::Retry(r), _) => format!(
                 "greenlight.dev/retry: release '{r}' has not failed at stage '{name}'; only a failed release can be retried"
             ),
@@ -169,17 +171,16 @@ impl<'a> Draft<'a> {
                 "{}: the rollout of {} is past the point where it applies ({:?})",
                 command.annotation(),
                 r.version,
-                self.status.phase.unwrap_or(StagePhase::Idle)
+                before.phase.unwrap_or(StagePhase::Idle)
             ),
         };
         let release = match &command {
             Command::Retry(r) if self.release(r).is_some() => Some(r.clone()),
-            _ => self
-                .status
+            _ => before
                 .rollout
                 .as_ref()
                 .map(|r| r.release.clone())
-                .or_else(|| self.status.current_release.clone()),
+                .or_else(|| before.current_release.clone()),
         };
         self.event(Transition::CommandRefused, why, release.as_deref());
     }

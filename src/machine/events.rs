@@ -74,7 +74,6 @@ impl Transition {
             "GateInvalid" => GateInvalid,
             "WaitingForGate" => WaitingForGate,
             "NotPromoted" => NotPromoted,
-            "RetryRequested" => RetryRequested,
             _ => Superseded,
         }
     }

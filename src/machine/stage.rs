@@ -107,6 +107,13 @@ impl Draft<'_> {
                 format!("primary not available within the progress deadline of {secs}s ({detail})");
             return self.start_rollback(rollout, "ProgressDeadlineExceeded", why);
         }
+        // Also clears a `Blocked` left by a refused write once the rollout moves again.
+        self.set_entry(
+            &rollout.release,
+            RP::Progressing,
+            "RollingOut",
+            "rolling out".into(),
+        );
         self.status.phase = Some(StagePhase::Progressing);
         self.status.message = Some(format!("rolling out {} ({detail})", rollout.version));
         self.health = (
@@ -309,6 +316,9 @@ impl Draft<'_> {
         );
         if let Some(entry) = self.updates.get_mut(name) {
             entry.attempt = Some(attempt);
+            entry.started_at = None;
+            entry.finished_at = None;
+            entry.gates.clear();
         }
         self.event(
             Transition::RetryRequested,

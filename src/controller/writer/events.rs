@@ -24,6 +24,8 @@ const NOTE_LIMIT: usize = 1024;
 const REMEMBERED: usize = 20_000;
 
 pub struct EventSink {
+    /// When this process started: transitions from before are announced again if missing.
+    pub started: Timestamp,
     client: Client,
     metrics: Arc<Metrics>,
     instance: String,
@@ -45,6 +47,7 @@ impl EventSink {
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "greenlight".into());
         Self {
+            started: Timestamp::now(),
             client,
             metrics,
             instance,

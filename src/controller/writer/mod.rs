@@ -1,7 +1,8 @@
 //! The one writer: every write the operator makes goes through here (server-side applies,
 //! status patches, audit appends, Events, clearing steering annotations, traffic weights), is
 //! counted by kind, and fails as a [`WriteError`] that says what the apiserver refused and why.
-//! Writes are idempotent: a desired state already in place is not written again.
+//! Callers write only what differs from what they observed (status diffs, `matches_desired`),
+//! and every write can be repeated without harm.
 
 mod audit;
 mod events;
