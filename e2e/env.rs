@@ -298,6 +298,11 @@ impl TestEnv {
         self.controller.as_ref().map(|p| p.child.id())
     }
 
+    /// Whether the controller process is still alive.
+    pub fn controller_running(&mut self) -> bool {
+        self.controller.as_mut().is_some_and(|p| p.is_running())
+    }
+
     /// Kills the controller at once (SIGKILL), as a crash would.
     pub fn kill_controller(&mut self) {
         if let Some(mut p) = self.controller.take() {

@@ -52,5 +52,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         shell::a_controller_killed_every_few_seconds_records_each_rollout_and_promotion_once,
         shell::two_releases_rolled_out_at_one_stage_give_two_distinct_rollout_started_events,
         shell::a_stage_naming_an_invalid_gate_is_stalled_and_rolls_out_once_the_gate_is_fixed,
+        shell::a_duration_past_a_year_stalls_its_stage_naming_the_field_and_the_rest_keeps_flowing,
     ]
 }

@@ -557,3 +557,31 @@ pub async fn a_stage_naming_an_invalid_gate_is_stalled_and_rolls_out_once_the_ga
     let s = env.json::<Stage>("gated").await;
     assert_ne!(s["status"]["phase"], "Invalid", "fixed: {}", s["status"]);
 }
+
+/// Before durations were bounded, `progressDeadline: 100000000h` overflowed the time
+/// arithmetic when a release came, and the controller exited.
+pub async fn a_duration_past_a_year_stalls_its_stage_naming_the_field_and_the_rest_keeps_flowing(
+    mut env: TestEnv,
+) {
+    let huge = one_stage("huge", "[]").replace(
+        "  trigger: {type: auto}\n",
+        "  trigger: {type: auto}\n  progressDeadline: 100000000h\n",
+    );
+    env.apply(&huge);
+    env.apply(&one_stage("fine", "[]"));
+    env.start_controller();
+    env.apply(&release_yaml("huge-1", "huge", "1.0.0", &image("huge-1")));
+    let message = wait_invalid(&env, "huge").await;
+    assert!(
+        message.contains("spec.progressDeadline") && message.contains("longest"),
+        "the message names the field and the bound: {message}"
+    );
+    env.apply(&release_yaml("fine-1", "fine", "1.0.0", &image("fine-1")));
+    wait_phase(&env, "fine-1", "fine", "Succeeded", Duration::from_secs(90)).await;
+    assert_not_started(&env, "huge-1", "huge").await;
+    assert!(
+        env.controller_running(),
+        "the controller is still running:\n{}",
+        env.controller_log()
+    );
+}

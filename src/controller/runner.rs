@@ -17,6 +17,7 @@ use crate::identity::Unverified;
 use crate::index::Index;
 use crate::machine::{Due, GateReport, Measurement, ReleaseView};
 use crate::metrics::{GateLabels, Metrics};
+use crate::schedule::later;
 use crate::validation::FieldError;
 use crate::workload::{canary_name, primary_name};
 
@@ -163,7 +164,7 @@ impl GateRunner {
         if outcome.verdict != GateVerdict::Passed {
             let until = outcome
                 .recheck_at
-                .map_or(now + recheck, |at| at.min(now + recheck));
+                .map_or(later(now, recheck), |at| at.min(later(now, recheck)));
             let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
             held.retain(|_, (u, _)| now < *u);
             held.insert(key, (until, outcome.clone()));

@@ -157,7 +157,7 @@ impl ApprovalCheck {
                 .with_value("rejected");
             }
             if let Some(expiry) = policy.expiry {
-                let expires = approval.created + expiry;
+                let expires = crate::schedule::later(approval.created, expiry);
                 if expires <= ctx.now {
                     ignored.push(format!("{}'s approval expired at {expires}", who.username));
                     continue;

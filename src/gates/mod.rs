@@ -20,6 +20,9 @@ use crate::api::release::{Artifact, GateVerdict, ReleaseStageStatus};
 use crate::schedule::parse_duration;
 use crate::validation::FieldError;
 
+/// The longest a gate may wait for an answer.
+pub const LONGEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Default time between two evaluations of a gate that did not pass.
 pub const DEFAULT_RECHECK: Duration = Duration::from_secs(30);
 
@@ -235,6 +238,10 @@ pub(crate) fn timeout_field(
 ) -> Result<Duration, FieldError> {
     match value.map(parse_duration) {
         None => Ok(default),
+        Some(Ok(d)) if d > LONGEST_TIMEOUT => Err(FieldError::new(
+            field,
+            "must be at most 60s: a gate that takes longer holds up its stage",
+        )),
         Some(Ok(d)) if d > Duration::ZERO => Ok(d),
         Some(Ok(_)) => Err(FieldError::new(field, "must be more than 0s")),
         Some(Err(e)) => Err(FieldError::new(field, e.to_string())),

@@ -35,7 +35,7 @@ impl SoakCheck {
         match (at_stage.phase, at_stage.finished_at) {
             (StagePhaseForRelease::Succeeded, Some(healthy_since)) => {
                 let soaked = ctx.now.duration_since(healthy_since);
-                let due = healthy_since + self.duration;
+                let due = crate::schedule::later(healthy_since, self.duration);
                 let shown = format!("{}s", soaked.as_secs().max(0));
                 if ctx.now >= due {
                     GateOutcome::new(

@@ -15,6 +15,7 @@ use crate::api::canary::{
 use crate::api::conditions::Health;
 use crate::api::release::{GateVerdict, StagePhaseForRelease as RP};
 use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase};
+use crate::schedule::later;
 use crate::validation::{AnalysisPlan, CanaryPlan, CanaryStepPlan};
 
 pub const BACKGROUND: &str = "background";
@@ -71,7 +72,7 @@ impl Draft<'_> {
             CanaryPhase::Promoting => self.promote(&mut rollout, &mut progress, &artifacts),
             CanaryPhase::Baking => {
                 self.weight = Some(0);
-                let done_at = progress.baking_since.unwrap_or(now) + plan.bake;
+                let done_at = later(progress.baking_since.unwrap_or(now), plan.bake);
                 if now >= done_at {
                     rollout.canary = Some(progress);
                     return self.finish_forward(&rollout);
@@ -113,7 +114,7 @@ impl Draft<'_> {
         canary_ready: bool,
     ) -> bool {
         let now = self.input.now;
-        let deadline = rollout.started_at + self.input.plan.progress_deadline;
+        let deadline = later(rollout.started_at, self.input.plan.progress_deadline);
         self.weight = Some(0);
         if canary_ready {
             progress.phase = CanaryPhase::Stepping;
@@ -167,7 +168,9 @@ impl Draft<'_> {
         let now = self.input.now;
         // Traffic only ever goes to an available canary.
         self.weight = Some(if canary_ready { progress.weight } else { 0 });
-        if !canary_ready && now >= progress.step_started_at + self.input.plan.progress_deadline {
+        if !canary_ready
+            && now >= later(progress.step_started_at, self.input.plan.progress_deadline)
+        {
             let p = progress.clone();
             let why = "the canary stopped being available".to_string();
             return self.fail_rollout_safely(rollout, &p, "CanaryUnavailable", why);
@@ -194,7 +197,7 @@ impl Draft<'_> {
                 self.set_weight(plan, rollout, progress, w, canary_ready)
             }
             CanaryStepPlan::Pause(Some(d)) => {
-                let until = progress.step_started_at + d;
+                let until = later(progress.step_started_at, d);
                 if now >= until {
                     self.next_step(plan, progress);
                 } else {
@@ -268,7 +271,8 @@ impl Draft<'_> {
         if canary_ready && in_effect {
             self.next_step(plan, progress);
         } else {
-            self.wake_at.push(self.input.now + Duration::from_secs(1));
+            self.wake_at
+                .push(later(self.input.now, Duration::from_secs(1)));
         }
     }
 
@@ -348,11 +352,11 @@ impl Draft<'_> {
                     Some(&rollout.release.clone()),
                 );
             }
-            self.wake_at.push(now + Duration::from_secs(1));
+            self.wake_at.push(later(now, Duration::from_secs(1)));
         } else {
             // Keep the split as it is: the canary is available, the updating primary may not be.
             self.weight = Some(progress.weight);
-            let deadline = progress.step_started_at + self.input.plan.progress_deadline;
+            let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
             if now >= deadline {
                 let p = progress.clone();
                 let detail = self
@@ -376,7 +380,7 @@ impl Draft<'_> {
         started: Timestamp,
     ) -> Option<AnalysisOutcome> {
         let now = self.input.now;
-        let first_at = started + plan.initial_delay;
+        let first_at = later(started, plan.initial_delay);
         for gate in &plan.gates {
             let idx = match progress
                 .analysis
@@ -408,7 +412,7 @@ impl Draft<'_> {
             }
             let due_at = a
                 .last_measured_at
-                .map_or(first_at, |t| t + plan.interval)
+                .map_or(first_at, |t| later(t, plan.interval))
                 .max(first_at);
             if now < due_at {
                 self.wake_at.push(due_at);
@@ -426,7 +430,7 @@ impl Draft<'_> {
                 continue;
             };
             apply_measurement(a, m, now);
-            self.wake_at.push(now + plan.interval);
+            self.wake_at.push(later(now, plan.interval));
             let failed = match plan.failure_counting {
                 FailureCounting::Consecutive => a.consecutive_failures >= plan.failure_limit,
                 FailureCounting::Total => a.failures >= plan.failure_limit,

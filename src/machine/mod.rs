@@ -15,4 +15,6 @@ pub use types::*;
 #[cfg(test)]
 mod canary_tests;
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod stage_tests;

@@ -11,6 +11,7 @@ use super::types::{Command, Decision, DesiredPrimary, GateReport, ReleaseView, S
 use crate::api::conditions::Health;
 use crate::api::release::{GateResultStatus, GateVerdict, StagePhaseForRelease as RP};
 use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase};
+use crate::schedule::later;
 use crate::schedule::{WindowVerdict, evaluate_windows};
 use crate::validation::CompiledTrigger;
 
@@ -100,7 +101,7 @@ impl Draft<'_> {
     }
 
     fn still_rolling_out(&mut self, rollout: &ActiveRollout, detail: &str) {
-        let deadline = rollout.started_at + self.input.plan.progress_deadline;
+        let deadline = later(rollout.started_at, self.input.plan.progress_deadline);
         if self.input.now >= deadline {
             let secs = self.input.plan.progress_deadline.as_secs();
             let why =
@@ -125,14 +126,14 @@ impl Draft<'_> {
     }
 
     fn still_rolling_back(&mut self, rollout: &ActiveRollout, detail: &str) {
-        let deadline = rollout.started_at + self.input.plan.progress_deadline;
+        let deadline = later(rollout.started_at, self.input.plan.progress_deadline);
         let to = rollout
             .previous_version
             .clone()
             .unwrap_or_else(|| "nothing (scale to zero)".into());
         self.status.phase = Some(StagePhase::RollingBack);
         self.status.message = Some(format!("rolling back to {to} ({detail})"));
-        let give_up_at = deadline + self.input.plan.progress_deadline;
+        let give_up_at = later(deadline, self.input.plan.progress_deadline);
         if self.input.now >= give_up_at {
             let why = format!("rollback to {to} is not available: {detail}");
             self.health = (Health::Stalled, "RollbackStuck", why);
@@ -395,7 +396,7 @@ impl Draft<'_> {
             format!("gate '{gate}': {}", outcome.message),
         );
         self.attach_gates(&candidate.name, gates);
-        let recheck = now + report.recheck_after;
+        let recheck = later(now, report.recheck_after);
         self.wake_at
             .push(outcome.recheck_at.map_or(recheck, |at| at.min(recheck)));
         false
@@ -471,6 +472,7 @@ impl Draft<'_> {
         } else {
             self.primary = Some(desired);
         }
-        self.wake_at.push(now + self.input.plan.progress_deadline);
+        self.wake_at
+            .push(later(now, self.input.plan.progress_deadline));
     }
 }

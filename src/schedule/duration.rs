@@ -2,10 +2,23 @@
 
 use std::time::Duration;
 
+use jiff::Timestamp;
+
+/// The longest duration any field takes: 366 days. Anything longer is refused when the spec
+/// is checked, so no time arithmetic on it can overflow.
+pub const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
     #[error("'{0}' is not a duration; use a number with a unit, e.g. 30s, 10m, 1h30m")]
     Malformed(String),
+    #[error("'{0}' is longer than the longest duration allowed, 8784h (366 days)")]
+    TooLong(String),
+}
+
+/// `at + d`, or the end of time when that is past it: never a panic.
+pub fn later(at: Timestamp, d: Duration) -> Timestamp {
+    at.checked_add(d).unwrap_or(Timestamp::MAX)
 }
 
 /// The length of a release window: a window of no length never opens, so it is refused.
@@ -49,6 +62,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         total += value * seconds;
         rest = &rest[unit_len..];
     }
+    if total > LONGEST.as_secs_f64() {
+        return Err(DurationError::TooLong(text.to_string()));
+    }
     Duration::try_from_secs_f64(total).map_err(|_| malformed())
 }
 
@@ -62,6 +78,20 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused_and_time_never_overflows() {
+        assert_eq!(parse_duration("8784h").unwrap(), LONGEST);
+        for huge in [
+            "8785h",
+            "100000000h",
+            "99999999999999999999999999999999999h",
+        ] {
+            let err = parse_duration(huge).unwrap_err().to_string();
+            assert!(err.contains("longest duration allowed"), "{huge}: {err}");
+        }
+        assert_eq!(later(Timestamp::MAX, LONGEST), Timestamp::MAX);
     }
 
     #[test]

@@ -6,7 +6,7 @@ pub mod duration;
 pub mod window;
 
 pub use cron::{CronError, Schedule};
-pub use duration::{DurationError, parse_duration, parse_window_length};
+pub use duration::{DurationError, LONGEST, later, parse_duration, parse_window_length};
 pub use window::{WindowSpec, WindowVerdict, evaluate_windows};
 
 use jiff::tz::TimeZone;

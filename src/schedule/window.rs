@@ -64,7 +64,7 @@ pub fn evaluate_windows(windows: &[WindowSpec], now: Timestamp) -> WindowVerdict
             reason: format!("outside every allow window; the next opens at {until}"),
         },
         None => WindowVerdict::Closed {
-            until: now + Duration::from_secs(3600),
+            until: super::later(now, Duration::from_secs(3600)),
             reason: "outside every allow window and none opens again".into(),
         },
     }

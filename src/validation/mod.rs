@@ -522,6 +522,16 @@ fn compile_analysis(
             "at least one gate is required",
         ));
     }
+    for (name, value) in [
+        ("count", spec.count),
+        ("failureLimit", spec.failure_limit),
+        ("inconclusiveLimit", spec.inconclusive_limit),
+    ] {
+        if let Some(v) = value.filter(|v| !(1..=1000).contains(v)) {
+            let why = format!("{v} is outside 1..1000");
+            errors.push(FieldError::new(format!("{field}.{name}"), why));
+        }
+    }
     if errors.is_empty() {
         Ok(AnalysisPlan {
             gates: spec.gates.clone(),
