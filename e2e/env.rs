@@ -27,6 +27,8 @@ pub struct TestEnv {
     restarts: usize,
     /// Port of the running controller's `/metrics`.
     pub metrics_port: u16,
+    /// The controller's gate allow-list (`--webhook-allow`).
+    pub allow: String,
     admission: Admission,
     /// Port of the controller's admission webhooks, when enabled.
     pub admission_port: u16,
@@ -74,6 +76,7 @@ impl TestEnv {
             controller: None,
             restarts: 0,
             metrics_port: 0,
+            allow: "127.0.0.1".into(),
             admission: Admission::Off,
             admission_port: 0,
             webhook_configurations: vec![],
@@ -238,7 +241,7 @@ impl TestEnv {
             "--metrics-addr",
             &metrics_addr,
             "--webhook-allow",
-            "127.0.0.1",
+            &self.allow,
             "--identity-key-file",
         ])
         .arg(self.identity_key_file());
@@ -539,7 +542,10 @@ impl Drop for TestEnv {
         let _ = self
             .cp
             .kubectl_raw(&["delete", "namespace", &self.ns, "--wait=false"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Kept for a post-mortem (controller logs) when GREENLIGHT_KEEP_TEST_DIRS is set.
+        if std::env::var_os("GREENLIGHT_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

@@ -457,7 +457,7 @@ fn invalid_stages_and_gates() -> [(String, &'static str); 9] {
                 "internal",
                 "  type: webhook\n  webhook: {url: \"http://169.254.169.254/latest\"}\n",
             ),
-            "spec.webhook.url: destination '169.254.169.254' is not in the operator's webhook allow-list",
+            "spec.webhook.url: destination '169.254.169.254:80' is not in the operator's gate allow-list",
         ),
         (
             gate_yaml("nobody", "  type: approval\n  approval: {required: 2}\n"),

@@ -327,7 +327,13 @@ spec:
 const TOKEN: &str = "s3cr3t-t0ken-9f1c";
 
 /// A Prometheus API stand-in that answers only with the right bearer token; its address.
-async fn start_prometheus_api_requiring_the_token() -> std::net::SocketAddr {
+/// A Prometheus API that answers only the right bearer token, over https (a token is never
+/// sent over plain http), with a certificate for 127.0.0.1 from its own CA; returns its
+/// address and the CA's PEM.
+async fn start_prometheus_api_requiring_the_token(
+    dir: &std::path::Path,
+) -> (std::net::SocketAddr, String) {
+    let ca = crate::support::certs::webhook_certs(dir, "prometheus");
     let app = axum::Router::new().route(
         "/api/v1/query",
         axum::routing::get(|headers: axum::http::HeaderMap| async move {
@@ -341,19 +347,50 @@ async fn start_prometheus_api_requiring_the_token() -> std::net::SocketAddr {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    let acceptor = tls_acceptor(dir);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca)
+}
+
+fn tls_acceptor(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("tls.crt"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("tls.key")).unwrap();
+    greenlight::gates::ensure_crypto_provider();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
 }
 
 fn prometheus_gate_with_token_from(addr: std::net::SocketAddr, name: &str, secret: &str) -> String {
     format!(
-        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n  type: prometheus\n  recheckInterval: 2s\n  prometheus:\n    address: http://{addr}\n    query: up\n    condition: \"< 0.01\"\n    bearerTokenSecretRef: {{name: {secret}, key: token}}\n"
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n  type: prometheus\n  recheckInterval: 2s\n  prometheus:\n    address: https://{addr}\n    query: up\n    condition: \"< 0.01\"\n    bearerTokenSecretRef: {{name: {secret}, key: token}}\n    tls: {{caSecretRef: {{name: prom-token, key: ca.crt}}}}\n"
     )
 }
 
 /// The token's Secret, and a Role letting the operator read exactly that Secret.
-fn store_the_token_readable_by_the_operator(env: &TestEnv) {
-    env.apply(&format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-token}}\nstringData: {{token: {TOKEN}}}\n"));
+fn store_the_token_readable_by_the_operator(env: &TestEnv, ca: &str) {
+    let ca = serde_json::to_string(ca).unwrap();
+    env.apply(&format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-token}}\nstringData: {{token: {TOKEN}, ca.crt: {ca}}}\n"));
     // The operator may read exactly this Secret here, as config/rbac/secret-reader-example.yaml shows.
     env.apply(
         &std::fs::read_to_string(concat!(
@@ -372,8 +409,9 @@ fn store_the_token_readable_by_the_operator(env: &TestEnv) {
 pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_shows_it(
     mut env: TestEnv,
 ) {
-    let addr = start_prometheus_api_requiring_the_token().await;
-    store_the_token_readable_by_the_operator(&env);
+    let (addr, ca) =
+        start_prometheus_api_requiring_the_token(&env.dir.join("prometheus-tls")).await;
+    store_the_token_readable_by_the_operator(&env, &ca);
     env.apply(
         &[
             prometheus_gate_with_token_from(addr, "authed", "prom-token"),

@@ -15,6 +15,8 @@ pub async fn readme_example_is_accepted_and_kubectl_get_shows_useful_columns(mut
         "README.md must show config/samples/pipeline.yaml verbatim"
     );
 
+    // The sample's Prometheus gate is allowed, as a platform team would allow theirs.
+    env.allow = "127.0.0.1,prometheus.monitoring:9090".into();
     env.start_controller();
     env.cp.kubectl(&[
         "apply",

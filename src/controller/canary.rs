@@ -128,14 +128,19 @@ impl CanaryIo {
             (DesiredPrimary::Empty, Some(o)) => scaled_to_zero(o),
             (DesiredPrimary::Empty, None) => return Ok(None),
         };
-        deployment
+        let annotations = deployment
             .metadata
             .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(
-                WEIGHT_ANNOTATION.to_string(),
-                canary_weight_label(desired, weight),
-            );
+            .get_or_insert_with(BTreeMap::new);
+        // A Deployment's generation goes up with any change to its annotations, and until the
+        // deployment controller catches up it does not count as serving: so the weight is
+        // written only where the router sizes the canary by it (and its replicas change anyway).
+        if self.router.sizes_by_weight() {
+            let label = canary_weight_label(desired, weight);
+            annotations.insert(WEIGHT_ANNOTATION.to_string(), label);
+        } else {
+            annotations.remove(WEIGHT_ANNOTATION);
+        }
         Ok(Some(deployment))
     }
 

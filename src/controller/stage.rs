@@ -119,6 +119,11 @@ pub(super) async fn reconcile_stage(
         }
     };
     let outcome = decide(&world, ctx, now).await;
+    tracing::debug!(
+        canary = ?world.canary.as_ref().map(|(_, _, v)| v),
+        weight = ?outcome.weight,
+        "decided"
+    );
     let moving = outcome.status.rollout.as_ref().map(|r| r.release.clone());
     match effects::apply(&world, outcome, ctx, now).await {
         // Reported on the Stage; the error policy then backs off.

@@ -1,5 +1,6 @@
-//! The destinations webhook gates may call, set by whoever runs the operator, so that a Gate
-//! author cannot use the operator to reach addresses they have no business reaching.
+//! The destinations gates may call (webhooks and Prometheus alike), set by whoever runs the
+//! operator, so that a Gate author cannot use the operator to reach addresses they have no
+//! business reaching.
 
 use std::fmt;
 
@@ -36,6 +37,20 @@ impl AllowList {
                 || e.strip_prefix("*.")
                     .is_some_and(|domain| host.ends_with(&format!(".{domain}")))
         })
+    }
+}
+
+impl AllowList {
+    /// Why `url` may not be called, naming its host and port; `None` when it may.
+    pub fn refusal(&self, url: &reqwest::Url) -> Option<String> {
+        if self.permits(url) {
+            return None;
+        }
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or_default();
+        Some(format!(
+            "destination '{host}:{port}' is not in the operator's gate allow-list ({self}); ask whoever runs Greenlight to add it with --webhook-allow"
+        ))
     }
 }
 

@@ -53,9 +53,10 @@ impl Threshold {
         Ok(Self { op, bound })
     }
 
-    /// `None` when the value is NaN: no comparison with NaN means anything.
+    /// `None` when the value is NaN or ±Inf: no comparison with those means anything (a
+    /// division by zero must never pass `> 0.99`).
     pub fn holds(&self, value: f64) -> Option<bool> {
-        if value.is_nan() {
+        if !value.is_finite() {
             return None;
         }
         Some(match self.op {
@@ -100,9 +101,11 @@ mod tests {
     }
 
     #[test]
-    fn nan_is_never_compared() {
-        for c in ["< 1", "> 1", "!= 1", "== 1"] {
-            assert_eq!(Threshold::parse(c).unwrap().holds(f64::NAN), None, "{c}");
+    fn nan_and_infinities_are_never_compared() {
+        for c in ["< 1", "> 1", ">= 1", "!= 1", "== 1"] {
+            for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                assert_eq!(Threshold::parse(c).unwrap().holds(v), None, "{v} {c}");
+            }
         }
     }
 

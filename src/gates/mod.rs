@@ -223,6 +223,25 @@ pub fn http_client() -> reqwest::Client {
         .expect("static HTTP client configuration is valid")
 }
 
+/// An answer's body, read up to `limit` bytes; a longer answer is cut off there, never read
+/// whole, so an endpoint that streams gigabytes costs no more than `limit` of memory.
+pub(crate) async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<String, String> {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > limit => {
+                return Err(format!("the answer is larger than {} KiB", limit / 1024));
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(String::from_utf8_lossy(&body).into_owned()),
+            Err(e) => return Err(format!("the answer broke off: {e}")),
+        }
+    }
+}
+
 pub(crate) fn excerpt(text: &str, max: usize) -> String {
     let trimmed = text.trim();
     match trimmed.char_indices().nth(max) {
@@ -298,5 +317,45 @@ mod props {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A local server that answers with `megabytes` of body, streamed, then closes.
+    async fn streaming_server(megabytes: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                megabytes * 1024 * 1024
+            );
+            let _ = socket.write_all(head.as_bytes()).await;
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..megabytes * 16 {
+                if socket.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_off_at_the_limit_not_read_whole() {
+        let url = streaming_server(100).await;
+        let response = super::http_client().get(url).send().await.unwrap();
+        let read = super::read_capped(response, 1024 * 1024).await;
+        assert_eq!(read, Err("the answer is larger than 1024 KiB".to_string()));
+        let small = streaming_server(1).await;
+        let response = super::http_client().get(small).send().await.unwrap();
+        let read = super::read_capped(response, 2 * 1024 * 1024).await.unwrap();
+        assert_eq!(read.len(), 1024 * 1024);
     }
 }

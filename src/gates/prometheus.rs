@@ -13,6 +13,8 @@ use crate::api::release::GateVerdict;
 use crate::validation::FieldError;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most of a Prometheus answer that is read; one instant value needs a few hundred bytes.
+const BODY_LIMIT: usize = 1024 * 1024;
 
 pub struct PrometheusCheck {
     http: reqwest::Client,
@@ -28,20 +30,15 @@ pub struct PrometheusCheck {
 impl PrometheusCheck {
     pub fn compile(
         spec: &PrometheusGate,
-        http: &reqwest::Client,
+        env: &super::GateEnv,
     ) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
+        let http = &env.http;
         let mut errors = Vec::new();
-        if let Err(e) = reqwest::Url::parse(&spec.address)
-            .map_err(|e| e.to_string())
-            .and_then(|u| match u.scheme() {
-                "http" | "https" => Ok(()),
-                other => Err(format!("scheme '{other}' is not http or https")),
-            })
-        {
-            errors.push(FieldError::new(
-                "spec.prometheus.address",
-                format!("'{}' is not an http(s) URL: {e}", spec.address),
-            ));
+        if let Err(e) = check_address(spec, env) {
+            errors.push(FieldError::new("spec.prometheus.address", e));
+        }
+        if let Some(why) = token_exposure(spec) {
+            errors.push(FieldError::new("spec.prometheus.bearerTokenSecretRef", why));
         }
         if spec.query.trim().is_empty() {
             errors.push(FieldError::new(
@@ -104,7 +101,7 @@ impl PrometheusCheck {
             .await
             .map_err(|e| format!("Prometheus unreachable: {}", error_chain(&e)))?;
         let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let body = super::read_capped(response, BODY_LIMIT).await?;
         if !status.is_success() {
             return Err(format!(
                 "Prometheus answered HTTP {}: {}",
@@ -153,7 +150,7 @@ impl PrometheusCheck {
         match self.threshold.holds(value) {
             None => GateOutcome::new(
                 GateVerdict::Inconclusive,
-                format!("query returned NaN (query: {query})"),
+                format!("query returned {shown}, which is no measurement (query: {query})"),
             )
             .with_value(shown),
             Some(true) => GateOutcome::new(
@@ -177,6 +174,46 @@ impl GateCheck for PrometheusCheck {
 }
 
 /// The shared client, or one of its own when the gate skips verification.
+/// An http(s) URL with no query or fragment (a path prefix is fine, e.g. behind a proxy),
+/// whose host and port are on the allow-list.
+fn check_address(spec: &PrometheusGate, env: &super::GateEnv) -> Result<(), String> {
+    let url = reqwest::Url::parse(&spec.address)
+        .map_err(|e| format!("'{}' is not an http(s) URL: {e}", spec.address))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        let scheme = url.scheme();
+        return Err(format!(
+            "'{}' is not an http(s) URL: scheme '{scheme}' is not http or https",
+            spec.address
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "'{}' has a query or fragment; give the server's base URL",
+            spec.address
+        ));
+    }
+    env.webhook_allow.refusal(&url).map_or(Ok(()), Err)
+}
+
+/// A bearer token goes only where it cannot be read on the way: https, certificates verified.
+fn token_exposure(spec: &PrometheusGate) -> Option<String> {
+    spec.bearer_token_secret_ref.as_ref()?;
+    let insecure = spec.tls.as_ref().is_some_and(|t| t.insecure_skip_verify);
+    let https = spec
+        .address
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("https://");
+    match (https, insecure) {
+        (true, false) => None,
+        (false, _) => Some("a token is sent only over https; the address is not".into()),
+        (true, true) => Some(
+            "a token is not sent with tls.insecureSkipVerify: anyone in the middle could read it"
+                .into(),
+        ),
+    }
+}
+
 fn tls_client(spec: &PrometheusGate, shared: &reqwest::Client) -> reqwest::Client {
     super::ensure_crypto_provider();
     match &spec.tls {
@@ -268,10 +305,11 @@ pub fn parse_single_value(body: &str) -> Result<f64, String> {
 }
 
 fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else {
-        format!("{v}")
+    match v {
+        v if v.is_nan() => "NaN".into(),
+        f64::INFINITY => "+Inf".into(),
+        f64::NEG_INFINITY => "-Inf".into(),
+        v => format!("{v}"),
     }
 }
 
@@ -308,7 +346,7 @@ impl super::GateKind for Kind {
             .chain(settings.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()))
             .cloned()
             .collect();
-        let check = PrometheusCheck::compile(settings, &env.http)?;
+        let check = PrometheusCheck::compile(settings, env)?;
         let needs = super::Needs {
             secrets,
             approvals: false,
@@ -320,6 +358,69 @@ impl super::GateKind for Kind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::gate::{SecretKeyRef, TlsConfig};
+
+    fn env(allow: &str) -> super::super::GateEnv {
+        super::super::GateEnv {
+            http: super::super::http_client(),
+            webhook_allow: super::super::allow::AllowList::new([allow]),
+        }
+    }
+
+    fn gate(address: &str, token: bool, insecure: bool) -> PrometheusGate {
+        PrometheusGate {
+            address: address.into(),
+            query: "up".into(),
+            condition: "> 0".into(),
+            timeout: None,
+            min_samples: None,
+            bearer_token_secret_ref: token.then(|| SecretKeyRef {
+                name: "prom".into(),
+                key: "token".into(),
+            }),
+            tls: insecure.then_some(TlsConfig {
+                ca_secret_ref: None,
+                insecure_skip_verify: true,
+            }),
+        }
+    }
+
+    fn refusals(spec: &PrometheusGate, allow: &str) -> Vec<String> {
+        match PrometheusCheck::compile(spec, &env(allow)) {
+            Ok(_) => vec![],
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn an_address_off_the_allow_list_is_refused_naming_host_and_port() {
+        let spec = gate("http://10.0.0.7:9090", false, false);
+        let refused = refusals(&spec, "prometheus.monitoring:9090");
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0]
+                .starts_with("spec.prometheus.address: destination '10.0.0.7:9090' is not in"),
+            "{refused:?}"
+        );
+        let spec = gate("http://prometheus.monitoring:9090", false, false);
+        assert!(refusals(&spec, "prometheus.monitoring:9090").is_empty());
+        let spec = gate("http://prometheus.monitoring:9090/x?y=", false, false);
+        assert!(refusals(&spec, "*")[0].contains("query or fragment"));
+    }
+
+    #[test]
+    fn a_token_goes_only_over_verified_https() {
+        let plain = refusals(&gate("http://prom:9090", true, false), "*");
+        assert!(
+            plain[0].starts_with(
+                "spec.prometheus.bearerTokenSecretRef: a token is sent only over https"
+            ),
+            "{plain:?}"
+        );
+        let insecure = refusals(&gate("https://prom:9090", true, true), "*");
+        assert!(insecure[0].contains("insecureSkipVerify"), "{insecure:?}");
+        assert!(refusals(&gate("https://prom:9090", true, false), "*").is_empty());
+    }
 
     #[test]
     fn a_single_sample_is_read() {

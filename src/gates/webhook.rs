@@ -21,6 +21,9 @@ pub struct WebhookCheck {
     timeout: Duration,
 }
 
+/// The most of a webhook's answer that is read.
+const WEBHOOK_BODY_LIMIT: usize = 8 * 1024;
+
 impl WebhookCheck {
     pub fn compile(
         spec: &WebhookGate,
@@ -30,14 +33,8 @@ impl WebhookCheck {
         let mut errors = Vec::new();
         let url = match reqwest::Url::parse(&spec.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && !env.webhook_allow.permits(&u) => {
-                errors.push(FieldError::new(
-                    "spec.webhook.url",
-                    format!(
-                        "destination '{}' is not in the operator's webhook allow-list ({}); ask whoever runs Greenlight to add it with --webhook-allow",
-                        u.host_str().unwrap_or_default(),
-                        env.webhook_allow
-                    ),
-                ));
+                let why = env.webhook_allow.refusal(&u).unwrap_or_default();
+                errors.push(FieldError::new("spec.webhook.url", why));
                 None
             }
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
@@ -98,7 +95,10 @@ impl WebhookCheck {
             ),
             Ok(response) => {
                 let status = response.status();
-                let body = response.text().await.unwrap_or_default();
+                // Only an excerpt is shown: a few KiB is all that is ever read.
+                let body = super::read_capped(response, WEBHOOK_BODY_LIMIT)
+                    .await
+                    .unwrap_or_else(|why| why);
                 let value = status.as_u16().to_string();
                 if status.is_success() {
                     GateOutcome::new(GateVerdict::Passed, format!("HTTP {value}")).with_value(value)

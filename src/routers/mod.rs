@@ -46,6 +46,11 @@ pub trait TrafficRouter: Send + Sync {
     /// Replicas the canary workload runs while it has `weight` percent of traffic.
     fn canary_replicas(&self, total: i32, weight: i32) -> i32;
 
+    /// Whether the canary's size carries the weight (its workload is then annotated with it).
+    fn sizes_by_weight(&self) -> bool {
+        false
+    }
+
     /// Sends `weight` percent of traffic to the canary and the rest to the primary. Idempotent;
     /// writes nothing when the weights are already in place; true when it wrote.
     fn set_weight<'a>(

@@ -30,6 +30,10 @@ impl TrafficRouter for ReplicaRatio {
         replicas_for(total, weight)
     }
 
+    fn sizes_by_weight(&self) -> bool {
+        true
+    }
+
     fn set_weight<'a>(
         &'a self,
         _ctx: &'a RouterContext,

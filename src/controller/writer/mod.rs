@@ -152,6 +152,7 @@ impl Writer {
         body["apiVersion"] = json!(K::api_version(&()));
         body["kind"] = json!(K::kind(&()));
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        tracing::debug!(kind, name = %name, "server-side apply");
         let result = self
             .api::<K>(&namespace)
             .patch(&name, &params, &Patch::Apply(body))
@@ -169,6 +170,7 @@ impl Writer {
     ) -> Result<(), WriteError> {
         match router.set_weight(ctx, weight).await {
             Ok(true) => {
+                tracing::debug!(weight, "traffic weight set");
                 self.metrics.write("traffic_weight");
                 Ok(())
             }
