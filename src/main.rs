@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
                     },
                 },
                 configuration: admission_configuration,
+                limits: Default::default(),
                 refresh_every: admission_refresh,
             });
             let client = kube::Client::try_default()

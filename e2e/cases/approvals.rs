@@ -707,3 +707,36 @@ pub async fn a_retry_asked_by_a_release_manager_is_recorded_under_their_name(mut
         "the command and its stamp are cleared once acted upon: {annotations:?}"
     );
 }
+
+/// An approval waiting for a Release of that name (published later, or deleted and published
+/// again with other images) approves nothing: it was given for something else.
+pub async fn an_approval_given_before_its_release_was_created_does_not_count(mut env: TestEnv) {
+    admitted(&mut env, "early").await;
+    create_as(
+        &env,
+        "alice",
+        &approval_yaml("too-early", "early-1", "approve", "alice"),
+    )
+    .expect("an Approval may name a Release that does not exist yet");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let digest = image("early-1");
+    create_as(
+        &env,
+        "ci-bot",
+        &release_claiming("early-1", "early", &digest, "ci-bot"),
+    )
+    .expect("CI may publish a Release");
+    wait_prod_message(&env, "early-1", "before release 'early-1' was created").await;
+    let approval = env.api::<Approval>().get("too-early").await.unwrap();
+    let said = approval.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(said.contains("does not count: it was given at"), "{said}");
+    assert_ne!(env.images("web-prod-primary").await, vec![digest.clone()]);
+    create_as(
+        &env,
+        "bob",
+        &approval_yaml("in-time", "early-1", "approve", "bob"),
+    )
+    .expect("a release manager approves");
+    env.wait_release_stage("early-1", "prod", "Succeeded", WAIT)
+        .await;
+}

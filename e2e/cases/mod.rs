@@ -48,6 +48,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         approvals::the_operator_generates_its_certificate_and_keeps_its_webhooks_ca_bundle,
         approvals::a_renewed_certificate_is_served_without_a_restart,
         approvals::a_retry_asked_by_a_release_manager_is_recorded_under_their_name,
+        approvals::an_approval_given_before_its_release_was_created_does_not_count,
         shell::a_write_refused_by_a_quota_stalls_the_stage_and_backs_off_until_the_quota_goes,
         shell::a_controller_killed_every_few_seconds_records_each_rollout_and_promotion_once,
         shell::two_releases_rolled_out_at_one_stage_give_two_distinct_rollout_started_events,

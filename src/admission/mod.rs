@@ -47,6 +47,29 @@ pub struct ServerConfig {
     pub configuration: Option<String>,
     /// How often certificate files are re-read and the CA bundle checked.
     pub refresh_every: Duration,
+    pub limits: Limits,
+}
+
+/// What keeps slow or hostile clients from tying up the webhook server (and with it every
+/// Release and Approval create, which fail closed).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The longest a TLS handshake may take.
+    pub handshake: Duration,
+    /// The longest a client may take to send a request's headers.
+    pub header_read: Duration,
+    /// Connections served at once; more are closed at once.
+    pub connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            connections: 256,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,33 +115,51 @@ pub async fn start(config: ServerConfig, ctx: Arc<Context>) -> Result<(), Admiss
         .route("/healthz", get(|| async { "ok" }))
         .with_state(ctx);
     info!(addr = %config.addr, "admission webhooks listening");
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    warn!(error = %e, "webhook accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let service = TowerToHyperService::new(app.clone());
-            tokio::spawn(async move {
-                let stream = match acceptor.accept(stream).await {
-                    Ok(stream) => stream,
-                    Err(e) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                };
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(%peer, error = %e, "webhook connection ended");
-                }
-            });
-        }
-    });
+    tokio::spawn(serve(listener, acceptor, app, config.limits));
     Ok(())
+}
+
+/// Accepts connections within the limits and serves each on its own task.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    limits: Limits,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "webhook accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "webhook connection refused: too many open");
+            continue;
+        };
+        let (acceptor, service) = (acceptor.clone(), TowerToHyperService::new(app.clone()));
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let stream = match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return debug!(%peer, "TLS handshake timed out"),
+            };
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                debug!(%peer, error = %e, "webhook connection ended");
+            }
+        });
+    }
 }
 
 async fn mutate_handler(State(ctx): State<Arc<Context>>, body: Bytes) -> axum::response::Response {
@@ -330,5 +371,89 @@ fn approval_policy(
         if let Some(why) = refusal {
             warnings.push(format!("does not count toward gate '{gate}': {why}"));
         }
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A webhook server on a free loopback port, with a generated certificate.
+    async fn server(limits: Limits) -> SocketAddr {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let state = AdmissionState {
+            index: Index::of(
+                Default::default(),
+                Arc::new(crate::identity::IdentityKey::generate()),
+            ),
+            gate_env: GateEnv {
+                http: crate::gates::http_client(),
+                webhook_allow: crate::gates::allow::AllowList::default(),
+            },
+            metrics: Metrics::new(),
+            client: kube::Client::new(service, "default"),
+        };
+        let config = ServerConfig {
+            addr,
+            certificate: tls::CertSource::SelfSigned {
+                hosts: vec!["127.0.0.1".into()],
+            },
+            configuration: None,
+            refresh_every: Duration::from_secs(3600),
+            limits,
+        };
+        start(config, Arc::new(state)).await.unwrap();
+        addr
+    }
+
+    /// How long until the server closes a connection that sends nothing.
+    async fn closed_after(addr: SocketAddr) -> Duration {
+        let started = Instant::now();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed, not still open: {read:?}"
+        );
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_handshake_is_dropped() {
+        let limits = Limits {
+            handshake: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let took = closed_after(server(limits).await).await;
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_cap_are_closed_at_once() {
+        let limits = Limits {
+            connections: 1,
+            ..Default::default()
+        };
+        let addr = server(limits).await;
+        let _holding = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let took = closed_after(addr).await;
+        assert!(took < Duration::from_secs(1), "{took:?}");
     }
 }

@@ -87,7 +87,14 @@ async fn reconcile_approval(
         ),
         (Ok(who), Some(release), Some(stage)) => {
             let author = ctx.index.release_author(release);
-            let verdicts = eligibility(ctx, stage, who, &author);
+            let created = |m: &kube::api::ObjectMeta| m.creation_timestamp.as_ref().map(|t| t.0);
+            let verdicts = match (created(&approval.metadata), created(&release.metadata)) {
+                (Some(given), Some(published)) if given < published => vec![format!(
+                    "does not count: it was given at {given}, before release '{}' was created at {published}; approve it again",
+                    spec.release
+                )],
+                _ => eligibility(ctx, stage, who, &author),
+            };
             let message = format!(
                 "{} by {}: {}",
                 past_tense(spec.decision),

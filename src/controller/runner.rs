@@ -62,6 +62,7 @@ impl GateRunner {
         GateContext {
             approvals: vec![],
             release_author: Err(Unverified::Missing),
+            release_created: None,
             namespace: stage.namespace().unwrap_or_default(),
             pipeline: stage.spec.pipeline.clone(),
             stage: stage.name_any(),
@@ -105,10 +106,14 @@ impl GateRunner {
     async fn run(&self, compiled: &CompiledGate, ctx: &GateContext) -> GateOutcome {
         let mut ctx = ctx.clone();
         if compiled.needs.approvals {
-            ctx.release_author = self
-                .index
-                .release(&ctx.namespace, &ctx.release)
-                .map_or(Err(Unverified::Missing), |r| self.index.release_author(&r));
+            let release = self.index.release(&ctx.namespace, &ctx.release);
+            ctx.release_author = release
+                .as_ref()
+                .map_or(Err(Unverified::Missing), |r| self.index.release_author(r));
+            ctx.release_created = release
+                .as_ref()
+                .and_then(|r| r.metadata.creation_timestamp.as_ref())
+                .map(|t| t.0);
             ctx.approvals = self
                 .index
                 .approval_records(&ctx.namespace, &ctx.release, &ctx.stage);

@@ -144,6 +144,10 @@ impl ApprovalCheck {
                 ignored.push(why);
                 continue;
             }
+            if let Some(why) = before_release(approval, ctx) {
+                ignored.push(why);
+                continue;
+            }
             if approval.decision == Decision::Reject {
                 let comment = approval
                     .comment
@@ -200,6 +204,16 @@ impl ApprovalCheck {
             None => outcome,
         }
     }
+}
+
+/// An approval given before the release was created was for something else of that name (a
+/// release not yet published, or one deleted since), so it does not count.
+pub fn before_release(approval: &ApprovalRecord, ctx: &GateContext) -> Option<String> {
+    let created = ctx.release_created.filter(|c| approval.created < *c)?;
+    Some(format!(
+        "{} was given at {} before release '{}' was created at {created}; approve it again",
+        approval.name, approval.created, ctx.release
+    ))
 }
 
 impl GateCheck for ApprovalCheck {
@@ -287,6 +301,7 @@ mod tests {
             secrets: Default::default(),
             approvals,
             release_author: author.map(str::to_string),
+            release_created: None,
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
         }
     }
@@ -307,6 +322,29 @@ mod tests {
         let out = gate(1, false, None).judge(&c);
         assert_eq!(out.verdict, GateVerdict::Passed, "{}", out.message);
         assert_eq!(out.message, "approved by alice");
+    }
+
+    #[test]
+    fn an_approval_given_before_its_release_was_created_does_not_count() {
+        let early = record(
+            "early",
+            who("alice", MANAGER),
+            Decision::Approve,
+            "2026-11-22T09:00:00Z",
+        );
+        let mut c = ctx(Ok("ci"), vec![early]);
+        c.release_created = Some("2026-11-22T10:00:00Z".parse().unwrap());
+        let out = gate(1, false, None).judge(&c);
+        assert_eq!(out.verdict, GateVerdict::Pending, "{}", out.message);
+        assert!(
+            out.message.contains(
+                "early was given at 2026-11-22T09:00:00Z before release 'web-1-2-0' was created"
+            ),
+            "{}",
+            out.message
+        );
+        c.release_created = Some("2026-11-22T08:00:00Z".parse().unwrap());
+        assert_eq!(gate(1, false, None).judge(&c).verdict, GateVerdict::Passed);
     }
 
     #[test]

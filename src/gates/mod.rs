@@ -47,6 +47,9 @@ pub struct GateContext {
     pub approvals: Vec<approval::ApprovalRecord>,
     /// Who created the release, as verified from its stamp (likewise only for approval gates).
     pub release_author: Result<String, crate::identity::Unverified>,
+    /// When the release was created: an approval given before then was for another object of
+    /// the same name (likewise only for approval gates).
+    pub release_created: Option<Timestamp>,
     pub now: Timestamp,
 }
 
