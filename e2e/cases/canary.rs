@@ -459,3 +459,45 @@ pub async fn first_sample_above_zero(prometheus: &str, query: &str, since: Times
         .expect("a failing scrape");
     Timestamp::from_second(first[0].as_f64().unwrap() as i64).unwrap()
 }
+
+/// A canary held at 25% by a `pause: {}` step; its HTTPRoute is deleted. The stage cannot
+/// tell or set the weight any more, and rolls back by its progress deadline (60s), saying why.
+pub async fn a_route_deleted_mid_canary_rolls_back_by_the_deadline_and_says_why(mut env: TestEnv) {
+    let v2 = image("healthy", "v2");
+    let steps = "      - setWeight: 25\n      - pause: {}\n";
+    let _bed = bed(&mut env, &v2, steps).await;
+    env.wait_for(
+        "the canary paused at 25%",
+        Duration::from_secs(60),
+        || async {
+            let s = env.stage("prod").await.status.unwrap_or_default();
+            match s.rollout.as_ref().and_then(|r| r.canary.clone()) {
+                Some(c) if c.phase == CanaryPhase::Paused && c.weight == 25 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    env.cp
+        .kubectl(&["delete", "httproute", "web", "-n", &env.ns, "--wait=false"]);
+    let failed = env
+        .wait_release_stage("v2", "prod", "Failed", Duration::from_secs(120))
+        .await;
+    let entry = failed.status.unwrap().stages["prod"].clone();
+    assert_eq!(entry.reason.as_deref(), Some("TrafficUnknown"), "{entry:?}");
+    let why = entry.message.unwrap_or_default();
+    assert!(why.contains("HTTPRoute 'web' not found"), "{why}");
+    env.wait_for("rolled back to v1", Duration::from_secs(60), || async {
+        let s = env.stage("prod").await.status.unwrap_or_default();
+        let stalled = s.conditions.iter().find(|c| c.type_ == "Stalled");
+        match stalled {
+            Some(c) if c.reason == "RolledBack" && c.message.contains("TrafficUnknown") => Ok(()),
+            _ => Err(format!("{:?} {:?}", s.phase, s.conditions)),
+        }
+    })
+    .await;
+    assert_eq!(
+        env.images("web-primary").await,
+        vec![image("healthy", "v1")]
+    );
+}

@@ -41,6 +41,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         canary::prometheus_stopped_mid_rollout_pauses_and_never_promotes,
         canary::controller_restarted_mid_canary_resumes_at_the_same_step_and_weights,
         canary::without_a_traffic_router_canary_replicas_follow_the_weight,
+        canary::a_route_deleted_mid_canary_rolls_back_by_the_deadline_and_says_why,
         approvals::approval_by_a_release_manager_is_stamped_with_their_name_and_promotes,
         approvals::an_approval_by_the_release_author_is_refused_and_another_managers_counts,
         approvals::approvals_from_outside_the_allowed_group_do_not_count_and_a_rejection_fails_the_gate,

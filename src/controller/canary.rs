@@ -54,7 +54,13 @@ impl CanaryIo {
             .get_opt(&self.router_ctx.canary_deployment)
             .await?;
         let view = deployment.as_ref().map(observe);
-        let weight = self.router.weight_in_effect(&self.router_ctx).await?;
+        // A router that cannot tell the weight is an input to the decision, not an error that
+        // would stop the decision from being made (and the rollout from ever ending).
+        let (weight, router_problem) = match self.router.weight_in_effect(&self.router_ctx).await {
+            Ok(weight) => (weight, None),
+            Err(crate::routers::RouterError::Kube(e)) => return Err(e.into()),
+            Err(e) => (None, Some(e.to_string())),
+        };
         Ok((
             deployment,
             CanaryView {
@@ -63,17 +69,20 @@ impl CanaryIo {
                 // Services send traffic only to ready pods, so one available pod is enough to serve.
                 available: view.as_ref().is_some_and(|v| v.serving),
                 weight_in_effect: weight,
+                router_problem,
             },
         ))
     }
 
     /// Puts the machine's traffic and canary decisions into effect: the Services (only while
     /// a canary runs), then traffic, then the canary workload.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &self,
         stage: &Stage,
         target: &Deployment,
         observed: Option<&Deployment>,
+        router_problem: Option<&String>,
         outcome: &Outcome,
         replicas: i32,
         ctx: &Context,
@@ -82,10 +91,15 @@ impl CanaryIo {
         if matches!(desired, Some(DesiredPrimary::Release { .. })) {
             self.ensure_services(stage, target, ctx).await?;
         }
-        if let Some(w) = outcome.weight {
-            ctx.writer
-                .set_weight(self.router.as_ref(), &self.router_ctx, w)
-                .await?;
+        match (outcome.weight, router_problem) {
+            // Without a route nothing sends traffic to the canary: zero is in effect already,
+            // and more cannot be: the machine rolls back by its deadline.
+            (Some(_), Some(problem)) => tracing::debug!(%problem, "traffic weight not set"),
+            (Some(w), None) => {
+                let router = self.router.as_ref();
+                ctx.writer.set_weight(router, &self.router_ctx, w).await?;
+            }
+            (None, _) => {}
         }
         let scale = outcome.canary_scale_weight.or(outcome.weight);
         let Some(deployment) = self.desired(stage, target, observed, desired, scale, replicas)?

@@ -32,12 +32,14 @@ pub(crate) async fn apply(
     now: Timestamp,
 ) -> Result<Action, ReconcileError> {
     let stage = &world.stage;
-    if let Some((io, observed, _)) = &world.canary {
+    if let Some((io, observed, view)) = &world.canary {
         let replicas = world.plan.replicas;
+        let problem = view.router_problem.as_ref();
         io.apply(
             stage,
             &world.target,
             observed.as_ref(),
+            problem,
             &outcome,
             replicas,
             ctx,

@@ -175,6 +175,15 @@ impl Draft<'_> {
             let why = "the canary stopped being available".to_string();
             return self.fail_rollout_safely(rollout, &p, "CanaryUnavailable", why);
         }
+        if let Some(problem) = self.input.canary.and_then(|c| c.router_problem.clone()) {
+            let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+            if now >= deadline {
+                let p = progress.clone();
+                let why = format!("the traffic router cannot tell the weight in effect: {problem}");
+                return self.fail_rollout_safely(rollout, &p, "TrafficUnknown", why);
+            }
+            self.wake_at.push(deadline);
+        }
         let promote = self.input.command == Some(Command::Promote);
         if progress.phase == CanaryPhase::Paused {
             if promote {
@@ -268,8 +277,16 @@ impl Draft<'_> {
         }
         self.weight = Some(if canary_ready { w } else { 0 });
         let in_effect = self.input.canary.and_then(|c| c.weight_in_effect) == Some(w);
+        let router_lost = self
+            .input
+            .canary
+            .is_some_and(|c| c.router_problem.is_some());
         if canary_ready && in_effect {
             self.next_step(plan, progress);
+        } else if router_lost {
+            // Looked at again now and then to see whether the route is back, and at the deadline.
+            self.wake_at
+                .push(later(self.input.now, Duration::from_secs(10)));
         } else {
             self.wake_at
                 .push(later(self.input.now, Duration::from_secs(1)));
@@ -340,7 +357,11 @@ impl Draft<'_> {
             // All traffic to the promoted primary; a replica-ratio canary shrinks to nothing.
             progress.weight = 0;
             self.weight = Some(0);
-            let moved = self.input.canary.and_then(|c| c.weight_in_effect) == Some(0);
+            // Without a route, nothing sends traffic to the canary.
+            let moved = self
+                .input
+                .canary
+                .is_some_and(|c| c.weight_in_effect == Some(0) || c.router_problem.is_some());
             if moved {
                 self.canary = Some(DesiredPrimary::Empty);
                 progress.phase = CanaryPhase::Baking;

@@ -87,6 +87,8 @@ struct World {
     command: Option<Command>,
     /// Every weight the router was asked for, with whether the canary was available then.
     weights: Vec<(i32, bool)>,
+    /// The route is gone: the router cannot tell or set the weight.
+    route_gone: bool,
 }
 
 impl World {
@@ -121,6 +123,7 @@ impl World {
             weight: 0,
             command: None,
             weights: vec![],
+            route_gone: false,
         }
     }
 
@@ -141,7 +144,10 @@ impl World {
             release: self.canary.clone(),
             replicas: self.canary_replicas,
             available: self.canary_available,
-            weight_in_effect: Some(self.weight),
+            weight_in_effect: Some(self.weight).filter(|_| !self.route_gone),
+            router_problem: self
+                .route_gone
+                .then(|| "HTTPRoute 'web' not found".to_string()),
         };
         let mut input = StageInput {
             name: "prod",
@@ -546,4 +552,31 @@ proptest! {
             prop_assert!(world.weights.last().is_some_and(|(w, _)| *w == 0) || world.primary_available);
         }
     }
+}
+
+#[test]
+fn a_route_deleted_mid_canary_rolls_back_by_the_progress_deadline_saying_why() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    run_healthy(&mut world, &plan, |w| w.weight > 0);
+    world.route_gone = true;
+    let gone_at = world.now;
+    let healthy = &mut |_: &str, _: &str| GateVerdict::Passed;
+    run(&mut world, &plan, 200, healthy, |w| {
+        !w.status.history.is_empty()
+    });
+    let record = &world.status.history[0];
+    assert_eq!(record.outcome, RolloutOutcome::RolledBack);
+    let why = record.reason.clone().unwrap_or_default();
+    assert!(
+        why.starts_with("TrafficUnknown: the traffic router cannot tell"),
+        "{why}"
+    );
+    assert!(why.contains("HTTPRoute 'web' not found"), "{why}");
+    let took = world.now.duration_since(gone_at);
+    assert!(
+        took <= jiff::SignedDuration::try_from(plan.progress_deadline * 2).unwrap(),
+        "rolled back by its deadline: {took:?}"
+    );
+    assert_eq!(world.primary.as_deref(), Some("v1"));
 }

@@ -207,7 +207,7 @@ proptest! {
         let status = rollout(phase, step, at, weight);
         let releases = [release("r1"), release("r2")];
         let primary = PrimaryView { release: Some("r1".into()), replicas: 3, available: true, serving: true, detail: String::new() };
-        let canary = CanaryView { release: Some("r2".into()), replicas: 3, available: true, weight_in_effect: Some(weight) };
+        let canary = CanaryView { release: Some("r2".into()), replicas: 3, available: true, weight_in_effect: Some(weight), router_problem: None };
         let report = GateReport { release: "r2".into(), results: vec![], recheck_after: std::time::Duration::MAX };
         let mut input = StageInput {
             name: "prod",

@@ -112,6 +112,8 @@ pub struct CanaryView {
     pub available: bool,
     /// The canary weight the traffic router has in effect, when it can tell.
     pub weight_in_effect: Option<i32>,
+    /// Why the router cannot tell (e.g. the HTTPRoute is gone), when it cannot.
+    pub router_problem: Option<String>,
 }
 
 /// A person's instruction, given through an annotation on the Stage.
