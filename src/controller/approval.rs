@@ -86,22 +86,9 @@ async fn reconcile_approval(
             format!("spec.stage: Stage '{}' not found", spec.stage),
         ),
         (Ok(who), Some(release), Some(stage)) => {
-            let author = ctx.index.release_author(release);
-            let created = |m: &kube::api::ObjectMeta| m.creation_timestamp.as_ref().map(|t| t.0);
-            let verdicts = match (created(&approval.metadata), created(&release.metadata)) {
-                (Some(given), Some(published)) if given < published => vec![format!(
-                    "does not count: it was given at {given}, before release '{}' was created at {published}; approve it again",
-                    spec.release
-                )],
-                _ => eligibility(ctx, stage, who, &author),
-            };
-            let message = format!(
-                "{} by {}: {}",
-                past_tense(spec.decision),
-                who.username,
-                verdicts.join("; ")
-            );
-            (true, RECORDED, message)
+            let verdicts = verdicts(approval, release, stage, who, ctx);
+            let by = format!("{} by {}", past_tense(spec.decision), who.username);
+            (true, RECORDED, format!("{by}: {}", verdicts.join("; ")))
         }
     };
     write_status(approval, namespace, verified_stamp, reason, &message, ctx).await?;
@@ -149,6 +136,24 @@ async fn reconcile_approval(
         ctx.writer.events.publish(&*release, a).await;
     }
     Ok(Action::await_change())
+}
+
+/// Where the decision counts and why not: nowhere when it was given before its Release existed.
+fn verdicts(
+    approval: &Approval,
+    release: &Release,
+    stage: &Stage,
+    who: &crate::api::Identity,
+    ctx: &Context,
+) -> Vec<String> {
+    let created = |m: &kube::api::ObjectMeta| m.creation_timestamp.as_ref().map(|t| t.0);
+    match (created(&approval.metadata), created(&release.metadata)) {
+        (Some(given), Some(published)) if given < published => vec![format!(
+            "does not count: it was given at {given}, before release '{}' was created at {published}; approve it again",
+            release.name_any()
+        )],
+        _ => eligibility(ctx, stage, who, &ctx.index.release_author(release)),
+    }
 }
 
 /// Verified with its Release and Stage found, so recorded: nothing a Release change can alter.
