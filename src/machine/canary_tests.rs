@@ -53,7 +53,6 @@ fn plan() -> StagePlan {
                 gateway_api: Some(crate::api::canary::GatewayApiRouting {
                     http_route: "web".into(),
                 }),
-                ..Default::default()
             }),
             on_failure: FailurePolicy::Rollback,
         }),
