@@ -1,9 +1,10 @@
 //! Effect: a stage's decision handed to the writer, in an order that keeps a crash between
 //! any two writes safe. Workloads and traffic first (a refusal there leaves no trace of a
-//! transition that did not happen); then the audit trail, the record of truth, whose entries
-//! have identities so a replay adds nothing; then release entries and the stage status that
-//! make the transition final; then Events, named after the audit entries they announce; last,
-//! the steering annotations acted upon.
+//! transition that did not happen), except when traffic leaves the canary, which is recorded
+//! first; the audit trail, the record of truth, whose entries have identities so a replay
+//! adds nothing; then release entries and the stage status that make the transition final;
+//! then Events, named after the audit entries they announce; last, the steering annotations
+//! acted upon.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,16 +32,45 @@ pub(crate) async fn apply(
     ctx: &Context,
     now: Timestamp,
 ) -> Result<Action, ReconcileError> {
-    let stage = &world.stage;
+    // Traffic taken away from the canary (a rollback, an abort, a pause on failure) is recorded
+    // first: a controller killed between the two writes then finds the decision and carries
+    // it on, instead of deciding afresh and sending traffic back to a failing canary.
+    let retreat = match (outcome.weight, world.canary.as_ref()) {
+        (Some(w), Some((_, _, view))) => view.weight_in_effect.is_some_and(|now| w < now),
+        _ => false,
+    };
+    if !retreat {
+        apply_workloads(world, &outcome, ctx).await?;
+    }
+    record(world, &outcome, ctx, now).await?;
+    if retreat {
+        apply_workloads(world, &outcome, ctx).await?;
+    }
+    announce(world, &outcome.events, ctx).await;
+    if world.steering.text.is_some() {
+        announce_dropped(world, ctx).await;
+        ctx.writer.clear_commands(&world.stage).await?;
+    }
+    Ok(Action::requeue(
+        outcome.requeue_after.max(Duration::from_secs(1)),
+    ))
+}
+
+/// The canary and its traffic, then the primary.
+async fn apply_workloads(
+    world: &World,
+    outcome: &Outcome,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
     if let Some((io, observed, view)) = &world.canary {
-        let replicas = world.plan.replicas;
+        let (stage, target, replicas) = (&world.stage, &world.target, world.plan.replicas);
         let problem = view.router_problem.as_ref();
         io.apply(
             stage,
-            &world.target,
+            target,
             observed.as_ref(),
             problem,
-            &outcome,
+            outcome,
             replicas,
             ctx,
         )
@@ -49,12 +79,20 @@ pub(crate) async fn apply(
     if let Some(desired) = &outcome.primary {
         apply_primary(world, desired, ctx).await?;
     }
-    let trail = audit_entries(world, &outcome.events, ctx, now);
+    Ok(())
+}
+
+/// The audit trail, then the release entries, then the stage status that makes it final.
+async fn record(
+    world: &World,
+    outcome: &Outcome,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), ReconcileError> {
+    let stage = &world.stage;
     let namespace = stage.namespace().unwrap_or_default();
-    for (release, entries) in &trail {
-        ctx.writer
-            .audit(&namespace, release, entries.clone())
-            .await?;
+    for (release, entries) in audit_entries(world, &outcome.events, ctx, now) {
+        ctx.writer.audit(&namespace, &release, entries).await?;
     }
     let name = stage.name_any();
     for (release, entry) in &outcome.release_updates {
@@ -68,21 +106,14 @@ pub(crate) async fn apply(
             .await?;
     }
     let old = stage.status.clone().unwrap_or_default();
-    let mut status = outcome.status;
+    let mut status = outcome.status.clone();
     if let Some(condition) = target_runs_pods(world) {
         status.conditions.push(condition);
     }
     status.last_command = world.steering.text.clone();
     count_rollouts(&old.history, &status.history, ctx);
     ctx.writer.stage_status(stage, &old, status, now).await?;
-    announce(world, &outcome.events, ctx).await;
-    if world.steering.text.is_some() {
-        announce_dropped(world, ctx).await;
-        ctx.writer.clear_commands(stage).await?;
-    }
-    Ok(Action::requeue(
-        outcome.requeue_after.max(Duration::from_secs(1)),
-    ))
+    Ok(())
 }
 
 async fn apply_primary(

@@ -324,3 +324,79 @@ async fn a_command_acted_upon_before_a_crash_is_cleared_without_acting_again() {
         "cleared"
     );
 }
+
+fn workload(name: &str, release: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "generation": 1},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"},
+                                           "annotations": {"greenlight.dev/release": release}},
+                              "spec": {"containers": [{"name": "web", "image": "r/web:x"}]}}},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                   "availableReplicas": 1},
+    })
+}
+
+fn route(canary_weight: i32) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web", "namespace": NS},
+        "spec": {"rules": [{"backendRefs": [
+            {"name": "web-primary", "port": 8080, "weight": 100 - canary_weight},
+            {"name": "web-canary", "port": 8080, "weight": canary_weight},
+        ]}]},
+    })
+}
+
+/// A canary stage paused at 25% with release r2 on the canary and r1 on the primary.
+fn paused_canary(annotations: Value) -> Stage {
+    let mut stage = stage(
+        annotations,
+        json!({
+            "currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Progressing",
+            "rollout": {"release": "r2", "version": "2.0.0", "startedAt": "2026-11-27T10:00:00Z",
+                        "direction": "Forward", "previousRelease": "r1",
+                        "previousVersion": "1.0.0", "previousArtifacts": [],
+                        "canary": {"phase": "Paused", "step": 1, "weight": 25,
+                                   "stepStartedAt": "2026-11-27T10:00:05Z", "analysis": []}},
+        }),
+    );
+    stage.spec.strategy = serde_json::from_value(json!({
+        "type": "canary",
+        "canary": {"trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+                   "steps": [{"setWeight": 25}, {"pause": {}}]},
+    }))
+    .unwrap();
+    stage
+}
+
+#[tokio::test]
+async fn an_abort_is_recorded_before_traffic_leaves_the_canary() {
+    let stage = paused_canary(json!({"greenlight.dev/abort": "now"}));
+    let release = release("r2", "2.0.0", json!({}));
+    let usual = world(stage.clone(), release.clone());
+    let answer = move |c: &Call| match (c.method.as_str(), c.path.as_str()) {
+        (_, p) if p.contains("/httproutes/web") => (200, route(25)),
+        ("GET", p) if p.contains("/deployments/web-primary") => {
+            (200, workload("web-primary", "r1"))
+        }
+        ("GET", p) if p.contains("/deployments/web-canary") => (200, workload("web-canary", "r2")),
+        _ => usual(c),
+    };
+    let (client, log) = fake_apiserver(Arc::new(answer));
+    let ctx = context(client, &stage, &release);
+    reconcile(&ctx).await.expect("a clean pass");
+    let seen = calls(&log);
+    let position = |method: &str, part: &str, text: &str| {
+        seen.iter()
+            .position(|c| c.is(method, part) && c.body.to_string().contains(text))
+            .unwrap_or_else(|| panic!("no {method} {part} with {text}: {seen:#?}"))
+    };
+    let recorded = position("PATCH", "/stages/dev/status", "Rollback");
+    let moved = position("PATCH", "/httproutes/web", "\"weight\":0");
+    assert!(
+        recorded < moved,
+        "a controller killed in between finds the rollback and keeps the weight at 0"
+    );
+}
