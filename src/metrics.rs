@@ -207,3 +207,33 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn readyz_answers_ok_only_once_the_caches_have_synced() {
+        let metrics = super::Metrics::new();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        tokio::spawn(super::serve(addr, metrics.clone()));
+        let url = format!("http://{addr}/readyz");
+        let status = || async {
+            for _ in 0..50 {
+                if let Ok(r) = reqwest::get(&url).await {
+                    return r.status().as_u16();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            panic!("the probe server did not answer");
+        };
+        crate::gates::ensure_crypto_provider();
+        assert_eq!(status().await, 503, "not ready before the caches sync");
+        metrics.ready.store(true, Ordering::SeqCst);
+        assert_eq!(status().await, 200);
+    }
+}

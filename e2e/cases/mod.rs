@@ -55,5 +55,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         shell::two_releases_rolled_out_at_one_stage_give_two_distinct_rollout_started_events,
         shell::a_stage_naming_an_invalid_gate_is_stalled_and_rolls_out_once_the_gate_is_fixed,
         shell::a_duration_past_a_year_stalls_its_stage_naming_the_field_and_the_rest_keeps_flowing,
+        shell::a_promote_with_nothing_to_promote_is_refused_saying_why_and_removed,
     ]
 }

@@ -585,3 +585,47 @@ pub async fn a_duration_past_a_year_stalls_its_stage_naming_the_field_and_the_re
         env.controller_log()
     );
 }
+
+/// A promote on a stage with nothing to promote is not dropped without a trace: it is
+/// refused with an Event and an audit entry that say why, and the annotation is removed.
+pub async fn a_promote_with_nothing_to_promote_is_refused_saying_why_and_removed(mut env: TestEnv) {
+    env.apply(&one_stage("idle", "[]"));
+    env.start_controller();
+    env.apply(&release_yaml("idle-1", "idle", "1.0.0", &image("idle-1")));
+    wait_phase(&env, "idle-1", "idle", "Succeeded", Duration::from_secs(90)).await;
+    env.cp.kubectl(&[
+        "annotate",
+        "-n",
+        &env.ns,
+        "stage",
+        "idle",
+        "greenlight.dev/promote=now",
+    ]);
+    let note = env
+        .wait_for(
+            "a CommandRefused Event",
+            Duration::from_secs(30),
+            || async {
+                let events = stage_events(&env, "idle", "CommandRefused").await;
+                let notes: Vec<String> = events.iter().filter_map(|e| e.note.clone()).collect();
+                notes.first().cloned().ok_or(format!("{notes:?}"))
+            },
+        )
+        .await;
+    assert!(note.contains("no rollout in progress"), "{note}");
+    env.wait_for(
+        "the annotation removed",
+        Duration::from_secs(30),
+        || async {
+            let s = env.json::<Stage>("idle").await;
+            match s["metadata"]["annotations"].get("greenlight.dev/promote") {
+                None => Ok(()),
+                Some(v) => Err(v.to_string()),
+            }
+        },
+    )
+    .await;
+    let release = env.json::<Release>("idle-1").await;
+    let refused = audit_entries(&release, "idle", "CommandRefused");
+    assert_eq!(refused.len(), 1, "{}", release["status"]["audit"]);
+}

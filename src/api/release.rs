@@ -203,6 +203,21 @@ pub enum StagePhaseForRelease {
     Blocked,
 }
 
+impl ReleaseStageStatus {
+    /// A fresh entry in `phase`, with nothing recorded yet.
+    pub fn new(phase: StagePhaseForRelease) -> Self {
+        Self {
+            phase,
+            reason: None,
+            message: None,
+            started_at: None,
+            finished_at: None,
+            gates: Vec::new(),
+            attempt: None,
+        }
+    }
+}
+
 impl StagePhaseForRelease {
     pub fn is_final(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Superseded)

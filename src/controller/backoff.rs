@@ -62,6 +62,7 @@ impl Backoff {
         entries.remove(key);
     }
 
+    #[cfg(test)]
     pub fn failures(&self, key: &str) -> u32 {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(key).map_or(0, |e| e.failures)

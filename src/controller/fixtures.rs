@@ -158,6 +158,14 @@ fn calls(log: &Arc<Mutex<Vec<Call>>>) -> Vec<Call> {
     log.lock().unwrap().clone()
 }
 
+/// Where in `calls` the first `method` to `path_part` whose body holds `text` is.
+fn position(calls: &[Call], method: &str, path_part: &str, text: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.is(method, path_part) && c.body.to_string().contains(text))
+        .unwrap_or_else(|| panic!("no {method} {path_part} with {text}: {calls:#?}"))
+}
+
 fn mentions(calls: &[Call], text: &str) -> bool {
     calls.iter().any(|c| c.body.to_string().contains(text))
 }
@@ -226,15 +234,15 @@ async fn a_started_rollout_is_audited_before_the_status_that_makes_it_final() {
     let ctx = context(client, &stage, &release);
     reconcile(&ctx).await.expect("a clean pass");
     let seen = calls(&log);
-    let position = |method: &str, part: &str, text: &str| {
-        seen.iter()
-            .position(|c| c.is(method, part) && c.body.to_string().contains(text))
-            .unwrap_or_else(|| panic!("no {method} {part} with {text}: {seen:#?}"))
-    };
-    let applied = position("PATCH", "/deployments/web-primary", "web-primary");
-    let audited = position("PATCH", "/releases/r1/status", "dev/r1/RolloutStarted/1");
-    let final_status = position("PATCH", "/stages/dev/status", "rollout");
-    let announced = position("POST", "/events", "RolloutStarted");
+    let applied = position(&seen, "PATCH", "/deployments/web-primary", "web-primary");
+    let audited = position(
+        &seen,
+        "PATCH",
+        "/releases/r1/status",
+        "dev/r1/RolloutStarted/1",
+    );
+    let final_status = position(&seen, "PATCH", "/stages/dev/status", "rollout");
+    let announced = position(&seen, "POST", "/events", "RolloutStarted");
     assert!(applied < audited && audited < final_status && final_status < announced);
 }
 
@@ -388,13 +396,8 @@ async fn an_abort_is_recorded_before_traffic_leaves_the_canary() {
     let ctx = context(client, &stage, &release);
     reconcile(&ctx).await.expect("a clean pass");
     let seen = calls(&log);
-    let position = |method: &str, part: &str, text: &str| {
-        seen.iter()
-            .position(|c| c.is(method, part) && c.body.to_string().contains(text))
-            .unwrap_or_else(|| panic!("no {method} {part} with {text}: {seen:#?}"))
-    };
-    let recorded = position("PATCH", "/stages/dev/status", "Rollback");
-    let moved = position("PATCH", "/httproutes/web", "\"weight\":0");
+    let recorded = position(&seen, "PATCH", "/stages/dev/status", "Rollback");
+    let moved = position(&seen, "PATCH", "/httproutes/web", "\"weight\":0");
     assert!(
         recorded < moved,
         "a controller killed in between finds the rollback and keeps the weight at 0"

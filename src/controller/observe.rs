@@ -12,13 +12,12 @@ use super::canary::CanaryIo;
 use super::error::ReconcileError;
 use super::steering::{self, Steering};
 use crate::api::GateType;
-use crate::api::stage::{Stage, TriggerType};
+use crate::api::stage::{Stage, StageSpec, TriggerType};
 use crate::index::{Index, release_problem};
 use crate::machine::{CanaryView, PrimaryView, ReleaseView};
 use crate::pipeline::{PipelineError, topological_order, upstream_of};
 use crate::validation::{
-    CanaryStepPlan, FieldError, MANUAL_NEEDS_APPROVAL_GATE, StagePlan, ValidationErrors,
-    compile_stage,
+    FieldError, MANUAL_NEEDS_APPROVAL_GATE, StagePlan, ValidationErrors, compile_stage,
 };
 use crate::workload::{build_primary, observe, primary_name};
 
@@ -39,7 +38,7 @@ pub fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, Validat
     // Gates hold new rollouts only: one in progress keeps its deadline, its analysis (where a
     // broken gate is an inconclusive measurement) and its steering.
     if stage.status.as_ref().is_none_or(|s| s.rollout.is_none()) {
-        errors.extend(check_gates(stage, &plan, ctx));
+        errors.extend(check_gates(stage, ctx));
     }
     let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
     let namespace = stage.namespace().unwrap_or_default();
@@ -96,41 +95,34 @@ fn check_dag(stage: &Stage, index: &Index) -> Result<(), FieldError> {
     ))
 }
 
-/// Every gate the stage names, in `spec.gates` and in its canary analyses, must exist and be
-/// valid: a stage held by a broken gate would otherwise wait for ever looking healthy.
-fn check_gates(stage: &Stage, plan: &StagePlan, ctx: &Context) -> Vec<FieldError> {
-    let namespace = stage.namespace().unwrap_or_default();
-    let mut named: Vec<(String, String)> = stage
-        .spec
+/// Every gate the stage names, in `spec.gates` and in its canary analyses, with the field
+/// that names it.
+pub fn named_gates(spec: &StageSpec) -> Vec<(String, String)> {
+    let mut named: Vec<(String, String)> = spec
         .gates
         .iter()
         .enumerate()
         .map(|(i, g)| (format!("spec.gates[{i}]"), g.clone()))
         .collect();
-    if let Some(canary) = &plan.canary {
-        let steps = canary
-            .steps
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                CanaryStepPlan::Analysis(a) => {
-                    Some((format!("spec.strategy.canary.steps[{i}].analysis"), a))
-                }
-                _ => None,
-            });
-        let background = canary
-            .background
-            .iter()
-            .map(|a| ("spec.strategy.canary.analysis".to_string(), a));
-        for (field, analysis) in steps.chain(background) {
-            named.extend(
-                analysis
-                    .gates
-                    .iter()
-                    .map(|g| (format!("{field}.gates"), g.clone())),
-            );
-        }
+    let canary = spec.strategy.canary.as_ref();
+    let steps = canary.into_iter().flat_map(|c| c.steps.iter().enumerate());
+    let steps = steps.filter_map(|(i, s)| {
+        let field = format!("spec.strategy.canary.steps[{i}].analysis.gates");
+        s.analysis.as_ref().map(|a| (field, a))
+    });
+    let background = canary.and_then(|c| c.analysis.as_ref());
+    let background = background.map(|a| ("spec.strategy.canary.analysis.gates".to_string(), a));
+    for (field, analysis) in steps.chain(background) {
+        named.extend(analysis.gates.iter().map(|g| (field.clone(), g.clone())));
     }
+    named
+}
+
+/// Every gate the stage names must exist and be valid: a stage held by a broken gate would
+/// otherwise wait for ever looking healthy.
+fn check_gates(stage: &Stage, ctx: &Context) -> Vec<FieldError> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let named = named_gates(&stage.spec);
     let mut errors = Vec::new();
     let mut seen = BTreeSet::new();
     for (field, gate) in named {
@@ -198,6 +190,7 @@ pub type Invalid = (Stage, &'static str, String);
 pub async fn observe_stage(
     stage: Stage,
     ctx: &Context,
+    now: jiff::Timestamp,
 ) -> Result<Result<World, Invalid>, ReconcileError> {
     let namespace = stage.namespace().unwrap_or_default();
     let plan = match validate_stage(&stage, ctx) {
@@ -226,7 +219,7 @@ pub async fn observe_stage(
         primary_view: primary.as_ref().map(observe),
         releases: release_views(&stage, &target, &ctx.index),
         steering: steering::read(&stage),
-        now: jiff::Timestamp::now(),
+        now,
         stage,
         plan,
         target,

@@ -17,7 +17,7 @@ use kube::{Client, ResourceExt};
 
 use super::effects;
 use super::error::ReconcileError;
-use super::observe::{World, observe_stage};
+use super::observe::{World, named_gates, observe_stage};
 use super::writer::{Announcement, WriteError};
 use super::{
     Context, backoff_key, error_policy, fingerprint, instrumented, key, refs_of, scoped_api,
@@ -59,7 +59,9 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
         })
         .watches(scoped_api::<Gate>(client, namespace), cfg(), move |g| {
             let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
-            refs_of(by_gate.stages_where(&ns, |s| names_gate(s, &name)))
+            refs_of(by_gate.stages_where(&ns, |s| {
+                named_gates(&s.spec).iter().any(|(_, g)| *g == name)
+            }))
         })
         .watches(
             scoped_api::<Approval>(client, namespace),
@@ -77,19 +79,6 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
         .run(reconcile, error_policy(CONTROLLER), ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-/// Whether the stage uses the gate, before its rollouts or in a canary analysis.
-fn names_gate(stage: &Stage, gate: &str) -> bool {
-    let canary = stage.spec.strategy.canary.as_ref();
-    let steps = canary
-        .into_iter()
-        .flat_map(|c| c.steps.iter().filter_map(|s| s.analysis.as_ref()));
-    let background = canary.and_then(|c| c.analysis.as_ref());
-    stage.spec.gates.iter().any(|g| g == gate)
-        || steps
-            .chain(background)
-            .any(|a| a.gates.iter().any(|g| g == gate))
 }
 
 async fn reconcile(trigger: Arc<Stage>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -112,7 +101,7 @@ pub(super) async fn reconcile_stage(
         return Err(ReconcileError::BackingOff(left));
     }
     let now = Timestamp::now();
-    let world = match observe_stage(stage, ctx).await? {
+    let world = match observe_stage(stage, ctx, now).await? {
         Ok(world) => world,
         Err((stage, reason, message)) => {
             return report_invalid(&stage, reason, message, ctx, now).await;
@@ -234,15 +223,9 @@ async fn report_refusal(
     let namespace = stage.namespace().unwrap_or_default();
     if let Some(release) = moving.and_then(|r| world.releases.iter().find(|v| v.name == r)) {
         let before = release.stages.get(&stage.name_any());
-        let mut entry = before.cloned().unwrap_or(ReleaseStageStatus {
-            phase: StagePhaseForRelease::Blocked,
-            reason: None,
-            message: None,
-            started_at: None,
-            finished_at: None,
-            gates: vec![],
-            attempt: None,
-        });
+        let mut entry = before
+            .cloned()
+            .unwrap_or_else(|| ReleaseStageStatus::new(StagePhaseForRelease::Blocked));
         if !entry.phase.is_final() {
             entry.phase = StagePhaseForRelease::Blocked;
             entry.reason = Some("WriteRefused".into());

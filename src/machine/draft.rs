@@ -63,18 +63,19 @@ impl<'a> Draft<'a> {
     }
 
     /// Records a release's progress here, keeping timestamps and gate results it already has.
-    pub(super) fn set_entry(&mut self, name: &str, phase: RP, reason: &str, message: String) {
+    /// True when its phase or reason changed.
+    pub(super) fn set_entry(
+        &mut self,
+        name: &str,
+        phase: RP,
+        reason: &str,
+        message: String,
+    ) -> bool {
         let now = self.input.now;
         let previous = self.entry(name).cloned();
-        let mut next = previous.clone().unwrap_or(ReleaseStageStatus {
-            phase,
-            reason: None,
-            message: None,
-            started_at: None,
-            finished_at: None,
-            gates: Vec::new(),
-            attempt: None,
-        });
+        let mut next = previous
+            .clone()
+            .unwrap_or_else(|| ReleaseStageStatus::new(phase));
         next.phase = phase;
         next.reason = Some(reason.to_string());
         next.message = Some(message);
@@ -87,19 +88,24 @@ impl<'a> Draft<'a> {
         let moved = previous
             .as_ref()
             .is_none_or(|p| (p.phase, p.reason.as_deref()) != (phase, Some(reason)));
-        // Rollout transitions announce themselves; holds and hand-overs are announced here.
-        let announce = moved && matches!(phase, RP::Waiting | RP::Superseded);
-        let note = format!(
-            "{}: {}",
-            self.version_of(name),
-            next.message.clone().unwrap_or_default()
-        );
         if previous.as_ref() != Some(&next) {
             self.updates.insert(name.to_string(), next);
         }
-        // A retry announces itself with its own event.
-        if announce && reason != "RetryRequested" {
-            self.event(Transition::of_hold(reason), note, Some(name));
+        moved
+    }
+
+    /// A release held here or handed over (superseded, never promoted), announced when it moves
+    /// into that state; rollout transitions announce themselves.
+    pub(super) fn settle_entry(
+        &mut self,
+        name: &str,
+        phase: RP,
+        kind: Transition,
+        message: String,
+    ) {
+        let note = format!("{}: {message}", self.version_of(name));
+        if self.set_entry(name, phase, kind.reason(), message) {
+            self.event(kind, note, Some(name));
         }
     }
 
@@ -313,8 +319,9 @@ impl<'a> Draft<'a> {
         }
     }
 
-    pub(super) fn hold(&mut self, candidate: &ReleaseView, reason: &'static str, message: String) {
-        self.set_entry(&candidate.name, RP::Waiting, reason, message.clone());
+    pub(super) fn hold(&mut self, candidate: &ReleaseView, kind: Transition, message: String) {
+        let reason = kind.reason();
+        self.settle_entry(&candidate.name, RP::Waiting, kind, message.clone());
         self.status.phase = Some(StagePhase::Waiting);
         self.status.message = Some(format!("{} waits: {message}", candidate.version));
         let running = self.status.current_version.clone();

@@ -62,22 +62,6 @@ impl Transition {
         }
     }
 
-    /// The hold a release's stage entry reason names, if it is one.
-    pub fn of_hold(reason: &str) -> Transition {
-        use Transition::*;
-        match reason {
-            "WaitingForRequires" => WaitingForRequires,
-            "WaitingForSchedule" => WaitingForSchedule,
-            "BlockedByWindow" => BlockedByWindow,
-            "GateFailed" => GateFailed,
-            "GateInconclusive" => GateInconclusive,
-            "GateInvalid" => GateInvalid,
-            "WaitingForGate" => WaitingForGate,
-            "NotPromoted" => NotPromoted,
-            _ => Superseded,
-        }
-    }
-
     pub fn warning(self) -> bool {
         use Transition::*;
         matches!(

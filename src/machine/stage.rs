@@ -205,7 +205,7 @@ impl Draft<'_> {
             if current != Some(r.name.as_str()) {
                 let by = self.status.current_version.clone().unwrap_or_default();
                 let why = format!("{by} is newer and already here");
-                self.set_entry(&r.name, RP::Superseded, "Superseded", why);
+                self.settle_entry(&r.name, RP::Superseded, Transition::Superseded, why);
             }
         }
     }
@@ -240,11 +240,11 @@ impl Draft<'_> {
         if let Some(up) = failed_upstream {
             let phase = r.stages[up].phase;
             let why = format!("{phase:?} at '{up}'; never promoted further");
-            self.set_entry(&r.name, RP::Superseded, "NotPromoted", why);
+            self.settle_entry(&r.name, RP::Superseded, Transition::NotPromoted, why);
         } else if let Some(c) = candidate.filter(|c| ready || !self.is_newer(r, Some(c))) {
             // Older than the candidate (or ready but not the newest): it will never come here.
             let why = format!("superseded by {}", c.version);
-            self.set_entry(&r.name, RP::Superseded, "Superseded", why);
+            self.settle_entry(&r.name, RP::Superseded, Transition::Superseded, why);
         } else {
             let waiting: Vec<&str> = plan
                 .requires
@@ -253,7 +253,7 @@ impl Draft<'_> {
                 .map(String::as_str)
                 .collect();
             let why = format!("waiting to succeed in {}", waiting.join(", "));
-            self.set_entry(&r.name, RP::Waiting, "WaitingForRequires", why);
+            self.settle_entry(&r.name, RP::Waiting, Transition::WaitingForRequires, why);
         }
     }
 
@@ -278,13 +278,13 @@ impl Draft<'_> {
                 None => (Some("the schedule never fires again".to_string()), None),
             };
             if let Some(why) = why {
-                self.hold(candidate, "WaitingForSchedule", why);
+                self.hold(candidate, Transition::WaitingForSchedule, why);
                 self.wake_at.extend(wake);
                 return None;
             }
         }
         if let WindowVerdict::Closed { until, reason } = evaluate_windows(&plan.windows, now) {
-            self.hold(candidate, "BlockedByWindow", reason);
+            self.hold(candidate, Transition::BlockedByWindow, reason);
             self.wake_at.push(until);
             return None;
         }
@@ -385,10 +385,10 @@ impl Draft<'_> {
             return true;
         };
         let reason = match outcome.verdict {
-            GateVerdict::Failed => "GateFailed",
-            GateVerdict::Inconclusive => "GateInconclusive",
-            GateVerdict::Invalid => "GateInvalid",
-            _ => "WaitingForGate",
+            GateVerdict::Failed => Transition::GateFailed,
+            GateVerdict::Inconclusive => Transition::GateInconclusive,
+            GateVerdict::Invalid => Transition::GateInvalid,
+            _ => Transition::WaitingForGate,
         };
         self.hold(
             candidate,

@@ -24,7 +24,7 @@ pub(super) async fn append(
     if entries.is_empty() {
         return Ok(vec![]);
     }
-    let api: Api<Release> = writer.api(namespace);
+    let api: Api<Release> = Api::namespaced(writer.client.clone(), namespace);
     for _ in 0..ATTEMPTS {
         let read = api.get_opt(release).await;
         let what = || format!("audit trail of Release '{release}'");

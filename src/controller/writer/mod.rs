@@ -108,16 +108,6 @@ impl Writer {
         }
     }
 
-    fn api<K>(&self, namespace: &str) -> Api<K>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        Api::namespaced(self.client.clone(), namespace)
-    }
-
     /// Counts a write attempt, and its refusal when it fails.
     fn counted<T>(
         &self,
@@ -153,8 +143,7 @@ impl Writer {
         body["kind"] = json!(K::kind(&()));
         let params = PatchParams::apply(FIELD_MANAGER).force();
         tracing::debug!(kind, name = %name, "server-side apply");
-        let result = self
-            .api::<K>(&namespace)
+        let result = Api::<K>::namespaced(self.client.clone(), &namespace)
             .patch(&name, &params, &Patch::Apply(body))
             .await;
         let what = || format!("apply of {} '{name}'", K::kind(&()));
@@ -237,8 +226,7 @@ impl Writer {
             + std::fmt::Debug,
     {
         let patch = Patch::Merge(json!({ "status": diff }));
-        let result = self
-            .api::<K>(namespace)
+        let result = Api::<K>::namespaced(self.client.clone(), namespace)
             .patch_status(name, &PatchParams::default(), &patch)
             .await;
         match result {
@@ -275,8 +263,7 @@ impl Writer {
         }
         let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))?;
         let namespace = stage.namespace().unwrap_or_default();
-        let result = self
-            .api::<Stage>(&namespace)
+        let result = Api::<Stage>::namespaced(self.client.clone(), &namespace)
             .patch(
                 &stage.name_any(),
                 &PatchParams::default(),
