@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use greenlight::api::{Release, Stage};
+use greenlight::api::{Release, Stage, StageCommand, StageCommandStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ApiResource, DynamicObject, ListParams};
@@ -203,7 +203,11 @@ impl TestEnv {
     /// Releases; alice, bob and carol may record Approvals and steer Stages.
     pub fn grant_example_roles(&self) {
         let root = env!("CARGO_MANIFEST_DIR");
-        for role in ["ci-publisher-example", "release-manager-example"] {
+        for role in [
+            "ci-publisher-example",
+            "release-manager-example",
+            "protected-stage-admin-example",
+        ] {
             self.cp.kubectl(&[
                 "apply",
                 "-n",
@@ -227,6 +231,65 @@ impl TestEnv {
             "greenlight-release-manager",
             &["alice", "bob", "carol"],
         ));
+        self.apply(&binding("greenlight-protected-stage-admin", &["dana"]));
+    }
+
+    /// Starts the controller with its admission webhooks registered for this namespace, so
+    /// Approvals and StageCommands are stamped with who made them.
+    pub async fn start_admitted_controller(&mut self) {
+        let ca = self.enable_admission(Admission::CertFiles);
+        self.start_controller();
+        let name = format!("greenlight-{}", self.ns);
+        self.register_webhooks(&name, ca.as_deref()).await;
+    }
+
+    /// Creates a StageCommand as `user` (`None`: the admin); returns its name.
+    pub fn steer(
+        &self,
+        user: Option<&str>,
+        stage: &str,
+        action: &str,
+        release: Option<&str>,
+    ) -> String {
+        let name = format!("{action}-{stage}-{}", crate::support::unique());
+        let release = release
+            .map(|r| format!("\n  release: {r}"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "apiVersion: greenlight.dev/v1alpha1\nkind: StageCommand\nmetadata: {{name: {name}}}\nspec:\n  stage: {stage}\n  action: {action}{release}\n"
+        );
+        match user {
+            None => self.apply(&yaml),
+            Some(user) => {
+                let out = self.kubectl_as(user, &["create", "-f", "-"], &yaml);
+                assert!(
+                    out.status.success(),
+                    "{user} creates a {action} command: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        name
+    }
+
+    /// Waits until the controller has handled the StageCommand; returns its status.
+    pub async fn wait_command(&self, name: &str) -> StageCommandStatus {
+        self.wait_for(
+            &format!("command {name} handled"),
+            Duration::from_secs(60),
+            || async {
+                let c = self
+                    .api::<StageCommand>()
+                    .get(name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match c.status {
+                    Some(s) if s.phase.is_some() => Ok(s),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await
     }
 
     /// Starts `greenlight controller` for this namespace.
@@ -406,6 +469,19 @@ impl TestEnv {
     }
 
     /// CPU time (user plus system) the running controller has used so far, in seconds.
+    /// The controller's peak resident memory so far (VmHWM), in MiB.
+    pub fn controller_peak_rss_mib(&self) -> f64 {
+        let pid = self.controller_pid().expect("controller running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+        kib / 1024.0
+    }
+
     pub fn controller_cpu_seconds(&self) -> f64 {
         let pid = self.controller_pid().expect("controller running");
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -480,35 +556,45 @@ impl TestEnv {
 /// The mutating and validating webhook configurations `name`, calling the controller on
 /// `port` for objects of namespace `ns` only; `ca` is empty or `, caBundle: ...`.
 fn webhook_configurations_yaml(name: &str, port: u16, ns: &str, ca: &str) -> String {
-    let webhook = |hook: &str, path: &str, rules: &str| {
+    let webhook = |hook: &str, path: &str, rules: &str, policy: &str| {
         format!(
-            "- name: {hook}.greenlight.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/{path}\"{ca}}}\n  rules: {rules}\n  namespaceSelector: {{matchLabels: {{greenlight.dev/e2e: {ns}}}}}\n  failurePolicy: Fail\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 5\n"
+            "- name: {hook}.greenlight.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/{path}\"{ca}}}\n  rules: {rules}\n  namespaceSelector: {{matchLabels: {{greenlight.dev/e2e: {ns}}}}}\n  failurePolicy: {policy}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 5\n"
         )
     };
     let rule = |resources: &str, ops: &str| {
         format!(
-            "{{apiGroups: [greenlight.dev], apiVersions: [v1alpha1], resources: [{resources}], operations: [{ops}]}}"
+            "[{{apiGroups: [greenlight.dev], apiVersions: [v1alpha1], resources: [{resources}], operations: [{ops}]}}]"
         )
     };
     format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}",
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}",
         webhook(
             "identity",
             "mutate",
-            &format!("[{}]", rule("approvals, releases", "CREATE"))
+            &rule("approvals, releases, stagecommands", "CREATE"),
+            "Fail"
         ),
         webhook(
-            "requester",
+            "changes",
             "mutate",
-            &format!("[{}]", rule("stages", "CREATE, UPDATE"))
+            &rule("stages, gates", "CREATE, UPDATE"),
+            "Fail"
         ),
         webhook(
             "validate",
             "validate",
-            &format!(
-                "[{}]",
-                rule("approvals, releases, stages, gates", "CREATE, UPDATE")
-            )
+            &rule(
+                "approvals, releases, stages, gates, stagecommands",
+                "CREATE, UPDATE"
+            ),
+            "Fail"
+        ),
+        // Fails open so a namespace can always be torn down; see config/webhook.
+        webhook(
+            "protect",
+            "validate",
+            &rule("stages, gates", "DELETE"),
+            "Ignore"
         ),
     )
 }

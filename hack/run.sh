@@ -1,18 +1,45 @@
 #!/usr/bin/env bash
-# `make run`: the controller against the current kubeconfig; without a reachable cluster, a
-# local control plane from the test bed first.
+# `make run`: the controller on a local control plane (the test bed's, with the admission
+# webhooks and a fake kubelet). It never talks to whatever cluster the current kubeconfig
+# points at: to run against a real cluster, name its context:
+#
+#     GREENLIGHT_CONTEXT=kind-dev make run
+#
+# It refuses to start where a Greenlight controller already runs: an installed operator (a
+# Deployment labelled app.kubernetes.io/name=greenlight with ready pods), or another
+# `make run` on this machine for the same context. Two controllers would both act.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --bins
-reachable=false
-if command -v kubectl >/dev/null 2>&1 && { [ -n "${KUBECONFIG:-}" ] || [ -f "$HOME/.kube/config" ]; }; then
-  if timeout 10 kubectl version --request-timeout=5s >/dev/null 2>&1; then reachable=true; fi
+
+locks="${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}/greenlight-run"
+mkdir -p "$locks"
+
+if [ -z "${GREENLIGHT_CONTEXT:-}" ]; then
+  echo "Starting the local control plane (set GREENLIGHT_CONTEXT=<context> to use a cluster)."
+  bash hack/install-deps.sh
+  exec target/debug/greenlight-devcluster
 fi
-if $reachable; then
-  echo "Installing the CRDs and running the controller against $(kubectl config current-context)"
-  kubectl apply -f crds/
-  exec target/debug/greenlight controller
+
+context="$GREENLIGHT_CONTEXT"
+kubectl() { command kubectl --context "$context" --request-timeout=10s "$@"; }
+if ! kubectl version >/dev/null 2>&1; then
+  echo "make run: the cluster of context '$context' is not reachable" >&2
+  exit 1
 fi
-echo "No reachable cluster: starting the local test-bed control plane."
-bash hack/install-deps.sh
-exec target/debug/greenlight-devcluster
+
+exec 9>"$locks/$(printf '%s' "$context" | tr -c 'A-Za-z0-9._-' '_').lock"
+if ! flock -n 9; then
+  echo "make run: another 'make run' on this machine already runs a controller on context '$context'" >&2
+  exit 1
+fi
+running=$(kubectl get deployments --all-namespaces -l app.kubernetes.io/name=greenlight \
+  -o jsonpath='{range .items[?(@.status.readyReplicas)]}{.metadata.namespace}/{.metadata.name} {end}' 2>/dev/null || true)
+if [ -n "$running" ]; then
+  echo "make run: a Greenlight controller already runs on context '$context' ($running); stop it first, or two controllers would both act" >&2
+  exit 1
+fi
+
+echo "Installing the CRDs and running the controller on context '$context'"
+kubectl apply -f crds/
+exec target/debug/greenlight controller --context "$context"

@@ -1,20 +1,23 @@
 //! Verified identities. The admission webhook stamps the authenticated user into Approvals,
-//! new Releases and steering annotations, and signs each stamp with the operator's identity
-//! key (HMAC-SHA256) over the stamp and the facts it vouches for. The controller counts only
-//! stamps whose signature checks out, so a forged or copied stamp, or one written while the
-//! webhook was off, is worth nothing.
+//! new Releases, StageCommands and spec changes of Stages and Gates, and signs each stamp with
+//! the operator's identity key (HMAC-SHA256) over the stamp and the facts it vouches for. The
+//! controller counts only stamps whose signature checks out, so a forged or copied stamp, or
+//! one written while the webhook was off, is worth nothing. Keys rotate: the current key signs,
+//! and previous keys still verify until they are removed.
 
 use std::path::Path;
 
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::api::{ApprovalSpec, Identity, ReleaseSpec};
+use crate::api::{ApprovalSpec, Identity, ReleaseSpec, StageCommandSpec};
 
 /// What a stamp vouches for, besides who made the request.
 pub enum Subject<'a> {
-    /// An approval or rejection of one release at one stage (the comment is not vouched for).
+    /// An approval or rejection of one release object at one stage (the comment is not
+    /// vouched for).
     Approval {
         namespace: &'a str,
         spec: &'a ApprovalSpec,
@@ -24,11 +27,19 @@ pub enum Subject<'a> {
         namespace: &'a str,
         spec: &'a ReleaseSpec,
     },
-    /// A steering annotation (`greenlight.dev/promote`, `abort`, `retry`) on a stage.
+    /// A promote, abort or retry of one Stage object at one generation (the comment is not
+    /// vouched for).
     Command {
         namespace: &'a str,
-        stage: &'a str,
-        command: &'a str,
+        spec: &'a StageCommandSpec,
+    },
+    /// A spec change of a Stage or Gate, to the spec with this digest.
+    Spec {
+        kind: &'a str,
+        namespace: &'a str,
+        name: &'a str,
+        fields: &'a [String],
+        digest: &'a str,
     },
 }
 
@@ -41,7 +52,8 @@ impl Subject<'_> {
                     namespace,
                     spec.release,
                     spec.stage,
-                    spec.decision
+                    spec.decision,
+                    spec.release_ref
                 ])
             }
             Self::Release { namespace, spec } => {
@@ -49,14 +61,37 @@ impl Subject<'_> {
                 spec.created_by = None;
                 json!(["Release", namespace, spec])
             }
-            Self::Command {
+            Self::Command { namespace, spec } => json!([
+                "Command",
                 namespace,
-                stage,
-                command,
-            } => json!(["Command", namespace, stage, command]),
+                spec.stage,
+                spec.action,
+                spec.release,
+                spec.stage_ref
+            ]),
+            Self::Spec {
+                kind,
+                namespace,
+                name,
+                fields,
+                digest,
+            } => json!(["Spec", kind, namespace, name, fields, digest]),
         };
         json!([facts, username, groups]).to_string()
     }
+}
+
+/// SHA-256, in hex, of a value's JSON: what a stamp binds a spec by.
+pub fn digest<T: Serialize>(value: &T) -> String {
+    let text = serde_json::to_string(value).unwrap_or_default();
+    hex(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref())
+}
+
+/// The digest a Release is approved by: its spec without the creator stamp.
+pub fn release_digest(spec: &ReleaseSpec) -> String {
+    let mut spec = spec.clone();
+    spec.created_by = None;
+    digest(&spec)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,8 +105,12 @@ pub enum IdentityKeyError {
     TooShort { path: String, len: usize },
 }
 
-/// The operator's secret for signing and checking identity stamps.
-pub struct IdentityKey(hmac::Key);
+/// The operator's secrets for signing and checking identity stamps: the current key signs
+/// and verifies; previous keys (during a rotation) only verify.
+pub struct IdentityKey {
+    current: hmac::Key,
+    previous: Vec<hmac::Key>,
+}
 
 impl std::fmt::Debug for IdentityKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,7 +120,18 @@ impl std::fmt::Debug for IdentityKey {
 
 impl IdentityKey {
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+        Self {
+            current: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            previous: vec![],
+        }
+    }
+
+    /// This key, still accepting stamps made with `previous` (read from a file like the
+    /// current one) until the operator is restarted without it.
+    pub fn with_previous(mut self, previous: IdentityKey) -> Self {
+        self.previous.push(previous.current);
+        self.previous.extend(previous.previous);
+        self
     }
 
     /// Reads the key from a file (a mounted Secret); surrounding whitespace is ignored.
@@ -111,7 +161,7 @@ impl IdentityKey {
 
     /// The stamp for `username` (in `groups`) acting on `subject`.
     pub fn stamp(&self, subject: &Subject, username: &str, groups: &[String]) -> Identity {
-        let tag = hmac::sign(&self.0, subject.payload(username, groups).as_bytes());
+        let tag = hmac::sign(&self.current, subject.payload(username, groups).as_bytes());
         Identity {
             username: username.to_string(),
             groups: groups.to_vec(),
@@ -128,9 +178,11 @@ impl IdentityKey {
         let stamp = stamp.ok_or(Unverified::Missing)?;
         let signature = unhex(&stamp.signature).ok_or(Unverified::BadSignature)?;
         let payload = subject.payload(&stamp.username, &stamp.groups);
-        hmac::verify(&self.0, payload.as_bytes(), &signature)
-            .map(|()| stamp)
-            .map_err(|_| Unverified::BadSignature)
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|key| hmac::verify(key, payload.as_bytes(), &signature).is_ok())
+            .then_some(stamp)
+            .ok_or(Unverified::BadSignature)
     }
 }
 
@@ -141,6 +193,8 @@ pub enum Unverified {
     Missing,
     #[error("its identity stamp was not made by this operator for this object (forged or copied)")]
     BadSignature,
+    #[error("its stamp is for another version of the spec (changed while the webhook was off?)")]
+    OtherSpec,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -169,6 +223,7 @@ mod tests {
             decision,
             comment: Some("looks good".into()),
             approver: None,
+            release_ref: None,
         }
     }
 
@@ -275,6 +330,61 @@ mod tests {
         assert!(
             b.verify(&subject, Some(&a.stamp(&subject, "u", &[])))
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn after_a_rotation_old_stamps_verify_until_the_previous_key_is_removed() {
+        let old = || IdentityKey::from_bytes(b"0123456789abcdef0123456789abcdef");
+        let new = || IdentityKey::from_bytes(b"fedcba9876543210fedcba9876543210");
+        let spec = approval(Decision::Approve);
+        let subject = Subject::Approval {
+            namespace: "shop",
+            spec: &spec,
+        };
+        let before = old().stamp(&subject, "alice", &[]);
+        let rotating = new().with_previous(old());
+        assert!(rotating.verify(&subject, Some(&before)).is_ok());
+        let after = rotating.stamp(&subject, "bob", &[]);
+        assert!(
+            new().verify(&subject, Some(&after)).is_ok(),
+            "the new key signs"
+        );
+        assert!(old().verify(&subject, Some(&after)).is_err());
+        assert_eq!(
+            new().verify(&subject, Some(&before)),
+            Err(Unverified::BadSignature),
+            "once the previous key is gone, its stamps are worth nothing"
+        );
+    }
+
+    #[test]
+    fn an_approval_stamp_is_bound_to_one_release_object() {
+        let key = IdentityKey::from_bytes(b"0123456789abcdef0123456789abcdef");
+        let mut spec = approval(Decision::Approve);
+        spec.release_ref = Some(crate::api::ReleaseRef {
+            uid: "uid-1".into(),
+            digest: "d1".into(),
+        });
+        let stamp = key.stamp(
+            &Subject::Approval {
+                namespace: "shop",
+                spec: &spec,
+            },
+            "alice",
+            &[],
+        );
+        spec.release_ref = Some(crate::api::ReleaseRef {
+            uid: "uid-2".into(),
+            digest: "d1".into(),
+        });
+        let moved = Subject::Approval {
+            namespace: "shop",
+            spec: &spec,
+        };
+        assert_eq!(
+            key.verify(&moved, Some(&stamp)),
+            Err(Unverified::BadSignature)
         );
     }
 }

@@ -12,7 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::{Approval, Gate, GateType, Identity, Release, Stage};
+use crate::api::{Approval, Gate, GateType, Identity, Release, Stage, StageCommand};
 use crate::gates::approval::{ApprovalPolicy, ApprovalRecord};
 use crate::identity::{IdentityKey, Subject, Unverified};
 use crate::validation::validate_release;
@@ -22,8 +22,20 @@ pub struct Index {
     pub releases: Store<Release>,
     pub gates: Store<Gate>,
     pub approvals: Store<Approval>,
+    pub commands: Store<StageCommand>,
     /// Checks the identity stamps of Releases and Approvals.
     pub identity: Arc<IdentityKey>,
+}
+
+/// What a scenario test's index holds.
+#[cfg(test)]
+#[derive(Default)]
+pub struct Objects {
+    pub stages: Vec<Stage>,
+    pub releases: Vec<Release>,
+    pub gates: Vec<Gate>,
+    pub approvals: Vec<Approval>,
+    pub commands: Vec<StageCommand>,
 }
 
 /// The watches that keep an [`Index`] current; run them for as long as the index is used.
@@ -40,22 +52,21 @@ impl Index {
         let (releases, r) = cache::<Release>(scoped(client, namespace));
         let (gates, g) = cache::<Gate>(scoped(client, namespace));
         let (approvals, a) = cache::<Approval>(scoped(client, namespace));
+        let (commands, c) = cache::<StageCommand>(scoped(client, namespace));
         let index = Index {
             stages,
             releases,
             gates,
             approvals,
+            commands,
             identity,
         };
-        (Arc::new(index), vec![s, r, g, a])
+        (Arc::new(index), vec![s, r, g, a, c])
     }
 
     /// An index holding just these objects, fed by no watch (for scenario tests).
     #[cfg(test)]
-    pub fn of(
-        objects: (Vec<Stage>, Vec<Release>, Vec<Gate>, Vec<Approval>),
-        identity: Arc<IdentityKey>,
-    ) -> Arc<Index> {
+    pub fn of(objects: Objects, identity: Arc<IdentityKey>) -> Arc<Index> {
         fn store<K>(objects: Vec<K>) -> Store<K>
         where
             K: Resource<DynamicType = ()>
@@ -72,12 +83,12 @@ impl Index {
             }
             reader
         }
-        let (stages, releases, gates, approvals) = objects;
         Arc::new(Index {
-            stages: store(stages),
-            releases: store(releases),
-            gates: store(gates),
-            approvals: store(approvals),
+            stages: store(objects.stages),
+            releases: store(objects.releases),
+            gates: store(objects.gates),
+            approvals: store(objects.approvals),
+            commands: store(objects.commands),
             identity,
         })
     }
@@ -88,6 +99,7 @@ impl Index {
             && self.releases.wait_until_ready().await.is_ok()
             && self.gates.wait_until_ready().await.is_ok()
             && self.approvals.wait_until_ready().await.is_ok()
+            && self.commands.wait_until_ready().await.is_ok()
     }
 
     pub fn stage(&self, namespace: &str, name: &str) -> Option<Arc<Stage>> {
@@ -214,6 +226,27 @@ impl Index {
         approvals
     }
 
+    /// The StageCommands for `stage` not handled yet, oldest first (creation time, then name).
+    pub fn pending_commands(&self, namespace: &str, stage: &str) -> Vec<Arc<StageCommand>> {
+        let mut commands: Vec<Arc<StageCommand>> = self
+            .commands
+            .state()
+            .into_iter()
+            .filter(|c| {
+                c.namespace().as_deref() == Some(namespace)
+                    && c.spec.stage == stage
+                    && c.status.as_ref().and_then(|s| s.phase).is_none()
+            })
+            .collect();
+        commands.sort_by(|a, b| {
+            let created = |c: &StageCommand| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
+        });
+        commands
+    }
+
     /// Approvals of `release` at `stage`, each with its approver stamp checked, oldest first.
     pub fn approval_records(
         &self,
@@ -234,6 +267,7 @@ impl Index {
                     .as_ref()
                     .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
                 approver: self.approver(a).cloned(),
+                release_ref: a.spec.release_ref.clone(),
             })
             .collect();
         records.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));

@@ -26,6 +26,9 @@ struct Cli {
 enum Command {
     /// Run the controllers against the current kubeconfig or in-cluster config.
     Controller {
+        /// Use this kubeconfig context instead of the current one.
+        #[arg(long, env = "GREENLIGHT_CONTEXT")]
+        context: Option<String>,
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "GREENLIGHT_NAMESPACE")]
         namespace: Option<String>,
@@ -39,10 +42,18 @@ enum Command {
         #[arg(long, env = "GREENLIGHT_WEBHOOK_ALLOW", value_delimiter = ',')]
         webhook_allow: Vec<String>,
         /// File with the secret key (32 bytes or more) that signs identity stamps, e.g. from a
-        /// mounted Secret. Without it a random key is made at start-up, and approvals stamped
-        /// before a restart stop counting.
+        /// mounted Secret. Required with --admission-addr, so stamps outlive a restart and all
+        /// replicas agree.
         #[arg(long, env = "GREENLIGHT_IDENTITY_KEY_FILE")]
         identity_key_file: Option<PathBuf>,
+        /// Files with previous identity keys, during a rotation: stamps they made still verify,
+        /// new stamps use --identity-key-file. Remove them when the grace period ends.
+        #[arg(
+            long,
+            env = "GREENLIGHT_PREVIOUS_IDENTITY_KEY_FILES",
+            value_delimiter = ','
+        )]
+        previous_identity_key_file: Vec<PathBuf>,
         /// Serve the admission webhooks (HTTPS) on this address; off when unset.
         #[arg(long, env = "GREENLIGHT_ADMISSION_ADDR")]
         admission_addr: Option<SocketAddr>,
@@ -84,11 +95,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Controller {
+            context,
             namespace,
             metrics_addr,
             log_format,
             webhook_allow,
             identity_key_file,
+            previous_identity_key_file,
             admission_addr,
             admission_cert_dir,
             admission_host,
@@ -97,16 +110,11 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
-            let identity = match identity_key_file {
-                Some(path) => greenlight::identity::IdentityKey::from_file(&path)?,
-                None => {
-                    tracing::warn!(
-                        "no --identity-key-file: identity stamps are signed with a key made now, \
-                         so approvals stamped before a restart will not count"
-                    );
-                    greenlight::identity::IdentityKey::generate()
-                }
-            };
+            let identity = identity_key(
+                identity_key_file,
+                &previous_identity_key_file,
+                admission_addr.is_some(),
+            )?;
             let admission = admission_addr.map(|addr| greenlight::admission::ServerConfig {
                 addr,
                 certificate: match admission_cert_dir {
@@ -119,9 +127,7 @@ async fn main() -> anyhow::Result<()> {
                 limits: Default::default(),
                 refresh_every: admission_refresh,
             });
-            let client = kube::Client::try_default()
-                .await
-                .context("no Kubernetes configuration found")?;
+            let client = kube_client(context).await?;
             let metrics = greenlight::metrics::Metrics::new();
             let server = tokio::spawn(greenlight::metrics::serve(metrics_addr, metrics.clone()));
             let settings = greenlight::controller::Settings {
@@ -153,4 +159,45 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().with_current_span(true).init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// The identity key: from a file (required when this process stamps identities), with any
+/// previous keys of a rotation; otherwise a throw-away one, as nothing is stamped.
+fn identity_key(
+    file: Option<PathBuf>,
+    previous: &[PathBuf],
+    admission: bool,
+) -> anyhow::Result<greenlight::identity::IdentityKey> {
+    use greenlight::identity::IdentityKey;
+    let key = match (file, admission) {
+        (Some(path), _) => IdentityKey::from_file(&path)?,
+        (None, true) => anyhow::bail!(
+            "--admission-addr needs --identity-key-file (a mounted Secret of 32+ random bytes): \
+             a key made at start-up would make every stamp worthless after a restart and \
+             differ between replicas"
+        ),
+        (None, false) => IdentityKey::generate(),
+    };
+    previous.iter().try_fold(key, |key, path| {
+        Ok(key.with_previous(IdentityKey::from_file(path)?))
+    })
+}
+
+/// A client for the named kubeconfig context, else the current one (or in-cluster).
+async fn kube_client(context: Option<String>) -> anyhow::Result<kube::Client> {
+    let config = match context {
+        Some(context) => {
+            let options = kube::config::KubeConfigOptions {
+                context: Some(context.clone()),
+                ..Default::default()
+            };
+            kube::Config::from_kubeconfig(&options)
+                .await
+                .with_context(|| format!("no kubeconfig context '{context}'"))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration found")?,
+    };
+    Ok(kube::Client::try_from(config)?)
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use greenlight::api::release::AuditAction;
-use greenlight::api::{Approval, Release};
+use greenlight::api::{Approval, CommandPhase, Release};
 use kube::api::{Patch, PatchParams};
 
 use crate::env::{Admission, SHIPPED_WEBHOOK_CONFIGURATION, TestEnv, image, target_yaml};
@@ -667,22 +667,8 @@ pub async fn a_retry_asked_by_a_release_manager_is_recorded_under_their_name(mut
 
     // The cause is fixed; alice asks for a retry and tries to put it on mallory.
     env.kubelet.release(&hold);
-    let out = env.kubectl_as(
-        "alice",
-        &[
-            "annotate",
-            "stage",
-            "dev",
-            "greenlight.dev/retry=shop-5",
-            r#"greenlight.dev/requested-by={"username":"mallory","signature":"00"}"#,
-        ],
-        "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let yaml = "apiVersion: greenlight.dev/v1alpha1\nkind: StageCommand\nmetadata: {name: retry-5}\nspec:\n  stage: dev\n  action: retry\n  release: shop-5\n  requestedBy: {username: mallory, signature: '00'}\n";
+    create_as(&env, "alice", yaml).expect("a release manager may ask for a retry");
     let done = env
         .wait_release_stage("shop-5", "dev", "Succeeded", WAIT)
         .await;
@@ -695,16 +681,30 @@ pub async fn a_retry_asked_by_a_release_manager_is_recorded_under_their_name(mut
     for entry in &expected {
         assert!(trail.contains(entry), "{entry:?} missing from {trail:?}");
     }
-    let annotations = env
-        .stage("dev")
-        .await
-        .metadata
-        .annotations
-        .unwrap_or_default();
+    let handled = env.wait_command("retry-5").await;
+    assert_eq!(handled.phase, Some(CommandPhase::Applied), "{handled:?}");
+
+    // The Role lets alice ask, not edit the stage: no patch on Stages.
+    let out = env.kubectl_as(
+        "alice",
+        &[
+            "patch",
+            "stage",
+            "dev",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"gates":[]}}"#,
+        ],
+        "",
+    );
     assert!(
-        !annotations.contains_key("greenlight.dev/retry")
-            && !annotations.contains_key("greenlight.dev/requested-by"),
-        "the command and its stamp are cleared once acted upon: {annotations:?}"
+        !out.status.success(),
+        "a release manager cannot edit a Stage"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -726,10 +726,13 @@ pub async fn an_approval_given_before_its_release_was_created_does_not_count(mut
         &release_claiming("early-1", "early", &digest, "ci-bot"),
     )
     .expect("CI may publish a Release");
-    wait_prod_message(&env, "early-1", "before release 'early-1' was created").await;
+    wait_prod_message(&env, "early-1", "before release 'early-1' existed").await;
     let approval = env.api::<Approval>().get("too-early").await.unwrap();
     let said = approval.status.and_then(|s| s.message).unwrap_or_default();
-    assert!(said.contains("does not count: it was given at"), "{said}");
+    assert!(
+        said.contains("does not count: it was given before release 'early-1' existed"),
+        "{said}"
+    );
     assert_ne!(env.images("web-prod-primary").await, vec![digest.clone()]);
     create_as(
         &env,
@@ -739,4 +742,133 @@ pub async fn an_approval_given_before_its_release_was_created_does_not_count(mut
     .expect("a release manager approves");
     env.wait_release_stage("early-1", "prod", "Succeeded", WAIT)
         .await;
+}
+
+/// The prod stage of [`signoff_pipeline`], marked protected.
+fn protected_prod(pipeline: &str) -> String {
+    signoff_pipeline(pipeline).replace(
+        "  gates: [prod-signoff]\n",
+        "  gates: [prod-signoff]\n  protected: true\n",
+    )
+}
+
+/// Waits until the newest recorded change of the prod Stage is at `generation`.
+async fn newest_change(env: &TestEnv, generation: i64) -> greenlight::api::change::ChangeRecord {
+    env.wait_for(&format!("change {generation} recorded"), WAIT, || async {
+        let s = env.stage("prod").await.status.unwrap_or_default();
+        match s.changes.first() {
+            Some(c) if c.generation == generation => Ok(c.clone()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// A user who may edit Stages and Gates (a team's edit role), without `edit-protected`.
+fn grant_stage_editor(env: &TestEnv, user: &str) {
+    env.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: stage-editor}}\nrules:\n- apiGroups: [greenlight.dev]\n  resources: [stages, gates]\n  verbs: [get, list, watch, update, patch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: stage-editor}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: stage-editor}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+    ));
+}
+
+fn patch_as(env: &TestEnv, user: &str, kind: &str, name: &str, patch: &str) -> Result<(), String> {
+    let out = env.kubectl_as(
+        user,
+        &["patch", kind, name, "--type=merge", "-p", patch],
+        "",
+    );
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// A protected stage's gates cannot be switched off by someone who may only edit Stages, nor
+/// through its Gate; an admin with `edit-protected` can, and each change is recorded under the
+/// verified name of whoever made it. A change behind the webhook's back stops the stage.
+pub async fn a_protected_stage_refuses_edits_without_the_role_and_records_who_changed_it(
+    mut env: TestEnv,
+) {
+    env.grant_example_roles();
+    grant_stage_editor(&env, "erin");
+    env.start_admitted_controller().await;
+    env.apply(&protected_prod("guarded"));
+    let created = newest_change(&env, 1).await;
+    assert!(created.verified, "{created:?}");
+
+    let refused = patch_as(&env, "erin", "stage", "prod", r#"{"spec":{"gates":[]}}"#).unwrap_err();
+    assert!(
+        refused.contains("spec.gates") && refused.contains("edit-protected"),
+        "{refused}"
+    );
+    let refused = patch_as(
+        &env,
+        "erin",
+        "gate",
+        "prod-signoff",
+        r#"{"spec":{"approval":{"groups":["anyone"]}}}"#,
+    )
+    .unwrap_err();
+    assert!(
+        refused.contains("guards protected stage 'prod'"),
+        "{refused}"
+    );
+    let forbidden = patch_as(&env, "alice", "stage", "prod", r#"{"spec":{"gates":[]}}"#);
+    assert!(forbidden.unwrap_err().contains("forbidden"));
+
+    patch_as(
+        &env,
+        "dana",
+        "stage",
+        "prod",
+        r#"{"spec":{"historyLimit":5}}"#,
+    )
+    .expect("an admin with edit-protected may change it");
+    let change = newest_change(&env, 2).await;
+    assert_eq!(
+        (
+            change.by.as_str(),
+            change.fields.as_slice(),
+            change.verified
+        ),
+        ("dana", ["historyLimit".to_string()].as_slice(), true)
+    );
+
+    an_unstamped_change_stops_the_protected_stage(&env).await;
+}
+
+/// The mutating webhook is gone: an edit lands unstamped, and the protected stage stops.
+async fn an_unstamped_change_stops_the_protected_stage(env: &TestEnv) {
+    let name = format!("greenlight-{}", env.ns);
+    env.cp
+        .kubectl(&["delete", "mutatingwebhookconfiguration", &name]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.cp.kubectl(&[
+        "patch",
+        "-n",
+        &env.ns,
+        "stage",
+        "prod",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"historyLimit":6}}"#,
+    ]);
+    let stopped = env
+        .wait_for("the stage stalled", WAIT, || async {
+            let s = env.stage("prod").await.status.unwrap_or_default();
+            let stalled = s.conditions.iter().find(|c| c.reason == "UnverifiedChange");
+            stalled
+                .map(|c| c.message.clone())
+                .ok_or(format!("{:?}", s.conditions))
+        })
+        .await;
+    assert!(
+        stopped.contains("not changed through the admission webhook"),
+        "{stopped}"
+    );
+    let unverified = newest_change(&env, 3).await;
+    assert!(
+        !unverified.verified && unverified.by.starts_with("unverified"),
+        "{unverified:?}"
+    );
 }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use greenlight::api::CommandPhase;
 use greenlight::api::canary::CanaryPhase;
-use greenlight::api::release::ReleasePhase;
+use greenlight::api::release::{AuditAction, ReleasePhase};
 use greenlight::api::stage::RolloutOutcome;
 use jiff::{SignedDuration, Timestamp};
 
@@ -109,7 +110,7 @@ pub async fn start_bed(env: &mut TestEnv, v1: &str, others: &[&str], steps: &str
     let mut prometheus = Prometheus::start(&apps.targets());
     prometheus.wait_for_series("up", images.len()).await;
     env.apply(&world_yaml(&prometheus.url, steps, true));
-    env.start_controller();
+    env.start_admitted_controller().await;
     env.apply(&release_yaml("v1", "shop", "1", v1));
     env.wait_release_stage("v1", "prod", "Succeeded", Duration::from_secs(60))
         .await;
@@ -347,14 +348,7 @@ pub async fn controller_restarted_mid_canary_resumes_at_the_same_step_and_weight
         25,
         "the route kept its weights"
     );
-    env.cp.kubectl(&[
-        "annotate",
-        "-n",
-        &env.ns,
-        "stage",
-        "prod",
-        "greenlight.dev/promote=now",
-    ]);
+    let promote = env.steer(None, "prod", "promote", None);
     env.wait_release_stage("v2", "prod", "Succeeded", Duration::from_secs(90))
         .await;
     // 5% lasts only until the router confirms it, shorter than the load generator's poll.
@@ -364,15 +358,12 @@ pub async fn controller_restarted_mid_canary_resumes_at_the_same_step_and_weight
         rising.windows(2).all(|w| w[0] < w[1]) && rising.ends_with(&[25, 50]) && *last == 0,
         "{seen:?}"
     );
-    let annotations = env
-        .stage("prod")
-        .await
-        .metadata
-        .annotations
-        .unwrap_or_default();
-    assert!(
-        !annotations.contains_key("greenlight.dev/promote"),
-        "the instruction is consumed once"
+    let handled = env.wait_command(&promote).await;
+    assert_eq!(
+        handled.phase,
+        Some(CommandPhase::Applied),
+        "{:?}",
+        handled.message
     );
 }
 
@@ -496,6 +487,128 @@ pub async fn a_route_deleted_mid_canary_rolls_back_by_the_deadline_and_says_why(
         }
     })
     .await;
+    assert_eq!(
+        env.images("web-primary").await,
+        vec![image("healthy", "v1")]
+    );
+}
+
+/// An analysis gate whose endpoint takes 30 s to answer runs on its own task: an abort
+/// created meanwhile is acted upon within a second, not after the answer.
+pub async fn a_slow_gate_does_not_delay_an_abort_by_more_than_a_second(mut env: TestEnv) {
+    let hooks = crate::support::http::WebhookServer::default();
+    let addr = hooks.start().await;
+    let steps =
+        "      - setWeight: 20\n      - analysis: {gates: [slow], interval: 2s, count: 2}\n";
+    let world = world_yaml("http://127.0.0.1:9", steps, false).replace(
+        "      analysis: {gates: [error-rate], interval: 2s, failureLimit: 2, inconclusiveLimit: 3, initialDelay: 3s}\n",
+        "",
+    );
+    env.apply(&format!(
+        "{world}---\napiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: slow}}\nspec:\n  type: webhook\n  webhook: {{url: \"http://{addr}/slow/30\", timeout: 40s}}\n"
+    ));
+    env.start_admitted_controller().await;
+    env.apply(&release_yaml(
+        "v1",
+        "shop",
+        "1",
+        &image("healthy", "slow-v1"),
+    ));
+    env.wait_release_stage("v1", "prod", "Succeeded", Duration::from_secs(60))
+        .await;
+    env.apply(&release_yaml(
+        "v2",
+        "shop",
+        "2",
+        &image("healthy", "slow-v2"),
+    ));
+    env.wait_for("the slow gate asked", Duration::from_secs(60), || async {
+        match hooks.calls("/slow/30") {
+            0 => Err("not yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let abort = env.steer(Some("alice"), "prod", "abort", None);
+    let asked = std::time::Instant::now();
+    let api = env.api::<greenlight::api::StageCommand>();
+    let handled = loop {
+        let c = api.get(&abort).await.unwrap();
+        if let Some(status) = c.status.filter(|s| s.phase.is_some()) {
+            break status;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(30), "never handled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = asked.elapsed();
+    assert_eq!(handled.phase, Some(CommandPhase::Applied), "{handled:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the abort waited {took:?} behind a gate that answers after 30 s"
+    );
+    let failed = env
+        .wait_release_stage("v2", "prod", "Failed", Duration::from_secs(60))
+        .await;
+    let trail = failed.status.unwrap_or_default().audit;
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.action == AuditAction::AbortRequested && e.actor == "alice"),
+        "the abort is recorded under the release manager's name: {trail:?}"
+    );
+}
+
+/// The canary weight the HTTPRoute `web` holds now.
+async fn route_canary_weight(env: &TestEnv) -> i64 {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let routes: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(env.client.clone(), &env.ns, &ApiResource::from_gvk(&gvk));
+    let route = routes.get("web").await.expect("the route exists");
+    crate::support::traffic::canary_weight(&route, "web-primary", "web-canary")
+}
+
+/// The controller is killed as soon as a rollback has taken the canary's traffic away; the
+/// one started after it finds the rollback recorded and carries it on: the weight stays 0.
+pub async fn a_controller_killed_right_after_a_rollback_sets_weight_0_keeps_it_there(
+    mut env: TestEnv,
+) {
+    let v2 = image("faulty", "v2-killed");
+    let _bed = bed(&mut env, &v2, STEPS).await;
+    env.wait_for(
+        "the canary gets traffic",
+        Duration::from_secs(60),
+        || async {
+            match route_canary_weight(&env).await {
+                0 => Err("0".to_string()),
+                w => Ok(w),
+            }
+        },
+    )
+    .await;
+    let watching = std::time::Instant::now();
+    while route_canary_weight(&env).await > 0 {
+        assert!(
+            watching.elapsed() < Duration::from_secs(90),
+            "never rolled back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    env.kill_controller();
+    env.start_controller();
+    let after = std::time::Instant::now();
+    while after.elapsed() < Duration::from_secs(10) {
+        assert_eq!(
+            route_canary_weight(&env).await,
+            0,
+            "traffic went back to the failing canary after the restart:\n{}",
+            env.controller_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_release_stage("v2", "prod", "Failed", Duration::from_secs(60))
+        .await;
     assert_eq!(
         env.images("web-primary").await,
         vec![image("healthy", "v1")]

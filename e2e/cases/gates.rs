@@ -467,3 +467,78 @@ async fn assert_the_token_appears_in_no_status_event_or_log(env: &TestEnv) {
         assert!(!text.contains(TOKEN), "the token leaked into the {what}");
     }
 }
+
+/// Creates `yaml` as the admin through the webhooks; the refusal's text when refused.
+fn refused(env: &TestEnv, yaml: &str) -> String {
+    let out = env.kubectl_as("dana", &["create", "-f", "-"], yaml);
+    assert!(!out.status.success(), "refused: {yaml}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Names on the allow-list are checked again after DNS: `localhost` is allowed by name, but
+/// it resolves to loopback, which the list does not name. The metadata address is refused
+/// whatever `*` says, and a token never goes over plain http.
+pub async fn gates_aimed_at_loopback_by_name_the_metadata_service_or_a_token_over_http_are_refused_by_field(
+    mut env: TestEnv,
+) {
+    env.allow = "localhost,prometheus.example:9090,*".into();
+    env.grant_example_roles();
+    env.start_admitted_controller().await;
+    let by_name = refused(
+        &env,
+        &prometheus_gate("by-name", "http://localhost:9090", "up", "> 0"),
+    );
+    assert!(
+        by_name.contains("spec.prometheus.address")
+            && by_name.contains("'localhost' resolves to")
+            && by_name.contains("loopback"),
+        "{by_name}"
+    );
+    let metadata = refused(
+        &env,
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {name: metadata}\nspec:\n  type: webhook\n  webhook: {url: \"http://169.254.169.254/latest/meta-data\"}\n",
+    );
+    assert!(
+        metadata.contains("spec.webhook.url") && metadata.contains("link-local"),
+        "{metadata}"
+    );
+    let token = refused(
+        &env,
+        &prometheus_gate("token", "http://prometheus.example:9090", "up", "> 0").replace(
+            "  prometheus:\n",
+            "  prometheus:\n    bearerTokenSecretRef: {name: prom, key: token}\n",
+        ),
+    );
+    assert!(
+        token.contains("spec.prometheus.bearerTokenSecretRef") && token.contains("http"),
+        "{token}"
+    );
+}
+
+/// Endpoints that answer with 100 MiB: each gate reads only up to its cap, is inconclusive,
+/// and the controller's memory stays far below what reading the answer would take.
+pub async fn gate_endpoints_streaming_100_mib_are_inconclusive_and_memory_stays_bounded(
+    mut env: TestEnv,
+) {
+    let hooks = WebhookServer::default();
+    let addr = hooks.start().await;
+    env.apply(&format!(
+        "{}---\n{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: flood-hook}}\nspec:\n  type: webhook\n  recheckInterval: 5s\n  webhook: {{url: \"http://{addr}/stream/100\"}}\n",
+        prometheus_gate("flood-prom", &format!("http://{addr}/stream/100"), "up", "> 0"),
+        gated_pipeline("hook", &["flood-hook"]),
+    ));
+    env.apply(&gated_pipeline("prom", &["flood-prom"]));
+    env.start_controller();
+    env.apply(&release_yaml("hook-1", "hook", "1", &image("hook-1")));
+    env.apply(&release_yaml("prom-1", "prom", "1", &image("prom-1")));
+    let hook = gate_result(&env, "hook-1", "hook", "GateInconclusive").await;
+    assert!(hook.message.contains("larger than 8 KiB"), "{hook:?}");
+    let prom = gate_result(&env, "prom-1", "prom", "GateInconclusive").await;
+    assert!(prom.message.contains("larger than 1024 KiB"), "{prom:?}");
+    assert!(hooks.calls("/stream/100") >= 1);
+    let peak = env.controller_peak_rss_mib();
+    assert!(
+        peak < 100.0,
+        "a 100 MiB answer is never held whole: peak RSS {peak:.1} MiB"
+    );
+}

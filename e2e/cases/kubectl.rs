@@ -141,3 +141,44 @@ async fn assert_the_approvals_sample_is_accepted_and_its_approval_does_not_count
         "{message}"
     );
 }
+
+/// `make run` against a named context refuses a cluster where an installed Greenlight
+/// controller already runs: two controllers would both act.
+pub async fn make_run_refuses_a_cluster_where_a_controller_already_runs(env: TestEnv) {
+    env.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: greenlight\n  labels: {app.kubernetes.io/name: greenlight}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: installed-greenlight}}\n  template:\n    metadata: {labels: {app: installed-greenlight}}\n    spec: {containers: [{name: greenlight, image: registry.local/greenlight:1}]}\n",
+    );
+    env.wait_for(
+        "the installed controller ready",
+        Duration::from_secs(60),
+        || async {
+            let d = env.deployment("greenlight").await;
+            match d.and_then(|d| d.status).and_then(|s| s.ready_replicas) {
+                Some(n) if n > 0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let kubectl_dir = crate::support::find_binary("kubectl");
+    let path = format!(
+        "{}:{}",
+        kubectl_dir.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .arg(format!("{root}/hack/run.sh"))
+        .env("KUBECONFIG", &env.cp.kubeconfig)
+        .env("GREENLIGHT_CONTEXT", "e2e")
+        .env("PATH", path)
+        .output()
+        .expect("run hack/run.sh");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "make run started anyway: {said}");
+    assert!(
+        said.contains("already runs on context 'e2e'")
+            && said.contains(&format!("{}/greenlight", env.ns)),
+        "{said}"
+    );
+}

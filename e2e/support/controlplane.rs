@@ -12,12 +12,14 @@ pub const ADMIN_TOKEN: &str = "greenlight-e2e-admin-token";
 /// The operator's identity in the tests: bound only to the shipped least-privilege ClusterRole.
 pub const OPERATOR_TOKEN: &str = "greenlight-e2e-operator-token";
 pub const OPERATOR_USER: &str = "greenlight-operator";
-/// People in the tests, each a token-file user with one group: two release managers, a
-/// developer and the CI robot.
-pub const PEOPLE: [(&str, &str); 4] = [
+/// People in the tests, each a token-file user with one group: two release managers, two
+/// developers, a platform admin and the CI robot.
+pub const PEOPLE: [(&str, &str); 6] = [
     ("alice", "release-managers"),
     ("bob", "release-managers"),
     ("carol", "developers"),
+    ("erin", "developers"),
+    ("dana", "platform-admins"),
     ("ci-bot", "ci"),
 ];
 

@@ -42,7 +42,9 @@ impl MetricsServer {
     }
 }
 
-/// Answers `/{status}/{message}` with that status and body, and counts the calls per path.
+/// Answers `/{status}/{message}` with that status and body, `/slow/{secs}` with 200 after
+/// that many seconds, and `/stream/{mib}` with that many MiB of body; counts the calls per
+/// path.
 #[derive(Clone, Default)]
 pub struct WebhookServer {
     pub calls: Arc<Mutex<BTreeMap<String, usize>>>,
@@ -51,6 +53,9 @@ pub struct WebhookServer {
 impl WebhookServer {
     pub async fn start(&self) -> String {
         let app = axum::Router::new()
+            .route("/slow/{secs}", any(slow))
+            .route("/stream/{mib}", any(stream))
+            .route("/stream/{mib}/{*rest}", any(stream_under))
             .route("/{status}/{message}", any(answer))
             .with_state(self.clone());
         serve(app).await
@@ -61,16 +66,39 @@ impl WebhookServer {
     }
 }
 
+fn count(server: &WebhookServer, path: String) {
+    *server.calls.lock().unwrap().entry(path).or_default() += 1;
+}
+
+async fn slow(State(server): State<WebhookServer>, Path(secs): Path<u64>) -> &'static str {
+    count(&server, format!("/slow/{secs}"));
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+    "ok"
+}
+
+/// `mib` MiB of `a`, in 64 KiB chunks, made as they are sent.
+async fn stream(State(server): State<WebhookServer>, Path(mib): Path<usize>) -> axum::body::Body {
+    count(&server, format!("/stream/{mib}"));
+    let chunk = axum::body::Bytes::from(vec![b'a'; 64 * 1024]);
+    let chunks = futures::stream::iter(
+        std::iter::repeat_n(chunk, mib * 16).map(Ok::<_, std::convert::Infallible>),
+    );
+    axum::body::Body::from_stream(chunks)
+}
+
+/// [`stream`] under any path, e.g. a Prometheus query under a base URL.
+async fn stream_under(
+    state: State<WebhookServer>,
+    Path((mib, _)): Path<(usize, String)>,
+) -> axum::body::Body {
+    stream(state, Path(mib)).await
+}
+
 async fn answer(
     State(server): State<WebhookServer>,
     Path((status, message)): Path<(u16, String)>,
 ) -> (StatusCode, String) {
-    *server
-        .calls
-        .lock()
-        .unwrap()
-        .entry(format!("/{status}/{message}"))
-        .or_default() += 1;
+    count(&server, format!("/{status}/{message}"));
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         message,

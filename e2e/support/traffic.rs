@@ -164,7 +164,7 @@ impl Drop for LoadGenerator {
     }
 }
 
-fn canary_weight(route: &DynamicObject, primary: &str, canary: &str) -> i64 {
+pub fn canary_weight(route: &DynamicObject, primary: &str, canary: &str) -> i64 {
     let rules = route.data["spec"]["rules"]
         .as_array()
         .cloned()

@@ -3,6 +3,7 @@
 //! certificate that is replaced without a restart (see [`tls`]).
 
 pub mod mutate;
+pub mod protect;
 pub mod tls;
 pub mod validate;
 
@@ -20,7 +21,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use tracing::{debug, info, warn};
 
-use crate::api::{Approval, Decision, GateSpec, Stage};
+use crate::api::{Approval, Decision, GateSpec, Release, Stage};
 use crate::gates::GateEnv;
 use crate::index::Index;
 use crate::metrics::{AdmissionLabels, Metrics};
@@ -36,6 +37,27 @@ pub struct AdmissionState {
 }
 
 type Context = AdmissionState;
+
+impl AdmissionState {
+    /// A Stage from the index, or read when the index has not seen it yet.
+    pub async fn stage(&self, namespace: &str, name: &str) -> Option<Arc<Stage>> {
+        if let Some(stage) = self.index.stage(namespace, name) {
+            return Some(stage);
+        }
+        let api = kube::Api::<Stage>::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.ok().flatten().map(Arc::new)
+    }
+
+    /// A Release from the index, or read when the index has not seen it yet (an approval
+    /// right after CI published it).
+    pub async fn release(&self, namespace: &str, name: &str) -> Option<Arc<Release>> {
+        if let Some(release) = self.index.release(namespace, name) {
+            return Some(release);
+        }
+        let api = kube::Api::<Release>::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.ok().flatten().map(Arc::new)
+    }
+}
 
 /// How the webhook server is set up.
 #[derive(Debug, Clone)]
@@ -163,71 +185,93 @@ async fn serve(
 }
 
 async fn mutate_handler(State(ctx): State<Arc<Context>>, body: Bytes) -> axum::response::Response {
-    answer(&ctx, "mutate", &body, |req, ctx| {
-        let response = AdmissionResponse::from(req);
-        match mutate::stamp(req, &ctx.index.identity) {
-            None => response,
-            Some(patch) => response
-                .with_patch(patch)
-                .unwrap_or_else(|e| AdmissionResponse::from(req).deny(e.to_string())),
-        }
-    })
+    let req = match parse(&body) {
+        Ok(req) => req,
+        Err(response) => return answer(&ctx, "mutate", None, *response),
+    };
+    let response = AdmissionResponse::from(&req);
+    let response = match mutate::stamp(&req, &ctx).await {
+        None => response,
+        Some(patch) => response
+            .with_patch(patch)
+            .unwrap_or_else(|e| AdmissionResponse::from(&req).deny(e.to_string())),
+    };
+    answer(&ctx, "mutate", Some(&req), response)
 }
 
 async fn validate_handler(
     State(ctx): State<Arc<Context>>,
     body: Bytes,
 ) -> axum::response::Response {
-    answer(&ctx, "validate", &body, |req, ctx| {
-        let (errors, warnings) = validate(req, ctx);
-        let mut response = AdmissionResponse::from(req);
-        if !warnings.is_empty() {
-            response.warnings = Some(warnings);
-        }
-        if errors.is_empty() {
-            response
-        } else {
-            response.deny(ValidationErrors(errors).to_string())
-        }
-    })
+    let req = match parse(&body) {
+        Ok(req) => req,
+        Err(response) => return answer(&ctx, "validate", None, *response),
+    };
+    let (mut errors, warnings) = validate(&req, &ctx);
+    errors.extend(protect::check(&req, &ctx).await);
+    if errors.is_empty() && req.kind.kind == "Gate" {
+        errors.extend(resolved_destination(&req, &ctx).await);
+    }
+    let mut response = AdmissionResponse::from(&req);
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    if !errors.is_empty() {
+        response = response.deny(ValidationErrors(errors).to_string());
+    }
+    answer(&ctx, "validate", Some(&req), response)
 }
 
-/// Parses the review, lets `decide` answer it, counts the answer and serializes it.
+/// A Gate whose destination's name resolves to an address gates may not reach.
+async fn resolved_destination(
+    req: &AdmissionRequest<DynamicObject>,
+    ctx: &Context,
+) -> Vec<FieldError> {
+    let spec = req
+        .object
+        .as_ref()
+        .and_then(|o| o.data.get("spec"))
+        .cloned();
+    match spec.map(serde_json::from_value::<GateSpec>) {
+        Some(Ok(spec)) => crate::gates::resolution_errors(&spec, &ctx.gate_env).await,
+        _ => vec![],
+    }
+}
+
+fn parse(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, Box<AdmissionResponse>> {
+    serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|review| {
+            review
+                .try_into()
+                .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
+        })
+        .map_err(|e| {
+            Box::new(AdmissionResponse::invalid(format!(
+                "malformed AdmissionReview: {e}"
+            )))
+        })
+}
+
+/// Logs a denial, counts the answer and serializes it.
 fn answer(
     ctx: &Context,
     webhook: &'static str,
-    body: &[u8],
-    decide: impl Fn(&AdmissionRequest<DynamicObject>, &Context) -> AdmissionResponse,
+    req: Option<&AdmissionRequest<DynamicObject>>,
+    response: AdmissionResponse,
 ) -> axum::response::Response {
-    let parsed: Result<AdmissionRequest<DynamicObject>, String> =
-        serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
-            .map_err(|e| e.to_string())
-            .and_then(|review| {
-                review
-                    .try_into()
-                    .map_err(|e: kube::core::admission::ConvertAdmissionReviewError| e.to_string())
-            });
-    let (kind, response) = match parsed {
-        Ok(req) => {
-            let response = decide(&req, ctx);
-            if !response.allowed {
-                info!(
-                    webhook,
-                    kind = %req.kind.kind,
-                    namespace = req.namespace.as_deref().unwrap_or_default(),
-                    name = %req.name,
-                    user = req.user_info.username.as_deref().unwrap_or_default(),
-                    reason = %response.result.message,
-                    "admission denied"
-                );
-            }
-            (kind_label(&req.kind.kind), response)
-        }
-        Err(e) => (
-            "unknown",
-            AdmissionResponse::invalid(format!("malformed AdmissionReview: {e}")),
-        ),
-    };
+    if let (Some(req), false) = (req, response.allowed) {
+        info!(
+            webhook,
+            kind = %req.kind.kind,
+            namespace = req.namespace.as_deref().unwrap_or_default(),
+            name = %req.name,
+            user = req.user_info.username.as_deref().unwrap_or_default(),
+            reason = %response.result.message,
+            "admission denied"
+        );
+    }
+    let kind = req.map_or("unknown", |r| kind_label(&r.kind.kind));
     ctx.metrics
         .admission_reviews
         .get_or_create(&AdmissionLabels {
@@ -246,6 +290,7 @@ fn kind_label(kind: &str) -> &'static str {
         "Stage" => "Stage",
         "Gate" => "Gate",
         "Approval" => "Approval",
+        "StageCommand" => "StageCommand",
         _ => "other",
     }
 }
@@ -273,6 +318,16 @@ fn validate(
     let unchanged = old_spec == Some(&spec);
     match req.kind.kind.as_str() {
         "Release" => (validate::release(old_spec, &spec), vec![]),
+        "StageCommand" => {
+            let stage = spec
+                .get("stage")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default();
+            // Bound by the mutating webhook, which read the Stage (from the index or the API).
+            let bound = spec.get("stageRef").is_some_and(|r| !r.is_null());
+            let exists = bound || ctx.index.stage(&namespace, stage).is_some();
+            (validate::command(old_spec, &spec, exists), vec![])
+        }
         // An edit that leaves the spec alone (annotations, labels) is not judged again, so a
         // spec stored while the webhook was off never blocks e.g. clearing an annotation.
         "Gate" | "Stage" if unchanged => (vec![], vec![]),
@@ -374,6 +429,41 @@ fn approval_policy(
     }
 }
 
+/// Webhook state over an index of `objects`, signing with `key`; the API answers 404 to
+/// anything else. Needs a Tokio runtime.
+#[cfg(test)]
+pub(crate) fn test_state(
+    objects: crate::index::Objects,
+    key: crate::identity::IdentityKey,
+) -> AdmissionState {
+    let (service, mut handle) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    tokio::spawn(async move {
+        while let Some((_, send)) = handle.next_request().await {
+            let body = serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                "status": "Failure", "reason": "NotFound", "code": 404});
+            let response = http::Response::builder()
+                .status(404)
+                .body(kube::client::Body::from(
+                    serde_json::to_vec(&body).unwrap_or_default(),
+                ))
+                .unwrap();
+            send.send_response(response);
+        }
+    });
+    AdmissionState {
+        index: Index::of(objects, Arc::new(key)),
+        gate_env: GateEnv {
+            http: crate::gates::http_client(&Default::default()),
+            webhook_allow: crate::gates::allow::AllowList::default(),
+        },
+        metrics: Metrics::new(),
+        client: kube::Client::new(service, "default"),
+    }
+}
+
 #[cfg(test)]
 mod limits {
     use std::time::{Duration, Instant};
@@ -389,22 +479,7 @@ mod limits {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let (service, _handle) = tower_test::mock::pair::<
-            http::Request<kube::client::Body>,
-            http::Response<kube::client::Body>,
-        >();
-        let state = AdmissionState {
-            index: Index::of(
-                Default::default(),
-                Arc::new(crate::identity::IdentityKey::generate()),
-            ),
-            gate_env: GateEnv {
-                http: crate::gates::http_client(),
-                webhook_allow: crate::gates::allow::AllowList::default(),
-            },
-            metrics: Metrics::new(),
-            client: kube::Client::new(service, "default"),
-        };
+        let state = test_state(Default::default(), crate::identity::IdentityKey::generate());
         let config = ServerConfig {
             addr,
             certificate: tls::CertSource::SelfSigned {

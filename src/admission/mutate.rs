@@ -1,65 +1,95 @@
 //! The mutating webhook: stamps the authenticated user, signed, into new Approvals
-//! (`spec.approver`), new Releases (`spec.createdBy`) and steering annotations on Stages
-//! (`greenlight.dev/requested-by`). Whatever the client wrote in those places is replaced.
-
-use std::collections::BTreeMap;
+//! (`spec.approver`, bound to the Release object by `spec.releaseRef`), new Releases
+//! (`spec.createdBy`), new StageCommands (`spec.requestedBy`, bound to the Stage object by
+//! `spec.stageRef`) and every spec change of a Stage or Gate (`greenlight.dev/changed-by`).
+//! Whatever the client wrote in those places is replaced.
 
 use json_patch::Patch;
+use kube::ResourceExt;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::api::{
-    ABORT_ANNOTATION, ApprovalSpec, Identity, PROMOTE_ANNOTATION, REQUESTED_BY_ANNOTATION,
-    RETRY_ANNOTATION, ReleaseSpec,
-};
-use crate::identity::{IdentityKey, Subject};
+use super::AdmissionState;
+use crate::api::change::{CHANGED_BY_ANNOTATION, SpecChange};
+use crate::api::command::StageRef;
+use crate::api::{ApprovalSpec, GateSpec, ReleaseRef, ReleaseSpec, StageCommandSpec, StageSpec};
+use crate::identity::{IdentityKey, Subject, digest, release_digest};
+
+/// Who asks, as the apiserver authenticated them.
+struct Requester<'a> {
+    namespace: &'a str,
+    username: String,
+    groups: Vec<String>,
+    key: &'a IdentityKey,
+}
+
+impl Requester<'_> {
+    fn stamp(&self, subject: &Subject) -> crate::api::Identity {
+        self.key.stamp(subject, &self.username, &self.groups)
+    }
+}
 
 /// The JSON patch that stamps the requester into the object, if it needs one.
-pub fn stamp(req: &AdmissionRequest<DynamicObject>, key: &IdentityKey) -> Option<Patch> {
+pub async fn stamp(req: &AdmissionRequest<DynamicObject>, state: &AdmissionState) -> Option<Patch> {
     let object = req.object.as_ref()?;
-    let namespace = req.namespace.as_deref().unwrap_or_default();
-    let username = req.user_info.username.clone().unwrap_or_default();
-    let groups = req.user_info.groups.clone().unwrap_or_default();
+    let who = Requester {
+        namespace: req.namespace.as_deref().unwrap_or_default(),
+        username: req.user_info.username.clone().unwrap_or_default(),
+        groups: req.user_info.groups.clone().unwrap_or_default(),
+        key: &state.index.identity,
+    };
     let spec = object.data.get("spec");
     let ops = match (req.kind.kind.as_str(), &req.operation) {
         ("Approval", Operation::Create) => {
             // A spec that does not parse is left to the schema to refuse.
-            let spec: ApprovalSpec = serde_json::from_value(spec?.clone()).ok()?;
+            let mut spec: ApprovalSpec = typed(spec?)?;
+            spec.release_ref =
+                state
+                    .release(who.namespace, &spec.release)
+                    .await
+                    .map(|r| ReleaseRef {
+                        uid: r.uid().unwrap_or_default(),
+                        digest: release_digest(&r.spec),
+                    });
             let subject = Subject::Approval {
-                namespace,
+                namespace: who.namespace,
                 spec: &spec,
             };
-            let identity = key.stamp(&subject, &username, &groups);
-            vec![json!({"op": "add", "path": "/spec/approver", "value": identity})]
+            vec![
+                json!({"op": "add", "path": "/spec/releaseRef", "value": spec.release_ref}),
+                json!({"op": "add", "path": "/spec/approver", "value": who.stamp(&subject)}),
+            ]
         }
         ("Release", Operation::Create) => {
-            let spec: ReleaseSpec = serde_json::from_value(spec?.clone()).ok()?;
+            let spec: ReleaseSpec = typed(spec?)?;
             let subject = Subject::Release {
-                namespace,
+                namespace: who.namespace,
                 spec: &spec,
             };
-            let identity = key.stamp(&subject, &username, &groups);
-            vec![json!({"op": "add", "path": "/spec/createdBy", "value": identity})]
+            vec![json!({"op": "add", "path": "/spec/createdBy", "value": who.stamp(&subject)})]
         }
-        ("Stage", Operation::Create | Operation::Update) => {
-            let stage = object.metadata.name.as_deref().unwrap_or_default();
-            let annotations = object.metadata.annotations.clone().unwrap_or_default();
-            let old = req
-                .old_object
-                .as_ref()
-                .and_then(|o| o.metadata.annotations.clone())
-                .unwrap_or_default();
-            command_stamp(
-                namespace,
-                stage,
-                &annotations,
-                &old,
-                key,
-                &username,
-                &groups,
-            )
+        ("StageCommand", Operation::Create) => {
+            let mut spec: StageCommandSpec = typed(spec?)?;
+            spec.stage_ref = state
+                .stage(who.namespace, &spec.stage)
+                .await
+                .map(|s| StageRef {
+                    uid: s.uid().unwrap_or_default(),
+                    generation: s.metadata.generation.unwrap_or_default(),
+                });
+            let subject = Subject::Command {
+                namespace: who.namespace,
+                spec: &spec,
+            };
+            vec![
+                json!({"op": "add", "path": "/spec/stageRef", "value": spec.stage_ref}),
+                json!({"op": "add", "path": "/spec/requestedBy", "value": who.stamp(&subject)}),
+            ]
         }
+        ("Stage", Operation::Create | Operation::Update) => change_stamp::<StageSpec>(req, &who)?,
+        ("Gate", Operation::Create | Operation::Update) => change_stamp::<GateSpec>(req, &who)?,
         _ => vec![],
     };
     if ops.is_empty() {
@@ -68,81 +98,108 @@ pub fn stamp(req: &AdmissionRequest<DynamicObject>, key: &IdentityKey) -> Option
     serde_json::from_value(Value::Array(ops)).ok()
 }
 
-/// The steering annotations present, as one canonical text: what a requester stamp vouches for.
-pub fn command_text(annotations: &BTreeMap<String, String>) -> Option<String> {
-    let parts: Vec<String> = [PROMOTE_ANNOTATION, ABORT_ANNOTATION, RETRY_ANNOTATION]
-        .iter()
-        .filter_map(|k| annotations.get(*k).map(|v| format!("{k}={v}")))
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(","))
+fn typed<T: DeserializeOwned>(value: &Value) -> Option<T> {
+    serde_json::from_value(value.clone()).ok()
 }
 
-/// Keeps the requester annotation true: stamped for a new or changed command, carried over
-/// for an unchanged one, removed when there is no command.
-fn command_stamp(
-    namespace: &str,
-    stage: &str,
-    annotations: &BTreeMap<String, String>,
-    old: &BTreeMap<String, String>,
-    key: &IdentityKey,
-    username: &str,
-    groups: &[String],
-) -> Vec<Value> {
+/// Keeps `greenlight.dev/changed-by` true: a new stamp for a changed spec, the old one for an
+/// edit that leaves the spec alone.
+fn change_stamp<S>(req: &AdmissionRequest<DynamicObject>, who: &Requester) -> Option<Vec<Value>>
+where
+    S: DeserializeOwned + serde::Serialize,
+{
+    let object = req.object.as_ref()?;
+    let old = req
+        .old_object
+        .as_ref()
+        .filter(|_| req.operation == Operation::Update);
+    let spec = object.data.get("spec").cloned().unwrap_or_default();
+    let old_spec = old.and_then(|o| o.data.get("spec"));
+    let present = object.annotations().get(CHANGED_BY_ANNOTATION);
+    let wanted = if old_spec == Some(&spec) {
+        old.and_then(|o| o.annotations().get(CHANGED_BY_ANNOTATION).cloned())
+    } else {
+        let typed_spec: S = typed(&spec)?;
+        let fields = changed_fields(old_spec, &spec);
+        let digest = digest(&typed_spec);
+        let name = object.metadata.name.clone().unwrap_or_default();
+        let subject = Subject::Spec {
+            kind: &req.kind.kind,
+            namespace: who.namespace,
+            name: &name,
+            fields: &fields,
+            digest: &digest,
+        };
+        let change = SpecChange {
+            by: who.stamp(&subject),
+            fields,
+            digest,
+        };
+        serde_json::to_string(&change).ok()
+    };
+    if present == wanted.as_ref() {
+        return Some(vec![]);
+    }
     let path = format!(
         "/metadata/annotations/{}",
-        REQUESTED_BY_ANNOTATION.replace('/', "~1")
+        CHANGED_BY_ANNOTATION.replace('/', "~1")
     );
-    let present = annotations.get(REQUESTED_BY_ANNOTATION);
-    let Some(command) = command_text(annotations) else {
-        return match present {
-            Some(_) => vec![json!({"op": "remove", "path": path})],
-            None => vec![],
-        };
-    };
-    let carried = (command_text(old).as_deref() == Some(command.as_str()))
-        .then(|| old.get(REQUESTED_BY_ANNOTATION).cloned())
-        .flatten();
-    let wanted = carried.unwrap_or_else(|| {
-        let subject = Subject::Command {
-            namespace,
-            stage,
-            command: &command,
-        };
-        serde_json::to_string(&key.stamp(&subject, username, groups))
-            .expect("an identity always serializes")
-    });
-    if present == Some(&wanted) {
-        return vec![];
+    let mut ops = vec![];
+    if object.metadata.annotations.is_none() {
+        ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
     }
-    vec![json!({"op": "add", "path": path, "value": wanted})]
+    ops.push(match wanted {
+        Some(value) => json!({"op": "add", "path": path, "value": value}),
+        None => json!({"op": "remove", "path": path}),
+    });
+    Some(ops)
 }
 
-/// Who asked for the command now on the stage, as verified from its stamp.
-pub fn requester(
-    namespace: &str,
-    stage: &str,
-    annotations: &BTreeMap<String, String>,
+/// Top-level spec fields whose value differs (every field of a new object).
+pub fn changed_fields(old: Option<&Value>, new: &Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let old_map = old.and_then(Value::as_object).unwrap_or(&empty);
+    let new_map = new.as_object().unwrap_or(&empty);
+    let mut fields: Vec<String> = old_map.keys().chain(new_map.keys()).cloned().collect();
+    fields.sort();
+    fields.dedup();
+    fields.retain(|f| old.is_none() || old_map.get(f) != new_map.get(f));
+    fields
+}
+
+/// Who changed `spec` of the object, as verified from its `changed-by` stamp.
+pub fn changed_by<S: serde::Serialize>(
+    kind: &str,
+    meta: &kube::core::ObjectMeta,
+    spec: &S,
     key: &IdentityKey,
-) -> Result<String, crate::identity::Unverified> {
-    let command = command_text(annotations).unwrap_or_default();
-    let stamp: Option<Identity> = annotations
-        .get(REQUESTED_BY_ANNOTATION)
-        .and_then(|v| serde_json::from_str(v).ok());
-    key.verify(
-        &Subject::Command {
-            namespace,
-            stage,
-            command: &command,
-        },
-        stamp.as_ref(),
-    )
-    .map(|who| who.username.clone())
+) -> Result<SpecChange, crate::identity::Unverified> {
+    use crate::identity::Unverified;
+    let change: SpecChange = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CHANGED_BY_ANNOTATION))
+        .and_then(|v| serde_json::from_str(v).ok())
+        .ok_or(Unverified::Missing)?;
+    if change.digest != digest(spec) {
+        return Err(Unverified::OtherSpec);
+    }
+    let subject = Subject::Spec {
+        kind,
+        namespace: meta.namespace.as_deref().unwrap_or_default(),
+        name: meta.name.as_deref().unwrap_or_default(),
+        fields: &change.fields,
+        digest: &change.digest,
+    };
+    key.verify(&subject, Some(&change.by))?;
+    Ok(change)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::identity::Unverified;
+    use crate::index::Objects;
 
     fn request(
         kind: &str,
@@ -179,20 +236,43 @@ mod tests {
         IdentityKey::from_bytes(b"0123456789abcdef0123456789abcdef")
     }
 
-    #[test]
-    fn a_forged_approver_is_replaced_by_the_requesting_user() {
-        let object = json!({
+    fn state(objects: Objects) -> AdmissionState {
+        super::super::test_state(objects, key())
+    }
+
+    fn release(uid: &str) -> crate::api::Release {
+        serde_json::from_value(json!({
+            "apiVersion": "greenlight.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": uid},
+            "spec": {"pipeline": "web", "version": "1", "artifacts": []}
+        }))
+        .unwrap()
+    }
+
+    fn approval_object() -> Value {
+        json!({
             "apiVersion": "greenlight.dev/v1alpha1", "kind": "Approval",
             "metadata": {"name": "a", "namespace": "shop"},
             "spec": {"release": "web-1", "stage": "prod", "decision": "approve",
-                     "approver": {"username": "mallory", "signature": "00"}}
+                     "approver": {"username": "mallory", "signature": "00"},
+                     "releaseRef": {"uid": "forged", "digest": "forged"}}
+        })
+    }
+
+    #[tokio::test]
+    async fn a_forged_approver_is_replaced_by_the_requesting_user_bound_to_the_release() {
+        let state = state(Objects {
+            releases: vec![release("uid-1")],
+            ..Default::default()
         });
+        let object = approval_object();
         let req = request("Approval", "CREATE", object.clone(), None);
-        let patched = apply(&stamp(&req, &key()).unwrap(), &object);
+        let patched = apply(&stamp(&req, &state).await.unwrap(), &object);
         let spec: ApprovalSpec = serde_json::from_value(patched["spec"].clone()).unwrap();
         let who = spec.approver.clone().unwrap();
         assert_eq!(who.username, "alice");
         assert_eq!(who.groups, ["release-managers", "system:authenticated"]);
+        assert_eq!(spec.release_ref.as_ref().unwrap().uid, "uid-1");
         let subject = Subject::Approval {
             namespace: "shop",
             spec: &spec,
@@ -200,8 +280,17 @@ mod tests {
         assert!(key().verify(&subject, spec.approver.as_ref()).is_ok());
     }
 
-    #[test]
-    fn a_new_release_records_its_creator() {
+    #[tokio::test]
+    async fn an_approval_for_a_release_not_published_yet_is_bound_to_none() {
+        let state = state(Objects::default());
+        let object = approval_object();
+        let req = request("Approval", "CREATE", object.clone(), None);
+        let patched = apply(&stamp(&req, &state).await.unwrap(), &object);
+        assert!(patched["spec"]["releaseRef"].is_null(), "{patched}");
+    }
+
+    #[tokio::test]
+    async fn a_new_release_records_its_creator() {
         let object = json!({
             "apiVersion": "greenlight.dev/v1alpha1", "kind": "Release",
             "metadata": {"name": "web-1", "namespace": "shop"},
@@ -209,64 +298,80 @@ mod tests {
                      "artifacts": [{"name": "app", "image": format!("r/a@sha256:{}", "0".repeat(64))}]}
         });
         let req = request("Release", "CREATE", object.clone(), None);
-        let patched = apply(&stamp(&req, &key()).unwrap(), &object);
+        let patched = apply(
+            &stamp(&req, &state(Objects::default())).await.unwrap(),
+            &object,
+        );
         assert_eq!(patched["spec"]["createdBy"]["username"], "alice");
     }
 
-    #[test]
-    fn a_steering_annotation_is_stamped_carried_over_and_cleared() {
-        let stage = |annotations: Value| {
-            json!({"apiVersion": "greenlight.dev/v1alpha1", "kind": "Stage",
-                   "metadata": {"name": "prod", "namespace": "shop", "annotations": annotations},
-                   "spec": {}})
-        };
-        let with_forgery = stage(
-            json!({PROMOTE_ANNOTATION: "true", REQUESTED_BY_ANNOTATION: "{\"username\":\"mallory\"}"}),
-        );
-        let req = request(
-            "Stage",
-            "UPDATE",
-            with_forgery.clone(),
-            Some(stage(json!({}))),
-        );
-        let stamped = apply(&stamp(&req, &key()).unwrap(), &with_forgery);
-        let annotations: BTreeMap<String, String> =
-            serde_json::from_value(stamped["metadata"]["annotations"].clone()).unwrap();
-        assert_eq!(
-            requester("shop", "prod", &annotations, &key()).as_deref(),
-            Ok("alice")
-        );
-
-        // An unrelated edit by someone else keeps alice's stamp.
-        let req = request("Stage", "UPDATE", stamped.clone(), Some(stamped.clone()));
-        assert!(stamp(&req, &key()).is_none());
-
-        // The command is gone: so is the stamp.
-        let cleared =
-            stage(json!({REQUESTED_BY_ANNOTATION: annotations[REQUESTED_BY_ANNOTATION].clone()}));
-        let req = request("Stage", "UPDATE", cleared.clone(), Some(stamped));
-        let after = apply(&stamp(&req, &key()).unwrap(), &cleared);
-        assert!(
-            after["metadata"]["annotations"]
-                .get(REQUESTED_BY_ANNOTATION)
-                .is_none()
-        );
+    fn stage_object(gates: Value, annotations: Value) -> Value {
+        json!({"apiVersion": "greenlight.dev/v1alpha1", "kind": "Stage",
+               "metadata": {"name": "prod", "namespace": "shop", "uid": "stage-uid",
+                            "generation": 3, "annotations": annotations},
+               "spec": {"pipeline": "shop", "target": {"name": "web"}, "gates": gates}})
     }
 
-    #[test]
-    fn a_stamp_for_another_command_does_not_vouch() {
-        let mut annotations = BTreeMap::new();
-        annotations.insert(RETRY_ANNOTATION.to_string(), "web-1".to_string());
+    #[tokio::test]
+    async fn a_command_is_stamped_with_its_requester_and_bound_to_the_stage_as_seen() {
+        let stage: crate::api::Stage =
+            serde_json::from_value(stage_object(json!([]), json!({}))).unwrap();
+        let state = state(Objects {
+            stages: vec![stage],
+            ..Default::default()
+        });
+        let object = json!({"apiVersion": "greenlight.dev/v1alpha1", "kind": "StageCommand",
+                            "metadata": {"name": "c", "namespace": "shop"},
+                            "spec": {"stage": "prod", "action": "promote",
+                                     "requestedBy": {"username": "mallory", "signature": "00"}}});
+        let req = request("StageCommand", "CREATE", object.clone(), None);
+        let patched = apply(&stamp(&req, &state).await.unwrap(), &object);
+        let spec: StageCommandSpec = serde_json::from_value(patched["spec"].clone()).unwrap();
+        assert_eq!(
+            spec.stage_ref,
+            Some(StageRef {
+                uid: "stage-uid".into(),
+                generation: 3
+            })
+        );
         let subject = Subject::Command {
             namespace: "shop",
-            stage: "prod",
-            command: "greenlight.dev/promote=true",
+            spec: &spec,
         };
-        let stamp = serde_json::to_string(&key().stamp(&subject, "alice", &[])).unwrap();
-        annotations.insert(REQUESTED_BY_ANNOTATION.to_string(), stamp);
+        let who = key().verify(&subject, spec.requested_by.as_ref()).unwrap();
+        assert_eq!(who.username, "alice");
+    }
+
+    #[tokio::test]
+    async fn a_spec_change_is_stamped_and_an_annotation_only_edit_keeps_the_stamp() {
+        let state = state(Objects::default());
+        let old = stage_object(json!(["approvals"]), json!({}));
+        let new = stage_object(json!([]), json!({}));
+        let req = request("Stage", "UPDATE", new.clone(), Some(old));
+        let stamped = apply(&stamp(&req, &state).await.unwrap(), &new);
+        let typed: crate::api::Stage = serde_json::from_value(stamped.clone()).unwrap();
+        let change = changed_by("Stage", &typed.metadata, &typed.spec, &key()).unwrap();
         assert_eq!(
-            requester("shop", "prod", &annotations, &key()),
-            Err(Unverified::BadSignature)
+            (change.by.username.as_str(), change.fields),
+            ("alice", vec!["gates".to_string()])
+        );
+
+        // Someone edits the stamp away in an edit that leaves the spec alone: it comes back.
+        let mut tampered = stamped.clone();
+        tampered["metadata"]["annotations"] = json!({CHANGED_BY_ANNOTATION: "{}"});
+        let req = request("Stage", "UPDATE", tampered.clone(), Some(stamped.clone()));
+        let restored = apply(&stamp(&req, &state).await.unwrap(), &tampered);
+        assert_eq!(
+            restored["metadata"]["annotations"],
+            stamped["metadata"]["annotations"]
+        );
+
+        // A spec changed behind the webhook's back does not match the stamp.
+        let mut behind = typed.clone();
+        behind.spec.gates = vec!["other".into()];
+        assert_eq!(
+            changed_by("Stage", &behind.metadata, &behind.spec, &key()).err(),
+            Some(Unverified::OtherSpec)
         );
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::api::gate::GateType;
 use crate::api::stage::TriggerType;
-use crate::api::{ApprovalSpec, ReleaseSpec, Stage};
+use crate::api::{ApprovalSpec, CommandAction, ReleaseSpec, Stage, StageCommandSpec};
 use crate::pipeline::find_cycle_ignoring_missing;
 use crate::validation::{FieldError, MANUAL_NEEDS_APPROVAL_GATE, compile_stage, validate_release};
 
@@ -45,6 +45,44 @@ pub fn approval(old: Option<&Value>, new: &Value) -> Vec<FieldError> {
             Err(e) => vec![FieldError::new("spec", e.to_string())],
         },
     }
+}
+
+/// A StageCommand: immutable; a retry names its release and nothing else does; its Stage
+/// exists (`stage_exists`).
+pub fn command(old: Option<&Value>, new: &Value, stage_exists: bool) -> Vec<FieldError> {
+    if let Some(old) = old {
+        return immutable(
+            old,
+            new,
+            "a StageCommand is immutable once created; create a new one",
+        );
+    }
+    let spec = match serde_json::from_value::<StageCommandSpec>(new.clone()) {
+        Ok(spec) => spec,
+        Err(e) => return vec![FieldError::new("spec", e.to_string())],
+    };
+    let mut errors = vec![];
+    match (spec.action, &spec.release) {
+        (CommandAction::Retry, None) => errors.push(FieldError::new(
+            "spec.release",
+            "a retry names the release to roll out again",
+        )),
+        (CommandAction::Promote | CommandAction::Abort, Some(_)) => errors.push(FieldError::new(
+            "spec.release",
+            format!(
+                "only a retry names a release; {} acts on the rollout in progress",
+                spec.action.as_str()
+            ),
+        )),
+        _ => {}
+    }
+    if !stage_exists {
+        errors.push(FieldError::new(
+            "spec.stage",
+            format!("Stage '{}' not found in this namespace", spec.stage),
+        ));
+    }
+    errors
 }
 
 /// Every top-level spec field whose value changed, each with `why`.
@@ -132,6 +170,21 @@ mod tests {
         assert_eq!(fields, ["spec.notes", "spec.version"]);
         assert!(errors[0].message.contains("immutable"));
         assert!(release(Some(&old), &old).is_empty());
+    }
+
+    #[test]
+    fn a_retry_needs_its_release_and_a_command_needs_its_stage() {
+        let retry = json!({"stage": "prod", "action": "retry"});
+        let errors = command(None, &retry, true);
+        assert_eq!(errors[0].field, "spec.release");
+        let promote = json!({"stage": "prod", "action": "promote", "release": "web-1"});
+        assert_eq!(command(None, &promote, true)[0].field, "spec.release");
+        let abort = json!({"stage": "gone", "action": "abort"});
+        let errors = command(None, &abort, false);
+        assert_eq!(errors[0].field, "spec.stage");
+        assert!(errors[0].message.contains("'gone' not found"));
+        let changed = json!({"stage": "prod", "action": "promote"});
+        assert_eq!(command(Some(&abort), &changed, true).len(), 2);
     }
 
     #[test]
@@ -262,11 +315,10 @@ mod properties {
         /// stamps carries the requester's name.
         #[test]
         fn stamping_any_object_never_panics(spec in any_json(), kind in prop_oneof![
-            Just("Approval"), Just("Release"), Just("Stage"), Just("Gate")
+            Just("Approval"), Just("Release"), Just("Stage"), Just("Gate"), Just("StageCommand")
         ], annotations in prop::collection::btree_map(
             prop_oneof![
-                Just(crate::api::PROMOTE_ANNOTATION.to_string()),
-                Just(crate::api::REQUESTED_BY_ANNOTATION.to_string()),
+                Just(crate::api::change::CHANGED_BY_ANNOTATION.to_string()),
                 "[a-z./]{1,12}",
             ],
             "[ -~]{0,12}",
@@ -287,7 +339,12 @@ mod properties {
                 serde_json::from_value(review).unwrap();
             let request: kube::core::admission::AdmissionRequest<_> = review.try_into().unwrap();
             let key = crate::identity::IdentityKey::from_bytes(&[7; 32]);
-            if let Some(patch) = super::super::mutate::stamp(&request, &key) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let stamped = runtime.block_on(async {
+                let state = super::super::test_state(Default::default(), key);
+                super::super::mutate::stamp(&request, &state).await
+            });
+            if let Some(patch) = stamped {
                 let mut object = serde_json::to_value(request.object.as_ref().unwrap()).unwrap();
                 prop_assert!(json_patch::patch(&mut object, &patch).is_ok());
                 if kind == "Approval" {

@@ -63,6 +63,20 @@ pub struct ApprovalSpec {
     /// from the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approver: Option<Identity>,
+    /// Set by the admission webhook: the Release as it was when the decision was made. A
+    /// decision counts only for that Release, not for a later one of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_ref: Option<ReleaseRef>,
+}
+
+/// One Release object: its uid and a SHA-256 digest of its spec.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRef {
+    #[schemars(length(max = 64))]
+    pub uid: String,
+    #[schemars(length(max = 64))]
+    pub digest: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

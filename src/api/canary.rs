@@ -43,7 +43,7 @@ pub struct CanaryStep {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub set_weight: Option<i32>,
-    /// Wait; without `duration`, until the Stage is annotated `greenlight.dev/promote`.
+    /// Wait; without `duration`, until a StageCommand promotes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<PauseStep>,
     /// Run these gates to completion before the next step.

@@ -148,7 +148,7 @@ pub enum AuditAction {
     RetryRequested,
     /// The rollback that followed a failure finished.
     RollbackCompleted,
-    /// A steering annotation that could not act, with why.
+    /// A StageCommand that could not act, with why.
     CommandRefused,
 }
 

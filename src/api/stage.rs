@@ -92,6 +92,11 @@ pub struct StageSpec {
     #[serde(default = "default_history_limit")]
     #[schemars(range(min = 1, max = 100))]
     pub history_limit: i32,
+    /// Spec changes (and deletion) need the `edit-protected` verb on `stages` besides
+    /// `update`, and so do changes to the Gates this stage names. A change the admission
+    /// webhook did not vouch for stops the stage until it is applied again through it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protected: bool,
 }
 
 fn default_replicas() -> i32 {
@@ -207,10 +212,13 @@ pub struct StageStatus {
     /// The rollout in progress, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<ActiveRollout>,
-    /// The steering annotation last acted upon (`key=value`), kept until it is gone from the
-    /// Stage, so that a pass after a crash (or after a failed clean-up) does not act on it twice.
+    /// The StageCommand last acted upon (`name/uid`), so that a pass after a crash between
+    /// this status write and the command's own does not act on it twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<String>,
+    /// Who changed the spec and what, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<super::change::ChangeRecord>,
     /// Finished rollouts, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,

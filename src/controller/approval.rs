@@ -138,7 +138,8 @@ async fn reconcile_approval(
     Ok(Action::await_change())
 }
 
-/// Where the decision counts and why not: nowhere when it was given before its Release existed.
+/// Where the decision counts and why not: nowhere when it was given for another Release object
+/// than the one of that name now (before it was published, or for one deleted since).
 fn verdicts(
     approval: &Approval,
     release: &Release,
@@ -146,13 +147,22 @@ fn verdicts(
     who: &crate::api::Identity,
     ctx: &Context,
 ) -> Vec<String> {
-    let created = |m: &kube::api::ObjectMeta| m.creation_timestamp.as_ref().map(|t| t.0);
-    match (created(&approval.metadata), created(&release.metadata)) {
-        (Some(given), Some(published)) if given < published => vec![format!(
-            "does not count: it was given at {given}, before release '{}' was created at {published}; approve it again",
+    let now = crate::api::ReleaseRef {
+        uid: release.uid().unwrap_or_default(),
+        digest: crate::identity::release_digest(&release.spec),
+    };
+    match &approval.spec.release_ref {
+        Some(given) if *given == now => {
+            eligibility(ctx, stage, who, &ctx.index.release_author(release))
+        }
+        Some(_) => vec![format!(
+            "does not count: it was given for an earlier release named '{}' (deleted and published again since); approve it again",
             release.name_any()
         )],
-        _ => eligibility(ctx, stage, who, &ctx.index.release_author(release)),
+        None => vec![format!(
+            "does not count: it was given before release '{}' existed; approve it again",
+            release.name_any()
+        )],
     }
 }
 

@@ -1,7 +1,7 @@
 //! Per-object backoff after a failed or refused write: exponential with jitter, from
 //! [`FIRST`] up to [`LONGEST`]. While an object backs off, watch events (most of them caused by
 //! the operator's own status writes) do not make it try again; a change of its spec or a
-//! person's steering annotation does.
+//! person's new StageCommand does.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +14,7 @@ pub const LONGEST: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
     pub generation: Option<i64>,
-    /// Steering annotations present.
+    /// StageCommands waiting for the object.
     pub commands: Vec<String>,
 }
 

@@ -3,8 +3,8 @@
 //! transition that did not happen), except when traffic leaves the canary, which is recorded
 //! first; the audit trail, the record of truth, whose entries have identities so a replay
 //! adds nothing; then release entries and the stage status that make the transition final;
-//! then Events, named after the audit entries they announce; last, the steering annotations
-//! acted upon.
+//! then Events, named after the audit entries they announce; last, the StageCommands handled,
+//! each marked with what became of it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +17,6 @@ use super::Context;
 use super::error::ReconcileError;
 use super::observe::World;
 use super::writer::Announcement;
-use crate::admission::mutate::requester;
 use crate::api::OPERATOR_ACTOR;
 use crate::api::conditions::{Condition, TARGET_RUNS_PODS};
 use crate::api::release::{AuditAction, AuditEntry};
@@ -47,9 +46,11 @@ pub(crate) async fn apply(
         apply_workloads(world, &outcome, ctx).await?;
     }
     announce(world, &outcome.events, ctx).await;
-    if world.steering.text.is_some() {
-        announce_dropped(world, ctx).await;
-        ctx.writer.clear_commands(&world.stage).await?;
+    mark_commands(world, &outcome.events, ctx, now).await?;
+    let more = !world.steering.superseded.is_empty() || world.steering.acting.is_some();
+    if more && outcome.requeue_after > Duration::from_secs(1) {
+        // A command that came after the one handled now waits for no timer.
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     Ok(Action::requeue(
         outcome.requeue_after.max(Duration::from_secs(1)),
@@ -111,8 +112,11 @@ async fn record(
         status.conditions.push(condition);
     }
     status.last_command = world.steering.text.clone();
+    status.changes = super::changes::updated(stage, &stage.spec, &old.changes, ctx);
     count_rollouts(&old.history, &status.history, ctx);
+    let changes = status.changes.clone();
     ctx.writer.stage_status(stage, &old, status, now).await?;
+    super::changes::announce(stage, &old.changes, &changes, ctx).await;
     Ok(())
 }
 
@@ -163,7 +167,7 @@ fn audit_entries(
             continue;
         }
         let actor = match event.by_person {
-            true => asked_by(stage, ctx),
+            true => world.steering.requester.clone(),
             false => OPERATOR_ACTOR.to_string(),
         };
         trail.entry(release.clone()).or_default().push(AuditEntry {
@@ -200,28 +204,8 @@ fn audit_action(event: &StageEvent) -> Option<AuditAction> {
     event.kind.audit_action(event.by_person)
 }
 
-/// Steering annotations that came with the one that acted are removed with it, and say so.
-async fn announce_dropped(world: &World, ctx: &Context) {
-    let acting = world.steering.text.clone().unwrap_or_default();
-    for dropped in &world.steering.dropped {
-        let note = format!(
-            "{dropped} was not acted upon: {acting} took precedence (abort, then promote, then retry); set it again"
-        );
-        let a = Announcement {
-            warning: true,
-            reason: "CommandRefused",
-            key: format!(
-                "dropped/{dropped}/{}",
-                world.stage.resource_version().unwrap_or_default()
-            ),
-            note,
-        };
-        ctx.writer.events.publish(&world.stage, a).await;
-    }
-}
-
-/// The audit id of an event. A refused command is told apart by the Stage's version it was
-/// read at: the same request replayed after a crash has the same, a new request a new one.
+/// The audit id of an event. A refused command is told apart by the StageCommand's uid: the
+/// same request replayed after a crash has the same, a new request a new one.
 fn audit_id(world: &World, event: &StageEvent) -> String {
     let stage = world.stage.name_any();
     let Some(action) = audit_action(event) else {
@@ -233,8 +217,8 @@ fn audit_id(world: &World, event: &StageEvent) -> String {
     let id = event.audit_id(&stage, action);
     match event.kind {
         crate::machine::Transition::CommandRefused => {
-            let commands = super::fingerprint(&world.stage).commands.join(",");
-            let digest = ring::digest::digest(&ring::digest::SHA256, commands.as_bytes());
+            let command = world.steering.text.clone().unwrap_or_default();
+            let digest = ring::digest::digest(&ring::digest::SHA256, command.as_bytes());
             let short: String = digest.as_ref()[..6]
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -242,20 +226,6 @@ fn audit_id(world: &World, event: &StageEvent) -> String {
             format!("{id}/{short}")
         }
         _ => id,
-    }
-}
-
-fn asked_by(stage: &crate::api::Stage, ctx: &Context) -> String {
-    let namespace = stage.namespace().unwrap_or_default();
-    let annotations = stage.metadata.annotations.clone().unwrap_or_default();
-    match requester(
-        &namespace,
-        &stage.name_any(),
-        &annotations,
-        &ctx.index.identity,
-    ) {
-        Ok(user) => user,
-        Err(why) => format!("unknown ({why})"),
     }
 }
 
@@ -322,5 +292,71 @@ fn count_rollouts(
             .rollouts
             .get_or_create(&RolloutLabels { outcome })
             .inc();
+    }
+}
+
+/// Each StageCommand handled in this pass says what became of it: the acting one applied (or
+/// refused, when the machine found nothing for it to do), those it superseded, those that do
+/// not count. A refusal is also an Event on the Stage.
+async fn mark_commands(
+    world: &World,
+    events: &[StageEvent],
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), ReconcileError> {
+    use crate::api::CommandPhase::{Applied, Refused, Superseded};
+    let steering = &world.steering;
+    if let Some(acting) = &steering.acting {
+        let refused = events
+            .iter()
+            .find(|e| e.kind == crate::machine::Transition::CommandRefused);
+        let (phase, message) = match (refused, steering.stale) {
+            (Some(e), false) => (Refused, e.note.clone()),
+            _ => (Applied, acted_message(events, &world.stage.name_any())),
+        };
+        ctx.writer
+            .command_status(acting, phase, &message, now)
+            .await?;
+    }
+    let abort = steering
+        .acting
+        .as_ref()
+        .map(|c| c.name_any())
+        .unwrap_or_default();
+    for superseded in &steering.superseded {
+        let message = format!("abort '{abort}', requested after it, took its place");
+        ctx.writer
+            .command_status(superseded, Superseded, &message, now)
+            .await?;
+    }
+    for (command, why) in &steering.refused {
+        let a = Announcement {
+            warning: true,
+            reason: "CommandRefused",
+            key: format!("refused/{}", command.uid().unwrap_or_default()),
+            note: format!(
+                "{} '{}' does not count: {why}",
+                command.spec.action.as_str(),
+                command.name_any()
+            ),
+        };
+        ctx.writer.events.publish(&world.stage, a).await;
+        ctx.writer
+            .command_status(command, Refused, why, now)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the acting command did, in the words of the transitions it caused.
+fn acted_message(events: &[StageEvent], stage: &str) -> String {
+    let notes: Vec<&str> = events
+        .iter()
+        .filter(|e| e.by_person)
+        .map(|e| e.note.as_str())
+        .collect();
+    match notes.is_empty() {
+        true => format!("applied at stage '{stage}'"),
+        false => notes.join("; "),
     }
 }

@@ -10,7 +10,7 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::Context;
-use crate::api::{Release, Stage};
+use crate::api::{Release, Stage, StageCommand};
 use crate::identity::IdentityKey;
 use crate::index::Index;
 use crate::metrics::Metrics;
@@ -116,17 +116,58 @@ fn world(stage: Stage, release: Release) -> impl Fn(&Call) -> (u16, Value) + Sen
         (_, p) if p.contains("/stages/dev") => (200, stage.clone()),
         (_, p) if p.contains("/releases/") => (200, release.clone()),
         (_, p) if p.contains("/deployments/") => (200, target()),
+        (_, p) if p.contains("/stagecommands/") => {
+            (200, serde_json::to_value(command("any", "abort")).unwrap())
+        }
         (_, _) => (200, call.body.clone()),
     }
 }
 
 fn context(client: kube::Client, stage: &Stage, release: &Release) -> Arc<Context> {
+    commanded(client, stage, release, vec![])
+}
+
+fn key() -> IdentityKey {
+    IdentityKey::from_bytes(b"0123456789abcdef0123456789abcdef")
+}
+
+/// A StageCommand for stage `dev` as the admission webhook stamps it: by alice, for the
+/// stage at generation 1.
+fn command(name: &str, action: &str) -> StageCommand {
+    let mut c: StageCommand = serde_json::from_value(json!({
+        "apiVersion": "greenlight.dev/v1alpha1", "kind": "StageCommand",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("{name}-uid"),
+                     "creationTimestamp": "2026-11-27T10:00:10Z"},
+        "spec": {"stage": "dev", "action": action,
+                 "stageRef": {"uid": "stage-uid", "generation": 1}},
+    }))
+    .unwrap();
+    let subject = crate::identity::Subject::Command {
+        namespace: NS,
+        spec: &c.spec,
+    };
+    c.spec.requested_by = Some(key().stamp(&subject, "alice", &[]));
+    c
+}
+
+/// The context of a scenario with these StageCommands waiting.
+fn commanded(
+    client: kube::Client,
+    stage: &Stage,
+    release: &Release,
+    commands: Vec<StageCommand>,
+) -> Arc<Context> {
     let metrics = Metrics::new();
-    let identity = Arc::new(IdentityKey::generate());
-    let objects = (vec![stage.clone()], vec![release.clone()], vec![], vec![]);
+    let identity = Arc::new(key());
+    let objects = crate::index::Objects {
+        stages: vec![stage.clone()],
+        releases: vec![release.clone()],
+        commands,
+        ..Default::default()
+    };
     let index = Index::of(objects, identity);
     let env = crate::gates::GateEnv {
-        http: crate::gates::http_client(),
+        http: crate::gates::http_client(&crate::gates::allow::AllowList::new(["127.0.0.1"])),
         webhook_allow: crate::gates::allow::AllowList::new(["127.0.0.1"]),
     };
     Arc::new(Context {
@@ -269,13 +310,13 @@ async fn a_start_replayed_after_a_crash_adds_no_second_audit_entry() {
 }
 
 #[tokio::test]
-async fn a_promote_on_an_idle_stage_is_refused_with_an_event_and_cleared_only_if_unchanged() {
+async fn a_promote_on_an_idle_stage_is_refused_with_an_event_and_says_so_on_the_command() {
     let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
     let running = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle"});
-    let stage = stage(json!({"greenlight.dev/promote": "now"}), running);
+    let stage = stage(json!({}), running);
     let release = release("r1", "1.0.0", done);
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
-    let ctx = context(client, &stage, &release);
+    let ctx = commanded(client, &stage, &release, vec![command("p1", "promote")]);
     reconcile(&ctx).await.expect("a clean pass");
     let seen = calls(&log);
     let refused = seen
@@ -285,18 +326,24 @@ async fn a_promote_on_an_idle_stage_is_refused_with_an_event_and_cleared_only_if
         .map(|c| c.body["note"].to_string())
         .unwrap_or_default();
     assert!(note.contains("no rollout in progress"), "{note}");
-    assert!(
-        mentions(&seen, "\"CommandRefused\""),
-        "recorded in the audit trail too"
-    );
-    let clear = seen
-        .iter()
-        .find(|c| c.is("PATCH", "/stages/dev?"))
-        .expect("cleared");
+    let audited = position(&seen, "PATCH", "/releases/r1/status", "\"CommandRefused\"");
+    let trail = &seen[audited].body["status"]["audit"][0];
     assert_eq!(
-        clear.body,
-        json!([{"op": "test", "path": "/metadata/annotations/greenlight.dev~1promote", "value": "now"},
-               {"op": "remove", "path": "/metadata/annotations/greenlight.dev~1promote"}])
+        trail["actor"], "alice",
+        "under the requester's verified name"
+    );
+    let marked = position(&seen, "PATCH", "/stagecommands/p1/status", "Refused");
+    assert!(
+        audited < marked,
+        "the command is marked once the trail holds it"
+    );
+    assert!(
+        seen[marked]
+            .body
+            .to_string()
+            .contains("no rollout in progress"),
+        "{:?}",
+        seen[marked]
     );
 }
 
@@ -313,24 +360,40 @@ fn requeue_seconds(action: &Action) -> f64 {
 }
 
 #[tokio::test]
-async fn a_command_acted_upon_before_a_crash_is_cleared_without_acting_again() {
+async fn a_command_acted_upon_before_a_crash_is_marked_handled_without_acting_again() {
     let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
     let acted = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle",
-                       "lastCommand": "greenlight.dev/promote=now"});
-    let stage = stage(json!({"greenlight.dev/promote": "now"}), acted);
+                       "lastCommand": "p1/p1-uid"});
+    let stage = stage(json!({}), acted);
     let release = release("r1", "1.0.0", done);
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
-    let ctx = context(client, &stage, &release);
+    let ctx = commanded(client, &stage, &release, vec![command("p1", "promote")]);
     reconcile(&ctx).await.expect("a clean pass");
     let seen = calls(&log);
     assert!(
         !mentions(&seen, "CommandRefused"),
         "not judged again: {seen:#?}"
     );
-    assert!(
-        seen.iter().any(|c| c.is("PATCH", "/stages/dev?")),
-        "cleared"
-    );
+    position(&seen, "PATCH", "/stagecommands/p1/status", "Applied");
+}
+
+#[tokio::test]
+async fn an_abort_after_a_promote_supersedes_it_and_acts() {
+    let stage = paused_canary(json!({}));
+    let release = release("r2", "2.0.0", json!({}));
+    let (client, log) = fake_apiserver(Arc::new(canary_world(&stage, &release)));
+    let mut abort = command("a1", "abort");
+    abort.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-27T10:00:11Z".parse().unwrap(),
+    ));
+    let commands = vec![command("p1", "promote"), abort];
+    let ctx = commanded(client, &stage, &release, commands);
+    reconcile(&ctx).await.expect("a clean pass");
+    let seen = calls(&log);
+    position(&seen, "PATCH", "/stages/dev/status", "a1/a1-uid");
+    position(&seen, "PATCH", "/stagecommands/a1/status", "Applied");
+    position(&seen, "PATCH", "/stagecommands/p1/status", "Superseded");
+    position(&seen, "PATCH", "/httproutes/web", "\"weight\":0");
 }
 
 fn workload(name: &str, release: &str) -> Value {
@@ -379,21 +442,26 @@ fn paused_canary(annotations: Value) -> Stage {
     stage
 }
 
-#[tokio::test]
-async fn an_abort_is_recorded_before_traffic_leaves_the_canary() {
-    let stage = paused_canary(json!({"greenlight.dev/abort": "now"}));
-    let release = release("r2", "2.0.0", json!({}));
+/// The usual answers for [`paused_canary`]: the route at 25%, r1 on the primary, r2 on the
+/// canary.
+fn canary_world(stage: &Stage, release: &Release) -> impl Fn(&Call) -> (u16, Value) + use<> {
     let usual = world(stage.clone(), release.clone());
-    let answer = move |c: &Call| match (c.method.as_str(), c.path.as_str()) {
+    move |c: &Call| match (c.method.as_str(), c.path.as_str()) {
         (_, p) if p.contains("/httproutes/web") => (200, route(25)),
         ("GET", p) if p.contains("/deployments/web-primary") => {
             (200, workload("web-primary", "r1"))
         }
         ("GET", p) if p.contains("/deployments/web-canary") => (200, workload("web-canary", "r2")),
         _ => usual(c),
-    };
-    let (client, log) = fake_apiserver(Arc::new(answer));
-    let ctx = context(client, &stage, &release);
+    }
+}
+
+#[tokio::test]
+async fn an_abort_is_recorded_before_traffic_leaves_the_canary() {
+    let stage = paused_canary(json!({}));
+    let release = release("r2", "2.0.0", json!({}));
+    let (client, log) = fake_apiserver(Arc::new(canary_world(&stage, &release)));
+    let ctx = commanded(client, &stage, &release, vec![command("a1", "abort")]);
     reconcile(&ctx).await.expect("a clean pass");
     let seen = calls(&log);
     let recorded = position(&seen, "PATCH", "/stages/dev/status", "Rollback");

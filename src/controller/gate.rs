@@ -1,4 +1,5 @@
-//! Gate reconciliation: compile the spec and report whether the gate is usable.
+//! Gate reconciliation: compile the spec, report whether the gate is usable, and record who
+//! changed it.
 
 use std::sync::Arc;
 
@@ -46,7 +47,19 @@ async fn reconcile_gate(
     name: &str,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
-    let (health, reason, message) = match gates::compile(&gate.spec, &ctx.runner.env) {
+    let compiled = gates::compile(&gate.spec, ctx.runner.env()).map(|_| ());
+    let compiled = match compiled {
+        Ok(()) => {
+            let refused = gates::resolution_errors(&gate.spec, ctx.runner.env()).await;
+            if refused.is_empty() {
+                Ok(())
+            } else {
+                Err(refused)
+            }
+        }
+        Err(errors) => Err(errors),
+    };
+    let (health, reason, message) = match compiled {
         Ok(_) => (
             Health::Ready,
             "Valid",
@@ -60,7 +73,9 @@ async fn reconcile_gate(
     };
     let old = gate.status.clone().unwrap_or_default();
     let generation = gate.meta().generation;
+    let changes = super::changes::updated(gate, &gate.spec, &old.changes, ctx);
     let new = GateStatus {
+        changes,
         observed_generation: generation,
         message: Some(message.clone()),
         conditions: conditions::merge(
@@ -74,6 +89,7 @@ async fn reconcile_gate(
         ctx.writer
             .status::<Gate>("gate_status", namespace, name, diff)
             .await?;
+        super::changes::announce(gate, &old.changes, &new.changes, ctx).await;
     }
     Ok(Action::await_change())
 }

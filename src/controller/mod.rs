@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod backoff;
 pub mod canary;
+pub mod changes;
 pub mod effects;
 pub mod error;
 pub mod gate;
@@ -70,7 +71,7 @@ impl Context {
 }
 
 /// After a failed reconcile, the object backs off (see [`backoff`]); the error is counted.
-pub fn error_policy<K: ResourceExt>(
+pub fn error_policy<K: Resource<DynamicType = ()>>(
     controller: &'static str,
 ) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
     move |obj, error, ctx| {
@@ -86,7 +87,7 @@ pub fn error_policy<K: ResourceExt>(
             })
             .inc();
         let key = backoff_key(controller, &*obj);
-        Action::requeue(ctx.backoff.failed(&key, fingerprint(&*obj)))
+        Action::requeue(ctx.backoff.failed(&key, fingerprint(&*obj, &ctx.index)))
     }
 }
 
@@ -100,14 +101,20 @@ pub(crate) fn backoff_key<K: ResourceExt>(controller: &str, obj: &K) -> String {
     )
 }
 
-/// What ends an object's backoff when it changes: its spec or its steering annotations.
-pub(crate) fn fingerprint<K: ResourceExt>(obj: &K) -> backoff::Fingerprint {
-    let commands = obj
-        .annotations()
-        .iter()
-        .filter(|(k, _)| k.starts_with("greenlight.dev/"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+/// What ends an object's backoff when it changes: its spec, or (for a Stage) a new
+/// StageCommand for it.
+pub(crate) fn fingerprint<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    index: &crate::index::Index,
+) -> backoff::Fingerprint {
+    let commands = match K::kind(&()).as_ref() {
+        "Stage" => index
+            .pending_commands(&obj.namespace().unwrap_or_default(), &obj.name_any())
+            .iter()
+            .map(|c| c.name_any())
+            .collect(),
+        _ => vec![],
+    };
     backoff::Fingerprint {
         generation: obj.meta().generation,
         commands,
@@ -168,7 +175,7 @@ pub async fn run(
         tokio::spawn(task);
     }
     let env = crate::gates::GateEnv {
-        http: crate::gates::http_client(),
+        http: crate::gates::http_client(&settings.webhook_allow),
         webhook_allow: settings.webhook_allow,
     };
     let ctx = Arc::new(Context {

@@ -18,6 +18,7 @@ use crate::machine::{CanaryView, PrimaryView, ReleaseView};
 use crate::pipeline::{PipelineError, topological_order, upstream_of};
 use crate::validation::{
     FieldError, MANUAL_NEEDS_APPROVAL_GATE, StagePlan, ValidationErrors, compile_stage,
+    rollback_plan,
 };
 use crate::workload::{build_primary, observe, primary_name};
 
@@ -180,6 +181,9 @@ pub struct World {
     pub releases: Vec<ReleaseView>,
     pub canary: Option<(CanaryIo, Option<Deployment>, CanaryView)>,
     pub steering: Steering,
+    /// Why the spec does not compile, when it stopped compiling mid-rollout: `plan` is then a
+    /// rollback plan.
+    pub invalid: Option<String>,
     /// The time the decision is made at.
     pub now: jiff::Timestamp,
 }
@@ -193,9 +197,17 @@ pub async fn observe_stage(
     now: jiff::Timestamp,
 ) -> Result<Result<World, Invalid>, ReconcileError> {
     let namespace = stage.namespace().unwrap_or_default();
-    let plan = match validate_stage(&stage, ctx) {
-        Ok(plan) => plan,
-        Err(errors) => return Ok(Err((stage, "InvalidSpec", errors.to_string()))),
+    let problem = match super::changes::unverified_protection(&stage, ctx) {
+        Some(why) => Err(("UnverifiedChange", why)),
+        None => validate_stage(&stage, ctx).map_err(|e| ("InvalidSpec", e.to_string())),
+    };
+    let rolling_out = stage.status.as_ref().is_some_and(|s| s.rollout.is_some());
+    let (plan, invalid) = match problem {
+        Ok(plan) => (plan, None),
+        // A rollout in progress is rolled back rather than left serving on a spec that no
+        // longer says how.
+        Err((_, why)) if rolling_out => (rollback_plan(&stage.spec), Some(why)),
+        Err((reason, why)) => return Ok(Err((stage, reason, why))),
     };
     let deployments = ctx.api::<Deployment>(&namespace);
     let Some(target) = deployments.get_opt(&stage.spec.target.name).await? else {
@@ -218,7 +230,12 @@ pub async fn observe_stage(
     Ok(Ok(World {
         primary_view: primary.as_ref().map(observe),
         releases: release_views(&stage, &target, &ctx.index),
-        steering: steering::read(&stage),
+        invalid,
+        steering: steering::read(
+            &stage,
+            ctx.index.pending_commands(&namespace, &stage.name_any()),
+            &ctx.index.identity,
+        ),
         now,
         stage,
         plan,

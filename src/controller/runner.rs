@@ -1,10 +1,16 @@
 //! The one gate runner: builds what a gate knows about a release, resolves what a compiled
 //! gate says it needs (Secrets, approvals), evaluates it, keeps a gate that did not pass from
-//! being asked again before its recheck time, and counts verdicts.
+//! being asked again before its recheck time, and counts verdicts. Evaluations run on tasks
+//! of their own, all due gates at once: a pass waits for them at most [`BUDGET`], and one
+//! still running is "evaluating" until a later pass collects it, so a slow endpoint never
+//! holds up an abort, a deadline or shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 
 use jiff::Timestamp;
 use kube::{Client, ResourceExt};
@@ -21,33 +27,87 @@ use crate::schedule::later;
 use crate::validation::FieldError;
 use crate::workload::{canary_name, primary_name};
 
+/// The longest a pass waits for its gates; those still running are collected by a later pass.
+pub const BUDGET: Duration = Duration::from_millis(250);
+/// How soon a pass looks again for evaluations still running.
+pub const COLLECT_AFTER: Duration = Duration::from_secs(1);
+
+type Evaluation = Shared<BoxFuture<'static, (GateOutcome, Duration)>>;
+
 pub struct GateRunner {
-    pub env: GateEnv,
+    inner: Arc<Inner>,
+    /// Gates that did not pass, by stage, release, gate and inputs, kept until their recheck.
+    held: Mutex<HashMap<String, (Timestamp, GateOutcome)>>,
+    /// Evaluations started and not collected yet, with when they started.
+    running: Mutex<HashMap<String, (Instant, Evaluation)>>,
+}
+
+/// What an evaluation needs, shared with the tasks it runs on.
+struct Inner {
+    env: GateEnv,
     index: Arc<Index>,
     client: Client,
     metrics: Arc<Metrics>,
-    /// Gates that did not pass, by stage, release, gate and inputs, kept until their recheck.
-    held: Mutex<HashMap<String, (Timestamp, GateOutcome)>>,
 }
 
 impl GateRunner {
     pub fn new(env: GateEnv, index: Arc<Index>, client: Client, metrics: Arc<Metrics>) -> Self {
-        Self {
+        let inner = Inner {
             env,
             index,
             client,
             metrics,
+        };
+        Self {
+            inner: Arc::new(inner),
             held: Mutex::default(),
+            running: Mutex::default(),
         }
+    }
+
+    pub fn env(&self) -> &GateEnv {
+        &self.inner.env
+    }
+
+    /// Whether evaluations of `stage` are still running, so its pass should look again soon.
+    pub fn busy(&self, namespace: &str, stage: &str) -> bool {
+        let prefix = format!("{namespace}/{stage}/");
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.keys().any(|k| k.starts_with(&prefix))
+    }
+
+    /// Starts `name`'s evaluation under `key` unless it runs already, and waits for it until
+    /// `deadline`; `None` when it is still running then.
+    async fn started(
+        &self,
+        key: String,
+        name: &str,
+        ctx: &GateContext,
+        deadline: tokio::time::Instant,
+    ) -> Option<(GateOutcome, Duration)> {
+        let evaluation = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let stale = crate::gates::LONGEST_TIMEOUT * 2;
+            running.retain(|_, (since, _)| since.elapsed() < stale);
+            let (_, evaluation) = running.entry(key.clone()).or_insert_with(|| {
+                let (inner, name, ctx) = (self.inner.clone(), name.to_string(), ctx.clone());
+                let evaluation = async move { inner.evaluate(&name, &ctx).await }
+                    .boxed()
+                    .shared();
+                tokio::spawn(evaluation.clone());
+                (Instant::now(), evaluation)
+            });
+            evaluation.clone()
+        };
+        let done = tokio::time::timeout_at(deadline, evaluation).await.ok()?;
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.remove(&key);
+        Some(done)
     }
 
     /// The gate named `name` in `namespace`, compiled, or why it cannot run.
     pub fn compiled(&self, namespace: &str, name: &str) -> Result<CompiledGate, Vec<FieldError>> {
-        let Some(gate) = self.index.gate(namespace, name) else {
-            let missing = format!("Gate '{name}' does not exist in namespace '{namespace}'");
-            return Err(vec![FieldError::new("metadata.name", missing)]);
-        };
-        gates::compile(&gate.spec, &self.env)
+        self.inner.compiled(namespace, name)
     }
 
     /// What gates know about `release` at this stage.
@@ -62,7 +122,7 @@ impl GateRunner {
         GateContext {
             approvals: vec![],
             release_author: Err(Unverified::Missing),
-            release_created: None,
+            release_ref: None,
             namespace: stage.namespace().unwrap_or_default(),
             pipeline: stage.spec.pipeline.clone(),
             stage: stage.name_any(),
@@ -77,8 +137,135 @@ impl GateRunner {
         }
     }
 
+    /// Evaluates `gates` in order for `release`, stopping at the first that does not pass or
+    /// is still evaluating when the pass's [`BUDGET`] is spent.
+    pub async fn evaluate_in_order(
+        &self,
+        gates: &[String],
+        ctx: &GateContext,
+        now: Timestamp,
+    ) -> GateReport {
+        let deadline = tokio::time::Instant::now() + BUDGET;
+        let mut results = Vec::new();
+        let mut recheck_after = gates::DEFAULT_RECHECK;
+        for name in gates {
+            let (outcome, recheck) = self.held_or_evaluate(name, ctx, now, deadline).await;
+            recheck_after = recheck_after.min(recheck);
+            let passed = outcome.verdict == GateVerdict::Passed;
+            results.push((name.clone(), outcome));
+            if !passed {
+                break;
+            }
+        }
+        GateReport {
+            release: ctx.release.clone(),
+            results,
+            recheck_after,
+        }
+    }
+
+    /// A gate that did not pass is asked again only at its recheck time, however many watch
+    /// events arrive meanwhile; a pass is never reused.
+    async fn held_or_evaluate(
+        &self,
+        name: &str,
+        ctx: &GateContext,
+        now: Timestamp,
+        deadline: tokio::time::Instant,
+    ) -> (GateOutcome, Duration) {
+        let key = self.held_key(name, ctx);
+        if let Some((until, outcome)) = self.held_until(&key, now) {
+            let left = until.duration_since(now).unsigned_abs();
+            return (outcome, left.max(Duration::from_millis(100)));
+        }
+        let Some((outcome, recheck)) = self.started(key.clone(), name, ctx, deadline).await else {
+            return (evaluating(), COLLECT_AFTER);
+        };
+        if outcome.verdict != GateVerdict::Passed {
+            let until = outcome
+                .recheck_at
+                .map_or(later(now, recheck), |at| at.min(later(now, recheck)));
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.retain(|_, (u, _)| now < *u);
+            held.insert(key, (until, outcome.clone()));
+        }
+        (outcome, recheck)
+    }
+
+    fn held_until(&self, key: &str, now: Timestamp) -> Option<(Timestamp, GateOutcome)> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.get(key).filter(|(until, _)| now < *until).cloned()
+    }
+
+    /// What a held result depends on: the gate's generation and, as Approvals are immutable,
+    /// their names.
+    fn held_key(&self, name: &str, ctx: &GateContext) -> String {
+        let index = &self.inner.index;
+        let gate = index.gate(&ctx.namespace, name);
+        let generation = gate.as_ref().and_then(|g| g.metadata.generation);
+        let approvals: Vec<String> = index
+            .approvals_of(&ctx.namespace, &ctx.release, &ctx.stage)
+            .iter()
+            .map(|a| a.name_any())
+            .collect();
+        format!(
+            "{}/{}/{}/{name}/{generation:?}/{}",
+            ctx.namespace,
+            ctx.stage,
+            ctx.release,
+            approvals.join(",")
+        )
+    }
+
+    /// Measures the due gates of a canary analysis, all at once. `baking`: the release under
+    /// test runs on the primary, so `{{canary}}` names the primary. A gate still evaluating
+    /// when the [`BUDGET`] is spent has no measurement yet; a later pass collects it.
+    pub async fn measure(&self, ctx: &GateContext, due: &[Due], baking: bool) -> Vec<Measurement> {
+        let mut ctx = ctx.clone();
+        if baking {
+            ctx.canary_workload = ctx.primary_workload.clone();
+        }
+        let deadline = tokio::time::Instant::now() + BUDGET;
+        let ctx = &ctx;
+        let measuring = due.iter().map(|d| async move {
+            let key = format!(
+                "{}/{}/{}/measure/{}/{}/{}",
+                ctx.namespace, ctx.stage, ctx.release, d.scope, d.gate, ctx.canary_workload
+            );
+            let (outcome, _) = self.started(key, &d.gate, ctx, deadline).await?;
+            Some(Measurement {
+                scope: d.scope.clone(),
+                gate: d.gate.clone(),
+                outcome,
+            })
+        });
+        futures::future::join_all(measuring)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
+/// The outcome shown while a gate's evaluation runs past a pass.
+fn evaluating() -> GateOutcome {
+    GateOutcome::new(
+        GateVerdict::Pending,
+        "evaluating: waiting for the gate's answer",
+    )
+}
+
+impl Inner {
+    fn compiled(&self, namespace: &str, name: &str) -> Result<CompiledGate, Vec<FieldError>> {
+        let Some(gate) = self.index.gate(namespace, name) else {
+            let missing = format!("Gate '{name}' does not exist in namespace '{namespace}'");
+            return Err(vec![FieldError::new("metadata.name", missing)]);
+        };
+        gates::compile(&gate.spec, &self.env)
+    }
+
     /// Evaluates one gate; also returns how soon it should be checked again.
-    pub async fn evaluate(&self, name: &str, ctx: &GateContext) -> (GateOutcome, Duration) {
+    async fn evaluate(&self, name: &str, ctx: &GateContext) -> (GateOutcome, Duration) {
         let kind = self
             .index
             .gate(&ctx.namespace, name)
@@ -110,10 +297,10 @@ impl GateRunner {
             ctx.release_author = release
                 .as_ref()
                 .map_or(Err(Unverified::Missing), |r| self.index.release_author(r));
-            ctx.release_created = release
-                .as_ref()
-                .and_then(|r| r.metadata.creation_timestamp.as_ref())
-                .map(|t| t.0);
+            ctx.release_ref = release.as_ref().map(|r| crate::api::ReleaseRef {
+                uid: r.uid().unwrap_or_default(),
+                digest: crate::identity::release_digest(&r.spec),
+            });
             ctx.approvals = self
                 .index
                 .approval_records(&ctx.namespace, &ctx.release, &ctx.stage);
@@ -125,100 +312,6 @@ impl GateRunner {
             }
         }
         compiled.check.evaluate(&ctx).await
-    }
-
-    /// Evaluates `gates` in order for `release`, stopping at the first that does not pass.
-    pub async fn evaluate_in_order(
-        &self,
-        gates: &[String],
-        ctx: &GateContext,
-        now: Timestamp,
-    ) -> GateReport {
-        let mut results = Vec::new();
-        let mut recheck_after = gates::DEFAULT_RECHECK;
-        for name in gates {
-            let (outcome, recheck) = self.held_or_evaluate(name, ctx, now).await;
-            recheck_after = recheck_after.min(recheck);
-            let passed = outcome.verdict == GateVerdict::Passed;
-            results.push((name.clone(), outcome));
-            if !passed {
-                break;
-            }
-        }
-        GateReport {
-            release: ctx.release.clone(),
-            results,
-            recheck_after,
-        }
-    }
-
-    /// A gate that did not pass is asked again only at its recheck time, however many watch
-    /// events arrive meanwhile; a pass is never reused.
-    async fn held_or_evaluate(
-        &self,
-        name: &str,
-        ctx: &GateContext,
-        now: Timestamp,
-    ) -> (GateOutcome, Duration) {
-        let key = self.held_key(name, ctx);
-        if let Some((until, outcome)) = self.held_until(&key, now) {
-            let left = until.duration_since(now).unsigned_abs();
-            return (outcome, left.max(Duration::from_millis(100)));
-        }
-        let (outcome, recheck) = self.evaluate(name, ctx).await;
-        if outcome.verdict != GateVerdict::Passed {
-            let until = outcome
-                .recheck_at
-                .map_or(later(now, recheck), |at| at.min(later(now, recheck)));
-            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-            held.retain(|_, (u, _)| now < *u);
-            held.insert(key, (until, outcome.clone()));
-        }
-        (outcome, recheck)
-    }
-
-    fn held_until(&self, key: &str, now: Timestamp) -> Option<(Timestamp, GateOutcome)> {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.get(key).filter(|(until, _)| now < *until).cloned()
-    }
-
-    /// What a held result depends on: the gate's generation and, as Approvals are immutable,
-    /// their names.
-    fn held_key(&self, name: &str, ctx: &GateContext) -> String {
-        let gate = self.index.gate(&ctx.namespace, name);
-        let generation = gate.as_ref().and_then(|g| g.metadata.generation);
-        let approvals: Vec<String> = self
-            .index
-            .approvals_of(&ctx.namespace, &ctx.release, &ctx.stage)
-            .iter()
-            .map(|a| a.name_any())
-            .collect();
-        format!(
-            "{}/{}/{}/{name}/{generation:?}/{}",
-            ctx.namespace,
-            ctx.stage,
-            ctx.release,
-            approvals.join(",")
-        )
-    }
-
-    /// Measures the due gates of a canary analysis. `baking`: the release under test runs on
-    /// the primary, so `{{canary}}` names the primary.
-    pub async fn measure(&self, ctx: &GateContext, due: &[Due], baking: bool) -> Vec<Measurement> {
-        let mut ctx = ctx.clone();
-        if baking {
-            ctx.canary_workload = ctx.primary_workload.clone();
-        }
-        let mut out = Vec::with_capacity(due.len());
-        for d in due {
-            let (outcome, _) = self.evaluate(&d.gate, &ctx).await;
-            out.push(Measurement {
-                scope: d.scope.clone(),
-                gate: d.gate.clone(),
-                outcome,
-            });
-        }
-        out
     }
 }
 

@@ -1,7 +1,7 @@
 //! Stage reconciliation, observe → decide → effect: read the stage and what it depends on
 //! ([`observe`](super::observe)), let [`machine::decide`] choose, and hand the outcome to the
 //! writer in a fixed order (workloads and traffic, audit trail, release entries, stage status,
-//! Events, steering annotations). A write the apiserver refuses leaves the stage `Stalled`
+//! Events, StageCommand outcomes). A write the apiserver refuses leaves the stage `Stalled`
 //! with the apiserver's words and backs off; nothing after it is written.
 
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use super::{
 use crate::api::conditions::{Health, kstatus};
 use crate::api::release::{ReleaseStageStatus, StagePhaseForRelease};
 use crate::api::stage::{Stage, StagePhase, StageStatus};
-use crate::api::{Approval, Gate, Release};
+use crate::api::{Approval, Gate, Release, StageCommand};
 use crate::machine::{self, Decision, Outcome};
 use crate::workload::{canary_name, primary_name};
 
@@ -71,6 +71,14 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
                 a.namespace().map(|ns| stage.within(&ns))
             },
         )
+        .watches(
+            scoped_api::<StageCommand>(client, namespace),
+            cfg(),
+            |c: StageCommand| {
+                let stage = ObjectRef::<Stage>::new(&c.spec.stage);
+                c.namespace().map(|ns| stage.within(&ns))
+            },
+        )
         .watches(scoped_api::<Stage>(client, namespace), cfg(), move |s| {
             let ns = s.namespace().unwrap_or_default();
             refs_of(by_stage.pipeline_stages(&ns, &s.spec.pipeline))
@@ -97,7 +105,10 @@ pub(super) async fn reconcile_stage(
         return Ok(Action::await_change());
     };
     let backoff = backoff_key(CONTROLLER, &stage);
-    if let Some(left) = ctx.backoff.remaining(&backoff, &fingerprint(&stage)) {
+    if let Some(left) = ctx
+        .backoff
+        .remaining(&backoff, &fingerprint(&stage, &ctx.index))
+    {
         return Err(ReconcileError::BackingOff(left));
     }
     let now = Timestamp::now();
@@ -107,7 +118,12 @@ pub(super) async fn reconcile_stage(
             return report_invalid(&stage, reason, message, ctx, now).await;
         }
     };
-    let outcome = decide(&world, ctx, now).await;
+    let mut outcome = decide(&world, ctx, now).await;
+    if ctx.runner.busy(namespace, name) {
+        // A gate still evaluating is collected by a later pass, soon.
+        let soon = super::runner::COLLECT_AFTER;
+        outcome.requeue_after = outcome.requeue_after.min(soon);
+    }
     tracing::debug!(
         canary = ?world.canary.as_ref().map(|(_, _, v)| v),
         weight = ?outcome.weight,
@@ -139,6 +155,7 @@ async fn decide(world: &World, ctx: &Context, now: Timestamp) -> Outcome {
         gates: None,
         measurements: None,
         command: world.steering.command.clone(),
+        invalid: world.invalid.as_deref(),
         now,
     };
     let (report, measured);
@@ -192,6 +209,7 @@ async fn report_invalid(
     status.phase = Some(StagePhase::Invalid);
     status.message = Some(message.clone());
     status.conditions = kstatus(Health::Stalled, reason, &message);
+    status.changes = super::changes::updated(stage, &stage.spec, &old.changes, ctx);
     if old.message.as_deref() != Some(message.as_str()) {
         let announcement = Announcement {
             warning: true,
@@ -201,7 +219,9 @@ async fn report_invalid(
         };
         ctx.writer.events.publish(stage, announcement).await;
     }
+    let changes = status.changes.clone();
     ctx.writer.stage_status(stage, &old, status, now).await?;
+    super::changes::announce(stage, &old.changes, &changes, ctx).await;
     Ok(Action::requeue(INVALID_RETRY))
 }
 

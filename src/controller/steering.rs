@@ -1,95 +1,221 @@
-//! The steering annotations people set on a Stage (`promote`, `abort`, `retry`): which one acts
-//! on this pass, and whether it was acted upon already. The status remembers the one last acted
-//! upon (`lastCommand`) until it is gone from the Stage, so a pass after a crash between the
-//! status write and the clean-up, or after a clean-up that did not go through, clears it
-//! without acting on it twice.
+//! The StageCommands people create for a Stage (promote, abort, retry): which one acts on this
+//! pass, which are refused and why, and which an abort supersedes. A command counts only when
+//! the admission webhook stamped its requester and bound it to this Stage object (uid) at this
+//! spec (generation); an abort needs only the uid, as aborting is always safe. The status
+//! remembers the command last acted upon (`lastCommand`), so a pass after a crash between the
+//! stage's status write and the command's own only marks it handled, without acting twice.
+
+use std::sync::Arc;
 
 use kube::ResourceExt;
 
-use crate::api::Stage;
-use crate::api::{ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETRY_ANNOTATION};
+use crate::api::{CommandAction, Stage, StageCommand};
+use crate::identity::{IdentityKey, Subject};
 use crate::machine::Command;
 
-/// Steering annotations in the order they take precedence.
-const BY_PRECEDENCE: [&str; 3] = [ABORT_ANNOTATION, PROMOTE_ANNOTATION, RETRY_ANNOTATION];
-
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Steering {
     /// The command to act on in this pass.
     pub command: Option<Command>,
-    /// `key=value` of the annotation that acts, or that acted already.
+    /// The StageCommand that acts, or that acted already.
+    pub acting: Option<Arc<StageCommand>>,
+    /// `name/uid` of that StageCommand, as `status.lastCommand` records it.
     pub text: Option<String>,
-    /// The annotation was acted upon already: it is only cleared.
+    /// It was acted upon already: it is only marked handled.
     pub stale: bool,
-    /// Other steering annotations present, which this pass does not act upon.
-    pub dropped: Vec<String>,
+    /// Who asked for it: the verified user, or `unverified (why)`.
+    pub requester: String,
+    /// Older commands an abort takes the place of.
+    pub superseded: Vec<Arc<StageCommand>>,
+    /// Commands that do not count, with why.
+    pub refused: Vec<(Arc<StageCommand>, String)>,
 }
 
-pub fn read(stage: &Stage) -> Steering {
-    let annotations = stage.annotations();
-    let present: Vec<(&str, &String)> = BY_PRECEDENCE
-        .iter()
-        .filter_map(|k| annotations.get(*k).map(|v| (*k, v)))
-        .collect();
-    let Some((key, value)) = present.first() else {
-        return Steering::default();
-    };
-    let text = format!("{key}={value}");
-    let acted = stage.status.as_ref().and_then(|s| s.last_command.as_ref());
-    let stale = acted == Some(&text);
-    let command = match *key {
-        ABORT_ANNOTATION => Command::Abort,
-        PROMOTE_ANNOTATION => Command::Promote,
-        _ => Command::Retry(value.to_string()),
-    };
-    Steering {
-        command: (!stale).then_some(command),
-        text: Some(text),
-        stale,
-        dropped: present[1..]
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
+/// Chooses among `pending` (oldest first): the first valid abort, else the oldest valid one.
+pub fn read(stage: &Stage, pending: Vec<Arc<StageCommand>>, key: &IdentityKey) -> Steering {
+    let mut steering = Steering::default();
+    let mut valid = vec![];
+    for command in pending {
+        match check(stage, &command, key) {
+            Ok(requester) => valid.push((command, requester)),
+            Err(why) => steering.refused.push((command, why)),
+        }
     }
+    let chosen = valid
+        .iter()
+        .position(|(c, _)| c.spec.action == CommandAction::Abort)
+        .unwrap_or(0);
+    let Some((acting, requester)) = valid.get(chosen).cloned() else {
+        return steering;
+    };
+    steering.superseded = valid[..chosen].iter().map(|(c, _)| c.clone()).collect();
+    let text = format!("{}/{}", acting.name_any(), acting.uid().unwrap_or_default());
+    let acted = stage.status.as_ref().and_then(|s| s.last_command.as_ref());
+    steering.stale = acted == Some(&text);
+    steering.command = (!steering.stale).then(|| match acting.spec.action {
+        CommandAction::Abort => Command::Abort,
+        CommandAction::Promote => Command::Promote,
+        CommandAction::Retry => Command::Retry(acting.spec.release.clone().unwrap_or_default()),
+    });
+    steering.text = Some(text);
+    steering.requester = requester;
+    steering.acting = Some(acting);
+    steering
+}
+
+/// Who asked, when the command counts for this stage; else why it does not.
+fn check(stage: &Stage, command: &StageCommand, key: &IdentityKey) -> Result<String, String> {
+    let spec = &command.spec;
+    let namespace = command.namespace().unwrap_or_default();
+    let subject = Subject::Command {
+        namespace: &namespace,
+        spec,
+    };
+    let abort = spec.action == CommandAction::Abort;
+    let who = key.verify(&subject, spec.requested_by.as_ref());
+    let requester = match &who {
+        Ok(who) => who.username.clone(),
+        Err(why) if abort => format!("unverified ({why})"),
+        Err(why) => return Err(format!("spec.requestedBy: does not count: {why}")),
+    };
+    let Some(bound) = spec.stage_ref.as_ref().filter(|_| who.is_ok()) else {
+        // Only an unverified abort gets here: honoured, as aborting is always safe.
+        return Ok(requester);
+    };
+    if Some(&bound.uid) != stage.metadata.uid.as_ref() {
+        return Err(format!(
+            "spec.stageRef: made for an earlier Stage named '{}', not this one",
+            spec.stage
+        ));
+    }
+    let generation = stage.metadata.generation.unwrap_or_default();
+    if !abort && bound.generation != generation {
+        return Err(format!(
+            "spec.stageRef.generation: the Stage's spec changed since the request (generation {} then, {generation} now); ask again",
+            bound.generation
+        ));
+    }
+    if spec.action == CommandAction::Retry && spec.release.is_none() {
+        return Err("spec.release: a retry names the release to roll out again".into());
+    }
+    Ok(requester)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::command::StageRef;
     use serde_json::json;
 
-    fn stage(annotations: serde_json::Value, last: Option<&str>) -> Stage {
+    fn key() -> IdentityKey {
+        IdentityKey::from_bytes(b"0123456789abcdef0123456789abcdef")
+    }
+
+    fn stage(generation: i64, last: Option<&str>) -> Stage {
         serde_json::from_value(json!({
             "apiVersion": "greenlight.dev/v1alpha1", "kind": "Stage",
-            "metadata": {"name": "prod", "annotations": annotations},
+            "metadata": {"name": "prod", "namespace": "shop", "uid": "stage-uid", "generation": generation},
             "spec": {"pipeline": "shop", "target": {"name": "web"}},
             "status": {"lastCommand": last},
         }))
         .unwrap()
     }
 
-    #[test]
-    fn an_abort_takes_precedence_and_the_others_are_dropped() {
-        let s = read(&stage(
-            json!({"greenlight.dev/promote": "now", "greenlight.dev/abort": "x"}),
-            None,
-        ));
-        assert_eq!(s.command, Some(Command::Abort));
-        assert_eq!(s.dropped, ["greenlight.dev/promote=now"]);
+    /// A command as the webhook stamps it: by alice, for the stage at `generation`.
+    fn command(name: &str, action: &str, generation: i64) -> Arc<StageCommand> {
+        let mut c: StageCommand = serde_json::from_value(json!({
+            "apiVersion": "greenlight.dev/v1alpha1", "kind": "StageCommand",
+            "metadata": {"name": name, "namespace": "shop", "uid": format!("{name}-uid")},
+            "spec": {"stage": "prod", "action": action},
+        }))
+        .unwrap();
+        if action == "retry" {
+            c.spec.release = Some("web-2".into());
+        }
+        c.spec.stage_ref = Some(StageRef {
+            uid: "stage-uid".into(),
+            generation,
+        });
+        let subject = Subject::Command {
+            namespace: "shop",
+            spec: &c.spec,
+        };
+        c.spec.requested_by = Some(key().stamp(&subject, "alice", &[]));
+        Arc::new(c)
     }
 
     #[test]
-    fn a_command_acted_upon_already_is_only_cleared() {
-        let annotations = json!({"greenlight.dev/promote": "now"});
-        let s = read(&stage(
-            annotations.clone(),
-            Some("greenlight.dev/promote=now"),
-        ));
-        assert_eq!((s.command, s.stale), (None, true));
-        let fresh = read(&stage(annotations, Some("greenlight.dev/abort=now")));
+    fn an_abort_acts_first_and_supersedes_what_came_before_it() {
+        let pending = vec![
+            command("p1", "promote", 3),
+            command("a1", "abort", 3),
+            command("p2", "promote", 3),
+        ];
+        let s = read(&stage(3, None), pending, &key());
+        assert_eq!(s.command, Some(Command::Abort));
+        assert_eq!(s.requester, "alice");
+        assert_eq!(s.text.as_deref(), Some("a1/a1-uid"));
+        let superseded: Vec<String> = s.superseded.iter().map(|c| c.name_any()).collect();
         assert_eq!(
-            (fresh.command, fresh.stale),
-            (Some(Command::Promote), false)
+            superseded,
+            ["p1"],
+            "p2 came later and waits for the next pass"
         );
+    }
+
+    #[test]
+    fn a_command_acted_upon_already_is_only_marked_handled() {
+        let s = read(
+            &stage(3, Some("p1/p1-uid")),
+            vec![command("p1", "promote", 3)],
+            &key(),
+        );
+        assert_eq!((s.command, s.stale), (None, true));
+    }
+
+    #[test]
+    fn a_promote_for_an_older_spec_or_with_a_forged_requester_does_not_count() {
+        let s = read(&stage(4, None), vec![command("p1", "promote", 3)], &key());
+        assert_eq!(s.command, None);
+        assert!(
+            s.refused[0].1.contains("generation 3 then, 4 now"),
+            "{:?}",
+            s.refused
+        );
+
+        let mut forged = (*command("r1", "retry", 4)).clone();
+        forged.spec.requested_by.as_mut().unwrap().username = "mallory".into();
+        let s = read(&stage(4, None), vec![Arc::new(forged)], &key());
+        assert_eq!(s.command, None);
+        assert!(
+            s.refused[0].1.starts_with("spec.requestedBy"),
+            "{:?}",
+            s.refused
+        );
+    }
+
+    #[test]
+    fn an_abort_counts_whatever_the_generation_and_even_unstamped() {
+        let s = read(&stage(9, None), vec![command("a1", "abort", 3)], &key());
+        assert_eq!(s.command, Some(Command::Abort));
+        let mut bare = (*command("a2", "abort", 3)).clone();
+        bare.spec.requested_by = None;
+        bare.spec.stage_ref = None;
+        let s = read(&stage(9, None), vec![Arc::new(bare)], &key());
+        assert_eq!(s.command, Some(Command::Abort));
+        assert!(s.requester.starts_with("unverified"), "{}", s.requester);
+    }
+
+    #[test]
+    fn a_command_for_an_earlier_stage_of_that_name_is_refused() {
+        let mut other = (*command("p1", "promote", 3)).clone();
+        other.spec.stage_ref.as_mut().unwrap().uid = "old-uid".into();
+        let subject = Subject::Command {
+            namespace: "shop",
+            spec: &other.spec,
+        };
+        other.spec.requested_by = Some(key().stamp(&subject, "alice", &[]));
+        let s = read(&stage(3, None), vec![Arc::new(other)], &key());
+        assert!(s.refused[0].1.contains("earlier Stage"), "{:?}", s.refused);
     }
 }

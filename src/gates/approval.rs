@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use super::{GateCheck, GateContext, GateOutcome};
 use crate::api::gate::ApprovalGate;
 use crate::api::release::GateVerdict;
-use crate::api::{Decision, Identity};
+use crate::api::{Decision, Identity, ReleaseRef};
 use crate::identity::Unverified;
 use crate::schedule::parse_duration;
 use crate::validation::FieldError;
@@ -26,6 +26,8 @@ pub struct ApprovalRecord {
     pub created: Timestamp,
     /// The verified approver, or why the stamp does not vouch for anyone.
     pub approver: Result<Identity, Unverified>,
+    /// The Release object the decision was made for (stamped with the approver).
+    pub release_ref: Option<ReleaseRef>,
 }
 
 /// Who may approve, how many, and for how long an approval counts.
@@ -144,7 +146,7 @@ impl ApprovalCheck {
                 ignored.push(why);
                 continue;
             }
-            if let Some(why) = before_release(approval, ctx) {
+            if let Some(why) = for_another_release(approval, ctx) {
                 ignored.push(why);
                 continue;
             }
@@ -206,12 +208,19 @@ impl ApprovalCheck {
     }
 }
 
-/// An approval given before the release was created was for something else of that name (a
-/// release not yet published, or one deleted since), so it does not count.
-pub fn before_release(approval: &ApprovalRecord, ctx: &GateContext) -> Option<String> {
-    let created = ctx.release_created.filter(|c| approval.created < *c)?;
+/// An approval counts only for the Release object it was given for: one given before the
+/// release existed, or for an earlier release of that name (deleted and published again,
+/// perhaps with other images), was for something else.
+pub fn for_another_release(approval: &ApprovalRecord, ctx: &GateContext) -> Option<String> {
+    if approval.release_ref.is_some() && approval.release_ref == ctx.release_ref {
+        return None;
+    }
+    let when = match &approval.release_ref {
+        None => "before release",
+        Some(_) => "for an earlier release named",
+    };
     Some(format!(
-        "{} was given at {} before release '{}' was created at {created}; approve it again",
+        "{} was given at {} {when} '{}' existed as it is now; approve it again",
         approval.name, approval.created, ctx.release
     ))
 }
@@ -284,6 +293,14 @@ mod tests {
             comment: Some("ok".into()),
             created: at.parse().unwrap(),
             approver,
+            release_ref: Some(current()),
+        }
+    }
+
+    fn current() -> ReleaseRef {
+        ReleaseRef {
+            uid: "uid-now".into(),
+            digest: "d".into(),
         }
     }
 
@@ -301,7 +318,7 @@ mod tests {
             secrets: Default::default(),
             approvals,
             release_author: author.map(str::to_string),
-            release_created: None,
+            release_ref: Some(current()),
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
         }
     }
@@ -325,26 +342,36 @@ mod tests {
     }
 
     #[test]
-    fn an_approval_given_before_its_release_was_created_does_not_count() {
-        let early = record(
+    fn an_approval_given_before_its_release_existed_or_for_an_earlier_one_does_not_count() {
+        let mut early = record(
             "early",
             who("alice", MANAGER),
             Decision::Approve,
             "2026-11-22T09:00:00Z",
         );
-        let mut c = ctx(Ok("ci"), vec![early]);
-        c.release_created = Some("2026-11-22T10:00:00Z".parse().unwrap());
-        let out = gate(1, false, None).judge(&c);
+        early.release_ref = None;
+        let out = gate(1, false, None).judge(&ctx(Ok("ci"), vec![early.clone()]));
         assert_eq!(out.verdict, GateVerdict::Pending, "{}", out.message);
         assert!(
-            out.message.contains(
-                "early was given at 2026-11-22T09:00:00Z before release 'web-1-2-0' was created"
-            ),
+            out.message
+                .contains("early was given at 2026-11-22T09:00:00Z before release 'web-1-2-0'"),
             "{}",
             out.message
         );
-        c.release_created = Some("2026-11-22T08:00:00Z".parse().unwrap());
-        assert_eq!(gate(1, false, None).judge(&c).verdict, GateVerdict::Passed);
+        early.release_ref = Some(ReleaseRef {
+            uid: "uid-before".into(),
+            digest: "d".into(),
+        });
+        let out = gate(1, false, None).judge(&ctx(Ok("ci"), vec![early.clone()]));
+        assert!(
+            out.message
+                .contains("for an earlier release named 'web-1-2-0'"),
+            "{}",
+            out.message
+        );
+        early.release_ref = Some(current());
+        let out = gate(1, false, None).judge(&ctx(Ok("ci"), vec![early]));
+        assert_eq!(out.verdict, GateVerdict::Passed);
     }
 
     #[test]

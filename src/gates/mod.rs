@@ -47,9 +47,9 @@ pub struct GateContext {
     pub approvals: Vec<approval::ApprovalRecord>,
     /// Who created the release, as verified from its stamp (likewise only for approval gates).
     pub release_author: Result<String, crate::identity::Unverified>,
-    /// When the release was created: an approval given before then was for another object of
-    /// the same name (likewise only for approval gates).
-    pub release_created: Option<Timestamp>,
+    /// The Release object being judged: an approval counts only if given for it (likewise
+    /// only for approval gates).
+    pub release_ref: Option<crate::api::ReleaseRef>,
     pub now: Timestamp,
 }
 
@@ -110,6 +110,10 @@ pub struct CompiledGate {
 pub trait GateKind: Sync {
     fn gate_type(&self) -> GateType;
     fn configured(&self, spec: &GateSpec) -> bool;
+    /// The field and URL of what the gate calls, if it calls anything.
+    fn destination(&self, _spec: &GateSpec) -> Option<(&'static str, String)> {
+        None
+    }
     /// The check and what it needs, or every field error of its settings block.
     fn compile(
         &self,
@@ -192,6 +196,29 @@ pub fn compile(spec: &GateSpec, env: &GateEnv) -> Result<CompiledGate, Vec<Field
     }
 }
 
+/// Refusals of the addresses a Gate's destination resolves to now (a name pointing at
+/// loopback or the metadata service), each naming the field. The resolver checks again at
+/// every call, so a name changed later is caught there.
+pub async fn resolution_errors(spec: &GateSpec, env: &GateEnv) -> Vec<FieldError> {
+    let Some(kind) = KINDS.iter().find(|k| k.gate_type() == spec.gate_type) else {
+        return vec![];
+    };
+    let Some((field, url)) = kind.destination(spec) else {
+        return vec![];
+    };
+    let Some(host) = reqwest::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(String::from))
+    else {
+        return vec![];
+    };
+    allow::resolution_refusals(&host, &env.webhook_allow)
+        .await
+        .into_iter()
+        .map(|why| FieldError::new(field, why))
+        .collect()
+}
+
 /// How a Secret value is keyed in [`GateContext::secrets`].
 pub fn secret_key(r: &SecretKeyRef) -> String {
     format!("{}/{}", r.name, r.key)
@@ -215,15 +242,22 @@ pub fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// The HTTP client shared by gates: no redirects, so a gate reaches only the host it names.
-pub fn http_client() -> reqwest::Client {
+/// The HTTP client shared by gates.
+pub fn http_client(allow: &allow::AllowList) -> reqwest::Client {
+    client_builder(allow)
+        .build()
+        .expect("static HTTP client configuration is valid")
+}
+
+/// How every gate client is built: no redirects, so a gate reaches only the host it names,
+/// and names resolved only to addresses `allow` lets it reach.
+pub(crate) fn client_builder(allow: &allow::AllowList) -> reqwest::ClientBuilder {
     ensure_crypto_provider();
     reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(allow::FencedResolver(allow.clone())))
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("greenlight/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("static HTTP client configuration is valid")
 }
 
 /// An answer's body, read up to `limit` bytes; a longer answer is cut off there, never read
@@ -288,7 +322,7 @@ mod props {
         #[test]
         fn gate_validation_never_panics_and_names_the_field(condition in junk(), timeout in junk(), url in junk()) {
             use crate::api::gate::{GateSpec, GateType, PrometheusGate, WebhookGate};
-            let env = crate::gates::GateEnv { http: crate::gates::http_client(), webhook_allow: crate::gates::allow::AllowList::new(["*"]) };
+            let env = crate::gates::GateEnv { http: crate::gates::http_client(&Default::default()), webhook_allow: crate::gates::allow::AllowList::new(["*"]) };
             let prometheus = GateSpec {
                 gate_type: GateType::Prometheus,
                 soak: None,
@@ -353,11 +387,19 @@ mod tests {
     #[tokio::test]
     async fn an_endless_answer_is_cut_off_at_the_limit_not_read_whole() {
         let url = streaming_server(100).await;
-        let response = super::http_client().get(url).send().await.unwrap();
+        let response = super::http_client(&super::allow::AllowList::new(["127.0.0.1"]))
+            .get(url)
+            .send()
+            .await
+            .unwrap();
         let read = super::read_capped(response, 1024 * 1024).await;
         assert_eq!(read, Err("the answer is larger than 1024 KiB".to_string()));
         let small = streaming_server(1).await;
-        let response = super::http_client().get(small).send().await.unwrap();
+        let response = super::http_client(&super::allow::AllowList::new(["127.0.0.1"]))
+            .get(small)
+            .send()
+            .await
+            .unwrap();
         let read = super::read_capped(response, 2 * 1024 * 1024).await.unwrap();
         assert_eq!(read.len(), 1024 * 1024);
     }

@@ -25,6 +25,8 @@ pub struct PrometheusCheck {
     min_samples: Option<MinSamples>,
     token: Option<String>,
     ca: Option<String>,
+    /// For the clients built at evaluation time (a CA bundle from a Secret).
+    allow: super::allow::AllowList,
 }
 
 impl PrometheusCheck {
@@ -58,7 +60,8 @@ impl PrometheusCheck {
         .ok();
         match (threshold, timeout) {
             (Some(threshold), Some(timeout)) if errors.is_empty() => Ok(Box::new(Self {
-                http: tls_client(spec, http),
+                http: tls_client(spec, http, &env.webhook_allow),
+                allow: env.webhook_allow.clone(),
                 address: spec.address.trim_end_matches('/').to_string(),
                 query: spec.query.clone(),
                 threshold,
@@ -82,6 +85,7 @@ impl PrometheusCheck {
                 ctx.secrets
                     .get(key)
                     .ok_or_else(|| format!("CA bundle {key} not resolved"))?,
+                &self.allow,
             )?,
             None => self.http.clone(),
         };
@@ -173,7 +177,6 @@ impl GateCheck for PrometheusCheck {
     }
 }
 
-/// The shared client, or one of its own when the gate skips verification.
 /// An http(s) URL with no query or fragment (a path prefix is fine, e.g. behind a proxy),
 /// whose host and port are on the allow-list.
 fn check_address(spec: &PrometheusGate, env: &super::GateEnv) -> Result<(), String> {
@@ -214,12 +217,14 @@ fn token_exposure(spec: &PrometheusGate) -> Option<String> {
     }
 }
 
-fn tls_client(spec: &PrometheusGate, shared: &reqwest::Client) -> reqwest::Client {
-    super::ensure_crypto_provider();
+/// The shared client, or one of its own when the gate skips verification.
+fn tls_client(
+    spec: &PrometheusGate,
+    shared: &reqwest::Client,
+    allow: &super::allow::AllowList,
+) -> reqwest::Client {
     match &spec.tls {
-        Some(tls) if tls.insecure_skip_verify => reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
+        Some(tls) if tls.insecure_skip_verify => super::client_builder(allow)
             .tls_danger_accept_invalid_certs(true)
             .build()
             .unwrap_or_else(|_| shared.clone()),
@@ -228,13 +233,10 @@ fn tls_client(spec: &PrometheusGate, shared: &reqwest::Client) -> reqwest::Clien
 }
 
 /// A client that trusts the CA bundle `pem` (resolved from a Secret for this evaluation).
-fn client_trusting(pem: &str) -> Result<reqwest::Client, String> {
-    super::ensure_crypto_provider();
+fn client_trusting(pem: &str, allow: &super::allow::AllowList) -> Result<reqwest::Client, String> {
     let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
         .map_err(|e| format!("CA bundle is not PEM: {e}"))?;
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(5));
+    let mut builder = super::client_builder(allow);
     for cert in certs {
         builder = builder.add_root_certificate(cert);
     }
@@ -331,6 +333,11 @@ impl super::GateKind for Kind {
     fn gate_type(&self) -> crate::api::GateType {
         crate::api::GateType::Prometheus
     }
+    fn destination(&self, spec: &crate::api::GateSpec) -> Option<(&'static str, String)> {
+        let address = spec.prometheus.as_ref()?.address.clone();
+        Some(("spec.prometheus.address", address))
+    }
+
     fn configured(&self, spec: &crate::api::GateSpec) -> bool {
         spec.prometheus.is_some()
     }
@@ -362,7 +369,7 @@ mod tests {
 
     fn env(allow: &str) -> super::super::GateEnv {
         super::super::GateEnv {
-            http: super::super::http_client(),
+            http: super::super::http_client(&super::super::allow::AllowList::new([allow])),
             webhook_allow: super::super::allow::AllowList::new([allow]),
         }
     }

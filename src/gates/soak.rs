@@ -126,7 +126,7 @@ mod tests {
             release_stages: stages,
             approvals: vec![],
             release_author: Err(crate::identity::Unverified::Missing),
-            release_created: None,
+            release_ref: None,
             primary_workload: "web-primary".into(),
             canary_workload: "web-canary".into(),
             secrets: Default::default(),

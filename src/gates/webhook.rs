@@ -95,10 +95,15 @@ impl WebhookCheck {
             ),
             Ok(response) => {
                 let status = response.status();
-                // Only an excerpt is shown: a few KiB is all that is ever read.
-                let body = super::read_capped(response, WEBHOOK_BODY_LIMIT)
-                    .await
-                    .unwrap_or_else(|why| why);
+                // Only an excerpt is shown: a few KiB is all that is ever read. An answer that
+                // does not fit (or breaks off) was not heard whole, so it is no verdict.
+                let body = match super::read_capped(response, WEBHOOK_BODY_LIMIT).await {
+                    Ok(body) => body,
+                    Err(why) => {
+                        let why = format!("HTTP {} from {}: {why}", status.as_u16(), self.url);
+                        return GateOutcome::new(GateVerdict::Inconclusive, why);
+                    }
+                };
                 let value = status.as_u16().to_string();
                 if status.is_success() {
                     GateOutcome::new(GateVerdict::Passed, format!("HTTP {value}")).with_value(value)
@@ -127,6 +132,10 @@ impl super::GateKind for Kind {
     fn gate_type(&self) -> crate::api::GateType {
         crate::api::GateType::Webhook
     }
+    fn destination(&self, spec: &crate::api::GateSpec) -> Option<(&'static str, String)> {
+        Some(("spec.webhook.url", spec.webhook.as_ref()?.url.clone()))
+    }
+
     fn configured(&self, spec: &crate::api::GateSpec) -> bool {
         spec.webhook.is_some()
     }

@@ -49,8 +49,12 @@ impl Draft<'_> {
             .map(|r| r.artifacts.clone())
             .unwrap_or_default();
         self.place_workloads(&rollout, &progress, &artifacts);
+        if let Some(why) = self.input.invalid {
+            let why = format!("the stage's spec became invalid during the rollout: {why}");
+            return self.fail_rollout_safely(&rollout, &progress, "InvalidSpec", why);
+        }
         if self.input.command == Some(Command::Abort) {
-            let why = "aborted through the greenlight.dev/abort annotation".to_string();
+            let why = "aborted by an abort command".to_string();
             return self.fail_rollout_safely(&rollout, &progress, "Aborted", why);
         }
         // Background analysis watches every phase but Starting.
@@ -193,7 +197,7 @@ impl Draft<'_> {
         }
         if promote {
             let release = rollout.release.clone();
-            let note = "remaining steps skipped through greenlight.dev/promote".to_string();
+            let note = "remaining steps skipped by a promote command".to_string();
             let at = Some(progress.step.max(0) as u32);
             self.event_at(Transition::PromotedByHand, note, Some(&release), at);
             return self.begin_promotion(progress);
@@ -216,7 +220,7 @@ impl Draft<'_> {
             CanaryStepPlan::Pause(None) => {
                 progress.phase = CanaryPhase::Paused;
                 progress.paused_reason =
-                    Some("waiting for the greenlight.dev/promote annotation".into());
+                    Some("waiting for a promote command (a StageCommand)".into());
             }
             CanaryStepPlan::Analysis(analysis) => {
                 self.analysis_step(plan, rollout, progress, &analysis)
@@ -239,13 +243,10 @@ impl Draft<'_> {
         progress.phase = CanaryPhase::Stepping;
         progress.paused_reason = None;
         let (kind, note) = match at_manual_pause {
-            true => (
-                Transition::Resumed,
-                "resumed through greenlight.dev/promote",
-            ),
+            true => (Transition::Resumed, "resumed by a promote command"),
             false => (
                 Transition::PromotedByHand,
-                "paused rollout promoted through greenlight.dev/promote",
+                "paused rollout promoted by a promote command",
             ),
         };
         let release = rollout.release.clone();

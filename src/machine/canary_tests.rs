@@ -85,6 +85,8 @@ struct World {
     canary_available: bool,
     weight: i32,
     command: Option<Command>,
+    /// Why the spec stopped compiling, when it did.
+    invalid: Option<&'static str>,
     /// Every weight the router was asked for, with whether the canary was available then.
     weights: Vec<(i32, bool)>,
     /// The route is gone: the router cannot tell or set the weight.
@@ -122,6 +124,7 @@ impl World {
             canary_available: false,
             weight: 0,
             command: None,
+            invalid: None,
             weights: vec![],
             route_gone: false,
         }
@@ -159,6 +162,7 @@ impl World {
             gates: None,
             measurements: None,
             command: self.command.take(),
+            invalid: self.invalid,
             now: self.now,
         };
         let measured;
@@ -577,6 +581,35 @@ fn a_route_deleted_mid_canary_rolls_back_by_the_progress_deadline_saying_why() {
     assert!(
         took <= jiff::SignedDuration::try_from(plan.progress_deadline * 2).unwrap(),
         "rolled back by its deadline: {took:?}"
+    );
+    assert_eq!(world.primary.as_deref(), Some("v1"));
+}
+
+#[test]
+fn a_spec_that_stops_compiling_mid_canary_takes_traffic_off_and_rolls_back() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    run_healthy(&mut world, &plan, |w| w.weight == 25);
+    let spec = crate::api::stage::StageSpec {
+        strategy: serde_json::from_value(serde_json::json!({
+            "type": "canary",
+            "canary": {"steps": [{"setWeight": 25}], "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}}},
+        }))
+        .unwrap(),
+        ..serde_json::from_value(serde_json::json!({"pipeline": "shop", "target": {"name": "web"}}))
+            .unwrap()
+    };
+    let fallback = crate::validation::rollback_plan(&spec);
+    world.invalid = Some("spec.progressDeadline: longer than 366d");
+    world.reconcile(&fallback, &mut |_, _| GateVerdict::Passed);
+    assert_eq!(world.weight, 0, "traffic leaves the canary at once");
+    run_healthy(&mut world, &fallback, |w| w.status.rollout.is_none());
+    let record = &world.status.history[0];
+    assert_eq!(record.outcome, RolloutOutcome::RolledBack);
+    let why = record.reason.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("InvalidSpec") && why.contains("spec.progressDeadline"),
+        "{why}"
     );
     assert_eq!(world.primary.as_deref(), Some("v1"));
 }

@@ -149,7 +149,7 @@ impl<'a> Draft<'a> {
         });
     }
 
-    /// A steering annotation that did nothing is refused with an event that says why.
+    /// A command that did nothing is refused with an event that says why.
     fn refuse_unused_command(&mut self) {
         let Some(command) = self.input.command.clone() else {
             return;
@@ -161,21 +161,21 @@ impl<'a> Draft<'a> {
         let before = self.input.status;
         let why = match (&command, before.rollout.as_ref()) {
             (Command::Retry(r), _) => format!(
-                "greenlight.dev/retry: release '{r}' has not failed at stage '{name}'; only a failed release can be retried"
+                "retry: release '{r}' has not failed at stage '{name}'; only a failed release can be retried"
             ),
             (Command::Promote, None) => {
-                format!("greenlight.dev/promote: stage '{name}' has no rollout in progress")
+                format!("promote: stage '{name}' has no rollout in progress")
             }
             (Command::Abort, None) => {
-                format!("greenlight.dev/abort: stage '{name}' has no rollout in progress")
+                format!("abort: stage '{name}' has no rollout in progress")
             }
             (Command::Promote, Some(r)) if r.canary.is_none() => format!(
-                "greenlight.dev/promote: the rolling rollout of {} has no steps to skip",
+                "promote: the rolling rollout of {} has no steps to skip",
                 r.version
             ),
             (_, Some(r)) => format!(
                 "{}: the rollout of {} is past the point where it applies ({:?})",
-                command.annotation(),
+                command.as_str(),
                 r.version,
                 before.phase.unwrap_or(StagePhase::Idle)
             ),

@@ -28,7 +28,7 @@ pub enum Transition {
     Promoted,
     AnalysisFailed,
     AnalysisInconclusive,
-    /// A steering annotation that could not act here, with why.
+    /// A StageCommand that could not act here, with why.
     CommandRefused,
 }
 
@@ -106,7 +106,7 @@ pub struct StageEvent {
     pub attempt: u32,
     /// The canary step a person's promote acted at.
     pub step: Option<u32>,
-    /// Caused by a person's steering annotation, not by the operator.
+    /// Caused by a person's StageCommand, not by the operator.
     pub by_person: bool,
 }
 

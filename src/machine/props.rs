@@ -78,6 +78,7 @@ fn spec(durations: &[String], weight: i32, count: i32, cron: &str, zone: &str) -
     ];
     StageSpec {
         pipeline: "shop".into(),
+        protected: false,
         requires: vec![],
         target: TargetRef { name: "web".into() },
         replicas: weight.abs() % 50,
@@ -161,6 +162,7 @@ fn decide_fully(input: &StageInput<'_>, report: &GateReport) -> Outcome {
         Decision::EvaluateGates { .. } => StageInput {
             gates: Some(report),
             command: input.command.clone(),
+            invalid: None,
             ..*input
         },
         Decision::Measure { due, .. } => {
@@ -175,6 +177,7 @@ fn decide_fully(input: &StageInput<'_>, report: &GateReport) -> Outcome {
             StageInput {
                 measurements: Some(&measured),
                 command: input.command.clone(),
+                invalid: None,
                 ..*input
             }
         }
@@ -219,6 +222,7 @@ proptest! {
             gates: None,
             measurements: None,
             command,
+            invalid: None,
             now,
         };
         let outcome = decide_fully(&input, &report);

@@ -44,8 +44,12 @@ pub fn decide(input: &StageInput) -> Decision {
 impl Draft<'_> {
     fn continue_rollout(&mut self, rollout: ActiveRollout) {
         let forward = rollout.direction == RolloutDirection::Forward;
+        if let (true, Some(why)) = (forward, self.input.invalid) {
+            let why = format!("the stage's spec became invalid during the rollout: {why}");
+            return self.start_rollback(&rollout, "InvalidSpec", why);
+        }
         if forward && self.input.command == Some(Command::Abort) {
-            let why = "aborted through the greenlight.dev/abort annotation".to_string();
+            let why = "aborted by an abort command".to_string();
             return self.start_rollback(&rollout, "Aborted", why);
         }
         let Some((target, desired)) = self.rollout_target(&rollout) else {
@@ -313,7 +317,7 @@ impl Draft<'_> {
             name,
             RP::Waiting,
             "RetryRequested",
-            format!("retry requested through greenlight.dev/retry (attempt {attempt})"),
+            format!("retry requested by a retry command (attempt {attempt})"),
         );
         if let Some(entry) = self.updates.get_mut(name) {
             entry.attempt = Some(attempt);

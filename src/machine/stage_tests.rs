@@ -94,6 +94,7 @@ fn input<'a>(
         canary: None,
         measurements: None,
         command: None,
+        invalid: None,
         name: STAGE,
         plan,
         status,

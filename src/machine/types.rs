@@ -51,6 +51,9 @@ pub struct StageInput<'a> {
     /// Results of the measurements asked for with [`Decision::Measure`].
     pub measurements: Option<&'a [Measurement]>,
     pub command: Option<Command>,
+    /// Why the stage's spec no longer compiles, when it stopped mid-rollout: `plan` is then a
+    /// rollback plan, and the rollout in progress is rolled back.
+    pub invalid: Option<&'a str>,
     pub now: Timestamp,
 }
 
@@ -116,7 +119,7 @@ pub struct CanaryView {
     pub router_problem: Option<String>,
 }
 
-/// A person's instruction, given through an annotation on the Stage.
+/// A person's instruction, given through a StageCommand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Continue past a pause without duration; elsewhere, skip the remaining steps.
@@ -128,12 +131,12 @@ pub enum Command {
 }
 
 impl Command {
-    /// The annotation that carries this command.
-    pub fn annotation(&self) -> &'static str {
+    /// The command's name, as a StageCommand's `spec.action` says it.
+    pub fn as_str(&self) -> &'static str {
         match self {
-            Command::Promote => crate::api::PROMOTE_ANNOTATION,
-            Command::Abort => crate::api::ABORT_ANNOTATION,
-            Command::Retry(_) => crate::api::RETRY_ANNOTATION,
+            Command::Promote => "promote",
+            Command::Abort => "abort",
+            Command::Retry(_) => "retry",
         }
     }
 }

@@ -163,6 +163,38 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
     }
 }
 
+/// What a rollback needs when the spec stopped compiling mid-rollout: the stage's replicas and
+/// how its traffic is routed (when the router still understands it), nothing else. The
+/// rollout in progress is rolled back with it, so a bad edit never leaves a canary serving.
+pub fn rollback_plan(spec: &StageSpec) -> StagePlan {
+    let canary = (spec.strategy.strategy_type == StrategyType::Canary).then(|| {
+        let routing = spec
+            .strategy
+            .canary
+            .as_ref()
+            .and_then(|c| c.traffic_routing.clone());
+        let routing = routing.filter(|r| crate::routers::for_routing(Some(r)).is_ok());
+        CanaryPlan {
+            steps: vec![],
+            background: None,
+            max_weight: 100,
+            bake: Duration::ZERO,
+            routing,
+            on_failure: FailurePolicy::Rollback,
+        }
+    });
+    StagePlan {
+        requires: vec![],
+        trigger: CompiledTrigger::Auto,
+        windows: vec![],
+        gates: vec![],
+        progress_deadline: Duration::from_secs(600),
+        replicas: spec.replicas.clamp(0, 10_000),
+        history_limit: spec.history_limit.clamp(1, 100) as usize,
+        canary,
+    }
+}
+
 fn compile_trigger(spec: &StageSpec, errors: &mut Vec<FieldError>) -> Option<CompiledTrigger> {
     match spec.trigger.trigger_type {
         TriggerType::Auto => Some(CompiledTrigger::Auto),
@@ -281,6 +313,7 @@ mod tests {
             strategy: Strategy::default(),
             progress_deadline: "10m".into(),
             history_limit: 10,
+            protected: false,
         }
     }
 
@@ -576,6 +609,7 @@ mod properties {
     ) -> StageSpec {
         StageSpec {
             pipeline: "shop".into(),
+            protected: false,
             requires: vec![],
             target: TargetRef { name: "web".into() },
             replicas: 1,

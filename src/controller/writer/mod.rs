@@ -1,5 +1,5 @@
 //! The one writer: every write the operator makes goes through here (server-side applies,
-//! status patches, audit appends, Events, clearing steering annotations, traffic weights), is
+//! status patches, audit appends, Events, StageCommand outcomes, traffic weights), is
 //! counted by kind, and fails as a [`WriteError`] that says what the apiserver refused and why.
 //! Callers write only what differs from what they observed (status diffs, `matches_desired`),
 //! and every write can be repeated without harm.
@@ -23,9 +23,7 @@ use super::patch::merge_diff;
 use crate::api::conditions;
 use crate::api::release::{Release, ReleaseStageStatus};
 use crate::api::stage::{Stage, StageStatus};
-use crate::api::{
-    ABORT_ANNOTATION, FIELD_MANAGER, PROMOTE_ANNOTATION, REQUESTED_BY_ANNOTATION, RETRY_ANNOTATION,
-};
+use crate::api::{CommandPhase, FIELD_MANAGER, StageCommand, StageCommandStatus};
 use crate::metrics::Metrics;
 use crate::routers::{RouterContext, RouterError, TrafficRouter};
 
@@ -238,46 +236,26 @@ impl Writer {
         }
     }
 
-    /// Removes the steering annotations once acted upon, each only if it still has the value
-    /// that was acted upon (a JSON patch `test`): one set or changed meanwhile (an abort during
-    /// a promote) stays for the next pass. The Stage's own status writes do not get in the way.
-    pub async fn clear_commands(&self, stage: &Stage) -> Result<(), WriteError> {
-        let seen = stage.annotations();
-        let mut ops = Vec::new();
-        for key in [
-            ABORT_ANNOTATION,
-            PROMOTE_ANNOTATION,
-            RETRY_ANNOTATION,
-            REQUESTED_BY_ANNOTATION,
-        ] {
-            let Some(value) = seen.get(key) else { continue };
-            let path = format!(
-                "/metadata/annotations/{}",
-                key.replace('~', "~0").replace('/', "~1")
-            );
-            ops.push(json!({"op": "test", "path": path, "value": value}));
-            ops.push(json!({"op": "remove", "path": path}));
-        }
-        if ops.is_empty() {
+    /// Marks a StageCommand handled, once: a command handled already is left as it is.
+    pub async fn command_status(
+        &self,
+        command: &StageCommand,
+        phase: CommandPhase,
+        message: &str,
+        now: jiff::Timestamp,
+    ) -> Result<(), WriteError> {
+        if command.status.as_ref().is_some_and(|s| s.phase.is_some()) {
             return Ok(());
         }
-        let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))?;
-        let namespace = stage.namespace().unwrap_or_default();
-        let result = Api::<Stage>::namespaced(self.client.clone(), &namespace)
-            .patch(
-                &stage.name_any(),
-                &PatchParams::default(),
-                &Patch::Json::<()>(patch),
-            )
-            .await;
-        match result {
-            // Changed since it was read, or gone: the next pass sees what is there now.
-            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409 | 422) => Ok(()),
-            result => {
-                let what = || format!("clearing the annotations of Stage '{}'", stage.name_any());
-                self.counted("stage_annotations", what, result).map(|_| ())
-            }
-        }
+        let status = StageCommandStatus {
+            phase: Some(phase),
+            message: Some(message.to_string()),
+            handled_at: Some(now),
+        };
+        let namespace = command.namespace().unwrap_or_default();
+        let diff = serde_json::to_value(&status)?;
+        self.status::<StageCommand>("command_status", &namespace, &command.name_any(), diff)
+            .await
     }
 
     /// Appends audit entries the trail does not hold yet; returns those it appended.

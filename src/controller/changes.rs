@@ -1,0 +1,104 @@
+//! Who changed a Stage's or Gate's spec: the controllers copy each new generation's
+//! `changed-by` stamp, verified, into the object's `status.changes` and announce it. A
+//! protected stage whose spec, or one of whose Gates, was changed without a valid stamp (the
+//! webhook was off or bypassed) does not act until the change is applied again through it.
+
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+
+use super::Context;
+use super::writer::Announcement;
+use crate::admission::mutate::changed_by;
+use crate::api::change::{CHANGES_KEPT, ChangeRecord};
+use crate::api::{Gate, Stage};
+
+/// `changes` with the object's current generation recorded first, and whether that is new.
+pub fn updated<K, S>(
+    obj: &K,
+    spec: &S,
+    changes: &[ChangeRecord],
+    ctx: &Context,
+) -> Vec<ChangeRecord>
+where
+    K: Resource<DynamicType = ()>,
+    S: Serialize,
+{
+    let Some(generation) = obj.meta().generation else {
+        return changes.to_vec();
+    };
+    if changes.iter().any(|c| c.generation == generation) {
+        return changes.to_vec();
+    }
+    let kind = K::kind(&());
+    let record = match changed_by(&kind, obj.meta(), spec, &ctx.index.identity) {
+        Ok(change) => ChangeRecord {
+            generation,
+            by: change.by.username,
+            verified: true,
+            fields: change.fields,
+            time: jiff::Timestamp::now(),
+        },
+        Err(why) => ChangeRecord {
+            generation,
+            by: format!("unverified ({why})"),
+            verified: false,
+            fields: vec![],
+            time: jiff::Timestamp::now(),
+        },
+    };
+    std::iter::once(record)
+        .chain(changes.iter().cloned())
+        .take(CHANGES_KEPT)
+        .collect()
+}
+
+/// Announces the newest change when `new` holds one `old` did not.
+pub async fn announce<K>(obj: &K, old: &[ChangeRecord], new: &[ChangeRecord], ctx: &Context)
+where
+    K: Resource<DynamicType = ()> + Serialize + Send + Sync,
+{
+    let Some(change) = new.first().filter(|c| !old.contains(c)) else {
+        return;
+    };
+    let fields = match change.fields.is_empty() {
+        true => "the spec".to_string(),
+        false => change
+            .fields
+            .iter()
+            .map(|f| format!("spec.{f}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let a = Announcement {
+        warning: !change.verified,
+        reason: "SpecChanged",
+        key: format!("spec/{}", change.generation),
+        note: format!(
+            "{} changed {fields} (generation {})",
+            change.by, change.generation
+        ),
+    };
+    ctx.writer.events.publish(obj, a).await;
+}
+
+/// Why a protected stage must not act: its spec, or a Gate it names, changed without a stamp
+/// that checks out.
+pub fn unverified_protection(stage: &Stage, ctx: &Context) -> Option<String> {
+    if !stage.spec.protected {
+        return None;
+    }
+    if let Err(why) = changed_by("Stage", &stage.metadata, &stage.spec, &ctx.index.identity) {
+        return Some(format!(
+            "spec: this protected stage's spec (generation {}) was not changed through the admission webhook: {why}; apply it again with the webhook on",
+            stage.metadata.generation.unwrap_or_default()
+        ));
+    }
+    let namespace = stage.namespace().unwrap_or_default();
+    stage.spec.gates.iter().find_map(|name| {
+        let gate: std::sync::Arc<Gate> = ctx.index.gate(&namespace, name)?;
+        let why = changed_by("Gate", &gate.metadata, &gate.spec, &ctx.index.identity).err()?;
+        Some(format!(
+            "spec.gates: Gate '{name}' guards this protected stage but was not changed through the admission webhook: {why}; apply it again with the webhook on"
+        ))
+    })
+}
