@@ -567,7 +567,7 @@ fn webhook_configurations_yaml(name: &str, port: u16, ns: &str, ca: &str) -> Str
         )
     };
     format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}",
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}",
         webhook(
             "identity",
             "mutate",
@@ -580,6 +580,13 @@ fn webhook_configurations_yaml(name: &str, port: u16, ns: &str, ca: &str) -> Str
             &rule("stages, gates", "CREATE, UPDATE"),
             "Fail"
         ),
+        // Fails open so a namespace can always be torn down; see config/webhook.
+        webhook(
+            "protect",
+            "mutate",
+            &rule("stages, gates", "DELETE"),
+            "Ignore"
+        ),
         webhook(
             "validate",
             "validate",
@@ -588,13 +595,6 @@ fn webhook_configurations_yaml(name: &str, port: u16, ns: &str, ca: &str) -> Str
                 "CREATE, UPDATE"
             ),
             "Fail"
-        ),
-        // Fails open so a namespace can always be torn down; see config/webhook.
-        webhook(
-            "protect",
-            "validate",
-            &rule("stages, gates", "DELETE"),
-            "Ignore"
         ),
     )
 }

@@ -28,18 +28,34 @@ if ! kubectl version >/dev/null 2>&1; then
   exit 1
 fi
 
-exec 9>"$locks/$(printf '%s' "$context" | tr -c 'A-Za-z0-9._-' '_').lock"
+slug=$(printf '%s' "$context" | tr -c 'A-Za-z0-9._-' '_')
+if ! command -v flock >/dev/null 2>&1; then
+  echo "make run: flock (util-linux) is needed to tell whether another 'make run' uses '$context'" >&2
+  exit 1
+fi
+exec 9>"$locks/$slug.lock"
 if ! flock -n 9; then
   echo "make run: another 'make run' on this machine already runs a controller on context '$context'" >&2
   exit 1
 fi
-running=$(kubectl get deployments --all-namespaces -l app.kubernetes.io/name=greenlight \
-  -o jsonpath='{range .items[?(@.status.readyReplicas)]}{.metadata.namespace}/{.metadata.name} {end}' 2>/dev/null || true)
+if ! running=$(kubectl get deployments --all-namespaces -l app.kubernetes.io/name=greenlight \
+  -o jsonpath='{range .items[?(@.status.readyReplicas)]}{.metadata.namespace}/{.metadata.name} {end}' 2>&1); then
+  echo "make run: cannot tell whether a Greenlight controller already runs on context '$context': $running" >&2
+  exit 1
+fi
 if [ -n "$running" ]; then
   echo "make run: a Greenlight controller already runs on context '$context' ($running); stop it first, or two controllers would both act" >&2
   exit 1
 fi
 
+# The identity key of this context's runs, made once and kept. Stamps made by another
+# operator's key (an installed one) do not verify with it.
+key="${XDG_STATE_HOME:-$HOME/.local/state}/greenlight/$slug.identity.key"
+if [ ! -s "$key" ]; then
+  mkdir -p "$(dirname "$key")"
+  (umask 077 && head -c 48 /dev/urandom | base64 > "$key")
+fi
+
 echo "Installing the CRDs and running the controller on context '$context'"
 kubectl apply -f crds/
-exec target/debug/greenlight controller --context "$context"
+exec target/debug/greenlight controller --context "$context" --identity-key-file "$key"

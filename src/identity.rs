@@ -33,13 +33,16 @@ pub enum Subject<'a> {
         namespace: &'a str,
         spec: &'a StageCommandSpec,
     },
-    /// A spec change of a Stage or Gate, to the spec with this digest.
+    /// A spec change of a Stage or Gate, to the spec with this digest, making this generation
+    /// of the object with this uid (empty for a creation, before the uid exists).
     Spec {
         kind: &'a str,
         namespace: &'a str,
         name: &'a str,
         fields: &'a [String],
         digest: &'a str,
+        uid: &'a str,
+        generation: i64,
     },
 }
 
@@ -75,7 +78,11 @@ impl Subject<'_> {
                 name,
                 fields,
                 digest,
-            } => json!(["Spec", kind, namespace, name, fields, digest]),
+                uid,
+                generation,
+            } => json!([
+                "Spec", kind, namespace, name, fields, digest, uid, generation
+            ]),
         };
         json!([facts, username, groups]).to_string()
     }

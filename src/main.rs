@@ -41,9 +41,9 @@ enum Command {
         /// Comma-separated; empty (the default) allows none.
         #[arg(long, env = "GREENLIGHT_WEBHOOK_ALLOW", value_delimiter = ',')]
         webhook_allow: Vec<String>,
-        /// File with the secret key (32 bytes or more) that signs identity stamps, e.g. from a
-        /// mounted Secret. Required with --admission-addr, so stamps outlive a restart and all
-        /// replicas agree.
+        /// File with the secret key (32 bytes or more) that signs and checks identity stamps,
+        /// e.g. from a mounted Secret. Required, so stamps outlive a restart and all replicas
+        /// agree.
         #[arg(long, env = "GREENLIGHT_IDENTITY_KEY_FILE")]
         identity_key_file: Option<PathBuf>,
         /// Files with previous identity keys, during a rotation: stamps they made still verify,
@@ -110,11 +110,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
-            let identity = identity_key(
-                identity_key_file,
-                &previous_identity_key_file,
-                admission_addr.is_some(),
-            )?;
+            let identity = identity_key(identity_key_file, &previous_identity_key_file)?;
             let admission = admission_addr.map(|addr| greenlight::admission::ServerConfig {
                 addr,
                 certificate: match admission_cert_dir {
@@ -161,23 +157,22 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// The identity key: from a file (required when this process stamps identities), with any
-/// previous keys of a rotation; otherwise a throw-away one, as nothing is stamped.
+/// The identity key, from a file, with any previous keys of a rotation. Always required: a
+/// key made at start-up would make every stamp worthless after a restart, and would call every
+/// protected stage's spec unverified.
 fn identity_key(
     file: Option<PathBuf>,
     previous: &[PathBuf],
-    admission: bool,
 ) -> anyhow::Result<greenlight::identity::IdentityKey> {
     use greenlight::identity::IdentityKey;
-    let key = match (file, admission) {
-        (Some(path), _) => IdentityKey::from_file(&path)?,
-        (None, true) => anyhow::bail!(
-            "--admission-addr needs --identity-key-file (a mounted Secret of 32+ random bytes): \
-             a key made at start-up would make every stamp worthless after a restart and \
-             differ between replicas"
-        ),
-        (None, false) => IdentityKey::generate(),
+    let Some(path) = file else {
+        anyhow::bail!(
+            "--identity-key-file is required: a file of 32+ random bytes (a mounted Secret) that \
+             signs and checks who approved, published, steered or changed what; every replica \
+             and the admission webhook need the same one"
+        );
     };
+    let key = IdentityKey::from_file(&path)?;
     previous.iter().try_fold(key, |key, path| {
         Ok(key.with_previous(IdentityKey::from_file(path)?))
     })

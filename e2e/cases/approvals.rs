@@ -457,7 +457,7 @@ fn invalid_stages_and_gates() -> [(String, &'static str); 9] {
                 "internal",
                 "  type: webhook\n  webhook: {url: \"http://169.254.169.254/latest\"}\n",
             ),
-            "spec.webhook.url: destination '169.254.169.254:80' is not in the operator's gate allow-list",
+            "spec.webhook.url: destination '169.254.169.254:80' is a link-local (cloud metadata) address",
         ),
         (
             gate_yaml("nobody", "  type: approval\n  approval: {required: 2}\n"),
@@ -866,7 +866,7 @@ async fn an_unstamped_change_stops_the_protected_stage(env: &TestEnv) {
         stopped.contains("not changed through the admission webhook"),
         "{stopped}"
     );
-    let unverified = newest_change(&env, 3).await;
+    let unverified = newest_change(env, 3).await;
     assert!(
         !unverified.verified && unverified.by.starts_with("unverified"),
         "{unverified:?}"

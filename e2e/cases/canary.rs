@@ -507,6 +507,7 @@ pub async fn a_slow_gate_does_not_delay_an_abort_by_more_than_a_second(mut env: 
     env.apply(&format!(
         "{world}---\napiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: slow}}\nspec:\n  type: webhook\n  webhook: {{url: \"http://{addr}/slow/30\", timeout: 40s}}\n"
     ));
+    env.grant_example_roles();
     env.start_admitted_controller().await;
     env.apply(&release_yaml(
         "v1",

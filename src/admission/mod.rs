@@ -189,6 +189,11 @@ async fn mutate_handler(State(ctx): State<Arc<Context>>, body: Bytes) -> axum::r
         Ok(req) => req,
         Err(response) => return answer(&ctx, "mutate", None, *response),
     };
+    let refused = protect::check(&req, &ctx).await;
+    if !refused.is_empty() {
+        let response = AdmissionResponse::from(&req).deny(ValidationErrors(refused).to_string());
+        return answer(&ctx, "mutate", Some(&req), response);
+    }
     let response = AdmissionResponse::from(&req);
     let response = match mutate::stamp(&req, &ctx).await {
         None => response,
@@ -208,8 +213,7 @@ async fn validate_handler(
         Err(response) => return answer(&ctx, "validate", None, *response),
     };
     let (mut errors, warnings) = validate(&req, &ctx);
-    errors.extend(protect::check(&req, &ctx).await);
-    if errors.is_empty() && req.kind.kind == "Gate" {
+    if errors.is_empty() && req.kind.kind == "Gate" && spec_changed(&req) {
         errors.extend(resolved_destination(&req, &ctx).await);
     }
     let mut response = AdmissionResponse::from(&req);
@@ -220,6 +224,11 @@ async fn validate_handler(
         response = response.deny(ValidationErrors(errors).to_string());
     }
     answer(&ctx, "validate", Some(&req), response)
+}
+
+fn spec_changed(req: &AdmissionRequest<DynamicObject>) -> bool {
+    let spec = |o: Option<&DynamicObject>| o.and_then(|o| o.data.get("spec")).cloned();
+    spec(req.object.as_ref()) != spec(req.old_object.as_ref())
 }
 
 /// A Gate whose destination's name resolves to an address gates may not reach.

@@ -123,17 +123,29 @@ where
         let fields = changed_fields(old_spec, &spec);
         let digest = digest(&typed_spec);
         let name = object.metadata.name.clone().unwrap_or_default();
+        // A spec change raises a custom resource's generation by one; a creation makes 1.
+        let (uid, generation) = match old {
+            Some(o) => (
+                o.metadata.uid.clone().unwrap_or_default(),
+                o.metadata.generation.unwrap_or(0) + 1,
+            ),
+            None => (String::new(), 1),
+        };
         let subject = Subject::Spec {
             kind: &req.kind.kind,
             namespace: who.namespace,
             name: &name,
             fields: &fields,
             digest: &digest,
+            uid: &uid,
+            generation,
         };
         let change = SpecChange {
             by: who.stamp(&subject),
             fields,
             digest,
+            uid,
+            generation,
         };
         serde_json::to_string(&change).ok()
     };
@@ -181,7 +193,9 @@ pub fn changed_by<S: serde::Serialize>(
         .and_then(|a| a.get(CHANGED_BY_ANNOTATION))
         .and_then(|v| serde_json::from_str(v).ok())
         .ok_or(Unverified::Missing)?;
-    if change.digest != digest(spec) {
+    let uid = meta.uid.as_deref().unwrap_or_default();
+    let made_here = change.uid == uid || (change.uid.is_empty() && change.generation == 1);
+    if change.digest != digest(spec) || !made_here || Some(change.generation) != meta.generation {
         return Err(Unverified::OtherSpec);
     }
     let subject = Subject::Spec {
@@ -190,6 +204,8 @@ pub fn changed_by<S: serde::Serialize>(
         name: meta.name.as_deref().unwrap_or_default(),
         fields: &change.fields,
         digest: &change.digest,
+        uid: &change.uid,
+        generation: change.generation,
     };
     key.verify(&subject, Some(&change.by))?;
     Ok(change)
@@ -349,7 +365,9 @@ mod tests {
         let new = stage_object(json!([]), json!({}));
         let req = request("Stage", "UPDATE", new.clone(), Some(old));
         let stamped = apply(&stamp(&req, &state).await.unwrap(), &new);
-        let typed: crate::api::Stage = serde_json::from_value(stamped.clone()).unwrap();
+        let mut typed: crate::api::Stage = serde_json::from_value(stamped.clone()).unwrap();
+        // The apiserver raises the generation after admission.
+        typed.metadata.generation = Some(4);
         let change = changed_by("Stage", &typed.metadata, &typed.spec, &key()).unwrap();
         assert_eq!(
             (change.by.username.as_str(), change.fields),
@@ -365,6 +383,11 @@ mod tests {
             restored["metadata"]["annotations"],
             stamped["metadata"]["annotations"]
         );
+
+        // The same spec at a later generation (restored with its old stamp) does not verify.
+        let mut restored = typed.clone();
+        restored.metadata.generation = Some(6);
+        assert!(changed_by("Stage", &restored.metadata, &restored.spec, &key()).is_err());
 
         // A spec changed behind the webhook's back does not match the stamp.
         let mut behind = typed.clone();

@@ -20,53 +20,91 @@ use crate::validation::FieldError;
 /// The verb a Role grants on `stages` to let someone change a protected stage.
 pub const EDIT_PROTECTED: &str = "edit-protected";
 
-/// Field errors refusing a change to a protected stage by someone without the verb.
+/// Field errors refusing a change to a protected stage by someone without the verb. Run by
+/// the mutating webhook before it stamps the change, so no change is ever stamped (and so
+/// counted as verified) without this check having passed.
 pub async fn check(req: &AdmissionRequest<DynamicObject>, ctx: &AdmissionState) -> Vec<FieldError> {
-    let Some(old) = req.old_object.as_ref() else {
+    let Some(fields) = changed(req) else {
         return vec![];
     };
     let namespace = req.namespace.clone().unwrap_or_default();
-    let old_spec = old.data.get("spec");
-    let new_spec = req.object.as_ref().and_then(|o| o.data.get("spec"));
-    let fields = match (&req.operation, new_spec) {
-        (Operation::Delete, _) => vec!["metadata.name".to_string()],
-        (Operation::Update, Some(new)) => changed_fields(old_spec, new)
-            .into_iter()
-            .map(|f| format!("spec.{f}"))
-            .collect(),
-        _ => return vec![],
-    };
-    if fields.is_empty() {
-        return vec![];
-    }
-    let name = old.name_any();
+    let old = req.old_object.as_ref();
+    let name = req.name.clone();
     let guarded: Vec<String> = match req.kind.kind.as_str() {
-        "Stage" if old_spec.and_then(|s| s.get("protected")) == Some(&true.into()) => {
-            vec![name.clone()]
+        "Stage" => {
+            let protected = old.and_then(|o| o.data.get("spec")?.get("protected")?.as_bool());
+            match protected {
+                Some(true) => vec![name.clone()],
+                _ => return vec![],
+            }
         }
-        "Gate" => ctx
-            .index
-            .stages_where(&namespace, |s| {
-                s.spec.protected && s.spec.gates.contains(&name)
-            })
-            .iter()
-            .map(|s| s.name_any())
-            .collect(),
+        "Gate" => match protected_stages_naming(&name, &namespace, ctx).await {
+            Ok(stages) => stages,
+            Err(why) => return vec![FieldError::new("metadata.name", why)],
+        },
         _ => return vec![],
     };
+    let answers = futures::future::join_all(
+        guarded
+            .iter()
+            .map(|stage| allowed(req, ctx, &namespace, stage)),
+    )
+    .await;
     let mut errors = vec![];
-    for stage in guarded {
-        if let Err(why) = allowed(req, ctx, &namespace, &stage).await {
-            let what = match req.kind.kind.as_str() {
-                "Stage" => format!("stage '{stage}' is protected"),
-                _ => format!("gate '{name}' guards protected stage '{stage}'"),
-            };
-            for field in &fields {
-                errors.push(FieldError::new(field.clone(), format!("{what}: {why}")));
-            }
+    for (stage, answer) in guarded.iter().zip(answers) {
+        let Err(why) = answer else { continue };
+        let what = match req.kind.kind.as_str() {
+            "Stage" => format!("stage '{stage}' is protected"),
+            _ => format!("gate '{name}' guards protected stage '{stage}'"),
+        };
+        for field in &fields {
+            errors.push(FieldError::new(field.clone(), format!("{what}: {why}")));
         }
     }
     errors
+}
+
+/// The fields a request changes (`metadata.name` for a deletion), or `None` when it changes
+/// no spec, or is the namespace's own clean-up: a namespace must always be deletable.
+fn changed(req: &AdmissionRequest<DynamicObject>) -> Option<Vec<String>> {
+    let old_spec = req.old_object.as_ref().and_then(|o| o.data.get("spec"));
+    let new_spec = req.object.as_ref().and_then(|o| o.data.get("spec"));
+    let user = req.user_info.username.as_deref().unwrap_or_default();
+    let fields = match (&req.operation, new_spec) {
+        (Operation::Delete, _) if cluster_clean_up(user) => return None,
+        (Operation::Delete, _) => vec!["metadata.name".to_string()],
+        (Operation::Create | Operation::Update, Some(new)) => changed_fields(old_spec, new)
+            .into_iter()
+            .map(|f| format!("spec.{f}"))
+            .collect(),
+        _ => return None,
+    };
+    (!fields.is_empty()).then_some(fields)
+}
+
+/// The namespace and garbage collectors, which delete what a deleted namespace held.
+fn cluster_clean_up(user: &str) -> bool {
+    user == "system:kube-controller-manager"
+        || user.starts_with("system:serviceaccount:kube-system:")
+}
+
+/// The protected stages of the namespace that name Gate `gate`, read from the API rather than
+/// the index, which may not have synced yet or may watch one namespace only.
+async fn protected_stages_naming(
+    gate: &str,
+    namespace: &str,
+    ctx: &AdmissionState,
+) -> Result<Vec<String>, String> {
+    let stages = kube::Api::<crate::api::Stage>::namespaced(ctx.client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("cannot tell whether a protected stage names this gate: {e}"))?;
+    Ok(stages
+        .items
+        .iter()
+        .filter(|s| s.spec.protected && s.spec.gates.iter().any(|g| g == gate))
+        .map(|s| s.name_any())
+        .collect())
 }
 
 /// Whether the requester may `edit-protected` the stage, or why not.

@@ -14,14 +14,20 @@ pub const CHANGED_BY_ANNOTATION: &str = "greenlight.dev/changed-by";
 /// How many spec changes an object's status keeps.
 pub const CHANGES_KEPT: usize = 20;
 
-/// The stamp of one spec change: who, which top-level spec fields, and a digest of the spec
-/// as admitted. The signature covers all three.
+/// The stamp of one spec change: who, which top-level spec fields, a digest of the spec as
+/// admitted, and which object and generation it makes. The signature covers them all.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SpecChange {
     pub by: Identity,
     pub fields: Vec<String>,
     pub digest: String,
+    /// The object's uid; empty for a creation, when it has none yet.
+    #[serde(default)]
+    pub uid: String,
+    /// The generation the change makes: restoring an older spec with its old stamp does not
+    /// verify.
+    pub generation: i64,
 }
 
 /// One spec change as recorded in status, newest first.

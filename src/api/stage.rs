@@ -264,6 +264,13 @@ pub struct ActiveRollout {
     /// Progress of a canary rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryProgress>,
+    /// The primary's replicas when the rollout started: a rollback uses them even if the spec
+    /// stops compiling meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// How the canary's traffic was routed when the rollout started, for the same reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<super::canary::TrafficRouting>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

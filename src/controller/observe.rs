@@ -171,6 +171,15 @@ pub fn release_views(stage: &Stage, target: &Deployment, index: &Index) -> Vec<R
         .collect()
 }
 
+/// How many pods the stage's primary runs now (a rollback started before replicas were
+/// recorded keeps them).
+async fn primary_replicas(stage: &Stage, ctx: &Context) -> Result<i32, ReconcileError> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let name = primary_name(&stage.spec.target.name);
+    let primary = ctx.api::<Deployment>(&namespace).get_opt(&name).await?;
+    Ok(primary.and_then(|d| d.spec?.replicas).unwrap_or(1))
+}
+
 /// What one stage's decision is made from.
 pub struct World {
     pub stage: Stage,
@@ -201,13 +210,16 @@ pub async fn observe_stage(
         Some(why) => Err(("UnverifiedChange", why)),
         None => validate_stage(&stage, ctx).map_err(|e| ("InvalidSpec", e.to_string())),
     };
-    let rolling_out = stage.status.as_ref().is_some_and(|s| s.rollout.is_some());
-    let (plan, invalid) = match problem {
-        Ok(plan) => (plan, None),
+    let rollout = stage.status.as_ref().and_then(|s| s.rollout.clone());
+    let (plan, invalid) = match (problem, rollout) {
+        (Ok(plan), _) => (plan, None),
         // A rollout in progress is rolled back rather than left serving on a spec that no
         // longer says how.
-        Err((_, why)) if rolling_out => (rollback_plan(&stage.spec), Some(why)),
-        Err((reason, why)) => return Ok(Err((stage, reason, why))),
+        (Err((_, why)), Some(rollout)) => {
+            let plan = rollback_plan(&rollout, primary_replicas(&stage, ctx).await?);
+            (plan, Some(why))
+        }
+        (Err((reason, why)), None) => return Ok(Err((stage, reason, why))),
     };
     let deployments = ctx.api::<Deployment>(&namespace);
     let Some(target) = deployments.get_opt(&stage.spec.target.name).await? else {

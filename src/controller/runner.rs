@@ -31,6 +31,8 @@ use crate::workload::{canary_name, primary_name};
 pub const BUDGET: Duration = Duration::from_millis(250);
 /// How soon a pass looks again for evaluations still running.
 pub const COLLECT_AFTER: Duration = Duration::from_secs(1);
+/// How long a finished evaluation waits to be collected before it is dropped.
+const UNCOLLECTED: Duration = Duration::from_secs(30);
 
 type Evaluation = Shared<BoxFuture<'static, (GateOutcome, Duration)>>;
 
@@ -70,10 +72,18 @@ impl GateRunner {
     }
 
     /// Whether evaluations of `stage` are still running, so its pass should look again soon.
+    /// One that finished is collected by the pass that asks for it again; if none does (its
+    /// rollout ended, an approval changed what it is asked for), it is dropped here.
     pub fn busy(&self, namespace: &str, stage: &str) -> bool {
         let prefix = format!("{namespace}/{stage}/");
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.keys().any(|k| k.starts_with(&prefix))
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.retain(|_, (since, evaluation)| match evaluation.peek() {
+            None => since.elapsed() < crate::gates::LONGEST_TIMEOUT * 2,
+            Some(_) => since.elapsed() < UNCOLLECTED,
+        });
+        running
+            .iter()
+            .any(|(k, (_, evaluation))| k.starts_with(&prefix) && evaluation.peek().is_none())
     }
 
     /// Starts `name`'s evaluation under `key` unless it runs already, and waits for it until

@@ -215,14 +215,34 @@ async fn report_invalid(
             warning: true,
             reason,
             key: format!("{reason}/{now}"),
-            note: message,
+            note: message.clone(),
         };
         ctx.writer.events.publish(stage, announcement).await;
     }
     let changes = status.changes.clone();
     ctx.writer.stage_status(stage, &old, status, now).await?;
     super::changes::announce(stage, &old.changes, &changes, ctx).await;
+    refuse_waiting_commands(stage, &message, ctx, now).await?;
     Ok(Action::requeue(INVALID_RETRY))
+}
+
+/// A stage that cannot act refuses the commands waiting for it, so none (an abort above all)
+/// lies in wait to act on a later, unrelated rollout.
+async fn refuse_waiting_commands(
+    stage: &Stage,
+    why: &str,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), ReconcileError> {
+    let (namespace, name) = (stage.namespace().unwrap_or_default(), stage.name_any());
+    for command in ctx.index.pending_commands(&namespace, &name) {
+        let why = format!("stage '{name}' cannot act on it: {why}");
+        let phase = crate::api::CommandPhase::Refused;
+        ctx.writer
+            .command_status(&command, phase, &why, now)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A refused write: the stage says so in the apiserver's words, and the release it was

@@ -78,9 +78,15 @@ fn check(stage: &Stage, command: &StageCommand, key: &IdentityKey) -> Result<Str
         Err(why) if abort => format!("unverified ({why})"),
         Err(why) => return Err(format!("spec.requestedBy: does not count: {why}")),
     };
-    let Some(bound) = spec.stage_ref.as_ref().filter(|_| who.is_ok()) else {
-        // Only an unverified abort gets here: honoured, as aborting is always safe.
-        return Ok(requester);
+    let bound = match (spec.stage_ref.as_ref(), who.is_ok()) {
+        (Some(bound), true) => bound,
+        // Aborting is always safe: honoured unstamped or unbound.
+        _ if abort => return Ok(requester),
+        _ => {
+            return Err(
+                "spec.stageRef: the admission webhook did not bind it to a Stage; ask again".into(),
+            );
+        }
     };
     if Some(&bound.uid) != stage.metadata.uid.as_ref() {
         return Err(format!(
@@ -204,6 +210,24 @@ mod tests {
         let s = read(&stage(9, None), vec![Arc::new(bare)], &key());
         assert_eq!(s.command, Some(Command::Abort));
         assert!(s.requester.starts_with("unverified"), "{}", s.requester);
+    }
+
+    #[test]
+    fn a_stamped_promote_bound_to_no_stage_is_refused() {
+        let mut unbound = (*command("p1", "promote", 3)).clone();
+        unbound.spec.stage_ref = None;
+        let subject = Subject::Command {
+            namespace: "shop",
+            spec: &unbound.spec,
+        };
+        unbound.spec.requested_by = Some(key().stamp(&subject, "alice", &[]));
+        let s = read(&stage(3, None), vec![Arc::new(unbound)], &key());
+        assert_eq!(s.command, None);
+        assert!(
+            s.refused[0].1.starts_with("spec.stageRef"),
+            "{:?}",
+            s.refused
+        );
     }
 
     #[test]

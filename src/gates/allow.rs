@@ -34,7 +34,7 @@ impl AllowList {
             return false;
         };
         if let Some(ip) = literal_ip(url).filter(|ip| fenced(*ip).is_some()) {
-            return self.names_address(ip);
+            return self.names_address(ip, url.port_or_known_default());
         }
         let with_port = url.port_or_known_default().map(|p| format!("{host}:{p}"));
         self.entries.iter().any(|e| {
@@ -48,23 +48,24 @@ impl AllowList {
 }
 
 impl AllowList {
-    /// Whether an entry names this address itself (with or without a port).
-    pub fn names_address(&self, ip: IpAddr) -> bool {
+    /// Whether an entry names this address itself: bare, or with `port` when one is given.
+    /// A name resolved to the address has no port to check, so only a bare entry counts.
+    pub fn names_address(&self, ip: IpAddr, port: Option<u16>) -> bool {
         let bare = ip.to_string();
-        let bracketed = format!("[{bare}]");
-        self.entries.iter().any(|e| {
-            let host = match e.rsplit_once(':') {
-                Some((h, port)) if port.parse::<u16>().is_ok() && !e.ends_with(']') => h,
-                _ => e.as_str(),
-            };
-            host == bare || host == bracketed || *e == bare
-        })
+        let shown = match ip {
+            IpAddr::V4(_) => bare.clone(),
+            IpAddr::V6(_) => format!("[{bare}]"),
+        };
+        let with_port = port.map(|p| format!("{shown}:{p}"));
+        self.entries
+            .iter()
+            .any(|e| *e == bare || with_port.as_deref() == Some(e.as_str()))
     }
 
     /// Why `host` may not be reached at `ip`, which it resolves to; `None` when it may.
     pub fn resolved_refusal(&self, host: &str, ip: IpAddr) -> Option<String> {
         let what = fenced(ip)?;
-        (!self.names_address(ip)).then(|| {
+        (!self.names_address(ip, None)).then(|| {
             format!(
                 "'{host}' resolves to {ip}, a {what} address, which gates reach only when --webhook-allow names {ip} itself"
             )
@@ -78,8 +79,10 @@ impl AllowList {
         }
         let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or_default();
-        if let Some(why) = literal_ip(url).and_then(|ip| self.resolved_refusal(host, ip)) {
-            return Some(why);
+        if let Some((ip, what)) = literal_ip(url).and_then(|ip| Some((ip, fenced(ip)?))) {
+            return Some(format!(
+                "destination '{host}:{port}' is a {what} address, which gates reach only when --webhook-allow names {ip} (or {ip}:{port}) itself"
+            ));
         }
         Some(format!(
             "destination '{host}:{port}' is not in the operator's gate allow-list ({self}); ask whoever runs Greenlight to add it with --webhook-allow"
@@ -91,16 +94,7 @@ impl AllowList {
 /// link-local (169.254.0.0/16 holds the cloud metadata services), unspecified, or a known
 /// metadata address.
 pub fn fenced(ip: IpAddr) -> Option<&'static str> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
     match ip {
-        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
-        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local (cloud metadata)"),
-        IpAddr::V4(v4) if v4.is_unspecified() => Some("unspecified"),
-        // Alibaba Cloud's metadata service lives outside link-local.
-        IpAddr::V4(v4) if v4.octets() == [100, 100, 100, 200] => Some("cloud metadata"),
         IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
         IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified"),
         IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
@@ -108,7 +102,22 @@ pub fn fenced(ip: IpAddr) -> Option<&'static str> {
         IpAddr::V6(v6) if v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254] => {
             Some("cloud metadata")
         }
-        _ => None,
+        // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
+        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            let [.., a, b] = v6.segments();
+            let v4 = std::net::Ipv4Addr::from((u32::from(a) << 16) | u32::from(b));
+            fenced(IpAddr::V4(v4))
+        }
+        // IPv4-mapped and IPv4-compatible forms are judged as the IPv4 address they carry.
+        IpAddr::V6(v6) => v6.to_ipv4().and_then(|v4| fenced(IpAddr::V4(v4))),
+        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local (cloud metadata)"),
+        IpAddr::V4(v4) if v4.is_unspecified() => Some("unspecified"),
+        // Metadata services outside link-local: Alibaba Cloud's, and Azure's WireServer.
+        IpAddr::V4(v4) if [[100, 100, 100, 200], [168, 63, 129, 16]].contains(&v4.octets()) => {
+            Some("cloud metadata")
+        }
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -233,8 +242,29 @@ mod tests {
         }
         let named = AllowList::new(["127.0.0.1"]);
         assert!(named.permits(&url("http://127.0.0.1:9090/")));
-        assert!(AllowList::new(["127.0.0.1:9090"]).permits(&url("http://127.0.0.1:9090/")));
+        let port = AllowList::new(["127.0.0.1:9090"]);
+        assert!(port.permits(&url("http://127.0.0.1:9090/")));
+        assert!(!port.permits(&url("http://127.0.0.1:22/")), "another port");
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(
+            port.resolved_refusal("localtest.me", ip).is_some(),
+            "a name has no port"
+        );
         assert!(AllowList::new(["::1"]).permits(&url("http://[::1]:80/")));
+        assert!(AllowList::new(["[::1]:80"]).permits(&url("http://[::1]:80/")));
+        for carried in [
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "::127.0.0.1",
+        ] {
+            assert!(fenced(carried.parse().unwrap()).is_some(), "{carried}");
+        }
+        assert_eq!(fenced("2001:db8::1".parse().unwrap()), None);
+        assert_eq!(
+            fenced("::2".parse().unwrap()),
+            None,
+            "not a loopback in disguise"
+        );
     }
 
     #[test]

@@ -255,6 +255,8 @@ pub(crate) fn client_builder(allow: &allow::AllowList) -> reqwest::ClientBuilder
     ensure_crypto_provider();
     reqwest::Client::builder()
         .dns_resolver(std::sync::Arc::new(allow::FencedResolver(allow.clone())))
+        // A proxy would resolve the name itself, past the fence.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("greenlight/", env!("CARGO_PKG_VERSION")))

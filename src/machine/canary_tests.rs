@@ -590,16 +590,17 @@ fn a_spec_that_stops_compiling_mid_canary_takes_traffic_off_and_rolls_back() {
     let plan = plan();
     let mut world = World::running_v1();
     run_healthy(&mut world, &plan, |w| w.weight == 25);
-    let spec = crate::api::stage::StageSpec {
-        strategy: serde_json::from_value(serde_json::json!({
-            "type": "canary",
-            "canary": {"steps": [{"setWeight": 25}], "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}}},
-        }))
-        .unwrap(),
-        ..serde_json::from_value(serde_json::json!({"pipeline": "shop", "target": {"name": "web"}}))
-            .unwrap()
-    };
-    let fallback = crate::validation::rollback_plan(&spec);
+    // The spec no longer compiles: the rollback uses what the rollout recorded at its start.
+    let rollout = world.status.rollout.clone().expect("a rollout in progress");
+    assert!(
+        rollout.routing.is_some(),
+        "the routing was recorded: {rollout:?}"
+    );
+    let fallback = crate::validation::rollback_plan(&rollout, 0);
+    assert_eq!(
+        fallback.replicas, plan.replicas,
+        "the recorded replicas, not the fallback"
+    );
     world.invalid = Some("spec.progressDeadline: longer than 366d");
     world.reconcile(&fallback, &mut |_, _| GateVerdict::Passed);
     assert_eq!(world.weight, 0, "traffic leaves the canary at once");

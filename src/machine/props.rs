@@ -147,6 +147,8 @@ fn rollout(phase: CanaryPhase, step: i32, at: Timestamp, weight: i32) -> StageSt
             previous_artifacts: vec![],
             reason: None,
             canary: Some(progress),
+            replicas: None,
+            routing: None,
         }),
         ..Default::default()
     }

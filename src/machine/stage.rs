@@ -438,6 +438,13 @@ impl Draft<'_> {
                 .as_ref()
                 .filter(|_| self.status.current_release.is_some())
                 .map(|_| canary::fresh_progress(now)),
+            replicas: Some(self.input.plan.replicas),
+            routing: self
+                .input
+                .plan
+                .canary
+                .as_ref()
+                .and_then(|c| c.routing.clone()),
         };
         self.set_entry(
             &candidate.name,

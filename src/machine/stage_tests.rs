@@ -225,6 +225,8 @@ fn a_rollout_in_progress_is_not_interrupted_by_a_newer_release() {
             previous_artifacts: vec![],
             reason: None,
             canary: None,
+            replicas: None,
+            routing: None,
         }),
         ..running("r1")
     };
@@ -260,6 +262,8 @@ fn rolling(started: &str, previous: Option<&str>) -> StageStatus {
                 .unwrap_or_default(),
             reason: None,
             canary: None,
+            replicas: None,
+            routing: None,
         }),
         ..previous.map(running).unwrap_or_default()
     }

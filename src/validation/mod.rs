@@ -11,7 +11,7 @@ use crate::api::canary::{
 };
 use crate::api::patterns::{DIGEST_PATTERN, NAME_PATTERN};
 use crate::api::release::ReleaseSpec;
-use crate::api::stage::{StageSpec, StrategyType, TriggerType, WindowKind};
+use crate::api::stage::{ActiveRollout, StageSpec, StrategyType, TriggerType, WindowKind};
 use crate::schedule::{Schedule, WindowSpec, parse_duration, parse_window_length, time_zone};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,25 +163,18 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
     }
 }
 
-/// What a rollback needs when the spec stopped compiling mid-rollout: the stage's replicas and
-/// how its traffic is routed (when the router still understands it), nothing else. The
-/// rollout in progress is rolled back with it, so a bad edit never leaves a canary serving.
-pub fn rollback_plan(spec: &StageSpec) -> StagePlan {
-    let canary = (spec.strategy.strategy_type == StrategyType::Canary).then(|| {
-        let routing = spec
-            .strategy
-            .canary
-            .as_ref()
-            .and_then(|c| c.traffic_routing.clone());
-        let routing = routing.filter(|r| crate::routers::for_routing(Some(r)).is_ok());
-        CanaryPlan {
-            steps: vec![],
-            background: None,
-            max_weight: 100,
-            bake: Duration::ZERO,
-            routing,
-            on_failure: FailurePolicy::Rollback,
-        }
+/// What a rollback needs when the spec stopped compiling (or stopped being trusted)
+/// mid-rollout: the replicas and traffic routing recorded when the rollout started, nothing
+/// from the spec. The rollout in progress is rolled back with it, so a bad edit never leaves
+/// a canary serving.
+pub fn rollback_plan(rollout: &ActiveRollout, fallback_replicas: i32) -> StagePlan {
+    let canary = rollout.canary.as_ref().map(|_| CanaryPlan {
+        steps: vec![],
+        background: None,
+        max_weight: 100,
+        bake: Duration::ZERO,
+        routing: rollout.routing.clone(),
+        on_failure: FailurePolicy::Rollback,
     });
     StagePlan {
         requires: vec![],
@@ -189,8 +182,11 @@ pub fn rollback_plan(spec: &StageSpec) -> StagePlan {
         windows: vec![],
         gates: vec![],
         progress_deadline: Duration::from_secs(600),
-        replicas: spec.replicas.clamp(0, 10_000),
-        history_limit: spec.history_limit.clamp(1, 100) as usize,
+        replicas: rollout
+            .replicas
+            .unwrap_or(fallback_replicas)
+            .clamp(0, 10_000),
+        history_limit: 10,
         canary,
     }
 }
