@@ -468,7 +468,7 @@ async fn assert_the_token_appears_in_no_status_event_or_log(env: &TestEnv) {
     }
 }
 
-/// Creates `yaml` as the admin through the webhooks; the refusal's text when refused.
+/// Creates `yaml` as dana (a platform admin) through the webhooks; returns the refusal.
 fn refused(env: &TestEnv, yaml: &str) -> String {
     let out = env.kubectl_as("dana", &["create", "-f", "-"], yaml);
     assert!(!out.status.success(), "refused: {yaml}");

@@ -64,7 +64,7 @@ pub struct StageCommandSpec {
     /// from the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<Identity>,
-    /// Set by the admission webhook: the Stage as the requester saw it.
+    /// Set by the admission webhook: the Stage as it was when the request was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_ref: Option<StageRef>,
 }
