@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -104,13 +106,50 @@ pub fn build_workload(
                 match_expressions: None,
             },
             template,
-            strategy: target_spec.strategy,
+            strategy: Some(serving_strategy()),
             min_ready_seconds: target_spec.min_ready_seconds,
             revision_history_limit: target_spec.revision_history_limit,
             ..Default::default()
         }),
         status: None,
     })
+}
+
+/// How every managed workload rolls, whatever its target says: new pods first, no old pod
+/// stopped before a new one is available, so a workload that gets traffic always has
+/// available pods to serve it (a `Recreate` target would leave none during each rollout).
+pub fn serving_strategy() -> DeploymentStrategy {
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::String("25%".into())),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
+/// Whether the target asks for a strategy the managed workloads do not use.
+pub fn overridden_strategy(target: &Deployment) -> Option<String> {
+    let strategy = target.spec.as_ref()?.strategy.as_ref()?;
+    let kind = strategy
+        .type_
+        .clone()
+        .unwrap_or_else(|| "RollingUpdate".into());
+    let unavailable = strategy
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.max_unavailable.clone());
+    match (kind.as_str(), unavailable) {
+        ("Recreate", _) => Some("Recreate".into()),
+        ("RollingUpdate", Some(u)) if u != IntOrString::Int(0) => {
+            let u = match u {
+                IntOrString::Int(n) => n.to_string(),
+                IntOrString::String(s) => s,
+            };
+            (u != "0%").then(|| format!("RollingUpdate with maxUnavailable {u}"))
+        }
+        _ => None,
+    }
 }
 
 /// Puts each artifact's image into the container of its name.
@@ -220,6 +259,7 @@ pub fn matches_desired(observed: &Deployment, desired: &Deployment) -> bool {
     annotation(observed) == annotation(desired)
         && weight(observed) == weight(desired)
         && o.replicas == d.replicas
+        && o.strategy == d.strategy
         && images(o) == images(d)
         && o.template.metadata.as_ref().and_then(|m| m.labels.clone())
             == d.template.metadata.as_ref().and_then(|m| m.labels.clone())

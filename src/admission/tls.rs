@@ -256,6 +256,15 @@ pub async fn keep_fresh(
     every: Duration,
     metrics: Arc<Metrics>,
 ) {
+    // A configuration created after start-up gets its CA bundle at once, not at the next tick.
+    let appeared = Arc::new(tokio::sync::Notify::new());
+    if let Some(name) = &configuration {
+        tokio::spawn(watch_configurations(
+            client.clone(),
+            name.clone(),
+            appeared.clone(),
+        ));
+    }
     loop {
         match certs.refresh() {
             Ok(true) => {
@@ -274,7 +283,38 @@ pub async fn keep_fresh(
                 }
             }
         }
-        tokio::time::sleep(every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = appeared.notified() => {}
+        }
+    }
+}
+
+/// Notifies `changed` whenever the webhook configurations named `name` are created or
+/// changed (someone, Git say, may have put their `caBundle` back).
+async fn watch_configurations(
+    client: kube::Client,
+    name: String,
+    changed: Arc<tokio::sync::Notify>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = || watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mutating = watcher(
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        config(),
+    )
+    .default_backoff()
+    .map(|e| e.map(|_| ()));
+    let validating = watcher(Api::<ValidatingWebhookConfiguration>::all(client), config())
+        .default_backoff()
+        .map(|e| e.map(|_| ()));
+    let mut events = std::pin::pin!(futures::stream::select(mutating, validating));
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(()) => changed.notify_one(),
+            Err(e) => tracing::debug!(error = %e, "watching the webhook configurations"),
+        }
     }
 }
 

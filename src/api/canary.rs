@@ -34,6 +34,12 @@ pub struct CanaryStrategy {
     /// What a failed analysis does: `rollback` (default) or `pause` for a person to decide.
     #[serde(default)]
     pub on_failure: FailurePolicy,
+    /// How long the side traffic has left keeps its pods before it is scaled to zero, so
+    /// requests a data plane still sends there (routes take effect with a delay) are served.
+    /// Default 30s, at most 1h; only with a traffic router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub scale_down_delay: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -94,6 +100,23 @@ pub struct Analysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub initial_delay: Option<String>,
+    /// The longest a pause for want of data lasts; a pause resumes by itself as soon as the
+    /// data is back and passes. Default 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub inconclusive_timeout: Option<String>,
+    /// What `inconclusiveTimeout` does: `rollback` (default: take traffic off what cannot be
+    /// judged) or `hold` (stay paused for a person, still resuming if the data returns).
+    #[serde(default)]
+    pub on_inconclusive_timeout: InconclusiveTimeoutPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InconclusiveTimeoutPolicy {
+    #[default]
+    Rollback,
+    Hold,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -164,10 +187,24 @@ pub struct CanaryProgress {
     /// Why the rollout is paused, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_reason: Option<String>,
-    /// When the bake period started, once promoted.
+    /// When the bake period started, once promoted; moved on by the time an inconclusive
+    /// pause took, which does not count as baking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<Time>")]
     pub baking_since: Option<Timestamp>,
+    /// Since when the rollout is paused for want of data, and which analysis paused it
+    /// (`background` or `step-N`): it resumes by itself once that analysis passes again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub inconclusive_since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive_scope: Option<String>,
+    /// Weights put back on the route after someone else changed them, since `driftSince`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift_corrections: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub drift_since: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<AnalysisProgress>,
 }
@@ -185,6 +222,10 @@ pub enum CanaryPhase {
     Promoting,
     /// Promoted; background analysis keeps watching.
     Baking,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// Counters of one gate in one analysis.

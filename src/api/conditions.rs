@@ -11,6 +11,8 @@ pub const PROGRESSING: &str = "Progressing";
 pub const STALLED: &str = "Stalled";
 /// Warns that the Git-owned target Deployment runs pods of its own.
 pub const TARGET_RUNS_PODS: &str = "TargetRunsPods";
+/// Says the managed workloads roll differently from what the target asks, and why.
+pub const STRATEGY_OVERRIDDEN: &str = "StrategyOverridden";
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ConditionStatus {

@@ -219,6 +219,10 @@ pub struct StageStatus {
     /// Who changed the spec and what, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<super::change::ChangeRecord>,
+    /// The canary has lost its traffic and keeps its pods until then (`scaleDownDelay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub canary_drain_until: Option<Timestamp>,
     /// Finished rollouts, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,

@@ -44,10 +44,12 @@ impl CanaryIo {
         })
     }
 
-    /// The canary workload as it is, with the weight the router has in effect.
+    /// The canary workload as it is, with the weight the router has in effect (and who else
+    /// changed it, when it is not the `decided` one).
     pub async fn observe(
         &self,
         ctx: &Context,
+        decided: Option<i32>,
     ) -> Result<(Option<Deployment>, CanaryView), ReconcileError> {
         let deployment = ctx
             .api::<Deployment>(&self.router_ctx.namespace)
@@ -61,6 +63,10 @@ impl CanaryIo {
             Err(crate::routers::RouterError::Kube(e)) => return Err(e.into()),
             Err(e) => (None, Some(e.to_string())),
         };
+        let changed_by = match (weight, decided) {
+            (Some(w), Some(d)) if w != d => self.router.last_writer(&self.router_ctx).await,
+            _ => None,
+        };
         Ok((
             deployment,
             CanaryView {
@@ -70,6 +76,7 @@ impl CanaryIo {
                 available: view.as_ref().is_some_and(|v| v.serving),
                 weight_in_effect: weight,
                 router_problem,
+                changed_by,
             },
         ))
     }

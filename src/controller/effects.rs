@@ -18,7 +18,7 @@ use super::error::ReconcileError;
 use super::observe::World;
 use super::writer::Announcement;
 use crate::api::OPERATOR_ACTOR;
-use crate::api::conditions::{Condition, TARGET_RUNS_PODS};
+use crate::api::conditions::{Condition, STRATEGY_OVERRIDDEN, TARGET_RUNS_PODS};
 use crate::api::release::{AuditAction, AuditEntry};
 use crate::api::stage::RolloutOutcome;
 use crate::machine::{DesiredPrimary, Outcome, StageEvent};
@@ -108,9 +108,8 @@ async fn record(
     }
     let old = stage.status.clone().unwrap_or_default();
     let mut status = outcome.status.clone();
-    if let Some(condition) = target_runs_pods(world) {
-        status.conditions.push(condition);
-    }
+    status.conditions.extend(target_runs_pods(world));
+    status.conditions.extend(strategy_overridden(world));
     status.last_command = world.steering.text.clone();
     status.changes = super::changes::updated(stage, &stage.spec, &old.changes, ctx);
     count_rollouts(&old.history, &status.history, ctx);
@@ -273,6 +272,21 @@ fn target_runs_pods(world: &World) -> Option<Condition> {
         "TargetNotScaledToZero",
         format!(
             "target Deployment '{}' runs {pods} pod(s) of its own; declare it with replicas: 0",
+            world.stage.spec.target.name
+        ),
+    ))
+}
+
+/// The target asks for a strategy that could leave a workload with traffic and no available
+/// pods; the managed workloads roll safely instead, and the stage says so.
+fn strategy_overridden(world: &World) -> Option<Condition> {
+    let asked = crate::workload::overridden_strategy(&world.target)?;
+    Some(Condition::new(
+        STRATEGY_OVERRIDDEN,
+        true,
+        "TargetStrategyOverridden",
+        format!(
+            "target Deployment '{}' uses {asked}; the managed workloads roll with RollingUpdate and maxUnavailable 0 instead, so traffic only ever reaches available pods",
             world.stage.spec.target.name
         ),
     ))

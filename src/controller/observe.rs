@@ -234,7 +234,12 @@ pub async fn observe_stage(
         .await?;
     let canary = match CanaryIo::new(&stage, &plan, ctx) {
         Some(io) => {
-            let (deployment, view) = io.observe(ctx).await?;
+            let decided = stage
+                .status
+                .as_ref()
+                .and_then(|s| s.rollout.as_ref()?.canary.as_ref())
+                .map(|c| c.weight);
+            let (deployment, view) = io.observe(ctx, decided).await?;
             Some((io, deployment, view))
         }
         None => None,

@@ -21,7 +21,7 @@ use crate::api::release::GateVerdict;
 use crate::gates::{self, CompiledGate, GateContext, GateEnv, GateOutcome};
 use crate::identity::Unverified;
 use crate::index::Index;
-use crate::machine::{Due, GateReport, Measurement, ReleaseView};
+use crate::machine::{Due, GateReport, Measured, Measurement, ReleaseView};
 use crate::metrics::{GateLabels, Metrics};
 use crate::schedule::later;
 use crate::validation::FieldError;
@@ -227,25 +227,26 @@ impl GateRunner {
         )
     }
 
-    /// Measures the due gates of a canary analysis, all at once. `baking`: the release under
-    /// test runs on the primary, so `{{canary}}` names the primary. A gate still evaluating
-    /// when the [`BUDGET`] is spent has no measurement yet; a later pass collects it.
-    pub async fn measure(&self, ctx: &GateContext, due: &[Due], baking: bool) -> Vec<Measurement> {
-        let mut ctx = ctx.clone();
-        if baking {
-            ctx.canary_workload = ctx.primary_workload.clone();
-        }
+    /// Measures the due gates of a canary analysis, all at once, each on the workload the
+    /// machine names: `{{canary}}` is the primary once the release under test runs there. A
+    /// gate still evaluating when the [`BUDGET`] is spent has no measurement yet; a later
+    /// pass collects it.
+    pub async fn measure(&self, ctx: &GateContext, due: &[Due]) -> Vec<Measurement> {
         let deadline = tokio::time::Instant::now() + BUDGET;
-        let ctx = &ctx;
         let measuring = due.iter().map(|d| async move {
+            let mut ctx = ctx.clone();
+            if d.workload == Measured::Primary {
+                ctx.canary_workload = ctx.primary_workload.clone();
+            }
             let key = format!(
                 "{}/{}/{}/measure/{}/{}/{}",
                 ctx.namespace, ctx.stage, ctx.release, d.scope, d.gate, ctx.canary_workload
             );
-            let (outcome, _) = self.started(key, &d.gate, ctx, deadline).await?;
+            let (outcome, _) = self.started(key, &d.gate, &ctx, deadline).await?;
             Some(Measurement {
                 scope: d.scope.clone(),
                 gate: d.gate.clone(),
+                workload: d.workload,
                 outcome,
             })
         });

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -24,7 +25,7 @@ use super::{
 };
 use crate::api::conditions::{Health, kstatus};
 use crate::api::release::{ReleaseStageStatus, StagePhaseForRelease};
-use crate::api::stage::{Stage, StagePhase, StageStatus};
+use crate::api::stage::{Stage, StagePhase};
 use crate::api::{Approval, Gate, Release, StageCommand};
 use crate::machine::{self, Decision, Outcome};
 use crate::workload::{canary_name, primary_name};
@@ -39,7 +40,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
     let by_gate = ctx.index.clone();
     let by_stage = ctx.index.clone();
     let cfg = watcher::Config::default;
-    Controller::new(scoped_api::<Stage>(client, namespace), cfg())
+    let mut controller = Controller::new(scoped_api::<Stage>(client, namespace), cfg())
         // Primaries and canaries map to their Stage, targets by name, so a target that starts
         // running pods of its own is reported at once.
         .watches(
@@ -82,11 +83,47 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
         .watches(scoped_api::<Stage>(client, namespace), cfg(), move |s| {
             let ns = s.namespace().unwrap_or_default();
             refs_of(by_stage.pipeline_stages(&ns, &s.spec.pipeline))
-        })
+        });
+    if let Some((routes, resource)) = http_routes(client, namespace).await {
+        let by_route = ctx.index.clone();
+        // A weight someone else changes is seen (and put back) at once, not at the next step.
+        controller = controller.watches_with(routes, resource, cfg(), move |r| {
+            let (ns, name) = (r.namespace().unwrap_or_default(), r.name_any());
+            refs_of(by_route.stages_where(&ns, |s| routes_through(s, &name)))
+        });
+    }
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy(CONTROLLER), ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The HTTPRoutes API, when the cluster serves it (Gateway API installed).
+async fn http_routes(
+    client: &Client,
+    namespace: &Option<String>,
+) -> Option<(kube::Api<DynamicObject>, ApiResource)> {
+    let served = client
+        .list_api_group_resources("gateway.networking.k8s.io/v1")
+        .await
+        .ok()?;
+    served.resources.iter().find(|r| r.name == "httproutes")?;
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let resource = ApiResource::from_gvk(&gvk);
+    let api = match namespace {
+        Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
+        None => kube::Api::all_with(client.clone(), &resource),
+    };
+    Some((api, resource))
+}
+
+fn routes_through(stage: &Stage, route: &str) -> bool {
+    let canary = stage.spec.strategy.canary.as_ref();
+    let routing = canary.and_then(|c| c.traffic_routing.as_ref());
+    routing
+        .and_then(|r| r.gateway_api.as_ref())
+        .is_some_and(|g| g.http_route == route)
 }
 
 async fn reconcile(trigger: Arc<Stage>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -176,7 +213,7 @@ async fn decide(world: &World, ctx: &Context, now: Timestamp) -> Outcome {
             let gate_ctx = ctx
                 .runner
                 .context(&world.stage, &world.releases, &release, now);
-            measured = ctx.runner.measure(&gate_ctx, &due, baking(&status)).await;
+            measured = ctx.runner.measure(&gate_ctx, &due).await;
             input.measurements = Some(&measured);
             machine::decide(&input)
         }
@@ -185,15 +222,6 @@ async fn decide(world: &World, ctx: &Context, now: Timestamp) -> Outcome {
         Decision::Act(outcome) => *outcome,
         other => unreachable!("decide asks for results once per reconcile, then acts: {other:?}"),
     }
-}
-
-/// The release under test runs on the primary while the canary rollout bakes.
-fn baking(status: &StageStatus) -> bool {
-    status
-        .rollout
-        .as_ref()
-        .and_then(|r| r.canary.as_ref())
-        .is_some_and(|c| c.baking_since.is_some())
 }
 
 /// Marks the stage Invalid (Stalled) with a message naming the field, and announces it once.

@@ -1,24 +1,22 @@
-//! The canary half of the stage machine: starting the canary, walking the steps, measuring
-//! gates, promoting, baking, and the fail-safe rules for traffic. Traffic only ever moves to a
-//! workload that is available, and a failed analysis always ends with all traffic on primary.
+//! The canary half of the stage machine: starting the canary, walking the steps, promoting,
+//! baking, and the fail-safe rules for traffic (analysis is in [`super::analysis`]). Traffic
+//! only ever moves to a workload that is available, a failed analysis always ends with all
+//! traffic on primary, and no phase completes without evidence.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::analysis::{BACKGROUND, PauseState, humantime};
 use super::draft::Draft;
 use super::events::Transition;
-use super::types::{Command, DesiredPrimary, Due, Measurement};
-use crate::api::canary::{
-    AnalysisProgress, CanaryPhase, CanaryProgress, FailureCounting, FailurePolicy,
-};
+use super::types::{Command, DesiredPrimary};
+use crate::api::canary::{CanaryPhase, CanaryProgress};
 use crate::api::conditions::Health;
-use crate::api::release::{GateVerdict, StagePhaseForRelease as RP};
+use crate::api::release::StagePhaseForRelease as RP;
 use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase};
 use crate::schedule::later;
 use crate::validation::{AnalysisPlan, CanaryPlan, CanaryStepPlan};
-
-pub const BACKGROUND: &str = "background";
 
 pub fn fresh_progress(now: Timestamp) -> CanaryProgress {
     CanaryProgress {
@@ -28,6 +26,10 @@ pub fn fresh_progress(now: Timestamp) -> CanaryProgress {
         weight: 0,
         paused_reason: None,
         baking_since: None,
+        inconclusive_since: None,
+        inconclusive_scope: None,
+        drift_corrections: 0,
+        drift_since: None,
         analysis: Vec::new(),
     }
 }
@@ -64,6 +66,13 @@ impl Draft<'_> {
                 return self.analysis_verdict(plan, &mut rollout, progress, verdict, bg);
             }
         }
+        if progress.inconclusive_since.is_some() {
+            match self.inconclusive_pause(plan, &mut rollout, &mut progress) {
+                PauseState::Resumed => {}
+                PauseState::Paused => return self.record_progress(rollout, progress),
+                PauseState::Ended => return,
+            }
+        }
         match progress.phase {
             CanaryPhase::Starting => {
                 if !self.start_canary(&rollout, &mut progress, canary_ready) {
@@ -73,18 +82,32 @@ impl Draft<'_> {
             CanaryPhase::Stepping | CanaryPhase::Paused => {
                 self.step(plan, &mut rollout, &mut progress, canary_ready)
             }
-            CanaryPhase::Promoting => self.promote(&mut rollout, &mut progress, &artifacts),
+            CanaryPhase::Promoting => self.promote(plan, &mut rollout, &mut progress, &artifacts),
             CanaryPhase::Baking => {
-                self.weight = Some(0);
-                let done_at = later(progress.baking_since.unwrap_or(now), plan.bake);
-                if now >= done_at {
+                if self.bake(plan, &progress) {
                     rollout.canary = Some(progress);
                     return self.finish_forward(&rollout);
                 }
-                self.wake_at.push(done_at);
             }
         }
         self.record_progress(rollout, progress);
+    }
+
+    /// Whether the bake is over: its time is up and every background gate passed since it
+    /// began, with its last measurement. Missing data extends it.
+    fn bake(&mut self, plan: &CanaryPlan, progress: &CanaryProgress) -> bool {
+        self.weight = Some(0);
+        let now = self.input.now;
+        let since = progress.baking_since.unwrap_or(now);
+        let done_at = later(since, plan.bake);
+        if now < done_at {
+            self.wake_at.push(done_at);
+            return false;
+        }
+        match &plan.background {
+            None => true,
+            Some(bg) => self.evidence(progress, BACKGROUND, bg, since).is_ok(),
+        }
     }
 
     /// What each workload runs: until promotion the primary keeps the previous release and the
@@ -101,7 +124,7 @@ impl Draft<'_> {
             artifacts: artifacts.to_vec(),
         };
         if progress.baking_since.is_some() {
-            self.canary = Some(DesiredPrimary::Empty);
+            self.drain_canary();
             self.primary = Some(release);
         } else {
             self.canary = Some(release);
@@ -142,7 +165,7 @@ impl Draft<'_> {
     }
 
     /// A forward rollout still in progress keeps its progress in the status.
-    fn record_progress(&mut self, mut rollout: ActiveRollout, progress: CanaryProgress) {
+    fn record_progress(&mut self, mut rollout: ActiveRollout, mut progress: CanaryProgress) {
         let forward = self
             .status
             .rollout
@@ -158,6 +181,7 @@ impl Draft<'_> {
             self.scale_weight = Some(progress.weight);
         }
         self.describe_canary(&rollout, &progress);
+        self.correct_drift(&rollout, &mut progress);
         rollout.canary = Some(progress);
         self.status.rollout = Some(rollout);
     }
@@ -312,10 +336,10 @@ impl Draft<'_> {
             return;
         }
         let passed = analysis.gates.iter().all(|g| {
-            progress
-                .analysis
-                .iter()
-                .any(|a| a.scope == scope && &a.gate == g && a.successes >= analysis.count)
+            progress.analysis.iter().any(|a| {
+                let last_passed = a.last_verdict == Some(crate::api::release::GateVerdict::Passed);
+                a.scope == scope && &a.gate == g && a.successes >= analysis.count && last_passed
+            })
         });
         if passed {
             self.next_step(plan, progress);
@@ -341,6 +365,7 @@ impl Draft<'_> {
     /// Primary takes the canary's template; only once it is available does traffic move to it.
     fn promote(
         &mut self,
+        plan: &CanaryPlan,
         rollout: &mut ActiveRollout,
         progress: &mut CanaryProgress,
         artifacts: &[crate::api::release::Artifact],
@@ -354,7 +379,10 @@ impl Draft<'_> {
             .input
             .primary
             .is_some_and(|p| p.available && p.release.as_deref() == Some(rollout.release.as_str()));
-        if primary_ready {
+        // Traffic leaves the canary only if its last measurements passed.
+        let evidence =
+            plan.background.is_none() || self.last_measurements_passed(progress, BACKGROUND);
+        if primary_ready && evidence {
             // All traffic to the promoted primary; a replica-ratio canary shrinks to nothing.
             progress.weight = 0;
             self.weight = Some(0);
@@ -364,10 +392,13 @@ impl Draft<'_> {
                 .canary
                 .is_some_and(|c| c.weight_in_effect == Some(0) || c.router_problem.is_some());
             if moved {
-                self.canary = Some(DesiredPrimary::Empty);
+                self.drain_canary();
                 progress.phase = CanaryPhase::Baking;
                 progress.baking_since = Some(now);
                 progress.weight = 0;
+                // CURRENT shows what serves: the primary runs the release from here on.
+                self.status.current_release = Some(rollout.release.clone());
+                self.status.current_version = Some(rollout.version.clone());
                 self.event(
                     Transition::Promoted,
                     format!("{} is on primary with all traffic", rollout.version),
@@ -393,133 +424,8 @@ impl Draft<'_> {
         }
     }
 
-    /// Measures due gates of one analysis; `Some` when it has failed or gone inconclusive.
-    fn run_analysis(
-        &mut self,
-        progress: &mut CanaryProgress,
-        scope: &str,
-        plan: &AnalysisPlan,
-        started: Timestamp,
-    ) -> Option<AnalysisOutcome> {
-        let now = self.input.now;
-        let first_at = later(started, plan.initial_delay);
-        for gate in &plan.gates {
-            let idx = match progress
-                .analysis
-                .iter()
-                .position(|a| a.scope == scope && &a.gate == gate)
-            {
-                Some(i) => i,
-                None => {
-                    progress.analysis.push(AnalysisProgress {
-                        gate: gate.clone(),
-                        scope: scope.to_string(),
-                        measurements: 0,
-                        successes: 0,
-                        failures: 0,
-                        consecutive_failures: 0,
-                        inconclusive: 0,
-                        consecutive_inconclusive: 0,
-                        last_measured_at: None,
-                        last_verdict: None,
-                        last_value: None,
-                        last_message: None,
-                    });
-                    progress.analysis.len() - 1
-                }
-            };
-            let a = &mut progress.analysis[idx];
-            if scope != BACKGROUND && a.successes >= plan.count {
-                continue;
-            }
-            let due_at = a
-                .last_measured_at
-                .map_or(first_at, |t| later(t, plan.interval))
-                .max(first_at);
-            if now < due_at {
-                self.wake_at.push(due_at);
-                continue;
-            }
-            let Some(m) = self
-                .input
-                .measurements
-                .and_then(|ms| ms.iter().find(|m| m.scope == scope && &m.gate == gate))
-            else {
-                self.due.push(Due {
-                    scope: scope.to_string(),
-                    gate: gate.clone(),
-                });
-                continue;
-            };
-            apply_measurement(a, m, now);
-            self.wake_at.push(later(now, plan.interval));
-            let failed = match plan.failure_counting {
-                FailureCounting::Consecutive => a.consecutive_failures >= plan.failure_limit,
-                FailureCounting::Total => a.failures >= plan.failure_limit,
-            };
-            let message = format!(
-                "gate '{gate}' {}: {} (value {})",
-                if failed { "failed" } else { "inconclusive" },
-                a.last_message.clone().unwrap_or_default(),
-                a.last_value.clone().unwrap_or_else(|| "none".into())
-            );
-            if failed {
-                return Some(AnalysisOutcome::Failed(message));
-            }
-            if a.consecutive_inconclusive >= plan.inconclusive_limit {
-                return Some(AnalysisOutcome::Inconclusive(message));
-            }
-        }
-        None
-    }
-
-    fn analysis_verdict(
-        &mut self,
-        plan: &CanaryPlan,
-        rollout: &mut ActiveRollout,
-        mut progress: CanaryProgress,
-        verdict: AnalysisOutcome,
-        analysis: &AnalysisPlan,
-    ) {
-        let (policy, reason, message) = match verdict {
-            AnalysisOutcome::Failed(m) => (plan.on_failure, "AnalysisFailed", m),
-            AnalysisOutcome::Inconclusive(m) => {
-                (analysis.on_inconclusive, "AnalysisInconclusive", m)
-            }
-        };
-        match policy {
-            FailurePolicy::Rollback => {
-                self.fail_rollout_safely(rollout, &progress, reason, message)
-            }
-            FailurePolicy::Pause => {
-                let newly = progress.phase != CanaryPhase::Paused;
-                progress.phase = CanaryPhase::Paused;
-                progress.paused_reason = Some(format!("{reason}: {message}"));
-                if reason == "AnalysisFailed" && self.input.primary.is_some_and(|p| p.available) {
-                    // Paused on failure: all traffic back on primary, the canary kept for inspection.
-                    progress.weight = 0;
-                }
-                self.weight = Some(progress.weight);
-                if newly {
-                    let kind = match reason {
-                        "AnalysisFailed" => Transition::AnalysisFailed,
-                        _ => Transition::AnalysisInconclusive,
-                    };
-                    self.event(
-                        kind,
-                        format!("{}: {message}; paused", rollout.version),
-                        Some(&rollout.release.clone()),
-                    );
-                }
-                self.describe_canary(rollout, &progress);
-                rollout.canary = Some(progress);
-                self.status.rollout = Some(rollout.clone());
-            }
-        }
-    }
-
     /// Starts the rollback of a canary rollout without sending traffic to a broken workload.
-    fn fail_rollout_safely(
+    pub(super) fn fail_rollout_safely(
         &mut self,
         rollout: &ActiveRollout,
         progress: &CanaryProgress,
@@ -566,8 +472,8 @@ impl Draft<'_> {
             .canary
             .is_none_or(|c| c.weight_in_effect.is_none_or(|w| w == 0));
         if primary_ok && moved {
-            self.canary = Some(DesiredPrimary::Empty);
-            return self.input.canary.is_none_or(|c| c.replicas == 0);
+            self.drain_canary();
+            return self.draining() || self.input.canary.is_none_or(|c| c.replicas == 0);
         }
         if !canary_ok || primary_ok {
             self.canary = Some(DesiredPrimary::Empty).filter(|_| moved);
@@ -585,8 +491,9 @@ impl Draft<'_> {
             });
     }
 
-    fn describe_canary(&mut self, rollout: &ActiveRollout, progress: &CanaryProgress) {
+    pub(super) fn describe_canary(&mut self, rollout: &ActiveRollout, progress: &CanaryProgress) {
         let steps = self.input.plan.canary.as_ref().map_or(0, |c| c.steps.len());
+        let reason = progress.paused_reason.clone().unwrap_or_default();
         let what = match progress.phase {
             CanaryPhase::Starting => "starting the canary".to_string(),
             CanaryPhase::Stepping => format!(
@@ -594,14 +501,16 @@ impl Draft<'_> {
                 progress.step + 1,
                 progress.weight
             ),
+            CanaryPhase::Paused if progress.baking_since.is_some() => {
+                format!("paused while baking: {reason}")
+            }
             CanaryPhase::Paused => format!(
-                "paused at step {}/{steps} ({}%): {}",
-                progress.step + 1,
-                progress.weight,
-                progress.paused_reason.clone().unwrap_or_default()
+                "paused at step {}/{steps} ({}%): {reason}",
+                (progress.step + 1).min(steps as i32),
+                progress.weight
             ),
             CanaryPhase::Promoting => "promoting the canary to primary".to_string(),
-            CanaryPhase::Baking => "promoted; baking".to_string(),
+            CanaryPhase::Baking => self.baking(progress),
         };
         let message = format!("canary {}: {what}", rollout.version);
         self.status.phase = Some(StagePhase::Progressing);
@@ -613,33 +522,26 @@ impl Draft<'_> {
         };
         self.set_entry(&rollout.release, RP::Progressing, "Canary", what);
     }
-}
 
-enum AnalysisOutcome {
-    Failed(String),
-    Inconclusive(String),
-}
-
-fn apply_measurement(a: &mut AnalysisProgress, m: &Measurement, now: Timestamp) {
-    a.measurements += 1;
-    a.last_measured_at = Some(now);
-    a.last_verdict = Some(m.outcome.verdict);
-    a.last_value = m.outcome.value.clone();
-    a.last_message = Some(m.outcome.message.clone());
-    match m.outcome.verdict {
-        GateVerdict::Passed => {
-            a.successes += 1;
-            a.consecutive_failures = 0;
-            a.consecutive_inconclusive = 0;
+    /// `promoted; baking, 40s left`, or what the bake waits for once its time is up.
+    fn baking(&self, progress: &CanaryProgress) -> String {
+        let now = self.input.now;
+        let since = progress.baking_since.unwrap_or(now);
+        let Some(plan) = self.input.plan.canary.as_ref() else {
+            return "promoted; baking".into();
+        };
+        let done_at = later(since, plan.bake);
+        if now < done_at {
+            let left = humantime(done_at.duration_since(now).unsigned_abs());
+            return format!("promoted; baking, {left} left");
         }
-        GateVerdict::Failed => {
-            a.failures += 1;
-            a.consecutive_failures += 1;
-            a.consecutive_inconclusive = 0;
-        }
-        _ => {
-            a.inconclusive += 1;
-            a.consecutive_inconclusive += 1;
+        match plan
+            .background
+            .as_ref()
+            .map(|bg| self.evidence(progress, BACKGROUND, bg, since))
+        {
+            Some(Err(waiting)) => format!("promoted; bake time is up, {waiting}"),
+            _ => "promoted; baked".into(),
         }
     }
 }

@@ -13,6 +13,8 @@ use crate::api::release::{Artifact, GateVerdict, ReleaseStageStatus, StagePhaseF
 use crate::api::stage::StagePhase;
 use crate::api::stage::{RolloutDirection, RolloutOutcome, StageStatus};
 use crate::gates::GateOutcome;
+use crate::machine::Measured;
+use crate::schedule::later;
 use crate::validation::{AnalysisPlan, CanaryPlan, CanaryStepPlan, CompiledTrigger, StagePlan};
 
 fn analysis(gate: &str, count: i32, failure_limit: i32) -> AnalysisPlan {
@@ -25,6 +27,8 @@ fn analysis(gate: &str, count: i32, failure_limit: i32) -> AnalysisPlan {
         inconclusive_limit: 3,
         on_inconclusive: FailurePolicy::Pause,
         initial_delay: Duration::ZERO,
+        inconclusive_timeout: Duration::from_secs(600),
+        on_inconclusive_timeout: crate::api::canary::InconclusiveTimeoutPolicy::Rollback,
     }
 }
 
@@ -55,6 +59,7 @@ fn plan() -> StagePlan {
                 }),
             }),
             on_failure: FailurePolicy::Rollback,
+            scale_down_delay: Duration::ZERO,
         }),
     }
 }
@@ -91,6 +96,11 @@ struct World {
     weights: Vec<(i32, bool)>,
     /// The route is gone: the router cannot tell or set the weight.
     route_gone: bool,
+    /// Every measurement asked for: scope, the workload it reads, and whether the rollout
+    /// was promoted (baking) when it was asked.
+    dues: Vec<(String, Measured, bool)>,
+    /// Who changed the route's weight behind the machine's back, when someone did.
+    changed_by: Option<String>,
 }
 
 impl World {
@@ -127,6 +137,8 @@ impl World {
             invalid: None,
             weights: vec![],
             route_gone: false,
+            dues: vec![],
+            changed_by: None,
         }
     }
 
@@ -151,6 +163,7 @@ impl World {
             router_problem: self
                 .route_gone
                 .then(|| "HTTPRoute 'web' not found".to_string()),
+            changed_by: self.changed_by.clone(),
         };
         let mut input = StageInput {
             name: "prod",
@@ -169,9 +182,15 @@ impl World {
         let out = match decide(&input) {
             Decision::Act(out) => *out,
             Decision::Measure { due, .. } => {
+                let baking = self.status.rollout.as_ref().and_then(|r| r.canary.as_ref());
+                let baking = baking.is_some_and(|c| c.baking_since.is_some());
+                for d in &due {
+                    self.dues.push((d.scope.clone(), d.workload, baking));
+                }
                 measured = due
                     .iter()
                     .map(|d| Measurement {
+                        workload: d.workload,
                         scope: d.scope.clone(),
                         gate: d.gate.clone(),
                         outcome: GateOutcome::new(gates(&d.scope, &d.gate), "measured")
@@ -269,7 +288,7 @@ fn a_healthy_canary_walks_every_step_then_promotes_and_bakes() {
         &plan,
         200,
         &mut |_, _| GateVerdict::Passed,
-        |w| w.status.current_release.as_deref() == Some("v2"),
+        |w| w.status.rollout.is_none() && w.status.current_release.as_deref() == Some("v2"),
     );
     let canary_weights: Vec<i32> = world
         .weights
@@ -323,25 +342,50 @@ fn a_failing_gate_rolls_back_after_failure_limit_measurements() {
 }
 
 #[test]
-fn missing_data_pauses_and_never_promotes() {
+fn missing_data_pauses_and_never_promotes_then_rolls_back_at_the_inconclusive_timeout() {
     let plan = plan();
     let mut world = World::running_v1();
-    for _ in 0..300 {
-        world.reconcile(&plan, &mut |_, _| GateVerdict::Inconclusive);
-        world.pods_start();
-    }
-    assert_eq!(world.rollout_phase(), Some(CanaryPhase::Paused));
-    assert_eq!(world.primary.as_deref(), Some("v1"));
-    assert!(
-        world.weights.iter().all(|(w, _)| *w <= 5),
-        "never beyond the first step"
+    run(
+        &mut world,
+        &plan,
+        100,
+        &mut |_, _| GateVerdict::Inconclusive,
+        |w| w.rollout_phase() == Some(CanaryPhase::Paused),
     );
+    assert_eq!(world.primary.as_deref(), Some("v1"));
     assert!(
         world
             .status
             .conditions
             .iter()
             .any(|c| c.type_ == "Stalled" && c.is_true() && c.message.contains("inconclusive"))
+    );
+    let paused_at = world.now;
+    run(
+        &mut world,
+        &plan,
+        300,
+        &mut |_, _| GateVerdict::Inconclusive,
+        |w| w.status.rollout.is_none(),
+    );
+    let waited = world.now.duration_since(paused_at).unsigned_abs();
+    assert!(
+        waited >= Duration::from_secs(590),
+        "paused {waited:?}, not the 10m timeout"
+    );
+    let record = &world.status.history[0];
+    assert_eq!(record.outcome, RolloutOutcome::RolledBack);
+    assert!(
+        record
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("InconclusiveTimeout")
+    );
+    assert_eq!(world.primary.as_deref(), Some("v1"));
+    assert!(
+        world.weights.iter().all(|(w, _)| *w <= 5),
+        "never beyond the first step"
     );
 }
 
@@ -393,7 +437,7 @@ fn promote_skips_the_remaining_steps() {
         &plan,
         100,
         &mut |_, _| GateVerdict::Passed,
-        |w| w.status.current_release.as_deref() == Some("v2"),
+        |w| w.status.rollout.is_none() && w.status.current_release.as_deref() == Some("v2"),
     );
     assert!(world.weights.iter().all(|(w, _)| *w <= 5));
 }
@@ -490,7 +534,7 @@ fn the_first_release_rolls_out_without_a_canary() {
         &plan,
         20,
         &mut |_, _| GateVerdict::Passed,
-        |w| w.status.current_release.as_deref() == Some("v2"),
+        |w| w.status.rollout.is_none() && w.status.current_release.as_deref() == Some("v2"),
     );
     assert!(world.canary.is_none());
 }
@@ -506,7 +550,7 @@ fn a_newer_release_waits_for_the_canary_in_progress() {
         &plan,
         200,
         &mut |_, _| GateVerdict::Passed,
-        |w| w.status.current_release.as_deref() == Some("v2"),
+        |w| w.status.rollout.is_none() && w.status.current_release.as_deref() == Some("v2"),
     );
     assert_eq!(
         world.status.history.len(),
@@ -517,6 +561,38 @@ fn a_newer_release_waits_for_the_canary_in_progress() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Through any run of pauses and resumes in the bake, with the primary's pods coming and
+    /// going: every measurement reads the primary, and a bake whose data is never a pass never
+    /// completes.
+    #[test]
+    fn the_bake_watches_the_primary_and_needs_a_pass(
+        answers in proptest::collection::vec(0u8..6, 1..40),
+        flaps in proptest::collection::vec(any::<bool>(), 1..40),
+        passing in any::<bool>(),
+    ) {
+        let plan = plan();
+        let mut world = baking_world(&plan);
+        let mut i = 0usize;
+        for round in 0..200 {
+            world.primary_available = !flaps[round % flaps.len()];
+            world.reconcile(&plan, &mut |_, _| {
+                i += 1;
+                match answers[i % answers.len()] {
+                    0 if passing => GateVerdict::Passed,
+                    0..=4 => GateVerdict::Inconclusive,
+                    _ => GateVerdict::Failed,
+                }
+            });
+            if world.status.rollout.is_none() {
+                break;
+            }
+        }
+        let baked: Vec<&(String, Measured, bool)> = world.dues.iter().filter(|d| d.2).collect();
+        prop_assert!(baked.iter().all(|(_, w, _)| *w == Measured::Primary), "{:?}", baked);
+        let succeeded = world.status.history.first().is_some_and(|h| h.outcome == RolloutOutcome::Succeeded);
+        prop_assert!(passing || !succeeded, "completed on missing data: {:?}", world.status.history);
+    }
 
     /// Whatever the gates answer and whenever the canary's pods come and go: weights stay in
     /// 0..100, traffic never moves to an unavailable canary, and a rollout that fails ends
@@ -613,4 +689,199 @@ fn a_spec_that_stops_compiling_mid_canary_takes_traffic_off_and_rolls_back() {
         "{why}"
     );
     assert_eq!(world.primary.as_deref(), Some("v1"));
+}
+
+/// Healthy up to the bake: promoted, all traffic on the primary.
+fn baking_world(plan: &StagePlan) -> World {
+    let mut world = World::running_v1();
+    run_healthy(&mut world, plan, |w| {
+        w.rollout_phase() == Some(CanaryPhase::Baking)
+    });
+    world
+}
+
+fn baking_since(world: &World) -> Timestamp {
+    let canary = world
+        .status
+        .rollout
+        .as_ref()
+        .and_then(|r| r.canary.as_ref());
+    canary.and_then(|c| c.baking_since).expect("baking")
+}
+
+#[test]
+fn a_bake_paused_for_want_of_data_watches_the_primary_and_resumes_where_it_stopped() {
+    let plan = plan();
+    let mut world = baking_world(&plan);
+    let began = baking_since(&world);
+    assert_eq!(
+        world.status.current_release.as_deref(),
+        Some("v2"),
+        "CURRENT is what serves"
+    );
+    run(
+        &mut world,
+        &plan,
+        50,
+        &mut |_, _| GateVerdict::Inconclusive,
+        |w| w.rollout_phase() == Some(CanaryPhase::Paused),
+    );
+    let paused_at = world.now;
+    // Prometheus is back: the bake goes on by itself, with the time it had left.
+    run_healthy(&mut world, &plan, |w| {
+        w.rollout_phase() == Some(CanaryPhase::Baking)
+    });
+    let resumed_at = world.now;
+    let shifted = baking_since(&world).duration_since(began).unsigned_abs();
+    assert!(shifted >= resumed_at.duration_since(paused_at).unsigned_abs());
+    assert!(
+        world.status.history.is_empty(),
+        "the bake was not restarted nor cut short"
+    );
+    assert!(
+        world
+            .status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("left")
+    );
+    // The promoted release degrades: the bake rolls the primary back.
+    run(
+        &mut world,
+        &plan,
+        50,
+        &mut |_, _| GateVerdict::Failed,
+        |w| w.status.rollout.is_none(),
+    );
+    assert_eq!(world.status.history[0].outcome, RolloutOutcome::RolledBack);
+    assert_eq!(world.primary.as_deref(), Some("v1"));
+    let baked: Vec<&(String, Measured, bool)> = world.dues.iter().filter(|d| d.2).collect();
+    assert!(!baked.is_empty());
+    assert!(
+        baked.iter().all(|(_, w, _)| *w == Measured::Primary),
+        "during the bake, pauses included, {{canary}} is the primary: {baked:?}"
+    );
+}
+
+#[test]
+fn a_bake_whose_last_measurement_is_missing_does_not_complete() {
+    let plan = plan();
+    let mut world = baking_world(&plan);
+    let done_at = later(baking_since(&world), Duration::from_secs(60));
+    run_healthy(&mut world, &plan, |w| {
+        later(w.now, Duration::from_secs(10)) >= done_at
+    });
+    // The last measurements before the bake's end are inconclusive (fewer than the limit).
+    for _ in 0..2 {
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Inconclusive);
+    }
+    assert!(world.now >= done_at);
+    assert!(
+        world.status.rollout.is_some(),
+        "missing data never completes the bake"
+    );
+    let said = world.status.message.clone().unwrap_or_default();
+    assert!(
+        said.contains("waiting for a passing measurement of gate 'latency'"),
+        "{said}"
+    );
+    run_healthy(&mut world, &plan, |w| w.status.rollout.is_none());
+    assert_eq!(world.status.history[0].outcome, RolloutOutcome::Succeeded);
+}
+
+#[test]
+fn a_pass_read_from_a_primary_without_available_pods_is_inconclusive() {
+    let plan = plan();
+    let mut world = baking_world(&plan);
+    for _ in 0..40 {
+        world.primary_available = false;
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+    }
+    let latency = world
+        .status
+        .rollout
+        .as_ref()
+        .and_then(|r| r.canary.as_ref())
+        .map(|c| {
+            c.analysis
+                .iter()
+                .find(|a| a.scope == "background")
+                .cloned()
+                .unwrap()
+        });
+    let latency = latency.expect("still baking");
+    assert_eq!(latency.last_verdict, Some(GateVerdict::Inconclusive));
+    assert!(
+        latency
+            .last_message
+            .unwrap_or_default()
+            .contains("no available pods")
+    );
+    assert!(
+        world.status.history.is_empty(),
+        "no success from stale series"
+    );
+}
+
+#[test]
+fn traffic_leaves_the_canary_before_its_pods_do() {
+    let mut plan = plan();
+    plan.canary.as_mut().unwrap().scale_down_delay = Duration::from_secs(30);
+    let mut world = World::running_v1();
+    run_healthy(&mut world, &plan, |w| {
+        w.rollout_phase() == Some(CanaryPhase::Baking)
+    });
+    let moved = world.now;
+    assert_eq!(world.weight, 0);
+    run_healthy(&mut world, &plan, |w| w.canary_replicas == 0);
+    let drained = world.now.duration_since(moved).unsigned_abs();
+    assert!(
+        drained >= Duration::from_secs(29),
+        "scaled down after {drained:?}"
+    );
+    assert!(
+        drained < Duration::from_secs(45),
+        "scaled down after {drained:?}"
+    );
+}
+
+#[test]
+fn a_weight_changed_by_someone_else_is_put_back_and_a_fight_is_reported() {
+    let mut plan = plan();
+    plan.canary.as_mut().unwrap().steps[5] = CanaryStepPlan::Pause(None);
+    let mut world = World::running_v1();
+    run_healthy(&mut world, &plan, |w| {
+        w.rollout_phase() == Some(CanaryPhase::Paused)
+    });
+    assert_eq!(world.weight, 50);
+    world.changed_by = Some("kubectl-edit".into());
+    world.weight = 10;
+    let out = world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+    assert_eq!(out.weight, Some(50), "put back");
+    let drift = out
+        .events
+        .iter()
+        .find(|e| e.kind == crate::machine::Transition::TrafficDrift);
+    let note = drift.map(|e| e.note.clone()).unwrap_or_default();
+    assert!(
+        note.contains("was 10%, not 50%, changed by kubectl-edit"),
+        "{note}"
+    );
+    for _ in 0..3 {
+        world.weight = 10;
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+    }
+    let contested = world
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.reason == "TrafficContested")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        contested.contains("keeps being changed by kubectl-edit"),
+        "{contested}"
+    );
+    assert_eq!(world.weight, 10, "no longer fought over");
 }

@@ -28,6 +28,10 @@ pub enum Transition {
     Promoted,
     AnalysisFailed,
     AnalysisInconclusive,
+    /// An analysis paused for want of data has conclusive data again.
+    AnalysisResumed,
+    /// Someone else changed the canary's weight on the route; it was put back.
+    TrafficDrift,
     /// A StageCommand that could not act here, with why.
     CommandRefused,
 }
@@ -58,6 +62,8 @@ impl Transition {
             Promoted => "Promoted",
             AnalysisFailed => "AnalysisFailed",
             AnalysisInconclusive => "AnalysisInconclusive",
+            AnalysisResumed => "AnalysisResumed",
+            TrafficDrift => "TrafficDrift",
             CommandRefused => "CommandRefused",
         }
     }
@@ -74,6 +80,7 @@ impl Transition {
                 | IncompatibleWithTarget
                 | AnalysisFailed
                 | AnalysisInconclusive
+                | TrafficDrift
                 | CommandRefused
         )
     }

@@ -1,8 +1,11 @@
 //! The pure decision layer: observed state and the current time in, a new status, workloads,
 //! traffic and typed events out. Nothing here talks to Kubernetes, Prometheus or the clock.
 
+pub mod analysis;
 pub mod canary;
 mod draft;
+mod drain;
+mod drift;
 pub mod events;
 pub mod release;
 pub mod stage;

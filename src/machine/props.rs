@@ -130,9 +130,9 @@ fn rollout(phase: CanaryPhase, step: i32, at: Timestamp, weight: i32) -> StageSt
         step,
         step_started_at: at,
         weight,
-        paused_reason: None,
         baking_since: (phase == CanaryPhase::Baking).then_some(at),
         analysis: vec![],
+        ..crate::machine::canary::fresh_progress(at)
     };
     StageStatus {
         current_release: Some("r1".into()),
@@ -171,6 +171,7 @@ fn decide_fully(input: &StageInput<'_>, report: &GateReport) -> Outcome {
             measured = due
                 .iter()
                 .map(|d| Measurement {
+                    workload: d.workload,
                     scope: d.scope.clone(),
                     gate: d.gate.clone(),
                     outcome: GateOutcome::new(GateVerdict::Inconclusive, "NaN"),
@@ -212,7 +213,7 @@ proptest! {
         let status = rollout(phase, step, at, weight);
         let releases = [release("r1"), release("r2")];
         let primary = PrimaryView { release: Some("r1".into()), replicas: 3, available: true, serving: true, detail: String::new() };
-        let canary = CanaryView { release: Some("r2".into()), replicas: 3, available: true, weight_in_effect: Some(weight), router_problem: None };
+        let canary = CanaryView { release: Some("r2".into()), replicas: 3, available: true, weight_in_effect: Some(weight), router_problem: None, changed_by: None };
         let report = GateReport { release: "r2".into(), results: vec![], recheck_after: std::time::Duration::MAX };
         let mut input = StageInput {
             name: "prod",

@@ -38,6 +38,7 @@ pub fn decide(input: &StageInput) -> Decision {
             }
         }
     }
+    out.continue_drain();
     Decision::Act(Box::new(out.finish()))
 }
 

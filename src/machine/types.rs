@@ -62,6 +62,8 @@ pub struct StageInput<'a> {
 pub struct Measurement {
     pub scope: String,
     pub gate: String,
+    /// The workload it read.
+    pub workload: Measured,
     pub outcome: GateOutcome,
 }
 
@@ -117,6 +119,8 @@ pub struct CanaryView {
     pub weight_in_effect: Option<i32>,
     /// Why the router cannot tell (e.g. the HTTPRoute is gone), when it cannot.
     pub router_problem: Option<String>,
+    /// Who else last changed the route, when the weight in effect is not the one decided.
+    pub changed_by: Option<String>,
 }
 
 /// A person's instruction, given through a StageCommand.
@@ -146,4 +150,22 @@ impl Command {
 pub struct Due {
     pub scope: String,
     pub gate: String,
+    /// The workload `{{canary}}` names in the gate's query.
+    pub workload: Measured,
+}
+
+/// Which workload serves the release under test, and so which one a measurement reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measured {
+    Canary,
+    Primary,
+}
+
+impl Measured {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::Primary => "primary",
+        }
+    }
 }

@@ -138,6 +138,28 @@ impl TrafficRouter for GatewayApi {
             ))
         })
     }
+
+    fn last_writer<'a>(&'a self, ctx: &'a RouterContext) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let route = http_routes(ctx).get_opt(&self.route).await.ok()??;
+            latest_other_manager(&route)
+        })
+    }
+}
+
+/// The field manager of the route's latest change that was not Greenlight's.
+fn latest_other_manager(route: &DynamicObject) -> Option<String> {
+    let entries = route.metadata.managed_fields.as_ref()?;
+    entries
+        .iter()
+        .filter(|e| {
+            e.manager
+                .as_deref()
+                .is_some_and(|m| m != ROUTER_FIELD_MANAGER)
+        })
+        .filter(|e| e.subresource.as_deref().unwrap_or_default().is_empty())
+        .max_by_key(|e| e.time.as_ref().map(|t| t.0))
+        .and_then(|e| e.manager.clone())
 }
 
 /// The `gatewayAPI` router, as registered in [`super::KINDS`].

@@ -64,6 +64,13 @@ pub trait TrafficRouter: Send + Sync {
         &'a self,
         ctx: &'a RouterContext,
     ) -> BoxFuture<'a, Result<Option<i32>, RouterError>>;
+
+    /// Who other than Greenlight last changed what the router reads, when it can tell (the
+    /// field manager of a route's latest update): named when a weight drifts.
+    fn last_writer<'a>(&'a self, ctx: &'a RouterContext) -> BoxFuture<'a, Option<String>> {
+        let _ = ctx;
+        Box::pin(async { None })
+    }
 }
 
 /// One kind of router, chosen by its field under `spec.strategy.canary.trafficRouting`.

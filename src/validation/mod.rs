@@ -7,7 +7,8 @@ use std::time::Duration;
 use regex::Regex;
 
 use crate::api::canary::{
-    Analysis, CanaryStrategy, FailureCounting, FailurePolicy, TrafficRouting,
+    Analysis, CanaryStrategy, FailureCounting, FailurePolicy, InconclusiveTimeoutPolicy,
+    TrafficRouting,
 };
 use crate::api::patterns::{DIGEST_PATTERN, NAME_PATTERN};
 use crate::api::release::ReleaseSpec;
@@ -175,6 +176,7 @@ pub fn rollback_plan(rollout: &ActiveRollout, fallback_replicas: i32) -> StagePl
         bake: Duration::ZERO,
         routing: rollout.routing.clone(),
         on_failure: FailurePolicy::Rollback,
+        scale_down_delay: Duration::from_secs(if rollout.routing.is_some() { 30 } else { 0 }),
     });
     StagePlan {
         requires: vec![],
@@ -389,6 +391,8 @@ pub struct CanaryPlan {
     /// How traffic is split; see [`crate::routers::for_routing`].
     pub routing: Option<TrafficRouting>,
     pub on_failure: FailurePolicy,
+    /// How long a side keeps its pods once traffic has left it (zero without a router).
+    pub scale_down_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -408,6 +412,8 @@ pub struct AnalysisPlan {
     pub inconclusive_limit: i32,
     pub on_inconclusive: FailurePolicy,
     pub initial_delay: Duration,
+    pub inconclusive_timeout: Duration,
+    pub on_inconclusive_timeout: InconclusiveTimeoutPolicy,
 }
 
 pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldError>> {
@@ -444,8 +450,14 @@ pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldErro
         errors.push(FieldError::new(field, why));
     }
     let routing = spec.traffic_routing.clone();
+    let scale_down_delay = scale_down_delay(spec, &mut errors);
     if errors.is_empty() {
         Ok(CanaryPlan {
+            scale_down_delay: if routing.is_some() {
+                scale_down_delay
+            } else {
+                Duration::ZERO
+            },
             steps,
             background,
             max_weight,
@@ -509,6 +521,25 @@ fn compile_steps(
     steps
 }
 
+/// The longest a side may keep its pods after traffic left it.
+const LONGEST_SCALE_DOWN_DELAY: Duration = Duration::from_secs(3600);
+
+fn scale_down_delay(spec: &CanaryStrategy, errors: &mut Vec<FieldError>) -> Duration {
+    let field = "spec.strategy.canary.scaleDownDelay";
+    match spec.scale_down_delay.as_deref().map(parse_duration) {
+        None => Duration::from_secs(30),
+        Some(Ok(d)) if d <= LONGEST_SCALE_DOWN_DELAY => d,
+        Some(Ok(_)) => {
+            errors.push(FieldError::new(field, "must be at most 1h"));
+            Duration::ZERO
+        }
+        Some(Err(e)) => {
+            errors.push(FieldError::new(field, e.to_string()));
+            Duration::ZERO
+        }
+    }
+}
+
 fn compile_analysis(
     field: &str,
     spec: &Analysis,
@@ -545,6 +576,12 @@ fn compile_analysis(
         Duration::ZERO,
         Duration::ZERO,
     );
+    let inconclusive_timeout = duration(
+        "inconclusiveTimeout",
+        spec.inconclusive_timeout.as_deref(),
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+    );
     if spec.gates.is_empty() {
         errors.push(FieldError::new(
             format!("{field}.gates"),
@@ -571,6 +608,8 @@ fn compile_analysis(
             inconclusive_limit: spec.inconclusive_limit.unwrap_or(3).max(1),
             on_inconclusive: spec.on_inconclusive.into(),
             initial_delay,
+            inconclusive_timeout,
+            on_inconclusive_timeout: spec.on_inconclusive_timeout,
         })
     } else {
         Err(errors)

@@ -1,0 +1,73 @@
+//! Drift of the canary's weight: someone else changed it on the route while the rollout held
+//! it (a person, or a GitOps tool reverting the route to what Git says). It is put back at
+//! once with a `TrafficDrift` Event naming who changed it. A route that keeps being changed
+//! (more than [`CORRECTIONS`] times within [`WINDOW`]) is reported instead of fought over:
+//! the stage stops writing the weight and says who else writes it, until the window passes.
+
+use std::time::Duration;
+
+use super::draft::Draft;
+use super::events::Transition;
+use crate::api::canary::{CanaryPhase, CanaryProgress};
+use crate::api::conditions::Health;
+use crate::api::stage::ActiveRollout;
+use crate::schedule::later;
+
+/// Corrections within [`WINDOW`] before the stage stops putting the weight back.
+pub const CORRECTIONS: i32 = 3;
+pub const WINDOW: Duration = Duration::from_secs(300);
+
+impl Draft<'_> {
+    /// Puts back a weight someone else changed while the rollout held it, or reports a route
+    /// that keeps being changed.
+    pub(super) fn correct_drift(&mut self, rollout: &ActiveRollout, progress: &mut CanaryProgress) {
+        let held = matches!(progress.phase, CanaryPhase::Stepping | CanaryPhase::Paused);
+        let before = self
+            .input
+            .status
+            .rollout
+            .as_ref()
+            .and_then(|r| r.canary.as_ref())
+            .map(|c| c.weight);
+        let Some(view) = self.input.canary.filter(|c| c.router_problem.is_none()) else {
+            return;
+        };
+        let (Some(found), w) = (view.weight_in_effect, progress.weight) else {
+            return;
+        };
+        if !held || found == w || before != Some(w) || self.weight != Some(w) {
+            return;
+        }
+        let now = self.input.now;
+        if progress.drift_since.is_none_or(|t| now >= later(t, WINDOW)) {
+            progress.drift_since = Some(now);
+            progress.drift_corrections = 0;
+        }
+        progress.drift_corrections += 1;
+        let who = view
+            .changed_by
+            .clone()
+            .unwrap_or_else(|| "someone else".into());
+        if progress.drift_corrections > CORRECTIONS {
+            self.weight = None;
+            let since = progress.drift_since.unwrap_or(now);
+            self.wake_at.push(later(since, WINDOW));
+            let message = format!(
+                "the route's canary weight keeps being changed by {who} ({} times since {since}); Greenlight stopped putting {w}% back until {}. Make {who} leave the backendRefs weights alone (e.g. Argo CD ignoreDifferences)",
+                progress.drift_corrections,
+                later(since, WINDOW)
+            );
+            self.health = (Health::Stalled, "TrafficContested", message);
+            return;
+        }
+        let note = format!(
+            "{}: the route's canary weight was {found}%, not {w}%, changed by {who}; put back",
+            rollout.version
+        );
+        self.event(
+            Transition::TrafficDrift,
+            note,
+            Some(&rollout.release.clone()),
+        );
+    }
+}
