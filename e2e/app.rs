@@ -1,6 +1,7 @@
 //! A stand-in for a release's container image in the closed-loop tests: one process per
 //! image, whose behaviour the image tag decides (`healthy`, or `faulty`: every fifth request
-//! answers 500). It counts requests per workload for Prometheus to scrape.
+//! answers 500). `POST /degrade` turns a healthy one faulty, as a release that degrades after
+//! promotion would. It counts requests per workload for Prometheus to scrape.
 //!
 //! Usage: `greenlight-e2e-app <healthy|faulty> <port-file>`; it listens on a free loopback
 //! port and writes the port to `<port-file>`.
@@ -21,7 +22,7 @@ struct Counters {
 
 #[derive(Clone)]
 struct App {
-    faulty: bool,
+    faulty: Arc<std::sync::atomic::AtomicBool>,
     counters: Arc<Mutex<Counters>>,
 }
 
@@ -31,11 +32,18 @@ async fn main() {
     let behaviour = args.next().expect("behaviour: healthy or faulty");
     let port_file = args.next().expect("port file");
     let app = App {
-        faulty: behaviour == "faulty",
+        faulty: Arc::new((behaviour == "faulty").into()),
         counters: Arc::default(),
     };
     let router = axum::Router::new()
         .route("/", get(serve))
+        .route(
+            "/degrade",
+            axum::routing::post(|State(app): State<App>| async move {
+                app.faulty.store(true, std::sync::atomic::Ordering::SeqCst);
+                "degraded"
+            }),
+        )
         .route("/metrics", get(metrics))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -56,7 +64,8 @@ async fn serve(
         .unwrap_or_else(|| "unknown".into());
     let mut c = app.counters.lock().unwrap();
     c.served += 1;
-    let code = if app.faulty && c.served % 5 == 0 {
+    let faulty = app.faulty.load(std::sync::atomic::Ordering::SeqCst);
+    let code = if faulty && c.served % 5 == 0 {
         500
     } else {
         200

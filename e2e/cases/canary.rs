@@ -80,6 +80,7 @@ spec:
     type: canary
     canary:
 {routing}      bake: 4s
+      scaleDownDelay: 2s
       analysis: {{gates: [error-rate], interval: {INTERVAL_SECS}s, failureLimit: {FAILURE_LIMIT}, inconclusiveLimit: 3, initialDelay: 3s}}
       steps:
 {steps}"#
@@ -104,12 +105,23 @@ pub struct Bed {
 
 /// `v1` running on the primary with traffic flowing; `others` are images later releases use.
 pub async fn start_bed(env: &mut TestEnv, v1: &str, others: &[&str], steps: &str) -> Bed {
+    start_bed_with(env, v1, others, steps, |world| world).await
+}
+
+/// [`start_bed`], with `edit` applied to the world's YAML first.
+pub async fn start_bed_with(
+    env: &mut TestEnv,
+    v1: &str,
+    others: &[&str],
+    steps: &str,
+    edit: impl Fn(String) -> String,
+) -> Bed {
     let mut images = vec![v1];
     images.extend_from_slice(others);
     let apps = Apps::start(&images, &env.dir, APP);
     let mut prometheus = Prometheus::start(&apps.targets());
     prometheus.wait_for_series("up", images.len()).await;
-    env.apply(&world_yaml(&prometheus.url, steps, true));
+    env.apply(&edit(world_yaml(&prometheus.url, steps, true)));
     env.start_admitted_controller().await;
     env.apply(&release_yaml("v1", "shop", "1", v1));
     env.wait_release_stage("v1", "prod", "Succeeded", Duration::from_secs(60))
@@ -206,8 +218,7 @@ pub async fn faulty_canary_is_rolled_back_within_interval_times_failure_limit_pl
         env.images("web-primary").await,
         vec![image("healthy", "v1")]
     );
-    let canary = env.deployment("web-canary").await.unwrap();
-    assert_eq!(canary.spec.unwrap().replicas, Some(0));
+    wait_canary_scaled_to_zero(&env).await;
 
     // Reaction time: from the first scrape that saw a canary 5xx to all traffic on primary.
     let first_failing_scrape = first_sample_above_zero(
@@ -418,6 +429,18 @@ pub async fn without_a_traffic_router_canary_replicas_follow_the_weight(mut env:
     );
 }
 
+async fn wait_canary_scaled_to_zero(env: &TestEnv) {
+    let what = "the canary drained and scaled to zero";
+    env.wait_for(what, Duration::from_secs(10), || async {
+        let canary = env.deployment("web-canary").await.unwrap();
+        match canary.spec.unwrap().replicas {
+            Some(0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 /// The timestamp of the first sample of `query` above zero since `since`.
 pub async fn first_sample_above_zero(prometheus: &str, query: &str, since: Timestamp) -> Timestamp {
     let end = Timestamp::now();
@@ -561,7 +584,7 @@ pub async fn a_slow_gate_does_not_delay_an_abort_by_more_than_a_second(mut env: 
 }
 
 /// The canary weight the HTTPRoute `web` holds now.
-async fn route_canary_weight(env: &TestEnv) -> i64 {
+pub async fn route_canary_weight(env: &TestEnv) -> i64 {
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
     let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
     let routes: kube::Api<DynamicObject> =

@@ -3,6 +3,7 @@
 mod approvals;
 mod bad_input;
 mod canary;
+mod canary_safety;
 mod gates;
 mod kubectl;
 mod promotion;
@@ -47,6 +48,11 @@ pub fn all() -> Vec<(&'static str, Case)> {
         canary::a_route_deleted_mid_canary_rolls_back_by_the_deadline_and_says_why,
         canary::a_slow_gate_does_not_delay_an_abort_by_more_than_a_second,
         canary::a_controller_killed_right_after_a_rollback_sets_weight_0_keeps_it_there,
+        canary_safety::a_paused_bake_still_watches_the_promoted_release_and_rolls_it_back,
+        canary_safety::a_bake_missing_its_last_data_waits_and_completes_when_the_data_returns,
+        canary_safety::with_a_recreate_target_traffic_only_ever_reaches_available_pods,
+        canary_safety::scale_down_waits_for_the_data_plane_and_drops_no_request,
+        canary_safety::a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event,
         approvals::approval_by_a_release_manager_is_stamped_with_their_name_and_promotes,
         approvals::an_approval_by_the_release_author_is_refused_and_another_managers_counts,
         approvals::approvals_from_outside_the_allowed_group_do_not_count_and_a_rejection_fails_the_gate,

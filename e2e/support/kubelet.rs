@@ -17,6 +17,9 @@ pub const NODE: &str = "fake-node";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Hold {
     Image(String),
+    /// Pods of this image not ready yet stay so; those ready already stay ready (a rollout
+    /// whose new pods never start, beside old ones that keep serving).
+    StartingImage(String),
     Label {
         namespace: String,
         key: String,
@@ -40,12 +43,21 @@ impl Kubelet {
 
     fn held(&self, pod: &Pod) -> bool {
         let holds = self.holds.lock().unwrap();
-        holds.iter().any(|h| match h {
-            Hold::Image(image) => pod
-                .spec
+        let runs = |image: &str| {
+            pod.spec
                 .iter()
                 .flat_map(|s| &s.containers)
-                .any(|c| c.image.as_deref() == Some(image.as_str())),
+                .any(|c| c.image.as_deref() == Some(image))
+        };
+        let ready = pod
+            .status
+            .iter()
+            .flat_map(|s| &s.conditions)
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        holds.iter().any(|h| match h {
+            Hold::Image(image) => runs(image),
+            Hold::StartingImage(image) => runs(image) && !ready,
             Hold::Label {
                 namespace,
                 key,

@@ -10,6 +10,7 @@ pub struct Prometheus {
     pub url: String,
     proc: Option<Proc>,
     dir: std::path::PathBuf,
+    port: u16,
 }
 
 impl Prometheus {
@@ -25,20 +26,30 @@ impl Prometheus {
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: e2e\n  scrape_interval: 1s\n  static_configs:\n  - targets: [{list}]\n"
         );
         std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus config");
+        let mut prometheus = Prometheus {
+            url: format!("http://127.0.0.1:{port}"),
+            proc: None,
+            dir,
+            port,
+        };
+        prometheus.restart();
+        prometheus
+    }
+
+    /// Starts it (again) on the same address with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
         let mut cmd = Command::new(find_binary("prometheus"));
         cmd.args([
-            &format!("--config.file={}", dir.join("prometheus.yml").display()),
-            &format!("--storage.tsdb.path={}", dir.join("data").display()),
-            &format!("--web.listen-address=127.0.0.1:{port}"),
+            &format!(
+                "--config.file={}",
+                self.dir.join("prometheus.yml").display()
+            ),
+            &format!("--storage.tsdb.path={}", self.dir.join("data").display()),
+            &format!("--web.listen-address=127.0.0.1:{}", self.port),
             "--log.level=warn",
         ]);
-        let proc = Proc::spawn("prometheus", cmd, &dir);
-        let url = format!("http://127.0.0.1:{port}");
-        Prometheus {
-            url,
-            proc: Some(proc),
-            dir,
-        }
+        self.proc = Some(Proc::spawn("prometheus", cmd, &self.dir));
     }
 
     /// Waits until an instant query returns `series` series.

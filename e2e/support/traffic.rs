@@ -1,6 +1,8 @@
 //! The closed loop's network: one app process per release image, and a load generator that
 //! splits real HTTP requests between the primary and the canary by the weights the operator
 //! wrote into the HTTPRoute, sending each to the process of the image that workload runs.
+//! Like a real data plane it applies a route change [`DATA_PLANE_LAG`] after the change, and a
+//! request it sends to a workload with no available pods is counted as unserved (a 503).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,6 +54,16 @@ impl Apps {
         }
     }
 
+    /// Turns the process of `image` faulty from now on.
+    pub async fn degrade(&self, image: &str) {
+        let port = self.ports[image];
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/degrade"))
+            .send()
+            .await
+            .expect("degrade the app");
+    }
+
     pub fn targets(&self) -> Vec<String> {
         self.ports
             .values()
@@ -67,10 +79,25 @@ pub struct Seen {
     pub canary_weight: i32,
 }
 
+/// How long after a route change the load generator sends by it.
+pub const DATA_PLANE_LAG: Duration = Duration::from_millis(500);
+
 pub struct LoadGenerator {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub sent: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Requests sent to a workload with no available pods, by workload.
+    pub unserved: Arc<Mutex<BTreeMap<String, u64>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the load generator knows of the cluster, refreshed every few requests.
+#[derive(Default)]
+struct View {
+    /// Route weights seen, with when; each takes effect [`DATA_PLANE_LAG`] later.
+    pending: std::collections::VecDeque<(std::time::Instant, i64)>,
+    weight: i64,
+    images: BTreeMap<String, String>,
+    available: BTreeMap<String, i32>,
 }
 
 impl LoadGenerator {
@@ -85,64 +112,74 @@ impl LoadGenerator {
     ) -> LoadGenerator {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let sent: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let (seen2, sent2) = (seen.clone(), sent.clone());
+        let unserved: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
         let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
         let routes: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &ApiResource::from_gvk(&gvk));
         let deployments: Api<Deployment> = Api::namespaced(client, namespace);
-        let (route, primary, canary) = (
+        let names = (
             route.to_string(),
             format!("{target}-primary"),
             format!("{target}-canary"),
         );
+        let counters = (seen.clone(), sent.clone(), unserved.clone());
         let task = tokio::spawn(async move {
+            let (route, primary, canary) = names;
+            let (seen, sent, unserved) = counters;
             let http = reqwest::Client::new();
-            let mut weight = 0i64;
-            let mut images: BTreeMap<String, String> = BTreeMap::new();
+            let mut view = View::default();
             let mut n: u64 = 0;
             let period = Duration::from_micros(1_000_000 / rps.max(1));
             loop {
                 if n.is_multiple_of(10) {
                     if let Ok(r) = routes.get(&route).await {
-                        let w = canary_weight(&r, &primary, &canary);
-                        if w != weight || n == 0 {
-                            weight = w;
-                            seen2.lock().unwrap().push(Seen {
-                                at: Timestamp::now(),
-                                canary_weight: w as i32,
-                            });
-                        }
+                        observe_route(&r, (&primary, &canary), n, &mut view, &seen);
                     }
                     for name in [&primary, &canary] {
-                        if let Ok(Some(d)) = deployments.get_opt(name).await {
-                            let image = d
-                                .spec
-                                .and_then(|s| s.template.spec)
-                                .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
-                            if let Some(image) = image {
-                                images.insert(name.clone(), image);
-                            }
-                        }
+                        refresh(&deployments, name, &mut view).await;
                     }
                 }
-                let workload = if ((n % 100) as i64) < weight {
+                while let Some((at, w)) = view.pending.front().copied() {
+                    if n > 0 && at.elapsed() < DATA_PLANE_LAG {
+                        break;
+                    }
+                    view.weight = w;
+                    view.pending.pop_front();
+                }
+                let workload = if ((n % 100) as i64) < view.weight {
                     &canary
                 } else {
                     &primary
                 };
-                if let Some(port) = images.get(workload).and_then(|i| ports.get(i)) {
+                if view.available.get(workload).copied().unwrap_or(0) == 0 {
+                    *unserved
+                        .lock()
+                        .unwrap()
+                        .entry(workload.clone())
+                        .or_default() += 1;
+                } else if let Some(port) = view.images.get(workload).and_then(|i| ports.get(i)) {
                     let _ = http
                         .get(format!("http://127.0.0.1:{port}/?workload={workload}"))
                         .timeout(Duration::from_secs(1))
                         .send()
                         .await;
-                    *sent2.lock().unwrap().entry(workload.clone()).or_default() += 1;
+                    *sent.lock().unwrap().entry(workload.clone()).or_default() += 1;
                 }
                 n += 1;
                 tokio::time::sleep(period).await;
             }
         });
-        LoadGenerator { seen, sent, task }
+        LoadGenerator {
+            seen,
+            sent,
+            unserved,
+            task,
+        }
+    }
+
+    /// Requests sent to a workload with no available pods, in all.
+    pub fn unserved(&self) -> u64 {
+        self.unserved.lock().unwrap().values().sum()
     }
 
     pub fn weights_seen(&self) -> Vec<i32> {
@@ -155,6 +192,49 @@ impl LoadGenerator {
             .collect();
         w.dedup();
         w
+    }
+}
+
+/// Notes a new weight on the route, which takes effect [`DATA_PLANE_LAG`] later.
+fn observe_route(
+    route: &DynamicObject,
+    (primary, canary): (&str, &str),
+    n: u64,
+    view: &mut View,
+    seen: &Mutex<Vec<Seen>>,
+) {
+    let w = canary_weight(route, primary, canary);
+    let last = view.pending.back().map_or(view.weight, |(_, w)| *w);
+    if w != last || n == 0 {
+        view.pending.push_back((std::time::Instant::now(), w));
+        seen.lock().unwrap().push(Seen {
+            at: Timestamp::now(),
+            canary_weight: w as i32,
+        });
+    }
+}
+
+/// The image and available pods of one workload.
+async fn refresh(deployments: &Api<Deployment>, name: &str, view: &mut View) {
+    let Ok(found) = deployments.get_opt(name).await else {
+        return;
+    };
+    let Some(d) = found else {
+        view.available.insert(name.to_string(), 0);
+        return;
+    };
+    let available = d
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    view.available.insert(name.to_string(), available);
+    let image = d
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
+    if let Some(image) = image {
+        view.images.insert(name.to_string(), image);
     }
 }
 

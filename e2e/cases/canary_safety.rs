@@ -1,0 +1,252 @@
+//! Canary safety in the closed loop: the bake watches what serves, missing data never
+//! completes a rollout, traffic only reaches serving pods, scale-down drains, and a weight
+//! someone else changes is put back. Each case asserts what a user watching would see, with
+//! the load generator acting as a data plane that applies route changes half a second late
+//! and counts every request sent to a workload with no available pods.
+
+use std::time::{Duration, Instant};
+
+use greenlight::api::canary::{CanaryPhase, CanaryProgress};
+use jiff::{SignedDuration, Timestamp};
+
+use super::canary::{Bed, first_sample_above_zero, image, route_canary_weight, start_bed_with};
+use crate::env::{TestEnv, release_yaml};
+use crate::support::kubelet::Hold;
+
+/// One step to half the traffic, a short analysis, then promotion.
+const FAST: &str = "      - setWeight: 50
+      - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 2, initialDelay: 3s}
+";
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The canary's progress once it is in `phase` (and, for a paused one, whether it was
+/// promoted already).
+async fn wait_phase(env: &TestEnv, phase: CanaryPhase, baking: bool) -> CanaryProgress {
+    env.wait_for(&format!("the canary {phase:?}"), WAIT, || async {
+        let s = env.stage("prod").await.status.unwrap_or_default();
+        match s.rollout.and_then(|r| r.canary) {
+            Some(c) if c.phase == phase && c.baking_since.is_some() == baking => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+fn bake(seconds: u32) -> impl Fn(String) -> String {
+    move |world| world.replace("bake: 4s", &format!("bake: {seconds}s"))
+}
+
+/// Prometheus goes away during the bake and comes back; then the promoted release degrades.
+/// The bake, paused meanwhile, still watches the primary and rolls it back in time.
+pub async fn a_paused_bake_still_watches_the_promoted_release_and_rolls_it_back(mut env: TestEnv) {
+    let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-degrades"));
+    let mut bed = start_bed_with(&mut env, &v1, &[&v2], FAST, bake(120)).await;
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    wait_phase(&env, CanaryPhase::Baking, true).await;
+    bed.prometheus.stop();
+    let paused = wait_phase(&env, CanaryPhase::Paused, true).await;
+    assert!(paused.inconclusive_since.is_some(), "{paused:?}");
+    let said = env.stage("prod").await.status.unwrap().message.unwrap();
+    assert!(said.contains("paused while baking"), "{said}");
+    bed.prometheus.restart();
+    wait_phase(&env, CanaryPhase::Baking, true).await;
+    assert!(!env.events("AnalysisResumed").await.is_empty());
+    let degraded = Timestamp::now();
+    bed.apps.degrade(&v2).await;
+    env.wait_release_stage("v2", "prod", "Failed", WAIT).await;
+    let noticed = Timestamp::now();
+    let first_bad = first_sample_above_zero(
+        &bed.prometheus.url,
+        r#"sum(http_requests_total{workload="web-primary",code="500"})"#,
+        degraded,
+    )
+    .await;
+    // interval × failureLimit + interval, plus the test's own polling.
+    let bound = SignedDuration::from_secs(2 * 2 + 2 + 2);
+    let took = noticed.duration_since(first_bad);
+    assert!(
+        took <= bound,
+        "rolled back {took:#} after the first bad sample"
+    );
+    assert_eq!(env.images("web-primary").await, vec![v1]);
+}
+
+/// Prometheus is stopped just before the bake ends: the rollout does not succeed on missing
+/// data. When the data returns, it completes without baking again from the start.
+pub async fn a_bake_missing_its_last_data_waits_and_completes_when_the_data_returns(
+    mut env: TestEnv,
+) {
+    let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-blinded"));
+    let mut bed = start_bed_with(&mut env, &v1, &[&v2], FAST, bake(20)).await;
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    let baking = wait_phase(&env, CanaryPhase::Baking, true).await;
+    let ends = baking.baking_since.unwrap() + SignedDuration::from_secs(20);
+    sleep_until(ends - SignedDuration::from_secs(3)).await;
+    bed.prometheus.stop();
+    sleep_until(ends + SignedDuration::from_secs(8)).await;
+    let entry = env.release("v2").await.status.unwrap().stages["prod"].clone();
+    assert_eq!(
+        format!("{:?}", entry.phase),
+        "Progressing",
+        "no success on missing data: {entry:?}"
+    );
+    bed.prometheus.restart();
+    let restarted = Instant::now();
+    env.wait_release_stage("v2", "prod", "Succeeded", WAIT)
+        .await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(15),
+        "completed {:?} after the data returned: the bake was not started over",
+        restarted.elapsed()
+    );
+}
+
+async fn sleep_until(at: Timestamp) {
+    let left = at.duration_since(Timestamp::now());
+    if left.is_positive() {
+        tokio::time::sleep(left.unsigned_abs()).await;
+    }
+}
+
+/// A target that asks for `Recreate`: promotion, and an abort while the primary takes the
+/// new release, never send a request to a workload with no available pods.
+pub async fn with_a_recreate_target_traffic_only_ever_reaches_available_pods(mut env: TestEnv) {
+    let (v1, v2, v3) = (
+        image("healthy", "v1"),
+        image("healthy", "v2-recreate"),
+        image("healthy", "v3-recreate"),
+    );
+    let recreate = |world: String| {
+        world.replace(
+            "  replicas: 0\n  selector: {matchLabels: {app: web}}\n",
+            "  replicas: 0\n  strategy: {type: Recreate}\n  selector: {matchLabels: {app: web}}\n",
+        )
+    };
+    let bed = start_bed_with(&mut env, &v1, &[&v2, &v3], FAST, recreate).await;
+    env.grant_example_roles();
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    wait_phase(&env, CanaryPhase::Stepping, false).await;
+    let held = Hold::StartingImage(v2.clone());
+    env.wait_for("half the traffic on the canary", WAIT, || async {
+        match bed.load.weights_seen().contains(&50) {
+            true => Ok(()),
+            false => Err(format!("{:?}", bed.load.weights_seen())),
+        }
+    })
+    .await;
+    // The primary's new pods never become ready: it stays mid-update, in Promoting.
+    env.kubelet.hold(held.clone());
+    wait_phase(&env, CanaryPhase::Promoting, false).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.steer(Some("alice"), "prod", "abort", None);
+    env.wait_release_stage("v2", "prod", "Failed", WAIT).await;
+    env.kubelet.release(&held);
+    env.apply(&release_yaml("v3", "shop", "3", &v3));
+    env.wait_release_stage("v3", "prod", "Succeeded", WAIT)
+        .await;
+    assert_eq!(
+        bed.load.unserved(),
+        0,
+        "requests sent to a workload with no available pods: {:?}",
+        bed.load.unserved.lock().unwrap()
+    );
+    let stage = env.stage("prod").await.status.unwrap();
+    let said = stage
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "StrategyOverridden")
+        .map(|c| c.message.clone());
+    assert!(
+        said.is_some_and(|m| m.contains("Recreate")),
+        "{:?}",
+        stage.conditions
+    );
+}
+
+/// A rollback and then a promotion: the side traffic leaves keeps its pods for
+/// `scaleDownDelay`, so a data plane that applies the change late drops nothing.
+pub async fn scale_down_waits_for_the_data_plane_and_drops_no_request(mut env: TestEnv) {
+    let (v1, v2, v3) = (
+        image("healthy", "v1"),
+        image("faulty", "v2-drained"),
+        image("healthy", "v3-drained"),
+    );
+    let drain = |world: String| world.replace("scaleDownDelay: 2s", "scaleDownDelay: 30s");
+    let bed = start_bed_with(&mut env, &v1, &[&v2, &v3], FAST, drain).await;
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    env.wait_release_stage("v2", "prod", "Failed", WAIT).await;
+    let moved = Instant::now();
+    env.wait_for("the canary scaled down", WAIT, || async {
+        let replicas = env
+            .deployment("web-canary")
+            .await
+            .and_then(|d| d.spec?.replicas);
+        match replicas {
+            Some(0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        moved.elapsed() >= Duration::from_secs(25),
+        "the canary lost its pods {:?} after its traffic",
+        moved.elapsed()
+    );
+    env.apply(&release_yaml("v3", "shop", "3", &v3));
+    env.wait_release_stage("v3", "prod", "Succeeded", WAIT)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        bed.load.unserved(),
+        0,
+        "requests dropped: {:?}",
+        bed.load.unserved.lock().unwrap()
+    );
+}
+
+/// During a `pause: {}` someone edits the route's weights by hand: they are put back within
+/// two seconds, with an Event that says who changed them.
+pub async fn a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event(mut env: TestEnv) {
+    let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-drift"));
+    let steps = "      - setWeight: 25\n      - pause: {}\n";
+    let _bed: Bed = start_bed_with(&mut env, &v1, &[&v2], steps, |w| w).await;
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    wait_phase(&env, CanaryPhase::Paused, false).await;
+    assert_eq!(route_canary_weight(&env).await, 25);
+    let edit = r#"[{"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": 50},
+                   {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": 50}]"#;
+    env.cp.kubectl(&[
+        "patch",
+        "-n",
+        &env.ns,
+        "httproute",
+        "web",
+        "--type=json",
+        "-p",
+        edit,
+    ]);
+    let edited = Instant::now();
+    let mut restored = None;
+    while edited.elapsed() < Duration::from_secs(10) {
+        if route_canary_weight(&env).await == 25 {
+            restored = Some(edited.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = restored.expect("the weight was put back");
+    assert!(took < Duration::from_secs(2), "put back after {took:?}");
+    let notes: Vec<String> = env
+        .events("TrafficDrift")
+        .await
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("was 50%, not 25%") && n.contains("changed by kubectl")),
+        "{notes:?}"
+    );
+}
