@@ -128,28 +128,12 @@ pub fn serving_strategy() -> DeploymentStrategy {
     }
 }
 
-/// Whether the target asks for a strategy the managed workloads do not use.
+/// The strategy the target asks for when the managed workloads cannot use it: `Recreate`,
+/// which leaves a workload with no pods during each rollout. (A RollingUpdate's
+/// `maxUnavailable` is defaulted by the apiserver, so it is overridden without a word.)
 pub fn overridden_strategy(target: &Deployment) -> Option<String> {
     let strategy = target.spec.as_ref()?.strategy.as_ref()?;
-    let kind = strategy
-        .type_
-        .clone()
-        .unwrap_or_else(|| "RollingUpdate".into());
-    let unavailable = strategy
-        .rolling_update
-        .as_ref()
-        .and_then(|r| r.max_unavailable.clone());
-    match (kind.as_str(), unavailable) {
-        ("Recreate", _) => Some("Recreate".into()),
-        ("RollingUpdate", Some(u)) if u != IntOrString::Int(0) => {
-            let u = match u {
-                IntOrString::Int(n) => n.to_string(),
-                IntOrString::String(s) => s,
-            };
-            (u != "0%").then(|| format!("RollingUpdate with maxUnavailable {u}"))
-        }
-        _ => None,
-    }
+    (strategy.type_.as_deref() == Some("Recreate")).then(|| "Recreate".to_string())
 }
 
 /// Puts each artifact's image into the container of its name.

@@ -199,6 +199,9 @@ pub struct CanaryProgress {
     pub inconclusive_since: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inconclusive_scope: Option<String>,
+    /// The phase an analysis paused, to go back to when it resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_from: Option<CanaryPhase>,
     /// Weights put back on the route after someone else changed them, since `driftSince`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub drift_corrections: i32,

@@ -153,6 +153,21 @@ impl Draft<'_> {
                 progress.inconclusive_scope = None;
                 (plan.on_failure, "AnalysisFailed", m)
             }
+            AnalysisOutcome::Inconclusive { .. }
+                if progress.phase == CanaryPhase::Paused
+                    && progress.inconclusive_since.is_none() =>
+            {
+                // Paused already, for a person or on a failure: that pause stands as it is.
+                let reason = progress.paused_reason.clone().unwrap_or_default();
+                let (why, message) = reason.split_once(": ").unwrap_or(("Paused", &reason));
+                let why = if why == "AnalysisFailed" {
+                    "AnalysisFailed"
+                } else {
+                    "Paused"
+                };
+                let message = message.to_string();
+                return self.pause(rollout, progress, why, message);
+            }
             AnalysisOutcome::Inconclusive { scope, message } => {
                 let since = *progress.inconclusive_since.get_or_insert(self.input.now);
                 progress.inconclusive_scope.get_or_insert(scope);
@@ -178,6 +193,9 @@ impl Draft<'_> {
         message: String,
     ) {
         let newly = progress.phase != CanaryPhase::Paused;
+        if newly {
+            progress.paused_from = Some(progress.phase);
+        }
         progress.phase = CanaryPhase::Paused;
         if !progress
             .paused_reason
@@ -190,7 +208,16 @@ impl Draft<'_> {
             // Paused on failure: all traffic back on primary, the canary kept for inspection.
             progress.weight = 0;
         }
-        self.weight = Some(progress.weight);
+        let canary_serves = self
+            .input
+            .canary
+            .is_some_and(|c| c.available && c.release.as_deref() == Some(rollout.release.as_str()));
+        let baking = progress.baking_since.is_some();
+        // A pause never leaves traffic on a canary that does not serve.
+        self.weight = Some(match canary_serves && !baking {
+            true => progress.weight,
+            false => 0,
+        });
         if newly {
             let kind = match reason {
                 "AnalysisFailed" => Transition::AnalysisFailed,
@@ -283,10 +310,11 @@ impl Draft<'_> {
     ) -> PauseState {
         let paused_for = self.input.now.duration_since(since).unsigned_abs();
         progress.baking_since = progress.baking_since.map(|b| later(b, paused_for));
-        progress.phase = match progress.baking_since {
+        let fallback = match progress.baking_since {
             Some(_) => CanaryPhase::Baking,
             None => CanaryPhase::Stepping,
         };
+        progress.phase = progress.paused_from.take().unwrap_or(fallback);
         progress.inconclusive_since = None;
         progress.inconclusive_scope = None;
         progress.paused_reason = None;
@@ -318,10 +346,11 @@ impl Draft<'_> {
             .iter()
             .filter(|g| {
                 !progress.analysis.iter().any(|a| {
-                    a.scope == scope
-                        && &a.gate == *g
-                        && a.last_verdict == Some(GateVerdict::Passed)
-                        && a.last_measured_at.is_some_and(|t| t >= since)
+                    let passed = a.last_verdict == Some(GateVerdict::Passed);
+                    let fresh = a.last_measured_at.is_some_and(|t| t >= since);
+                    // A step's gate that is done (and so no longer measured) counts.
+                    let done = scope != BACKGROUND && a.successes >= analysis.count;
+                    a.scope == scope && &a.gate == *g && passed && (fresh || done)
                 })
             })
             .map(|g| format!("'{g}'"))
@@ -335,13 +364,38 @@ impl Draft<'_> {
         }
     }
 
-    /// Whether no gate of an analysis has a last measurement other than a pass.
-    pub(super) fn last_measurements_passed(&self, progress: &CanaryProgress, scope: &str) -> bool {
-        progress
-            .analysis
-            .iter()
-            .filter(|a| a.scope == scope && a.last_verdict.is_some())
-            .all(|a| a.last_verdict == Some(GateVerdict::Passed))
+    /// Whether every background gate has been measured and its last measurement passed: what
+    /// the primary needs before it takes the release.
+    pub(super) fn promotion_evidence(&self, progress: &CanaryProgress, bg: &AnalysisPlan) -> bool {
+        bg.gates.iter().all(|g| {
+            progress.analysis.iter().any(|a| {
+                a.scope == BACKGROUND && &a.gate == g && a.last_verdict == Some(GateVerdict::Passed)
+            })
+        })
+    }
+
+    /// Promotion waits, with the split as it is, for the background analysis to pass; at the
+    /// progress deadline the rollout is rolled back.
+    pub(super) fn await_promotion_evidence(
+        &mut self,
+        rollout: &ActiveRollout,
+        progress: &CanaryProgress,
+    ) {
+        let canary_serves = self.input.canary.is_some_and(|c| c.available);
+        self.weight = Some(if canary_serves { progress.weight } else { 0 });
+        self.keep_primary_on_previous(rollout);
+        let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+        if self.input.now >= deadline {
+            let why =
+                "no passing measurement of the background analysis within the progress deadline";
+            return self.fail_rollout_safely(
+                rollout,
+                progress,
+                "ProgressDeadlineExceeded",
+                why.into(),
+            );
+        }
+        self.wake_at.push(deadline);
     }
 }
 
@@ -421,10 +475,11 @@ fn apply_measurement(a: &mut AnalysisProgress, outcome: &GateOutcome, now: Times
     }
 }
 
-/// A duration in whole seconds or minutes, for messages.
+/// A duration for messages: whole minutes (rounded up) from two minutes on, else seconds.
+/// Coarse on purpose: a countdown in a status message must not change on every pass.
 pub fn humantime(d: Duration) -> String {
     match d.as_secs() {
-        s if s >= 120 && s % 60 == 0 => format!("{}m", s / 60),
+        s if s >= 120 => format!("{}m", s.div_ceil(60)),
         s => format!("{s}s"),
     }
 }

@@ -28,6 +28,7 @@ pub fn fresh_progress(now: Timestamp) -> CanaryProgress {
         baking_since: None,
         inconclusive_since: None,
         inconclusive_scope: None,
+        paused_from: None,
         drift_corrections: 0,
         drift_since: None,
         analysis: Vec::new(),
@@ -59,6 +60,10 @@ impl Draft<'_> {
             let why = "aborted by an abort command".to_string();
             return self.fail_rollout_safely(&rollout, &progress, "Aborted", why);
         }
+        let promote = self.input.command == Some(Command::Promote);
+        if promote && progress.inconclusive_since.is_some() {
+            self.promote_past_missing_data(&rollout, &mut progress);
+        }
         // Background analysis watches every phase but Starting.
         if let (true, Some(bg)) = (progress.phase != CanaryPhase::Starting, &plan.background) {
             let started = rollout.started_at;
@@ -69,7 +74,7 @@ impl Draft<'_> {
         if progress.inconclusive_since.is_some() {
             match self.inconclusive_pause(plan, &mut rollout, &mut progress) {
                 PauseState::Resumed => {}
-                PauseState::Paused => return self.record_progress(rollout, progress),
+                PauseState::Paused => return self.hold_paused(rollout, progress, canary_ready),
                 PauseState::Ended => return,
             }
         }
@@ -93,6 +98,55 @@ impl Draft<'_> {
         self.record_progress(rollout, progress);
     }
 
+    /// A person's promote on a rollout paused for want of data: a paused bake goes on baking
+    /// (never from the start); elsewhere the pause is lifted and the promote acts as on any
+    /// paused rollout.
+    fn promote_past_missing_data(
+        &mut self,
+        rollout: &ActiveRollout,
+        progress: &mut CanaryProgress,
+    ) {
+        progress.inconclusive_since = None;
+        progress.inconclusive_scope = None;
+        progress.paused_from = None;
+        // Missing data is counted afresh: it pauses again only after another full run of it.
+        for a in &mut progress.analysis {
+            a.consecutive_inconclusive = 0;
+        }
+        if progress.baking_since.is_none() {
+            return;
+        }
+        progress.phase = CanaryPhase::Baking;
+        progress.paused_reason = None;
+        let note = format!(
+            "{}: paused bake resumed by a promote command",
+            rollout.version
+        );
+        self.event(Transition::Resumed, note, Some(&rollout.release.clone()));
+    }
+
+    /// A rollout paused for want of data keeps traffic only on a canary that serves, and rolls
+    /// back if the canary stops serving for the progress deadline.
+    fn hold_paused(
+        &mut self,
+        rollout: ActiveRollout,
+        progress: CanaryProgress,
+        canary_ready: bool,
+    ) {
+        let baking = progress.baking_since.is_some();
+        self.weight = Some(if canary_ready && !baking {
+            progress.weight
+        } else {
+            0
+        });
+        let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+        if !baking && !canary_ready && self.input.now >= deadline {
+            let why = "the canary stopped being available".to_string();
+            return self.fail_rollout_safely(&rollout, &progress, "CanaryUnavailable", why);
+        }
+        self.record_progress(rollout, progress);
+    }
+
     /// Whether the bake is over: its time is up and every background gate passed since it
     /// began, with its last measurement. Missing data extends it.
     fn bake(&mut self, plan: &CanaryPlan, progress: &CanaryProgress) -> bool {
@@ -111,8 +165,8 @@ impl Draft<'_> {
     }
 
     /// What each workload runs: until promotion the primary keeps the previous release and the
-    /// canary runs the new one; once promoted, the primary runs it and the canary stays empty,
-    /// even while the bake is paused.
+    /// canary runs the new one; once promoted, the primary runs it and the canary drains, even
+    /// while the bake is paused.
     fn place_workloads(
         &mut self,
         rollout: &ActiveRollout,
@@ -260,6 +314,10 @@ impl Draft<'_> {
         rollout: &ActiveRollout,
         progress: &mut CanaryProgress,
     ) {
+        if progress.baking_since.is_some() {
+            // Promoted already: the bake goes on, it does not start again.
+            return self.promote_past_missing_data(rollout, progress);
+        }
         let at_manual_pause = matches!(
             plan.steps.get(progress.step as usize),
             Some(CanaryStepPlan::Pause(None))
@@ -371,6 +429,19 @@ impl Draft<'_> {
         artifacts: &[crate::api::release::Artifact],
     ) {
         let now = self.input.now;
+        let switched = self
+            .input
+            .primary
+            .is_some_and(|p| p.release.as_deref() == Some(rollout.release.as_str()));
+        // The primary takes the release only once the background analysis has a passing last
+        // measurement; until then the split stays as it is.
+        let evidence = plan
+            .background
+            .as_ref()
+            .is_none_or(|bg| self.promotion_evidence(progress, bg));
+        if !evidence && !switched {
+            return self.await_promotion_evidence(rollout, progress);
+        }
         self.primary = Some(DesiredPrimary::Release {
             name: rollout.release.clone(),
             artifacts: artifacts.to_vec(),
@@ -379,9 +450,6 @@ impl Draft<'_> {
             .input
             .primary
             .is_some_and(|p| p.available && p.release.as_deref() == Some(rollout.release.as_str()));
-        // Traffic leaves the canary only if its last measurements passed.
-        let evidence =
-            plan.background.is_none() || self.last_measurements_passed(progress, BACKGROUND);
         if primary_ready && evidence {
             // All traffic to the promoted primary; a replica-ratio canary shrinks to nothing.
             progress.weight = 0;
@@ -417,8 +485,11 @@ impl Draft<'_> {
                     .primary
                     .map(|p| p.detail.clone())
                     .unwrap_or_default();
-                self.fail_rollout_safely(rollout, &p, "ProgressDeadlineExceeded", format!("primary not available with the new release within the progress deadline ({detail})"));
-                return;
+                let why = match evidence {
+                    true => format!("primary not available with the new release within the progress deadline ({detail})"),
+                    false => "no passing measurement of the background analysis within the progress deadline".into(),
+                };
+                return self.fail_rollout_safely(rollout, &p, "ProgressDeadlineExceeded", why);
             }
             self.wake_at.push(deadline);
         }
@@ -481,7 +552,7 @@ impl Draft<'_> {
         false
     }
 
-    fn keep_primary_on_previous(&mut self, rollout: &ActiveRollout) {
+    pub(super) fn keep_primary_on_previous(&mut self, rollout: &ActiveRollout) {
         self.primary = rollout
             .previous_release
             .as_ref()

@@ -885,3 +885,104 @@ fn a_weight_changed_by_someone_else_is_put_back_and_a_fight_is_reported() {
     );
     assert_eq!(world.weight, 10, "no longer fought over");
 }
+
+#[test]
+fn a_pause_for_missing_data_takes_traffic_off_a_canary_that_stopped_serving() {
+    let plan = plan();
+    let mut world = World::running_v1();
+    run_healthy(&mut world, &plan, |w| w.weight == 25);
+    for _ in 0..100 {
+        world.canary_available = false;
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Inconclusive);
+        if world.rollout_phase() == Some(CanaryPhase::Paused) {
+            break;
+        }
+    }
+    assert_eq!(world.rollout_phase(), Some(CanaryPhase::Paused));
+    assert_eq!(
+        world.weight, 0,
+        "no traffic to a canary without available pods"
+    );
+    assert!(
+        world
+            .weights
+            .iter()
+            .all(|(w, available)| *w == 0 || *available)
+    );
+}
+
+#[test]
+fn a_promote_on_a_bake_paused_for_missing_data_goes_on_baking_without_starting_again() {
+    let plan = plan();
+    let mut world = baking_world(&plan);
+    let began = baking_since(&world);
+    run(
+        &mut world,
+        &plan,
+        50,
+        &mut |_, _| GateVerdict::Inconclusive,
+        |w| w.rollout_phase() == Some(CanaryPhase::Paused),
+    );
+    world.command = Some(Command::Promote);
+    let out = world.reconcile(&plan, &mut |_, _| GateVerdict::Inconclusive);
+    let notes: Vec<&str> = out.events.iter().map(|e| e.note.as_str()).collect();
+    assert_eq!(
+        world.rollout_phase(),
+        Some(CanaryPhase::Baking),
+        "{notes:?}"
+    );
+    assert_eq!(baking_since(&world), began, "the bake is not started again");
+    assert!(world.status.history.is_empty(), "still baking");
+}
+
+#[test]
+fn missing_data_during_a_pause_for_a_person_leaves_that_pause_alone() {
+    let mut plan = plan();
+    plan.canary.as_mut().unwrap().steps = vec![
+        CanaryStepPlan::SetWeight(10),
+        CanaryStepPlan::Pause(None),
+        CanaryStepPlan::SetWeight(40),
+    ];
+    let mut world = World::running_v1();
+    run_healthy(&mut world, &plan, |w| {
+        w.rollout_phase() == Some(CanaryPhase::Paused)
+    });
+    for _ in 0..30 {
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Inconclusive);
+    }
+    // The data returns: the pause for a person is not lifted by it.
+    for _ in 0..30 {
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+    }
+    assert_eq!(world.rollout_phase(), Some(CanaryPhase::Paused));
+    assert_eq!(world.weight, 10);
+    world.command = Some(Command::Promote);
+    run_healthy(&mut world, &plan, |w| w.weight == 40);
+}
+
+#[test]
+fn a_step_paused_for_missing_data_resumes_when_its_gates_pass_again() {
+    let mut plan = plan();
+    let mut two = analysis("error-rate", 2, 2);
+    two.gates.push("latency".into());
+    plan.canary.as_mut().unwrap().steps[1] = CanaryStepPlan::Analysis(two);
+    let mut world = World::running_v1();
+    run_healthy(&mut world, &plan, |w| w.weight == 5);
+    // error-rate finishes its count; then latency's data goes missing.
+    let mut n = 0;
+    run(
+        &mut world,
+        &plan,
+        50,
+        &mut |scope, gate| {
+            n += 1;
+            match (scope, gate, n > 4) {
+                ("step-1", "latency", true) => GateVerdict::Inconclusive,
+                _ => GateVerdict::Passed,
+            }
+        },
+        |w| w.rollout_phase() == Some(CanaryPhase::Paused),
+    );
+    run_healthy(&mut world, &plan, |w| w.weight == 25);
+    assert_eq!(world.rollout_phase(), Some(CanaryPhase::Stepping));
+}

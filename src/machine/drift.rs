@@ -35,6 +35,10 @@ impl Draft<'_> {
         let (Some(found), w) = (view.weight_in_effect, progress.weight) else {
             return;
         };
+        // Greenlight's own last write (0 while the canary was down, say) is no drift.
+        let Some(who) = view.changed_by.clone() else {
+            return;
+        };
         if !held || found == w || before != Some(w) || self.weight != Some(w) {
             return;
         }
@@ -44,10 +48,6 @@ impl Draft<'_> {
             progress.drift_corrections = 0;
         }
         progress.drift_corrections += 1;
-        let who = view
-            .changed_by
-            .clone()
-            .unwrap_or_else(|| "someone else".into());
         if progress.drift_corrections > CORRECTIONS {
             self.weight = None;
             let since = progress.drift_since.unwrap_or(now);

@@ -65,8 +65,9 @@ pub trait TrafficRouter: Send + Sync {
         ctx: &'a RouterContext,
     ) -> BoxFuture<'a, Result<Option<i32>, RouterError>>;
 
-    /// Who other than Greenlight last changed what the router reads, when it can tell (the
-    /// field manager of a route's latest update): named when a weight drifts.
+    /// Who other than Greenlight made the latest change to what the router reads, when it can
+    /// tell (the field manager of a route's latest update); `None` when the latest change was
+    /// Greenlight's own. A weight drifted only when someone else changed it.
     fn last_writer<'a>(&'a self, ctx: &'a RouterContext) -> BoxFuture<'a, Option<String>> {
         let _ = ctx;
         Box::pin(async { None })
