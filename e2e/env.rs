@@ -34,6 +34,16 @@ pub struct TestEnv {
     pub admission_port: u16,
     /// Webhook configurations this test registered, removed when it ends.
     webhook_configurations: Vec<String>,
+    /// Run controllers with leader election (a 6s lease, renewed every second).
+    pub leader_election: bool,
+    /// Controllers started beside the first, with leader election.
+    pub replicas: Vec<Replica>,
+}
+
+/// One more controller process, standing by for the leader lease.
+pub struct Replica {
+    pub proc: Proc,
+    pub metrics_port: u16,
 }
 
 /// Whether and how the controller serves its admission webhooks.
@@ -80,6 +90,8 @@ impl TestEnv {
             admission: Admission::Off,
             admission_port: 0,
             webhook_configurations: vec![],
+            leader_election: false,
+            replicas: vec![],
         }
     }
 
@@ -295,7 +307,26 @@ impl TestEnv {
     /// Starts `greenlight controller` for this namespace.
     pub fn start_controller(&mut self) {
         self.metrics_port = crate::support::free_port();
-        let metrics_addr = format!("127.0.0.1:{}", self.metrics_port);
+        self.restarts += 1;
+        let name = format!("controller-{}", self.restarts);
+        let cmd = self.controller_command(&name, self.metrics_port, self.admission);
+        self.controller = Some(Proc::spawn(&name, cmd, &self.dir));
+    }
+
+    /// Starts one more controller beside the running ones (leader election on, no admission
+    /// webhooks); returns its index in `replicas`.
+    pub fn start_replica(&mut self) -> usize {
+        self.leader_election = true;
+        let metrics_port = crate::support::free_port();
+        let name = format!("replica-{}", self.replicas.len() + 1);
+        let cmd = self.controller_command(&name, metrics_port, Admission::Off);
+        let proc = Proc::spawn(&name, cmd, &self.dir);
+        self.replicas.push(Replica { proc, metrics_port });
+        self.replicas.len() - 1
+    }
+
+    fn controller_command(&self, name: &str, metrics_port: u16, admission: Admission) -> Command {
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenlight"));
         cmd.args([
             "controller",
@@ -308,8 +339,27 @@ impl TestEnv {
             "--identity-key-file",
         ])
         .arg(self.identity_key_file());
+        if self.leader_election {
+            cmd.args([
+                "--leader-election",
+                "--leader-election-lease-duration",
+                "6s",
+                "--leader-election-retry",
+                "1s",
+            ]);
+        }
+        self.admission_args(&mut cmd, admission);
+        cmd
+            // The operator runs with only the rights of the shipped ClusterRole.
+            .env("KUBECONFIG", &self.cp.operator_kubeconfig)
+            .env("POD_NAME", name)
+            .env("RUST_LOG", "info,kube=warn,greenlight=debug");
+        cmd
+    }
+
+    fn admission_args(&self, cmd: &mut Command, admission: Admission) {
         let admission_addr = format!("127.0.0.1:{}", self.admission_port);
-        match self.admission {
+        match admission {
             Admission::Off => {}
             Admission::CertFiles => {
                 cmd.args([
@@ -334,16 +384,25 @@ impl TestEnv {
                 ]);
             }
         }
-        cmd
-            // The operator runs with only the rights of the shipped ClusterRole.
-            .env("KUBECONFIG", &self.cp.operator_kubeconfig)
-            .env("RUST_LOG", "info,kube=warn,greenlight=debug");
-        self.restarts += 1;
-        self.controller = Some(Proc::spawn(
-            &format!("controller-{}", self.restarts),
-            cmd,
-            &self.dir,
-        ));
+    }
+
+    /// Whether the controller serving `metrics_port` leads now.
+    pub async fn leads(metrics_port: u16) -> bool {
+        let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+        let text = match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        text.lines().any(|l| l.trim() == "greenlight_leader 1")
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`, `STOP`, `CONT`) to a process.
+    pub fn signal(pid: u32, signal: &str) {
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
     }
 
     /// The identity key of this test's operator: kept across controller restarts, as a

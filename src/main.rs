@@ -29,6 +29,8 @@ enum Command {
         /// Use this kubeconfig context instead of the current one.
         #[arg(long, env = "GREENLIGHT_CONTEXT")]
         context: Option<String>,
+        #[command(flatten)]
+        leader: LeaderArgs,
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "GREENLIGHT_NAMESPACE")]
         namespace: Option<String>,
@@ -96,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Controller {
             context,
+            leader,
             namespace,
             metrics_addr,
             log_format,
@@ -127,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
             let metrics = greenlight::metrics::Metrics::new();
             let server = tokio::spawn(greenlight::metrics::serve(metrics_addr, metrics.clone()));
             let settings = greenlight::controller::Settings {
+                leader: leader.config(namespace.as_deref()),
                 namespace,
                 webhook_allow: greenlight::gates::allow::AllowList::new(webhook_allow),
                 identity: Arc::new(identity),
@@ -176,6 +180,52 @@ fn identity_key(
     previous.iter().try_fold(key, |key, path| {
         Ok(key.with_previous(IdentityKey::from_file(path)?))
     })
+}
+
+/// Leader election among replicas (`--leader-election`).
+#[derive(clap::Args)]
+struct LeaderArgs {
+    /// Elect a leader on a Lease: only the leader reconciles, every replica serves the
+    /// admission webhooks. Run two or more replicas with it.
+    #[arg(long, env = "GREENLIGHT_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (default: --namespace, else POD_NAMESPACE, else
+    /// greenlight-system).
+    #[arg(long, env = "GREENLIGHT_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// How long a renewal holds the lease: a standby takes over after this much silence.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+    /// How often the leader renews, and a standby looks.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    leader_election_retry: Duration,
+}
+
+impl LeaderArgs {
+    fn config(&self, namespace: Option<&str>) -> Option<greenlight::leader::LeaseConfig> {
+        if !self.leader_election {
+            return None;
+        }
+        let namespace = self
+            .leader_election_namespace
+            .clone()
+            .or_else(|| namespace.map(String::from))
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "greenlight-system".into());
+        let pod = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME"));
+        let identity = format!(
+            "{}_{}",
+            pod.unwrap_or_else(|_| "greenlight".into()),
+            std::process::id()
+        );
+        Some(greenlight::leader::LeaseConfig {
+            namespace,
+            name: "greenlight-controller".into(),
+            identity,
+            duration: self.leader_election_lease_duration,
+            retry: self.leader_election_retry,
+        })
+    }
 }
 
 /// A client for the named kubeconfig context, else the current one (or in-cluster).

@@ -61,9 +61,31 @@ pub struct Metrics {
     pub api_write_refusals: Family<RefusalLabels, Counter>,
     pub admission_reviews: Family<AdmissionLabels, Counter>,
     pub webhook_certificate_reloads: Counter,
+    /// 1 while this replica leads (reconciles and writes), else 0.
+    pub leader: prometheus_client::metrics::gauge::Gauge,
+    pub leadership_changes: Counter,
     /// Set once the watch caches have synced; `/readyz` answers 503 until then.
     pub ready: std::sync::atomic::AtomicBool,
     registry: Registry,
+}
+
+/// Whether this replica leads, and how often that changed.
+fn leadership_metrics(
+    registry: &mut Registry,
+) -> (prometheus_client::metrics::gauge::Gauge, Counter) {
+    let leader = prometheus_client::metrics::gauge::Gauge::default();
+    registry.register(
+        "leader",
+        "1 while this replica holds the leader lease and reconciles, else 0",
+        leader.clone(),
+    );
+    let changes = Counter::default();
+    registry.register(
+        "leadership_changes",
+        "Times this replica became leader or stopped being leader",
+        changes.clone(),
+    );
+    (leader, changes)
 }
 
 impl Metrics {
@@ -126,7 +148,10 @@ impl Metrics {
             "Times the admission webhook server took a new serving certificate",
             webhook_certificate_reloads.clone(),
         );
+        let (leader, leadership_changes) = leadership_metrics(&mut registry);
         Arc::new(Self {
+            leader,
+            leadership_changes,
             reconciles,
             reconcile_errors,
             reconcile_duration,

@@ -127,6 +127,11 @@ fn context(client: kube::Client, stage: &Stage, release: &Release) -> Arc<Contex
     commanded(client, stage, release, vec![])
 }
 
+thread_local! {
+    /// The leader lease the next context's writer is fenced by, if any.
+    static FENCE: std::cell::RefCell<super::writer::Fence> = const { std::cell::RefCell::new(None) };
+}
+
 fn key() -> IdentityKey {
     IdentityKey::from_bytes(b"0123456789abcdef0123456789abcdef")
 }
@@ -170,9 +175,10 @@ fn commanded(
         http: crate::gates::http_client(&crate::gates::allow::AllowList::new(["127.0.0.1"])),
         webhook_allow: crate::gates::allow::AllowList::new(["127.0.0.1"]),
     };
+    let fence = FENCE.with(|f| f.borrow().clone());
     Arc::new(Context {
         runner: super::runner::GateRunner::new(env, index.clone(), client.clone(), metrics.clone()),
-        writer: super::writer::Writer::new(client.clone(), metrics.clone()),
+        writer: super::writer::Writer::fenced_by(client.clone(), metrics.clone(), fence),
         client,
         namespace: Some(NS.into()),
         metrics,
@@ -469,5 +475,27 @@ async fn an_abort_is_recorded_before_traffic_leaves_the_canary() {
     assert!(
         recorded < moved,
         "a controller killed in between finds the rollback and keeps the weight at 0"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_replica_whose_lease_ran_out_writes_nothing() {
+    let (stage, release) = (
+        stage(json!({}), json!({})),
+        release("r1", "1.0.0", json!({})),
+    );
+    let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
+    let expired = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    let lease = crate::leader::Leadership::held_until(client.clone(), expired);
+    FENCE.with(|f| *f.borrow_mut() = Some(Arc::new(lease)));
+    let ctx = context(client, &stage, &release);
+    FENCE.with(|f| *f.borrow_mut() = None);
+    let refused = reconcile(&ctx).await.expect_err("nothing may be written");
+    assert_eq!(refused.label(), "not_leader");
+    let seen = calls(&log);
+    assert!(!seen.is_empty(), "it read what it decides from");
+    assert!(
+        seen.iter().all(|c| c.method == "GET"),
+        "a replica that does not lead only reads: {seen:#?}"
     );
 }

@@ -56,6 +56,16 @@ pub struct Settings {
     pub identity: Arc<IdentityKey>,
     /// Serve the admission webhooks; off when `None`.
     pub admission: Option<crate::admission::ServerConfig>,
+    /// Elect a leader among replicas on this Lease; when `None`, this replica always leads.
+    pub leader: Option<crate::leader::LeaseConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Admission(#[from] crate::admission::AdmissionError),
+    #[error("stopped leading: {0}")]
+    LostLeadership(#[from] crate::leader::LeadershipError),
 }
 
 impl Context {
@@ -162,13 +172,13 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
-/// Runs the controllers (and the admission webhook server, if enabled) until a shutdown
-/// signal arrives.
+/// Runs the admission webhook server (if enabled) on every replica, and the controllers on the
+/// leader, until a shutdown signal arrives or leadership is lost.
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     settings: Settings,
-) -> Result<(), crate::admission::AdmissionError> {
+) -> Result<(), RunError> {
     let namespace = settings.namespace;
     let (index, tasks) = Index::watch(&client, &namespace, settings.identity);
     for task in tasks {
@@ -178,6 +188,9 @@ pub async fn run(
         http: crate::gates::http_client(&settings.webhook_allow),
         webhook_allow: settings.webhook_allow,
     };
+    let leadership = settings
+        .leader
+        .map(|config| Arc::new(crate::leader::Leadership::new(client.clone(), config)));
     let ctx = Arc::new(Context {
         client: client.clone(),
         namespace: namespace.clone(),
@@ -189,7 +202,7 @@ pub async fn run(
             client.clone(),
             metrics.clone(),
         ),
-        writer: writer::Writer::new(client.clone(), metrics.clone()),
+        writer: writer::Writer::fenced_by(client.clone(), metrics.clone(), leadership.clone()),
         backoff: Default::default(),
     });
     let synced = index.wait_until_synced().await;
@@ -208,17 +221,70 @@ pub async fn run(
     metrics
         .ready
         .store(synced, std::sync::atomic::Ordering::SeqCst);
+    match leadership {
+        None => {
+            controllers(ctx, &client, &namespace).await;
+            Ok(())
+        }
+        Some(lease) => lead(lease, ctx, &client, &namespace).await,
+    }
+}
+
+/// Stands by until this replica holds the lease, then runs the controllers while it does;
+/// gives the lease up on shutdown, so a standby takes over at once.
+async fn lead(
+    lease: Arc<crate::leader::Leadership>,
+    ctx: Arc<Context>,
+    client: &Client,
+    namespace: &Option<String>,
+) -> Result<(), RunError> {
+    tracing::info!("standing by for the leader lease");
+    tokio::select! {
+        _ = lease.acquire() => {}
+        _ = terminated() => return Ok(()),
+    }
+    let metrics = ctx.metrics.clone();
+    leadership_changed(&metrics, true);
+    let outcome = tokio::select! {
+        _ = controllers(ctx, client, namespace) => Ok(()),
+        lost = lease.hold() => Err(RunError::LostLeadership(lost)),
+    };
+    leadership_changed(&metrics, false);
+    lease.release().await;
+    outcome
+}
+
+fn leadership_changed(metrics: &Metrics, leading: bool) {
+    metrics.leader.set(i64::from(leading));
+    metrics.leadership_changes.inc();
+    match leading {
+        true => tracing::info!("became leader: reconciling"),
+        false => tracing::info!("stopped leading: no more writes"),
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler can be installed");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The controllers, until a shutdown signal: each finishes the reconciles it has begun.
+async fn controllers(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
     tokio::join!(
-        stage::controller(ctx.clone(), &client, &namespace),
-        release::controller(ctx.clone(), &client, &namespace),
-        gate::controller(ctx.clone(), &client, &namespace),
-        approval::controller(ctx, &client, &namespace),
+        stage::controller(ctx.clone(), client, namespace),
+        release::controller(ctx.clone(), client, namespace),
+        gate::controller(ctx.clone(), client, namespace),
+        approval::controller(ctx, client, namespace),
     );
-    Ok(())
 }
 
 pub(crate) fn refs_of<K: Resource<DynamicType = ()>>(

@@ -26,6 +26,7 @@ pub(super) async fn append(
     }
     let api: Api<Release> = Api::namespaced(writer.client.clone(), namespace);
     for _ in 0..ATTEMPTS {
+        writer.may_write()?;
         let read = api.get_opt(release).await;
         let what = || format!("audit trail of Release '{release}'");
         let Some(current) = read.map_err(|e| WriteError::from_kube("release_audit", what(), e))?

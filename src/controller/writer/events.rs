@@ -30,6 +30,8 @@ pub struct EventSink {
     metrics: Arc<Metrics>,
     instance: String,
     announced: Mutex<HashSet<String>>,
+    /// No Event from a replica that does not lead.
+    fence: super::Fence,
 }
 
 /// One Event to publish.
@@ -42,7 +44,7 @@ pub struct Announcement<'a> {
 }
 
 impl EventSink {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, fence: super::Fence) -> Self {
         let instance = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "greenlight".into());
@@ -52,11 +54,15 @@ impl EventSink {
             metrics,
             instance,
             announced: Mutex::new(HashSet::new()),
+            fence,
         }
     }
 
     /// Publishes the Event unless it was published already; failures are logged, never fatal.
     pub async fn publish<K: Resource<DynamicType = ()>>(&self, obj: &K, a: Announcement<'_>) {
+        if self.fence.as_ref().is_some_and(|lease| !lease.is_leader()) {
+            return;
+        }
         let regarding = obj.object_ref(&());
         let name = event_name(&regarding, &a.key);
         if !self.remember(&name) {

@@ -50,6 +50,9 @@ pub enum WriteError {
     Serialize(#[from] serde_json::Error),
     #[error("traffic router: {0}")]
     Router(#[from] RouterError),
+    /// This replica does not hold the leader lease (any more): it writes nothing.
+    #[error("not written: this replica is not the leader")]
+    NotLeader,
 }
 
 impl WriteError {
@@ -59,6 +62,7 @@ impl WriteError {
             Self::Unreachable { .. } => "write_unreachable",
             Self::Serialize(_) => "serialize",
             Self::Router(e) => e.label(),
+            Self::NotLeader => "not_leader",
         }
     }
 
@@ -94,15 +98,35 @@ pub struct Writer {
     client: Client,
     metrics: Arc<Metrics>,
     pub events: EventSink,
+    /// With several replicas, the lease whose holder alone may write.
+    fence: Fence,
 }
+
+/// The leader lease a write needs, when replicas elect a leader.
+pub type Fence = Option<Arc<crate::leader::Leadership>>;
 
 impl Writer {
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
-        let events = EventSink::new(client.clone(), metrics.clone());
+        Self::fenced_by(client, metrics, None)
+    }
+
+    /// A writer that writes only while `fence` says this replica leads.
+    pub fn fenced_by(client: Client, metrics: Arc<Metrics>, fence: Fence) -> Self {
+        let events = EventSink::new(client.clone(), metrics.clone(), fence.clone());
         Self {
             client,
             metrics,
             events,
+            fence,
+        }
+    }
+
+    /// Refuses the write when this replica does not lead: checked before every write, so a
+    /// leader that can no longer renew its lease stops writing before the lease can expire.
+    fn may_write(&self) -> Result<(), WriteError> {
+        match &self.fence {
+            Some(lease) if !lease.is_leader() => Err(WriteError::NotLeader),
+            _ => Ok(()),
         }
     }
 
@@ -134,6 +158,7 @@ impl Writer {
             + Serialize
             + std::fmt::Debug,
     {
+        self.may_write()?;
         let name = object.name_any();
         let namespace = object.namespace().unwrap_or_default();
         let mut body = serde_json::to_value(object)?;
@@ -155,6 +180,7 @@ impl Writer {
         ctx: &RouterContext,
         weight: i32,
     ) -> Result<(), WriteError> {
+        self.may_write()?;
         match router.set_weight(ctx, weight).await {
             Ok(true) => {
                 tracing::debug!(weight, "traffic weight set");
@@ -223,6 +249,7 @@ impl Writer {
             + DeserializeOwned
             + std::fmt::Debug,
     {
+        self.may_write()?;
         let patch = Patch::Merge(json!({ "status": diff }));
         let result = Api::<K>::namespaced(self.client.clone(), namespace)
             .patch_status(name, &PatchParams::default(), &patch)

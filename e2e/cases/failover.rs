@@ -1,0 +1,145 @@
+//! Two controllers elect a leader on a Lease: the standby takes a canary over from a killed
+//! leader without repeating a step, a terminated leader hands over within about a second, and
+//! a leader paused past its lease writes nothing when it resumes.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::ListParams;
+
+use super::canary::{STEPS, image, start_bed_with};
+use crate::env::{TestEnv, release_yaml};
+
+const WAIT: Duration = Duration::from_secs(120);
+/// The tests' lease duration (`--leader-election-lease-duration 6s`).
+const LEASE: Duration = Duration::from_secs(6);
+
+/// Waits until the controller serving `metrics_port` leads; returns how long that took.
+async fn until_leading(env: &TestEnv, metrics_port: u16, since: Instant) -> Duration {
+    env.wait_for("a new leader", WAIT, || async {
+        match TestEnv::leads(metrics_port).await {
+            true => Ok(since.elapsed()),
+            false => Err("standing by".to_string()),
+        }
+    })
+    .await
+}
+
+/// How a process ended; waits up to 30 s.
+async fn exit_of(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "still running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Events about Release `release` with `reason`.
+async fn release_events(env: &TestEnv, release: &str, reason: &str) -> Vec<Event> {
+    env.events(reason)
+        .await
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(release))
+        .collect()
+}
+
+pub async fn a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_over_on_sigterm(
+    mut env: TestEnv,
+) {
+    env.leader_election = true;
+    let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-failover"));
+    let bed = start_bed_with(&mut env, &v1, &[&v2], STEPS, |w| w).await;
+    assert!(
+        TestEnv::leads(env.metrics_port).await,
+        "the first controller leads"
+    );
+    let standby = env.start_replica();
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    env.wait_for("the canary in its analysis at 25%", WAIT, || async {
+        match bed.load.weights_seen().contains(&25) {
+            true => Ok(()),
+            false => Err(format!("{:?}", bed.load.weights_seen())),
+        }
+    })
+    .await;
+    let killed = Instant::now();
+    env.kill_controller();
+    let port = env.replicas[standby].metrics_port;
+    let took_over = until_leading(&env, port, killed).await;
+    eprintln!("take-over after SIGKILL: {took_over:?}");
+    assert!(took_over <= LEASE + Duration::from_secs(2), "{took_over:?}");
+    env.wait_release_stage("v2", "prod", "Succeeded", WAIT)
+        .await;
+    let seen = bed.load.weights_seen();
+    let (last, rising) = seen.split_last().unwrap();
+    assert!(
+        rising.windows(2).all(|w| w[0] < w[1]) && *last == 0,
+        "weights never went backwards: {seen:?}"
+    );
+    let started = release_events(&env, "v2", "RolloutStarted").await;
+    assert_eq!(started.len(), 1, "one RolloutStarted: {started:?}");
+
+    // A standby again; then the leader is terminated and hands over at once.
+    let next = env.start_replica();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let terminated = Instant::now();
+    TestEnv::signal(env.replicas[standby].proc.child.id(), "TERM");
+    let handed_over = until_leading(&env, env.replicas[next].metrics_port, terminated).await;
+    eprintln!("hand-over after SIGTERM: {handed_over:?}");
+    assert!(handed_over < Duration::from_secs(3), "{handed_over:?}");
+    let status = exit_of(&mut env.replicas[standby].proc.child).await;
+    assert!(
+        status.success(),
+        "a terminated leader exits cleanly: {status:?}"
+    );
+}
+
+/// A leader stopped (SIGSTOP) for longer than its lease loses it to the standby; resumed, it
+/// finds its lease expired on its own clock, writes nothing, and exits.
+pub async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(mut env: TestEnv) {
+    env.leader_election = true;
+    let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-paused"));
+    let _bed = start_bed_with(&mut env, &v1, &[&v2], STEPS, |w| w).await;
+    let standby = env.start_replica();
+    // The webhooks are served by the leader about to be paused: take them away.
+    let webhooks = format!("greenlight-{}", env.ns);
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
+        env.cp.kubectl(&["delete", kind, &webhooks]);
+    }
+    let leader = env.controller_pid().expect("the leader runs");
+    TestEnv::signal(leader, "STOP");
+    let stopped = Instant::now();
+    until_leading(&env, env.replicas[standby].metrics_port, stopped).await;
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    env.wait_release_stage("v2", "prod", "Succeeded", WAIT)
+        .await;
+    let resumed = jiff::Timestamp::now();
+    TestEnv::signal(leader, "CONT");
+    let started = Instant::now();
+    while env.controller_running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the resumed leader still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = env.controller_log();
+    assert!(log.contains("stopped leading"), "{log}");
+    let events = kube::Api::<Event>::namespaced(env.client.clone(), &env.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let late: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some("controller-1"))
+        .filter(|e| e.event_time.as_ref().is_some_and(|t| t.0 > resumed))
+        .collect();
+    assert!(late.is_empty(), "the resumed leader wrote: {late:?}");
+}
