@@ -6,6 +6,7 @@
 //! holds up an abort, a deadline or shutdown.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,12 +37,18 @@ const UNCOLLECTED: Duration = Duration::from_secs(30);
 
 type Evaluation = Shared<BoxFuture<'static, (GateOutcome, Duration)>>;
 
+/// A stage whose gate evaluation finished: its namespace and name.
+pub type Finished = (String, String);
+
 pub struct GateRunner {
     inner: Arc<Inner>,
+    /// Told when an evaluation finishes, so its stage is reconciled at once to collect it.
+    finished: tokio::sync::mpsc::UnboundedSender<Finished>,
+    finished_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Finished>>>,
     /// Gates that did not pass, by stage, release, gate and inputs, kept until their recheck.
     held: Mutex<HashMap<String, (Timestamp, GateOutcome)>>,
     /// Evaluations started and not collected yet, with when they started.
-    running: Mutex<HashMap<String, (Instant, Evaluation)>>,
+    running: Mutex<HashMap<String, (Instant, (Evaluation, Arc<AtomicBool>))>>,
 }
 
 /// What an evaluation needs, shared with the tasks it runs on.
@@ -60,11 +67,22 @@ impl GateRunner {
             client,
             metrics,
         };
+        let (finished, finished_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             inner: Arc::new(inner),
+            finished,
+            finished_rx: Mutex::new(Some(finished_rx)),
             held: Mutex::default(),
             running: Mutex::default(),
         }
+    }
+
+    /// The stages whose evaluations finish, as they do; for the stage controller, once.
+    pub fn finished(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Finished>> {
+        self.finished_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     pub fn env(&self) -> &GateEnv {
@@ -77,13 +95,13 @@ impl GateRunner {
     pub fn busy(&self, namespace: &str, stage: &str) -> bool {
         let prefix = format!("{namespace}/{stage}/");
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.retain(|_, (since, evaluation)| match evaluation.peek() {
+        running.retain(|_, (since, (evaluation, _))| match evaluation.peek() {
             None => since.elapsed() < crate::gates::LONGEST_TIMEOUT * 2,
             Some(_) => since.elapsed() < UNCOLLECTED,
         });
         running
             .iter()
-            .any(|(k, (_, evaluation))| k.starts_with(&prefix) && evaluation.peek().is_none())
+            .any(|(k, (_, (evaluation, _)))| k.starts_with(&prefix) && evaluation.peek().is_none())
     }
 
     /// Starts `name`'s evaluation under `key` unless it runs already, and waits for it until
@@ -95,24 +113,45 @@ impl GateRunner {
         ctx: &GateContext,
         deadline: tokio::time::Instant,
     ) -> Option<(GateOutcome, Duration)> {
-        let evaluation = {
+        let (evaluation, outlived) = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             let stale = crate::gates::LONGEST_TIMEOUT * 2;
             running.retain(|_, (since, _)| since.elapsed() < stale);
-            let (_, evaluation) = running.entry(key.clone()).or_insert_with(|| {
-                let (inner, name, ctx) = (self.inner.clone(), name.to_string(), ctx.clone());
-                let evaluation = async move { inner.evaluate(&name, &ctx).await }
-                    .boxed()
-                    .shared();
-                tokio::spawn(evaluation.clone());
-                (Instant::now(), evaluation)
-            });
+            let (_, evaluation) = running
+                .entry(key.clone())
+                .or_insert_with(|| (Instant::now(), self.spawn(name, ctx)));
             evaluation.clone()
         };
-        let done = tokio::time::timeout_at(deadline, evaluation).await.ok()?;
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        running.remove(&key);
-        Some(done)
+        match tokio::time::timeout_at(deadline, evaluation).await {
+            Ok(done) => {
+                let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                running.remove(&key);
+                Some(done)
+            }
+            Err(_) => {
+                // Nobody waits for it now: its stage is woken when it answers.
+                outlived.store(true, std::sync::atomic::Ordering::SeqCst);
+                None
+            }
+        }
+    }
+
+    /// Starts one evaluation on a task of its own.
+    fn spawn(&self, name: &str, ctx: &GateContext) -> (Evaluation, Arc<AtomicBool>) {
+        let (inner, name, ctx) = (self.inner.clone(), name.to_string(), ctx.clone());
+        let (finished, outlived) = (self.finished.clone(), Arc::new(AtomicBool::new(false)));
+        let flag = outlived.clone();
+        let evaluation = async move {
+            let result = inner.evaluate(&name, &ctx).await;
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = finished.send((ctx.namespace.clone(), ctx.stage.clone()));
+            }
+            result
+        }
+        .boxed()
+        .shared();
+        tokio::spawn(evaluation.clone());
+        (evaluation, outlived)
     }
 
     /// The gate named `name` in `namespace`, compiled, or why it cannot run.

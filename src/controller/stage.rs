@@ -84,6 +84,14 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
             let ns = s.namespace().unwrap_or_default();
             refs_of(by_stage.pipeline_stages(&ns, &s.spec.pipeline))
         });
+    if let Some(finished) = ctx.runner.finished() {
+        // A pass that left a gate evaluating is followed by one as soon as it answers.
+        let stages = futures::stream::unfold(finished, |mut rx| async move {
+            let (ns, name) = rx.recv().await?;
+            Some((ObjectRef::<Stage>::new(&name).within(&ns), rx))
+        });
+        controller = controller.reconcile_on(stages);
+    }
     if let Some((routes, resource)) = http_routes(client, namespace).await {
         let by_route = ctx.index.clone();
         // A weight someone else changes is seen (and put back) at once, not at the next step.
