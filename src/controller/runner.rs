@@ -36,6 +36,9 @@ pub const COLLECT_AFTER: Duration = Duration::from_secs(1);
 const UNCOLLECTED: Duration = Duration::from_secs(30);
 
 type Evaluation = Shared<BoxFuture<'static, (GateOutcome, Duration)>>;
+/// An evaluation under way: when it started, the evaluation, and whether a pass gave up
+/// waiting for it (then it wakes its stage when it answers).
+type Running = (Instant, (Evaluation, Arc<AtomicBool>));
 
 /// A stage whose gate evaluation finished: its namespace and name.
 pub type Finished = (String, String);
@@ -48,7 +51,7 @@ pub struct GateRunner {
     /// Gates that did not pass, by stage, release, gate and inputs, kept until their recheck.
     held: Mutex<HashMap<String, (Timestamp, GateOutcome)>>,
     /// Evaluations started and not collected yet, with when they started.
-    running: Mutex<HashMap<String, (Instant, (Evaluation, Arc<AtomicBool>))>>,
+    running: Mutex<HashMap<String, Running>>,
 }
 
 /// What an evaluation needs, shared with the tasks it runs on.
