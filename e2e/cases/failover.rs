@@ -143,3 +143,86 @@ pub async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(mut e
         .collect();
     assert!(late.is_empty(), "the resumed leader wrote: {late:?}");
 }
+
+/// dev and test (rolling) in front of the canary `prod` of the bed's world.
+fn three_stages(world: String) -> String {
+    let gated = world.replace(
+        "  pipeline: shop\n  target: {name: web}\n",
+        "  pipeline: shop\n  requires: [test]\n  target: {name: web}\n",
+    );
+    let stage = |name: &str, requires: &str| {
+        format!(
+            "---\n{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: {name}}}\nspec:\n  pipeline: shop\n  requires: [{requires}]\n  target: {{name: web-{name}}}\n",
+            crate::env::target_yaml(&format!("web-{name}"))
+        )
+    };
+    format!("{gated}\n{}{}", stage("dev", ""), stage("test", "dev"))
+}
+
+/// Kills whichever controller leads (SIGKILL) and starts a new standby; false when none led.
+async fn kill_the_leader(env: &mut TestEnv) -> bool {
+    if env.controller_running() && TestEnv::leads(env.metrics_port).await {
+        env.kill_controller();
+        env.start_replica();
+        return true;
+    }
+    for i in 0..env.replicas.len() {
+        if env.replicas[i].proc.is_running() && TestEnv::leads(env.replicas[i].metrics_port).await {
+            env.replicas[i].proc.kill();
+            env.start_replica();
+            return true;
+        }
+    }
+    false
+}
+
+/// Like Knative's chaosduck: while a release goes through dev, test and a canary prod, the
+/// leader is killed every 10 s. The release gets through, each stage's rollout is started and
+/// finished once in its audit trail, and its weights never go backwards.
+pub async fn a_pipeline_gets_through_while_its_leader_is_killed_every_ten_seconds(
+    mut env: TestEnv,
+) {
+    use greenlight::api::release::AuditAction;
+    env.leader_election = true;
+    let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-chaos"));
+    let bed = start_bed_with(&mut env, &v1, &[&v2], STEPS, three_stages).await;
+    env.start_replica();
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    let started = Instant::now();
+    let mut kills = 0;
+    loop {
+        let r = env.release("v2").await;
+        let prod = r
+            .status
+            .as_ref()
+            .and_then(|s| s.stages.get("prod").cloned());
+        if prod.is_some_and(|e| format!("{:?}", e.phase) == "Succeeded") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "{:?}",
+            r.status
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        kills += usize::from(kill_the_leader(&mut env).await);
+    }
+    eprintln!("the leader was killed {kills} times on the way");
+    assert!(kills >= 2, "the leader was killed {kills} times");
+    let audit = env.release("v2").await.status.unwrap().audit;
+    for stage in ["dev", "test", "prod"] {
+        for action in [AuditAction::RolloutStarted, AuditAction::Promoted] {
+            let n = audit
+                .iter()
+                .filter(|e| e.stage == stage && e.action == action)
+                .count();
+            assert_eq!(n, 1, "{action:?} at {stage} recorded {n} times: {audit:?}");
+        }
+    }
+    let seen = bed.load.weights_seen();
+    let (last, rising) = seen.split_last().unwrap();
+    assert!(
+        rising.windows(2).all(|w| w[0] < w[1]) && *last == 0,
+        "{seen:?}"
+    );
+}

@@ -56,6 +56,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         canary_safety::a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event,
         failover::a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_over_on_sigterm,
         failover::a_leader_paused_past_its_lease_writes_nothing_when_it_resumes,
+        failover::a_pipeline_gets_through_while_its_leader_is_killed_every_ten_seconds,
         approvals::approval_by_a_release_manager_is_stamped_with_their_name_and_promotes,
         approvals::an_approval_by_the_release_author_is_refused_and_another_managers_counts,
         approvals::approvals_from_outside_the_allowed_group_do_not_count_and_a_rejection_fails_the_gate,

@@ -119,12 +119,12 @@ mod tests {
         );
         let abort = Fingerprint {
             generation: Some(1),
-            commands: vec!["greenlight.dev/abort".into()],
+            commands: vec!["abort-prod-1".into()],
         };
         assert_eq!(
             backoff.remaining("ns/a", &abort),
             None,
-            "an abort ends the wait"
+            "a new StageCommand ends the wait"
         );
         assert_eq!(backoff.failures("ns/a"), 1);
         backoff.succeeded("ns/a");

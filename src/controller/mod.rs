@@ -1,7 +1,9 @@
 //! The IO shell around the pure machine: observe (the [`Index`] and fresh reads), decide
 //! ([`crate::machine`]), effect (the one [`writer::Writer`]). Four controllers share one
-//! [`Context`]: Stages (promotion and rollout), Releases (their overall phase), Gates (their
-//! validity) and Approvals (their verification and audit record).
+//! [`Context`]: Stages (promotion, rollout and StageCommands), Releases (their overall phase),
+//! Gates (their validity and who changed them) and Approvals (their verification and audit
+//! record). With leader election they run on the leader only; the writer is fenced by its
+//! lease.
 
 pub mod approval;
 pub mod backoff;
