@@ -108,12 +108,23 @@ impl Leadership {
         }
     }
 
-    /// Renews the lease for as long as it can; returns why leadership ended.
+    /// Renews the lease for as long as it can; returns why leadership ended. A renewal that
+    /// hangs past the deadline ends it too.
     pub async fn hold(&self) -> LeadershipError {
         let name = self.config.name.clone();
         loop {
             tokio::time::sleep(self.config.retry).await;
-            match self.try_acquire_or_renew().await {
+            let Some(deadline) = *self.until.lock().unwrap_or_else(|e| e.into_inner()) else {
+                return LeadershipError::Expired(name, "not held".into());
+            };
+            let attempt = tokio::select! {
+                attempt = self.try_acquire_or_renew() => attempt,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.step_down();
+                    return LeadershipError::Expired(name, "no answer before the deadline".into());
+                }
+            };
+            match attempt {
                 Ok(Held::ByUs) => {}
                 Ok(Held::By(holder)) => {
                     self.step_down();
@@ -162,6 +173,10 @@ impl Leadership {
     async fn try_acquire_or_renew(&self) -> Result<Held, kube::Error> {
         let sent = Instant::now();
         let Some(lease) = self.api.get_opt(&self.config.name).await? else {
+            // Deleted under a leader that may still be writing: wait a lease duration.
+            if !self.is_leader() && !self.expired(&LeaseSpec::default()) {
+                return Ok(Held::By("nobody yet (the lease is gone)".into()));
+            }
             let created = self
                 .api
                 .create(&PostParams::default(), &self.record(None))
@@ -210,7 +225,10 @@ impl Leadership {
         let record = format!("{:?}/{:?}", spec.holder_identity, spec.renew_time);
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         match observed.as_ref() {
-            Some((seen, since)) if *seen == record => since.elapsed() >= self.config.duration,
+            Some((seen, since)) if *seen == record => {
+                let theirs = spec.lease_duration_seconds.unwrap_or(0).max(0) as u64;
+                since.elapsed() >= self.config.duration.max(Duration::from_secs(theirs))
+            }
             _ => {
                 *observed = Some((record, Instant::now()));
                 false
@@ -229,11 +247,13 @@ impl Leadership {
             metadata: ObjectMeta {
                 name: Some(self.config.name.clone()),
                 namespace: Some(self.config.namespace.clone()),
+                labels: previous.and_then(|l| l.metadata.labels.clone()),
+                annotations: previous.and_then(|l| l.metadata.annotations.clone()),
                 ..Default::default()
             },
             spec: Some(LeaseSpec {
                 holder_identity: Some(self.config.identity.clone()),
-                lease_duration_seconds: Some(self.config.duration.as_secs().max(1) as i32),
+                lease_duration_seconds: Some(self.config.duration.as_secs().clamp(1, 3600) as i32),
                 acquire_time: if ours {
                     old.acquire_time
                 } else {

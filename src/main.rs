@@ -114,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
             let identity = identity_key(identity_key_file, &previous_identity_key_file)?;
+            leader.check(admission_addr.is_none() || admission_cert_dir.is_some())?;
             let admission = admission_addr.map(|addr| greenlight::admission::ServerConfig {
                 addr,
                 certificate: match admission_cert_dir {
@@ -202,6 +203,27 @@ struct LeaderArgs {
 }
 
 impl LeaderArgs {
+    /// Timings a lease can work with: a leader must be able to renew before its deadline.
+    fn check(&self, shared_certificate: bool) -> anyhow::Result<()> {
+        if !self.leader_election {
+            return Ok(());
+        }
+        let duration = self.leader_election_lease_duration;
+        anyhow::ensure!(
+            duration >= Duration::from_secs(3) && duration <= Duration::from_secs(3600),
+            "--leader-election-lease-duration must be within 3s..1h"
+        );
+        anyhow::ensure!(
+            self.leader_election_retry * 2 <= duration / 2,
+            "--leader-election-retry must be at most a quarter of the lease duration, so a leader renews in time"
+        );
+        anyhow::ensure!(
+            shared_certificate,
+            "--leader-election with --admission-addr needs --admission-cert-dir: replicas with certificates of their own would overwrite each other's CA bundle"
+        );
+        Ok(())
+    }
+
     fn config(&self, namespace: Option<&str>) -> Option<greenlight::leader::LeaseConfig> {
         if !self.leader_election {
             return None;

@@ -125,7 +125,7 @@ impl GateRunner {
                 .or_insert_with(|| (Instant::now(), self.spawn(name, ctx)));
             evaluation.clone()
         };
-        match tokio::time::timeout_at(deadline, evaluation).await {
+        match tokio::time::timeout_at(deadline, evaluation.clone()).await {
             Ok(done) => {
                 let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
                 running.remove(&key);
@@ -134,6 +134,12 @@ impl GateRunner {
             Err(_) => {
                 // Nobody waits for it now: its stage is woken when it answers.
                 outlived.store(true, std::sync::atomic::Ordering::SeqCst);
+                if evaluation.peek().is_some() {
+                    // It answered just before the flag was set: wake the stage all the same.
+                    let _ = self
+                        .finished
+                        .send((ctx.namespace.clone(), ctx.stage.clone()));
+                }
                 None
             }
         }

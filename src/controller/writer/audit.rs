@@ -56,6 +56,8 @@ pub(super) async fn append(
             "metadata": {"resourceVersion": current.metadata.resource_version},
             "status": {"audit": extended},
         });
+        // Checked again right before the write: the read above may have taken a while.
+        writer.may_write()?;
         let result = api
             .patch_status(release, &PatchParams::default(), &Patch::Merge(patch))
             .await;
