@@ -138,12 +138,7 @@ impl Index {
             .into_iter()
             .filter(|r| r.namespace().as_deref() == Some(namespace) && r.spec.pipeline == pipeline)
             .collect();
-        releases.sort_by(|a, b| {
-            let created = |r: &Release| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            created(a)
-                .cmp(&created(b))
-                .then_with(|| a.name_any().cmp(&b.name_any()))
-        });
+        oldest_first(&mut releases);
         releases
     }
 
@@ -238,12 +233,7 @@ impl Index {
                     && c.status.as_ref().and_then(|s| s.phase).is_none()
             })
             .collect();
-        commands.sort_by(|a, b| {
-            let created = |c: &StageCommand| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            created(a)
-                .cmp(&created(b))
-                .then_with(|| a.name_any().cmp(&b.name_any()))
-        });
+        oldest_first(&mut commands);
         commands
     }
 
@@ -287,6 +277,16 @@ pub fn release_problem(release: &Release) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// Sorts objects by creation time, then name.
+fn oldest_first<K: Resource>(objects: &mut [Arc<K>]) {
+    objects.sort_by(|a, b| {
+        let created = |o: &K| o.meta().creation_timestamp.as_ref().map(|t| t.0);
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.meta().name.cmp(&b.meta().name))
+    });
 }
 
 /// An API for one namespace, or for all of them.

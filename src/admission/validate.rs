@@ -87,15 +87,8 @@ pub fn command(old: Option<&Value>, new: &Value, stage_exists: bool) -> Vec<Fiel
 
 /// Every top-level spec field whose value changed, each with `why`.
 fn immutable(old: &Value, new: &Value, why: &str) -> Vec<FieldError> {
-    let empty = serde_json::Map::new();
-    let old = old.as_object().unwrap_or(&empty);
-    let new = new.as_object().unwrap_or(&empty);
-    let mut fields: Vec<&String> = old.keys().chain(new.keys()).collect();
-    fields.sort();
-    fields.dedup();
-    fields
+    super::mutate::changed_fields(Some(old), new)
         .into_iter()
-        .filter(|f| old.get(*f) != new.get(*f))
         .map(|f| FieldError::new(format!("spec.{f}"), why))
         .collect()
 }

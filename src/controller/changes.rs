@@ -10,6 +10,7 @@ use super::Context;
 use super::writer::Announcement;
 use crate::admission::mutate::changed_by;
 use crate::api::change::{CHANGES_KEPT, ChangeRecord};
+use crate::api::stage::StageStatus;
 use crate::api::{Gate, Stage};
 
 /// `changes` with the object's current generation recorded first, and whether that is new.
@@ -50,6 +51,21 @@ where
         .chain(changes.iter().cloned())
         .take(CHANGES_KEPT)
         .collect()
+}
+
+/// Writes a Stage's status with its spec changes brought up to date, then announces a new one.
+pub async fn write_stage_status(
+    stage: &Stage,
+    old: &StageStatus,
+    mut status: StageStatus,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<(), super::writer::WriteError> {
+    status.changes = updated(stage, &stage.spec, &old.changes, ctx);
+    let changes = status.changes.clone();
+    ctx.writer.stage_status(stage, old, status, now).await?;
+    announce(stage, &old.changes, &changes, ctx).await;
+    Ok(())
 }
 
 /// Announces the newest change when `new` holds one `old` did not.

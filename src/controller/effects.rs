@@ -111,11 +111,8 @@ async fn record(
     status.conditions.extend(target_runs_pods(world));
     status.conditions.extend(strategy_overridden(world));
     status.last_command = world.steering.text.clone();
-    status.changes = super::changes::updated(stage, &stage.spec, &old.changes, ctx);
     count_rollouts(&old.history, &status.history, ctx);
-    let changes = status.changes.clone();
-    ctx.writer.stage_status(stage, &old, status, now).await?;
-    super::changes::announce(stage, &old.changes, &changes, ctx).await;
+    super::changes::write_stage_status(stage, &old, status, ctx, now).await?;
     Ok(())
 }
 

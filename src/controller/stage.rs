@@ -245,7 +245,6 @@ async fn report_invalid(
     status.phase = Some(StagePhase::Invalid);
     status.message = Some(message.clone());
     status.conditions = kstatus(Health::Stalled, reason, &message);
-    status.changes = super::changes::updated(stage, &stage.spec, &old.changes, ctx);
     if old.message.as_deref() != Some(message.as_str()) {
         let announcement = Announcement {
             warning: true,
@@ -255,9 +254,7 @@ async fn report_invalid(
         };
         ctx.writer.events.publish(stage, announcement).await;
     }
-    let changes = status.changes.clone();
-    ctx.writer.stage_status(stage, &old, status, now).await?;
-    super::changes::announce(stage, &old.changes, &changes, ctx).await;
+    super::changes::write_stage_status(stage, &old, status, ctx, now).await?;
     refuse_waiting_commands(stage, &message, ctx, now).await?;
     Ok(Action::requeue(INVALID_RETRY))
 }

@@ -208,16 +208,8 @@ impl Draft<'_> {
             // Paused on failure: all traffic back on primary, the canary kept for inspection.
             progress.weight = 0;
         }
-        let canary_serves = self
-            .input
-            .canary
-            .is_some_and(|c| c.available && c.release.as_deref() == Some(rollout.release.as_str()));
-        let baking = progress.baking_since.is_some();
         // A pause never leaves traffic on a canary that does not serve.
-        self.weight = Some(match canary_serves && !baking {
-            true => progress.weight,
-            false => 0,
-        });
+        self.weight = Some(self.held_weight(rollout, &progress));
         if newly {
             let kind = match reason {
                 "AnalysisFailed" => Transition::AnalysisFailed,
@@ -381,8 +373,7 @@ impl Draft<'_> {
         rollout: &ActiveRollout,
         progress: &CanaryProgress,
     ) {
-        let canary_serves = self.input.canary.is_some_and(|c| c.available);
-        self.weight = Some(if canary_serves { progress.weight } else { 0 });
+        self.weight = Some(self.held_weight(rollout, progress));
         self.keep_primary_on_previous(rollout);
         let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
         if self.input.now >= deadline {

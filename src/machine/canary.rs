@@ -43,10 +43,7 @@ impl Draft<'_> {
             .canary
             .clone()
             .unwrap_or_else(|| fresh_progress(now));
-        let canary_ready = self
-            .input
-            .canary
-            .is_some_and(|c| c.available && c.release.as_deref() == Some(rollout.release.as_str()));
+        let canary_ready = self.canary_serves(&rollout);
         let artifacts = self
             .release(&rollout.release)
             .map(|r| r.artifacts.clone())
@@ -125,6 +122,23 @@ impl Draft<'_> {
         self.event(Transition::Resumed, note, Some(&rollout.release.clone()));
     }
 
+    /// Whether the canary runs this rollout's release with pods to serve.
+    pub(super) fn canary_serves(&self, rollout: &ActiveRollout) -> bool {
+        let release = Some(rollout.release.as_str());
+        self.input
+            .canary
+            .is_some_and(|c| c.available && c.release.as_deref() == release)
+    }
+
+    /// The weight a rollout that holds still keeps on the canary: its own while the canary
+    /// serves and the release is not promoted yet, else none.
+    pub(super) fn held_weight(&self, rollout: &ActiveRollout, progress: &CanaryProgress) -> i32 {
+        match self.canary_serves(rollout) && progress.baking_since.is_none() {
+            true => progress.weight,
+            false => 0,
+        }
+    }
+
     /// A rollout paused for want of data keeps traffic only on a canary that serves, and rolls
     /// back if the canary stops serving for the progress deadline.
     fn hold_paused(
@@ -134,11 +148,7 @@ impl Draft<'_> {
         canary_ready: bool,
     ) {
         let baking = progress.baking_since.is_some();
-        self.weight = Some(if canary_ready && !baking {
-            progress.weight
-        } else {
-            0
-        });
+        self.weight = Some(self.held_weight(&rollout, &progress));
         let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
         if !baking && !canary_ready && self.input.now >= deadline {
             let why = "the canary stopped being available".to_string();

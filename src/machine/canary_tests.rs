@@ -64,6 +64,17 @@ fn plan() -> StagePlan {
     }
 }
 
+/// 10%, then a pause for a person, then 40%.
+fn manual_pause_plan() -> StagePlan {
+    let mut plan = plan();
+    plan.canary.as_mut().unwrap().steps = vec![
+        CanaryStepPlan::SetWeight(10),
+        CanaryStepPlan::Pause(None),
+        CanaryStepPlan::SetWeight(40),
+    ];
+    plan
+}
+
 fn release(name: &str) -> ReleaseView {
     ReleaseView {
         name: name.into(),
@@ -444,12 +455,7 @@ fn promote_skips_the_remaining_steps() {
 
 #[test]
 fn a_pause_without_duration_waits_for_promote_then_continues() {
-    let mut plan = plan();
-    plan.canary.as_mut().unwrap().steps = vec![
-        CanaryStepPlan::SetWeight(10),
-        CanaryStepPlan::Pause(None),
-        CanaryStepPlan::SetWeight(40),
-    ];
+    let plan = manual_pause_plan();
     let mut world = World::running_v1();
     for _ in 0..40 {
         world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
@@ -937,12 +943,7 @@ fn a_promote_on_a_bake_paused_for_missing_data_goes_on_baking_without_starting_a
 
 #[test]
 fn missing_data_during_a_pause_for_a_person_leaves_that_pause_alone() {
-    let mut plan = plan();
-    plan.canary.as_mut().unwrap().steps = vec![
-        CanaryStepPlan::SetWeight(10),
-        CanaryStepPlan::Pause(None),
-        CanaryStepPlan::SetWeight(40),
-    ];
+    let plan = manual_pause_plan();
     let mut world = World::running_v1();
     run_healthy(&mut world, &plan, |w| {
         w.rollout_phase() == Some(CanaryPhase::Paused)
