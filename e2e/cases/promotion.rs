@@ -239,8 +239,16 @@ pub async fn newer_release_supersedes_an_older_one_waiting_at_a_stage(mut env: T
         soaked >= jiff::SignedDuration::from_secs(20),
         "r2 soaked only {soaked}"
     );
-    let prod = env.stage("prod").await.status.unwrap();
-    let released: Vec<&str> = prod.history.iter().map(|h| h.release.as_str()).collect();
+    // The Release's entry is written before the Stage's status that records the history.
+    let released: Vec<String> = env
+        .wait_for("prod's history", Duration::from_secs(20), || async {
+            let history = env.stage("prod").await.status.unwrap_or_default().history;
+            match history.is_empty() {
+                true => Err("empty".to_string()),
+                false => Ok(history.into_iter().map(|h| h.release).collect()),
+            }
+        })
+        .await;
     assert_eq!(released, ["r2"], "r1 was never deployed to prod");
     env.wait_for("r1 phase Superseded", Duration::from_secs(20), || async {
         let p = env.release("r1").await.status.unwrap_or_default().phase;
