@@ -1,10 +1,10 @@
 # The two commands of the README: `make run` and `make test`.
-.PHONY: run test deps lint unit e2e crds bench
+.PHONY: run test deps lint unit e2e crds manifests image bench
 
 run:
 	bash hack/run.sh
 
-test: deps lint
+test: deps lint image
 	cargo test --all-targets
 
 deps:
@@ -25,4 +25,15 @@ bench: deps
 	cargo bench --bench canary
 
 crds:
-	cargo run -q --bin greenlight -- crdgen > crds/greenlight.yaml
+	cargo run -q --bin greenlight -- crdgen > crds/greenlight.yaml.new
+	mv crds/greenlight.yaml.new crds/greenlight.yaml
+
+# The kustomize base: the Helm chart rendered with config/default/chart-values.yaml.
+manifests: deps
+	python3 hack/helm.py render charts/greenlight --plain -f config/default/chart-values.yaml \
+	  > config/default/greenlight.yaml.new 2>/dev/null
+	mv config/default/greenlight.yaml.new config/default/greenlight.yaml
+
+# The operator's OCI image (target/image/oci), built without a daemon or a registry.
+image: deps
+	bash hack/image.sh

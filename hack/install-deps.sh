@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make run` need on a fresh Debian bookworm machine, idempotently:
-# Debian packages (etcd, Prometheus, Go toolchain) and a Kubernetes 1.20 control plane built
-# from Debian's `kubernetes` source package, cached outside the work tree.
+# Debian packages (etcd, Prometheus, Go toolchain, umoci for the image), the Helm engine from
+# PyPI (helm-python-sdk, for the chart), and a Kubernetes 1.20 control plane built from
+# Debian's `kubernetes` source package, cached outside the work tree.
 set -euo pipefail
 
 CACHE="${GREENLIGHT_CACHE:-$HOME/.cache/greenlight}"
@@ -13,7 +14,7 @@ SUDO=""
 log() { echo "[install-deps] $*" >&2; }
 
 need_pkgs=()
-for p in etcd-server prometheus golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential curl openssl; do
+for p in etcd-server prometheus golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential curl openssl umoci ca-certificates; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -28,6 +29,14 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     trap '$SUDO rm -f "$policy"' EXIT
   fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# The Helm v4 engine as a library (no helm binary, no Go toolchain): hack/helm.py uses it.
+HELM_SDK_VERSION=0.2.2
+if ! python3 -c "import helm_python, importlib.metadata as m; assert m.version('helm-python-sdk') == '$HELM_SDK_VERSION'" 2>/dev/null; then
+  log "installing helm-python-sdk $HELM_SDK_VERSION from PyPI"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    "helm-python-sdk==$HELM_SDK_VERSION"
 fi
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then

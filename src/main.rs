@@ -46,6 +46,10 @@ enum Command {
         /// File with the secret key (32 bytes or more) that signs and checks identity stamps,
         /// e.g. from a mounted Secret. Required, so stamps outlive a restart and all replicas
         /// agree.
+        /// Prometheus that Prometheus gates without an `address` query, e.g.
+        /// `http://prometheus-operated.monitoring:9090`. Its host joins --webhook-allow.
+        #[arg(long, env = "GREENLIGHT_PROMETHEUS_ADDRESS", value_parser = parse_prometheus_address)]
+        prometheus_address: Option<reqwest::Url>,
         #[arg(long, env = "GREENLIGHT_IDENTITY_KEY_FILE")]
         identity_key_file: Option<PathBuf>,
         /// Files with previous identity keys, during a rotation: stamps they made still verify,
@@ -102,7 +106,8 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             metrics_addr,
             log_format,
-            webhook_allow,
+            mut webhook_allow,
+            prometheus_address,
             identity_key_file,
             previous_identity_key_file,
             admission_addr,
@@ -127,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
                 limits: Default::default(),
                 refresh_every: admission_refresh,
             });
+            if let Some(url) = &prometheus_address {
+                webhook_allow.push(allow_entry(url));
+            }
             let client = kube_client(context).await?;
             let metrics = greenlight::metrics::Metrics::new();
             let server = tokio::spawn(greenlight::metrics::serve(metrics_addr, metrics.clone()));
@@ -134,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                 leader: leader.config(namespace.as_deref()),
                 namespace,
                 webhook_allow: greenlight::gates::allow::AllowList::new(webhook_allow),
+                prometheus_address: prometheus_address.map(String::from),
                 identity: Arc::new(identity),
                 admission,
             };
@@ -150,6 +159,27 @@ async fn main() -> anyhow::Result<()> {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     greenlight::schedule::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// An http(s) base URL without credentials, query or fragment.
+fn parse_prometheus_address(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("must be a base URL, without credentials, query or fragment".into());
+    }
+    Ok(url)
+}
+
+/// The allow-list entry (`host:port`) for a URL.
+fn allow_entry(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
 }
 
 fn init_tracing(format: LogFormat) {

@@ -6,6 +6,7 @@ mod canary;
 mod canary_safety;
 mod failover;
 mod gates;
+mod install;
 mod kubectl;
 mod promotion;
 mod restart;
@@ -24,6 +25,9 @@ macro_rules! cases {
 
 pub fn all() -> Vec<(&'static str, Case)> {
     cases![
+        install::the_image_runs_its_entrypoint_as_a_non_root_user_with_nothing_else,
+        install::the_chart_installs_two_replicas_that_run_with_its_rbac_and_arguments,
+        install::the_kustomize_base_is_the_rendered_chart_and_runs_with_cert_manager,
         promotion::release_goes_dev_test_prod_and_soaks_before_prod,
         promotion::newer_release_supersedes_an_older_one_waiting_at_a_stage,
         promotion::a_target_running_pods_of_its_own_is_flagged_and_never_touched,

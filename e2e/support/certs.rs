@@ -4,8 +4,14 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Writes a fresh CA and a leaf it signs into `dir`; returns the CA's PEM.
+/// Writes a fresh CA and a leaf for 127.0.0.1 it signs into `dir`; returns the CA's PEM.
 pub fn webhook_certs(dir: &Path, name: &str) -> String {
+    webhook_certs_for(dir, name, "IP:127.0.0.1")
+}
+
+/// Writes a fresh CA and a leaf with these subject alternative names (openssl syntax, e.g.
+/// `DNS:svc.ns.svc`) into `dir`; returns the CA's PEM.
+pub fn webhook_certs_for(dir: &Path, name: &str, san: &str) -> String {
     std::fs::create_dir_all(dir).expect("cert dir");
     let work = super::temp_dir("greenlight-certs");
     let run = |args: &[&str]| {
@@ -45,7 +51,7 @@ pub fn webhook_certs(dir: &Path, name: &str) -> String {
     ];
     csr.extend(ec);
     run(&csr);
-    std::fs::write(work.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("san");
+    std::fs::write(work.join("san.cnf"), format!("subjectAltName={san}\n")).expect("san");
     run(&[
         "x509",
         "-req",

@@ -390,6 +390,8 @@ fn apiserver_command(dir: &Path, certs: &Path, etcd_port: u16, api_port: u16) ->
         "--authorization-mode=RBAC",
         "--disable-admission-plugins=ServiceAccount",
         "--allow-privileged=true",
+        // Webhook Services are reached at their endpoints: no kube-proxy runs here.
+        "--enable-aggregator-routing=true",
         "--v=0",
     ]);
     api

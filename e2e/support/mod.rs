@@ -7,6 +7,7 @@ pub mod certs;
 pub mod controlplane;
 pub mod http;
 pub mod kubelet;
+pub mod pod;
 pub mod process;
 pub mod prometheus;
 pub mod traffic;

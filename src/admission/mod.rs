@@ -467,6 +467,7 @@ pub(crate) fn test_state(
         gate_env: GateEnv {
             http: crate::gates::http_client(&Default::default()),
             webhook_allow: crate::gates::allow::AllowList::default(),
+            prometheus_address: None,
         },
         metrics: Metrics::new(),
         client: kube::Client::new(service, "default"),

@@ -103,8 +103,10 @@ pub struct WindowGate {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusGate {
-    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
-    #[schemars(regex(pattern = r"^https?://"))]
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`. Empty or
+    /// absent: the operator's default (`--prometheus-address`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(regex(pattern = r"^$|^https?://"), length(max = 2048))]
     pub address: String,
     /// PromQL; `{{release}}`, `{{version}}`, `{{stage}}`, `{{namespace}}` and `{{pipeline}}`
     /// are replaced before the query is sent.

@@ -174,6 +174,7 @@ fn commanded(
     let env = crate::gates::GateEnv {
         http: crate::gates::http_client(&crate::gates::allow::AllowList::new(["127.0.0.1"])),
         webhook_allow: crate::gates::allow::AllowList::new(["127.0.0.1"]),
+        prometheus_address: None,
     };
     let fence = FENCE.with(|f| f.borrow().clone());
     Arc::new(Context {

@@ -55,6 +55,8 @@ pub struct Settings {
     /// Watch only this namespace; all namespaces when `None`.
     pub namespace: Option<String>,
     pub webhook_allow: crate::gates::allow::AllowList,
+    /// The Prometheus of gates that name none; already on `webhook_allow`.
+    pub prometheus_address: Option<String>,
     pub identity: Arc<IdentityKey>,
     /// Serve the admission webhooks; off when `None`.
     pub admission: Option<crate::admission::ServerConfig>,
@@ -189,6 +191,7 @@ pub async fn run(
     let env = crate::gates::GateEnv {
         http: crate::gates::http_client(&settings.webhook_allow),
         webhook_allow: settings.webhook_allow,
+        prometheus_address: settings.prometheus_address,
     };
     let leadership = settings
         .leader

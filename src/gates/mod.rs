@@ -136,6 +136,8 @@ static KINDS: &[&dyn GateKind] = &[
 pub struct GateEnv {
     pub http: reqwest::Client,
     pub webhook_allow: allow::AllowList,
+    /// The Prometheus of gates that name none (`--prometheus-address`).
+    pub prometheus_address: Option<String>,
 }
 
 /// The settings block of a kind, or the error that it is missing.
@@ -324,7 +326,7 @@ mod props {
         #[test]
         fn gate_validation_never_panics_and_names_the_field(condition in junk(), timeout in junk(), url in junk()) {
             use crate::api::gate::{GateSpec, GateType, PrometheusGate, WebhookGate};
-            let env = crate::gates::GateEnv { http: crate::gates::http_client(&Default::default()), webhook_allow: crate::gates::allow::AllowList::new(["*"]) };
+            let env = crate::gates::GateEnv { http: crate::gates::http_client(&Default::default()), webhook_allow: crate::gates::allow::AllowList::new(["*"]), prometheus_address: None };
             let prometheus = GateSpec {
                 gate_type: GateType::Prometheus,
                 soak: None,

@@ -36,10 +36,11 @@ impl PrometheusCheck {
     ) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
         let http = &env.http;
         let mut errors = Vec::new();
-        if let Err(e) = check_address(spec, env) {
-            errors.push(FieldError::new("spec.prometheus.address", e));
-        }
-        if let Some(why) = token_exposure(spec) {
+        let address = address(spec, env)
+            .and_then(|address| check_address(address, env).map(|()| address))
+            .map_err(|e| errors.push(FieldError::new("spec.prometheus.address", e)))
+            .unwrap_or_default();
+        if let Some(why) = token_exposure(spec, address) {
             errors.push(FieldError::new("spec.prometheus.bearerTokenSecretRef", why));
         }
         if spec.query.trim().is_empty() {
@@ -62,7 +63,7 @@ impl PrometheusCheck {
             (Some(threshold), Some(timeout)) if errors.is_empty() => Ok(Box::new(Self {
                 http: tls_client(spec, http, &env.webhook_allow),
                 allow: env.webhook_allow.clone(),
-                address: spec.address.trim_end_matches('/').to_string(),
+                address: address.trim_end_matches('/').to_string(),
                 query: spec.query.clone(),
                 threshold,
                 timeout,
@@ -177,36 +178,41 @@ impl GateCheck for PrometheusCheck {
     }
 }
 
+/// The gate's own address, else the operator's default.
+fn address<'a>(spec: &'a PrometheusGate, env: &'a super::GateEnv) -> Result<&'a str, String> {
+    match (spec.address.trim(), &env.prometheus_address) {
+        ("", Some(default)) => Ok(default.as_str()),
+        ("", None) => {
+            Err("required: this operator has no default Prometheus (--prometheus-address)".into())
+        }
+        (own, _) => Ok(own),
+    }
+}
+
 /// An http(s) URL with no query or fragment (a path prefix is fine, e.g. behind a proxy),
 /// whose host and port are on the allow-list.
-fn check_address(spec: &PrometheusGate, env: &super::GateEnv) -> Result<(), String> {
-    let url = reqwest::Url::parse(&spec.address)
-        .map_err(|e| format!("'{}' is not an http(s) URL: {e}", spec.address))?;
+fn check_address(address: &str, env: &super::GateEnv) -> Result<(), String> {
+    let url = reqwest::Url::parse(address)
+        .map_err(|e| format!("'{address}' is not an http(s) URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         let scheme = url.scheme();
         return Err(format!(
-            "'{}' is not an http(s) URL: scheme '{scheme}' is not http or https",
-            spec.address
+            "'{address}' is not an http(s) URL: scheme '{scheme}' is not http or https"
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(format!(
-            "'{}' has a query or fragment; give the server's base URL",
-            spec.address
+            "'{address}' has a query or fragment; give the server's base URL"
         ));
     }
     env.webhook_allow.refusal(&url).map_or(Ok(()), Err)
 }
 
 /// A bearer token goes only where it cannot be read on the way: https, certificates verified.
-fn token_exposure(spec: &PrometheusGate) -> Option<String> {
+fn token_exposure(spec: &PrometheusGate, address: &str) -> Option<String> {
     spec.bearer_token_secret_ref.as_ref()?;
     let insecure = spec.tls.as_ref().is_some_and(|t| t.insecure_skip_verify);
-    let https = spec
-        .address
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with("https://");
+    let https = address.trim().to_ascii_lowercase().starts_with("https://");
     match (https, insecure) {
         (true, false) => None,
         (false, _) => Some("a token is sent only over https; the address is not".into()),
@@ -334,8 +340,9 @@ impl super::GateKind for Kind {
         crate::api::GateType::Prometheus
     }
     fn destination(&self, spec: &crate::api::GateSpec) -> Option<(&'static str, String)> {
-        let address = spec.prometheus.as_ref()?.address.clone();
-        Some(("spec.prometheus.address", address))
+        // The default address is the platform team's; only a gate's own one is checked here.
+        let address = spec.prometheus.as_ref()?.address.trim();
+        (!address.is_empty()).then(|| ("spec.prometheus.address", address.to_string()))
     }
 
     fn configured(&self, spec: &crate::api::GateSpec) -> bool {
@@ -371,6 +378,7 @@ mod tests {
         super::super::GateEnv {
             http: super::super::http_client(&super::super::allow::AllowList::new([allow])),
             webhook_allow: super::super::allow::AllowList::new([allow]),
+            prometheus_address: None,
         }
     }
 
@@ -397,6 +405,34 @@ mod tests {
             Ok(_) => vec![],
             Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_gate_without_an_address_queries_the_operators_default_or_says_there_is_none() {
+        let spec = gate("", false, false);
+        let refused = refusals(&spec, "prometheus.monitoring:9090");
+        assert_eq!(
+            refused,
+            vec![
+                "spec.prometheus.address: required: this operator has no default Prometheus (--prometheus-address)"
+            ]
+        );
+        let mut with_default = env("prometheus.monitoring:9090");
+        with_default.prometheus_address = Some("http://prometheus.monitoring:9090/".into());
+        assert!(PrometheusCheck::compile(&spec, &with_default).is_ok());
+        assert_eq!(
+            address(&spec, &with_default),
+            Ok("http://prometheus.monitoring:9090/")
+        );
+        let own = gate("http://other:9090", false, false);
+        assert_eq!(address(&own, &with_default), Ok("http://other:9090"));
+        let token = gate("", true, false);
+        assert!(
+            PrometheusCheck::compile(&token, &with_default)
+                .err()
+                .is_some_and(|e| e[0].to_string().contains("only over https")),
+            "a token is judged against the default address it would go to"
+        );
     }
 
     #[test]

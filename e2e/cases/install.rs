@@ -1,0 +1,531 @@
+//! Installing Greenlight as a platform team would: with the Helm chart, rendered and
+//! installed by a real Helm engine, and with the kustomize base. Each runs on a control plane
+//! of its own, since both register cluster-wide webhooks. The operator runs from the image
+//! `make image` built, with exactly the installed Deployment's arguments, environment, user,
+//! volumes and ServiceAccount token, so the chart's RBAC and arguments are proven enough.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::env::{TestEnv, image, release_yaml, target_yaml};
+use crate::support::controlplane::ControlPlane;
+use crate::support::http::WebhookServer;
+use crate::support::pod::{self, HostPod};
+use crate::support::process::Proc;
+use crate::support::prometheus::Prometheus;
+
+const NS: &str = "greenlight-system";
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/greenlight");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_arguments(env: TestEnv) {
+    let cluster = Cluster::start();
+    let cp = cluster.cp;
+    cp.kubectl(&["create", "namespace", NS]);
+    let prometheus = Prometheus::start(&[]);
+    let values = chart_values(&env.dir, &prometheus.url);
+    let kubeconfig = cp.kubeconfig.to_string_lossy().to_string();
+    let with = ["--kubeconfig", &kubeconfig, "-f", &values];
+    let rendered = helm(&[&["render", CHART][..], &with].concat());
+    let expected: Vec<(String, String)> = CHART_OBJECTS
+        .iter()
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(objects(&rendered), expected, "the chart's objects");
+    dry_run_on_the_server(cp, &env.dir, &rendered);
+
+    helm(&[&["install", CHART][..], &with].concat());
+    let world = TestEnv::new(cp, cluster.kubelet.clone(), "chart-shop").await;
+    let made = kept_secrets(&world).await;
+    helm(&[&["upgrade", CHART][..], &with].concat());
+    assert_eq!(
+        kept_secrets(&world).await,
+        made,
+        "an upgrade keeps the identity key and the webhook certificate"
+    );
+
+    let mut replicas = run_replicas(&world, 2).await;
+    route_webhooks(cp, &env.dir, replicas[0].admission_port);
+    let leader = wait_for_one_leader(&world, &replicas).await;
+    // A Prometheus gate that names no Prometheus queries the chart's prometheusAddress.
+    world.apply(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {name: slo}\nspec:\n  type: prometheus\n  prometheus: {query: vector(1), condition: == 1}\n",
+    );
+    releases_roll_out(&world, "shop-1", &["slo"]).await;
+
+    let took = hand_over_on_sigterm(&world, &mut replicas, leader).await;
+    eprintln!(
+        "chart: hand-over after SIGTERM took {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(5), "hand-over took {took:?}");
+    let survivor = &replicas[1 - leader];
+    route_webhooks(cp, &env.dir, survivor.admission_port);
+    releases_roll_out(&world, "shop-2", &["slo"]).await;
+
+    for replica in replicas.iter_mut() {
+        replica.proc.kill();
+    }
+    helm(&["uninstall", "--kubeconfig", &kubeconfig]);
+    uninstall_keeps_crds_and_the_identity_key(cp);
+}
+
+pub async fn the_kustomize_base_is_the_rendered_chart_and_runs_with_cert_manager(env: TestEnv) {
+    let fresh = helm(&[
+        "render",
+        CHART,
+        "--plain",
+        "-f",
+        &format!("{ROOT}/config/default/chart-values.yaml"),
+    ]);
+    let shipped = std::fs::read_to_string(format!("{ROOT}/config/default/greenlight.yaml"))
+        .expect("config/default/greenlight.yaml");
+    assert!(
+        fresh == shipped,
+        "config/default/greenlight.yaml is stale: run `make manifests`"
+    );
+
+    let cluster = Cluster::start();
+    let cp = cluster.cp;
+    cp.kubectl(&["apply", "-f", &format!("{ROOT}/e2e/fixtures/")]);
+    let base = cp.kubectl(&["kustomize", &format!("{ROOT}/config/default")]);
+    cp.kubectl(&[
+        "apply",
+        "-f",
+        &format!("{ROOT}/config/default/namespace.yaml"),
+    ]);
+    dry_run_on_the_server(cp, &env.dir, &base);
+    let built = cp.kubectl(&["kustomize", &overlay_allowing_the_test_hosts(&env.dir)]);
+    let path = env.dir.join("kustomized.yaml");
+    std::fs::write(&path, &built).expect("write");
+    cp.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+
+    let world = TestEnv::new(cp, cluster.kubelet.clone(), "kustomize-shop").await;
+    create_the_identity_secret_as_the_readme_says(cp);
+    issue_the_certificate_as_cert_manager_would(cp, &env.dir);
+    let replicas = run_replicas(&world, 2).await;
+    route_webhooks(cp, &env.dir, replicas[0].admission_port);
+    wait_for_one_leader(&world, &replicas).await;
+    releases_roll_out(&world, "shop-1", &[]).await;
+}
+
+pub async fn the_image_runs_its_entrypoint_as_a_non_root_user_with_nothing_else(env: TestEnv) {
+    let image = pod::unpack(&env.dir);
+    assert_eq!(image.entrypoint, ["/greenlight"]);
+    assert_eq!(image.user, "65532:65532", "runs as non-root");
+    let mut files: Vec<String> = walk(&image.rootfs)
+        .iter()
+        .map(|p| p.strip_prefix(&image.rootfs).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "etc/group",
+            "etc/passwd",
+            "etc/ssl/certs/ca-certificates.crt",
+            "greenlight"
+        ],
+        "a static binary and CA certificates, no shell, no libc"
+    );
+    let out = Command::new(crate::support::find_binary("chroot"))
+        .arg(format!("--userspec={}", image.user))
+        .arg(&image.rootfs)
+        .args(&image.entrypoint)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .expect("run the entrypoint");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("greenlight {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = vec![];
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        match path.is_dir() {
+            true => files.extend(walk(&path)),
+            false => files.push(path),
+        }
+    }
+    files
+}
+
+/// What the chart installs with the test's values: kind and name, in template order.
+const CHART_OBJECTS: &[(&str, &str)] = &[
+    ("CustomResourceDefinition", "releases.greenlight.dev"),
+    ("CustomResourceDefinition", "stages.greenlight.dev"),
+    ("CustomResourceDefinition", "gates.greenlight.dev"),
+    ("CustomResourceDefinition", "approvals.greenlight.dev"),
+    ("CustomResourceDefinition", "stagecommands.greenlight.dev"),
+    ("Deployment", "greenlight"),
+    ("Secret", "greenlight-identity"),
+    ("PodDisruptionBudget", "greenlight"),
+    ("ClusterRole", "greenlight"),
+    ("ClusterRoleBinding", "greenlight"),
+    ("Service", "greenlight-webhook"),
+    ("Service", "greenlight-metrics"),
+    ("ServiceAccount", "greenlight"),
+    ("Secret", "greenlight-webhook-tls"),
+    ("MutatingWebhookConfiguration", "greenlight"),
+    ("ValidatingWebhookConfiguration", "greenlight"),
+];
+
+/// A control plane for one case, stopped when the case ends, with a fake kubelet.
+struct Cluster {
+    cp: &'static ControlPlane,
+    kubelet: crate::support::kubelet::Kubelet,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        // TestEnv wants a control plane that lives for the whole run; this one is stopped on
+        // drop instead, after the TestEnv made on it (declared later, dropped first).
+        let cp: &'static ControlPlane = Box::leak(Box::new(ControlPlane::start()));
+        let kubelet = crate::support::kubelet::start_in_background(cp.kubeconfig.clone());
+        Cluster { cp, kubelet }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.cp.shutdown();
+    }
+}
+
+/// The operator pods on the host: one process each, with the ports it listens on.
+struct Replica {
+    proc: Proc,
+    metrics_port: u16,
+    admission_port: u16,
+}
+
+/// The values a platform team sets, with ports free on this host.
+fn chart_values(dir: &Path, prometheus: &str) -> String {
+    let path = dir.join("values.yaml");
+    let yaml = format!(
+        "controller:\n  logFormat: text\n  logLevel: info,greenlight=debug\n  webhookAllow: [127.0.0.1, localhost]\n  prometheusAddress: {prometheus}\nmetrics:\n  port: {}\nwebhook:\n  port: {}\n",
+        crate::support::free_port(),
+        crate::support::free_port()
+    );
+    std::fs::write(&path, yaml).expect("values");
+    path.to_string_lossy().into_owned()
+}
+
+/// Runs hack/helm.py (the Helm engine of PyPI's helm-python-sdk); returns its stdout.
+fn helm(args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(format!("{ROOT}/hack/helm.py"))
+        .args(args)
+        .args(["--name", "greenlight", "--namespace", NS])
+        .output()
+        .expect("run python3 hack/helm.py");
+    assert!(
+        out.status.success(),
+        "helm.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kind and name of each object in a YAML stream.
+fn objects(yaml: &str) -> Vec<(String, String)> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .filter(|doc| doc.get("kind").is_some())
+        .map(|doc| {
+            let text = |v: Option<&serde_yaml::Value>| {
+                v.and_then(|v| v.as_str()).unwrap_or_default().to_string()
+            };
+            let name = doc.get("metadata").and_then(|m| m.get("name"));
+            (text(doc.get("kind")), text(name))
+        })
+        .collect()
+}
+
+fn dry_run_on_the_server(cp: &ControlPlane, dir: &Path, yaml: &str) {
+    let path = dir.join("dry-run.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let out = cp.kubectl_raw(&["apply", "--dry-run=server", "-f", &path.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "the apiserver refuses the manifests: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The identity key and the webhook CA, as installed.
+async fn kept_secrets(world: &TestEnv) -> (Vec<u8>, Vec<u8>) {
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), NS);
+    let value = |s: Secret, key: &str| s.data.and_then(|d| d.get(key).map(|b| b.0.clone()));
+    let key = secrets.get("greenlight-identity").await.expect("identity");
+    let tls = secrets.get("greenlight-webhook-tls").await.expect("tls");
+    let key = value(key, "key").expect("identity key");
+    assert!(key.len() >= 32, "the identity key has 32 bytes or more");
+    (key, value(tls, "ca.crt").expect("ca.crt"))
+}
+
+/// Starts the installed Deployment's pods on the host from the image; the second one's
+/// ports moved.
+async fn run_replicas(world: &TestEnv, count: usize) -> Vec<Replica> {
+    let client = world.client.clone();
+    let deployment = Api::<Deployment>::namespaced(client.clone(), NS)
+        .get("greenlight")
+        .await
+        .expect("the Deployment");
+    let names = pod_names(world, count).await;
+    let image = pod::unpack(&world.dir.join("image"));
+    let api_port: u16 = world.cp.server.rsplit(':').next().unwrap().parse().unwrap();
+    let ca = world.cp.dir.join("certs/ca.crt");
+    let mut replicas = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut pod = HostPod::prepare(
+            &client,
+            &deployment,
+            name,
+            &image,
+            ("127.0.0.1", api_port, &ca),
+        )
+        .await;
+        if i > 0 {
+            pod.move_port("--metrics-addr", crate::support::free_port());
+            pod.move_port("--admission-addr", crate::support::free_port());
+        }
+        let port = |flag: &str| -> u16 {
+            let addr = pod
+                .arg(flag)
+                .unwrap_or_else(|| panic!("{flag} in the pod's args"));
+            addr.rsplit(':').next().unwrap().parse().unwrap()
+        };
+        replicas.push(Replica {
+            metrics_port: port("--metrics-addr"),
+            admission_port: port("--admission-addr"),
+            proc: pod.start(&world.dir),
+        });
+    }
+    replicas
+}
+
+/// The names of the Deployment's pods, as its ReplicaSet made them.
+async fn pod_names(world: &TestEnv, count: usize) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(world.client.clone(), NS);
+    world
+        .wait_for("the operator's pods", Duration::from_secs(60), || async {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/name=greenlight"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let names: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            match names.len() >= count {
+                true => Ok(names[..count].to_vec()),
+                false => Err(format!("{names:?}")),
+            }
+        })
+        .await
+}
+
+/// Points the webhook Service at one replica: no kube-proxy runs here, so the apiserver
+/// reaches a Service at its endpoints, on this host's own address.
+fn route_webhooks(cp: &ControlPlane, dir: &Path, port: u16) {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: greenlight-webhook, namespace: {NS}}}\nsubsets:\n- addresses: [{{ip: \"{}\"}}]\n  ports: [{{name: https, port: {port}}}]\n",
+        pod::host_address()
+    );
+    let path = dir.join("endpoints.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    cp.kubectl(&["apply", "-f", &path.to_string_lossy()]);
+}
+
+/// Both replicas ready (every replica serves webhooks), exactly one leading; its index.
+async fn wait_for_one_leader(world: &TestEnv, replicas: &[Replica]) -> usize {
+    world
+        .wait_for(
+            "ready replicas and one leader",
+            Duration::from_secs(90),
+            || async {
+                let mut leaders = vec![];
+                for (i, r) in replicas.iter().enumerate() {
+                    let url = format!("http://127.0.0.1:{}/readyz", r.metrics_port);
+                    let ready = reqwest::get(&url).await.is_ok_and(|r| r.status() == 200);
+                    if !ready {
+                        return Err(format!("replica {i} not ready:\n{}", r.proc.tail(5)));
+                    }
+                    if TestEnv::leads(r.metrics_port).await {
+                        leaders.push(i);
+                    }
+                }
+                match leaders[..] {
+                    [one] => Ok(one),
+                    _ => Err(format!("leaders: {leaders:?}")),
+                }
+            },
+        )
+        .await
+}
+
+/// A release made through the webhooks (stamped with its creator) rolls out to a stage,
+/// past a webhook gate the operator reaches by a host name (resolved by the static binary
+/// from the pod's /etc/hosts), and the `more` gates.
+async fn releases_roll_out(world: &TestEnv, name: &str, more: &[&str]) {
+    let hooks = WebhookServer::default();
+    let port = hooks.start().await.rsplit(':').next().unwrap().to_string();
+    world.apply(&target_yaml("web-dev"));
+    let gates = [&["by-name"][..], more].concat().join(", ");
+    world.apply(&format!(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: by-name}}\nspec:\n  type: webhook\n  webhook: {{url: \"http://localhost:{port}/200/approved\"}}\n---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: dev}}\nspec:\n  pipeline: shop\n  target: {{name: web-dev}}\n  gates: [{gates}]\n"
+    ));
+    world.apply(&release_yaml(name, "shop", "1.0.0", &image(name)));
+    let release = world
+        .api::<greenlight::api::Release>()
+        .get(name)
+        .await
+        .expect("release");
+    let creator = release.spec.created_by.map(|c| c.username);
+    assert_eq!(creator.as_deref(), Some("admin"), "stamped by the webhook");
+    world
+        .wait_release_stage(name, "dev", "Succeeded", Duration::from_secs(120))
+        .await;
+    assert!(
+        hooks.calls("/200/approved") > 0,
+        "the gate was called by name"
+    );
+}
+
+/// SIGTERMs the leader; returns how long until the other replica leads.
+async fn hand_over_on_sigterm(
+    world: &TestEnv,
+    replicas: &mut [Replica],
+    leader: usize,
+) -> Duration {
+    let standby = replicas[1 - leader].metrics_port;
+    let started = Instant::now();
+    TestEnv::signal(replicas[leader].proc.child.id(), "TERM");
+    world
+        .wait_for("the standby to lead", Duration::from_secs(30), || async {
+            match TestEnv::leads(standby).await {
+                true => Ok(started.elapsed()),
+                false => Err("not yet".into()),
+            }
+        })
+        .await
+}
+
+fn uninstall_keeps_crds_and_the_identity_key(cp: &ControlPlane) {
+    let left = cp.kubectl(&["get", "crd", "-o", "name"]);
+    assert!(
+        left.contains("releases.greenlight.dev"),
+        "CRDs kept: {left}"
+    );
+    let secrets = cp.kubectl(&["get", "secret", "-n", NS, "-o", "name"]);
+    assert!(
+        secrets.contains("greenlight-identity"),
+        "key kept: {secrets}"
+    );
+    assert!(!secrets.contains("greenlight-webhook-tls"), "{secrets}");
+    let gone = cp.kubectl_raw(&["get", "deployment", "greenlight", "-n", NS]);
+    assert!(!gone.status.success(), "the Deployment is gone");
+}
+
+/// A platform team's overlay on config/default: the hosts its gates may call.
+fn overlay_allowing_the_test_hosts(dir: &Path) -> String {
+    let overlay = dir.join("overlay");
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    // kustomize 2.0 (kubectl 1.20) takes only a relative path to a base.
+    let up = "../".repeat(overlay.components().count() - 1);
+    let base = format!("{up}{}/config/default", ROOT.trim_start_matches('/'));
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        format!("bases: [{base}]\npatchesStrategicMerge: [allow.yaml]\n"),
+    )
+    .expect("kustomization");
+    std::fs::write(
+        overlay.join("allow.yaml"),
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: greenlight, namespace: {NS}}}\nspec:\n  template:\n    spec:\n      containers:\n      - name: greenlight\n        env:\n        - {{name: GREENLIGHT_WEBHOOK_ALLOW, value: \"127.0.0.1,localhost\"}}\n"),
+    )
+    .expect("patch");
+    overlay.to_string_lossy().into_owned()
+}
+
+fn create_the_identity_secret_as_the_readme_says(cp: &ControlPlane) {
+    let key: String = (0..48)
+        .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+        .collect();
+    cp.kubectl(&[
+        "-n",
+        NS,
+        "create",
+        "secret",
+        "generic",
+        "greenlight-identity",
+        &format!("--from-literal=key={key}"),
+    ]);
+}
+
+/// The Secret cert-manager's Certificate would produce, and the CA bundle its injector
+/// would write into the webhook configurations the base annotates.
+fn issue_the_certificate_as_cert_manager_would(cp: &ControlPlane, dir: &Path) {
+    let certs: PathBuf = dir.join("issued");
+    let san =
+        format!("DNS:greenlight-webhook.{NS}.svc,DNS:greenlight-webhook.{NS}.svc.cluster.local");
+    let ca = crate::support::certs::webhook_certs_for(&certs, "greenlight", &san);
+    let file = |name: &str| format!("--from-file={name}={}", certs.join(name).display());
+    cp.kubectl(&[
+        "-n",
+        NS,
+        "create",
+        "secret",
+        "generic",
+        "greenlight-webhook-tls",
+        &file("ca.crt"),
+        &file("tls.crt"),
+        &file("tls.key"),
+    ]);
+    use base64::Engine as _;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
+        let hooks = cp.kubectl(&[
+            "get",
+            kind,
+            "greenlight",
+            "-o",
+            "jsonpath={.webhooks[*].name}",
+        ]);
+        let patch: Vec<String> = (0..hooks.split_whitespace().count())
+            .map(|i| {
+                format!(
+                    r#"{{"op":"add","path":"/webhooks/{i}/clientConfig/caBundle","value":"{bundle}"}}"#
+                )
+            })
+            .collect();
+        cp.kubectl(&[
+            "patch",
+            kind,
+            "greenlight",
+            "--type=json",
+            &format!("-p=[{}]", patch.join(",")),
+        ]);
+    }
+}
