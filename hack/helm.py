@@ -6,8 +6,9 @@ helm-python-sdk bundles (no helm binary). `make test` installs the package.
   helm.py install|upgrade CHART --name N --namespace NS --kubeconfig K [-f VALUES]... [--set k=v]...
   helm.py uninstall --name N --namespace NS --kubeconfig K
 
-render prints the manifests as one YAML stream, in template order; with --kubeconfig, `lookup`
-sees the cluster (as `helm install` does), else it finds nothing (as `helm template`). With
+render prints the manifests as one YAML stream, in template order; with --kubeconfig it is an
+install dry run on the server (the cluster's API versions, and `lookup` sees the cluster, as
+`helm install`), else the defaults of Helm and `lookup` finds nothing (as `helm template`). With
 --plain, Helm's own labels and source comments are left out (for config/default)."""
 
 import argparse
@@ -46,9 +47,12 @@ def render(args):
     chart.validate_schema(vals)
     opts = dict(name=args.name, namespace=args.namespace, is_install=True)
     if args.kubeconfig:
-        manifests = config(args).render(chart, vals, **opts)
-    else:
-        manifests = chart.render(vals, **opts)
+        # An install dry run on the server: the cluster's own capabilities (API versions,
+        # Kubernetes version) and `lookup`, exactly as `helm install` renders.
+        release = config(args).install(chart, args.name, vals, namespace=args.namespace, dry_run="server")
+        print(release["manifest"].strip())
+        return
+    manifests = chart.render(vals, **opts)
     for path in sorted(manifests):
         body = manifests[path].strip()
         if not body or path.endswith("NOTES.txt") or not any(

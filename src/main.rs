@@ -43,13 +43,13 @@ enum Command {
         /// Comma-separated; empty (the default) allows none.
         #[arg(long, env = "GREENLIGHT_WEBHOOK_ALLOW", value_delimiter = ',')]
         webhook_allow: Vec<String>,
-        /// File with the secret key (32 bytes or more) that signs and checks identity stamps,
-        /// e.g. from a mounted Secret. Required, so stamps outlive a restart and all replicas
-        /// agree.
         /// Prometheus that Prometheus gates without an `address` query, e.g.
         /// `http://prometheus-operated.monitoring:9090`. Its host joins --webhook-allow.
         #[arg(long, env = "GREENLIGHT_PROMETHEUS_ADDRESS", value_parser = parse_prometheus_address)]
         prometheus_address: Option<reqwest::Url>,
+        /// File with the secret key (32 bytes or more) that signs and checks identity stamps,
+        /// e.g. from a mounted Secret. Required, so stamps outlive a restart and all replicas
+        /// agree.
         #[arg(long, env = "GREENLIGHT_IDENTITY_KEY_FILE")]
         identity_key_file: Option<PathBuf>,
         /// Files with previous identity keys, during a rotation: stamps they made still verify,

@@ -21,6 +21,10 @@ use crate::support::process::Proc;
 use crate::support::prometheus::Prometheus;
 
 const NS: &str = "greenlight-system";
+/// The chart is installed under another release name than the one config/ uses, so that every
+/// name the chart rewrites (RBAC, webhook configurations, Secrets) is proven.
+const RELEASE: &str = "delivery";
+const FULL: &str = "delivery-greenlight";
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/greenlight");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -32,27 +36,31 @@ pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_argument
     let values = chart_values(&env.dir, &prometheus.url);
     let kubeconfig = cp.kubeconfig.to_string_lossy().to_string();
     let with = ["--kubeconfig", &kubeconfig, "-f", &values];
-    let rendered = helm(&[&["render", CHART][..], &with].concat());
-    let expected: Vec<(String, String)> = CHART_OBJECTS
+    let rendered = helm(RELEASE, &[&["render", CHART][..], &with].concat());
+    let mut expected: Vec<(String, String)> = CHART_OBJECTS
         .iter()
-        .map(|(k, n)| (k.to_string(), n.to_string()))
+        .map(|(k, n)| (k.to_string(), n.replace("{full}", FULL)))
         .collect();
-    assert_eq!(objects(&rendered), expected, "the chart's objects");
+    expected.sort();
+    let mut rendered_objects = objects(&rendered);
+    rendered_objects.sort();
+    assert_eq!(rendered_objects, expected, "the chart's objects");
     dry_run_on_the_server(cp, &env.dir, &rendered);
 
-    helm(&[&["install", CHART][..], &with].concat());
+    helm(RELEASE, &[&["install", CHART][..], &with].concat());
     let world = TestEnv::new(cp, cluster.kubelet.clone(), "chart-shop").await;
-    let made = kept_secrets(&world).await;
-    helm(&[&["upgrade", CHART][..], &with].concat());
+    let made = kept_secrets(&world, FULL).await;
+    helm(RELEASE, &[&["upgrade", CHART][..], &with].concat());
     assert_eq!(
-        kept_secrets(&world).await,
+        kept_secrets(&world, FULL).await,
         made,
         "an upgrade keeps the identity key and the webhook certificate"
     );
 
-    let mut replicas = run_replicas(&world, 2).await;
-    route_webhooks(cp, &env.dir, replicas[0].admission_port);
+    let mut replicas = run_replicas(&world, FULL, 2).await;
+    route_webhooks(cp, &env.dir, FULL, replicas[0].admission_port);
     let leader = wait_for_one_leader(&world, &replicas).await;
+    the_operator_puts_back_a_removed_ca_bundle(&world).await;
     // A Prometheus gate that names no Prometheus queries the chart's prometheusAddress.
     world.apply(
         "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {name: slo}\nspec:\n  type: prometheus\n  prometheus: {query: vector(1), condition: == 1}\n",
@@ -66,24 +74,27 @@ pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_argument
     );
     assert!(took < Duration::from_secs(5), "hand-over took {took:?}");
     let survivor = &replicas[1 - leader];
-    route_webhooks(cp, &env.dir, survivor.admission_port);
+    route_webhooks(cp, &env.dir, FULL, survivor.admission_port);
     releases_roll_out(&world, "shop-2", &["slo"]).await;
 
     for replica in replicas.iter_mut() {
         replica.proc.kill();
     }
-    helm(&["uninstall", "--kubeconfig", &kubeconfig]);
-    uninstall_keeps_crds_and_the_identity_key(cp);
+    helm(RELEASE, &["uninstall", "--kubeconfig", &kubeconfig]);
+    uninstall_keeps_crds_and_the_identity_key(cp, FULL);
 }
 
 pub async fn the_kustomize_base_is_the_rendered_chart_and_runs_with_cert_manager(env: TestEnv) {
-    let fresh = helm(&[
-        "render",
-        CHART,
-        "--plain",
-        "-f",
-        &format!("{ROOT}/config/default/chart-values.yaml"),
-    ]);
+    let fresh = helm(
+        "greenlight",
+        &[
+            "render",
+            CHART,
+            "--plain",
+            "-f",
+            &format!("{ROOT}/config/default/chart-values.yaml"),
+        ],
+    );
     let shipped = std::fs::read_to_string(format!("{ROOT}/config/default/greenlight.yaml"))
         .expect("config/default/greenlight.yaml");
     assert!(
@@ -109,8 +120,8 @@ pub async fn the_kustomize_base_is_the_rendered_chart_and_runs_with_cert_manager
     let world = TestEnv::new(cp, cluster.kubelet.clone(), "kustomize-shop").await;
     create_the_identity_secret_as_the_readme_says(cp);
     issue_the_certificate_as_cert_manager_would(cp, &env.dir);
-    let replicas = run_replicas(&world, 2).await;
-    route_webhooks(cp, &env.dir, replicas[0].admission_port);
+    let replicas = run_replicas(&world, "greenlight", 2).await;
+    route_webhooks(cp, &env.dir, "greenlight", replicas[0].admission_port);
     wait_for_one_leader(&world, &replicas).await;
     releases_roll_out(&world, "shop-1", &[]).await;
 }
@@ -166,24 +177,26 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// What the chart installs with the test's values: kind and name, in template order.
+/// What the chart installs with the test's values: kind and name.
 const CHART_OBJECTS: &[(&str, &str)] = &[
     ("CustomResourceDefinition", "releases.greenlight.dev"),
     ("CustomResourceDefinition", "stages.greenlight.dev"),
     ("CustomResourceDefinition", "gates.greenlight.dev"),
     ("CustomResourceDefinition", "approvals.greenlight.dev"),
     ("CustomResourceDefinition", "stagecommands.greenlight.dev"),
-    ("Deployment", "greenlight"),
-    ("Secret", "greenlight-identity"),
-    ("PodDisruptionBudget", "greenlight"),
-    ("ClusterRole", "greenlight"),
-    ("ClusterRoleBinding", "greenlight"),
-    ("Service", "greenlight-webhook"),
-    ("Service", "greenlight-metrics"),
-    ("ServiceAccount", "greenlight"),
-    ("Secret", "greenlight-webhook-tls"),
-    ("MutatingWebhookConfiguration", "greenlight"),
-    ("ValidatingWebhookConfiguration", "greenlight"),
+    ("Deployment", "{full}"),
+    ("Secret", "{full}-identity"),
+    ("PodDisruptionBudget", "{full}"),
+    ("ClusterRole", "{full}"),
+    ("ClusterRoleBinding", "{full}"),
+    ("Role", "{full}-leader-election"),
+    ("RoleBinding", "{full}-leader-election"),
+    ("Service", "{full}-webhook"),
+    ("Service", "{full}-metrics"),
+    ("ServiceAccount", "{full}"),
+    ("Secret", "{full}-webhook-tls"),
+    ("MutatingWebhookConfiguration", "{full}"),
+    ("ValidatingWebhookConfiguration", "{full}"),
 ];
 
 /// A control plane for one case, stopped when the case ends, with a fake kubelet.
@@ -227,12 +240,13 @@ fn chart_values(dir: &Path, prometheus: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Runs hack/helm.py (the Helm engine of PyPI's helm-python-sdk); returns its stdout.
-fn helm(args: &[&str]) -> String {
+/// Runs hack/helm.py (the Helm engine of PyPI's helm-python-sdk) for the release `name`;
+/// returns its stdout.
+fn helm(name: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg(format!("{ROOT}/hack/helm.py"))
         .args(args)
-        .args(["--name", "greenlight", "--namespace", NS])
+        .args(["--name", name, "--namespace", NS])
         .output()
         .expect("run python3 hack/helm.py");
     assert!(
@@ -271,11 +285,12 @@ fn dry_run_on_the_server(cp: &ControlPlane, dir: &Path, yaml: &str) {
 }
 
 /// The identity key and the webhook CA, as installed.
-async fn kept_secrets(world: &TestEnv) -> (Vec<u8>, Vec<u8>) {
+async fn kept_secrets(world: &TestEnv, full: &str) -> (Vec<u8>, Vec<u8>) {
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), NS);
     let value = |s: Secret, key: &str| s.data.and_then(|d| d.get(key).map(|b| b.0.clone()));
-    let key = secrets.get("greenlight-identity").await.expect("identity");
-    let tls = secrets.get("greenlight-webhook-tls").await.expect("tls");
+    let key = secrets.get(&format!("{full}-identity")).await;
+    let tls = secrets.get(&format!("{full}-webhook-tls")).await;
+    let (key, tls) = (key.expect("identity"), tls.expect("tls"));
     let key = value(key, "key").expect("identity key");
     assert!(key.len() >= 32, "the identity key has 32 bytes or more");
     (key, value(tls, "ca.crt").expect("ca.crt"))
@@ -283,10 +298,10 @@ async fn kept_secrets(world: &TestEnv) -> (Vec<u8>, Vec<u8>) {
 
 /// Starts the installed Deployment's pods on the host from the image; the second one's
 /// ports moved.
-async fn run_replicas(world: &TestEnv, count: usize) -> Vec<Replica> {
+async fn run_replicas(world: &TestEnv, full: &str, count: usize) -> Vec<Replica> {
     let client = world.client.clone();
     let deployment = Api::<Deployment>::namespaced(client.clone(), NS)
-        .get("greenlight")
+        .get(full)
         .await
         .expect("the Deployment");
     let names = pod_names(world, count).await;
@@ -346,9 +361,9 @@ async fn pod_names(world: &TestEnv, count: usize) -> Vec<String> {
 
 /// Points the webhook Service at one replica: no kube-proxy runs here, so the apiserver
 /// reaches a Service at its endpoints, on this host's own address.
-fn route_webhooks(cp: &ControlPlane, dir: &Path, port: u16) {
+fn route_webhooks(cp: &ControlPlane, dir: &Path, full: &str, port: u16) {
     let yaml = format!(
-        "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: greenlight-webhook, namespace: {NS}}}\nsubsets:\n- addresses: [{{ip: \"{}\"}}]\n  ports: [{{name: https, port: {port}}}]\n",
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {full}-webhook, namespace: {NS}}}\nsubsets:\n- addresses: [{{ip: \"{}\"}}]\n  ports: [{{name: https, port: {port}}}]\n",
         pod::host_address()
     );
     let path = dir.join("endpoints.yaml");
@@ -411,6 +426,35 @@ async fn releases_roll_out(world: &TestEnv, name: &str, more: &[&str]) {
     );
 }
 
+/// The operator keeps the CA bundle of the configurations its flags name, under the chart's
+/// ClusterRole, which lets it patch those (renamed) configurations only.
+async fn the_operator_puts_back_a_removed_ca_bundle(world: &TestEnv) {
+    let kind = "mutatingwebhookconfiguration";
+    let path = "jsonpath={.webhooks[0].clientConfig.caBundle}";
+    let before = world.cp.kubectl(&["get", kind, FULL, "-o", path]);
+    assert!(!before.is_empty(), "installed with a CA bundle");
+    world.cp.kubectl(&[
+        "patch",
+        kind,
+        FULL,
+        "--type=json",
+        "-p=[{\"op\":\"remove\",\"path\":\"/webhooks/0/clientConfig/caBundle\"}]",
+    ]);
+    world
+        .wait_for(
+            "the CA bundle put back",
+            Duration::from_secs(30),
+            || async {
+                let now = world.cp.kubectl(&["get", kind, FULL, "-o", path]);
+                match now == before {
+                    true => Ok(()),
+                    false => Err(format!("caBundle {now:?}")),
+                }
+            },
+        )
+        .await;
+}
+
 /// SIGTERMs the leader; returns how long until the other replica leads.
 async fn hand_over_on_sigterm(
     world: &TestEnv,
@@ -430,19 +474,18 @@ async fn hand_over_on_sigterm(
         .await
 }
 
-fn uninstall_keeps_crds_and_the_identity_key(cp: &ControlPlane) {
+fn uninstall_keeps_crds_and_the_identity_key(cp: &ControlPlane, full: &str) {
     let left = cp.kubectl(&["get", "crd", "-o", "name"]);
     assert!(
         left.contains("releases.greenlight.dev"),
         "CRDs kept: {left}"
     );
     let secrets = cp.kubectl(&["get", "secret", "-n", NS, "-o", "name"]);
-    assert!(
-        secrets.contains("greenlight-identity"),
-        "key kept: {secrets}"
-    );
-    assert!(!secrets.contains("greenlight-webhook-tls"), "{secrets}");
-    let gone = cp.kubectl_raw(&["get", "deployment", "greenlight", "-n", NS]);
+    let key = format!("{full}-identity");
+    assert!(secrets.contains(&key), "key kept: {secrets}");
+    let tls = format!("{full}-webhook-tls");
+    assert!(!secrets.contains(&tls), "{secrets}");
+    let gone = cp.kubectl_raw(&["get", "deployment", full, "-n", NS]);
     assert!(!gone.status.success(), "the Deployment is gone");
 }
 

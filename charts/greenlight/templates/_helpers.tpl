@@ -4,13 +4,14 @@
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* At most 51 characters, so "-webhook-tls" and "-identity" still fit in 63. */}}
 {{- define "greenlight.fullname" -}}
 {{- if .Values.fullnameOverride -}}
-{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- .Values.fullnameOverride | trunc 51 | trimSuffix "-" -}}
 {{- else if contains (include "greenlight.name" .) .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- .Release.Name | trunc 51 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name (include "greenlight.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name (include "greenlight.name" .) | trunc 51 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
@@ -30,8 +31,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "greenlight.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "greenlight.fullname" .) .Values.serviceAccount.name -}}
+{{- else if .Values.serviceAccount.name -}}
+{{- .Values.serviceAccount.name -}}
 {{- else -}}
-{{- default "default" .Values.serviceAccount.name -}}
+{{- fail "serviceAccount.create=false needs serviceAccount.name: the operator's rights must not go to the namespace's default ServiceAccount" -}}
 {{- end -}}
 {{- end -}}
 
