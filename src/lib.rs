@@ -12,6 +12,7 @@ pub mod leader;
 pub mod machine;
 pub mod metrics;
 pub mod pipeline;
+pub mod plugin;
 pub mod routers;
 pub mod schedule;
 pub mod validation;

@@ -181,7 +181,8 @@ pub fn build_service(
             name: p.name.clone(),
             port: p.container_port,
             target_port: Some(IntOrString::Int(p.container_port)),
-            protocol: p.protocol.clone(),
+            // Server-side apply on Kubernetes 1.20 needs the key field of the ports list.
+            protocol: Some(p.protocol.clone().unwrap_or_else(|| "TCP".into())),
             ..Default::default()
         })
         .collect();
@@ -190,6 +191,7 @@ pub fn build_service(
             name: Some("http".into()),
             port: 80,
             target_port: Some(IntOrString::Int(80)),
+            protocol: Some("TCP".into()),
             ..Default::default()
         }]
     } else {

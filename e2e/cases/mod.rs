@@ -8,6 +8,7 @@ mod failover;
 mod gates;
 mod install;
 mod kubectl;
+mod plugin;
 mod promotion;
 mod restart;
 mod rollback;
@@ -25,6 +26,7 @@ macro_rules! cases {
 
 pub fn all() -> Vec<(&'static str, Case)> {
     cases![
+        plugin::the_plugin_shows_approves_steers_and_waits_like_a_release_manager,
         install::the_image_runs_its_entrypoint_as_a_non_root_user_with_nothing_else,
         install::the_chart_installs_two_replicas_that_run_with_its_rbac_and_arguments,
         install::the_kustomize_base_is_the_rendered_chart_and_runs_with_cert_manager,

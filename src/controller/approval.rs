@@ -22,6 +22,8 @@ use crate::identity::Unverified;
 const CONTROLLER: &str = "approval";
 /// Condition: the approver stamp is this operator's (True), or why not (False).
 pub const VERIFIED: &str = "Verified";
+/// How an Approval's message says it counts at its stage (`kubectl greenlight approve` reads it).
+pub const COUNTS: &str = "counts toward gate";
 /// Reason of a verified Approval whose Release and Stage exist: it is in the audit trail.
 const RECORDED: &str = "Verified";
 
@@ -194,7 +196,7 @@ pub(crate) fn eligibility(
         .approval_gates(stage)
         .into_iter()
         .map(|(name, policy)| match policy.refusal(who, author) {
-            None => format!("counts toward gate '{name}'"),
+            None => format!("{COUNTS} '{name}'"),
             Some(why) => format!("does not count toward gate '{name}': {why}"),
         })
         .collect();

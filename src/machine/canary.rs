@@ -548,10 +548,20 @@ impl Draft<'_> {
         } else {
             self.weight = Some(progress.weight);
         }
-        let moved = self
-            .input
-            .canary
-            .is_none_or(|c| c.weight_in_effect.is_none_or(|w| w == 0));
+        // Without a router the canary's share is its share of the pods: scaling it down is
+        // what takes its traffic away, so that cannot wait for the traffic to leave first.
+        let by_replicas = rollout.routing.is_none()
+            && self
+                .input
+                .plan
+                .canary
+                .as_ref()
+                .is_none_or(|c| c.routing.is_none());
+        let moved = by_replicas
+            || self
+                .input
+                .canary
+                .is_none_or(|c| c.weight_in_effect.is_none_or(|w| w == 0));
         if primary_ok && moved {
             self.drain_canary();
             return self.draining() || self.input.canary.is_none_or(|c| c.replicas == 0);

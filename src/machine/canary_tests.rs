@@ -112,6 +112,9 @@ struct World {
     dues: Vec<(String, Measured, bool)>,
     /// Who changed the route's weight behind the machine's back, when someone did.
     changed_by: Option<String>,
+    /// No router: the weight in effect is the one the canary workload was last sized for.
+    by_replicas: bool,
+    sized_for: i32,
 }
 
 impl World {
@@ -150,6 +153,19 @@ impl World {
             route_gone: false,
             dues: vec![],
             changed_by: None,
+            by_replicas: false,
+            sized_for: 0,
+        }
+    }
+
+    /// The weight the router reports: the route's, or the canary's pods' share.
+    fn weight_in_effect(&self) -> Option<i32> {
+        match (self.by_replicas, self.route_gone) {
+            (true, _) => {
+                Some(self.sized_for).filter(|_| self.canary_available && self.canary_replicas > 0)
+            }
+            (false, true) => None,
+            (false, false) => Some(self.weight),
         }
     }
 
@@ -170,7 +186,7 @@ impl World {
             release: self.canary.clone(),
             replicas: self.canary_replicas,
             available: self.canary_available,
-            weight_in_effect: Some(self.weight).filter(|_| !self.route_gone),
+            weight_in_effect: self.weight_in_effect(),
             router_problem: self
                 .route_gone
                 .then(|| "HTTPRoute 'web' not found".to_string()),
@@ -239,8 +255,12 @@ impl World {
                 }
                 self.canary = Some(name.clone());
                 self.canary_replicas = 2;
+                self.sized_for = out.canary_scale_weight.unwrap_or(0);
             }
-            Some(DesiredPrimary::Empty) => self.canary_replicas = 0,
+            Some(DesiredPrimary::Empty) => {
+                self.canary_replicas = 0;
+                self.sized_for = 0;
+            }
             None => {}
         }
         match &out.primary {
@@ -433,6 +453,27 @@ fn onfailure_pause_keeps_the_canary_but_moves_traffic_back() {
             .unwrap()
             .contains("Aborted")
     );
+}
+
+#[test]
+fn an_abort_without_a_router_scales_the_canary_down_and_finishes_the_rollback() {
+    let mut plan = manual_pause_plan();
+    plan.canary.as_mut().unwrap().routing = None;
+    let mut world = World::running_v1();
+    world.by_replicas = true;
+    run_healthy(&mut world, &plan, |w| {
+        w.rollout_phase() == Some(CanaryPhase::Paused)
+    });
+    assert_eq!(
+        world.weight_in_effect(),
+        Some(10),
+        "the canary's pods carry 10%"
+    );
+    world.command = Some(Command::Abort);
+    run_healthy(&mut world, &plan, |w| w.status.rollout.is_none());
+    assert_eq!(world.status.history[0].outcome, RolloutOutcome::RolledBack);
+    assert_eq!(world.canary_replicas, 0, "its pods were its traffic");
+    assert_eq!(world.primary.as_deref(), Some("v1"));
 }
 
 #[test]
