@@ -284,6 +284,19 @@ impl TestEnv {
         name
     }
 
+    /// Creates an Approval of `release` at `stage` as `user`.
+    pub fn approve_as(&self, user: &str, release: &str, stage: &str) {
+        let yaml = format!(
+            "apiVersion: greenlight.dev/v1alpha1\nkind: Approval\nmetadata: {{name: {release}-{stage}-{user}}}\nspec: {{release: {release}, stage: {stage}, decision: approve}}\n"
+        );
+        let out = self.kubectl_as(user, &["create", "-f", "-"], &yaml);
+        assert!(
+            out.status.success(),
+            "{user} approves {release}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Waits until the controller has handled the StageCommand; returns its status.
     pub async fn wait_command(&self, name: &str) -> StageCommandStatus {
         self.wait_for(

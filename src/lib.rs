@@ -11,6 +11,7 @@ pub mod index;
 pub mod leader;
 pub mod machine;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod plugin;
 pub mod routers;

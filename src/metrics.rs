@@ -51,6 +51,14 @@ pub struct AdmissionLabels {
     pub allowed: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// `slack`, `teams` or `webhook`.
+    pub notifier_type: &'static str,
+    /// `sent`, or `failed` (an attempt that is retried until the notice is an hour old).
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
@@ -61,12 +69,24 @@ pub struct Metrics {
     pub api_write_refusals: Family<RefusalLabels, Counter>,
     pub admission_reviews: Family<AdmissionLabels, Counter>,
     pub webhook_certificate_reloads: Counter,
+    pub notifications: Family<NotificationLabels, Counter>,
     /// 1 while this replica leads (reconciles and writes), else 0.
     pub leader: prometheus_client::metrics::gauge::Gauge,
     pub leadership_changes: Counter,
     /// Set once the watch caches have synced; `/readyz` answers 503 until then.
     pub ready: std::sync::atomic::AtomicBool,
     registry: Registry,
+}
+
+/// Notice deliveries: per notifier type and outcome, so bounded whatever the Notifiers.
+fn notification_metrics(registry: &mut Registry) -> Family<NotificationLabels, Counter> {
+    let notifications = Family::<NotificationLabels, Counter>::default();
+    registry.register(
+        "notifications",
+        "Notice deliveries to Notifiers, by notifier type and outcome (sent, or failed and retried)",
+        notifications.clone(),
+    );
+    notifications
 }
 
 /// Whether this replica leads, and how often that changed.
@@ -148,6 +168,7 @@ impl Metrics {
             "Times the admission webhook server took a new serving certificate",
             webhook_certificate_reloads.clone(),
         );
+        let notifications = notification_metrics(&mut registry);
         let (leader, leadership_changes) = leadership_metrics(&mut registry);
         Arc::new(Self {
             leader,
@@ -161,6 +182,7 @@ impl Metrics {
             api_write_refusals,
             admission_reviews,
             webhook_certificate_reloads,
+            notifications,
             ready: Default::default(),
             registry,
         })

@@ -184,6 +184,7 @@ const CHART_OBJECTS: &[(&str, &str)] = &[
     ("CustomResourceDefinition", "gates.greenlight.dev"),
     ("CustomResourceDefinition", "approvals.greenlight.dev"),
     ("CustomResourceDefinition", "stagecommands.greenlight.dev"),
+    ("CustomResourceDefinition", "notifiers.greenlight.dev"),
     ("Deployment", "{full}"),
     ("Secret", "{full}-identity"),
     ("PodDisruptionBudget", "{full}"),

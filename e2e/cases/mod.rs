@@ -8,6 +8,7 @@ mod failover;
 mod gates;
 mod install;
 mod kubectl;
+mod notify;
 mod plugin;
 mod promotion;
 mod restart;
@@ -26,6 +27,7 @@ macro_rules! cases {
 
 pub fn all() -> Vec<(&'static str, Case)> {
     cases![
+        notify::each_transition_is_told_once_with_who_and_why_even_across_an_outage_and_a_restart,
         plugin::the_plugin_shows_approves_steers_and_waits_like_a_release_manager,
         install::the_image_runs_its_entrypoint_as_a_non_root_user_with_nothing_else,
         install::the_chart_installs_two_replicas_that_run_with_its_rbac_and_arguments,

@@ -156,6 +156,7 @@ impl ControlPlane {
             "stages.greenlight.dev",
             "gates.greenlight.dev",
             "approvals.greenlight.dev",
+            "notifiers.greenlight.dev",
             "httproutes.gateway.networking.k8s.io",
         ] {
             self.kubectl(&[

@@ -8,6 +8,7 @@ pub mod change;
 pub mod command;
 pub mod conditions;
 pub mod gate;
+pub mod notifier;
 pub mod patterns;
 pub mod release;
 pub mod stage;
@@ -18,6 +19,7 @@ pub use command::{
 };
 pub use conditions::{Condition, ConditionStatus};
 pub use gate::{Gate, GateSpec, GateStatus, GateType};
+pub use notifier::{NoticeKind, Notifier, NotifierSpec, NotifierStatus, NotifierType};
 pub use release::{Release, ReleaseSpec, ReleaseStatus};
 pub use stage::{Stage, StageSpec, StageStatus};
 

@@ -79,6 +79,11 @@ pub struct StageSpec {
     /// pass stops the evaluation, so list cheap checks first.
     #[serde(default)]
     pub gates: Vec<String>,
+    /// Notifiers (in this namespace) told when a release is upcoming, starts, changes step,
+    /// waits for approval, succeeds, fails or is rolled back here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 253)))]
+    pub notifiers: Vec<String>,
     /// Release windows; a `deny` entry (blackout) wins over `allow` entries.
     #[serde(default)]
     pub windows: Vec<Window>,

@@ -134,6 +134,7 @@ async fn reconcile_approval(
             reason: if rejected { "Rejected" } else { "Approved" },
             note: format!("stage {}: {}", spec.stage, entry.message),
             key: super::release::event_key(entry),
+            notify_stage: None,
         };
         ctx.writer.events.publish(&*release, a).await;
     }

@@ -89,6 +89,7 @@ where
         warning: !change.verified,
         reason: "SpecChanged",
         key: format!("spec/{}", change.generation),
+        notify_stage: None,
         note: format!(
             "{} changed {fields} (generation {})",
             change.by, change.generation

@@ -243,6 +243,7 @@ async fn announce(world: &World, events: &[StageEvent], ctx: &Context) {
             reason,
             note: on_stage,
             key: key.clone(),
+            notify_stage: None,
         };
         ctx.writer.events.publish(stage, a).await;
         let release = event
@@ -250,11 +251,15 @@ async fn announce(world: &World, events: &[StageEvent], ctx: &Context) {
             .as_deref()
             .and_then(|r| ctx.index.release(&namespace, r));
         if let Some(release) = release {
+            // The Release's Event is the outbox entry of the notice, when there is one to send.
+            let told = !stage.spec.notifiers.is_empty()
+                && crate::notify::notice_kind(reason, &event.note).is_some();
             let a = Announcement {
                 warning: event.kind.warning(),
                 reason,
                 note: format!("stage {}: {}", stage.name_any(), event.note),
                 key,
+                notify_stage: told.then(|| stage.name_any()),
             };
             ctx.writer.events.publish(&*release, a).await;
         }
@@ -345,6 +350,7 @@ async fn mark_commands(
             warning: true,
             reason: "CommandRefused",
             key: format!("refused/{}", command.uid().unwrap_or_default()),
+            notify_stage: None,
             note: format!(
                 "{} '{}' does not count: {why}",
                 command.spec.action.as_str(),

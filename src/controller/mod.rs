@@ -12,6 +12,8 @@ pub mod changes;
 pub mod effects;
 pub mod error;
 pub mod gate;
+pub mod notifier;
+pub mod notify;
 pub mod observe;
 pub mod patch;
 pub mod release;
@@ -284,12 +286,20 @@ async fn controllers(ctx: Arc<Context>, client: &Client, namespace: &Option<Stri
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
     );
-    tokio::join!(
-        stage::controller(ctx.clone(), client, namespace),
-        release::controller(ctx.clone(), client, namespace),
-        gate::controller(ctx.clone(), client, namespace),
-        approval::controller(ctx, client, namespace),
-    );
+    let notices = notify::deliver_notices(ctx.clone(), namespace.clone());
+    let reconcilers = async {
+        tokio::join!(
+            stage::controller(ctx.clone(), client, namespace),
+            release::controller(ctx.clone(), client, namespace),
+            gate::controller(ctx.clone(), client, namespace),
+            approval::controller(ctx.clone(), client, namespace),
+        )
+    };
+    // Notices are delivered for as long as the reconcilers run (they end at shutdown).
+    tokio::select! {
+        _ = reconcilers => {}
+        _ = notices => {}
+    }
 }
 
 pub(crate) fn refs_of<K: Resource<DynamicType = ()>>(

@@ -110,6 +110,11 @@ async fn announce_recent(release: &Release, namespace: &str, ctx: &Context) {
         let (reason, warning) = event_of(entry.action);
         let key = event_key(entry);
         let stage = ctx.index.stage(namespace, &entry.stage);
+        // A replayed transition carries its notice too: it may be the one the crash lost.
+        let told = stage.as_ref().is_some_and(|s| {
+            !s.spec.notifiers.is_empty()
+                && crate::notify::notice_kind(reason, &entry.message).is_some()
+        });
         if let Some(stage) = stage.filter(|_| entry.approval.is_none()) {
             let note = format!("{} (release {})", entry.message, release.name_any());
             let a = Announcement {
@@ -117,6 +122,7 @@ async fn announce_recent(release: &Release, namespace: &str, ctx: &Context) {
                 reason,
                 note,
                 key: key.clone(),
+                notify_stage: None,
             };
             ctx.writer.events.publish(&*stage, a).await;
         }
@@ -126,6 +132,7 @@ async fn announce_recent(release: &Release, namespace: &str, ctx: &Context) {
             reason,
             note,
             key,
+            notify_stage: told.then(|| entry.stage.clone()),
         };
         ctx.writer.events.publish(release, a).await;
     }

@@ -250,6 +250,7 @@ async fn report_invalid(
             warning: true,
             reason,
             key: format!("{reason}/{now}"),
+            notify_stage: None,
             note: message.clone(),
         };
         ctx.writer.events.publish(stage, announcement).await;
@@ -318,6 +319,7 @@ async fn report_refusal(
             warning: true,
             reason: "WriteRefused",
             key: format!("WriteRefused/{now}"),
+            notify_stage: None,
             note: message,
         };
         ctx.writer.events.publish(stage, announcement).await;

@@ -88,6 +88,7 @@ fn spec(durations: &[String], weight: i32, count: i32, cron: &str, zone: &str) -
             time_zone: Some(zone.to_string()),
         },
         gates: vec![],
+        notifiers: vec![],
         windows: vec![Window {
             kind: WindowKind::Deny,
             schedule: cron.to_string(),

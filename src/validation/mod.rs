@@ -307,6 +307,7 @@ mod tests {
             replicas: 1,
             trigger: Trigger::default(),
             gates: vec![],
+            notifiers: vec![],
             windows: vec![],
             strategy: Strategy::default(),
             progress_deadline: "10m".into(),
@@ -654,6 +655,7 @@ mod properties {
                 time_zone: Some(zone.clone()),
             },
             gates: vec![],
+            notifiers: vec![],
             windows: vec![Window {
                 kind: WindowKind::Deny,
                 schedule: cron,

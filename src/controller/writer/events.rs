@@ -41,6 +41,9 @@ pub struct Announcement<'a> {
     pub note: String,
     /// What makes this Event distinct, e.g. an audit entry's id.
     pub key: String,
+    /// The stage whose Notifiers are to hear of it: the Event is then the notice's outbox
+    /// entry, labelled pending until they have.
+    pub notify_stage: Option<String>,
 }
 
 impl EventSink {
@@ -123,10 +126,24 @@ fn build(
     instance: &str,
     a: &Announcement<'_>,
 ) -> Event {
+    use crate::notify::{AUDIT_ID_ANNOTATION, NOTIFY_LABEL, STAGE_LABEL};
+    let outbox = a.notify_stage.as_ref().map(|stage| {
+        let labels = [(NOTIFY_LABEL, "pending"), (STAGE_LABEL, stage.as_str())];
+        let annotations = [(AUDIT_ID_ANNOTATION, a.key.as_str())];
+        let owned = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        (owned(&labels), owned(&annotations))
+    });
     Event {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(namespace.to_string()),
+            labels: outbox.as_ref().map(|o| o.0.clone()),
+            annotations: outbox.map(|o| o.1),
             ..Default::default()
         },
         event_time: Some(MicroTime(Timestamp::now())),

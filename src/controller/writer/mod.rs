@@ -235,6 +235,39 @@ impl Writer {
             .await
     }
 
+    /// Records on a notice's Event which Notifiers have it, and whether it is done (`sent`,
+    /// or `failed` once given up); a deleted (expired) Event is fine.
+    pub async fn notice_outbox(
+        &self,
+        namespace: &str,
+        event: &str,
+        state: &str,
+        delivered: &[String],
+    ) -> Result<(), WriteError> {
+        use crate::notify::{DELIVERED_ANNOTATION, NOTIFY_LABEL};
+        self.may_write()?;
+        let patch = Patch::Merge(json!({"metadata": {
+            "labels": {NOTIFY_LABEL: state},
+            "annotations": {DELIVERED_ANNOTATION: delivered.join(",")},
+        }}));
+        let result =
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), namespace)
+                .patch(event, &PatchParams::default(), &patch)
+                .await;
+        match result {
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            result => {
+                let what = || format!("notice state of Event '{event}'");
+                self.counted("event_notice", what, result).map(|_| ())
+            }
+        }
+    }
+
+    /// Whether this replica may write now (it leads, or no leader is elected).
+    pub fn leads(&self) -> bool {
+        self.may_write().is_ok()
+    }
+
     /// A merge patch of `status` (given as the diff of its fields); a deleted object is fine.
     pub async fn status<K>(
         &self,

@@ -1,0 +1,307 @@
+//! Notifications, received by a local HTTP receiver that records every message: each
+//! transition exactly once, with the release, the stage, the actor and the source, also when
+//! the receiver was down for a while and the controller restarted meanwhile.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use crate::env::{TestEnv, image, target_yaml};
+
+/// Records the JSON body of every POST by path; answers 503 while `down`.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<BTreeMap<String, Vec<Value>>>>,
+    down: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    async fn start(&self) -> u16 {
+        let app = axum::Router::new()
+            .route("/{path}", axum::routing::post(receive))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    fn got(&self, path: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn receive(
+    State(r): State<Receiver>,
+    Path(path): Path<String>,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    if r.down.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    r.got.lock().unwrap().entry(path).or_default().push(value);
+    StatusCode::OK
+}
+
+fn world_yaml(port: u16) -> String {
+    let release_managers = "{groups: [release-managers], required: 1}";
+    format!(
+        r#"{dev}---
+{web}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: hooks}}
+stringData: {{team: "http://127.0.0.1:{port}/team", chat: "http://127.0.0.1:{port}/chat"}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: greenlight-notifier-secrets}}
+rules: [{{apiGroups: [""], resources: [secrets], resourceNames: [hooks], verbs: [get]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: greenlight-notifier-secrets}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-notifier-secrets}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: greenlight-operator}}]
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Notifier
+metadata: {{name: team}}
+spec: {{type: webhook, urlSecretRef: {{name: hooks, key: team}}}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Notifier
+metadata: {{name: chat}}
+spec: {{type: slack, urlSecretRef: {{name: hooks, key: chat}}, events: [Succeeded, RolledBack]}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Gate
+metadata: {{name: signoff}}
+spec: {{type: approval, approval: {release_managers}}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: dev}}
+spec: {{pipeline: shop, target: {{name: web-dev}}, notifiers: [team, chat]}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: nightly}}
+spec:
+  pipeline: shop
+  requires: [dev]
+  target: {{name: web-nightly}}
+  trigger: {{type: schedule, schedule: "0 3 * * *", timeZone: Europe/Paris}}
+  notifiers: [team]
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
+metadata: {{name: prod}}
+spec:
+  pipeline: shop
+  requires: [dev]
+  target: {{name: web}}
+  replicas: 2
+  gates: [signoff]
+  notifiers: [team, chat]
+  strategy:
+    type: canary
+    canary: {{steps: [{{setWeight: 50}}, {{pause: {{}}}}]}}
+"#,
+        dev = target_yaml("web-dev"),
+        web = [target_yaml("web"), target_yaml("web-nightly")].join("---\n"),
+    )
+}
+
+/// A Release with its source, as CI publishes it.
+fn release_with_source(name: &str, version: &str) -> String {
+    format!(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Release\nmetadata: {{name: {name}}}\nspec:\n  pipeline: shop\n  version: \"{version}\"\n  source: {{repository: \"https://git.example.com/shop/web\", commit: c0ffee{version}}}\n  artifacts: [{{name: web, image: \"{}\"}}]\n",
+        image(name)
+    )
+}
+
+/// (kind, stage, release) of every generic notice received, in order.
+fn kinds(receiver: &Receiver) -> Vec<(String, String, String)> {
+    receiver
+        .got("team")
+        .iter()
+        .map(|n| {
+            let s = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+            (s("kind"), s("stage"), s("release"))
+        })
+        .collect()
+}
+
+async fn wait_received(env: &TestEnv, receiver: &Receiver, want: &[(&str, &str, &str)]) {
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(k, s, r)| (k.to_string(), s.to_string(), r.to_string()))
+        .collect();
+    env.wait_for("the notices", Duration::from_secs(90), || async {
+        let got = kinds(receiver);
+        match want.iter().all(|w| got.contains(w)) {
+            true => Ok(()),
+            false => Err(format!("{got:?}")),
+        }
+    })
+    .await;
+}
+
+pub async fn each_transition_is_told_once_with_who_and_why_even_across_an_outage_and_a_restart(
+    mut env: TestEnv,
+) {
+    let receiver = Receiver::default();
+    let port = receiver.start().await;
+    env.grant_example_roles();
+    env.start_admitted_controller().await;
+    env.apply(&world_yaml(port));
+    env.apply(&release_with_source("v1", "1"));
+    wait_received(
+        &env,
+        &receiver,
+        &[
+            ("Started", "dev", "v1"),
+            ("Succeeded", "dev", "v1"),
+            ("Upcoming", "nightly", "v1"),
+            ("WaitingForApproval", "prod", "v1"),
+        ],
+    )
+    .await;
+    let approval = notice(&receiver, "WaitingForApproval", "prod", "v1");
+    assert_eq!(
+        approval["approvers"],
+        serde_json::json!(["group release-managers"])
+    );
+    assert_eq!(
+        approval["link"],
+        "https://git.example.com/shop/web/commit/c0ffee1"
+    );
+    let upcoming = notice(&receiver, "Upcoming", "nightly", "v1");
+    assert!(
+        upcoming["message"]
+            .as_str()
+            .unwrap()
+            .contains("the schedule fires next at"),
+        "{upcoming}"
+    );
+    env.approve_as("alice", "v1", "prod");
+    wait_received(&env, &receiver, &[("Succeeded", "prod", "v1")]).await;
+
+    // The receiver goes down; the controller restarts meanwhile; then the receiver comes back.
+    receiver.down.store(true, Ordering::SeqCst);
+    env.apply(&release_with_source("v2", "2"));
+    env.approve_as("alice", "v2", "prod");
+    wait_for_weight_50(&env).await;
+    env.steer(Some("alice"), "prod", "abort", None);
+    notifier_says_it_fails(&env).await;
+    env.kill_controller();
+    env.start_controller();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    receiver.down.store(false, Ordering::SeqCst);
+    wait_received(
+        &env,
+        &receiver,
+        &[
+            ("Started", "prod", "v2"),
+            ("StepChanged", "prod", "v2"),
+            ("Failed", "prod", "v2"),
+            ("RolledBack", "prod", "v2"),
+        ],
+    )
+    .await;
+    // Late repeats would arrive within a few retries.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    each_exactly_once(&receiver);
+    let failed = notice(&receiver, "Failed", "prod", "v2");
+    assert_eq!(failed["actor"], "alice", "the abort was hers: {failed}");
+    assert_eq!(failed["version"], "2");
+    slack_got_only_what_it_asked_for(&receiver);
+}
+
+fn notice(receiver: &Receiver, kind: &str, stage: &str, release: &str) -> Value {
+    receiver
+        .got("team")
+        .into_iter()
+        .find(|n| n["kind"] == kind && n["stage"] == stage && n["release"] == release)
+        .unwrap_or_else(|| panic!("no {kind} notice for {release} at {stage}"))
+}
+
+fn each_exactly_once(receiver: &Receiver) {
+    let got = kinds(receiver);
+    let mut seen = std::collections::BTreeSet::new();
+    let ids: Vec<String> = receiver
+        .got("team")
+        .iter()
+        .map(|n| n["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert!(
+            seen.insert(id),
+            "notice {:?} arrived twice: {got:?}",
+            got[i]
+        );
+    }
+}
+
+fn slack_got_only_what_it_asked_for(receiver: &Receiver) {
+    let slack = receiver.got("chat");
+    let texts: Vec<String> = slack
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        slack.len(),
+        4,
+        "dev v1, prod v1 and dev v2 succeeded, prod v2 rolled back: {texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("shop 2 (v2) was rolled back at prod")),
+        "{texts:?}"
+    );
+    assert!(
+        slack.iter().all(|m| m["blocks"][0]["type"] == "header"),
+        "Block Kit"
+    );
+}
+
+async fn wait_for_weight_50(env: &TestEnv) {
+    env.wait_for("v2's canary at 50%", Duration::from_secs(60), || async {
+        let stage = env.stage("prod").await;
+        match stage.status.and_then(|s| s.rollout).and_then(|r| r.canary) {
+            Some(c) if c.weight == 50 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// While the receiver answers 503, the Notifier says so.
+async fn notifier_says_it_fails(env: &TestEnv) {
+    env.wait_for("the Notifier to say delivery fails", Duration::from_secs(60), || async {
+        let out = env.cp.kubectl(&[
+            "get", "notifier", "team", "-n", &env.ns, "-o",
+            "jsonpath={.status.conditions[0].status}/{.status.conditions[0].reason}/{.status.message}",
+        ]);
+        match out.starts_with("False/DeliveryFailed/") && out.contains("503") {
+            true => Ok(()),
+            false => Err(out),
+        }
+    })
+    .await;
+}

@@ -1,0 +1,42 @@
+//! A Notifier's status: `Ready` while its notices get through, `False` with the reason (the
+//! Secret, the allow-list, the receiver's answer) while they do not. Written only when that
+//! changes, never once per notice.
+
+use kube::ResourceExt;
+use serde_json::json;
+use tracing::warn;
+
+use super::Context;
+use crate::api::{Condition, ConditionStatus, Notifier};
+
+const READY: &str = "Ready";
+
+/// Records the outcome of a delivery on the Notifier, if it changes what its status says.
+pub async fn record(ctx: &Context, notifier: &Notifier, failure: Option<&String>) {
+    let (ok, reason, message) = match failure {
+        None => (true, "Delivering", "notices are delivered".to_string()),
+        Some(why) => (false, "DeliveryFailed", format!("retrying: {why}")),
+    };
+    let current = notifier
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let wanted = if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    if current.is_some_and(|c| c.status == wanted && c.message == message) {
+        return;
+    }
+    let condition = Condition::new(READY, ok, reason, message.clone());
+    let diff = json!({"message": message, "conditions": [condition]});
+    let namespace = notifier.namespace().unwrap_or_default();
+    let written = ctx
+        .writer
+        .status::<Notifier>("notifier_status", &namespace, &notifier.name_any(), diff)
+        .await;
+    if let Err(e) = written {
+        warn!(notifier = %notifier.name_any(), error = %e, "cannot write the Notifier's status");
+    }
+}

@@ -1,0 +1,199 @@
+//! Notices: what a stage's Notifiers are told, made from a transition's Event and the objects
+//! it concerns (pure), and one `Channel` per destination type, one file each, that turns a
+//! notice into the message that destination expects.
+
+mod slack;
+mod teams;
+mod webhook;
+
+use serde::Serialize;
+
+use crate::api::{NoticeKind, NotifierType};
+
+/// Label on an Event whose notice is still to be sent (`pending`), or was (`sent`, `failed`).
+pub const NOTIFY_LABEL: &str = "greenlight.dev/notify";
+/// Label on such an Event: the stage it is about.
+pub const STAGE_LABEL: &str = "greenlight.dev/stage";
+/// Annotation on such an Event: the audit id of its transition, to find who acted.
+pub const AUDIT_ID_ANNOTATION: &str = "greenlight.dev/audit-id";
+/// Annotation on such an Event: the Notifiers it was delivered to so far.
+pub const DELIVERED_ANNOTATION: &str = "greenlight.dev/delivered-to";
+
+/// One notice, as every channel gets it.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Notice {
+    /// Stable for one transition: a receiver can drop a repeat.
+    pub id: String,
+    pub kind: NoticeKind,
+    pub namespace: String,
+    pub pipeline: String,
+    pub stage: String,
+    pub release: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Who caused it, when a person did (an approver, whoever promoted or aborted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// What happened, in the controller's words (why it waits and until when, why it failed).
+    pub message: String,
+    /// Who may approve, for `WaitingForApproval`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// The source of the release: repository and commit, and a link when one can be made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    pub time: jiff::Timestamp,
+}
+
+impl Notice {
+    /// A one-line summary, e.g. `web 1.2.0 (web-1-2-0) rolled back at prod`.
+    pub fn headline(&self) -> String {
+        let what = match self.kind {
+            NoticeKind::Upcoming => "is scheduled for",
+            NoticeKind::Started => "started rolling out at",
+            NoticeKind::StepChanged => "moved to its next canary step at",
+            NoticeKind::WaitingForApproval => "waits for approval at",
+            NoticeKind::Succeeded => "rolled out at",
+            NoticeKind::Failed => "failed at",
+            NoticeKind::RolledBack => "was rolled back at",
+        };
+        let version = self
+            .version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default();
+        format!(
+            "{}{version} ({}) {what} {}",
+            self.pipeline, self.release, self.stage
+        )
+    }
+
+    pub fn kind_name(&self) -> String {
+        format!("{:?}", self.kind)
+    }
+}
+
+/// The notice a transition's Event reason calls for; `None` for transitions nobody is told.
+pub fn notice_kind(reason: &str, note: &str) -> Option<NoticeKind> {
+    Some(match reason {
+        "WaitingForSchedule" | "BlockedByWindow" => NoticeKind::Upcoming,
+        "RolloutStarted" => NoticeKind::Started,
+        "WeightChanged" => NoticeKind::StepChanged,
+        "WaitingForGate" if note.contains("waiting for approval") => NoticeKind::WaitingForApproval,
+        "RolloutSucceeded" => NoticeKind::Succeeded,
+        "RolloutFailed" => NoticeKind::Failed,
+        "RollbackCompleted" => NoticeKind::RolledBack,
+        _ => return None,
+    })
+}
+
+/// A link to the commit, for repositories on the usual forges.
+pub fn source_link(repository: &str, commit: &str) -> Option<String> {
+    let base = repository.trim_end_matches('/').trim_end_matches(".git");
+    let web = base.starts_with("https://") || base.starts_with("http://");
+    (web && !commit.is_empty()).then(|| format!("{base}/commit/{commit}"))
+}
+
+/// One destination type: the message its webhook expects.
+pub trait Channel: Sync {
+    fn notifier_type(&self) -> NotifierType;
+    fn payload(&self, notice: &Notice) -> serde_json::Value;
+}
+
+/// Every channel; adding one is its file and one line here.
+pub const CHANNELS: &[&dyn Channel] = &[&slack::Slack, &teams::Teams, &webhook::Webhook];
+
+pub fn channel(notifier_type: NotifierType) -> &'static dyn Channel {
+    CHANNELS
+        .iter()
+        .copied()
+        .find(|c| c.notifier_type() == notifier_type)
+        .unwrap_or(&webhook::Webhook)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn notice(kind: NoticeKind) -> Notice {
+        Notice {
+            id: "web.1a2b".into(),
+            kind,
+            namespace: "shop".into(),
+            pipeline: "web".into(),
+            stage: "prod".into(),
+            release: "web-1-2-0".into(),
+            version: Some("1.2.0".into()),
+            actor: Some("alice".into()),
+            message: "gate 'prod-signoff': waiting for approval: 0 of 1 distinct approvers".into(),
+            approvers: vec!["group release-managers".into()],
+            source: Some("https://git.example.com/shop/web @ 0a1b2c3".into()),
+            link: Some("https://git.example.com/shop/web/commit/0a1b2c3".into()),
+            time: "2026-11-27T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn transitions_map_to_the_notices_people_asked_for() {
+        assert_eq!(
+            notice_kind("BlockedByWindow", "x"),
+            Some(NoticeKind::Upcoming)
+        );
+        assert_eq!(
+            notice_kind("WaitingForSchedule", "x"),
+            Some(NoticeKind::Upcoming)
+        );
+        assert_eq!(
+            notice_kind("WaitingForGate", "gate 'a': waiting for approval: 0 of 1"),
+            Some(NoticeKind::WaitingForApproval)
+        );
+        assert_eq!(
+            notice_kind("WaitingForGate", "gate 'soak': soaked 1m of 10m"),
+            None
+        );
+        assert_eq!(
+            notice_kind("RollbackCompleted", ""),
+            Some(NoticeKind::RolledBack)
+        );
+        assert_eq!(notice_kind("AnalysisInconclusive", ""), None);
+    }
+
+    #[test]
+    fn every_channel_names_the_release_the_stage_the_actor_and_the_source() {
+        let n = notice(NoticeKind::WaitingForApproval);
+        for channel in CHANNELS {
+            let text = channel.payload(&n).to_string();
+            for needle in [
+                "web-1-2-0",
+                "prod",
+                "alice",
+                "commit/0a1b2c3",
+                "release-managers",
+                "1.2.0",
+            ] {
+                assert!(
+                    text.contains(needle),
+                    "{:?} lacks {needle}: {text}",
+                    channel.notifier_type()
+                );
+            }
+        }
+        assert_eq!(
+            n.headline(),
+            "web 1.2.0 (web-1-2-0) waits for approval at prod"
+        );
+    }
+
+    #[test]
+    fn a_link_is_made_only_for_a_web_repository() {
+        assert_eq!(
+            source_link("https://github.com/acme/web.git", "abc").as_deref(),
+            Some("https://github.com/acme/web/commit/abc")
+        );
+        assert_eq!(source_link("git@github.com:acme/web.git", "abc"), None);
+        assert_eq!(source_link("https://github.com/acme/web", ""), None);
+    }
+}

@@ -1,0 +1,52 @@
+//! Slack incoming webhooks: a Block Kit message (header, the why, then facts), with `text` as
+//! the fallback notifications show.
+
+use serde_json::json;
+
+use super::{Channel, Notice};
+use crate::api::{NoticeKind, NotifierType};
+
+pub struct Slack;
+
+impl Channel for Slack {
+    fn notifier_type(&self) -> NotifierType {
+        NotifierType::Slack
+    }
+
+    fn payload(&self, n: &Notice) -> serde_json::Value {
+        let icon = match n.kind {
+            NoticeKind::Succeeded => ":white_check_mark:",
+            NoticeKind::Failed | NoticeKind::RolledBack => ":rotating_light:",
+            NoticeKind::WaitingForApproval => ":raised_hand:",
+            NoticeKind::Upcoming => ":calendar:",
+            _ => ":arrows_counterclockwise:",
+        };
+        let mut facts = vec![
+            format!("*Release*\n{}", n.release),
+            format!("*Stage*\n{} ({})", n.stage, n.namespace),
+        ];
+        facts.extend(n.actor.as_ref().map(|a| format!("*By*\n{a}")));
+        if !n.approvers.is_empty() {
+            facts.push(format!("*May approve*\n{}", n.approvers.join(", ")));
+        }
+        let source = match (&n.source, &n.link) {
+            (Some(s), Some(link)) => Some(format!("*Source*\n<{link}|{s}>")),
+            (Some(s), None) => Some(format!("*Source*\n{s}")),
+            _ => None,
+        };
+        facts.extend(source);
+        let fields: Vec<_> = facts
+            .iter()
+            .map(|f| json!({"type": "mrkdwn", "text": f}))
+            .collect();
+        json!({
+            "text": format!("{icon} {}", n.headline()),
+            "blocks": [
+                {"type": "header", "text": {"type": "plain_text", "text": n.headline(), "emoji": true}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", n.message)}},
+                {"type": "section", "fields": fields},
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Greenlight · {} · {}", n.kind_name(), n.time)}]},
+            ],
+        })
+    }
+}
