@@ -1,8 +1,13 @@
 # The two commands of the README: `make run` and `make test`.
-.PHONY: run test deps lint unit e2e crds manifests image bench
+.PHONY: run demo test deps lint unit e2e crds manifests image bench
 
 run:
 	bash hack/run.sh
+
+# A promotion and a rollback on a local control plane, shown live; stops everything at the end.
+demo: deps
+	cargo build -q --bins
+	target/debug/greenlight-demo
 
 test: deps lint image
 	cargo test --all-targets

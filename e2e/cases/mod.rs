@@ -4,6 +4,7 @@ mod approvals;
 mod bad_input;
 mod canary;
 mod canary_safety;
+mod demo;
 mod failover;
 mod gates;
 mod install;
@@ -27,6 +28,7 @@ macro_rules! cases {
 
 pub fn all() -> Vec<(&'static str, Case)> {
     cases![
+        demo::the_demo_promotes_one_release_and_rolls_back_the_other_then_stops,
         notify::each_transition_is_told_once_with_who_and_why_even_across_an_outage_and_a_restart,
         plugin::the_plugin_shows_approves_steers_and_waits_like_a_release_manager,
         install::the_image_runs_its_entrypoint_as_a_non_root_user_with_nothing_else,

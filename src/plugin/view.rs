@@ -264,17 +264,24 @@ fn stage_details(stage: &StageView, palette: Palette) -> Vec<String> {
         lines.push(palette.dim(&format!("requires {}", stage.requires.join(", "))));
     }
     if let Some(c) = &stage.canary {
+        // Past the last step (promoting, baking) there is no step to show.
+        let at = match c.step as usize > c.steps {
+            true => "canary".to_string(),
+            false => format!("canary step {}/{}", c.step, c.steps),
+        };
         lines.push(format!(
-            "canary step {}/{} {} {:>3}%  {}",
-            c.step,
-            c.steps,
+            "{at} {} {:>3}%  {}",
             bar(c.weight, 20),
             c.weight,
             c.phase
         ));
     }
     if let Some(why) = &stage.why {
-        lines.push(format!("why: {why}"));
+        let label = match stage.phase.as_str() {
+            "Progressing" | "RollingBack" => "now",
+            _ => "why",
+        };
+        lines.push(format!("{label}: {why}"));
     }
     for g in &stage.gates {
         let value = g

@@ -1,0 +1,39 @@
+//! `make demo`, headless as CI runs it: it must end by itself, with the healthy release in
+//! prod, the faulty one rolled back there, the live view shown, and the notices received.
+
+use std::process::Command;
+
+use crate::env::TestEnv;
+
+pub async fn the_demo_promotes_one_release_and_rolls_back_the_other_then_stops(_env: TestEnv) {
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new("timeout")
+            .args(["600", env!("CARGO_BIN_EXE_greenlight-demo")])
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run greenlight-demo")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the demo failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "✔ 1.0 (shop-1-0) is in prod",
+        "✔ 2.0 (shop-2-0) was rolled back at prod",
+        "gate 'error-rate' failed",
+        "shop 1.0 (shop-1-0) rolled out at prod",
+        "shop 2.0 (shop-2-0) was rolled back at prod",
+        "└─ prod  Progressing 0.9 (shop-0-9) → 1.0 (shop-1-0)",
+        "canary step 2/4 ████░░░░░░░░░░░░░░░░  20%",
+        "Stopping everything",
+    ] {
+        assert!(
+            text.contains(line),
+            "the demo's output lacks {line:?}:\n{text}"
+        );
+    }
+}
