@@ -272,15 +272,21 @@ async fn summary(
     let ok_promoted = promoted == Some(StagePhaseForRelease::Succeeded);
     let ok_rolled_back = rolled_back == Some(StagePhaseForRelease::Failed);
     println!(
-        "{} 1.0 (shop-1-0) is in prod: promoted through dev, test and a canary ({promoted:?})",
-        if ok_promoted { "✔" } else { "✘" }
+        "{} 1.0 (shop-1-0) is in prod: promoted through dev, test and a canary ({})",
+        if ok_promoted { "✔" } else { "✘" },
+        phase(promoted)
     );
     println!(
-        "{} 2.0 (shop-2-0) was rolled back at prod ({rolled_back:?}): {}",
+        "{} 2.0 (shop-2-0) was rolled back at prod ({}): {}",
         if ok_rolled_back { "✔" } else { "✘" },
+        phase(rolled_back),
         why.unwrap_or_default()
     );
     ok_promoted && ok_rolled_back
+}
+
+fn phase(p: Option<StagePhaseForRelease>) -> String {
+    p.map_or("not final in time".into(), |p| format!("{p:?}"))
 }
 
 fn world_yaml(prometheus: &str, notices: u16) -> String {

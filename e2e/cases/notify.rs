@@ -13,11 +13,13 @@ use serde_json::Value;
 
 use crate::env::{TestEnv, image, target_yaml};
 
-/// Records the JSON body of every POST by path; answers 503 while `down`.
+/// Records the JSON body of every POST by path; answers 503 while `down`, and on the paths
+/// in `down_paths`.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<BTreeMap<String, Vec<Value>>>>,
     down: Arc<AtomicBool>,
+    down_paths: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Receiver {
@@ -46,7 +48,7 @@ async fn receive(
     Path(path): Path<String>,
     body: axum::body::Bytes,
 ) -> StatusCode {
-    if r.down.load(Ordering::SeqCst) {
+    if r.down.load(Ordering::SeqCst) || r.down_paths.lock().unwrap().contains(&path) {
         return StatusCode::SERVICE_UNAVAILABLE;
     }
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
@@ -169,37 +171,7 @@ pub async fn each_transition_is_told_once_with_who_and_why_even_across_an_outage
     env.grant_example_roles();
     env.start_admitted_controller().await;
     env.apply(&world_yaml(port));
-    env.apply(&release_with_source("v1", "1"));
-    wait_received(
-        &env,
-        &receiver,
-        &[
-            ("Started", "dev", "v1"),
-            ("Succeeded", "dev", "v1"),
-            ("Upcoming", "nightly", "v1"),
-            ("WaitingForApproval", "prod", "v1"),
-        ],
-    )
-    .await;
-    let approval = notice(&receiver, "WaitingForApproval", "prod", "v1");
-    assert_eq!(
-        approval["approvers"],
-        serde_json::json!(["group release-managers"])
-    );
-    assert_eq!(
-        approval["link"],
-        "https://git.example.com/shop/web/commit/c0ffee1"
-    );
-    let upcoming = notice(&receiver, "Upcoming", "nightly", "v1");
-    assert!(
-        upcoming["message"]
-            .as_str()
-            .unwrap()
-            .contains("the schedule fires next at"),
-        "{upcoming}"
-    );
-    env.approve_as("alice", "v1", "prod");
-    wait_received(&env, &receiver, &[("Succeeded", "prod", "v1")]).await;
+    v1_is_told_with_approvers_the_source_and_when(&env, &receiver).await;
 
     // The receiver goes down; the controller restarts meanwhile; then the receiver comes back.
     receiver.down.store(true, Ordering::SeqCst);
@@ -211,6 +183,9 @@ pub async fn each_transition_is_told_once_with_who_and_why_even_across_an_outage
     env.kill_controller();
     env.start_controller();
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The team's channel comes back first; the chat's stays down across another restart, so
+    // the team must not hear anything twice when the chat gets its notices at last.
+    receiver.down_paths.lock().unwrap().insert("chat".into());
     receiver.down.store(false, Ordering::SeqCst);
     wait_received(
         &env,
@@ -223,6 +198,7 @@ pub async fn each_transition_is_told_once_with_who_and_why_even_across_an_outage
         ],
     )
     .await;
+    the_chat_gets_its_notices_after_another_restart(&mut env, &receiver).await;
     // Late repeats would arrive within a few retries.
     tokio::time::sleep(Duration::from_secs(5)).await;
     each_exactly_once(&receiver);
@@ -230,6 +206,94 @@ pub async fn each_transition_is_told_once_with_who_and_why_even_across_an_outage
     assert_eq!(failed["actor"], "alice", "the abort was hers: {failed}");
     assert_eq!(failed["version"], "2");
     slack_got_only_what_it_asked_for(&receiver);
+}
+
+/// Every notice still pending (for the chat) records that the team has it: a kill now must
+/// not send the team anything again. (A kill between a send and this record would: that is
+/// the one repeat the README owns up to.)
+async fn team_recorded_on_every_pending_notice(env: &TestEnv) {
+    use k8s_openapi::api::events::v1::Event;
+    let api: kube::Api<Event> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let pending = kube::api::ListParams::default().labels("greenlight.dev/notify=pending");
+    env.wait_for(
+        "the team's deliveries recorded",
+        Duration::from_secs(30),
+        || async {
+            let events = api.list(&pending).await.map_err(|e| e.to_string())?;
+            let missing: Vec<String> = events
+                .items
+                .iter()
+                .filter(|e| {
+                    let to = e
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("greenlight.dev/delivered-to"));
+                    !to.is_some_and(|t| t.split(',').any(|n| n == "team"))
+                })
+                .map(|e| format!("{:?}", e.reason))
+                .collect();
+            match (events.items.is_empty(), missing.is_empty()) {
+                (false, true) => Ok(()),
+                _ => Err(format!(
+                    "{} pending, without the team: {missing:?}",
+                    events.items.len()
+                )),
+            }
+        },
+    )
+    .await;
+}
+
+/// v1 through dev, the scheduled stage and the approval at prod, told with who may approve,
+/// the source link and when the schedule fires.
+async fn v1_is_told_with_approvers_the_source_and_when(env: &TestEnv, receiver: &Receiver) {
+    env.apply(&release_with_source("v1", "1"));
+    wait_received(
+        env,
+        receiver,
+        &[
+            ("Started", "dev", "v1"),
+            ("Succeeded", "dev", "v1"),
+            ("Upcoming", "nightly", "v1"),
+            ("WaitingForApproval", "prod", "v1"),
+        ],
+    )
+    .await;
+    let approval = notice(receiver, "WaitingForApproval", "prod", "v1");
+    assert_eq!(
+        approval["approvers"],
+        serde_json::json!(["group release-managers"])
+    );
+    assert_eq!(
+        approval["link"],
+        "https://git.example.com/shop/web/commit/c0ffee1"
+    );
+    let upcoming = notice(receiver, "Upcoming", "nightly", "v1");
+    assert!(
+        upcoming["message"]
+            .as_str()
+            .unwrap()
+            .contains("the schedule fires next at"),
+        "{upcoming}"
+    );
+    env.approve_as("alice", "v1", "prod");
+    wait_received(env, receiver, &[("Succeeded", "prod", "v1")]).await;
+}
+
+/// The team has every pending notice recorded; a restart, then the chat comes back.
+async fn the_chat_gets_its_notices_after_another_restart(env: &mut TestEnv, receiver: &Receiver) {
+    team_recorded_on_every_pending_notice(env).await;
+    env.kill_controller();
+    env.start_controller();
+    receiver.down_paths.lock().unwrap().clear();
+    env.wait_for("the chat's notices", Duration::from_secs(90), || async {
+        match receiver.got("chat").len() {
+            4 => Ok(()),
+            n => Err(format!("{n} so far")),
+        }
+    })
+    .await;
 }
 
 fn notice(receiver: &Receiver, kind: &str, stage: &str, release: &str) -> Value {

@@ -8,7 +8,25 @@ use greenlight::plugin::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap's own code (2) would read as a timeout to a CI job that runs `status`.
+            let status = std::env::args()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .as_deref()
+                == Some("status");
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ if status => ExitCode::from(3),
+                _ => ExitCode::from(1),
+            };
+        }
+    };
     greenlight::gates::ensure_crypto_provider();
     // `status` keeps 1 and 2 for a failed release and a timeout; it cannot tell is 3.
     let error_code = match cli.command {

@@ -252,8 +252,18 @@ async fn announce(world: &World, events: &[StageEvent], ctx: &Context) {
             .and_then(|r| ctx.index.release(&namespace, r));
         if let Some(release) = release {
             // The Release's Event is the outbox entry of the notice, when there is one to send.
-            let told = !stage.spec.notifiers.is_empty()
-                && crate::notify::notice_kind(reason, &event.note).is_some();
+            let kind = crate::notify::notice_kind(reason, &event.note);
+            let told = !stage.spec.notifiers.is_empty() && kind.is_some();
+            // A wait for approval is told once per attempt, however often its tally changes.
+            let key = match kind {
+                Some(crate::api::NoticeKind::WaitingForApproval) => format!(
+                    "{}/{}/{}/WaitingForApproval",
+                    stage.name_any(),
+                    release.name_any(),
+                    event.attempt
+                ),
+                _ => key,
+            };
             let a = Announcement {
                 warning: event.kind.warning(),
                 reason,

@@ -251,6 +251,7 @@ async fn lead(
         _ = terminated() => return Ok(()),
     }
     let metrics = ctx.metrics.clone();
+    ctx.writer.events.begin_leading();
     leadership_changed(&metrics, true);
     let outcome = tokio::select! {
         _ = controllers(ctx, client, namespace) => Ok(()),

@@ -25,6 +25,8 @@ use crate::notify::{
 const GIVE_UP_AFTER: Duration = Duration::from_secs(55 * 60);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Notices delivered at once; the others wait their turn.
+const AT_ONCE: usize = 16;
 
 /// Watches pending notices and delivers each; runs while this replica leads.
 pub async fn deliver_notices(ctx: Arc<Context>, namespace: Option<String>) {
@@ -34,12 +36,16 @@ pub async fn deliver_notices(ctx: Arc<Context>, namespace: Option<String>) {
     };
     let config = watcher::Config::default().labels(&format!("{NOTIFY_LABEL}=pending"));
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let turns = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
     let mut events = watcher(api, config)
         .default_backoff()
         .applied_objects()
         .boxed();
     while let Some(next) = events.next().await {
         let Ok(event) = next else { continue };
+        if !ours(&ctx, &event) {
+            continue;
+        }
         let key = format!(
             "{}/{}",
             event.namespace().unwrap_or_default(),
@@ -50,17 +56,39 @@ pub async fn deliver_notices(ctx: Arc<Context>, namespace: Option<String>) {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.clone())
         {
-            let (ctx, busy) = (ctx.clone(), busy.clone());
+            let (ctx, busy, turns) = (ctx.clone(), busy.clone(), turns.clone());
             tokio::spawn(async move {
-                deliver(&ctx, &event).await;
+                if let Ok(_turn) = turns.acquire().await {
+                    deliver(&ctx, &event).await;
+                }
                 busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             });
         }
     }
 }
 
+/// Only the operator's own Events carry notices: reported by it, about a Release it knows,
+/// and named as it names the Event of that transition. Anyone else who may create Events
+/// cannot make it post to a channel.
+fn ours(ctx: &Context, event: &Event) -> bool {
+    use super::writer::{REPORTING_CONTROLLER, event_name};
+    let Some(regarding) = event.regarding.as_ref() else {
+        return false;
+    };
+    let namespace = event.namespace().unwrap_or_default();
+    let release = regarding
+        .name
+        .as_deref()
+        .and_then(|r| ctx.index.release(&namespace, r));
+    let known = regarding.kind.as_deref() == Some("Release")
+        && release.is_some_and(|r| r.metadata.uid.is_some() && r.metadata.uid == regarding.uid);
+    let named = annotation(event, AUDIT_ID_ANNOTATION)
+        .is_some_and(|key| event_name(regarding, key) == event.name_any());
+    event.reporting_controller.as_deref() == Some(REPORTING_CONTROLLER) && known && named
+}
+
 /// Sends one Event's notice to every Notifier of its stage, retrying with backoff, then marks
-/// the Event; Notifiers that have it already are not sent it again.
+/// the Event; Notifiers that have it already (also before a restart) are not sent it again.
 async fn deliver(ctx: &Context, event: &Event) {
     let namespace = event.namespace().unwrap_or_default();
     let mut delivered: Vec<String> = annotation(event, DELIVERED_ANNOTATION)
@@ -75,31 +103,60 @@ async fn deliver(ctx: &Context, event: &Event) {
         .event_time
         .as_ref()
         .map_or_else(jiff::Timestamp::now, |t| t.0);
+    let name = event.name_any();
     let mut backoff = Duration::from_secs(1);
     loop {
-        if !ctx.writer.leads() {
+        if !ctx.writer.leads() || !still_pending(ctx, &namespace, &name).await {
             return;
         }
-        let outcome = attempt(ctx, event, &namespace, &mut delivered).await;
-        let state = match outcome {
-            Ok(()) => "sent",
-            Err(_) if age(born) > GIVE_UP_AFTER => "failed",
+        let before = delivered.len();
+        let state = match attempt(ctx, event, &namespace, &mut delivered).await {
+            Ok(Delivery::Done) => Some("sent"),
+            Ok(Delivery::Nobody) => Some("dropped"),
+            Err(_) if age(born) > GIVE_UP_AFTER => Some("failed"),
             Err(why) => {
-                debug!(event = %event.name_any(), %why, ?backoff, "notice not delivered yet");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
+                debug!(event = %name, %why, ?backoff, "notice not delivered yet");
+                None
             }
         };
-        let marked = ctx
-            .writer
-            .notice_outbox(&namespace, &event.name_any(), state, &delivered)
-            .await;
-        if let Err(e) = marked {
-            warn!(event = %event.name_any(), error = %e, "cannot mark the notice {state}");
+        // Who has it is recorded at once, so a restart or a new leader does not send it again.
+        if state.is_some() || delivered.len() > before {
+            let label = state.unwrap_or("pending");
+            let marked = ctx
+                .writer
+                .notice_outbox(&namespace, &name, label, &delivered)
+                .await;
+            match (marked, state) {
+                (Ok(()), Some(_)) => return,
+                (Ok(()), None) => {}
+                (Err(e), _) => warn!(event = %name, error = %e, "cannot record the delivery"),
+            }
         }
-        return;
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// Whether the Event is still there and still pending (not expired, not marked by hand).
+async fn still_pending(ctx: &Context, namespace: &str, name: &str) -> bool {
+    let api: Api<Event> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(e)) => {
+            let labels = e.metadata.labels.unwrap_or_default();
+            labels.get(NOTIFY_LABEL).map(String::as_str) == Some("pending")
+        }
+        Ok(None) => false,
+        // Unknown: try, and let the mark be refused if it must.
+        Err(_) => true,
+    }
+}
+
+/// What an attempt came to, when nothing is left to retry.
+enum Delivery {
+    /// Every notifier of the stage has the notice (or does not want its kind).
+    Done,
+    /// There is nobody to tell: the stage is gone, or the Event names no notice.
+    Nobody,
 }
 
 fn age(born: jiff::Timestamp) -> Duration {
@@ -122,9 +179,9 @@ async fn attempt(
     event: &Event,
     namespace: &str,
     delivered: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<Delivery, String> {
     let Some(notice) = notice(ctx, event, namespace) else {
-        return Ok(());
+        return Ok(Delivery::Nobody);
     };
     let stage = ctx.index.stage(namespace, &notice.stage);
     let notifiers: Vec<String> = stage
@@ -141,7 +198,7 @@ async fn attempt(
         }
     }
     match left.is_empty() {
-        true => Ok(()),
+        true => Ok(Delivery::Done),
         false => Err(left.join("; ")),
     }
 }
@@ -265,24 +322,62 @@ async fn post(
         return Err(why);
     }
     let body = channel(notifier.spec.notifier_type).payload(notice);
-    let response = env
-        .http
+    send_json(&env.http, &url, &body).await
+}
+
+/// POSTs `body`; an error names the host only, never the URL, whose path is often the secret.
+async fn send_json(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    let host = url.host_str().unwrap_or("destination").to_string();
+    let response = http
         .post(url.clone())
-        .json(&body)
+        .json(body)
         .timeout(SEND_TIMEOUT)
         .send()
         .await
-        .map_err(|e| {
-            format!(
-                "{} unreachable: {e}",
-                url.host_str().unwrap_or("destination")
-            )
-        })?;
+        .map_err(|e| format!("{host} unreachable: {}", without_url(e)))?;
     match response.status() {
         s if s.is_success() => Ok(()),
-        s => Err(format!(
-            "{} answered {s}",
-            url.host_str().unwrap_or("destination")
-        )),
+        s => Err(format!("{host} answered {s}")),
+    }
+}
+
+/// The error and its causes, without the request's URL.
+fn without_url(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_delivery_never_says_the_url_it_went_to() {
+        crate::gates::ensure_crypto_provider();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url: reqwest::Url = format!("http://127.0.0.1:{port}/services/T0/B0/s3cr3t-token")
+            .parse()
+            .unwrap();
+        let body = serde_json::json!({});
+        let why = send_json(&reqwest::Client::new(), &url, &body)
+            .await
+            .unwrap_err();
+        assert!(why.starts_with("127.0.0.1 unreachable"), "{why}");
+        assert!(
+            !why.contains("s3cr3t") && !why.contains("/services/"),
+            "{why}"
+        );
     }
 }

@@ -105,7 +105,10 @@ async fn announce_recent(release: &Release, namespace: &str, ctx: &Context) {
         .map(|s| s.audit.as_slice())
         .unwrap_or_default();
     // Later entries are this process's own, announced by the stage that made them.
-    let (since, until) = (Timestamp::now() - REPLAY_WINDOW, ctx.writer.events.started);
+    let (since, until) = (
+        Timestamp::now() - REPLAY_WINDOW,
+        ctx.writer.events.started(),
+    );
     for entry in trail.iter().filter(|e| e.time >= since && e.time < until) {
         let (reason, warning) = event_of(entry.action);
         let key = event_key(entry);

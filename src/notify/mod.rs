@@ -188,6 +188,18 @@ mod tests {
     }
 
     #[test]
+    fn slack_reads_text_from_objects_literally() {
+        let mut n = notice(NoticeKind::Failed);
+        n.message = "0.2 does not meet < 0.01 <!channel> & more".into();
+        let text = slack::Slack.payload(&n).to_string();
+        assert!(
+            text.contains("0.2 does not meet &lt; 0.01 &lt;!channel&gt; &amp; more"),
+            "{text}"
+        );
+        assert!(!text.contains("<!channel>"), "{text}");
+    }
+
+    #[test]
     fn a_link_is_made_only_for_a_web_repository() {
         assert_eq!(
             source_link("https://github.com/acme/web.git", "abc").as_deref(),

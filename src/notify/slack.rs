@@ -8,6 +8,14 @@ use crate::api::{NoticeKind, NotifierType};
 
 pub struct Slack;
 
+/// Text as Slack's mrkdwn reads it literally: `&`, `<` and `>` escaped, so neither a
+/// `<!channel>` in a release's notes nor a `< 0.01` in a gate's message is markup.
+fn plain(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 impl Channel for Slack {
     fn notifier_type(&self) -> NotifierType {
         NotifierType::Slack
@@ -22,16 +30,16 @@ impl Channel for Slack {
             _ => ":arrows_counterclockwise:",
         };
         let mut facts = vec![
-            format!("*Release*\n{}", n.release),
-            format!("*Stage*\n{} ({})", n.stage, n.namespace),
+            format!("*Release*\n{}", plain(&n.release)),
+            format!("*Stage*\n{} ({})", plain(&n.stage), plain(&n.namespace)),
         ];
-        facts.extend(n.actor.as_ref().map(|a| format!("*By*\n{a}")));
+        facts.extend(n.actor.as_ref().map(|a| format!("*By*\n{}", plain(a))));
         if !n.approvers.is_empty() {
-            facts.push(format!("*May approve*\n{}", n.approvers.join(", ")));
+            facts.push(format!("*May approve*\n{}", plain(&n.approvers.join(", "))));
         }
         let source = match (&n.source, &n.link) {
-            (Some(s), Some(link)) => Some(format!("*Source*\n<{link}|{s}>")),
-            (Some(s), None) => Some(format!("*Source*\n{s}")),
+            (Some(s), Some(link)) => Some(format!("*Source*\n<{}|{}>", plain(link), plain(s))),
+            (Some(s), None) => Some(format!("*Source*\n{}", plain(s))),
             _ => None,
         };
         facts.extend(source);
@@ -40,10 +48,10 @@ impl Channel for Slack {
             .map(|f| json!({"type": "mrkdwn", "text": f}))
             .collect();
         json!({
-            "text": format!("{icon} {}", n.headline()),
+            "text": format!("{icon} {}", plain(&n.headline())),
             "blocks": [
                 {"type": "header", "text": {"type": "plain_text", "text": n.headline(), "emoji": true}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", n.message)}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", plain(&n.message))}},
                 {"type": "section", "fields": fields},
                 {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Greenlight · {} · {}", n.kind_name(), n.time)}]},
             ],

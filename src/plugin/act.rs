@@ -188,9 +188,23 @@ pub async fn status(
         }
     };
     let deadline = Instant::now() + timeout;
+    if output.is_none() {
+        eprintln!(
+            "waiting for {release} at {stage_name} (up to {})",
+            humantime(timeout)
+        );
+    }
     let mut last = String::new();
     let result = loop {
-        let current: Release = ctx.get("release", &release).await?;
+        // A passing network error is waited out; a missing or forbidden release is not.
+        let current: Release = match ctx.get("release", &release).await {
+            Ok(r) => r,
+            Err(PluginError::Unreachable(_) | PluginError::Api(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(done) = outcome(&current, stage_name) {
             break done;
         }
@@ -272,11 +286,12 @@ pub async fn decide(ctx: &Ctx, d: Decide, decision: Decision) -> Result<u8, Plug
     let api = ctx.api::<Approval>();
     let judged = wait(Duration::from_secs(30), || async {
         let status = api.get(&name).await.ok()?.status?;
-        let verified = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == VERIFIED && c.status == ConditionStatus::True);
-        Some((verified, status.message?))
+        let condition = status.conditions.iter().find(|c| c.type_ == VERIFIED)?;
+        let verified = condition.status == ConditionStatus::True;
+        // Judged once recorded (verified, with its Release and Stage found) or unverified; a
+        // Release or Stage the controller has not seen yet is waited for.
+        let judged = !verified || condition.reason == VERIFIED;
+        judged.then_some((verified, status.message?))
     })
     .await;
     match judged {

@@ -185,6 +185,12 @@ fn gate_views(at_stage: &ReleaseStageStatus) -> Vec<GateView> {
         .collect()
 }
 
+/// Text from objects (messages, comments) without control characters, so none of it can
+/// move the cursor or change the terminal.
+pub fn clean(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
 /// Colours for text on a terminal; all empty when colour is off.
 #[derive(Clone, Copy)]
 pub struct Palette {
@@ -281,7 +287,7 @@ fn stage_details(stage: &StageView, palette: Palette) -> Vec<String> {
             "Progressing" | "RollingBack" => "now",
             _ => "why",
         };
-        lines.push(format!("{label}: {why}"));
+        lines.push(format!("{label}: {}", clean(why)));
     }
     for g in &stage.gates {
         let value = g
@@ -293,7 +299,7 @@ fn stage_details(stage: &StageView, palette: Palette) -> Vec<String> {
             "gate {} {}{value}  {}",
             g.name,
             palette.phase(&g.verdict),
-            palette.dim(&g.message)
+            palette.dim(&clean(&g.message))
         ));
     }
     lines
@@ -420,8 +426,8 @@ pub fn history_text(release: &Release) -> String {
             e.time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             e.actor,
             format!("{:?}", e.action),
-            e.stage,
-            e.message
+            clean(&e.stage),
+            clean(&e.message)
         ));
     }
     out

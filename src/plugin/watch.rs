@@ -24,9 +24,15 @@ pub async fn pipeline(ctx: &Ctx, name: &str, output: Option<Output>) -> Result<u
     ctx.pipeline(name).await?;
     let terminal = std::io::stdout().is_terminal() && output.is_none();
     let mut screen = Screen::open(terminal)?;
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     let mut last = String::new();
     loop {
-        let text = match (ctx.pipeline(name).await, output) {
+        let fetched = tokio::select! {
+            fetched = ctx.pipeline(name) => fetched,
+            _ = &mut interrupted => break,
+        };
+        let text = match (fetched, output) {
             (Ok(v), Some(o)) => encode(&v, o),
             (Ok(v), None) => view::pipeline_text(&v, palette()),
             (Err(e), _) => format!("{name}: {e}\n"),
@@ -37,10 +43,9 @@ pub async fn pipeline(ctx: &Ctx, name: &str, output: Option<Output>) -> Result<u
         }
         tokio::select! {
             _ = tokio::time::sleep(EVERY) => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut interrupted => break,
         }
     }
-    screen.close()?;
     Ok(0)
 }
 
@@ -83,11 +88,13 @@ impl Screen {
         )?;
         Ok(self.out.flush()?)
     }
+}
 
-    fn close(&mut self) -> Result<(), PluginError> {
+/// The terminal is given back however the watch ends: Ctrl-C, an error, a closed pipe.
+impl Drop for Screen {
+    fn drop(&mut self) {
         if self.terminal {
-            execute!(self.out, Show, LeaveAlternateScreen)?;
+            let _ = execute!(self.out, Show, LeaveAlternateScreen);
         }
-        Ok(())
     }
 }

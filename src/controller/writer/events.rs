@@ -24,8 +24,10 @@ const NOTE_LIMIT: usize = 1024;
 const REMEMBERED: usize = 20_000;
 
 pub struct EventSink {
-    /// When this process started: transitions from before are announced again if missing.
-    pub started: Timestamp,
+    /// When this replica started to lead (or the process started): transitions from before
+    /// are announced again if missing, since the previous leader may have died before it
+    /// announced them.
+    started: Mutex<Timestamp>,
     client: Client,
     metrics: Arc<Metrics>,
     instance: String,
@@ -52,13 +54,23 @@ impl EventSink {
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "greenlight".into());
         Self {
-            started: Timestamp::now(),
+            started: Mutex::new(Timestamp::now()),
             client,
             metrics,
             instance,
             announced: Mutex::new(HashSet::new()),
             fence,
         }
+    }
+
+    /// Since when this replica announces what it decides itself.
+    pub fn started(&self) -> Timestamp {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This replica begins to lead: what earlier leaders decided is replayed from now back.
+    pub fn begin_leading(&self) {
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = Timestamp::now();
     }
 
     /// Publishes the Event unless it was published already; failures are logged, never fatal.
@@ -102,7 +114,7 @@ impl EventSink {
 }
 
 /// `<object>.<digest of uid and key>`: stable across restarts, distinct per transition.
-fn event_name(regarding: &ObjectReference, key: &str) -> String {
+pub(crate) fn event_name(regarding: &ObjectReference, key: &str) -> String {
     let uid = regarding.uid.as_deref().unwrap_or_default();
     let digest = ring::digest::digest(&ring::digest::SHA256, format!("{uid}/{key}").as_bytes());
     let hex: String = digest.as_ref()[..8]

@@ -8,7 +8,8 @@ mod audit;
 mod events;
 
 pub use audit::AUDIT_LIMIT;
-pub use events::{Announcement, EventSink};
+pub(crate) use events::event_name;
+pub use events::{Announcement, EventSink, REPORTING_CONTROLLER};
 
 use std::sync::Arc;
 
