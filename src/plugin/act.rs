@@ -55,6 +55,30 @@ impl Ctx {
             .map_err(|e| explain(e, kind, "", &self.ns))
     }
 
+    /// Creates `object` as the current user, named by the apiserver from `prefix`; its name.
+    async fn create<K>(
+        &self,
+        kind: &'static str,
+        mut object: K,
+        prefix: String,
+    ) -> Result<String, PluginError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + Serialize
+            + std::fmt::Debug,
+    {
+        object.meta_mut().name = None;
+        object.meta_mut().generate_name = Some(prefix);
+        let made = self
+            .api::<K>()
+            .create(&PostParams::default(), &object)
+            .await
+            .map_err(|e| explain(e, kind, "", &self.ns))?;
+        Ok(made.meta().name.clone().unwrap_or_default())
+    }
+
     /// The pipeline as a view; an error when it has no stage here.
     pub async fn pipeline(&self, name: &str) -> Result<view::PipelineView, PluginError> {
         let stages: Vec<Stage> = self.list("Stage").await?;
@@ -264,7 +288,7 @@ fn humantime(d: Duration) -> String {
 pub async fn decide(ctx: &Ctx, d: Decide, decision: Decision) -> Result<u8, PluginError> {
     let _: Release = ctx.get("release", &d.release).await?;
     let _: Stage = ctx.get("stage", &d.stage).await?;
-    let mut approval = Approval::new(
+    let approval = Approval::new(
         "",
         ApprovalSpec {
             release: d.release.clone(),
@@ -275,14 +299,8 @@ pub async fn decide(ctx: &Ctx, d: Decide, decision: Decision) -> Result<u8, Plug
             release_ref: None,
         },
     );
-    approval.metadata.name = None;
-    approval.metadata.generate_name = Some(format!("{}-{}-", truncate(&d.release, 30), d.stage));
-    let made = ctx
-        .api::<Approval>()
-        .create(&PostParams::default(), &approval)
-        .await
-        .map_err(|e| explain(e, "approval", "", &ctx.ns))?;
-    let name = made.metadata.name.clone().unwrap_or_default();
+    let prefix = format!("{}-{}-", truncate(&d.release, 30), d.stage);
+    let name = ctx.create("approval", approval, prefix).await?;
     let api = ctx.api::<Approval>();
     let judged = wait(Duration::from_secs(30), || async {
         let status = api.get(&name).await.ok()?.status?;
@@ -334,7 +352,7 @@ pub async fn steer(
         .ok()
         .and_then(|v| v.as_str().map(String::from))
         .unwrap_or_default();
-    let mut command = StageCommand::new(
+    let command = StageCommand::new(
         "",
         StageCommandSpec {
             stage: s.stage.clone(),
@@ -345,14 +363,8 @@ pub async fn steer(
             stage_ref: None,
         },
     );
-    command.metadata.name = None;
-    command.metadata.generate_name = Some(format!("{verb}-{}-", s.stage));
-    let made = ctx
-        .api::<StageCommand>()
-        .create(&PostParams::default(), &command)
-        .await
-        .map_err(|e| explain(e, "stagecommand", "", &ctx.ns))?;
-    let name = made.metadata.name.clone().unwrap_or_default();
+    let prefix = format!("{verb}-{}-", s.stage);
+    let name = ctx.create("stagecommand", command, prefix).await?;
     let api = ctx.api::<StageCommand>();
     let handled = wait(Duration::from_secs(60), || async {
         let status = api.get(&name).await.ok()?.status?;
