@@ -365,22 +365,13 @@ kind: Secret
 metadata: {{name: notify}}
 stringData: {{url: "http://127.0.0.1:{notices}/notices"}}
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: greenlight-notifier-secret}}
-rules: [{{apiGroups: [""], resources: [secrets], resourceNames: [notify], verbs: [get]}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: greenlight-notifier-secret}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-notifier-secret}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: greenlight-operator}}]
----
+{reader}---
 apiVersion: greenlight.dev/v1alpha1
 kind: Notifier
 metadata: {{name: release-channel}}
 spec: {{type: webhook, urlSecretRef: {{name: notify, key: url}}, events: [Started, Succeeded, Failed, RolledBack]}}
 ---
-"#
+"#,
+        reader = support::operator_may_read_secret("notify"),
     )
 }

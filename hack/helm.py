@@ -74,7 +74,7 @@ def install(args, upgrade=False):
     chart = helm.Chart.load(args.chart)
     action = config(args).upgrade if upgrade else config(args).install
     release = action(chart, args.name, values(args), namespace=args.namespace)
-    print(json.dumps({"name": args.name, "version": release.get("version") if isinstance(release, dict) else None}))
+    print(json.dumps({"name": args.name, "revision": release.get("revision")}))
 
 
 def main():

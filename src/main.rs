@@ -163,12 +163,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// An http(s) base URL without credentials, query or fragment.
 fn parse_prometheus_address(text: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err("must be an http:// or https:// URL with a host".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err("must be a base URL, without credentials, query or fragment".into());
+    let url = greenlight::gates::prometheus::base_url(text)?;
+    // It appears in every such gate's status; a password would too.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".into());
     }
     Ok(url)
 }

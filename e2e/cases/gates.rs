@@ -392,18 +392,7 @@ fn store_the_token_readable_by_the_operator(env: &TestEnv, ca: &str) {
     let ca = serde_json::to_string(ca).unwrap();
     env.apply(&format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: prom-token}}\nstringData: {{token: {TOKEN}, ca.crt: {ca}}}\n"));
     // The operator may read exactly this Secret here, as config/rbac/secret-reader-example.yaml shows.
-    env.apply(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/rbac/secret-reader-example.yaml"
-        ))
-        .unwrap()
-        .replace("prometheus-token", "prom-token")
-        .replace(
-            "- kind: ServiceAccount\n  name: greenlight\n  namespace: greenlight-system",
-            "- {apiGroup: rbac.authorization.k8s.io, kind: User, name: greenlight-operator}",
-        ),
-    );
+    env.apply(&crate::support::operator_may_read_secret("prom-token"));
 }
 
 pub async fn prometheus_gate_authenticates_with_a_token_from_a_secret_and_never_shows_it(

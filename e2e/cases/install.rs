@@ -32,6 +32,7 @@ pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_argument
     let cluster = Cluster::start();
     let cp = cluster.cp;
     cp.kubectl(&["create", "namespace", NS]);
+    the_plugin_says_when_a_cluster_has_no_crds(cp);
     let prometheus = Prometheus::start(&[]);
     let values = chart_values(&env.dir, &prometheus.url);
     let kubeconfig = cp.kubeconfig.to_string_lossy().to_string();
@@ -175,6 +176,21 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// Before the chart, this cluster serves none of Greenlight's kinds: the plugin says so.
+fn the_plugin_says_when_a_cluster_has_no_crds(cp: &ControlPlane) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-greenlight"))
+        .args(["get", "releases", "-n", NS, "--kubeconfig"])
+        .arg(&cp.kubeconfig)
+        .output()
+        .expect("run kubectl-greenlight");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not serve greenlight.dev/v1alpha1: install Greenlight's CRDs first"),
+        "{err}"
+    );
 }
 
 /// What the chart installs with the test's values: kind and name.

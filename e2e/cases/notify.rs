@@ -68,17 +68,7 @@ kind: Secret
 metadata: {{name: hooks}}
 stringData: {{team: "http://127.0.0.1:{port}/team", chat: "http://127.0.0.1:{port}/chat"}}
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: greenlight-notifier-secrets}}
-rules: [{{apiGroups: [""], resources: [secrets], resourceNames: [hooks], verbs: [get]}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: greenlight-notifier-secrets}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-notifier-secrets}}
-subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: greenlight-operator}}]
----
+{reader}---
 apiVersion: greenlight.dev/v1alpha1
 kind: Notifier
 metadata: {{name: team}}
@@ -124,6 +114,7 @@ spec:
     canary: {{steps: [{{setWeight: 50}}, {{pause: {{}}}}]}}
 "#,
         dev = target_yaml("web-dev"),
+        reader = crate::support::operator_may_read_secret("hooks"),
         web = [target_yaml("web"), target_yaml("web-nightly")].join("---\n"),
     )
 }

@@ -11,17 +11,7 @@ use crate::env::{TestEnv, image, release_yaml, target_yaml};
 fn pipeline_yaml() -> String {
     format!(
         r#"{dev}---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: web}}
-spec:
-  replicas: 0
-  selector: {{matchLabels: {{app: web}}}}
-  template:
-    metadata: {{labels: {{app: web}}}}
-    spec:
-      containers: [{{name: web, image: registry.local/web:template}}]
----
+{web}---
 apiVersion: greenlight.dev/v1alpha1
 kind: Gate
 metadata: {{name: prod-signoff}}
@@ -52,7 +42,8 @@ spec:
       - setWeight: 50
       - pause: {{}}
 "#,
-        dev = target_yaml("web-dev")
+        dev = target_yaml("web-dev"),
+        web = target_yaml("web"),
     )
 }
 

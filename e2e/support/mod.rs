@@ -77,3 +77,24 @@ pub fn unique() -> String {
         .unwrap_or(0);
     format!("{:x}{n}", nanos & 0xffff)
 }
+
+/// The shipped `config/rbac/secret-reader-example.yaml`, letting the test bed's operator user
+/// read exactly the Secret `secret` (a gate's token, a notifier's URL).
+pub fn operator_may_read_secret(secret: &str) -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/rbac/secret-reader-example.yaml"
+    ))
+    .expect("config/rbac/secret-reader-example.yaml")
+    .replace("[prometheus-token]", &format!("[{secret}]"))
+    .replace(
+        "- kind: ServiceAccount\n  name: greenlight\n  namespace: greenlight-system",
+        &format!(
+            "- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {}}}",
+            controlplane::OPERATOR_USER
+        ),
+    )
+    .trim_end()
+    .to_string()
+        + "\n"
+}

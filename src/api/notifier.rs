@@ -58,6 +58,17 @@ pub enum NotifierType {
     Webhook,
 }
 
+impl NotifierType {
+    /// The name in `spec.type`, also a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
+            Self::Teams => "teams",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
 /// The moments a notice is sent for.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,

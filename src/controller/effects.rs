@@ -253,7 +253,6 @@ async fn announce(world: &World, events: &[StageEvent], ctx: &Context) {
         if let Some(release) = release {
             // The Release's Event is the outbox entry of the notice, when there is one to send.
             let kind = crate::notify::notice_kind(reason, &event.note);
-            let told = !stage.spec.notifiers.is_empty() && kind.is_some();
             // A wait for approval is told once per attempt, however often its tally changes.
             let key = match kind {
                 Some(crate::api::NoticeKind::WaitingForApproval) => format!(
@@ -269,7 +268,7 @@ async fn announce(world: &World, events: &[StageEvent], ctx: &Context) {
                 reason,
                 note: format!("stage {}: {}", stage.name_any(), event.note),
                 key,
-                notify_stage: told.then(|| stage.name_any()),
+                notify_stage: crate::notify::outbox_stage(stage, reason, &event.note),
             };
             ctx.writer.events.publish(&*release, a).await;
         }

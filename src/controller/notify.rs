@@ -284,11 +284,7 @@ async fn send(ctx: &Context, namespace: &str, name: &str, notice: &Notice) -> Re
     if !spec.events.is_empty() && !spec.events.contains(&notice.kind) {
         return Ok(());
     }
-    let kind = match spec.notifier_type {
-        crate::api::NotifierType::Slack => "slack",
-        crate::api::NotifierType::Teams => "teams",
-        crate::api::NotifierType::Webhook => "webhook",
-    };
+    let kind = spec.notifier_type.as_str();
     let sent = post(ctx, namespace, &notifier, notice).await;
     let outcome = if sent.is_ok() { "sent" } else { "failed" };
     ctx.metrics

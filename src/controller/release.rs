@@ -114,10 +114,9 @@ async fn announce_recent(release: &Release, namespace: &str, ctx: &Context) {
         let key = event_key(entry);
         let stage = ctx.index.stage(namespace, &entry.stage);
         // A replayed transition carries its notice too: it may be the one the crash lost.
-        let told = stage.as_ref().is_some_and(|s| {
-            !s.spec.notifiers.is_empty()
-                && crate::notify::notice_kind(reason, &entry.message).is_some()
-        });
+        let notify_stage = stage
+            .as_ref()
+            .and_then(|s| crate::notify::outbox_stage(s, reason, &entry.message));
         if let Some(stage) = stage.filter(|_| entry.approval.is_none()) {
             let note = format!("{} (release {})", entry.message, release.name_any());
             let a = Announcement {
@@ -135,7 +134,7 @@ async fn announce_recent(release: &Release, namespace: &str, ctx: &Context) {
             reason,
             note,
             key,
-            notify_stage: told.then(|| entry.stage.clone()),
+            notify_stage,
         };
         ctx.writer.events.publish(release, a).await;
     }

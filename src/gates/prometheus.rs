@@ -189,9 +189,9 @@ fn address<'a>(spec: &'a PrometheusGate, env: &'a super::GateEnv) -> Result<&'a 
     }
 }
 
-/// An http(s) URL with no query or fragment (a path prefix is fine, e.g. behind a proxy),
-/// whose host and port are on the allow-list.
-fn check_address(address: &str, env: &super::GateEnv) -> Result<(), String> {
+/// A Prometheus base URL: http(s), no query or fragment (a path prefix is fine, e.g. behind
+/// a proxy). Also the check of `--prometheus-address`.
+pub fn base_url(address: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(address)
         .map_err(|e| format!("'{address}' is not an http(s) URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -205,6 +205,12 @@ fn check_address(address: &str, env: &super::GateEnv) -> Result<(), String> {
             "'{address}' has a query or fragment; give the server's base URL"
         ));
     }
+    Ok(url)
+}
+
+/// A base URL whose host and port are on the allow-list.
+fn check_address(address: &str, env: &super::GateEnv) -> Result<(), String> {
+    let url = base_url(address)?;
     env.webhook_allow.refusal(&url).map_or(Ok(()), Err)
 }
 

@@ -90,6 +90,13 @@ pub fn notice_kind(reason: &str, note: &str) -> Option<NoticeKind> {
     })
 }
 
+/// The stage whose notifiers hear of this transition (the `notify_stage` of its Release
+/// Event), if any: when the stage has notifiers and the transition calls for a notice.
+pub fn outbox_stage(stage: &crate::api::Stage, reason: &str, note: &str) -> Option<String> {
+    let told = !stage.spec.notifiers.is_empty() && notice_kind(reason, note).is_some();
+    told.then(|| stage.metadata.name.clone()).flatten()
+}
+
 /// A link to the commit, for repositories on the usual forges.
 pub fn source_link(repository: &str, commit: &str) -> Option<String> {
     let base = repository.trim_end_matches('/').trim_end_matches(".git");
