@@ -6,6 +6,7 @@ use std::process::Command;
 use crate::env::TestEnv;
 
 pub async fn the_demo_promotes_one_release_and_rolls_back_the_other_then_stops(_env: TestEnv) {
+    let _one_at_a_time = crate::support::OWN_CLUSTER.lock().await;
     let out = tokio::task::spawn_blocking(|| {
         Command::new("timeout")
             .args(["600", env!("CARGO_BIN_EXE_greenlight-demo")])

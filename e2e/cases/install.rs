@@ -29,6 +29,7 @@ const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/greenlight");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_arguments(env: TestEnv) {
+    let _one_at_a_time = crate::support::OWN_CLUSTER.lock().await;
     let cluster = Cluster::start();
     let cp = cluster.cp;
     cp.kubectl(&["create", "namespace", NS]);
@@ -103,6 +104,7 @@ pub async fn the_kustomize_base_is_the_rendered_chart_and_runs_with_cert_manager
         "config/default/greenlight.yaml is stale: run `make manifests`"
     );
 
+    let _one_at_a_time = crate::support::OWN_CLUSTER.lock().await;
     let cluster = Cluster::start();
     let cp = cluster.cp;
     cp.kubectl(&["apply", "-f", &format!("{ROOT}/e2e/fixtures/")]);

@@ -98,3 +98,8 @@ pub fn operator_may_read_secret(secret: &str) -> String {
     .to_string()
         + "\n"
 }
+
+/// Held by the cases that start a whole control plane of their own (the install cases and
+/// the demo), so that at most one such extra cluster loads the 2-core machine at a time,
+/// beside the cases whose deadlines are measured.
+pub static OWN_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
