@@ -254,16 +254,21 @@ pub async fn a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event(mu
     }
     let took = restored.expect("the weight was put back");
     assert!(took < Duration::from_secs(2), "put back after {took:?}");
-    let notes: Vec<String> = env
-        .events("TrafficDrift")
-        .await
-        .into_iter()
-        .filter_map(|e| e.note)
-        .collect();
-    assert!(
-        notes
+    // The Event is published after the write that put the weight back, so it may trail it.
+    env.wait_for("a TrafficDrift event naming the edit", WAIT, || async {
+        let notes: Vec<String> = env
+            .events("TrafficDrift")
+            .await
+            .into_iter()
+            .filter_map(|e| e.note)
+            .collect();
+        match notes
             .iter()
-            .any(|n| n.contains("was 50%, not 25%") && n.contains("changed by kubectl")),
-        "{notes:?}"
-    );
+            .any(|n| n.contains("was 50%, not 25%") && n.contains("changed by kubectl"))
+        {
+            true => Ok(()),
+            false => Err(format!("{notes:?}")),
+        }
+    })
+    .await;
 }
