@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make run` need on a fresh Debian bookworm machine, idempotently:
-# Debian packages (etcd, Prometheus, Go toolchain, umoci for the image), the Helm engine from
+# Debian packages (etcd, Prometheus, Go toolchain, umoci for the image, Lua 5.1 for the Argo CD
+# health checks), the Helm engine from
 # PyPI (helm-python-sdk, for the chart), and a Kubernetes 1.20 control plane built from
 # Debian's `kubernetes` source package, cached outside the work tree.
 set -euo pipefail
@@ -14,7 +15,7 @@ SUDO=""
 log() { echo "[install-deps] $*" >&2; }
 
 need_pkgs=()
-for p in etcd-server prometheus golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential curl openssl umoci ca-certificates tmux; do
+for p in etcd-server prometheus golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential curl openssl umoci ca-certificates tmux lua5.1; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -8,6 +8,7 @@ pub mod crdgen;
 pub mod gates;
 pub mod identity;
 pub mod index;
+pub mod insight;
 pub mod leader;
 pub mod machine;
 pub mod metrics;

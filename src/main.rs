@@ -60,6 +60,9 @@ enum Command {
             value_delimiter = ','
         )]
         previous_identity_key_file: Vec<PathBuf>,
+        /// The period the DORA metrics cover, up to now: days, weeks or a duration (e.g. 90d).
+        #[arg(long, env = "GREENLIGHT_DORA_WINDOW", default_value = "90d", value_parser = greenlight::insight::dora::parse_period)]
+        dora_window: jiff::SignedDuration,
         /// Serve the admission webhooks (HTTPS) on this address; off when unset.
         #[arg(long, env = "GREENLIGHT_ADMISSION_ADDR")]
         admission_addr: Option<SocketAddr>,
@@ -115,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
             admission_host,
             admission_configuration,
             admission_refresh,
+            dora_window,
         } => {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
@@ -145,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
                 prometheus_address: prometheus_address.map(String::from),
                 identity: Arc::new(identity),
                 admission,
+                dora_window,
             };
             tokio::select! {
                 ran = greenlight::controller::run(client, metrics, settings) => Ok(ran?),

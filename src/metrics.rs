@@ -1,9 +1,10 @@
 //! Every metric the operator exports, registered in one place, and the HTTP endpoint that
 //! serves them with the health probes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +30,13 @@ pub struct GateLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RolloutLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// `rolling` or `canary`.
+    pub strategy: &'static str,
     pub outcome: &'static str,
 }
 
@@ -65,6 +73,9 @@ pub struct Metrics {
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
     pub gate_evaluations: Family<GateLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
+    pub rollout_duration: Family<DurationLabels, Histogram>,
+    /// Objects a watch event queued for reconciliation whose reconcile has not begun.
+    pub queue_depth: Family<ControllerLabels, prometheus_client::metrics::gauge::Gauge>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub api_write_refusals: Family<RefusalLabels, Counter>,
     pub admission_reviews: Family<AdmissionLabels, Counter>,
@@ -75,7 +86,46 @@ pub struct Metrics {
     pub leadership_changes: Counter,
     /// Set once the watch caches have synced; `/readyz` answers 503 until then.
     pub ready: std::sync::atomic::AtomicBool,
+    /// The series read from the watched state at each scrape, once the index exists.
+    state: Arc<OnceLock<Box<dyn Collector>>>,
     registry: Registry,
+}
+
+/// Stands in for the state collector until [`Metrics::collect_state`] provides it.
+#[derive(Debug)]
+struct Deferred(Arc<OnceLock<Box<dyn Collector>>>);
+
+impl Collector for Deferred {
+    fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        match self.0.get() {
+            Some(collector) => collector.encode(encoder),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How long rollouts take, and how many objects wait for a reconcile.
+fn rollout_metrics(
+    registry: &mut Registry,
+) -> (
+    Family<DurationLabels, Histogram>,
+    Family<ControllerLabels, prometheus_client::metrics::gauge::Gauge>,
+) {
+    let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+        Histogram::new(exponential_buckets(15.0, 2.0, 12))
+    });
+    registry.register(
+        "rollout_duration_seconds",
+        "Time from a rollout's start to its success or the end of its rollback, by strategy and outcome",
+        duration.clone(),
+    );
+    let depth = Family::<ControllerLabels, prometheus_client::metrics::gauge::Gauge>::default();
+    registry.register(
+        "reconcile_queue_depth",
+        "Objects a watch event queued for reconciliation whose reconcile has not begun, by controller",
+        depth.clone(),
+    );
+    (duration, depth)
 }
 
 /// Notice deliveries: per notifier type and outcome, so bounded whatever the Notifiers.
@@ -87,6 +137,23 @@ fn notification_metrics(registry: &mut Registry) -> Family<NotificationLabels, C
         notifications.clone(),
     );
     notifications
+}
+
+/// Admission requests answered, and serving-certificate reloads.
+fn admission_metrics(registry: &mut Registry) -> (Family<AdmissionLabels, Counter>, Counter) {
+    let admission_reviews = Family::<AdmissionLabels, Counter>::default();
+    registry.register(
+        "admission_reviews",
+        "Admission requests answered, by webhook (mutate or validate), kind and whether allowed",
+        admission_reviews.clone(),
+    );
+    let webhook_certificate_reloads = Counter::default();
+    registry.register(
+        "webhook_certificate_reloads",
+        "Times the admission webhook server took a new serving certificate",
+        webhook_certificate_reloads.clone(),
+    );
+    (admission_reviews, webhook_certificate_reloads)
 }
 
 /// Whether this replica leads, and how often that changed.
@@ -156,21 +223,16 @@ impl Metrics {
             "Writes the Kubernetes API refused or failed, by kind of write and reason",
             api_write_refusals.clone(),
         );
-        let admission_reviews = Family::<AdmissionLabels, Counter>::default();
-        registry.register(
-            "admission_reviews",
-            "Admission requests answered, by webhook (mutate or validate), kind and whether allowed",
-            admission_reviews.clone(),
-        );
-        let webhook_certificate_reloads = Counter::default();
-        registry.register(
-            "webhook_certificate_reloads",
-            "Times the admission webhook server took a new serving certificate",
-            webhook_certificate_reloads.clone(),
-        );
+        let (admission_reviews, webhook_certificate_reloads) = admission_metrics(&mut registry);
         let notifications = notification_metrics(&mut registry);
         let (leader, leadership_changes) = leadership_metrics(&mut registry);
+        let (rollout_duration, queue_depth) = rollout_metrics(&mut registry);
+        let state = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(Deferred(state.clone())));
         Arc::new(Self {
+            rollout_duration,
+            queue_depth,
+            state,
             leader,
             leadership_changes,
             reconciles,
@@ -195,6 +257,11 @@ impl Metrics {
         self.reconcile_duration
             .get_or_create(&ControllerLabels { controller })
             .observe(took.as_secs_f64());
+    }
+
+    /// Serves the series `collector` reads from the watched state; the first one given stays.
+    pub fn collect_state(&self, collector: Box<dyn Collector>) {
+        let _ = self.state.set(collector);
     }
 
     pub fn write(&self, kind: &'static str) {

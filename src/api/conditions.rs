@@ -1,4 +1,4 @@
-//! kstatus-style conditions (`Ready`, `Progressing`, `Stalled`) shared by every kind, and the
+//! kstatus-style conditions (`Ready`, `Progressing`, `Reconciling`, `Stalled`) shared by every kind, and the
 //! rule that a condition's `lastTransitionTime` moves only when its status does.
 
 use jiff::Timestamp;
@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const STALLED: &str = "Stalled";
+/// kstatus's name for "not yet where the spec and the releases say": Flux waits on it.
+pub const RECONCILING: &str = "Reconciling";
 /// Warns that the Git-owned target Deployment runs pods of its own.
 pub const TARGET_RUNS_PODS: &str = "TargetRunsPods";
 /// Says the managed workloads roll differently from what the target asks, and why.
@@ -58,7 +60,8 @@ impl Condition {
     }
 }
 
-/// The three kstatus conditions for an object in one of three states.
+/// The kstatus conditions for an object in one of three states: `Reconciling` (what kstatus
+/// reads) says the same as `Progressing` (what people read).
 pub fn kstatus(state: Health, reason: &str, message: &str) -> Vec<Condition> {
     let (ready, progressing, stalled) = match state {
         Health::Ready => (true, false, false),
@@ -68,6 +71,7 @@ pub fn kstatus(state: Health, reason: &str, message: &str) -> Vec<Condition> {
     vec![
         Condition::new(READY, ready, reason, message),
         Condition::new(PROGRESSING, progressing, reason, message),
+        Condition::new(RECONCILING, progressing, reason, message),
         Condition::new(STALLED, stalled, reason, message),
     ]
 }

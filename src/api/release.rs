@@ -88,6 +88,11 @@ pub struct SourceRef {
     pub repository: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// When the commit was made. Lead time is measured from here when given, else from the
+    /// Release's creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub commit_time: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
 }
@@ -134,6 +139,13 @@ pub struct AuditEntry {
     /// The Approval behind an `Approved` or `Rejected` entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<String>,
+    /// Why a rollout failed (`RolledBack`, `AbortRequested`): a CamelCase reason such as
+    /// `AnalysisFailed` or `ProgressDeadlineExceeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The gate whose verdict failed the rollout, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

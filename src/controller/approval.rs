@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
@@ -28,10 +28,11 @@ pub const COUNTS: &str = "counts toward gate";
 const RECORDED: &str = "Verified";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
-    let index = ctx.index.clone();
-    Controller::new(
+    let (index, queue) = (ctx.index.clone(), ctx.queue.clone());
+    super::queue::controller(
         scoped_api::<Approval>(client, namespace),
-        watcher::Config::default(),
+        ctx.queue.clone(),
+        CONTROLLER,
     )
     // An Approval may arrive before its Release (Git applies in any order).
     .watches(
@@ -40,13 +41,12 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
         move |r: Release| {
             let ns = r.namespace();
             let name = r.name_any();
-            refs_of(
-                index
-                    .approvals
-                    .state()
-                    .into_iter()
-                    .filter(|a| a.namespace() == ns && a.spec.release == name && !recorded(a)),
-            )
+            let waiting = index
+                .approvals
+                .state()
+                .into_iter()
+                .filter(|a| a.namespace() == ns && a.spec.release == name && !recorded(a));
+            queue.queued(CONTROLLER, refs_of(waiting))
         },
     )
     .shutdown_on_signal()
@@ -119,6 +119,8 @@ async fn reconcile_approval(
         actor: who.username.clone(),
         message: format!("{message}{comment}"),
         approval: Some(approval.name_any()),
+        reason: None,
+        gate: None,
     };
     let appended = ctx
         .writer

@@ -22,7 +22,7 @@ use crate::api::conditions::{Condition, STRATEGY_OVERRIDDEN, TARGET_RUNS_PODS};
 use crate::api::release::{AuditAction, AuditEntry};
 use crate::api::stage::RolloutOutcome;
 use crate::machine::{DesiredPrimary, Outcome, StageEvent};
-use crate::metrics::RolloutLabels;
+use crate::metrics::{DurationLabels, RolloutLabels};
 use crate::workload::{build_primary, matches_desired};
 
 pub(crate) async fn apply(
@@ -111,8 +111,15 @@ async fn record(
     status.conditions.extend(target_runs_pods(world));
     status.conditions.extend(strategy_overridden(world));
     status.last_command = world.steering.text.clone();
-    count_rollouts(&old.history, &status.history, ctx);
+    let history = status.history.clone();
     super::changes::write_stage_status(stage, &old, status, ctx, now).await?;
+    // Counted once written, so a refused write that is retried counts once.
+    count_rollouts(
+        &old.history,
+        &history,
+        stage.spec.strategy.strategy_type,
+        ctx,
+    );
     Ok(())
 }
 
@@ -174,6 +181,8 @@ fn audit_entries(
             actor,
             message: event.note.clone(),
             approval: None,
+            reason: event.cause.as_ref().map(|c| c.reason.clone()),
+            gate: event.cause.as_ref().and_then(|c| c.gate.clone()),
         });
     }
     trail
@@ -303,11 +312,17 @@ fn strategy_overridden(world: &World) -> Option<Condition> {
     ))
 }
 
+/// Counts the rollouts this pass finished, and how long each took, by strategy.
 fn count_rollouts(
     old: &[crate::api::stage::RolloutRecord],
     new: &[crate::api::stage::RolloutRecord],
+    strategy: crate::api::stage::StrategyType,
     ctx: &Context,
 ) {
+    let strategy = match strategy {
+        crate::api::stage::StrategyType::Rolling => "rolling",
+        crate::api::stage::StrategyType::Canary => "canary",
+    };
     for record in new.iter().take_while(|h| !old.contains(h)) {
         let outcome = match record.outcome {
             RolloutOutcome::Succeeded => "succeeded",
@@ -317,6 +332,10 @@ fn count_rollouts(
             .rollouts
             .get_or_create(&RolloutLabels { outcome })
             .inc();
+        ctx.metrics
+            .rollout_duration
+            .get_or_create(&DurationLabels { strategy, outcome })
+            .observe(record.duration_seconds.max(0) as f64);
     }
 }
 

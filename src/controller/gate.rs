@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 use kube::{Client, Resource};
 
 use super::error::ReconcileError;
@@ -20,9 +19,10 @@ use crate::validation::ValidationErrors;
 const CONTROLLER: &str = "gate";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
-    Controller::new(
+    super::queue::controller(
         scoped_api::<Gate>(client, namespace),
-        watcher::Config::default(),
+        ctx.queue.clone(),
+        CONTROLLER,
     )
     .shutdown_on_signal()
     .run(reconcile, error_policy(CONTROLLER), ctx)

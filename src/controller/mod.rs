@@ -11,11 +11,13 @@ pub mod canary;
 pub mod changes;
 pub mod effects;
 pub mod error;
+pub mod finalize;
 pub mod gate;
 pub mod notifier;
 pub mod notify;
 pub mod observe;
 pub mod patch;
+pub mod queue;
 pub mod release;
 pub mod runner;
 pub mod secrets;
@@ -50,6 +52,7 @@ pub struct Context {
     pub runner: runner::GateRunner,
     pub writer: writer::Writer,
     pub backoff: backoff::Backoff,
+    pub queue: Arc<queue::Queue>,
 }
 
 /// How the operator is configured.
@@ -64,6 +67,8 @@ pub struct Settings {
     pub admission: Option<crate::admission::ServerConfig>,
     /// Elect a leader among replicas on this Lease; when `None`, this replica always leads.
     pub leader: Option<crate::leader::LeaseConfig>,
+    /// The period the DORA metrics cover.
+    pub dora_window: jiff::SignedDuration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +163,8 @@ pub(crate) async fn instrumented<K: ResourceExt>(
     use tracing::Instrument;
     let started = std::time::Instant::now();
     let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    ctx.queue
+        .started(controller, obj.namespace().as_deref(), &name);
     let span = tracing::info_span!("reconcile", controller, namespace = %namespace, name = %name);
     let result = std::panic::AssertUnwindSafe(work.instrument(span))
         .catch_unwind()
@@ -190,6 +197,8 @@ pub async fn run(
     for task in tasks {
         tokio::spawn(task);
     }
+    let state = crate::insight::collector::StateCollector::new(index.clone(), settings.dora_window);
+    metrics.collect_state(Box::new(state));
     let env = crate::gates::GateEnv {
         http: crate::gates::http_client(&settings.webhook_allow),
         webhook_allow: settings.webhook_allow,
@@ -211,6 +220,7 @@ pub async fn run(
         ),
         writer: writer::Writer::fenced_by(client.clone(), metrics.clone(), leadership.clone()),
         backoff: Default::default(),
+        queue: Arc::new(queue::Queue::new(metrics.clone())),
     });
     let synced = index.wait_until_synced().await;
     if !synced {

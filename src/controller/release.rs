@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
@@ -24,16 +24,21 @@ use crate::pipeline::topological_order;
 const CONTROLLER: &str = "release";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
-    let index = ctx.index.clone();
-    Controller::new(
+    let (index, queue) = (ctx.index.clone(), ctx.queue.clone());
+    super::queue::controller(
         scoped_api::<Release>(client, namespace),
-        watcher::Config::default(),
+        ctx.queue.clone(),
+        CONTROLLER,
     )
     .watches(
         scoped_api::<Stage>(client, namespace),
         watcher::Config::default(),
         move |s: Stage| {
-            refs_of(index.pipeline_releases(&s.namespace().unwrap_or_default(), &s.spec.pipeline))
+            let ns = s.namespace().unwrap_or_default();
+            queue.queued(
+                CONTROLLER,
+                refs_of(index.pipeline_releases(&ns, &s.spec.pipeline)),
+            )
         },
     )
     .shutdown_on_signal()

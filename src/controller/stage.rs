@@ -35,76 +35,112 @@ pub(crate) const CONTROLLER: &str = "stage";
 const INVALID_RETRY: Duration = Duration::from_secs(30);
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
-    let by_deployment = ctx.index.clone();
-    let by_release = ctx.index.clone();
-    let by_gate = ctx.index.clone();
-    let by_stage = ctx.index.clone();
+    let (by_deployment, by_release) = (ctx.index.clone(), ctx.index.clone());
+    let (by_gate, by_stage) = (ctx.index.clone(), ctx.index.clone());
+    let q = &ctx.queue;
     let cfg = watcher::Config::default;
-    let mut controller = Controller::new(scoped_api::<Stage>(client, namespace), cfg())
+    let stages = super::queue::controller(
+        scoped_api::<Stage>(client, namespace),
+        q.clone(),
+        CONTROLLER,
+    );
+    let mut controller = stages
         // Primaries and canaries map to their Stage, targets by name, so a target that starts
         // running pods of its own is reported at once.
         .watches(
             scoped_api::<Deployment>(client, namespace),
             cfg(),
-            move |d| {
+            q.counting(CONTROLLER, move |d: Deployment| {
                 let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
                 refs_of(by_deployment.stages_where(&ns, |s| {
                     let t = &s.spec.target.name;
                     [t.clone(), primary_name(t), canary_name(t)].contains(&name)
                 }))
-            },
+            }),
         )
-        .watches(scoped_api::<Release>(client, namespace), cfg(), move |r| {
-            let ns = r.namespace().unwrap_or_default();
-            refs_of(by_release.pipeline_stages(&ns, &r.spec.pipeline))
-        })
-        .watches(scoped_api::<Gate>(client, namespace), cfg(), move |g| {
-            let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
-            refs_of(by_gate.stages_where(&ns, |s| {
-                named_gates(&s.spec).iter().any(|(_, g)| *g == name)
-            }))
-        })
+        .watches(
+            scoped_api::<Release>(client, namespace),
+            cfg(),
+            q.counting(CONTROLLER, move |r: Release| {
+                let ns = r.namespace().unwrap_or_default();
+                refs_of(by_release.pipeline_stages(&ns, &r.spec.pipeline))
+            }),
+        )
+        .watches(
+            scoped_api::<Gate>(client, namespace),
+            cfg(),
+            q.counting(CONTROLLER, move |g: Gate| {
+                let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
+                refs_of(by_gate.stages_where(&ns, |s| {
+                    named_gates(&s.spec).iter().any(|(_, g)| *g == name)
+                }))
+            }),
+        )
         .watches(
             scoped_api::<Approval>(client, namespace),
             cfg(),
-            |a: Approval| {
-                let stage = ObjectRef::<Stage>::new(&a.spec.stage);
-                a.namespace().map(|ns| stage.within(&ns))
-            },
+            q.counting(CONTROLLER, |a: Approval| {
+                stage_of(a.namespace(), &a.spec.stage)
+            }),
         )
         .watches(
             scoped_api::<StageCommand>(client, namespace),
             cfg(),
-            |c: StageCommand| {
-                let stage = ObjectRef::<Stage>::new(&c.spec.stage);
-                c.namespace().map(|ns| stage.within(&ns))
-            },
+            q.counting(CONTROLLER, |c: StageCommand| {
+                stage_of(c.namespace(), &c.spec.stage)
+            }),
         )
-        .watches(scoped_api::<Stage>(client, namespace), cfg(), move |s| {
-            let ns = s.namespace().unwrap_or_default();
-            refs_of(by_stage.pipeline_stages(&ns, &s.spec.pipeline))
-        });
+        .watches(
+            scoped_api::<Stage>(client, namespace),
+            cfg(),
+            q.counting(CONTROLLER, move |s: Stage| {
+                let ns = s.namespace().unwrap_or_default();
+                refs_of(by_stage.pipeline_stages(&ns, &s.spec.pipeline))
+            }),
+        );
+    controller = also_on_gates_and_routes(controller, &ctx, client, namespace).await;
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy(CONTROLLER), ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn stage_of(namespace: Option<String>, stage: &str) -> Option<ObjectRef<Stage>> {
+    namespace.map(|ns| ObjectRef::<Stage>::new(stage).within(&ns))
+}
+
+/// Reconciles a stage when a gate it waits for answers, and when its HTTPRoute changes.
+async fn also_on_gates_and_routes(
+    mut controller: Controller<Stage>,
+    ctx: &Arc<Context>,
+    client: &Client,
+    namespace: &Option<String>,
+) -> Controller<Stage> {
     if let Some(finished) = ctx.runner.finished() {
         // A pass that left a gate evaluating is followed by one as soon as it answers.
-        let stages = futures::stream::unfold(finished, |mut rx| async move {
-            let (ns, name) = rx.recv().await?;
-            Some((ObjectRef::<Stage>::new(&name).within(&ns), rx))
+        let queue = ctx.queue.clone();
+        let stages = futures::stream::unfold(finished, move |mut rx| {
+            let queue = queue.clone();
+            async move {
+                let (ns, name) = rx.recv().await?;
+                let stage = ObjectRef::<Stage>::new(&name).within(&ns);
+                queue.queued(CONTROLLER, [stage.clone()]);
+                Some((stage, rx))
+            }
         });
         controller = controller.reconcile_on(stages);
     }
     if let Some((routes, resource)) = http_routes(client, namespace).await {
         let by_route = ctx.index.clone();
         // A weight someone else changes is seen (and put back) at once, not at the next step.
-        controller = controller.watches_with(routes, resource, cfg(), move |r| {
+        let map = ctx.queue.counting(CONTROLLER, move |r: DynamicObject| {
             let (ns, name) = (r.namespace().unwrap_or_default(), r.name_any());
             refs_of(by_route.stages_where(&ns, |s| routes_through(s, &name)))
         });
+        controller = controller.watches_with(routes, resource, watcher::Config::default(), map);
     }
     controller
-        .shutdown_on_signal()
-        .run(reconcile, error_policy(CONTROLLER), ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
 }
 
 /// The HTTPRoutes API, when the cluster serves it (Gateway API installed).
@@ -155,6 +191,9 @@ pub(super) async fn reconcile_stage(
         .remaining(&backoff, &fingerprint(&stage, &ctx.index))
     {
         return Err(ReconcileError::BackingOff(left));
+    }
+    if let Some(done) = super::finalize::guard(&stage, ctx).await? {
+        return Ok(done);
     }
     let now = Timestamp::now();
     let world = match observe_stage(stage, ctx, now).await? {
@@ -242,6 +281,9 @@ async fn report_invalid(
 ) -> Result<Action, ReconcileError> {
     let old = stage.status.clone().unwrap_or_default();
     let mut status = old.clone();
+    if status.phase != Some(StagePhase::Invalid) {
+        status.phase_since = Some(now);
+    }
     status.phase = Some(StagePhase::Invalid);
     status.message = Some(message.clone());
     status.conditions = kstatus(Health::Stalled, reason, &message);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::events::{StageEvent, Transition};
+use super::events::{FailureCause, StageEvent, Transition};
 use super::types::{Command, DesiredPrimary, Due, MAX_REQUEUE, Outcome, ReleaseView, StageInput};
 use crate::api::conditions::{Condition, Health, kstatus};
 use crate::api::release::{GateResultStatus, ReleaseStageStatus, StagePhaseForRelease as RP};
@@ -146,6 +146,7 @@ impl<'a> Draft<'a> {
             attempt,
             step,
             by_person,
+            cause: None,
         });
     }
 
@@ -239,6 +240,12 @@ impl<'a> Draft<'a> {
             format!("{}: {message}; rolling back to {to}", rollout.version),
             Some(&rollout.release),
         );
+        if let Some(event) = self.events.last_mut() {
+            event.cause = Some(FailureCause {
+                reason: reason.to_string(),
+                gate: super::events::failed_gate(&message),
+            });
+        }
         self.status.rollout = Some(next.clone());
         self.status.phase = Some(StagePhase::RollingBack);
         self.status.message = Some(format!(
@@ -385,6 +392,9 @@ impl<'a> Draft<'a> {
         let now = self.input.now;
         let (health, reason, message) = self.health;
         let mut status = self.status;
+        if status.phase != self.input.status.phase {
+            status.phase_since = Some(now);
+        }
         let conditions: Vec<Condition> = kstatus(health, reason, &message);
         status.conditions = conditions;
         let requeue_after = self

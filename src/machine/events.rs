@@ -115,6 +115,23 @@ pub struct StageEvent {
     pub step: Option<u32>,
     /// Caused by a person's StageCommand, not by the operator.
     pub by_person: bool,
+    /// Why a rollout failed (on `RolloutFailed` only).
+    pub cause: Option<FailureCause>,
+}
+
+/// What failed a rollout: the reason, and the gate whose verdict did, if one did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureCause {
+    pub reason: String,
+    pub gate: Option<String>,
+}
+
+/// The gate an analysis failure message names (`gate 'NAME' failed: ...`, as the canary
+/// analysis words it).
+pub(super) fn failed_gate(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("gate '")?;
+    let (gate, rest) = rest.split_once('\'')?;
+    rest.starts_with(" failed:").then(|| gate.to_string())
 }
 
 impl StageEvent {
@@ -143,6 +160,17 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_of_an_analysis_failure_is_read_from_its_message() {
+        let m = "gate 'error-rate' failed: 0.2 > 0.01 (value 0.2)";
+        assert_eq!(failed_gate(m), Some("error-rate".into()));
+        assert_eq!(
+            failed_gate("gate 'x' inconclusive: no data (value none)"),
+            None
+        );
+        assert_eq!(failed_gate("primary not available"), None);
+    }
+
+    #[test]
     fn audit_ids_differ_by_attempt_and_step_and_not_by_time() {
         let event = StageEvent {
             kind: Transition::Resumed,
@@ -151,6 +179,7 @@ mod tests {
             attempt: 1,
             step: Some(2),
             by_person: true,
+            cause: None,
         };
         let action = AuditAction::PromoteRequested;
         assert_eq!(

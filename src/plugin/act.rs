@@ -147,6 +147,43 @@ pub async fn history(ctx: &Ctx, name: &str, output: Option<Output>) -> Result<u8
     Ok(0)
 }
 
+/// The DORA report of the namespace's pipelines over `since` up to now.
+pub async fn dora(
+    ctx: &Ctx,
+    pipeline: Option<&str>,
+    since: jiff::SignedDuration,
+    output: Option<Output>,
+) -> Result<u8, PluginError> {
+    use crate::insight::dora;
+    let keep = |p: &str| pipeline.is_none_or(|want| want == p);
+    let stages: Vec<Stage> = ctx.list("Stage").await?;
+    let releases: Vec<Release> = ctx.list("Release").await?;
+    let stages = stages.iter().filter(|s| keep(&s.spec.pipeline));
+    let releases = releases.iter().filter(|r| keep(&r.spec.pipeline));
+    let window = dora::Window::last(since, jiff::Timestamp::now());
+    let reports = dora::report(stages, releases, window);
+    match output {
+        Some(o) => print_data(&reports, o),
+        None if reports.is_empty() => {
+            match pipeline {
+                Some(p) => eprintln!("no pipeline '{p}' in namespace {}", ctx.ns),
+                None => eprintln!("no pipelines in namespace {}", ctx.ns),
+            }
+            return Ok(1);
+        }
+        None => print!("{}", super::dora::text(&reports, &since_text(since))),
+    }
+    Ok(0)
+}
+
+fn since_text(since: jiff::SignedDuration) -> String {
+    let secs = since.as_secs();
+    match secs % 86_400 {
+        0 => format!("{}d", secs / 86_400),
+        _ => format!("{}h", secs / 3600),
+    }
+}
+
 /// How a release ended at a stage, for `status`.
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]

@@ -4,6 +4,7 @@
 
 pub mod act;
 pub mod client;
+pub mod dora;
 pub mod view;
 pub mod watch;
 
@@ -62,6 +63,18 @@ pub enum Command {
         /// The release to roll out again (default: the last one rolled back there).
         #[arg(long)]
         release: Option<String>,
+    },
+    /// DORA figures of each pipeline (its production stages) and stage, with their bands:
+    /// deployment frequency, lead time, change failure rate, time to restore, rework.
+    Dora {
+        /// Only this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// The period up to now: days, weeks or a duration (e.g. 90d, 2w, 12h).
+        #[arg(long, default_value = "90d", value_parser = crate::insight::dora::parse_period)]
+        since: jiff::SignedDuration,
+        #[arg(short, long)]
+        output: Option<Output>,
     },
     /// A release's audit trail, oldest first: who did what, when.
     History {
@@ -180,5 +193,10 @@ pub async fn run(cli: Cli) -> Result<u8, PluginError> {
             .await
         }
         Command::History { release, output } => act::history(&ctx, &release, output).await,
+        Command::Dora {
+            pipeline,
+            since,
+            output,
+        } => act::dora(&ctx, pipeline.as_deref(), since, output).await,
     }
 }

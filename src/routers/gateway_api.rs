@@ -27,6 +27,23 @@ impl GatewayApi {
             .cloned()
             .unwrap_or_default())
     }
+
+    /// Applies the route's rules under the router's own field manager.
+    async fn apply_rules(
+        &self,
+        api: &Api<DynamicObject>,
+        rules: Vec<Value>,
+    ) -> Result<(), RouterError> {
+        let body = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": self.route},
+            "spec": {"rules": rules},
+        });
+        let params = PatchParams::apply(ROUTER_FIELD_MANAGER).force();
+        api.patch(&self.route, &params, &Patch::Apply(body)).await?;
+        Ok(())
+    }
 }
 
 fn http_routes(ctx: &RouterContext) -> Api<DynamicObject> {
@@ -61,6 +78,28 @@ pub fn reweight(rules: &[Value], primary: &str, canary: &str, weight: i32) -> Op
                     c["weight"] = json!(weight);
                     refs.insert(p + 1, c);
                 }
+            }
+            rule
+        })
+        .collect();
+    found.then_some(rules)
+}
+
+/// The rules with the canary's backendRefs gone and the primary at full weight; `None` when
+/// no rule sends to the primary.
+pub fn primary_only(rules: &[Value], primary: &str, canary: &str) -> Option<Vec<Value>> {
+    let mut found = false;
+    let rules = rules
+        .iter()
+        .map(|rule| {
+            let mut rule = rule.clone();
+            let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
+                return rule;
+            };
+            if let Some(p) = refs.iter().position(|r| r["name"] == primary) {
+                found = true;
+                refs[p]["weight"] = json!(100);
+                refs.retain(|r| r["name"] != canary);
             }
             rule
         })
@@ -109,18 +148,32 @@ impl TrafficRouter for GatewayApi {
             if next == rules {
                 return Ok(false);
             }
-            let body = json!({
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "HTTPRoute",
-                "metadata": {"name": self.route},
-                "spec": {"rules": next},
-            });
-            api.patch(
-                &self.route,
-                &PatchParams::apply(ROUTER_FIELD_MANAGER).force(),
-                &Patch::Apply(body),
-            )
-            .await?;
+            self.apply_rules(&api, next).await?;
+            Ok(true)
+        })
+    }
+
+    fn restore_primary<'a>(
+        &'a self,
+        ctx: &'a RouterContext,
+    ) -> BoxFuture<'a, Result<bool, RouterError>> {
+        Box::pin(async move {
+            let api = http_routes(ctx);
+            let rules = match self.rules(&api).await {
+                Ok(rules) => rules,
+                // The route, or the Gateway API itself, is gone: no traffic to restore.
+                Err(RouterError::RouteNotFound(_)) => return Ok(false),
+                Err(RouterError::Kube(kube::Error::Api(e))) if e.code == 404 => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            let primary = &ctx.primary_service;
+            let Some(next) = primary_only(&rules, primary, &ctx.canary_service) else {
+                return Ok(false);
+            };
+            if next == rules {
+                return Ok(false);
+            }
+            self.apply_rules(&api, next).await?;
             Ok(true)
         })
     }
@@ -207,6 +260,18 @@ mod tests {
         assert_eq!(canary_weight(&next, "web-primary", "web-canary"), Some(25));
         let back = reweight(&next, "web-primary", "web-canary", 0).unwrap();
         assert_eq!(canary_weight(&back, "web-primary", "web-canary"), Some(0));
+    }
+
+    #[test]
+    fn restoring_the_primary_drops_the_canary_and_gives_the_primary_all_traffic() {
+        let split = reweight(&rules(), "web-primary", "web-canary", 30).unwrap();
+        let back = primary_only(&split, "web-primary", "web-canary").unwrap();
+        assert_eq!(
+            back[0]["backendRefs"],
+            json!([{"name": "web-primary", "port": 80, "weight": 100}])
+        );
+        assert_eq!(back[1], rules()[1]);
+        assert!(primary_only(&rules()[1..], "web-primary", "web-canary").is_none());
     }
 
     #[test]

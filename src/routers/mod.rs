@@ -59,6 +59,17 @@ pub trait TrafficRouter: Send + Sync {
         weight: i32,
     ) -> BoxFuture<'a, Result<bool, RouterError>>;
 
+    /// Takes the canary out of what the router steers, for a Stage being deleted: all
+    /// traffic to the primary and no reference to the canary left. Idempotent; true when it
+    /// wrote. A route, or a routing API, that is gone leaves nothing to restore.
+    fn restore_primary<'a>(
+        &'a self,
+        ctx: &'a RouterContext,
+    ) -> BoxFuture<'a, Result<bool, RouterError>> {
+        let _ = ctx;
+        Box::pin(async { Ok(false) })
+    }
+
     /// The canary weight in effect now, when the router can tell.
     fn weight_in_effect<'a>(
         &'a self,

@@ -117,6 +117,8 @@ mod tests {
             actor: "greenlight".into(),
             message: "rolling out 1.0.0".into(),
             approval: None,
+            reason: None,
+            gate: None,
         }
     }
 

@@ -197,6 +197,49 @@ impl Writer {
         }
     }
 
+    /// Sends all traffic back to the primary and removes the canary from the router's
+    /// configuration; counted only when the router wrote.
+    pub async fn restore_primary(
+        &self,
+        router: &dyn TrafficRouter,
+        ctx: &RouterContext,
+    ) -> Result<(), WriteError> {
+        self.may_write()?;
+        match router.restore_primary(ctx).await {
+            Ok(true) => {
+                self.metrics.write("traffic_restore");
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(RouterError::Kube(e)) => {
+                let what = || "restoring all traffic to the primary".to_string();
+                self.counted("traffic_restore", what, Err::<(), _>(e))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets a Stage's finalizers, failing on a conflict rather than overwriting another
+    /// writer's change (the patch carries the resourceVersion read).
+    pub async fn stage_finalizers(
+        &self,
+        stage: &Stage,
+        finalizers: Vec<String>,
+    ) -> Result<(), WriteError> {
+        self.may_write()?;
+        let name = stage.name_any();
+        let body = json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": stage.resource_version(),
+        }});
+        let result =
+            Api::<Stage>::namespaced(self.client.clone(), &stage.namespace().unwrap_or_default())
+                .patch(&name, &PatchParams::default(), &Patch::Merge(body))
+                .await;
+        let what = || format!("finalizers of Stage '{name}'");
+        self.counted("stage_finalizers", what, result).map(|_| ())
+    }
+
     /// Writes a Stage's status as a minimal merge patch, if anything changed.
     pub async fn stage_status(
         &self,
