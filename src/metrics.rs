@@ -274,6 +274,49 @@ impl Metrics {
             .inc();
     }
 
+    /// One sample in every family, so that an encoding names them all (an empty family is not
+    /// written). Keep it beside the registrations: a new family belongs here too.
+    #[cfg(test)]
+    pub fn touch_every_family(&self) {
+        let controller = "stage";
+        self.observe_reconcile(controller, Duration::ZERO);
+        let error = ErrorLabels {
+            controller,
+            error: "panic",
+        };
+        self.reconcile_errors.get_or_create(&error).inc();
+        let gate = GateLabels {
+            gate_type: "soak",
+            verdict: "Passed",
+        };
+        self.gate_evaluations.get_or_create(&gate).inc();
+        let outcome = "succeeded";
+        self.rollouts
+            .get_or_create(&RolloutLabels { outcome })
+            .inc();
+        let duration = DurationLabels {
+            strategy: "rolling",
+            outcome,
+        };
+        self.rollout_duration.get_or_create(&duration).observe(1.0);
+        self.queue_depth
+            .get_or_create(&ControllerLabels { controller })
+            .set(0);
+        self.write("stage_status");
+        self.refused("stage_status", "Conflict");
+        let review = AdmissionLabels {
+            webhook: "mutate",
+            kind: "Stage",
+            allowed: "true",
+        };
+        self.admission_reviews.get_or_create(&review).inc();
+        let notice = NotificationLabels {
+            notifier_type: "slack",
+            outcome: "sent",
+        };
+        self.notifications.get_or_create(&notice).inc();
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)

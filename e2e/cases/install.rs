@@ -47,6 +47,7 @@ pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_argument
     let mut rendered_objects = objects(&rendered);
     rendered_objects.sort();
     assert_eq!(rendered_objects, expected, "the chart's objects");
+    the_dashboard_ships_as_it_is_in_the_repository(&rendered);
     dry_run_on_the_server(cp, &env.dir, &rendered);
 
     helm(RELEASE, &[&["install", CHART][..], &with].concat());
@@ -68,6 +69,7 @@ pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_argument
         "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {name: slo}\nspec:\n  type: prometheus\n  prometheus: {query: vector(1), condition: == 1}\n",
     );
     releases_roll_out(&world, "shop-1", &["slo"]).await;
+    a_canary_stage_gets_its_finalizer_and_gives_it_up_on_deletion(&world).await;
 
     let took = hand_over_on_sigterm(&world, &mut replicas, leader).await;
     eprintln!(
@@ -216,6 +218,7 @@ const CHART_OBJECTS: &[(&str, &str)] = &[
     ("Secret", "{full}-webhook-tls"),
     ("MutatingWebhookConfiguration", "{full}"),
     ("ValidatingWebhookConfiguration", "{full}"),
+    ("ConfigMap", "{full}-dashboard"),
 ];
 
 /// A control plane for one case, stopped when the case ends, with a fake kubelet.
@@ -251,7 +254,7 @@ struct Replica {
 fn chart_values(dir: &Path, prometheus: &str) -> String {
     let path = dir.join("values.yaml");
     let yaml = format!(
-        "controller:\n  logFormat: text\n  logLevel: info,greenlight=debug\n  webhookAllow: [127.0.0.1, localhost]\n  prometheusAddress: {prometheus}\nmetrics:\n  port: {}\nwebhook:\n  port: {}\n",
+        "dashboard: {{enabled: true}}\ncontroller:\n  logFormat: text\n  logLevel: info,greenlight=debug\n  webhookAllow: [127.0.0.1, localhost]\n  prometheusAddress: {prometheus}\nmetrics:\n  port: {}\nwebhook:\n  port: {}\n",
         crate::support::free_port(),
         crate::support::free_port()
     );
@@ -274,6 +277,49 @@ fn helm(name: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The chart's RBAC lets the operator keep the route-restoring finalizer on a canary Stage.
+async fn a_canary_stage_gets_its_finalizer_and_gives_it_up_on_deletion(world: &TestEnv) {
+    world.apply(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {name: edge}\nspec:\n  pipeline: edge\n  target: {name: edge}\n  strategy:\n    type: canary\n    canary:\n      trafficRouting: {gatewayAPI: {httpRoute: edge}}\n      steps: [{setWeight: 50}]\n",
+    );
+    world
+        .wait_for(
+            "the finalizer on a canary stage",
+            Duration::from_secs(60),
+            || async {
+                let finalizers = world.stage("edge").await.metadata.finalizers;
+                finalizers
+                    .filter(|f| !f.is_empty())
+                    .ok_or("none yet".to_string())
+            },
+        )
+        .await;
+    world
+        .cp
+        .kubectl(&["delete", "-n", &world.ns, "stage", "edge", "--timeout=60s"]);
+}
+
+/// The Grafana sidecar's ConfigMap holds the dashboard file unchanged, labelled for the sidecar.
+fn the_dashboard_ships_as_it_is_in_the_repository(rendered: &str) {
+    use serde::Deserialize;
+    let map = serde_yaml::Deserializer::from_str(rendered)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .find(|doc| doc.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"))
+        .expect("the dashboard ConfigMap");
+    let shipped = std::fs::read_to_string(format!("{CHART}/dashboards/greenlight.json"))
+        .expect("the dashboard file");
+    let data = map["data"]["greenlight.json"].as_str().unwrap_or_default();
+    // `|-` drops the file's final newline; nothing else may differ.
+    assert!(
+        data == shipped.trim_end(),
+        "the ConfigMap's dashboard differs from the file"
+    );
+    assert_eq!(
+        map["metadata"]["labels"]["grafana_dashboard"].as_str(),
+        Some("1")
+    );
 }
 
 /// Kind and name of each object in a YAML stream.

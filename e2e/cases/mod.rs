@@ -7,6 +7,7 @@ mod canary_safety;
 mod demo;
 mod failover;
 mod gates;
+mod insight;
 mod install;
 mod kubectl;
 mod notify;
@@ -64,6 +65,8 @@ pub fn all() -> Vec<(&'static str, Case)> {
         canary_safety::with_a_recreate_target_traffic_only_ever_reaches_available_pods,
         canary_safety::scale_down_waits_for_the_data_plane_and_drops_no_request,
         canary_safety::a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event,
+        insight::dora_figures_match_a_hand_count_of_the_releases_and_survive_a_restart,
+        insight::deleting_a_canary_stage_mid_rollout_leaves_the_route_with_only_the_primary,
         failover::a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_over_on_sigterm,
         failover::a_leader_paused_past_its_lease_writes_nothing_when_it_resumes,
         failover::a_pipeline_gets_through_while_its_leader_is_killed_every_ten_seconds,

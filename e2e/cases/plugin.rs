@@ -48,7 +48,7 @@ spec:
 }
 
 /// Runs the plugin as `user` (the admin when `None`); returns exit code, stdout and stderr.
-fn plugin(env: &TestEnv, user: Option<&str>, args: &[&str]) -> (i32, String, String) {
+pub fn plugin(env: &TestEnv, user: Option<&str>, args: &[&str]) -> (i32, String, String) {
     let kubeconfig = match user {
         Some(user) => env.cp.kubeconfig_for(user),
         None => env.cp.kubeconfig.clone(),

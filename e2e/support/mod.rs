@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod controlplane;
 pub mod http;
+pub mod kstatus;
 pub mod kubelet;
 pub mod pod;
 pub mod process;

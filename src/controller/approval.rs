@@ -28,6 +28,7 @@ pub const COUNTS: &str = "counts toward gate";
 const RECORDED: &str = "Verified";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
+    let settle = ctx.queue.clone();
     let (index, queue) = (ctx.index.clone(), ctx.queue.clone());
     super::queue::controller(
         scoped_api::<Approval>(client, namespace),
@@ -51,7 +52,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
     )
     .shutdown_on_signal()
     .run(reconcile, error_policy(CONTROLLER), ctx)
-    .for_each(|_| futures::future::ready(()))
+    .for_each(|result| settle.settled(CONTROLLER, result))
     .await;
 }
 

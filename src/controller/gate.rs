@@ -19,6 +19,7 @@ use crate::validation::ValidationErrors;
 const CONTROLLER: &str = "gate";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
+    let settle = ctx.queue.clone();
     super::queue::controller(
         scoped_api::<Gate>(client, namespace),
         ctx.queue.clone(),
@@ -26,7 +27,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
     )
     .shutdown_on_signal()
     .run(reconcile, error_policy(CONTROLLER), ctx)
-    .for_each(|_| futures::future::ready(()))
+    .for_each(|result| settle.settled(CONTROLLER, result))
     .await;
 }
 

@@ -197,8 +197,6 @@ pub async fn run(
     for task in tasks {
         tokio::spawn(task);
     }
-    let state = crate::insight::collector::StateCollector::new(index.clone(), settings.dora_window);
-    metrics.collect_state(Box::new(state));
     let env = crate::gates::GateEnv {
         http: crate::gates::http_client(&settings.webhook_allow),
         webhook_allow: settings.webhook_allow,
@@ -226,6 +224,9 @@ pub async fn run(
     if !synced {
         warn!("a watch cache did not become ready");
     }
+    // Served once the caches hold everything, so a restart never shows figures from half a list.
+    let state = crate::insight::collector::StateCollector::new(index.clone(), settings.dora_window);
+    metrics.collect_state(Box::new(state));
     if let Some(config) = settings.admission {
         let state = crate::admission::AdmissionState {
             index: index.clone(),

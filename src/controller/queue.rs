@@ -63,6 +63,19 @@ impl Queue {
         });
     }
 
+    /// Hands on what the controller reports for each queued object; one it could not find
+    /// (deleted meanwhile) waits no more.
+    pub fn settled<T, E1, E2>(
+        &self,
+        controller: &'static str,
+        result: Result<T, kube::runtime::controller::Error<E1, E2>>,
+    ) -> futures::future::Ready<()> {
+        if let Err(kube::runtime::controller::Error::ObjectNotFound(missing)) = result {
+            self.started(controller, missing.namespace.as_deref(), &missing.name);
+        }
+        futures::future::ready(())
+    }
+
     fn change(&self, controller: &'static str, edit: impl FnOnce(&mut HashSet<String>)) {
         let mut all = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let waiting = all.entry(controller).or_default();
@@ -122,5 +135,20 @@ mod tests {
             1,
             "a reconcile that was not queued changes nothing"
         );
+    }
+
+    #[test]
+    fn an_object_deleted_before_its_reconcile_waits_no_more() {
+        let metrics = Metrics::new();
+        let queue = Queue::new(metrics.clone());
+        let gone = ObjectRef::<Stage>::new("gone").within("shop");
+        queue.queued("stage", [gone.clone()]);
+        type Failed = kube::runtime::controller::Error<std::io::Error, std::io::Error>;
+        let missing: Result<(), Failed> = Err(Failed::ObjectNotFound(Box::new(gone.erase())));
+        drop(queue.settled("stage", missing));
+        let labels = ControllerLabels {
+            controller: "stage",
+        };
+        assert_eq!(metrics.queue_depth.get_or_create(&labels).get(), 0);
     }
 }

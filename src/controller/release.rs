@@ -24,6 +24,7 @@ use crate::pipeline::topological_order;
 const CONTROLLER: &str = "release";
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
+    let settle = ctx.queue.clone();
     let (index, queue) = (ctx.index.clone(), ctx.queue.clone());
     super::queue::controller(
         scoped_api::<Release>(client, namespace),
@@ -43,7 +44,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
     )
     .shutdown_on_signal()
     .run(reconcile, error_policy(CONTROLLER), ctx)
-    .for_each(|_| futures::future::ready(()))
+    .for_each(|result| settle.settled(CONTROLLER, result))
     .await;
 }
 

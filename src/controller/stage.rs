@@ -35,6 +35,7 @@ pub(crate) const CONTROLLER: &str = "stage";
 const INVALID_RETRY: Duration = Duration::from_secs(30);
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
+    let settle = ctx.queue.clone();
     let (by_deployment, by_release) = (ctx.index.clone(), ctx.index.clone());
     let (by_gate, by_stage) = (ctx.index.clone(), ctx.index.clone());
     let q = &ctx.queue;
@@ -102,7 +103,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
     controller
         .shutdown_on_signal()
         .run(reconcile, error_policy(CONTROLLER), ctx)
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|result| settle.settled(CONTROLLER, result))
         .await;
 }
 

@@ -275,6 +275,7 @@ struct DoraGauges {
     cfr: Gauge,
     restore: Gauge,
     rework: Gauge,
+    open: Gauge,
     rollouts: Gauge,
     failures: Gauge,
     band: Gauge,
@@ -301,7 +302,11 @@ impl DoraGauges {
             ),
             rework: Gauge::new(
                 "dora_rework_ratio",
-                "Hotfix releases over all releases (a stage's: of those it rolled out)",
+                "Successful rollouts of hotfix releases over all successful rollouts",
+            ),
+            open: Gauge::new(
+                "dora_open_outages",
+                "Stages whose last finished rollout failed and has not been followed by a success",
             ),
             rollouts: Gauge::new(
                 "dora_rollouts",
@@ -335,6 +340,7 @@ impl DoraGauges {
         if let Some(r) = f.rework_rate {
             self.rework.add(labels.clone(), r);
         }
+        self.open.add(labels.clone(), f64::from(f.open_outages));
         let outcomes = [("succeeded", f.deployments), ("failed", f.failures)];
         for (outcome, n) in outcomes {
             self.rollouts
@@ -366,6 +372,7 @@ impl DoraGauges {
             self.cfr,
             self.restore,
             self.rework,
+            self.open,
             self.rollouts,
             self.failures,
             self.band,

@@ -108,3 +108,80 @@ fn the_state_of_a_scrape_is_the_time_it_is_read() {
         .unwrap();
     assert_eq!(time.rows[0].1, 300.0);
 }
+
+/// Every metric family the operator serves: its own counters and the state collector's.
+fn served_families() -> std::collections::BTreeSet<String> {
+    let metrics = crate::metrics::Metrics::new();
+    metrics.touch_every_family();
+    let index = Index::of(
+        Objects::default(),
+        Arc::new(IdentityKey::from_bytes(&[7; 32])),
+    );
+    let state = StateCollector::new(index, SignedDuration::from_hours(1));
+    metrics.collect_state(Box::new(state));
+    let text = metrics.encode();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The metric names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("greenlight_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+fn expressions(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v.as_str()) {
+                    ("expr", Some(e)) => out.push(e.to_string()),
+                    ("query", Some(q)) if q.contains("greenlight_") => out.push(q.to_string()),
+                    _ => expressions(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| expressions(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_dashboard_shows_only_series_the_operator_serves() {
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+        "../../charts/greenlight/dashboards/greenlight.json"
+    ))
+    .expect("the dashboard is JSON");
+    let served = served_families();
+    let known = served.contains("greenlight_dora_band") && served.contains("greenlight_reconciles");
+    assert!(known, "{served:?}");
+    let mut exprs = Vec::new();
+    expressions(&dashboard, &mut exprs);
+    assert!(exprs.len() > 20, "{exprs:?}");
+    let mut unknown = Vec::new();
+    for name in exprs.iter().flat_map(|e| metric_names(e)) {
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| served.contains(*f)))
+            .unwrap_or(&name);
+        if !served.contains(family) {
+            unknown.push(name.clone());
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "the dashboard names series nobody serves: {unknown:?}"
+    );
+}

@@ -4,7 +4,8 @@
 //! recorded once, with its time and cause. A restart therefore changes nothing.
 //!
 //! A pipeline's figures are those of its production stages: the stages no other stage
-//! requires. Quantiles are nearest-rank (always an observed value). Bands follow the 2023
+//! requires; a release that succeeded at several of them (regions) counts once there. Rework
+//! is the share of successful rollouts that were hotfixes. Quantiles are nearest-rank (always an observed value). Bands follow the 2023
 //! State of DevOps report; it gives none for rework.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,9 +43,18 @@ impl Window {
     }
 }
 
+/// Why a period (`--since`, `--dora-window`) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    #[error("'{0}' is not a period; use days, weeks or a duration, e.g. 90d, 2w, 12h")]
+    Malformed(String),
+    #[error("'{0}' is out of range: from 1m to 366d")]
+    OutOfRange(String),
+}
+
 /// A period such as `90d`, `2w` or `12h`: whole days or weeks, or a Go-style duration; from
 /// one minute to 366 days.
-pub fn parse_period(text: &str) -> Result<SignedDuration, String> {
+pub fn parse_period(text: &str) -> Result<SignedDuration, PeriodError> {
     let t = text.trim();
     let days = |n: &str, per: i64| n.parse::<i64>().ok().map(|n| n.saturating_mul(per));
     let seconds = match (t.strip_suffix('d'), t.strip_suffix('w')) {
@@ -54,13 +64,9 @@ pub fn parse_period(text: &str) -> Result<SignedDuration, String> {
             .ok()
             .map(|d| d.as_secs() as i64),
     };
-    let Some(seconds) = seconds else {
-        return Err(format!(
-            "'{text}' is not a period; use days, weeks or a duration, e.g. 90d, 2w, 12h"
-        ));
-    };
+    let seconds = seconds.ok_or_else(|| PeriodError::Malformed(text.to_string()))?;
     if !(60..=366 * 86_400).contains(&seconds) {
-        return Err(format!("'{text}' is out of range: from 1m to 366d"));
+        return Err(PeriodError::OutOfRange(text.to_string()));
     }
     Ok(SignedDuration::from_secs(seconds))
 }
@@ -120,9 +126,12 @@ pub struct Figures {
     pub change_failure_rate: Option<f64>,
     /// Failures followed by a success at the same stage.
     pub restores: u32,
+    /// Stages whose last finished rollout failed: outages not restored yet.
+    pub open_outages: u32,
     pub time_to_restore_seconds: Option<Spread>,
-    pub releases: u32,
+    /// Successful rollouts of hotfix releases.
     pub hotfixes: u32,
+    /// Hotfixes over all successful rollouts.
     pub rework_rate: Option<f64>,
     pub failure_causes: Vec<CauseCount>,
     pub bands: Bands,
@@ -154,6 +163,7 @@ struct Finish {
     /// Where its lead time starts: the commit, else the Release's creation.
     origin: Timestamp,
     release: String,
+    hotfix: bool,
     /// `None` for a success.
     failure: Option<(String, Option<String>)>,
 }
@@ -190,50 +200,34 @@ fn pipeline_report(
     window: Window,
 ) -> PipelineReport {
     let finishes: Vec<Finish> = releases.iter().flat_map(|r| finishes_of(r)).collect();
-    let mut names: BTreeSet<String> = stages.iter().map(|s| s.name_any()).collect();
-    names.extend(finishes.iter().map(|f| f.stage.clone()));
-    let production = production_stages(stages, &names);
-    let at = |keep: &dyn Fn(&str) -> bool| -> Vec<Finish> {
-        finishes
-            .iter()
-            .filter(|f| keep(&f.stage))
-            .cloned()
-            .collect()
-    };
-    let stage_reports = names
+    let mut by_stage: BTreeMap<String, Vec<Finish>> =
+        stages.iter().map(|s| (s.name_any(), Vec::new())).collect();
+    for f in &finishes {
+        by_stage.entry(f.stage.clone()).or_default().push(f.clone());
+    }
+    let production = production_stages(stages);
+    let mut in_production: Vec<Finish> = production
         .iter()
-        .map(|name| {
-            let mine = at(&|s| s == name);
-            let touched = released_here(&mine, releases, window);
-            StageReport {
-                stage: name.clone(),
-                figures: figures(&mine, &touched, window),
-            }
-        })
+        .flat_map(|p| by_stage.get(p).cloned().unwrap_or_default())
         .collect();
-    let created: Vec<&Release> = releases
-        .iter()
-        .filter(|r| window.holds(created_at(r)))
-        .copied()
-        .collect();
+    first_success_per_release(&mut in_production);
     PipelineReport {
-        figures: figures(
-            &at(&|s| production.iter().any(|p| p == s)),
-            &created,
-            window,
-        ),
+        figures: figures(&in_production, window),
+        stages: by_stage
+            .into_iter()
+            .map(|(stage, mine)| StageReport {
+                figures: figures(&mine, window),
+                stage,
+            })
+            .collect(),
         namespace,
         pipeline,
         production,
-        stages: stage_reports,
     }
 }
 
-/// Stages no other stage requires; all stages when none exist as objects any more.
-fn production_stages(stages: &[&Stage], names: &BTreeSet<String>) -> Vec<String> {
-    if stages.is_empty() {
-        return names.iter().cloned().collect();
-    }
+/// Stages no other stage requires (none when no Stage exists any more).
+fn production_stages(stages: &[&Stage]) -> Vec<String> {
     let required: BTreeSet<&String> = stages.iter().flat_map(|s| &s.spec.requires).collect();
     let mut sinks: Vec<String> = stages
         .iter()
@@ -244,22 +238,12 @@ fn production_stages(stages: &[&Stage], names: &BTreeSet<String>) -> Vec<String>
     sinks
 }
 
-/// The releases that finished a rollout at a stage in the window.
-fn released_here<'a>(
-    mine: &[Finish],
-    releases: &[&'a Release],
-    window: Window,
-) -> Vec<&'a Release> {
-    let names: BTreeSet<&str> = mine
-        .iter()
-        .filter(|f| window.holds(f.time))
-        .map(|f| f.release.as_str())
-        .collect();
-    releases
-        .iter()
-        .filter(|r| names.contains(r.name_any().as_str()))
-        .copied()
-        .collect()
+/// A release that reached several production stages (regions) was deployed once: when it
+/// first succeeded there.
+fn first_success_per_release(finishes: &mut Vec<Finish>) {
+    finishes.sort_by_key(|f| f.time);
+    let mut seen = BTreeSet::new();
+    finishes.retain(|f| f.failure.is_some() || seen.insert(f.release.clone()));
 }
 
 fn created_at(release: &Release) -> Timestamp {
@@ -270,7 +254,8 @@ fn created_at(release: &Release) -> Timestamp {
         .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
 }
 
-/// The rollouts a release finished, from its audit trail.
+/// The rollouts a release finished, from its audit trail: one outcome per attempt at a
+/// stage (the first recorded, should a crash replay have recorded another).
 fn finishes_of(release: &Release) -> Vec<Finish> {
     let origin = release
         .spec
@@ -278,6 +263,8 @@ fn finishes_of(release: &Release) -> Vec<Finish> {
         .as_ref()
         .and_then(|s| s.commit_time)
         .unwrap_or_else(|| created_at(release));
+    let hotfix = release.spec.release_type == ReleaseType::Hotfix;
+    let mut attempts = BTreeSet::new();
     let trail = release.status.iter().flat_map(|s| &s.audit);
     trail
         .filter_map(|entry| {
@@ -293,19 +280,33 @@ fn finishes_of(release: &Release) -> Vec<Finish> {
                 }
                 _ => return None,
             };
-            Some(Finish {
+            attempts.insert(attempt_of(entry)).then(|| Finish {
                 stage: entry.stage.clone(),
                 time: entry.time,
                 origin,
                 release: release.name_any(),
+                hotfix,
                 failure,
             })
         })
         .collect()
 }
 
-/// The figures of these finished rollouts and of these releases, in the window.
-fn figures(finishes: &[Finish], releases: &[&Release], window: Window) -> Figures {
+/// Which attempt an audit entry is about: its id (`stage/release/Action/attempt...`) without
+/// the action; an entry without an id stands alone.
+fn attempt_of(entry: &crate::api::release::AuditEntry) -> String {
+    let mut parts: Vec<&str> = entry.id.split('/').collect();
+    match parts.len() {
+        4.. => {
+            parts.remove(2);
+            parts.join("/")
+        }
+        _ => format!("{}/{}/{:?}", entry.stage, entry.time, entry.action),
+    }
+}
+
+/// The figures of these finished rollouts, in the window.
+fn figures(finishes: &[Finish], window: Window) -> Figures {
     let inside: Vec<&Finish> = finishes.iter().filter(|f| window.holds(f.time)).collect();
     let successes: Vec<&Finish> = inside
         .iter()
@@ -319,14 +320,10 @@ fn figures(finishes: &[Finish], releases: &[&Release], window: Window) -> Figure
         .iter()
         .map(|f| f.time.duration_since(f.origin).as_secs().max(0))
         .collect();
-    let restores = restore_times(finishes, window);
+    let (restores, open_outages) = restore_times(finishes, window);
     let rollouts = deployments + failures;
     let cfr = (rollouts > 0).then(|| f64::from(failures) / f64::from(rollouts));
-    let hotfixes = releases
-        .iter()
-        .filter(|r| r.spec.release_type == ReleaseType::Hotfix)
-        .count() as u32;
-    let total = releases.len() as u32;
+    let hotfixes = successes.iter().filter(|f| f.hotfix).count() as u32;
     let lead_time = spread(lead);
     let time_to_restore = spread(restores.clone());
     Figures {
@@ -343,22 +340,22 @@ fn figures(finishes: &[Finish], releases: &[&Release], window: Window) -> Figure
         lead_time_seconds: lead_time,
         change_failure_rate: cfr,
         restores: restores.len() as u32,
+        open_outages,
         time_to_restore_seconds: time_to_restore,
-        releases: total,
         hotfixes,
-        rework_rate: (total > 0).then(|| f64::from(hotfixes) / f64::from(total)),
+        rework_rate: (deployments > 0).then(|| f64::from(hotfixes) / f64::from(deployments)),
         failure_causes: causes(&inside),
     }
 }
 
 /// Seconds from the first failure of each outage to the success that ended it, per stage,
-/// for outages that ended in the window.
-fn restore_times(finishes: &[Finish], window: Window) -> Vec<i64> {
+/// for outages that ended in the window; and how many outages have not ended.
+fn restore_times(finishes: &[Finish], window: Window) -> (Vec<i64>, u32) {
     let mut by_stage: BTreeMap<&str, Vec<&Finish>> = BTreeMap::new();
     for f in finishes {
         by_stage.entry(&f.stage).or_default().push(f);
     }
-    let mut restores = Vec::new();
+    let (mut restores, mut open) = (Vec::new(), 0);
     for (_, mut list) in by_stage {
         list.sort_by_key(|f| f.time);
         let mut down_since: Option<Timestamp> = None;
@@ -374,8 +371,9 @@ fn restore_times(finishes: &[Finish], window: Window) -> Vec<i64> {
                 _ => {}
             }
         }
+        open += u32::from(down_since.is_some());
     }
-    restores
+    (restores, open)
 }
 
 fn causes(finishes: &[&Finish]) -> Vec<CauseCount> {

@@ -176,11 +176,13 @@ pub async fn dora(
     Ok(0)
 }
 
+/// `90d`, `36h` or `90m`: the period as given, in its largest whole unit.
 fn since_text(since: jiff::SignedDuration) -> String {
     let secs = since.as_secs();
-    match secs % 86_400 {
-        0 => format!("{}d", secs / 86_400),
-        _ => format!("{}h", secs / 3600),
+    match (secs % 86_400, secs % 3600) {
+        (0, _) => format!("{}d", secs / 86_400),
+        (_, 0) => format!("{}h", secs / 3600),
+        _ => format!("{}m", secs / 60),
     }
 }
 
