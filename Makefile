@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`.
-.PHONY: run demo test deps lint unit e2e crds manifests image bench
+.PHONY: run demo test deps lint unit e2e crds manifests image bench bench-scale
 
 run:
 	bash hack/run.sh
@@ -28,6 +28,11 @@ e2e: deps
 # Prints the canary figures the README quotes (reaction time, API writes per step, CPU, memory).
 bench: deps
 	cargo bench --bench canary
+
+# Prints the scale figures the README quotes: 250 pipelines x 4 stages and 10,000 releases on
+# the real control plane (GREENLIGHT_SCALE=medium|smoke|soak for other sizes).
+bench-scale: deps
+	cargo bench --bench scale
 
 crds:
 	cargo run -q --bin greenlight -- crdgen > crds/greenlight.yaml.new

@@ -38,6 +38,8 @@ pub struct TestEnv {
     pub leader_election: bool,
     /// Controllers started beside the first, with leader election.
     pub replicas: Vec<Replica>,
+    /// `RUST_LOG` of the controllers this starts.
+    pub log_filter: String,
 }
 
 /// One more controller process, standing by for the leader lease.
@@ -92,6 +94,7 @@ impl TestEnv {
             webhook_configurations: vec![],
             leader_election: false,
             replicas: vec![],
+            log_filter: "info,kube=warn,greenlight=debug".into(),
         }
     }
 
@@ -366,7 +369,7 @@ impl TestEnv {
             // The operator runs with only the rights of the shipped ClusterRole.
             .env("KUBECONFIG", &self.cp.operator_kubeconfig)
             .env("POD_NAME", name)
-            .env("RUST_LOG", "info,kube=warn,greenlight=debug");
+            .env("RUST_LOG", &self.log_filter);
         cmd
     }
 
@@ -543,14 +546,23 @@ impl TestEnv {
     /// CPU time (user plus system) the running controller has used so far, in seconds.
     /// The controller's peak resident memory so far (VmHWM), in MiB.
     pub fn controller_peak_rss_mib(&self) -> f64 {
+        self.controller_memory_mib("VmHWM:")
+    }
+
+    /// The controller's resident memory now (VmRSS), in MiB.
+    pub fn controller_rss_mib(&self) -> f64 {
+        self.controller_memory_mib("VmRSS:")
+    }
+
+    fn controller_memory_mib(&self, field: &str) -> f64 {
         let pid = self.controller_pid().expect("controller running");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
         kib / 1024.0
     }
 

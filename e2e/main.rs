@@ -4,6 +4,7 @@
 
 mod cases;
 mod env;
+mod scale;
 #[path = "support/mod.rs"]
 mod support;
 

@@ -3,6 +3,8 @@
 //! ask (a pipeline's stages and releases, a release's approvals, who owns a target, which
 //! gates are missing or invalid). Nothing here writes.
 
+pub mod changes;
+
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -25,6 +27,8 @@ pub struct Index {
     pub commands: Store<StageCommand>,
     /// Checks the identity stamps of Releases and Approvals.
     pub identity: Arc<IdentityKey>,
+    /// Each watch event's object, for the controllers.
+    changes: Arc<changes::Changes>,
 }
 
 /// What a scenario test's index holds.
@@ -48,11 +52,12 @@ impl Index {
         namespace: &Option<String>,
         identity: Arc<IdentityKey>,
     ) -> (Arc<Index>, IndexTasks) {
-        let (stages, s) = cache::<Stage>(scoped(client, namespace));
-        let (releases, r) = cache::<Release>(scoped(client, namespace));
-        let (gates, g) = cache::<Gate>(scoped(client, namespace));
-        let (approvals, a) = cache::<Approval>(scoped(client, namespace));
-        let (commands, c) = cache::<StageCommand>(scoped(client, namespace));
+        let changes = Arc::new(changes::Changes::default());
+        let (stages, s) = cache::<Stage>(scoped(client, namespace), changes.clone());
+        let (releases, r) = cache::<Release>(scoped(client, namespace), changes.clone());
+        let (gates, g) = cache::<Gate>(scoped(client, namespace), changes.clone());
+        let (approvals, a) = cache::<Approval>(scoped(client, namespace), changes.clone());
+        let (commands, c) = cache::<StageCommand>(scoped(client, namespace), changes.clone());
         let index = Index {
             stages,
             releases,
@@ -60,6 +65,7 @@ impl Index {
             approvals,
             commands,
             identity,
+            changes,
         };
         (Arc::new(index), vec![s, r, g, a, c])
     }
@@ -90,6 +96,7 @@ impl Index {
             approvals: store(objects.approvals),
             commands: store(objects.commands),
             identity,
+            changes: Default::default(),
         })
     }
 
@@ -303,18 +310,13 @@ where
     }
 }
 
-/// A cache of all objects of a kind, kept up to date by a watch. `managedFields` are dropped:
-/// nothing reads them, and they are often the largest part of an object.
-fn cache<K>(api: Api<K>) -> (Store<K>, futures::future::BoxFuture<'static, ()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+/// A cache of all objects of a kind, kept up to date by a watch, that tells `changes` of each
+/// object the watch brings (once the store holds it). `managedFields` are dropped: nothing
+/// reads them, and they are often the largest part of an object.
+fn cache<K: changes::Indexed>(
+    api: Api<K>,
+    changes: Arc<changes::Changes>,
+) -> (Store<K>, futures::future::BoxFuture<'static, ()>) {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
@@ -322,8 +324,13 @@ where
             .default_backoff()
             .modify(|o| o.meta_mut().managed_fields = None),
     )
-    .applied_objects()
-    .for_each(|_| futures::future::ready(()));
+    .touched_objects()
+    .for_each(move |changed| {
+        if let Ok(changed) = changed {
+            Index::announce(&changes, changed);
+        }
+        futures::future::ready(())
+    });
     (reader, Box::pin(stream))
 }
 

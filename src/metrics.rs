@@ -76,6 +76,8 @@ pub struct Metrics {
     pub rollout_duration: Family<DurationLabels, Histogram>,
     /// Objects a watch event queued for reconciliation whose reconcile has not begun.
     pub queue_depth: Family<ControllerLabels, prometheus_client::metrics::gauge::Gauge>,
+    /// How long a queued object waited for its reconcile to begin.
+    pub queue_wait: Family<ControllerLabels, Histogram>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub api_write_refusals: Family<RefusalLabels, Counter>,
     pub admission_reviews: Family<AdmissionLabels, Counter>,
@@ -105,12 +107,13 @@ impl Collector for Deferred {
 }
 
 /// How long rollouts take, and how many objects wait for a reconcile.
-fn rollout_metrics(
-    registry: &mut Registry,
-) -> (
+type RolloutMetrics = (
     Family<DurationLabels, Histogram>,
     Family<ControllerLabels, prometheus_client::metrics::gauge::Gauge>,
-) {
+    Family<ControllerLabels, Histogram>,
+);
+
+fn rollout_metrics(registry: &mut Registry) -> RolloutMetrics {
     let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
         Histogram::new(exponential_buckets(15.0, 2.0, 12))
     });
@@ -125,7 +128,15 @@ fn rollout_metrics(
         "Objects a watch event queued for reconciliation whose reconcile has not begun, by controller",
         depth.clone(),
     );
-    (duration, depth)
+    let wait = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+        Histogram::new(exponential_buckets(0.001, 2.0, 14))
+    });
+    registry.register(
+        "reconcile_queue_wait_seconds",
+        "Time from a watch event queueing an object to the start of its reconcile, by controller",
+        wait.clone(),
+    );
+    (duration, depth, wait)
 }
 
 /// Notice deliveries: per notifier type and outcome, so bounded whatever the Notifiers.
@@ -226,12 +237,13 @@ impl Metrics {
         let (admission_reviews, webhook_certificate_reloads) = admission_metrics(&mut registry);
         let notifications = notification_metrics(&mut registry);
         let (leader, leadership_changes) = leadership_metrics(&mut registry);
-        let (rollout_duration, queue_depth) = rollout_metrics(&mut registry);
+        let (rollout_duration, queue_depth, queue_wait) = rollout_metrics(&mut registry);
         let state = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(Deferred(state.clone())));
         Arc::new(Self {
             rollout_duration,
             queue_depth,
+            queue_wait,
             state,
             leader,
             leadership_changes,

@@ -87,6 +87,17 @@ spec:
     )
 }
 
+/// The world without its background analysis, so nothing but the route's and the objects'
+/// watches wakes a paused stage.
+pub fn without_background_analysis(world: String) -> String {
+    let analysis = world
+        .lines()
+        .find(|l| l.trim_start().starts_with("analysis: {gates: [error-rate]"))
+        .map(|l| format!("{l}\n"))
+        .unwrap_or_default();
+    world.replacen(&analysis, "", 1)
+}
+
 pub const STEPS: &str = "      - setWeight: 5
       - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 2, initialDelay: 3s}
       - setWeight: 25

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use greenlight::api::canary::{CanaryPhase, CanaryProgress};
 use jiff::{SignedDuration, Timestamp};
 
-use super::canary::{Bed, first_sample_above_zero, image, route_canary_weight, start_bed_with};
+use super::canary::{
+    Bed, first_sample_above_zero, image, route_canary_weight, start_bed_with,
+    without_background_analysis,
+};
 use crate::env::{TestEnv, release_yaml};
 use crate::support::kubelet::Hold;
 
@@ -219,15 +222,7 @@ pub async fn a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event(mu
     let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-drift"));
     let steps = "      - setWeight: 25\n      - pause: {}\n";
     // No background analysis: nothing but the route's watch wakes the paused stage.
-    let quiet = |world: String| {
-        let analysis = world
-            .lines()
-            .find(|l| l.trim_start().starts_with("analysis: {gates: [error-rate]"))
-            .map(|l| format!("{l}\n"))
-            .unwrap_or_default();
-        world.replacen(&analysis, "", 1)
-    };
-    let _bed: Bed = start_bed_with(&mut env, &v1, &[&v2], steps, quiet).await;
+    let _bed: Bed = start_bed_with(&mut env, &v1, &[&v2], steps, without_background_analysis).await;
     env.apply(&release_yaml("v2", "shop", "2", &v2));
     wait_phase(&env, CanaryPhase::Paused, false).await;
     assert_eq!(route_canary_weight(&env).await, 25);

@@ -8,7 +8,9 @@ use greenlight::api::release::{AuditAction, Release};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
-use super::canary::{Bed, image as app_image, route_canary_weight, start_bed_with};
+use super::canary::{
+    Bed, image as app_image, route_canary_weight, start_bed_with, without_background_analysis,
+};
 use super::plugin::plugin;
 use crate::env::{TestEnv, image, metric_sum, release_yaml, target_yaml};
 use crate::support::kstatus;
@@ -75,10 +77,8 @@ pub async fn dora_figures_match_a_hand_count_of_the_releases_and_survive_a_resta
         env.wait_release_stage(name, "prod", "Succeeded", WAIT)
             .await;
     }
-    assert_eq!(
-        kstatus::of(&env.json::<greenlight::api::Stage>("prod").await),
-        "Current"
-    );
+    // The Stage's status follows the Release's entry; kstatus reads the Stage.
+    wait_stage_kstatus(&env, "prod", "Current").await;
     let hold = Hold::Label {
         namespace: env.ns.clone(),
         key: "greenlight.dev/stage".into(),
@@ -88,10 +88,7 @@ pub async fn dora_figures_match_a_hand_count_of_the_releases_and_survive_a_resta
     env.apply(&typed_release("v3", "v3", "feature", None));
     env.wait_release_stage("v3", "prod", "Progressing", WAIT)
         .await;
-    assert_eq!(
-        kstatus::of(&env.json::<greenlight::api::Stage>("prod").await),
-        "InProgress"
-    );
+    wait_stage_kstatus(&env, "prod", "InProgress").await;
     env.wait_release_stage("v3", "prod", "Failed", WAIT).await;
     env.kubelet.release(&hold);
     wait_stage_kstatus(&env, "prod", "Failed").await;
@@ -291,15 +288,7 @@ pub async fn deleting_a_canary_stage_mid_rollout_leaves_the_route_with_only_the_
 ) {
     let (v1, v2) = (app_image("healthy", "v1"), app_image("healthy", "v2"));
     let steps = "      - setWeight: 25\n      - pause: {}\n";
-    let no_analysis = |world: String| {
-        let analysis = world
-            .lines()
-            .find(|l| l.trim_start().starts_with("analysis: {gates: [error-rate]"))
-            .map(|l| format!("{l}\n"))
-            .unwrap_or_default();
-        world.replacen(&analysis, "", 1)
-    };
-    let _bed: Bed = start_bed_with(&mut env, &v1, &[&v2], steps, no_analysis).await;
+    let _bed: Bed = start_bed_with(&mut env, &v1, &[&v2], steps, without_background_analysis).await;
     let prod = env.stage("prod").await;
     assert!(
         prod.metadata

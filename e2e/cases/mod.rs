@@ -15,6 +15,7 @@ mod plugin;
 mod promotion;
 mod restart;
 mod rollback;
+mod scale;
 mod schedule;
 mod shell;
 mod windows;
@@ -67,6 +68,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         canary_safety::a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event,
         insight::dora_figures_match_a_hand_count_of_the_releases_and_survive_a_restart,
         insight::deleting_a_canary_stage_mid_rollout_leaves_the_route_with_only_the_primary,
+        scale::a_burst_of_releases_settles_with_the_newest_shipped_and_then_nothing_is_written,
         failover::a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_over_on_sigterm,
         failover::a_leader_paused_past_its_lease_writes_nothing_when_it_resumes,
         failover::a_pipeline_gets_through_while_its_leader_is_killed_every_ten_seconds,

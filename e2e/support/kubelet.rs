@@ -1,5 +1,5 @@
-//! A fake kubelet: registers a Node, binds unscheduled Pods to it, marks them Running and
-//! Ready, and finishes their deletion. It can be told to keep some Pods unready, to play a
+//! A fake kubelet, watch-based: registers a Node, binds unscheduled Pods to it, marks them
+//! Running and Ready, and finishes their deletion. It can be told to keep some Pods unready, to play a
 //! release that crashes.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -69,23 +69,42 @@ impl Kubelet {
         })
     }
 
-    /// Registers the node and keeps pods moving until the runtime stops.
+    /// Registers the node and keeps pods moving until the runtime stops: each watch event is
+    /// acted on at once (several at a time), and a sweep of the watched pods every half second
+    /// applies holds that were set or released since.
     pub async fn run(self, client: Client) {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
         register_node(&client).await;
         let pods: Api<Pod> = Api::all(client.clone());
-        loop {
-            if let Ok(list) = pods.list(&ListParams::default()).await {
-                for pod in list.items {
-                    if let Err(e) = self.tend(&client, &pod).await {
-                        eprintln!(
-                            "fake kubelet: pod {}/{}: {e}",
-                            pod.namespace().unwrap_or_default(),
-                            pod.name_any()
-                        );
-                    }
+        let (store, writer) = reflector::store();
+        let events = watcher(pods, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .for_each_concurrent(16, |pod| async {
+                if let Ok(pod) = pod {
+                    self.tend_or_say(&client, &pod).await;
+                }
+            });
+        let sweep = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                for pod in store.state() {
+                    self.tend_or_say(&client, &pod).await;
                 }
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        tokio::join!(events, sweep);
+    }
+
+    async fn tend_or_say(&self, client: &Client, pod: &Pod) {
+        if let Err(e) = self.tend(client, pod).await {
+            eprintln!(
+                "fake kubelet: pod {}/{}: {e}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any()
+            );
         }
     }
 

@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
 
 use super::error::ReconcileError;
 use super::patch::merge_diff;
 use super::writer::Announcement;
-use super::{Context, error_policy, instrumented, key, refs_of, scoped_api};
+use super::{Context, error_policy, instrumented, key, refs_of};
 use crate::api::approval::ApprovalStatus;
 use crate::api::conditions::{self, Condition};
 use crate::api::release::{AuditAction, AuditEntry};
@@ -27,33 +26,26 @@ pub const COUNTS: &str = "counts toward gate";
 /// Reason of a verified Approval whose Release and Stage exist: it is in the audit trail.
 const RECORDED: &str = "Verified";
 
-pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
+pub async fn controller(ctx: Arc<Context>) {
     let settle = ctx.queue.clone();
-    let (index, queue) = (ctx.index.clone(), ctx.queue.clone());
-    super::queue::controller(
-        scoped_api::<Approval>(client, namespace),
-        ctx.queue.clone(),
-        CONTROLLER,
-    )
+    let index = ctx.index.clone();
     // An Approval may arrive before its Release (Git applies in any order).
-    .watches(
-        scoped_api::<Release>(client, namespace),
-        watcher::Config::default(),
-        move |r: Release| {
-            let ns = r.namespace();
-            let name = r.name_any();
-            let waiting = index
-                .approvals
-                .state()
-                .into_iter()
-                .filter(|a| a.namespace() == ns && a.spec.release == name && !recorded(a));
-            queue.queued(CONTROLLER, refs_of(waiting))
-        },
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy(CONTROLLER), ctx)
-    .for_each(|result| settle.settled(CONTROLLER, result))
-    .await;
+    let of_release =
+        ctx.queue
+            .on_changes::<Release, Approval, _>(&ctx.index, CONTROLLER, move |r| {
+                let (ns, name) = (r.namespace(), r.name_any());
+                let waiting = index.approvals.state().into_iter();
+                refs_of(
+                    waiting
+                        .filter(|a| a.namespace() == ns && a.spec.release == name && !recorded(a)),
+                )
+            });
+    super::queue::controller::<Approval>(&ctx.index, &ctx.queue, CONTROLLER)
+        .reconcile_on(of_release)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy(CONTROLLER), ctx)
+        .for_each(|result| settle.settled(CONTROLLER, result))
+        .await;
 }
 
 async fn reconcile(approval: Arc<Approval>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

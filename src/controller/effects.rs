@@ -102,8 +102,9 @@ async fn record(
             .iter()
             .find(|r| &r.name == release)
             .and_then(|r| r.stages.get(&name));
+        let summary = summary_patch(ctx, &namespace, release, &name, entry, now);
         ctx.writer
-            .release_entry(&namespace, release, &name, before, entry)
+            .release_entry(&namespace, release, &name, (before, entry), summary)
             .await?;
     }
     let old = stage.status.clone().unwrap_or_default();
@@ -310,6 +311,30 @@ fn strategy_overridden(world: &World) -> Option<Condition> {
             world.stage.spec.target.name
         ),
     ))
+}
+
+/// The release's phase, summary, message and conditions as `entry` at `stage` makes them,
+/// where they change: written with the entry, so a Release moves in one write, not two.
+fn summary_patch(
+    ctx: &Context,
+    namespace: &str,
+    release: &str,
+    stage: &str,
+    entry: &crate::api::release::ReleaseStageStatus,
+    now: Timestamp,
+) -> Option<serde_json::Value> {
+    let current = ctx.index.release(namespace, release)?;
+    let old = current.status.clone().unwrap_or_default();
+    let mut next = old.clone();
+    next.stages.insert(stage.to_string(), entry.clone());
+    let derived = super::release::derived_status(&current, &next, ctx, now);
+    let fields = |s: &crate::api::release::ReleaseStatus| {
+        serde_json::json!({
+            "observedGeneration": s.observed_generation, "phase": s.phase,
+            "summary": s.summary, "message": s.message, "conditions": s.conditions,
+        })
+    };
+    super::patch::merge_diff(&fields(&old), &fields(&derived))
 }
 
 /// Counts the rollouts this pass finished, and how long each took, by strategy.

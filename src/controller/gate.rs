@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use jiff::Timestamp;
+use kube::Resource;
 use kube::runtime::controller::Action;
-use kube::{Client, Resource};
 
 use super::error::ReconcileError;
 use super::patch::merge_diff;
-use super::{Context, error_policy, instrumented, key, scoped_api};
+use super::{Context, error_policy, instrumented, key};
 use crate::api::conditions::{self, Health, kstatus};
 use crate::api::gate::{Gate, GateStatus};
 use crate::gates;
@@ -18,17 +18,13 @@ use crate::validation::ValidationErrors;
 
 const CONTROLLER: &str = "gate";
 
-pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
+pub async fn controller(ctx: Arc<Context>) {
     let settle = ctx.queue.clone();
-    super::queue::controller(
-        scoped_api::<Gate>(client, namespace),
-        ctx.queue.clone(),
-        CONTROLLER,
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy(CONTROLLER), ctx)
-    .for_each(|result| settle.settled(CONTROLLER, result))
-    .await;
+    super::queue::controller::<Gate>(&ctx.index, &ctx.queue, CONTROLLER)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy(CONTROLLER), ctx)
+        .for_each(|result| settle.settled(CONTROLLER, result))
+        .await;
 }
 
 async fn reconcile(gate: Arc<Gate>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {

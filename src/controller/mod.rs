@@ -302,9 +302,9 @@ async fn controllers(ctx: Arc<Context>, client: &Client, namespace: &Option<Stri
     let reconcilers = async {
         tokio::join!(
             stage::controller(ctx.clone(), client, namespace),
-            release::controller(ctx.clone(), client, namespace),
-            gate::controller(ctx.clone(), client, namespace),
-            approval::controller(ctx.clone(), client, namespace),
+            release::controller(ctx.clone()),
+            gate::controller(ctx.clone()),
+            approval::controller(ctx.clone()),
         )
     };
     // Notices are delivered for as long as the reconcilers run (they end at shutdown).

@@ -1,21 +1,27 @@
-//! How many objects wait for a reconcile, per controller: a watch event that queues an object
-//! adds it, the start of its reconcile takes it out. (A requeue timer's object joins when its
-//! reconcile starts; it never waited behind others.) Feeds `greenlight_reconcile_queue_depth`.
+//! The controllers' work queues, built on the index: each controller reconciles the objects
+//! the index's changes name (its own kind's, and those its mappers derive from other kinds).
+//! It also counts how many objects wait for a reconcile: a change that queues an object adds
+//! it, the start of its reconcile takes it out and observes how long it waited. (A requeue
+//! timer's object joins when its reconcile starts; it never waited behind others.) Feeds
+//! `greenlight_reconcile_queue_depth` and `greenlight_reconcile_queue_wait_seconds`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use kube::Resource;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource};
-use serde::de::DeserializeOwned;
+use kube::runtime::reflector::ObjectRef;
 
+use crate::index::Index;
+use crate::index::changes::Indexed;
 use crate::metrics::{ControllerLabels, Metrics};
 
 pub struct Queue {
-    waiting: Mutex<HashMap<&'static str, HashSet<String>>>,
+    /// Per controller, the objects waiting and since when.
+    waiting: Mutex<HashMap<&'static str, HashMap<String, Instant>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -34,9 +40,12 @@ impl Queue {
         refs: impl IntoIterator<Item = ObjectRef<K>>,
     ) -> Vec<ObjectRef<K>> {
         let refs: Vec<ObjectRef<K>> = refs.into_iter().collect();
+        let now = Instant::now();
         self.change(controller, |waiting| {
             for r in &refs {
-                waiting.insert(key(r.namespace.as_deref(), &r.name));
+                waiting
+                    .entry(key(r.namespace.as_deref(), &r.name))
+                    .or_insert(now);
             }
         });
         refs
@@ -58,9 +67,18 @@ impl Queue {
 
     /// The reconcile of this object begins.
     pub fn started(&self, controller: &'static str, namespace: Option<&str>, name: &str) {
+        let mut since = None;
         self.change(controller, |waiting| {
-            waiting.remove(&key(namespace, name));
+            since = waiting.remove(&key(namespace, name));
         });
+        if let Some(since) = since {
+            let labels = ControllerLabels { controller };
+            let waited = since.elapsed().as_secs_f64();
+            self.metrics
+                .queue_wait
+                .get_or_create(&labels)
+                .observe(waited);
+        }
     }
 
     /// Hands on what the controller reports for each queued object; one it could not find
@@ -76,7 +94,7 @@ impl Queue {
         futures::future::ready(())
     }
 
-    fn change(&self, controller: &'static str, edit: impl FnOnce(&mut HashSet<String>)) {
+    fn change(&self, controller: &'static str, edit: impl FnOnce(&mut HashMap<String, Instant>)) {
         let mut all = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let waiting = all.entry(controller).or_default();
         edit(waiting);
@@ -91,20 +109,38 @@ fn key(namespace: Option<&str>, name: &str) -> String {
     format!("{}/{name}", namespace.unwrap_or_default())
 }
 
-/// A controller of `api`'s objects whose own watch events are counted as queued.
-pub fn controller<K>(api: Api<K>, queue: Arc<Queue>, name: &'static str) -> Controller<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
-    K: 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .reflect(writer)
-        .applied_objects()
-        .inspect_ok(move |o: &K| {
-            queue.queued(name, [ObjectRef::from_obj(o)]);
-        });
-    Controller::for_stream(stream, reader)
+/// A controller of the index's `K`s: its store is the index's, and each change of a `K` the
+/// index sees queues that object (counted).
+pub fn controller<K: Indexed>(
+    index: &Arc<Index>,
+    queue: &Arc<Queue>,
+    name: &'static str,
+) -> Controller<K> {
+    let own = queue.on_changes::<K, K, _>(index, name, |o| Some(ObjectRef::from_obj(o)));
+    let nothing = futures::stream::pending::<Result<K, kube::runtime::watcher::Error>>();
+    Controller::for_stream(nothing, K::store(index).clone()).reconcile_on(own)
+}
+
+impl Queue {
+    /// The objects `map` names for each change of a `K` in the index, counted as queued.
+    pub fn on_changes<K, T, I>(
+        self: &Arc<Self>,
+        index: &Arc<Index>,
+        controller: &'static str,
+        map: impl Fn(&K) -> I + Send + 'static,
+    ) -> BoxStream<'static, ObjectRef<T>>
+    where
+        K: Indexed,
+        T: Resource + Send + 'static,
+        T::DynamicType: Send,
+        I: IntoIterator<Item = ObjectRef<T>>,
+    {
+        let queue = self.clone();
+        index
+            .changes::<K>()
+            .flat_map(move |changed| futures::stream::iter(queue.queued(controller, map(&changed))))
+            .boxed()
+    }
 }
 
 #[cfg(test)]

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use super::error::ReconcileError;
 use super::patch::merge_diff;
 use super::writer::Announcement;
-use super::{Context, error_policy, instrumented, key, refs_of, scoped_api};
+use super::{Context, error_policy, instrumented, key, refs_of};
 use crate::api::conditions;
 use crate::api::release::{AuditAction, AuditEntry, Release, ReleaseStatus};
 use crate::api::stage::Stage;
@@ -23,29 +22,63 @@ use crate::pipeline::topological_order;
 
 const CONTROLLER: &str = "release";
 
-pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
+pub async fn controller(ctx: Arc<Context>) {
     let settle = ctx.queue.clone();
-    let (index, queue) = (ctx.index.clone(), ctx.queue.clone());
-    super::queue::controller(
-        scoped_api::<Release>(client, namespace),
-        ctx.queue.clone(),
-        CONTROLLER,
-    )
-    .watches(
-        scoped_api::<Stage>(client, namespace),
-        watcher::Config::default(),
-        move |s: Stage| {
+    let index = ctx.index.clone();
+    // A release final everywhere has nothing to learn from its stages: only those still on
+    // their way are looked at again when a stage changes.
+    let of_pipeline = ctx
+        .queue
+        .on_changes::<Stage, Release, _>(&ctx.index, CONTROLLER, move |s| {
             let ns = s.namespace().unwrap_or_default();
-            queue.queued(
-                CONTROLLER,
-                refs_of(index.pipeline_releases(&ns, &s.spec.pipeline)),
-            )
-        },
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy(CONTROLLER), ctx)
-    .for_each(|result| settle.settled(CONTROLLER, result))
-    .await;
+            let releases = index.pipeline_releases(&ns, &s.spec.pipeline).into_iter();
+            refs_of(releases.filter(|r| !is_final(r)))
+        });
+    super::queue::controller::<Release>(&ctx.index, &ctx.queue, CONTROLLER)
+        .reconcile_on(of_pipeline)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy(CONTROLLER), ctx)
+        .for_each(|result| settle.settled(CONTROLLER, result))
+        .await;
+}
+
+/// `status` with the phase, summary, message and conditions its stage entries make, in the
+/// order of the release's pipeline; the entries and the trail as they are.
+pub(crate) fn derived_status(
+    release: &Release,
+    status: &ReleaseStatus,
+    ctx: &Context,
+    now: Timestamp,
+) -> ReleaseStatus {
+    let namespace = release.namespace().unwrap_or_default();
+    let stages = ctx
+        .index
+        .pipeline_stages(&namespace, &release.spec.pipeline);
+    let graph: BTreeMap<String, Vec<String>> = stages
+        .iter()
+        .map(|s| (s.name_any(), s.spec.requires.clone()))
+        .collect();
+    let order = topological_order(&release.spec.pipeline, &graph)
+        .unwrap_or_else(|_| graph.keys().cloned().collect());
+    let invalid = release_problem(release);
+    let summary = summarize(status, &order, invalid.as_deref());
+    let generation = release.meta().generation;
+    ReleaseStatus {
+        observed_generation: generation,
+        phase: Some(summary.phase),
+        summary: Some(summary.summary).filter(|s| !s.is_empty()),
+        message: Some(summary.message).filter(|s| !s.is_empty()),
+        conditions: conditions::merge(&status.conditions, summary.conditions, now, generation),
+        stages: status.stages.clone(),
+        // The trail is only ever appended to, by `audit::append`; never written from here.
+        audit: status.audit.clone(),
+    }
+}
+
+fn is_final(release: &Release) -> bool {
+    use crate::api::release::ReleasePhase::{Failed, Succeeded, Superseded};
+    let phase = release.status.as_ref().and_then(|s| s.phase);
+    matches!(phase, Some(Succeeded | Failed | Superseded))
 }
 
 async fn reconcile(release: Arc<Release>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -65,32 +98,8 @@ async fn reconcile_release(
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
     announce_recent(release, namespace, ctx).await;
-    let stages = ctx.index.pipeline_stages(namespace, &release.spec.pipeline);
-    let graph: BTreeMap<String, Vec<String>> = stages
-        .iter()
-        .map(|s| (s.name_any(), s.spec.requires.clone()))
-        .collect();
-    let order = topological_order(&release.spec.pipeline, &graph)
-        .unwrap_or_else(|_| graph.keys().cloned().collect());
-    let invalid = release_problem(release);
     let old = release.status.clone().unwrap_or_default();
-    let summary = summarize(&old, &order, invalid.as_deref());
-    let generation = release.meta().generation;
-    let new = ReleaseStatus {
-        observed_generation: generation,
-        phase: Some(summary.phase),
-        summary: Some(summary.summary).filter(|s| !s.is_empty()),
-        message: Some(summary.message).filter(|s| !s.is_empty()),
-        conditions: conditions::merge(
-            &old.conditions,
-            summary.conditions,
-            Timestamp::now(),
-            generation,
-        ),
-        stages: old.stages.clone(),
-        // The trail is only ever appended to, by `audit::append`; never written from here.
-        audit: old.audit.clone(),
-    };
+    let new = derived_status(release, &old, ctx, Timestamp::now());
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
         ctx.writer
             .status::<Release>("release_status", namespace, &release.name_any(), diff)

@@ -11,9 +11,10 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use super::effects;
@@ -36,75 +37,67 @@ const INVALID_RETRY: Duration = Duration::from_secs(30);
 
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
     let settle = ctx.queue.clone();
-    let (by_deployment, by_release) = (ctx.index.clone(), ctx.index.clone());
-    let (by_gate, by_stage) = (ctx.index.clone(), ctx.index.clone());
-    let q = &ctx.queue;
-    let cfg = watcher::Config::default;
-    let stages = super::queue::controller(
-        scoped_api::<Stage>(client, namespace),
-        q.clone(),
-        CONTROLLER,
-    );
-    let mut controller = stages
-        // Primaries and canaries map to their Stage, targets by name, so a target that starts
-        // running pods of its own is reported at once.
-        .watches(
-            scoped_api::<Deployment>(client, namespace),
-            cfg(),
-            q.counting(CONTROLLER, move |d: Deployment| {
-                let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
-                refs_of(by_deployment.stages_where(&ns, |s| {
-                    let t = &s.spec.target.name;
-                    [t.clone(), primary_name(t), canary_name(t)].contains(&name)
-                }))
+    let (index, q) = (&ctx.index, &ctx.queue);
+    let (by_release, by_gate, by_stage) = (index.clone(), index.clone(), index.clone());
+    let mut controller = super::queue::controller::<Stage>(index, q, CONTROLLER)
+        .reconcile_on(
+            q.on_changes::<Stage, Stage, _>(index, CONTROLLER, move |s| {
+                let ns = s.namespace().unwrap_or_default();
+                refs_of(by_stage.pipeline_stages(&ns, &s.spec.pipeline))
             }),
         )
-        .watches(
-            scoped_api::<Release>(client, namespace),
-            cfg(),
-            q.counting(CONTROLLER, move |r: Release| {
+        .reconcile_on(
+            q.on_changes::<Release, Stage, _>(index, CONTROLLER, move |r| {
                 let ns = r.namespace().unwrap_or_default();
                 refs_of(by_release.pipeline_stages(&ns, &r.spec.pipeline))
             }),
         )
-        .watches(
-            scoped_api::<Gate>(client, namespace),
-            cfg(),
-            q.counting(CONTROLLER, move |g: Gate| {
-                let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
-                refs_of(by_gate.stages_where(&ns, |s| {
-                    named_gates(&s.spec).iter().any(|(_, g)| *g == name)
-                }))
-            }),
-        )
-        .watches(
-            scoped_api::<Approval>(client, namespace),
-            cfg(),
-            q.counting(CONTROLLER, |a: Approval| {
-                stage_of(a.namespace(), &a.spec.stage)
-            }),
-        )
-        .watches(
-            scoped_api::<StageCommand>(client, namespace),
-            cfg(),
-            q.counting(CONTROLLER, |c: StageCommand| {
+        .reconcile_on(q.on_changes::<Gate, Stage, _>(index, CONTROLLER, move |g| {
+            let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
+            refs_of(by_gate.stages_where(&ns, |s| {
+                named_gates(&s.spec).iter().any(|(_, g)| *g == name)
+            }))
+        }))
+        .reconcile_on(q.on_changes::<Approval, Stage, _>(index, CONTROLLER, |a| {
+            stage_of(a.namespace(), &a.spec.stage)
+        }))
+        .reconcile_on(
+            q.on_changes::<StageCommand, Stage, _>(index, CONTROLLER, |c| {
                 stage_of(c.namespace(), &c.spec.stage)
             }),
-        )
-        .watches(
-            scoped_api::<Stage>(client, namespace),
-            cfg(),
-            q.counting(CONTROLLER, move |s: Stage| {
-                let ns = s.namespace().unwrap_or_default();
-                refs_of(by_stage.pipeline_stages(&ns, &s.spec.pipeline))
-            }),
         );
+    controller = on_deployments(controller, &ctx, client, namespace);
     controller = also_on_gates_and_routes(controller, &ctx, client, namespace).await;
     controller
         .shutdown_on_signal()
         .run(reconcile, error_policy(CONTROLLER), ctx)
         .for_each(|result| settle.settled(CONTROLLER, result))
         .await;
+}
+
+/// Primaries and canaries map to their Stage, targets by name, so a target that starts
+/// running pods of its own is reported at once. Only their metadata is read.
+fn on_deployments(
+    controller: Controller<Stage>,
+    ctx: &Arc<Context>,
+    client: &Client,
+    namespace: &Option<String>,
+) -> Controller<Stage> {
+    let by_deployment = ctx.index.clone();
+    let api = scoped_api::<PartialObjectMeta<Deployment>>(client, namespace);
+    let deployments = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+    let map = ctx
+        .queue
+        .counting(CONTROLLER, move |d: PartialObjectMeta<Deployment>| {
+            let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
+            refs_of(by_deployment.stages_where(&ns, |s| {
+                let t = &s.spec.target.name;
+                [t.clone(), primary_name(t), canary_name(t)].contains(&name)
+            }))
+        });
+    controller.watches_stream(deployments, map)
 }
 
 fn stage_of(namespace: Option<String>, stage: &str) -> Option<ObjectRef<Stage>> {
@@ -349,7 +342,7 @@ async fn report_refusal(
             entry.message = Some(message.clone());
             let name = stage.name_any();
             ctx.writer
-                .release_entry(&namespace, &release.name, &name, before, &entry)
+                .release_entry(&namespace, &release.name, &name, (before, &entry), None)
                 .await?;
         }
     }

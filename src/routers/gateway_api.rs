@@ -55,29 +55,26 @@ fn http_routes(ctx: &RouterContext) -> Api<DynamicObject> {
     )
 }
 
-/// The rules with the canary at `weight` percent; `None` when no rule sends to the primary.
-pub fn reweight(rules: &[Value], primary: &str, canary: &str, weight: i32) -> Option<Vec<Value>> {
+/// `rules` with `edit` applied to the backendRefs (and the primary's place among them) of
+/// each rule that sends to `primary`; `None` when none does.
+fn edit_primary_rules(
+    rules: &[Value],
+    primary: &str,
+    edit: impl Fn(&mut Vec<Value>, usize),
+) -> Option<Vec<Value>> {
     let mut found = false;
     let rules = rules
         .iter()
         .map(|rule| {
             let mut rule = rule.clone();
-            let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
-                return rule;
-            };
-            let Some(p) = refs.iter().position(|r| r["name"] == primary) else {
-                return rule;
-            };
-            found = true;
-            refs[p]["weight"] = json!(100 - weight);
-            match refs.iter().position(|r| r["name"] == canary) {
-                Some(c) => refs[c]["weight"] = json!(weight),
-                None => {
-                    let mut c = refs[p].clone();
-                    c["name"] = json!(canary);
-                    c["weight"] = json!(weight);
-                    refs.insert(p + 1, c);
-                }
+            let refs = rule.get_mut("backendRefs").and_then(Value::as_array_mut);
+            let at = refs.and_then(|refs| {
+                let p = refs.iter().position(|r| r["name"] == primary)?;
+                Some((refs, p))
+            });
+            if let Some((refs, p)) = at {
+                found = true;
+                edit(refs, p);
             }
             rule
         })
@@ -85,26 +82,29 @@ pub fn reweight(rules: &[Value], primary: &str, canary: &str, weight: i32) -> Op
     found.then_some(rules)
 }
 
+/// The rules with the canary at `weight` percent; `None` when no rule sends to the primary.
+pub fn reweight(rules: &[Value], primary: &str, canary: &str, weight: i32) -> Option<Vec<Value>> {
+    edit_primary_rules(rules, primary, |refs, p| {
+        refs[p]["weight"] = json!(100 - weight);
+        match refs.iter().position(|r| r["name"] == canary) {
+            Some(c) => refs[c]["weight"] = json!(weight),
+            None => {
+                let mut c = refs[p].clone();
+                c["name"] = json!(canary);
+                c["weight"] = json!(weight);
+                refs.insert(p + 1, c);
+            }
+        }
+    })
+}
+
 /// The rules with the canary's backendRefs gone and the primary at full weight; `None` when
 /// no rule sends to the primary.
 pub fn primary_only(rules: &[Value], primary: &str, canary: &str) -> Option<Vec<Value>> {
-    let mut found = false;
-    let rules = rules
-        .iter()
-        .map(|rule| {
-            let mut rule = rule.clone();
-            let Some(refs) = rule.get_mut("backendRefs").and_then(Value::as_array_mut) else {
-                return rule;
-            };
-            if let Some(p) = refs.iter().position(|r| r["name"] == primary) {
-                found = true;
-                refs[p]["weight"] = json!(100);
-                refs.retain(|r| r["name"] != canary);
-            }
-            rule
-        })
-        .collect();
-    found.then_some(rules)
+    edit_primary_rules(rules, primary, |refs, p| {
+        refs[p]["weight"] = json!(100);
+        refs.retain(|r| r["name"] != canary);
+    })
 }
 
 /// The canary's weight in the first rule that routes to the primary.

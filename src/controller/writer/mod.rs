@@ -261,20 +261,24 @@ impl Writer {
             .await
     }
 
-    /// Writes one stage's entry in a Release's status, if it changed.
+    /// Writes one stage's entry in a Release's status, if it changed, with the `summary`
+    /// fields (phase, summary, message, conditions) that change with it.
     pub async fn release_entry(
         &self,
         namespace: &str,
         release: &str,
         stage: &str,
-        old: Option<&ReleaseStageStatus>,
-        new: &ReleaseStageStatus,
+        (old, new): (Option<&ReleaseStageStatus>, &ReleaseStageStatus),
+        summary: Option<Value>,
     ) -> Result<(), WriteError> {
         let old = old.map(serde_json::to_value).transpose()?;
         let Some(diff) = merge_diff(&old.unwrap_or(json!({})), &serde_json::to_value(new)?) else {
             return Ok(());
         };
-        let patch = json!({ "stages": { stage: diff } });
+        let mut patch = json!({ "stages": { stage: diff } });
+        if let (Some(Value::Object(fields)), Some(into)) = (summary, patch.as_object_mut()) {
+            into.extend(fields);
+        }
         self.status::<Release>("release_status", namespace, release, patch)
             .await
     }
