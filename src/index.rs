@@ -1,7 +1,9 @@
-//! The one index of watched state: reflector stores of Stages, Releases, Gates and Approvals,
-//! fed by watch events, answering the typed queries the controllers and the admission webhooks
-//! ask (a pipeline's stages and releases, a release's approvals, who owns a target, which
-//! gates are missing or invalid). Nothing here writes.
+//! The one index of watched state: reflector stores of Stages, Releases, Gates, Approvals and
+//! StageCommands, fed by watch events, answering the typed queries the controllers and the
+//! admission webhooks ask (a pipeline's stages and releases, a release's approvals, who owns a
+//! target, which gates are missing or invalid), and telling the controllers what changed
+//! ([`changes`]); they keep no watch or cache of these kinds of their own. Nothing here
+//! writes.
 
 pub mod changes;
 

@@ -2,8 +2,8 @@
 //! ([`crate::machine`]), effect (the one [`writer::Writer`]). Four controllers share one
 //! [`Context`]: Stages (promotion, rollout and StageCommands), Releases (their overall phase),
 //! Gates (their validity and who changed them) and Approvals (their verification and audit
-//! record). With leader election they run on the leader only; the writer is fenced by its
-//! lease.
+//! record). Their queues are fed by the index's changes ([`queue`]). With leader election
+//! they run on the leader only; the writer is fenced by its lease.
 
 pub mod approval;
 pub mod backoff;
