@@ -3,7 +3,9 @@
 //! the one index instead of watching and caching the same objects again. A controller that
 //! subscribes (the leader's, when it starts) gets every object held first, then each change;
 //! one that fell more than [`BUFFER`] changes behind gets every object again. Nothing is
-//! missed, and with no subscriber (a standby) nothing is kept.
+//! missed, and with no subscriber (a standby) nothing is kept. With one, each channel's ring
+//! keeps the objects of its last [`BUFFER`] changes alive until they are overwritten: at
+//! 10,000 Releases that is memory to measure (the scale notes in the README).
 
 use std::sync::Arc;
 
