@@ -343,7 +343,7 @@ impl TestEnv {
 
     fn controller_command(&self, name: &str, metrics_port: u16, admission: Admission) -> Command {
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_greenlight"));
+        let mut cmd = heap_profiled(name);
         cmd.args([
             "controller",
             "--namespace",
@@ -800,4 +800,24 @@ spec:
     image: {image}
 "#
     )
+}
+
+/// The controller's command; under `GREENLIGHT_HEAPTRACK=DIR` (for `make bench-scale`), run
+/// with heaptrack's allocation recorder preloaded, writing `DIR/NAME.zst` for
+/// `heaptrack_print`. The shell `exec`s the controller, so its pid is still the controller's.
+fn heap_profiled(name: &str) -> Command {
+    let bin = env!("CARGO_BIN_EXE_greenlight");
+    let Ok(dir) = std::env::var("GREENLIGHT_HEAPTRACK") else {
+        return Command::new(bin);
+    };
+    let lib = "/usr/lib/heaptrack";
+    let script = format!(
+        "set -e; test -x {lib}/libexec/heaptrack_interpret; f='{dir}/{name}.pipe'; \
+         rm -f \"$f\"; mkfifo \"$f\"; \
+         {lib}/libexec/heaptrack_interpret < \"$f\" | zstd -q > '{dir}/{name}.zst' & \
+         LD_PRELOAD={lib}/libheaptrack_preload.so DUMP_HEAPTRACK_OUTPUT=\"$f\" exec \"$0\" \"$@\""
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script, bin]);
+    cmd
 }

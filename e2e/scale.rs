@@ -28,6 +28,10 @@ pub struct Sizes {
     pub idle_for: Duration,
     /// Keep publishing for this long and sample memory (a soak), instead of `releases`.
     pub soak: Option<Duration>,
+    /// Keep only the newest this many releases of each pipeline, deleting older ones as a
+    /// CI's retention would: the objects held then level off, so RSS that still grows is the
+    /// operator's own.
+    pub keep: Option<usize>,
 }
 
 impl Sizes {
@@ -39,6 +43,7 @@ impl Sizes {
             publish_every: Duration::from_millis(300),
             idle_for: Duration::from_secs(10),
             soak: None,
+            keep: None,
         }
     }
 
@@ -54,6 +59,7 @@ impl Sizes {
             publish_every: Duration::from_millis(20),
             idle_for: Duration::from_secs(60),
             soak: None,
+            keep: None,
         };
         match preset.as_str() {
             "smoke" => Sizes::smoke(),
@@ -65,6 +71,7 @@ impl Sizes {
             "soak" => Sizes {
                 publish_every: Duration::from_millis(500),
                 soak: Some(Duration::from_secs(30 * 60)),
+                keep: Some(4),
                 ..full
             },
             _ => full,
@@ -94,6 +101,8 @@ pub struct Report {
     pub apiserver: BTreeMap<String, f64>,
     /// Objects and JSON bytes per kind, with and without managedFields.
     pub stores: BTreeMap<String, (usize, usize, usize)>,
+    /// The controller's Events by reason (each names one transition).
+    pub event_reasons: BTreeMap<String, usize>,
     /// (minutes since start, RSS MiB) samples of a soak.
     pub rss_trend: Vec<(f64, f64)>,
 }
@@ -181,6 +190,7 @@ async fn publish(env: &TestEnv, sizes: &Sizes, report: &mut Report) {
         {
             panic!("publishing release {i}: {e}");
         }
+        retire(&api, i, sizes).await;
         if sizes.soak.is_some() && i % 120 == 0 {
             let minutes = soak_start.elapsed().as_secs_f64() / 60.0;
             report.rss_trend.push((minutes, env.controller_rss_mib()));
@@ -189,6 +199,19 @@ async fn publish(env: &TestEnv, sizes: &Sizes, report: &mut Report) {
         tokio::time::sleep(sizes.publish_every).await;
     }
     report.published = i;
+}
+
+/// Deletes the release `keep` rounds older than release `i` (of the same pipeline).
+async fn retire(api: &Api<Release>, i: usize, sizes: &Sizes) {
+    let Some(old) = sizes.keep.and_then(|k| i.checked_sub(k * sizes.pipelines)) else {
+        return;
+    };
+    let name = kube::ResourceExt::name_any(&release(old, sizes.pipelines));
+    match api.delete(&name, &Default::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => panic!("retiring release {name}: {e}"),
+    }
 }
 
 /// Waits until every release is final; records how long that took and how they ended.
@@ -283,7 +306,7 @@ async fn measure(env: &TestEnv, report: &mut Report) {
     report.rss_mib = env.controller_rss_mib();
     report.peak_rss_mib = env.controller_peak_rss_mib();
     report.apiserver = apiserver_requests(env);
-    report.stores = store_sizes(env).await;
+    store_sizes(env, report).await;
 }
 
 /// Sums of `name` by the value of `label`.
@@ -359,8 +382,7 @@ fn apiserver_requests(env: &TestEnv) -> BTreeMap<String, f64> {
 
 /// What each kind weighs, as the apiserver serves it: objects, and their JSON with and without
 /// managedFields (kubectl 1.20 shows them; the index drops them).
-async fn store_sizes(env: &TestEnv) -> BTreeMap<String, (usize, usize, usize)> {
-    let mut sizes = BTreeMap::new();
+async fn store_sizes(env: &TestEnv, report: &mut Report) {
     for kind in [
         "releases",
         "stages",
@@ -383,9 +405,19 @@ async fn store_sizes(env: &TestEnv) -> BTreeMap<String, (usize, usize, usize)> {
                 i.to_string().len()
             })
             .sum();
-        sizes.insert(kind.to_string(), (items.len(), whole, lean));
+        if kind == "events" {
+            let operator = |i: &&serde_json::Value| {
+                i["reportingController"] == greenlight::controller::writer::REPORTING_CONTROLLER
+            };
+            for item in items.iter().filter(operator) {
+                let reason = item["reason"].as_str().unwrap_or_default().to_string();
+                *report.event_reasons.entry(reason).or_default() += 1;
+            }
+        }
+        report
+            .stores
+            .insert(kind.to_string(), (items.len(), whole, lean));
     }
-    sizes
 }
 
 /// The report, as `make bench-scale` prints it.
@@ -446,6 +478,15 @@ pub fn print(sizes: &Sizes, r: &Report) {
             "  {kind:<12} {n:>6} objects, {:>7.1} MiB as JSON, {:>7.1} MiB without managedFields",
             *whole as f64 / 1048576.0,
             *lean as f64 / 1048576.0
+        );
+    }
+    let mut reasons: Vec<_> = r.event_reasons.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1));
+    println!("  Events by reason:");
+    for (reason, n) in reasons {
+        println!(
+            "    {reason:<24} {n:>9}  {:>6.2} per release",
+            per(*n as f64, r.published)
         );
     }
     for (minutes, rss) in &r.rss_trend {

@@ -313,23 +313,24 @@ where
 }
 
 /// A cache of all objects of a kind, kept up to date by a watch, that tells `changes` of each
-/// object the watch brings (once the store holds it). `managedFields` are dropped: nothing
-/// reads them, and they are often the largest part of an object.
+/// change once the store holds it. `managedFields` are dropped: nothing reads them, and they
+/// are often the largest part of an object.
 fn cache<K: changes::Indexed>(
     api: Api<K>,
     changes: Arc<changes::Changes>,
 ) -> (Store<K>, futures::future::BoxFuture<'static, ()>) {
     let (reader, writer) = reflector::store();
+    let mut relist = changes::Relist::default();
+    let store = reader.clone();
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default())
             .default_backoff()
             .modify(|o| o.meta_mut().managed_fields = None),
     )
-    .touched_objects()
-    .for_each(move |changed| {
-        if let Ok(changed) = changed {
-            Index::announce(&changes, changed);
+    .for_each(move |event| {
+        if let Ok(event) = event {
+            relist.announce(&changes, &store, event);
         }
         futures::future::ready(())
     });

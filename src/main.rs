@@ -63,6 +63,10 @@ enum Command {
         /// The period the DORA metrics cover, up to now: days, weeks or a duration (e.g. 90d).
         #[arg(long, env = "GREENLIGHT_DORA_WINDOW", default_value = "90d", value_parser = greenlight::insight::dora::parse_period)]
         dora_window: jiff::SignedDuration,
+        /// How many objects each controller reconciles at once. Bounds memory and the load a
+        /// burst (thousands of Releases published together) puts on the apiserver.
+        #[arg(long, env = "GREENLIGHT_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        max_concurrent_reconciles: u16,
         /// Serve the admission webhooks (HTTPS) on this address; off when unset.
         #[arg(long, env = "GREENLIGHT_ADMISSION_ADDR")]
         admission_addr: Option<SocketAddr>,
@@ -119,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
             admission_configuration,
             admission_refresh,
             dora_window,
+            max_concurrent_reconciles,
         } => {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
@@ -150,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
                 identity: Arc::new(identity),
                 admission,
                 dora_window,
+                concurrency: max_concurrent_reconciles,
             };
             tokio::select! {
                 ran = greenlight::controller::run(client, metrics, settings) => Ok(ran?),

@@ -92,21 +92,31 @@ async fn record(
 ) -> Result<(), ReconcileError> {
     let stage = &world.stage;
     let namespace = stage.namespace().unwrap_or_default();
-    for (release, entries) in audit_entries(world, &outcome.events, ctx, now) {
-        ctx.writer.audit(&namespace, &release, entries).await?;
-    }
-    let name = stage.name_any();
+    let (ns, name) = (namespace.as_str(), stage.name_any());
+    let audits = audit_entries(world, &outcome.events, ctx, now);
+    let audits: Vec<Write<'_>> = audits
+        .into_iter()
+        .map(|(release, entries)| -> Write<'_> {
+            Box::pin(async move { ctx.writer.audit(ns, &release, entries).await.map(|_| ()) })
+        })
+        .collect();
+    concurrently(audits).await?;
+    let mut entries: Vec<Write<'_>> = Vec::new();
     for (release, entry) in &outcome.release_updates {
         let before = world
             .releases
             .iter()
             .find(|r| &r.name == release)
             .and_then(|r| r.stages.get(&name));
-        let summary = summary_patch(ctx, &namespace, release, &name, entry, now);
-        ctx.writer
-            .release_entry(&namespace, release, &name, (before, entry), summary)
-            .await?;
+        let summary = summary_patch(ctx, ns, release, &name, entry, now);
+        let name = &name;
+        entries.push(Box::pin(async move {
+            ctx.writer
+                .release_entry(ns, release, name, (before, entry), summary)
+                .await
+        }));
     }
+    concurrently(entries).await?;
     let old = stage.status.clone().unwrap_or_default();
     let mut status = outcome.status.clone();
     status.conditions.extend(target_runs_pods(world));
@@ -121,6 +131,20 @@ async fn record(
         stage.spec.strategy.strategy_type,
         ctx,
     );
+    Ok(())
+}
+
+type Write<'a> = futures::future::BoxFuture<'a, Result<(), super::writer::WriteError>>;
+
+/// Runs writes to different releases a few at a time. A superseding stage may write dozens
+/// of releases in one pass; one after another, on a busy apiserver, that pass took seconds.
+/// Each write is idempotent, so a kill part-way leaves nothing the next pass does not mend.
+async fn concurrently(writes: Vec<Write<'_>>) -> Result<(), ReconcileError> {
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(writes)
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(())
 }
 

@@ -182,7 +182,7 @@ fn commanded(
         writer: super::writer::Writer::fenced_by(client.clone(), metrics.clone(), fence),
         client,
         namespace: Some(NS.into()),
-        queue: Arc::new(super::queue::Queue::new(metrics.clone())),
+        queue: Arc::new(super::queue::Queue::new(metrics.clone(), 16)),
         metrics,
         index,
         backoff: Default::default(),

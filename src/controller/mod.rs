@@ -69,6 +69,8 @@ pub struct Settings {
     pub leader: Option<crate::leader::LeaseConfig>,
     /// The period the DORA metrics cover.
     pub dora_window: jiff::SignedDuration,
+    /// How many objects each controller reconciles at once.
+    pub concurrency: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,7 +220,7 @@ pub async fn run(
         ),
         writer: writer::Writer::fenced_by(client.clone(), metrics.clone(), leadership.clone()),
         backoff: Default::default(),
-        queue: Arc::new(queue::Queue::new(metrics.clone())),
+        queue: Arc::new(queue::Queue::new(metrics.clone(), settings.concurrency)),
     });
     let synced = index.wait_until_synced().await;
     if !synced {

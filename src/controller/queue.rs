@@ -12,7 +12,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::Resource;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Config, Controller};
 use kube::runtime::reflector::ObjectRef;
 
 use crate::index::Index;
@@ -23,13 +23,18 @@ pub struct Queue {
     /// Per controller, the objects waiting and since when.
     waiting: Mutex<HashMap<&'static str, HashMap<String, Instant>>>,
     metrics: Arc<Metrics>,
+    /// How many objects a controller reconciles at once. Unbounded, a burst of Releases
+    /// started one reconcile per Stage at once: each holds its observed state while it
+    /// waits on a saturated apiserver, which was most of the heap at 200 Stages.
+    concurrency: u16,
 }
 
 impl Queue {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, concurrency: u16) -> Self {
         Self {
             waiting: Mutex::default(),
             metrics,
+            concurrency,
         }
     }
 
@@ -118,7 +123,9 @@ pub fn controller<K: Indexed>(
 ) -> Controller<K> {
     let own = queue.on_changes::<K, K, _>(index, name, |o| Some(ObjectRef::from_obj(o)));
     let nothing = futures::stream::pending::<Result<K, kube::runtime::watcher::Error>>();
-    Controller::for_stream(nothing, K::store(index).clone()).reconcile_on(own)
+    Controller::for_stream(nothing, K::store(index).clone())
+        .with_config(Config::default().concurrency(queue.concurrency))
+        .reconcile_on(own)
 }
 
 impl Queue {
@@ -151,7 +158,7 @@ mod tests {
     #[test]
     fn an_object_queued_twice_waits_once_and_leaves_when_its_reconcile_starts() {
         let metrics = Metrics::new();
-        let queue = Queue::new(metrics.clone());
+        let queue = Queue::new(metrics.clone(), 16);
         let prod = ObjectRef::<Stage>::new("prod").within("shop");
         let dev = ObjectRef::<Stage>::new("dev").within("shop");
         queue.queued("stage", [prod.clone(), dev]);
@@ -176,7 +183,7 @@ mod tests {
     #[test]
     fn an_object_deleted_before_its_reconcile_waits_no_more() {
         let metrics = Metrics::new();
-        let queue = Queue::new(metrics.clone());
+        let queue = Queue::new(metrics.clone(), 16);
         let gone = ObjectRef::<Stage>::new("gone").within("shop");
         queue.queued("stage", [gone.clone()]);
         type Failed = kube::runtime::controller::Error<std::io::Error, std::io::Error>;

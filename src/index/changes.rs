@@ -1,18 +1,23 @@
-//! What changed in the index, for the controllers' triggers. Each watch event's object is
-//! sent on a broadcast channel of its kind once the store holds it, so the controllers read
-//! the one index instead of watching and caching the same objects again. A controller that
+//! What changed in the index, for the controllers' triggers. Each watch event is sent on a
+//! broadcast channel of its kind once the store holds it, so the controllers read the one
+//! index instead of watching and caching the same objects again. A controller that
 //! subscribes (the leader's, when it starts) gets every object held first, then each change;
-//! one that fell more than [`BUFFER`] changes behind gets every object again. Nothing is
-//! missed, and with no subscriber (a standby) nothing is kept. With one, each channel's ring
-//! keeps the objects of its last [`BUFFER`] changes alive until they are overwritten: at
-//! 10,000 Releases that is memory to measure (the scale notes in the README).
+//! one that fell more than [`BUFFER`] changes behind gets every object again (only a
+//! deletion among the changes it missed is not seen). With no subscriber (a standby)
+//! nothing is kept.
+//!
+//! The channel carries an object's key, and the subscriber reads the object from the store:
+//! a ring of whole objects kept the last [`BUFFER`] versions of each kind alive, which at
+//! 10,000 Releases was most of the operator's memory. Only a deletion carries its object,
+//! since the store no longer has it and the triggers still need to know what it named.
 
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::Resource;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::Event;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::{self, Sender, error::RecvError};
 
@@ -22,12 +27,21 @@ use crate::api::{Approval, Gate, Release, Stage, StageCommand};
 /// How many changes a subscriber may fall behind before it is handed everything again.
 pub const BUFFER: usize = 4096;
 
+/// One change of a `K`.
+#[derive(Clone)]
+pub enum Change<K: Resource<DynamicType = ()>> {
+    /// Created or changed: the store holds it under this key.
+    Held(ObjectRef<K>),
+    /// Deleted: the store no longer holds it.
+    Gone(Arc<K>),
+}
+
 pub struct Changes {
-    pub stages: Sender<Arc<Stage>>,
-    pub releases: Sender<Arc<Release>>,
-    pub gates: Sender<Arc<Gate>>,
-    pub approvals: Sender<Arc<Approval>>,
-    pub commands: Sender<Arc<StageCommand>>,
+    pub stages: Sender<Change<Stage>>,
+    pub releases: Sender<Change<Release>>,
+    pub gates: Sender<Change<Gate>>,
+    pub approvals: Sender<Change<Approval>>,
+    pub commands: Sender<Change<StageCommand>>,
 }
 
 impl Default for Changes {
@@ -47,7 +61,7 @@ pub trait Indexed:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
 {
     fn store(index: &Index) -> &Store<Self>;
-    fn sender(changes: &Changes) -> &Sender<Arc<Self>>;
+    fn sender(changes: &Changes) -> &Sender<Change<Self>>;
 }
 
 macro_rules! indexed {
@@ -56,7 +70,7 @@ macro_rules! indexed {
             fn store(index: &Index) -> &Store<Self> {
                 &index.$field
             }
-            fn sender(changes: &Changes) -> &Sender<Arc<Self>> {
+            fn sender(changes: &Changes) -> &Sender<Change<Self>> {
                 &changes.$field
             }
         }
@@ -76,7 +90,9 @@ impl Index {
         let held = K::store(self).state();
         let later = futures::stream::unfold((rx, self.clone()), |(mut rx, index)| async move {
             let batch = match rx.recv().await {
-                Ok(changed) => vec![changed],
+                // Changed again or deleted since: that change follows.
+                Ok(Change::Held(key)) => K::store(&index).get(&key).into_iter().collect(),
+                Ok(Change::Gone(object)) => vec![object],
                 Err(RecvError::Lagged(_)) => K::store(&index).state(),
                 Err(RecvError::Closed) => return None,
             };
@@ -85,10 +101,57 @@ impl Index {
         futures::stream::iter(held).chain(later.flatten()).boxed()
     }
 
-    /// Tells subscribers that `changed` changed.
-    pub(super) fn announce<K: Indexed>(changes: &Changes, changed: K) {
+    /// Tells subscribers that `changed` changed. The store has already taken the change, so
+    /// an object it does not hold was deleted.
+    pub(super) fn announce<K: Indexed>(changes: &Changes, store: &Store<K>, changed: K) {
+        let key = ObjectRef::from_obj(&changed);
+        let change = match store.get(&key) {
+            Some(_) => Change::Held(key),
+            None => Change::Gone(Arc::new(changed)),
+        };
         // No subscriber (a standby, or before the controllers start) is not an error.
-        let _ = K::sender(changes).send(Arc::new(changed));
+        let _ = K::sender(changes).send(change);
+    }
+}
+
+/// A watch that restarts lists everything again, and the store takes the new list only when
+/// it is complete. Until then, what the list brings is remembered, and then announced with
+/// the objects that were held before and are missing from it (deleted meanwhile).
+pub(super) struct Relist<K: Indexed> {
+    before: Vec<Arc<K>>,
+    listed: Vec<ObjectRef<K>>,
+}
+
+impl<K: Indexed> Default for Relist<K> {
+    fn default() -> Self {
+        Self {
+            before: Vec::new(),
+            listed: Vec::new(),
+        }
+    }
+}
+
+impl<K: Indexed> Relist<K> {
+    /// Announces a watch event the reflector has applied to `store`.
+    pub(super) fn announce(&mut self, changes: &Changes, store: &Store<K>, event: Event<K>) {
+        let send = |change| {
+            let _ = K::sender(changes).send(change);
+        };
+        match event {
+            Event::Apply(changed) => Index::announce(changes, store, changed),
+            Event::Delete(gone) => send(Change::Gone(Arc::new(gone))),
+            // The store still holds what it held before the list.
+            Event::Init => self.before = store.state(),
+            Event::InitApply(listed) => self.listed.push(ObjectRef::from_obj(&listed)),
+            Event::InitDone => {
+                for old in std::mem::take(&mut self.before) {
+                    if store.get(&ObjectRef::from_obj(&*old)).is_none() {
+                        send(Change::Gone(old));
+                    }
+                }
+                self.listed.drain(..).map(Change::Held).for_each(send);
+            }
+        }
     }
 }
 
@@ -121,15 +184,65 @@ mod tests {
             "dev",
             "what the index holds comes first"
         );
-        Index::announce(&index.changes, stage("prod"));
+        Index::announce(&index.changes, &index.stages, stage("prod"));
         assert_eq!(name(changes.next().await), "prod");
         for _ in 0..=BUFFER {
-            Index::announce(&index.changes, stage("test"));
+            Index::announce(&index.changes, &index.stages, stage("test"));
         }
         assert_eq!(
             name(changes.next().await),
             "dev",
             "a lagging subscriber gets all again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_carries_a_key_and_is_read_from_the_store_and_a_deletion_its_object() {
+        let objects = Objects {
+            stages: vec![stage("dev")],
+            ..Default::default()
+        };
+        let index = Index::of(objects, Arc::new(IdentityKey::from_bytes(&[7; 32])));
+        let mut changes = index.changes::<Stage>();
+        let held = changes.next().await.unwrap();
+        Index::announce(&index.changes, &index.stages, stage("dev"));
+        let again = changes.next().await.unwrap();
+        assert!(
+            Arc::ptr_eq(&held, &again),
+            "a change hands out the store's object, not a copy kept in the channel"
+        );
+        Index::announce(&index.changes, &index.stages, stage("gone"));
+        let gone = changes.next().await.unwrap();
+        assert_eq!(kube::ResourceExt::name_any(&*gone), "gone");
+    }
+
+    #[tokio::test]
+    async fn a_relisted_watch_announces_what_it_listed_once_held_and_what_went_missing() {
+        let (store, mut writer) = kube::runtime::reflector::store::<Stage>();
+        let changes = Changes::default();
+        let mut rx = changes.stages.subscribe();
+        let mut relist = Relist::default();
+        let mut apply = |event: Event<Stage>| {
+            writer.apply_watcher_event(&event);
+            relist.announce(&changes, &store, event);
+        };
+        apply(Event::Apply(stage("dev")));
+        apply(Event::Apply(stage("old")));
+        apply(Event::Init);
+        apply(Event::InitApply(stage("dev")));
+        apply(Event::InitApply(stage("new")));
+        apply(Event::InitDone);
+        let mut seen = Vec::new();
+        while let Ok(change) = rx.try_recv() {
+            seen.push(match change {
+                Change::Held(key) => format!("held {}", key.name),
+                Change::Gone(object) => format!("gone {}", kube::ResourceExt::name_any(&*object)),
+            });
+        }
+        assert_eq!(
+            seen,
+            ["held dev", "held old", "gone old", "held dev", "held new"],
+            "nothing is announced while the list is incomplete, then the list and what it lost"
         );
     }
 }
