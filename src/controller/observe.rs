@@ -171,6 +171,31 @@ pub fn release_views(stage: &Stage, target: &Deployment, index: &Index) -> Vec<R
         .collect()
 }
 
+/// A retry is judged on the retried release's entries as the apiserver has them: a person
+/// who saw it fail and asked at once must not be refused because the cache has not yet
+/// caught up with the operator's own write of that failure.
+async fn freshen_retried(
+    releases: &mut [ReleaseView],
+    steering: &Steering,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let Some(crate::machine::Command::Retry(name)) = &steering.command else {
+        return Ok(());
+    };
+    let Some(view) = releases.iter_mut().find(|r| &r.name == name) else {
+        return Ok(());
+    };
+    let fresh = ctx
+        .api::<crate::api::Release>(namespace)
+        .get_opt(name)
+        .await?;
+    if let Some(status) = fresh.and_then(|r| r.status) {
+        view.stages = status.stages;
+    }
+    Ok(())
+}
+
 /// How many pods the stage's primary runs now (a rollback started before replicas were
 /// recorded keeps them).
 async fn primary_replicas(stage: &Stage, ctx: &Context) -> Result<i32, ReconcileError> {
@@ -244,15 +269,18 @@ pub async fn observe_stage(
         }
         None => None,
     };
+    let steering = steering::read(
+        &stage,
+        ctx.index.pending_commands(&namespace, &stage.name_any()),
+        &ctx.index.identity,
+    );
+    let mut releases = release_views(&stage, &target, &ctx.index);
+    freshen_retried(&mut releases, &steering, &namespace, ctx).await?;
     Ok(Ok(World {
         primary_view: primary.as_ref().map(observe),
-        releases: release_views(&stage, &target, &ctx.index),
+        releases,
         invalid,
-        steering: steering::read(
-            &stage,
-            ctx.index.pending_commands(&namespace, &stage.name_any()),
-            &ctx.index.identity,
-        ),
+        steering,
         now,
         stage,
         plan,
