@@ -170,13 +170,17 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn a_subscriber_gets_what_is_held_then_each_change_and_everything_after_a_lag() {
+    fn holding_dev() -> Arc<Index> {
         let objects = Objects {
             stages: vec![stage("dev")],
             ..Default::default()
         };
-        let index = Index::of(objects, Arc::new(IdentityKey::from_bytes(&[7; 32])));
+        Index::of(objects, Arc::new(IdentityKey::from_bytes(&[7; 32])))
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_what_is_held_then_each_change_and_everything_after_a_lag() {
+        let index = holding_dev();
         let mut changes = index.changes::<Stage>();
         let name = |s: Option<Arc<Stage>>| kube::ResourceExt::name_any(&*s.unwrap());
         assert_eq!(
@@ -198,11 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_carries_a_key_and_is_read_from_the_store_and_a_deletion_its_object() {
-        let objects = Objects {
-            stages: vec![stage("dev")],
-            ..Default::default()
-        };
-        let index = Index::of(objects, Arc::new(IdentityKey::from_bytes(&[7; 32])));
+        let index = holding_dev();
         let mut changes = index.changes::<Stage>();
         let held = changes.next().await.unwrap();
         Index::announce(&index.changes, &index.stages, stage("dev"));
