@@ -99,6 +99,10 @@ pub struct Report {
     pub latency: BTreeMap<String, [f64; 5]>,
     /// The apiserver's requests, by verb and resource.
     pub apiserver: BTreeMap<String, f64>,
+    /// The apiserver's mean time to answer, by verb (seconds).
+    pub apiserver_latency: BTreeMap<String, f64>,
+    /// The stages' Deployment and Service reads, by outcome (`current` or `read`).
+    pub workload_reads: BTreeMap<String, f64>,
     /// Objects and JSON bytes per kind, with and without managedFields.
     pub stores: BTreeMap<String, (usize, usize, usize)>,
     /// The controller's Events by reason (each names one transition).
@@ -305,7 +309,9 @@ async fn measure(env: &TestEnv, report: &mut Report) {
     report.cpu_seconds = env.controller_cpu_seconds();
     report.rss_mib = env.controller_rss_mib();
     report.peak_rss_mib = env.controller_peak_rss_mib();
+    report.workload_reads = by_label(&text, "greenlight_workload_reads_total", "outcome");
     report.apiserver = apiserver_requests(env);
+    report.apiserver_latency = apiserver_latency(env);
     store_sizes(env, report).await;
 }
 
@@ -378,6 +384,18 @@ fn apiserver_requests(env: &TestEnv) -> BTreeMap<String, f64> {
         *sums.entry(key).or_default() += value;
     }
     sums
+}
+
+/// The apiserver's mean request duration by verb, from its histogram's sums and counts
+/// (watches excluded: they last as long as they are open).
+fn apiserver_latency(env: &TestEnv) -> BTreeMap<String, f64> {
+    let text = env.cp.kubectl(&["get", "--raw", "/metrics"]);
+    let sum = by_label(&text, "apiserver_request_duration_seconds_sum", "verb");
+    let count = by_label(&text, "apiserver_request_duration_seconds_count", "verb");
+    sum.into_iter()
+        .filter(|(verb, _)| verb != "WATCH" && verb != "CONNECT")
+        .filter_map(|(verb, s)| Some((verb.clone(), s / count.get(&verb).filter(|n| **n > 0.0)?)))
+        .collect()
 }
 
 /// What each kind weighs, as the apiserver serves it: objects, and their JSON with and without
@@ -467,8 +485,27 @@ pub fn print(sizes: &Sizes, r: &Report) {
         sizes.idle_for.as_secs(),
         r.idle_writes
     );
+    print_reads(r);
+    print_events(r);
+}
+
+/// What the operator read, and what the apiserver served.
+fn print_reads(r: &Report) {
+    let (current, read) = (
+        r.workload_reads.get("current").copied().unwrap_or(0.0),
+        r.workload_reads.get("read").copied().unwrap_or(0.0),
+    );
+    println!(
+        "  workload reads: {current:.0} current without a GET, {read:.0} read ({:.0}% without a GET)",
+        100.0 * current / (current + read).max(1.0)
+    );
+    let latency: Vec<String> = (r.apiserver_latency.iter())
+        .map(|(verb, s)| format!("{verb} {:.1}", s * 1e3))
+        .collect();
+    println!("  apiserver mean ms by verb: {}", latency.join(", "));
     let mut busiest: Vec<_> = r.apiserver.iter().filter(|(_, n)| **n >= 1.0).collect();
     busiest.sort_by(|a, b| b.1.total_cmp(a.1));
+    // A 1.20 apiserver counts a GET of one custom resource under LIST.
     println!("  apiserver requests (top 12 of {}):", busiest.len());
     for (key, n) in busiest.iter().take(12) {
         println!("    {key:<40} {n:>9.0}");
@@ -480,6 +517,11 @@ pub fn print(sizes: &Sizes, r: &Report) {
             *lean as f64 / 1048576.0
         );
     }
+}
+
+/// The controller's Events by reason, and a soak's RSS trend.
+fn print_events(r: &Report) {
+    let per = |n: f64, of: usize| n / of.max(1) as f64;
     let mut reasons: Vec<_> = r.event_reasons.iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(a.1));
     println!("  Events by reason:");

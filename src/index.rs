@@ -1,16 +1,21 @@
 //! The one index of watched state: reflector stores of Stages, Releases, Gates, Approvals and
-//! StageCommands, fed by watch events, answering the typed queries the controllers and the
-//! admission webhooks ask (a pipeline's stages and releases, a release's approvals, who owns a
-//! target, which gates are missing or invalid), and telling the controllers what changed
-//! ([`changes`]); they keep no watch or cache of these kinds of their own. Nothing here
-//! writes.
+//! StageCommands, and of the metadata of Deployments and Services, fed by watch events,
+//! answering the typed queries the controllers and the admission webhooks ask (a pipeline's
+//! stages and releases, a release's approvals, who owns a target, which gates are missing or
+//! invalid), and telling the controllers what changed ([`changes`]); they keep no watch or
+//! cache of these kinds of their own. Nothing here writes; the operator's own Stage writes
+//! are laid over the store until the watch brings them ([`own`]).
 
 pub mod changes;
+pub mod own;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -27,10 +32,16 @@ pub struct Index {
     pub gates: Store<Gate>,
     pub approvals: Store<Approval>,
     pub commands: Store<StageCommand>,
+    /// Every Deployment's and Service's name and version (not its body): which workload
+    /// changed, for the stage triggers, and whether a body read before is still current.
+    pub deployments: Store<PartialObjectMeta<Deployment>>,
+    pub services: Store<PartialObjectMeta<Service>>,
     /// Checks the identity stamps of Releases and Approvals.
     pub identity: Arc<IdentityKey>,
     /// Each watch event's object, for the controllers.
     changes: Arc<changes::Changes>,
+    /// The operator's own Stage writes the watch has not brought yet.
+    pub own_stages: Arc<own::OwnWrites<Stage>>,
 }
 
 /// What a scenario test's index holds.
@@ -42,6 +53,7 @@ pub struct Objects {
     pub gates: Vec<Gate>,
     pub approvals: Vec<Approval>,
     pub commands: Vec<StageCommand>,
+    pub deployments: Vec<PartialObjectMeta<Deployment>>,
 }
 
 /// The watches that keep an [`Index`] current; run them for as long as the index is used.
@@ -55,21 +67,35 @@ impl Index {
         identity: Arc<IdentityKey>,
     ) -> (Arc<Index>, IndexTasks) {
         let changes = Arc::new(changes::Changes::default());
-        let (stages, s) = cache::<Stage>(scoped(client, namespace), changes.clone());
-        let (releases, r) = cache::<Release>(scoped(client, namespace), changes.clone());
-        let (gates, g) = cache::<Gate>(scoped(client, namespace), changes.clone());
-        let (approvals, a) = cache::<Approval>(scoped(client, namespace), changes.clone());
-        let (commands, c) = cache::<StageCommand>(scoped(client, namespace), changes.clone());
+        let own_stages = Arc::new(own::OwnWrites::default());
+        let seen = own_stages.clone();
+        let held = move |e: &watcher::Event<Stage>| match e {
+            // Once the store holds the version the operator wrote, the store is read again.
+            watcher::Event::Apply(stage) => seen.seen(stage),
+            watcher::Event::Delete(stage) => seen.forget(&ObjectRef::from_obj(stage)),
+            watcher::Event::InitDone => seen.relisted(),
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        };
+        let (stages, s) = cache(watch::<Stage>(client, namespace), &changes, held);
+        let (releases, r) = cache(watch::<Release>(client, namespace), &changes, |_| {});
+        let (gates, g) = cache(watch::<Gate>(client, namespace), &changes, |_| {});
+        let (approvals, a) = cache(watch::<Approval>(client, namespace), &changes, |_| {});
+        let (commands, c) = cache(watch::<StageCommand>(client, namespace), &changes, |_| {});
+        let (deployments, d) = cache(names::<Deployment>(client, namespace), &changes, |_| {});
+        let (services, v) = cache(names::<Service>(client, namespace), &changes, |_| {});
         let index = Index {
             stages,
             releases,
             gates,
             approvals,
             commands,
+            deployments,
+            services,
             identity,
             changes,
+            own_stages,
         };
-        (Arc::new(index), vec![s, r, g, a, c])
+        (Arc::new(index), vec![s, r, g, a, c, d, v])
     }
 
     /// An index holding just these objects, fed by no watch (for scenario tests).
@@ -97,8 +123,11 @@ impl Index {
             gates: store(objects.gates),
             approvals: store(objects.approvals),
             commands: store(objects.commands),
+            deployments: store(objects.deployments),
+            services: store(Vec::new()),
             identity,
             changes: Default::default(),
+            own_stages: Default::default(),
         })
     }
 
@@ -109,10 +138,19 @@ impl Index {
             && self.gates.wait_until_ready().await.is_ok()
             && self.approvals.wait_until_ready().await.is_ok()
             && self.commands.wait_until_ready().await.is_ok()
+            && self.deployments.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok()
     }
 
     pub fn stage(&self, namespace: &str, name: &str) -> Option<Arc<Stage>> {
         self.stages.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The stage as the operator last wrote it or the watch last brought it, whichever is
+    /// later; `Unknown` when only the apiserver can tell (see [`own::OwnWrites::read`]).
+    pub fn stage_as_written(&self, namespace: &str, name: &str) -> own::Read<Stage> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.own_stages.read(&key, self.stages.get(&key))
     }
 
     pub fn release(&self, namespace: &str, name: &str) -> Option<Arc<Release>> {
@@ -312,24 +350,60 @@ where
     }
 }
 
-/// A cache of all objects of a kind, kept up to date by a watch, that tells `changes` of each
-/// change once the store holds it. `managedFields` are dropped: nothing reads them, and they
-/// are often the largest part of an object.
+type Events<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+
+/// Every `K` in scope, without `managedFields`: nothing reads them, and they are often the
+/// largest part of an object.
+fn watch<K>(client: &Client, namespace: &Option<String>) -> Events<K>
+where
+    K: changes::Indexed + Resource<Scope = kube::core::NamespaceResourceScope>,
+{
+    watcher(scoped::<K>(client, namespace), watcher::Config::default())
+        .default_backoff()
+        .modify(|o| o.meta_mut().managed_fields = None)
+        .boxed()
+}
+
+/// The metadata of every `K` in scope, with only what says which object and which version
+/// of it: annotations (a `last-applied-configuration` holds a whole object) and labels are
+/// dropped too.
+fn names<K>(client: &Client, namespace: &Option<String>) -> Events<PartialObjectMeta<K>>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(
+        scoped::<PartialObjectMeta<K>>(client, namespace),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|o| {
+        let meta = o.meta_mut();
+        meta.managed_fields = None;
+        meta.annotations = None;
+        meta.labels = None;
+    })
+    .boxed()
+}
+
+/// A cache of all objects of a kind, kept up to date by a watch, that tells `held` of each
+/// event once the store has taken it, then `changes`.
 fn cache<K: changes::Indexed>(
-    api: Api<K>,
-    changes: Arc<changes::Changes>,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    changes: &Arc<changes::Changes>,
+    held: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> (Store<K>, futures::future::BoxFuture<'static, ()>) {
     let (reader, writer) = reflector::store();
     let mut relist = changes::Relist::default();
-    let store = reader.clone();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .modify(|o| o.meta_mut().managed_fields = None),
-    )
-    .for_each(move |event| {
+    let (store, changes) = (reader.clone(), changes.clone());
+    let stream = reflector::reflector(writer, events).for_each(move |event| {
         if let Ok(event) = event {
+            held(&event);
             relist.announce(&changes, &store, event);
         }
         futures::future::ready(())

@@ -46,6 +46,14 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `deployment` or `service`.
+    pub kind: &'static str,
+    /// `current` (the body held was still the apiserver's version) or `read` (it was read).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
     pub kind: &'static str,
     /// The apiserver's reason, e.g. `Forbidden`, `Conflict`, `Invalid`, or `transport`.
@@ -80,6 +88,7 @@ pub struct Metrics {
     pub queue_wait: Family<ControllerLabels, Histogram>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub api_write_refusals: Family<RefusalLabels, Counter>,
+    pub workload_reads: Family<CacheLabels, Counter>,
     pub admission_reviews: Family<AdmissionLabels, Counter>,
     pub webhook_certificate_reloads: Counter,
     pub notifications: Family<NotificationLabels, Counter>,
@@ -104,6 +113,35 @@ impl Collector for Deferred {
             None => Ok(()),
         }
     }
+}
+
+/// What the operator asks of the Kubernetes API.
+type ApiMetrics = (
+    Family<WriteLabels, Counter>,
+    Family<RefusalLabels, Counter>,
+    Family<CacheLabels, Counter>,
+);
+
+fn api_metrics(registry: &mut Registry) -> ApiMetrics {
+    let api_writes = Family::<WriteLabels, Counter>::default();
+    registry.register(
+        "api_writes",
+        "Writes to the Kubernetes API, by kind of write",
+        api_writes.clone(),
+    );
+    let api_write_refusals = Family::<RefusalLabels, Counter>::default();
+    registry.register(
+        "api_write_refusals",
+        "Writes the Kubernetes API refused or failed, by kind of write and reason",
+        api_write_refusals.clone(),
+    );
+    let workload_reads = Family::<CacheLabels, Counter>::default();
+    registry.register(
+        "workload_reads",
+        "Reads of a stage's Deployments and Services, by kind and by whether the body held was current or had to be read from the API",
+        workload_reads.clone(),
+    );
+    (api_writes, api_write_refusals, workload_reads)
 }
 
 /// How long rollouts take, and how many objects wait for a reconcile.
@@ -222,18 +260,7 @@ impl Metrics {
             "Finished rollouts, by outcome",
             rollouts.clone(),
         );
-        let api_writes = Family::<WriteLabels, Counter>::default();
-        registry.register(
-            "api_writes",
-            "Writes to the Kubernetes API, by kind of write",
-            api_writes.clone(),
-        );
-        let api_write_refusals = Family::<RefusalLabels, Counter>::default();
-        registry.register(
-            "api_write_refusals",
-            "Writes the Kubernetes API refused or failed, by kind of write and reason",
-            api_write_refusals.clone(),
-        );
+        let (api_writes, api_write_refusals, workload_reads) = api_metrics(&mut registry);
         let (admission_reviews, webhook_certificate_reloads) = admission_metrics(&mut registry);
         let notifications = notification_metrics(&mut registry);
         let (leader, leadership_changes) = leadership_metrics(&mut registry);
@@ -254,6 +281,7 @@ impl Metrics {
             rollouts,
             api_writes,
             api_write_refusals,
+            workload_reads,
             admission_reviews,
             webhook_certificate_reloads,
             notifications,
@@ -278,6 +306,12 @@ impl Metrics {
 
     pub fn write(&self, kind: &'static str) {
         self.api_writes.get_or_create(&WriteLabels { kind }).inc();
+    }
+
+    pub fn cache_read(&self, kind: &'static str, outcome: &'static str) {
+        self.workload_reads
+            .get_or_create(&CacheLabels { kind, outcome })
+            .inc();
     }
 
     pub fn refused(&self, kind: &'static str, reason: &'static str) {
@@ -316,6 +350,7 @@ impl Metrics {
             .set(0);
         self.write("stage_status");
         self.refused("stage_status", "Conflict");
+        self.cache_read("deployment", "current");
         let review = AdmissionLabels {
             webhook: "mutate",
             kind: "Stage",

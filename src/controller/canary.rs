@@ -2,9 +2,9 @@
 //! workloads, and the traffic router.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
@@ -50,15 +50,21 @@ impl CanaryIo {
         &self,
         ctx: &Context,
         decided: Option<i32>,
-    ) -> Result<(Option<Deployment>, CanaryView), ReconcileError> {
+    ) -> Result<(Option<Arc<Deployment>>, CanaryView), ReconcileError> {
         let deployment = ctx
-            .api::<Deployment>(&self.router_ctx.namespace)
-            .get_opt(&self.router_ctx.canary_deployment)
+            .deployments
+            .get(
+                &self.router_ctx.namespace,
+                &self.router_ctx.canary_deployment,
+            )
             .await?;
-        let view = deployment.as_ref().map(observe);
+        let view = deployment.as_deref().map(observe);
         // A router that cannot tell the weight is an input to the decision, not an error that
         // would stop the decision from being made (and the rollout from ever ending).
-        let (weight, router_problem) = match self.router.weight_in_effect(&self.router_ctx).await {
+        let in_effect = self
+            .router
+            .weight_in_effect(&self.router_ctx, deployment.as_deref());
+        let (weight, router_problem) = match in_effect.await {
             Ok(weight) => (weight, None),
             Err(crate::routers::RouterError::Kube(e)) => return Err(e.into()),
             Err(e) => (None, Some(e.to_string())),
@@ -116,7 +122,8 @@ impl CanaryIo {
         if observed.is_some_and(|o| matches_desired(o, &deployment)) {
             return Ok(());
         }
-        ctx.writer.apply("deployment_apply", &deployment).await?;
+        let applied = ctx.writer.apply("deployment_apply", &deployment).await?;
+        ctx.deployments.wrote(applied);
         Ok(())
     }
 
@@ -174,16 +181,17 @@ impl CanaryIo {
         let owner = stage
             .controller_owner_ref(&())
             .ok_or(ReconcileError::MissingField("metadata.uid"))?;
-        let api = ctx.api::<Service>(&self.router_ctx.namespace);
+        let namespace = &self.router_ctx.namespace;
         for name in [
             &self.router_ctx.primary_service,
             &self.router_ctx.canary_service,
         ] {
-            if api.get_opt(name).await?.is_some() {
+            if ctx.services.get(namespace, name).await?.is_some() {
                 continue;
             }
             let service = build_service(target, name, &stage.name_any(), owner.clone());
-            ctx.writer.apply("service_apply", &service).await?;
+            let applied = ctx.writer.apply("service_apply", &service).await?;
+            ctx.services.wrote(applied);
         }
         Ok(())
     }

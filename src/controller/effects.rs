@@ -69,7 +69,7 @@ async fn apply_workloads(
         io.apply(
             stage,
             target,
-            observed.as_ref(),
+            observed.as_deref(),
             problem,
             outcome,
             replicas,
@@ -173,7 +173,8 @@ async fn apply_primary(
     {
         return Ok(());
     }
-    ctx.writer.apply("deployment_apply", &deployment).await?;
+    let applied = ctx.writer.apply("deployment_apply", &deployment).await?;
+    ctx.deployments.wrote(applied);
     Ok(())
 }
 

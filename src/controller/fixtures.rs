@@ -179,7 +179,24 @@ fn commanded(
     let fence = FENCE.with(|f| f.borrow().clone());
     Arc::new(Context {
         runner: super::runner::GateRunner::new(env, index.clone(), client.clone(), metrics.clone()),
-        writer: super::writer::Writer::fenced_by(client.clone(), metrics.clone(), fence),
+        writer: super::writer::Writer::fenced_by(
+            client.clone(),
+            metrics.clone(),
+            fence,
+            index.own_stages.clone(),
+        ),
+        deployments: super::fresh::Fresh::new(
+            "deployment",
+            index.deployments.clone(),
+            client.clone(),
+            metrics.clone(),
+        ),
+        services: super::fresh::Fresh::new(
+            "service",
+            index.services.clone(),
+            client.clone(),
+            metrics.clone(),
+        ),
         client,
         namespace: Some(NS.into()),
         queue: Arc::new(super::queue::Queue::new(metrics.clone(), 16)),
@@ -268,8 +285,9 @@ async fn a_refused_primary_backs_off_and_says_why() {
             .iter()
             .map(|c| c.method.as_str())
             .collect::<Vec<_>>(),
-        ["GET"],
-        "while it backs off, its own status write does not make it try again"
+        Vec::<&str>::new(),
+        "while it backs off, its own status write does not make it try again, and it reads \
+         the stage it wrote without asking the apiserver"
     );
 }
 

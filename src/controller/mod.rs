@@ -1,4 +1,4 @@
-//! The IO shell around the pure machine: observe (the [`Index`] and fresh reads), decide
+//! The IO shell around the pure machine: observe (the [`Index`] and [`fresh`] reads), decide
 //! ([`crate::machine`]), effect (the one [`writer::Writer`]). Four controllers share one
 //! [`Context`]: Stages (promotion, rollout and StageCommands), Releases (their overall phase),
 //! Gates (their validity and who changed them) and Approvals (their verification and audit
@@ -12,6 +12,7 @@ pub mod changes;
 pub mod effects;
 pub mod error;
 pub mod finalize;
+pub mod fresh;
 pub mod gate;
 pub mod notifier;
 pub mod notify;
@@ -30,6 +31,8 @@ mod fixtures;
 
 use std::sync::Arc;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -41,8 +44,6 @@ use crate::index::Index;
 use crate::metrics::Metrics;
 use error::ReconcileError;
 
-pub use crate::index::scoped as scoped_api;
-
 /// Everything a reconciliation needs besides the object.
 pub struct Context {
     pub client: Client,
@@ -53,6 +54,9 @@ pub struct Context {
     pub writer: writer::Writer,
     pub backoff: backoff::Backoff,
     pub queue: Arc<queue::Queue>,
+    /// The Deployments and Services stages read, current without a GET each pass.
+    pub deployments: fresh::Fresh<Deployment>,
+    pub services: fresh::Fresh<Service>,
 }
 
 /// How the operator is configured.
@@ -218,7 +222,24 @@ pub async fn run(
             client.clone(),
             metrics.clone(),
         ),
-        writer: writer::Writer::fenced_by(client.clone(), metrics.clone(), leadership.clone()),
+        writer: writer::Writer::fenced_by(
+            client.clone(),
+            metrics.clone(),
+            leadership.clone(),
+            index.own_stages.clone(),
+        ),
+        deployments: fresh::Fresh::new(
+            "deployment",
+            index.deployments.clone(),
+            client.clone(),
+            metrics.clone(),
+        ),
+        services: fresh::Fresh::new(
+            "service",
+            index.services.clone(),
+            client.clone(),
+            metrics.clone(),
+        ),
         backoff: Default::default(),
         queue: Arc::new(queue::Queue::new(metrics.clone(), settings.concurrency)),
     });

@@ -1,8 +1,9 @@
 //! Observe: everything a stage's decision is made from, read from the index (and, for the
-//! workloads the operator itself writes, fresh from the apiserver), plus the checks across
+//! workloads, from [`fresh`](super::fresh) reads as current as the apiserver's), plus the checks across
 //! objects that a single spec cannot make (the pipeline's DAG, the target's owner, the gates).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Resource, ResourceExt};
@@ -201,19 +202,19 @@ async fn freshen_retried(
 async fn primary_replicas(stage: &Stage, ctx: &Context) -> Result<i32, ReconcileError> {
     let namespace = stage.namespace().unwrap_or_default();
     let name = primary_name(&stage.spec.target.name);
-    let primary = ctx.api::<Deployment>(&namespace).get_opt(&name).await?;
-    Ok(primary.and_then(|d| d.spec?.replicas).unwrap_or(1))
+    let primary = ctx.deployments.get(&namespace, &name).await?;
+    Ok(primary.and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(1))
 }
 
 /// What one stage's decision is made from.
 pub struct World {
     pub stage: Stage,
     pub plan: StagePlan,
-    pub target: Deployment,
-    pub primary: Option<Deployment>,
+    pub target: Arc<Deployment>,
+    pub primary: Option<Arc<Deployment>>,
     pub primary_view: Option<PrimaryView>,
     pub releases: Vec<ReleaseView>,
-    pub canary: Option<(CanaryIo, Option<Deployment>, CanaryView)>,
+    pub canary: Option<(CanaryIo, Option<Arc<Deployment>>, CanaryView)>,
     pub steering: Steering,
     /// Why the spec does not compile, when it stopped compiling mid-rollout: `plan` is then a
     /// rollback plan.
@@ -246,16 +247,20 @@ pub async fn observe_stage(
         }
         (Err((reason, why)), None) => return Ok(Err((stage, reason, why))),
     };
-    let deployments = ctx.api::<Deployment>(&namespace);
-    let Some(target) = deployments.get_opt(&stage.spec.target.name).await? else {
+    let Some(target) = ctx
+        .deployments
+        .get(&namespace, &stage.spec.target.name)
+        .await?
+    else {
         let message = format!(
             "spec.target.name: Deployment '{}' not found in namespace '{namespace}'",
             stage.spec.target.name
         );
         return Ok(Err((stage, "TargetNotFound", message)));
     };
-    let primary = deployments
-        .get_opt(&primary_name(&stage.spec.target.name))
+    let primary = ctx
+        .deployments
+        .get(&namespace, &primary_name(&stage.spec.target.name))
         .await?;
     let canary = match CanaryIo::new(&stage, &plan, ctx) {
         Some(io) => {
@@ -277,7 +282,7 @@ pub async fn observe_stage(
     let mut releases = release_views(&stage, &target, &ctx.index);
     freshen_retried(&mut releases, &steering, &namespace, ctx).await?;
     Ok(Ok(World {
-        primary_view: primary.as_ref().map(observe),
+        primary_view: primary.as_deref().map(observe),
         releases,
         invalid,
         steering,

@@ -10,24 +10,24 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use super::effects;
 use super::error::ReconcileError;
 use super::observe::{World, named_gates, observe_stage};
 use super::writer::{Announcement, WriteError};
-use super::{
-    Context, backoff_key, error_policy, fingerprint, instrumented, key, refs_of, scoped_api,
-};
+use super::{Context, backoff_key, error_policy, fingerprint, instrumented, key, refs_of};
 use crate::api::conditions::{Health, kstatus};
 use crate::api::release::{ReleaseStageStatus, StagePhaseForRelease};
 use crate::api::stage::{Stage, StagePhase};
 use crate::api::{Approval, Gate, Release, StageCommand};
+use crate::index::own::Read;
 use crate::machine::{self, Decision, Outcome};
 use crate::workload::{canary_name, primary_name};
 
@@ -66,7 +66,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
                 stage_of(c.namespace(), &c.spec.stage)
             }),
         );
-    controller = on_deployments(controller, &ctx, client, namespace);
+    controller = on_deployments(controller, &ctx);
     controller = also_on_gates_and_routes(controller, &ctx, client, namespace).await;
     controller
         .shutdown_on_signal()
@@ -76,28 +76,33 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
 }
 
 /// Primaries and canaries map to their Stage, targets by name, so a target that starts
-/// running pods of its own is reported at once. Only their metadata is read.
-fn on_deployments(
-    controller: Controller<Stage>,
-    ctx: &Arc<Context>,
-    client: &Client,
-    namespace: &Option<String>,
-) -> Controller<Stage> {
-    let by_deployment = ctx.index.clone();
-    let api = scoped_api::<PartialObjectMeta<Deployment>>(client, namespace);
-    let deployments = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
-    let map = ctx
-        .queue
-        .counting(CONTROLLER, move |d: PartialObjectMeta<Deployment>| {
+/// running pods of its own is reported at once; the Services in front of a canary map to
+/// their Stage too, so one deleted is put back. Only their names and versions are watched.
+fn on_deployments(controller: Controller<Stage>, ctx: &Arc<Context>) -> Controller<Stage> {
+    let (index, q) = (&ctx.index, &ctx.queue);
+    let (by_deployment, by_service, held) = (index.clone(), index.clone(), index.clone());
+    let fresh = ctx.clone();
+    let deployments =
+        q.on_changes::<PartialObjectMeta<Deployment>, Stage, _>(index, CONTROLLER, move |d| {
             let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
+            if held.deployments.get(&ObjectRef::from_obj(d)).is_none() {
+                fresh.deployments.forget(&ns, &name);
+            }
             refs_of(by_deployment.stages_where(&ns, |s| {
                 let t = &s.spec.target.name;
                 [t.clone(), primary_name(t), canary_name(t)].contains(&name)
             }))
         });
-    controller.watches_stream(deployments, map)
+    let services =
+        q.on_changes::<PartialObjectMeta<Service>, Stage, _>(index, CONTROLLER, move |v| {
+            let (ns, name) = (v.namespace().unwrap_or_default(), v.name_any());
+            refs_of(by_service.stages_where(&ns, |s| {
+                let t = &s.spec.target.name;
+                s.spec.strategy.canary.is_some()
+                    && [primary_name(t), canary_name(t)].contains(&name)
+            }))
+        });
+    controller.reconcile_on(deployments).reconcile_on(services)
 }
 
 fn stage_of(namespace: Option<String>, stage: &str) -> Option<ObjectRef<Stage>> {
@@ -175,8 +180,7 @@ pub(super) async fn reconcile_stage(
     namespace: &str,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
-    // Read fresh rather than from the cache: decisions must build on our own last write.
-    let Some(stage) = ctx.api::<Stage>(namespace).get_opt(name).await? else {
+    let Some(stage) = read_stage(namespace, name, ctx).await? else {
         return Ok(Action::await_change());
     };
     let backoff = backoff_key(CONTROLLER, &stage);
@@ -216,6 +220,27 @@ pub(super) async fn reconcile_stage(
         }
         done => done,
     }
+}
+
+/// The stage as the operator last wrote it, or as the watch brought it since: decisions must
+/// build on the operator's own last write. From the apiserver when neither can be trusted.
+async fn read_stage(
+    namespace: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Option<Stage>, ReconcileError> {
+    if let Read::Known(stage) = ctx.index.stage_as_written(namespace, name) {
+        return Ok(stage.map(|s| (*s).clone()));
+    }
+    let fresh = ctx.api::<Stage>(namespace).get_opt(name).await?;
+    match &fresh {
+        Some(stage) => ctx.index.own_stages.wrote(stage.clone()),
+        None => ctx
+            .index
+            .own_stages
+            .forget(&ObjectRef::new(name).within(namespace)),
+    }
+    Ok(fresh)
 }
 
 /// Asks the machine; when it wants gate results or measurements first, gets them and asks

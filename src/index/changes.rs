@@ -21,6 +21,10 @@ use kube::runtime::watcher::Event;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::{self, Sender, error::RecvError};
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::core::PartialObjectMeta;
+
 use super::Index;
 use crate::api::{Approval, Gate, Release, Stage, StageCommand};
 
@@ -42,6 +46,8 @@ pub struct Changes {
     pub gates: Sender<Change<Gate>>,
     pub approvals: Sender<Change<Approval>>,
     pub commands: Sender<Change<StageCommand>>,
+    pub deployments: Sender<Change<PartialObjectMeta<Deployment>>>,
+    pub services: Sender<Change<PartialObjectMeta<Service>>>,
 }
 
 impl Default for Changes {
@@ -52,6 +58,8 @@ impl Default for Changes {
             gates: broadcast::channel(BUFFER).0,
             approvals: broadcast::channel(BUFFER).0,
             commands: broadcast::channel(BUFFER).0,
+            deployments: broadcast::channel(BUFFER).0,
+            services: broadcast::channel(BUFFER).0,
         }
     }
 }
@@ -82,6 +90,8 @@ indexed!(Release, releases);
 indexed!(Gate, gates);
 indexed!(Approval, approvals);
 indexed!(StageCommand, commands);
+indexed!(PartialObjectMeta<Deployment>, deployments);
+indexed!(PartialObjectMeta<Service>, services);
 
 impl Index {
     /// Every `K` the index holds, then each `K` that changes (or is deleted) as it does.

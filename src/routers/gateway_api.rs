@@ -3,6 +3,7 @@
 //! server-side apply under the operator's own field manager; nothing else is touched.
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -181,6 +182,7 @@ impl TrafficRouter for GatewayApi {
     fn weight_in_effect<'a>(
         &'a self,
         ctx: &'a RouterContext,
+        _canary: Option<&'a Deployment>,
     ) -> BoxFuture<'a, Result<Option<i32>, RouterError>> {
         Box::pin(async move {
             let rules = self.rules(&http_routes(ctx)).await?;

@@ -5,6 +5,7 @@ pub mod gateway_api;
 pub mod replica_ratio;
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::Client;
 
 use crate::api::canary::TrafficRouting;
@@ -70,10 +71,12 @@ pub trait TrafficRouter: Send + Sync {
         Box::pin(async { Ok(false) })
     }
 
-    /// The canary weight in effect now, when the router can tell.
+    /// The canary weight in effect now, when the router can tell; `canary` is the canary
+    /// Deployment as it is (`None` when there is none).
     fn weight_in_effect<'a>(
         &'a self,
         ctx: &'a RouterContext,
+        canary: Option<&'a Deployment>,
     ) -> BoxFuture<'a, Result<Option<i32>, RouterError>>;
 
     /// Who other than Greenlight made the latest change to what the router reads, when it can

@@ -4,7 +4,6 @@
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::Api;
 
 use super::{RouterContext, RouterError, TrafficRouter};
 use crate::api::WEIGHT_ANNOTATION;
@@ -45,14 +44,14 @@ impl TrafficRouter for ReplicaRatio {
 
     fn weight_in_effect<'a>(
         &'a self,
-        ctx: &'a RouterContext,
+        _ctx: &'a RouterContext,
+        canary: Option<&'a Deployment>,
     ) -> BoxFuture<'a, Result<Option<i32>, RouterError>> {
         Box::pin(async move {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-            let Some(d) = api.get_opt(&ctx.canary_deployment).await? else {
+            let Some(d) = canary else {
                 return Ok(Some(0));
             };
-            let view = crate::workload::observe(&d);
+            let view = crate::workload::observe(d);
             let weight = d
                 .metadata
                 .annotations

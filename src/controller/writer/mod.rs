@@ -25,6 +25,7 @@ use crate::api::conditions;
 use crate::api::release::{Release, ReleaseStageStatus};
 use crate::api::stage::{Stage, StageStatus};
 use crate::api::{CommandPhase, FIELD_MANAGER, StageCommand, StageCommandStatus};
+use crate::index::own::OwnWrites;
 use crate::metrics::Metrics;
 use crate::routers::{RouterContext, RouterError, TrafficRouter};
 
@@ -101,24 +102,29 @@ pub struct Writer {
     pub events: EventSink,
     /// With several replicas, the lease whose holder alone may write.
     fence: Fence,
+    /// Where each Stage write is kept until the index's watch brings it.
+    own_stages: Arc<OwnWrites<Stage>>,
 }
 
 /// The leader lease a write needs, when replicas elect a leader.
 pub type Fence = Option<Arc<crate::leader::Leadership>>;
 
 impl Writer {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
-        Self::fenced_by(client, metrics, None)
-    }
-
-    /// A writer that writes only while `fence` says this replica leads.
-    pub fn fenced_by(client: Client, metrics: Arc<Metrics>, fence: Fence) -> Self {
+    /// A writer that writes only while `fence` says this replica leads, and tells `own_stages`
+    /// what its Stage writes left.
+    pub fn fenced_by(
+        client: Client,
+        metrics: Arc<Metrics>,
+        fence: Fence,
+        own_stages: Arc<OwnWrites<Stage>>,
+    ) -> Self {
         let events = EventSink::new(client.clone(), metrics.clone(), fence.clone());
         Self {
             client,
             metrics,
             events,
             fence,
+            own_stages,
         }
     }
 
@@ -150,8 +156,9 @@ impl Writer {
         })
     }
 
-    /// Server-side apply of a managed object under the operator's field manager.
-    pub async fn apply<K>(&self, kind: &'static str, object: &K) -> Result<(), WriteError>
+    /// Server-side apply of a managed object under the operator's field manager; the object
+    /// as the apiserver then holds it.
+    pub async fn apply<K>(&self, kind: &'static str, object: &K) -> Result<K, WriteError>
     where
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -171,7 +178,7 @@ impl Writer {
             .patch(&name, &params, &Patch::Apply(body))
             .await;
         let what = || format!("apply of {} '{name}'", K::kind(&()));
-        self.counted(kind, what, result).map(|_| ())
+        self.counted(kind, what, result)
     }
 
     /// Sets the canary's share of traffic; counted only when the router wrote.
@@ -237,7 +244,9 @@ impl Writer {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(body))
                 .await;
         let what = || format!("finalizers of Stage '{name}'");
-        self.counted("stage_finalizers", what, result).map(|_| ())
+        let written = self.counted("stage_finalizers", what, result)?;
+        self.own_stages.wrote(written);
+        Ok(())
     }
 
     /// Writes a Stage's status as a minimal merge patch, if anything changed.
@@ -257,8 +266,13 @@ impl Writer {
             return Ok(());
         };
         let namespace = stage.namespace().unwrap_or_default();
-        self.status::<Stage>("stage_status", &namespace, &stage.name_any(), diff)
-            .await
+        let written = self
+            .status_patch::<Stage>("stage_status", &namespace, &stage.name_any(), diff)
+            .await?;
+        if let Some(written) = written {
+            self.own_stages.wrote(written);
+        }
+        Ok(())
     }
 
     /// Writes one stage's entry in a Release's status, if it changed, with the `summary`
@@ -330,16 +344,35 @@ impl Writer {
             + DeserializeOwned
             + std::fmt::Debug,
     {
+        self.status_patch::<K>(kind, namespace, name, diff)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Writer::status`], with the object as the patch left it (`None` when it is gone).
+    async fn status_patch<K>(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        diff: Value,
+    ) -> Result<Option<K>, WriteError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
         self.may_write()?;
         let patch = Patch::Merge(json!({ "status": diff }));
         let result = Api::<K>::namespaced(self.client.clone(), namespace)
             .patch_status(name, &PatchParams::default(), &patch)
             .await;
         match result {
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
             result => {
                 let what = || format!("status of {} '{name}'", K::kind(&()));
-                self.counted(kind, what, result).map(|_| ())
+                self.counted(kind, what, result).map(Some)
             }
         }
     }
