@@ -424,8 +424,11 @@ async fn store_sizes(env: &TestEnv, report: &mut Report) {
             })
             .sum();
         if kind == "events" {
+            // kubectl lists core/v1 Events, where events.k8s.io's reportingController is
+            // reportingComponent.
             let operator = |i: &&serde_json::Value| {
-                i["reportingController"] == greenlight::controller::writer::REPORTING_CONTROLLER
+                let ours = greenlight::controller::writer::REPORTING_CONTROLLER;
+                i["reportingComponent"] == ours || i["reportingController"] == ours
             };
             for item in items.iter().filter(operator) {
                 let reason = item["reason"].as_str().unwrap_or_default().to_string();

@@ -4,7 +4,7 @@
 //! stages and releases, a release's approvals, who owns a target, which gates are missing or
 //! invalid), and telling the controllers what changed ([`changes`]); they keep no watch or
 //! cache of these kinds of their own. Nothing here writes; the operator's own Stage writes
-//! are laid over the store until the watch brings them ([`own`]).
+//! and release entries are laid over the store until the watch brings them ([`own`]).
 
 pub mod changes;
 pub mod own;
@@ -42,6 +42,8 @@ pub struct Index {
     changes: Arc<changes::Changes>,
     /// The operator's own Stage writes the watch has not brought yet.
     pub own_stages: Arc<own::OwnWrites<Stage>>,
+    /// The operator's own entries in Releases' status the watch has not brought yet.
+    pub own_entries: Arc<own::OwnEntries>,
 }
 
 /// What a scenario test's index holds.
@@ -94,6 +96,7 @@ impl Index {
             identity,
             changes,
             own_stages,
+            own_entries: Default::default(),
         };
         (Arc::new(index), vec![s, r, g, a, c, d, v])
     }
@@ -128,6 +131,7 @@ impl Index {
             identity,
             changes: Default::default(),
             own_stages: Default::default(),
+            own_entries: Default::default(),
         })
     }
 

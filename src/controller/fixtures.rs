@@ -179,12 +179,7 @@ fn commanded(
     let fence = FENCE.with(|f| f.borrow().clone());
     Arc::new(Context {
         runner: super::runner::GateRunner::new(env, index.clone(), client.clone(), metrics.clone()),
-        writer: super::writer::Writer::fenced_by(
-            client.clone(),
-            metrics.clone(),
-            fence,
-            index.own_stages.clone(),
-        ),
+        writer: super::writer::Writer::fenced_by(client.clone(), metrics.clone(), fence, &index),
         deployments: super::fresh::Fresh::new(
             "deployment",
             index.deployments.clone(),

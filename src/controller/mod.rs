@@ -226,7 +226,7 @@ pub async fn run(
             client.clone(),
             metrics.clone(),
             leadership.clone(),
-            index.own_stages.clone(),
+            &index,
         ),
         deployments: fresh::Fresh::new(
             "deployment",

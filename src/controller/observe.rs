@@ -13,6 +13,7 @@ use super::canary::CanaryIo;
 use super::error::ReconcileError;
 use super::steering::{self, Steering};
 use crate::api::GateType;
+use crate::api::release::{Release, ReleaseStageStatus};
 use crate::api::stage::{Stage, StageSpec, TriggerType};
 use crate::index::{Index, release_problem};
 use crate::machine::{CanaryView, PrimaryView, ReleaseView};
@@ -143,9 +144,13 @@ fn check_gates(stage: &Stage, ctx: &Context) -> Vec<FieldError> {
     errors
 }
 
-/// The releases of the stage's pipeline, oldest first, as the machine sees them.
+/// The releases of the stage's pipeline, oldest first, as the machine sees them. The stage's
+/// own entry in each is its last write of it, which the index may not hold yet: a decision
+/// that saw a stale one would announce its transition again, or refuse a retry of a failure
+/// it has just recorded.
 pub fn release_views(stage: &Stage, target: &Deployment, index: &Index) -> Vec<ReleaseView> {
     let namespace = stage.namespace().unwrap_or_default();
+    let name = stage.name_any();
     let owner = stage.controller_owner_ref(&()).unwrap_or_default();
     index
         .pipeline_releases(&namespace, &stage.spec.pipeline)
@@ -162,39 +167,32 @@ pub fn release_views(stage: &Stage, target: &Deployment, index: &Index) -> Vec<R
                 artifacts: r.spec.artifacts.clone(),
                 valid: release_problem(r).is_none(),
                 unfit,
-                stages: r
-                    .status
-                    .as_ref()
-                    .map(|s| s.stages.clone())
-                    .unwrap_or_default(),
+                stages: own_entry(r, &name, index),
             }
         })
         .collect()
 }
 
-/// A retry is judged on the retried release's entries as the apiserver has them: a person
-/// who saw it fail and asked at once must not be refused because the cache has not yet
-/// caught up with the operator's own write of that failure.
-async fn freshen_retried(
-    releases: &mut [ReleaseView],
-    steering: &Steering,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<(), ReconcileError> {
-    let Some(crate::machine::Command::Retry(name)) = &steering.command else {
-        return Ok(());
+/// The release's entries, with `stage`'s as the operator last wrote it.
+fn own_entry(
+    release: &Release,
+    stage: &str,
+    index: &Index,
+) -> BTreeMap<String, ReleaseStageStatus> {
+    let (namespace, name) = (release.namespace().unwrap_or_default(), release.name_any());
+    let mut entries = release
+        .status
+        .as_ref()
+        .map(|s| s.stages.clone())
+        .unwrap_or_default();
+    let entry = index
+        .own_entries
+        .entry(&namespace, &name, stage, entries.get(stage));
+    match entry {
+        Some(entry) => entries.insert(stage.to_string(), entry),
+        None => entries.remove(stage),
     };
-    let Some(view) = releases.iter_mut().find(|r| &r.name == name) else {
-        return Ok(());
-    };
-    let fresh = ctx
-        .api::<crate::api::Release>(namespace)
-        .get_opt(name)
-        .await?;
-    if let Some(status) = fresh.and_then(|r| r.status) {
-        view.stages = status.stages;
-    }
-    Ok(())
+    entries
 }
 
 /// How many pods the stage's primary runs now (a rollback started before replicas were
@@ -279,8 +277,7 @@ pub async fn observe_stage(
         ctx.index.pending_commands(&namespace, &stage.name_any()),
         &ctx.index.identity,
     );
-    let mut releases = release_views(&stage, &target, &ctx.index);
-    freshen_retried(&mut releases, &steering, &namespace, ctx).await?;
+    let releases = release_views(&stage, &target, &ctx.index);
     Ok(Ok(World {
         primary_view: primary.as_deref().map(observe),
         releases,

@@ -3,6 +3,10 @@
 //! is held here until the store holds that same version; a read in between gets the write.
 //! A write the watch has not brought within [`PATIENCE`], or that a relist may have stepped
 //! over, is trusted neither way: the reader asks the apiserver.
+//!
+//! A Release is written by every stage of its pipeline at once, so for Releases what is kept
+//! is each stage's own entry ([`OwnEntries`]): only that stage writes it, so its last write
+//! is well defined, and the store has caught up once it holds the same entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
+
+use crate::api::release::ReleaseStageStatus;
 
 /// How long a write may wait for the watch before the apiserver is asked instead.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -101,6 +107,59 @@ impl<K: Resource<DynamicType = ()> + Clone> OwnWrites<K> {
     }
 }
 
+/// Namespace, release and stage.
+type EntryKey = (String, String, String);
+type Entries = HashMap<EntryKey, (ReleaseStageStatus, Instant)>;
+
+/// The entries the operator wrote into Releases' status, by namespace, release and stage.
+#[derive(Default)]
+pub struct OwnEntries {
+    written: Mutex<Entries>,
+}
+
+/// Above this many entries waiting for the watch, those past [`PATIENCE`] are dropped.
+const ENTRIES_KEPT: usize = 1024;
+
+impl OwnEntries {
+    pub fn wrote(&self, namespace: &str, release: &str, stage: &str, entry: ReleaseStageStatus) {
+        let mut written = self.lock();
+        if written.len() >= ENTRIES_KEPT {
+            written.retain(|_, (_, at)| at.elapsed() < PATIENCE);
+        }
+        let key = (namespace.into(), release.into(), stage.into());
+        written.insert(key, (entry, Instant::now()));
+    }
+
+    /// `stage`'s entry in `release`: the operator's last write of it while the store (which
+    /// `held` this) has not caught up, else what the store holds.
+    pub fn entry(
+        &self,
+        namespace: &str,
+        release: &str,
+        stage: &str,
+        held: Option<&ReleaseStageStatus>,
+    ) -> Option<ReleaseStageStatus> {
+        let key = (
+            namespace.to_string(),
+            release.to_string(),
+            stage.to_string(),
+        );
+        let mut written = self.lock();
+        match written.get(&key) {
+            Some((mine, at)) if Some(mine) != held && at.elapsed() < PATIENCE => Some(mine.clone()),
+            Some(_) => {
+                written.remove(&key);
+                held.cloned()
+            }
+            None => held.cloned(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 fn same_version<K: Resource>(a: &K, b: &K) -> bool {
     a.meta().resource_version.is_some() && a.meta().resource_version == b.meta().resource_version
 }
@@ -160,6 +219,38 @@ mod tests {
         assert_eq!(
             version(own.read(&key, Some(Arc::new(stage("3"))))),
             Some("3".into())
+        );
+    }
+
+    #[test]
+    fn a_stage_reads_its_own_entry_until_the_store_holds_it() {
+        use crate::api::release::StagePhaseForRelease as Phase;
+        let own = OwnEntries::default();
+        let waiting = ReleaseStageStatus::new(Phase::Waiting);
+        let failed = ReleaseStageStatus::new(Phase::Failed);
+        assert_eq!(
+            own.entry("shop", "r1", "dev", Some(&waiting)),
+            Some(waiting.clone())
+        );
+        own.wrote("shop", "r1", "dev", failed.clone());
+        assert_eq!(
+            own.entry("shop", "r1", "dev", Some(&waiting)),
+            Some(failed.clone()),
+            "the store still holds the entry before the write"
+        );
+        assert_eq!(
+            own.entry("shop", "r1", "prod", None),
+            None,
+            "other stages' entries are the store's"
+        );
+        assert_eq!(
+            own.entry("shop", "r1", "dev", Some(&failed)),
+            Some(failed.clone())
+        );
+        assert_eq!(
+            own.entry("shop", "r1", "dev", Some(&waiting)),
+            Some(waiting),
+            "once the store caught up, a later change by someone else is read"
         );
     }
 

@@ -25,7 +25,8 @@ use crate::api::conditions;
 use crate::api::release::{Release, ReleaseStageStatus};
 use crate::api::stage::{Stage, StageStatus};
 use crate::api::{CommandPhase, FIELD_MANAGER, StageCommand, StageCommandStatus};
-use crate::index::own::OwnWrites;
+use crate::index::Index;
+use crate::index::own::{OwnEntries, OwnWrites};
 use crate::metrics::Metrics;
 use crate::routers::{RouterContext, RouterError, TrafficRouter};
 
@@ -102,29 +103,27 @@ pub struct Writer {
     pub events: EventSink,
     /// With several replicas, the lease whose holder alone may write.
     fence: Fence,
-    /// Where each Stage write is kept until the index's watch brings it.
+    /// Where each Stage write, and each release entry, is kept until the index's watch
+    /// brings it.
     own_stages: Arc<OwnWrites<Stage>>,
+    own_entries: Arc<OwnEntries>,
 }
 
 /// The leader lease a write needs, when replicas elect a leader.
 pub type Fence = Option<Arc<crate::leader::Leadership>>;
 
 impl Writer {
-    /// A writer that writes only while `fence` says this replica leads, and tells `own_stages`
-    /// what its Stage writes left.
-    pub fn fenced_by(
-        client: Client,
-        metrics: Arc<Metrics>,
-        fence: Fence,
-        own_stages: Arc<OwnWrites<Stage>>,
-    ) -> Self {
+    /// A writer that writes only while `fence` says this replica leads, and tells the index
+    /// what its Stage and release entry writes left.
+    pub fn fenced_by(client: Client, metrics: Arc<Metrics>, fence: Fence, index: &Index) -> Self {
         let events = EventSink::new(client.clone(), metrics.clone(), fence.clone());
         Self {
             client,
             metrics,
             events,
             fence,
-            own_stages,
+            own_stages: index.own_stages.clone(),
+            own_entries: index.own_entries.clone(),
         }
     }
 
@@ -294,7 +293,10 @@ impl Writer {
             into.extend(fields);
         }
         self.status::<Release>("release_status", namespace, release, patch)
-            .await
+            .await?;
+        self.own_entries
+            .wrote(namespace, release, stage, new.clone());
+        Ok(())
     }
 
     /// Records on a notice's Event which Notifiers have it, and whether it is done (`sent`,
