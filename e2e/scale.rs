@@ -97,6 +97,8 @@ pub struct Report {
     pub events: f64,
     /// Per controller: reconciles, p50 and p99 duration, p50 and p99 queue wait (seconds).
     pub latency: BTreeMap<String, [f64; 5]>,
+    /// Per controller and whether the pass wrote: passes, p50 and p99 duration (seconds).
+    pub passes: BTreeMap<String, [f64; 3]>,
     /// The apiserver's requests, by verb and resource.
     pub apiserver: BTreeMap<String, f64>,
     /// The apiserver's mean time to answer, by verb (seconds).
@@ -295,16 +297,23 @@ async fn measure(env: &TestEnv, report: &mut Report) {
     let text = env.metrics().await;
     report.writes = by_label(&text, "greenlight_api_writes_total", "kind");
     report.events = report.writes.get("event").copied().unwrap_or(0.0);
+    let (d, w) = (
+        "greenlight_reconcile_duration_seconds",
+        "greenlight_reconcile_queue_wait_seconds",
+    );
     for controller in ["stage", "release", "gate", "approval"] {
         let at = [("controller", controller)];
-        let count = metric_sum(&text, "greenlight_reconcile_duration_seconds_count", &at) + 0.0;
-        let run = |name: &str, q: f64| quantile(&text, name, controller, q);
-        let (d, w) = (
-            "greenlight_reconcile_duration_seconds",
-            "greenlight_reconcile_queue_wait_seconds",
-        );
+        let count = metric_sum(&text, &format!("{d}_count"), &at) + 0.0;
+        let run = |name: &str, q: f64| quantile(&text, name, &at, q);
         let figures = [count, run(d, 0.5), run(d, 0.99), run(w, 0.5), run(w, 0.99)];
         report.latency.insert(controller.to_string(), figures);
+        for wrote in ["false", "true"] {
+            let at = [("controller", controller), ("wrote", wrote)];
+            let count = metric_sum(&text, &format!("{d}_count"), &at) + 0.0;
+            let run = |q: f64| quantile(&text, d, &at, q);
+            let key = format!("{controller} wrote={wrote}");
+            report.passes.insert(key, [count, run(0.5), run(0.99)]);
+        }
     }
     report.cpu_seconds = env.controller_cpu_seconds();
     report.rss_mib = env.controller_rss_mib();
@@ -332,21 +341,25 @@ fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
 }
 
 /// The upper bound of the histogram bucket holding quantile `q` (Prometheus's convention).
-fn quantile(text: &str, name: &str, controller: &str, q: f64) -> f64 {
+/// Series with every label in `at` are added together, bucket by bucket.
+fn quantile(text: &str, name: &str, at: &[(&str, &str)], q: f64) -> f64 {
     let prefix = format!("{name}_bucket{{");
-    let mut buckets: Vec<(f64, f64)> = text
-        .lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(&format!("controller=\"{controller}\"")))
-        .filter_map(|l| {
-            let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, l.rsplit(' ').next()?.parse().ok()?))
-        })
-        .collect();
+    let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    let lines = text.lines().filter(|l| {
+        l.starts_with(&prefix) && at.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+    });
+    for (le, n) in lines.filter_map(|l| {
+        let le = l.split("le=\"").nth(1)?.split('"').next()?;
+        Some((le.to_string(), l.rsplit(' ').next()?.parse::<f64>().ok()?))
+    }) {
+        let bound = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        sums.entry(le).or_insert((bound, 0.0)).1 += n;
+    }
+    let mut buckets: Vec<(f64, f64)> = sums.into_values().filter(|b| !b.0.is_nan()).collect();
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     let total = buckets.last().map_or(0.0, |b| b.1);
     let rank = q * total;
@@ -467,6 +480,13 @@ pub fn print(sizes: &Sizes, r: &Report) {
             p99 * 1e3,
             w50 * 1e3,
             w99 * 1e3
+        );
+    }
+    for (key, [n, p50, p99]) in r.passes.iter().filter(|(_, [n, ..])| *n > 0.0) {
+        println!(
+            "    {key:<20} {n:>8.0} passes, p50 {:>6.1} ms, p99 {:>6.1} ms",
+            p50 * 1e3,
+            p99 * 1e3
         );
     }
     let total: f64 = r.writes.values().sum();

@@ -17,6 +17,14 @@ pub struct ControllerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PassLabels {
+    pub controller: &'static str,
+    /// `true` when the pass wrote to the Kubernetes API: its time is then mostly the
+    /// apiserver's answers, one write after another.
+    pub wrote: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub controller: &'static str,
     pub error: &'static str,
@@ -78,7 +86,7 @@ pub struct NotificationLabels {
 pub struct Metrics {
     pub reconciles: Family<ControllerLabels, Counter>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
-    pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    pub reconcile_duration: Family<PassLabels, Histogram>,
     pub gate_evaluations: Family<GateLabels, Counter>,
     pub rollouts: Family<RolloutLabels, Counter>,
     pub rollout_duration: Family<DurationLabels, Histogram>,
@@ -100,6 +108,22 @@ pub struct Metrics {
     /// The series read from the watched state at each scrape, once the index exists.
     state: Arc<OnceLock<Box<dyn Collector>>>,
     registry: Registry,
+}
+
+tokio::task_local! {
+    /// Whether the reconcile this task runs has written (see [`Metrics::write`]).
+    static WROTE: std::cell::Cell<bool>;
+}
+
+/// Runs `pass` and tells whether it wrote: every write is counted through
+/// [`Metrics::write`], within the pass's task.
+pub async fn noting_writes<T>(pass: impl std::future::Future<Output = T>) -> (T, bool) {
+    WROTE
+        .scope(std::cell::Cell::new(false), async {
+            let out = pass.await;
+            (out, WROTE.with(|wrote| wrote.get()))
+        })
+        .await
 }
 
 /// Stands in for the state collector until [`Metrics::collect_state`] provides it.
@@ -239,13 +263,12 @@ impl Metrics {
             "Reconciliations that failed, by controller and error kind",
             reconcile_errors.clone(),
         );
-        let reconcile_duration =
-            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 14))
-            });
+        let reconcile_duration = Family::<PassLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
         registry.register(
             "reconcile_duration_seconds",
-            "Time spent in one reconciliation",
+            "Time spent in one reconciliation, by controller and whether it wrote",
             reconcile_duration.clone(),
         );
         let gate_evaluations = Family::<GateLabels, Counter>::default();
@@ -290,22 +313,24 @@ impl Metrics {
         })
     }
 
-    pub fn observe_reconcile(&self, controller: &'static str, took: Duration) {
+    pub fn observe_reconcile(&self, controller: &'static str, took: Duration, wrote: bool) {
         self.reconciles
             .get_or_create(&ControllerLabels { controller })
             .inc();
+        let wrote = if wrote { "true" } else { "false" };
         self.reconcile_duration
-            .get_or_create(&ControllerLabels { controller })
+            .get_or_create(&PassLabels { controller, wrote })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn write(&self, kind: &'static str) {
+        self.api_writes.get_or_create(&WriteLabels { kind }).inc();
+        let _ = WROTE.try_with(|wrote| wrote.set(true));
     }
 
     /// Serves the series `collector` reads from the watched state; the first one given stays.
     pub fn collect_state(&self, collector: Box<dyn Collector>) {
         let _ = self.state.set(collector);
-    }
-
-    pub fn write(&self, kind: &'static str) {
-        self.api_writes.get_or_create(&WriteLabels { kind }).inc();
     }
 
     pub fn cache_read(&self, kind: &'static str, outcome: &'static str) {
@@ -325,7 +350,7 @@ impl Metrics {
     #[cfg(test)]
     pub fn touch_every_family(&self) {
         let controller = "stage";
-        self.observe_reconcile(controller, Duration::ZERO);
+        self.observe_reconcile(controller, Duration::ZERO, false);
         let error = ErrorLabels {
             controller,
             error: "panic",
@@ -415,6 +440,22 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn a_pass_that_writes_is_told_apart_from_one_that_only_reads() {
+        let metrics = super::Metrics::new();
+        let ((), wrote) = super::noting_writes(async {}).await;
+        assert!(!wrote);
+        let ((), wrote) = super::noting_writes(async {
+            tokio::task::yield_now().await;
+            metrics.write("stage_status");
+        })
+        .await;
+        assert!(wrote, "a write within the pass marks it");
+        let ((), wrote) = super::noting_writes(async {}).await;
+        assert!(!wrote, "each pass starts unmarked");
+        metrics.write("event");
+    }
 
     #[tokio::test]
     async fn readyz_answers_ok_only_once_the_caches_have_synced() {

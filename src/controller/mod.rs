@@ -172,11 +172,11 @@ pub(crate) async fn instrumented<K: ResourceExt>(
     ctx.queue
         .started(controller, obj.namespace().as_deref(), &name);
     let span = tracing::info_span!("reconcile", controller, namespace = %namespace, name = %name);
-    let result = std::panic::AssertUnwindSafe(work.instrument(span))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| Err(ReconcileError::Panicked(panic_message(panic))));
-    ctx.metrics.observe_reconcile(controller, started.elapsed());
+    let pass = std::panic::AssertUnwindSafe(work.instrument(span)).catch_unwind();
+    let (result, wrote) = crate::metrics::noting_writes(pass).await;
+    let result = result.unwrap_or_else(|panic| Err(ReconcileError::Panicked(panic_message(panic))));
+    ctx.metrics
+        .observe_reconcile(controller, started.elapsed(), wrote);
     if result.is_ok() {
         ctx.backoff.succeeded(&backoff_key(controller, obj));
     }
