@@ -2,9 +2,11 @@
 //! StageCommands, and of the metadata of Deployments and Services, fed by watch events,
 //! answering the typed queries the controllers and the admission webhooks ask (a pipeline's
 //! stages and releases, a release's approvals, who owns a target, which gates are missing or
-//! invalid), and telling the controllers what changed ([`changes`]); they keep no watch or
-//! cache of these kinds of their own. Nothing here writes; the operator's own Stage writes
-//! and release entries are laid over the store until the watch brings them ([`own`]).
+//! invalid), and telling the controllers what changed ([`changes`]); they keep no watch of
+//! these kinds of their own (the stage controller keeps the bodies of the Deployments and
+//! Services it reads, checked against the versions here). Nothing here writes; the
+//! operator's own Stage writes and release entries are laid over the store until the watch
+//! brings them ([`own`]).
 
 pub mod changes;
 pub mod own;
@@ -70,21 +72,38 @@ impl Index {
     ) -> (Arc<Index>, IndexTasks) {
         let changes = Arc::new(changes::Changes::default());
         let own_stages = Arc::new(own::OwnWrites::default());
-        let seen = own_stages.clone();
+        let own_entries = Arc::new(own::OwnEntries::default());
+        let (seen, entries) = (own_stages.clone(), own_entries.clone());
+        // Once the store holds the version the operator wrote, the store is read again.
         let held = move |e: &watcher::Event<Stage>| match e {
-            // Once the store holds the version the operator wrote, the store is read again.
             watcher::Event::Apply(stage) => seen.seen(stage),
             watcher::Event::Delete(stage) => seen.forget(&ObjectRef::from_obj(stage)),
             watcher::Event::InitDone => seen.relisted(),
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
         };
         let (stages, s) = cache(watch::<Stage>(client, namespace), &changes, held);
-        let (releases, r) = cache(watch::<Release>(client, namespace), &changes, |_| {});
+        let held = move |e: &watcher::Event<Release>| match e {
+            watcher::Event::Apply(release) => entries.seen(release),
+            watcher::Event::Delete(release) => entries.forget(&ObjectRef::from_obj(release)),
+            watcher::Event::InitDone => entries.relisted(),
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+        };
+        let (releases, r) = cache(watch::<Release>(client, namespace), &changes, held);
         let (gates, g) = cache(watch::<Gate>(client, namespace), &changes, |_| {});
         let (approvals, a) = cache(watch::<Approval>(client, namespace), &changes, |_| {});
         let (commands, c) = cache(watch::<StageCommand>(client, namespace), &changes, |_| {});
-        let (deployments, d) = cache(names::<Deployment>(client, namespace), &changes, |_| {});
-        let (services, v) = cache(names::<Service>(client, namespace), &changes, |_| {});
+        let all = watcher::Config::default();
+        let (deployments, d) = cache(
+            names::<Deployment>(client, namespace, all),
+            &changes,
+            |_| {},
+        );
+        let managed = watcher::Config::default().labels(MANAGED);
+        let (services, v) = cache(
+            names::<Service>(client, namespace, managed),
+            &changes,
+            |_| {},
+        );
         let index = Index {
             stages,
             releases,
@@ -96,7 +115,7 @@ impl Index {
             identity,
             changes,
             own_stages,
-            own_entries: Default::default(),
+            own_entries,
         };
         (Arc::new(index), vec![s, r, g, a, c, d, v])
     }
@@ -152,7 +171,7 @@ impl Index {
 
     /// The stage as the operator last wrote it or the watch last brought it, whichever is
     /// later; `Unknown` when only the apiserver can tell (see [`own::OwnWrites::read`]).
-    pub fn stage_as_written(&self, namespace: &str, name: &str) -> own::Read<Stage> {
+    pub fn stage_as_written(&self, namespace: &str, name: &str) -> own::Read<Arc<Stage>> {
         let key = ObjectRef::new(name).within(namespace);
         self.own_stages.read(&key, self.stages.get(&key))
     }
@@ -354,6 +373,10 @@ where
     }
 }
 
+/// The label on the Services the operator makes (Deployments are watched whole-cluster: a
+/// stage's target is the user's).
+const MANAGED: &str = "app.kubernetes.io/managed-by=greenlight";
+
 type Events<K> = futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
 /// Every `K` in scope, without `managedFields`: nothing reads them, and they are often the
@@ -368,10 +391,14 @@ where
         .boxed()
 }
 
-/// The metadata of every `K` in scope, with only what says which object and which version
-/// of it: annotations (a `last-applied-configuration` holds a whole object) and labels are
-/// dropped too.
-fn names<K>(client: &Client, namespace: &Option<String>) -> Events<PartialObjectMeta<K>>
+/// The metadata of every `K` in scope that `config` selects, with only what says which
+/// object and which version of it: annotations (a `last-applied-configuration` holds a whole
+/// object) and labels are dropped too.
+fn names<K>(
+    client: &Client,
+    namespace: &Option<String>,
+    config: watcher::Config,
+) -> Events<PartialObjectMeta<K>>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -381,18 +408,15 @@ where
         + Sync
         + 'static,
 {
-    watcher(
-        scoped::<PartialObjectMeta<K>>(client, namespace),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|o| {
-        let meta = o.meta_mut();
-        meta.managed_fields = None;
-        meta.annotations = None;
-        meta.labels = None;
-    })
-    .boxed()
+    watcher(scoped::<PartialObjectMeta<K>>(client, namespace), config)
+        .default_backoff()
+        .modify(|o| {
+            let meta = o.meta_mut();
+            meta.managed_fields = None;
+            meta.annotations = None;
+            meta.labels = None;
+        })
+        .boxed()
 }
 
 /// A cache of all objects of a kind, kept up to date by a watch, that tells `held` of each

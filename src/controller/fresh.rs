@@ -18,10 +18,27 @@ use crate::metrics::Metrics;
 pub struct Fresh<K: Resource<DynamicType = ()> + 'static> {
     kind: &'static str,
     versions: Store<PartialObjectMeta<K>>,
-    bodies: Mutex<HashMap<ObjectRef<K>, Arc<K>>>,
+    bodies: Mutex<Bodies<K>>,
     client: Client,
     metrics: Arc<Metrics>,
 }
+
+struct Bodies<K: Resource<DynamicType = ()>> {
+    by_key: HashMap<ObjectRef<K>, Arc<K>>,
+    /// At this many bodies, those of objects that no longer exist are dropped.
+    sweep_at: usize,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for Bodies<K> {
+    fn default() -> Self {
+        Self {
+            by_key: HashMap::new(),
+            sweep_at: SWEEP_AT,
+        }
+    }
+}
+
+const SWEEP_AT: usize = 256;
 
 impl<K> Fresh<K>
 where
@@ -54,7 +71,7 @@ where
             .versions
             .get(&ObjectRef::new(name).within(namespace))
             .and_then(|m| m.metadata.resource_version.clone());
-        let kept = self.lock().get(&key).cloned();
+        let kept = self.lock().by_key.get(&key).cloned();
         if let Some(body) =
             kept.filter(|b| current.is_some() && b.meta().resource_version == current)
         {
@@ -68,8 +85,8 @@ where
             Arc::new(o)
         });
         match &fresh {
-            Some(body) => self.lock().insert(key, body.clone()),
-            None => self.lock().remove(&key),
+            Some(body) => self.keep(key, body.clone()),
+            None => drop(self.lock().by_key.remove(&key)),
         };
         Ok(fresh)
     }
@@ -77,16 +94,99 @@ where
     /// The object as the operator's own write left it.
     pub fn wrote(&self, mut object: K) {
         object.meta_mut().managed_fields = None;
-        let key = ObjectRef::from_obj(&object);
-        self.lock().insert(key, Arc::new(object));
+        self.keep(ObjectRef::from_obj(&object), Arc::new(object));
     }
 
-    /// Drops the bodies of objects that no longer exist.
-    pub fn forget(&self, namespace: &str, name: &str) {
-        self.lock().remove(&ObjectRef::new(name).within(namespace));
+    /// Keeps a body; every so often, drops those of objects the watch no longer holds.
+    fn keep(&self, key: ObjectRef<K>, body: Arc<K>) {
+        let mut bodies = self.lock();
+        bodies.by_key.insert(key, body);
+        if bodies.by_key.len() >= bodies.sweep_at {
+            let exists = |k: &ObjectRef<K>| {
+                let name = ObjectRef::new(&k.name);
+                let key = name.within(k.namespace.as_deref().unwrap_or_default());
+                self.versions.get(&key).is_some()
+            };
+            bodies.by_key.retain(|k, _| exists(k));
+            bodies.sweep_at = (bodies.by_key.len() * 2).max(SWEEP_AT);
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<K>, Arc<K>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bodies<K>> {
         self.bodies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Request, Response};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::client::Body;
+    use kube::runtime::{reflector, watcher};
+
+    use super::*;
+
+    fn deployment(version: &str) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web-primary", "namespace": "shop", "resourceVersion": version},
+        }))
+        .unwrap()
+    }
+
+    /// An apiserver that answers every GET with the Deployment at `version`, counting them.
+    fn apiserver(version: &'static str, gets: Arc<AtomicUsize>) -> Client {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            while let Some((_, respond)) = handle.next_request().await {
+                gets.fetch_add(1, Ordering::SeqCst);
+                let body = serde_json::to_vec(&deployment(version)).unwrap();
+                respond.send_response(Response::new(Body::from(body)));
+            }
+        });
+        Client::new(service, "shop")
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_again_only_once_the_watch_shows_a_newer_version() {
+        let gets = Arc::new(AtomicUsize::new(0));
+        let (versions, mut watch) = reflector::store::<PartialObjectMeta<Deployment>>();
+        let fresh = Fresh::new(
+            "deployment",
+            versions,
+            apiserver("6", gets.clone()),
+            Metrics::new(),
+        );
+        let seen = |v: &str| {
+            let meta = PartialObjectMeta::<Deployment> {
+                metadata: deployment(v).metadata,
+                ..Default::default()
+            };
+            watcher::Event::Apply(meta)
+        };
+        watch.apply_watcher_event(&seen("5"));
+        fresh.wrote(deployment("5"));
+        let read = fresh.get("shop", "web-primary").await.unwrap().unwrap();
+        assert_eq!(read.metadata.resource_version.as_deref(), Some("5"));
+        assert_eq!(
+            gets.load(Ordering::SeqCst),
+            0,
+            "the body written is current"
+        );
+        watch.apply_watcher_event(&seen("6"));
+        let read = fresh.get("shop", "web-primary").await.unwrap().unwrap();
+        assert_eq!(read.metadata.resource_version.as_deref(), Some("6"));
+        assert_eq!(gets.load(Ordering::SeqCst), 1, "changed since: read once");
+        fresh.get("shop", "web-primary").await.unwrap();
+        assert_eq!(gets.load(Ordering::SeqCst), 1, "and then current again");
+        fresh.wrote(deployment("7"));
+        fresh.get("shop", "web-primary").await.unwrap();
+        assert_eq!(
+            gets.load(Ordering::SeqCst),
+            2,
+            "a version the watch has not shown yet is not trusted"
+        );
     }
 }

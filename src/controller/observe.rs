@@ -1,6 +1,7 @@
 //! Observe: everything a stage's decision is made from, read from the index (and, for the
-//! workloads, from [`fresh`](super::fresh) reads as current as the apiserver's), plus the checks across
-//! objects that a single spec cannot make (the pipeline's DAG, the target's owner, the gates).
+//! workloads, from [`fresh`](super::fresh) reads as current as the apiserver's), plus the
+//! checks across objects that a single spec cannot make (the pipeline's DAG, the target's
+//! owner, the gates).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use super::canary::CanaryIo;
 use super::error::ReconcileError;
 use super::steering::{self, Steering};
 use crate::api::GateType;
-use crate::api::release::{Release, ReleaseStageStatus};
+use crate::api::release::Release;
 use crate::api::stage::{Stage, StageSpec, TriggerType};
+use crate::index::own::Read;
 use crate::index::{Index, release_problem};
 use crate::machine::{CanaryView, PrimaryView, ReleaseView};
 use crate::pipeline::{PipelineError, topological_order, upstream_of};
@@ -147,13 +149,17 @@ fn check_gates(stage: &Stage, ctx: &Context) -> Vec<FieldError> {
 /// The releases of the stage's pipeline, oldest first, as the machine sees them. The stage's
 /// own entry in each is its last write of it, which the index may not hold yet: a decision
 /// that saw a stale one would announce its transition again, or refuse a retry of a failure
-/// it has just recorded.
-pub fn release_views(stage: &Stage, target: &Deployment, index: &Index) -> Vec<ReleaseView> {
-    let namespace = stage.namespace().unwrap_or_default();
+/// it has just recorded. Also the releases whose entry only the apiserver can tell.
+pub fn release_views(
+    stage: &Stage,
+    target: &Deployment,
+    index: &Index,
+) -> (Vec<ReleaseView>, Vec<String>) {
     let name = stage.name_any();
     let owner = stage.controller_owner_ref(&()).unwrap_or_default();
-    index
-        .pipeline_releases(&namespace, &stage.spec.pipeline)
+    let mut ask = Vec::new();
+    let views = index
+        .pipeline_releases(&stage.namespace().unwrap_or_default(), &stage.spec.pipeline)
         .iter()
         .map(|r| {
             let release = Some((r.name_any(), &r.spec.artifacts));
@@ -161,38 +167,44 @@ pub fn release_views(stage: &Stage, target: &Deployment, index: &Index) -> Vec<R
             let unfit = build_primary(target, "", owner.clone(), release, 1)
                 .err()
                 .map(|e| e.to_string());
+            let mut stages = r
+                .status
+                .as_ref()
+                .map(|s| s.stages.clone())
+                .unwrap_or_default();
+            match index.own_entries.entry(r, &name) {
+                Read::Known(Some(entry)) => drop(stages.insert(name.clone(), entry)),
+                Read::Known(None) => drop(stages.remove(&name)),
+                Read::Unknown => ask.push(r.name_any()),
+            }
             ReleaseView {
                 name: r.name_any(),
                 version: r.spec.version.clone(),
                 artifacts: r.spec.artifacts.clone(),
                 valid: release_problem(r).is_none(),
                 unfit,
-                stages: own_entry(r, &name, index),
+                stages,
             }
         })
-        .collect()
+        .collect();
+    (views, ask)
 }
 
-/// The release's entries, with `stage`'s as the operator last wrote it.
-fn own_entry(
-    release: &Release,
-    stage: &str,
-    index: &Index,
-) -> BTreeMap<String, ReleaseStageStatus> {
-    let (namespace, name) = (release.namespace().unwrap_or_default(), release.name_any());
-    let mut entries = release
-        .status
-        .as_ref()
-        .map(|s| s.stages.clone())
-        .unwrap_or_default();
-    let entry = index
-        .own_entries
-        .entry(&namespace, &name, stage, entries.get(stage));
-    match entry {
-        Some(entry) => entries.insert(stage.to_string(), entry),
-        None => entries.remove(stage),
-    };
-    entries
+/// Reads from the apiserver the entries of the releases named in `ask`.
+async fn freshen(
+    releases: &mut [ReleaseView],
+    ask: Vec<String>,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    for name in ask {
+        let fresh = ctx.api::<Release>(namespace).get_opt(&name).await?;
+        let view = releases.iter_mut().find(|r| r.name == name);
+        if let (Some(view), Some(status)) = (view, fresh.and_then(|r| r.status)) {
+            view.stages = status.stages;
+        }
+    }
+    Ok(())
 }
 
 /// How many pods the stage's primary runs now (a rollback started before replicas were
@@ -277,7 +289,8 @@ pub async fn observe_stage(
         ctx.index.pending_commands(&namespace, &stage.name_any()),
         &ctx.index.identity,
     );
-    let releases = release_views(&stage, &target, &ctx.index);
+    let (mut releases, ask) = release_views(&stage, &target, &ctx.index);
+    freshen(&mut releases, ask, &namespace, ctx).await?;
     Ok(Ok(World {
         primary_view: primary.as_deref().map(observe),
         releases,

@@ -80,14 +80,10 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
 /// their Stage too, so one deleted is put back. Only their names and versions are watched.
 fn on_deployments(controller: Controller<Stage>, ctx: &Arc<Context>) -> Controller<Stage> {
     let (index, q) = (&ctx.index, &ctx.queue);
-    let (by_deployment, by_service, held) = (index.clone(), index.clone(), index.clone());
-    let fresh = ctx.clone();
+    let (by_deployment, by_service) = (index.clone(), index.clone());
     let deployments =
         q.on_changes::<PartialObjectMeta<Deployment>, Stage, _>(index, CONTROLLER, move |d| {
             let (ns, name) = (d.namespace().unwrap_or_default(), d.name_any());
-            if held.deployments.get(&ObjectRef::from_obj(d)).is_none() {
-                fresh.deployments.forget(&ns, &name);
-            }
             refs_of(by_deployment.stages_where(&ns, |s| {
                 let t = &s.spec.target.name;
                 [t.clone(), primary_name(t), canary_name(t)].contains(&name)

@@ -1,49 +1,104 @@
-//! Read-your-writes over a watched store. A decision must build on the operator's own last
-//! write of an object, and the watch may not have brought that write yet. Each write's result
-//! is held here until the store holds that same version; a read in between gets the write.
-//! A write the watch has not brought within [`PATIENCE`], or that a relist may have stepped
-//! over, is trusted neither way: the reader asks the apiserver.
+//! Read-your-writes over the watched stores. A decision must build on the operator's own last
+//! write, and the watch may not have brought that write yet. Each write's result is held
+//! here, by its resourceVersion, until the watch applies that version to the store; a read in
+//! between gets the write. A write whose version the watch already applied (its answer can
+//! come back after the watch event) is not held. A write the watch has not brought within
+//! [`PATIENCE`], or that a relist may have stepped over, is trusted neither way: the reader
+//! asks the apiserver.
 //!
-//! A Release is written by every stage of its pipeline at once, so for Releases what is kept
+//! A Release is written by every stage of its pipeline at once, so for Releases what is held
 //! is each stage's own entry ([`OwnEntries`]): only that stage writes it, so its last write
-//! is well defined, and the store has caught up once it holds the same entry.
+//! is well defined.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::release::ReleaseStageStatus;
+use crate::api::release::{Release, ReleaseStageStatus};
 
 /// How long a write may wait for the watch before the apiserver is asked instead.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// How many applied versions are remembered, to tell a late answer from a new write: far
+/// more than a watch applies between a write and its answer.
+const REMEMBERED: usize = 4096;
+
 /// What a read found.
-#[derive(Debug)]
-pub enum Read<K> {
-    /// The object as it is now, or `None` when it does not exist.
-    Known(Option<Arc<K>>),
+#[derive(Debug, PartialEq)]
+pub enum Read<T> {
+    /// What it is now, or `None` when there is none.
+    Known(Option<T>),
     /// Only the apiserver can tell.
     Unknown,
 }
 
-pub struct OwnWrites<K: Resource<DynamicType = ()>> {
-    written: Mutex<HashMap<ObjectRef<K>, Written<K>>>,
-}
-
-struct Written<K> {
-    object: Arc<K>,
+/// One write held until the watch brings it.
+struct Held<T> {
+    value: T,
+    version: String,
+    uid: Option<String>,
     at: Instant,
     /// A relist came between: the watch may never bring this version.
     doubtful: bool,
 }
 
+impl<T> Held<T> {
+    fn trusted(&self) -> bool {
+        !self.doubtful && self.at.elapsed() < PATIENCE
+    }
+}
+
+/// The versions the watch applied lately, oldest first.
+#[derive(Default)]
+struct Applied {
+    order: VecDeque<(String, String)>,
+    set: HashSet<(String, String)>,
+}
+
+impl Applied {
+    fn insert(&mut self, key: String, version: String) {
+        if self.set.insert((key.clone(), version.clone())) {
+            self.order.push_back((key, version));
+        }
+        while self.order.len() > REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, key: &str, version: &str) -> bool {
+        self.set.contains(&(key.to_string(), version.to_string()))
+    }
+}
+
+fn key_of<K: Resource<DynamicType = ()>>(key: &ObjectRef<K>) -> String {
+    format!(
+        "{}/{}",
+        key.namespace.as_deref().unwrap_or_default(),
+        key.name
+    )
+}
+
+fn version_of<K: Resource>(object: &K) -> Option<String> {
+    object.meta().resource_version.clone()
+}
+
+/// Objects held, by key.
+type Objects<K> = HashMap<ObjectRef<K>, Held<Arc<K>>>;
+
+/// The operator's own writes of whole objects (Stages).
+pub struct OwnWrites<K: Resource<DynamicType = ()>> {
+    state: Mutex<(Objects<K>, Applied)>,
+}
+
 impl<K: Resource<DynamicType = ()>> Default for OwnWrites<K> {
     fn default() -> Self {
         Self {
-            written: Mutex::default(),
+            state: Mutex::default(),
         }
     }
 }
@@ -51,221 +106,154 @@ impl<K: Resource<DynamicType = ()>> Default for OwnWrites<K> {
 impl<K: Resource<DynamicType = ()> + Clone> OwnWrites<K> {
     /// The object as a write of the operator's (or a read from the apiserver) left it.
     pub fn wrote(&self, object: K) {
-        let written = Written {
+        let (Some(version), key) = (version_of(&object), ObjectRef::from_obj(&object)) else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.1.contains(&key_of(&key), &version) {
+            return;
+        }
+        let held = Held {
+            uid: object.meta().uid.clone(),
+            value: Arc::new(object),
+            version,
             at: Instant::now(),
-            object: Arc::new(object),
             doubtful: false,
         };
-        let key = ObjectRef::from_obj(&*written.object);
-        self.lock().insert(key, written);
+        state.0.insert(key, held);
     }
 
-    /// The store now holds `object`: a write of that version is no longer needed.
+    /// The store now holds `object`.
     pub fn seen(&self, object: &K) {
-        let key = ObjectRef::from_obj(object);
-        let mut written = self.lock();
-        if written
-            .get(&key)
-            .is_some_and(|w| same_version(&*w.object, object))
-        {
-            written.remove(&key);
+        let (key, version) = (ObjectRef::from_obj(object), version_of(object));
+        let mut state = self.lock();
+        if let Some(version) = version {
+            state.1.insert(key_of(&key), version.clone());
+            if state.0.get(&key).is_some_and(|h| h.version == version) {
+                state.0.remove(&key);
+            }
         }
     }
 
     /// The object is gone.
     pub fn forget(&self, key: &ObjectRef<K>) {
-        self.lock().remove(key);
+        self.lock().0.remove(key);
     }
 
     /// The watch listed everything again: it may have stepped over a written version.
     pub fn relisted(&self) {
-        self.lock().values_mut().for_each(|w| w.doubtful = true);
+        self.lock().0.values_mut().for_each(|w| w.doubtful = true);
     }
 
     /// The object under `key`, given what the store `held`.
-    pub fn read(&self, key: &ObjectRef<K>, held: Option<Arc<K>>) -> Read<K> {
-        let mut written = self.lock();
-        let Some(mine) = written.get(key) else {
+    pub fn read(&self, key: &ObjectRef<K>, held: Option<Arc<K>>) -> Read<Arc<K>> {
+        let mut state = self.lock();
+        let Some(mine) = state.0.get(key) else {
             return Read::Known(held);
         };
-        if held
-            .as_deref()
-            .is_some_and(|h| same_version(h, &*mine.object))
-        {
-            written.remove(key);
+        let Some(current) = held.as_deref() else {
+            // Nothing the operator writes is created by that write: it was deleted.
+            state.0.remove(key);
+            return Read::Known(None);
+        };
+        let same = version_of(current).as_ref() == Some(&mine.version);
+        if same || current.meta().uid != mine.uid {
+            state.0.remove(key);
             return Read::Known(held);
         }
         // The watch brings versions in order, so until it brings this one it is the latest.
-        if !mine.doubtful && mine.at.elapsed() < PATIENCE {
-            return Read::Known(Some(mine.object.clone()));
+        match mine.trusted() {
+            true => Read::Known(Some(mine.value.clone())),
+            false => Read::Unknown,
         }
-        Read::Unknown
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<K>, Written<K>>> {
-        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Objects<K>, Applied)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Namespace, release and stage.
-type EntryKey = (String, String, String);
-type Entries = HashMap<EntryKey, (ReleaseStageStatus, Instant)>;
+/// Each Release's entries the operator wrote, by stage.
+type Entries = HashMap<ObjectRef<Release>, HashMap<String, Held<ReleaseStageStatus>>>;
 
-/// The entries the operator wrote into Releases' status, by namespace, release and stage.
+/// The entries the operator wrote into Releases' status.
 #[derive(Default)]
 pub struct OwnEntries {
-    written: Mutex<Entries>,
+    state: Mutex<(Entries, Applied)>,
 }
-
-/// Above this many entries waiting for the watch, those past [`PATIENCE`] are dropped.
-const ENTRIES_KEPT: usize = 1024;
 
 impl OwnEntries {
-    pub fn wrote(&self, namespace: &str, release: &str, stage: &str, entry: ReleaseStageStatus) {
-        let mut written = self.lock();
-        if written.len() >= ENTRIES_KEPT {
-            written.retain(|_, (_, at)| at.elapsed() < PATIENCE);
+    /// `stage` wrote `entry`, and the write left `release`.
+    pub fn wrote(&self, release: &Release, stage: &str, entry: ReleaseStageStatus) {
+        let (Some(version), key) = (version_of(release), ObjectRef::from_obj(release)) else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.1.contains(&key_of(&key), &version) {
+            return;
         }
-        let key = (namespace.into(), release.into(), stage.into());
-        written.insert(key, (entry, Instant::now()));
+        let held = Held {
+            value: entry,
+            version,
+            uid: release.metadata.uid.clone(),
+            at: Instant::now(),
+            doubtful: false,
+        };
+        state.0.entry(key).or_default().insert(stage.into(), held);
     }
 
-    /// `stage`'s entry in `release`: the operator's last write of it while the store (which
-    /// `held` this) has not caught up, else what the store holds.
-    pub fn entry(
-        &self,
-        namespace: &str,
-        release: &str,
-        stage: &str,
-        held: Option<&ReleaseStageStatus>,
-    ) -> Option<ReleaseStageStatus> {
-        let key = (
-            namespace.to_string(),
-            release.to_string(),
-            stage.to_string(),
-        );
-        let mut written = self.lock();
-        match written.get(&key) {
-            Some((mine, at)) if Some(mine) != held && at.elapsed() < PATIENCE => Some(mine.clone()),
-            Some(_) => {
-                written.remove(&key);
-                held.cloned()
+    /// The store now holds `release`.
+    pub fn seen(&self, release: &Release) {
+        let (key, Some(version)) = (ObjectRef::from_obj(release), version_of(release)) else {
+            return;
+        };
+        let mut state = self.lock();
+        state.1.insert(key_of(&key), version.clone());
+        if let Some(stages) = state.0.get_mut(&key) {
+            stages.retain(|_, held| held.version != version);
+            if stages.is_empty() {
+                state.0.remove(&key);
             }
-            None => held.cloned(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn forget(&self, key: &ObjectRef<Release>) {
+        self.lock().0.remove(key);
     }
-}
 
-fn same_version<K: Resource>(a: &K, b: &K) -> bool {
-    a.meta().resource_version.is_some() && a.meta().resource_version == b.meta().resource_version
+    pub fn relisted(&self) {
+        let mut state = self.lock();
+        let all = state.0.values_mut().flat_map(|stages| stages.values_mut());
+        all.for_each(|held| held.doubtful = true);
+    }
+
+    /// `stage`'s entry in the store's `release`: the operator's last write of it while the
+    /// store has not caught up.
+    pub fn entry(&self, release: &Release, stage: &str) -> Read<ReleaseStageStatus> {
+        let held = release.status.as_ref().and_then(|s| s.stages.get(stage));
+        let key = ObjectRef::from_obj(release);
+        let mut state = self.lock();
+        let Some(mine) = state.0.get(&key).and_then(|stages| stages.get(stage)) else {
+            return Read::Known(held.cloned());
+        };
+        let same = version_of(release).as_ref() == Some(&mine.version);
+        if same || release.metadata.uid != mine.uid {
+            if let Some(stages) = state.0.get_mut(&key) {
+                stages.remove(stage);
+            }
+            return Read::Known(held.cloned());
+        }
+        match mine.trusted() {
+            true => Read::Known(Some(mine.value.clone())),
+            false => Read::Unknown,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Entries, Applied)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::Stage;
-
-    fn stage(version: &str) -> Stage {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "greenlight.dev/v1alpha1", "kind": "Stage",
-            "metadata": {"name": "dev", "namespace": "shop", "resourceVersion": version},
-            "spec": {"pipeline": "web", "target": {"name": "web"}}
-        }))
-        .unwrap()
-    }
-
-    fn version(read: Read<Stage>) -> Option<String> {
-        match read {
-            Read::Known(s) => s.and_then(|s| s.metadata.resource_version.clone()),
-            Read::Unknown => Some("unknown".into()),
-        }
-    }
-
-    #[test]
-    fn a_write_is_read_back_until_the_store_holds_it_then_the_store_is() {
-        let own = OwnWrites::default();
-        let key = ObjectRef::from_obj(&stage("1"));
-        assert_eq!(
-            version(own.read(&key, Some(Arc::new(stage("1"))))),
-            Some("1".into())
-        );
-        own.wrote(stage("2"));
-        assert_eq!(
-            version(own.read(&key, Some(Arc::new(stage("1"))))),
-            Some("2".into()),
-            "the store lags the write"
-        );
-        own.seen(&stage("2"));
-        assert_eq!(
-            version(own.read(&key, Some(Arc::new(stage("3"))))),
-            Some("3".into()),
-            "once the watch brought the write, a later change by someone else is read"
-        );
-    }
-
-    #[test]
-    fn a_write_the_store_already_holds_gives_way_to_the_store() {
-        let own = OwnWrites::default();
-        own.wrote(stage("2"));
-        let key = ObjectRef::from_obj(&stage("2"));
-        assert_eq!(
-            version(own.read(&key, Some(Arc::new(stage("2"))))),
-            Some("2".into())
-        );
-        assert_eq!(
-            version(own.read(&key, Some(Arc::new(stage("3"))))),
-            Some("3".into())
-        );
-    }
-
-    #[test]
-    fn a_stage_reads_its_own_entry_until_the_store_holds_it() {
-        use crate::api::release::StagePhaseForRelease as Phase;
-        let own = OwnEntries::default();
-        let waiting = ReleaseStageStatus::new(Phase::Waiting);
-        let failed = ReleaseStageStatus::new(Phase::Failed);
-        assert_eq!(
-            own.entry("shop", "r1", "dev", Some(&waiting)),
-            Some(waiting.clone())
-        );
-        own.wrote("shop", "r1", "dev", failed.clone());
-        assert_eq!(
-            own.entry("shop", "r1", "dev", Some(&waiting)),
-            Some(failed.clone()),
-            "the store still holds the entry before the write"
-        );
-        assert_eq!(
-            own.entry("shop", "r1", "prod", None),
-            None,
-            "other stages' entries are the store's"
-        );
-        assert_eq!(
-            own.entry("shop", "r1", "dev", Some(&failed)),
-            Some(failed.clone())
-        );
-        assert_eq!(
-            own.entry("shop", "r1", "dev", Some(&waiting)),
-            Some(waiting),
-            "once the store caught up, a later change by someone else is read"
-        );
-    }
-
-    #[test]
-    fn after_a_relist_or_deletion_a_pending_write_is_not_trusted() {
-        let own = OwnWrites::default();
-        own.wrote(stage("2"));
-        let key = ObjectRef::from_obj(&stage("2"));
-        own.relisted();
-        assert_eq!(
-            version(own.read(&key, Some(Arc::new(stage("1"))))),
-            Some("unknown".into())
-        );
-        own.wrote(stage("4"));
-        own.forget(&key);
-        assert_eq!(version(own.read(&key, None)), None);
-    }
-}
+#[path = "own_tests.rs"]
+mod tests;

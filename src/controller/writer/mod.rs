@@ -292,10 +292,12 @@ impl Writer {
         if let (Some(Value::Object(fields)), Some(into)) = (summary, patch.as_object_mut()) {
             into.extend(fields);
         }
-        self.status::<Release>("release_status", namespace, release, patch)
+        let written = self
+            .status_patch::<Release>("release_status", namespace, release, patch)
             .await?;
-        self.own_entries
-            .wrote(namespace, release, stage, new.clone());
+        if let Some(written) = written {
+            self.own_entries.wrote(&written, stage, new.clone());
+        }
         Ok(())
     }
 
