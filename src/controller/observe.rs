@@ -190,17 +190,23 @@ pub fn release_views(
     (views, ask)
 }
 
-/// Reads from the apiserver the entries of the releases named in `ask`.
+/// Reads from the apiserver the entries of the releases named in `ask`; what it read is held
+/// as `stage`'s latest until the watch brings it.
 async fn freshen(
     releases: &mut [ReleaseView],
     ask: Vec<String>,
-    namespace: &str,
+    (namespace, stage): (&str, &str),
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
     for name in ask {
-        let fresh = ctx.api::<Release>(namespace).get_opt(&name).await?;
-        let view = releases.iter_mut().find(|r| r.name == name);
-        if let (Some(view), Some(status)) = (view, fresh.and_then(|r| r.status)) {
+        let Some(fresh) = ctx.api::<Release>(namespace).get_opt(&name).await? else {
+            continue;
+        };
+        let status = fresh.status.clone().unwrap_or_default();
+        if let Some(entry) = status.stages.get(stage) {
+            ctx.index.own_entries.wrote(&fresh, stage, entry.clone());
+        }
+        if let Some(view) = releases.iter_mut().find(|r| r.name == name) {
             view.stages = status.stages;
         }
     }
@@ -290,7 +296,8 @@ pub async fn observe_stage(
         &ctx.index.identity,
     );
     let (mut releases, ask) = release_views(&stage, &target, &ctx.index);
-    freshen(&mut releases, ask, &namespace, ctx).await?;
+    let at = (namespace.as_str(), stage.name_any());
+    freshen(&mut releases, ask, (at.0, &at.1), ctx).await?;
     Ok(Ok(World {
         primary_view: primary.as_deref().map(observe),
         releases,

@@ -111,6 +111,8 @@ impl<K: Resource<DynamicType = ()> + Clone> OwnWrites<K> {
         };
         let mut state = self.lock();
         if state.1.contains(&key_of(&key), &version) {
+            // The store holds this version already, or a later one.
+            state.0.remove(&key);
             return;
         }
         let held = Held {
@@ -190,6 +192,9 @@ impl OwnEntries {
         };
         let mut state = self.lock();
         if state.1.contains(&key_of(&key), &version) {
+            if let Some(stages) = state.0.get_mut(&key) {
+                stages.remove(stage);
+            }
             return;
         }
         let held = Held {

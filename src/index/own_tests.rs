@@ -150,3 +150,34 @@ fn an_entry_not_brought_after_a_relist_sends_the_stage_to_the_apiserver() {
     own.forget(&ObjectRef::from_obj(&store));
     assert_eq!(phase(own.entry(&store, "dev")), "none");
 }
+
+#[test]
+fn a_read_from_the_apiserver_of_a_version_the_store_holds_ends_the_doubt() {
+    let own = OwnWrites::default();
+    own.wrote(stage("2"));
+    own.relisted();
+    own.seen(&stage("3"));
+    assert_eq!(
+        version(own.read(&dev(), held("3"))),
+        "unknown",
+        "the relist stepped over 2"
+    );
+    own.wrote(stage("3"));
+    assert_eq!(
+        version(own.read(&dev(), held("3"))),
+        "3",
+        "the store holds what the apiserver answered"
+    );
+    let entries = OwnEntries::default();
+    let store = release("5", serde_json::json!({"dev": {"phase": "Succeeded"}}));
+    entries.wrote(
+        &release("4", serde_json::json!({})),
+        "dev",
+        ReleaseStageStatus::new(Phase::Failed),
+    );
+    entries.relisted();
+    assert_eq!(phase(entries.entry(&store, "dev")), "unknown");
+    entries.seen(&store);
+    entries.wrote(&store, "dev", ReleaseStageStatus::new(Phase::Succeeded));
+    assert_eq!(phase(entries.entry(&store, "dev")), "Succeeded");
+}
