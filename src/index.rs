@@ -73,21 +73,9 @@ impl Index {
         let changes = Arc::new(changes::Changes::default());
         let own_stages = Arc::new(own::OwnWrites::default());
         let own_entries = Arc::new(own::OwnEntries::default());
-        let (seen, entries) = (own_stages.clone(), own_entries.clone());
-        // Once the store holds the version the operator wrote, the store is read again.
-        let held = move |e: &watcher::Event<Stage>| match e {
-            watcher::Event::Apply(stage) => seen.seen(stage),
-            watcher::Event::Delete(stage) => seen.forget(&ObjectRef::from_obj(stage)),
-            watcher::Event::InitDone => seen.relisted(),
-            watcher::Event::Init | watcher::Event::InitApply(_) => {}
-        };
+        let held = own::following(own_stages.clone());
         let (stages, s) = cache(watch::<Stage>(client, namespace), &changes, held);
-        let held = move |e: &watcher::Event<Release>| match e {
-            watcher::Event::Apply(release) => entries.seen(release),
-            watcher::Event::Delete(release) => entries.forget(&ObjectRef::from_obj(release)),
-            watcher::Event::InitDone => entries.relisted(),
-            watcher::Event::Init | watcher::Event::InitApply(_) => {}
-        };
+        let held = own::following(own_entries.clone());
         let (releases, r) = cache(watch::<Release>(client, namespace), &changes, held);
         let (gates, g) = cache(watch::<Gate>(client, namespace), &changes, |_| {});
         let (approvals, a) = cache(watch::<Approval>(client, namespace), &changes, |_| {});

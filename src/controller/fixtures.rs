@@ -177,21 +177,12 @@ fn commanded(
         prometheus_address: None,
     };
     let fence = FENCE.with(|f| f.borrow().clone());
+    let (deployments, services) = super::fresh::for_index(&index, &client, &metrics);
     Arc::new(Context {
         runner: super::runner::GateRunner::new(env, index.clone(), client.clone(), metrics.clone()),
         writer: super::writer::Writer::fenced_by(client.clone(), metrics.clone(), fence, &index),
-        deployments: super::fresh::Fresh::new(
-            "deployment",
-            index.deployments.clone(),
-            client.clone(),
-            metrics.clone(),
-        ),
-        services: super::fresh::Fresh::new(
-            "service",
-            index.services.clone(),
-            client.clone(),
-            metrics.clone(),
-        ),
+        deployments,
+        services,
         client,
         namespace: Some(NS.into()),
         queue: Arc::new(super::queue::Queue::new(metrics.clone(), 16)),

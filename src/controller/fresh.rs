@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::core::{NamespaceResourceScope, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
@@ -39,6 +41,20 @@ impl<K: Resource<DynamicType = ()>> Default for Bodies<K> {
 }
 
 const SWEEP_AT: usize = 256;
+
+/// The Deployment and Service bodies a stage reads, checked against `index`'s versions.
+pub fn for_index(
+    index: &crate::index::Index,
+    client: &Client,
+    metrics: &Arc<Metrics>,
+) -> (Fresh<Deployment>, Fresh<Service>) {
+    let (client, metrics) = (client.clone(), metrics.clone());
+    let deployments = index.deployments.clone();
+    (
+        Fresh::new("deployment", deployments, client.clone(), metrics.clone()),
+        Fresh::new("service", index.services.clone(), client, metrics),
+    )
+}
 
 impl<K> Fresh<K>
 where
@@ -122,7 +138,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use http::{Request, Response};
-    use k8s_openapi::api::apps::v1::Deployment;
     use kube::client::Body;
     use kube::runtime::{reflector, watcher};
 

@@ -211,6 +211,7 @@ pub async fn run(
     let leadership = settings
         .leader
         .map(|config| Arc::new(crate::leader::Leadership::new(client.clone(), config)));
+    let (deployments, services) = fresh::for_index(&index, &client, &metrics);
     let ctx = Arc::new(Context {
         client: client.clone(),
         namespace: namespace.clone(),
@@ -228,18 +229,8 @@ pub async fn run(
             leadership.clone(),
             &index,
         ),
-        deployments: fresh::Fresh::new(
-            "deployment",
-            index.deployments.clone(),
-            client.clone(),
-            metrics.clone(),
-        ),
-        services: fresh::Fresh::new(
-            "service",
-            index.services.clone(),
-            client.clone(),
-            metrics.clone(),
-        ),
+        deployments,
+        services,
         backoff: Default::default(),
         queue: Arc::new(queue::Queue::new(metrics.clone(), settings.concurrency)),
     });

@@ -27,7 +27,7 @@ use crate::api::conditions::{Health, kstatus};
 use crate::api::release::{ReleaseStageStatus, StagePhaseForRelease};
 use crate::api::stage::{Stage, StagePhase};
 use crate::api::{Approval, Gate, Release, StageCommand};
-use crate::index::own::Read;
+use crate::index::own::{Follows, Read};
 use crate::machine::{self, Decision, Outcome};
 use crate::workload::{canary_name, primary_name};
 

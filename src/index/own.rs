@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use kube::Resource;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 
 use crate::api::release::{Release, ReleaseStageStatus};
 
@@ -87,6 +88,28 @@ fn version_of<K: Resource>(object: &K) -> Option<String> {
     object.meta().resource_version.clone()
 }
 
+/// What the watch of `K` tells a holder of the operator's writes.
+pub trait Follows<K: Resource<DynamicType = ()>>: Send + Sync + 'static {
+    fn seen(&self, object: &K);
+    fn forget(&self, key: &ObjectRef<K>);
+    fn relisted(&self);
+}
+
+/// The hook that keeps `own` in step with the watch: called once the store has taken each
+/// event, so a held write is dropped only when the store can answer for it.
+pub fn following<K, O>(own: Arc<O>) -> impl Fn(&watcher::Event<K>) + Send + 'static
+where
+    K: Resource<DynamicType = ()>,
+    O: Follows<K>,
+{
+    move |event| match event {
+        watcher::Event::Apply(object) => own.seen(object),
+        watcher::Event::Delete(object) => own.forget(&ObjectRef::from_obj(object)),
+        watcher::Event::InitDone => own.relisted(),
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+    }
+}
+
 /// Objects held, by key.
 type Objects<K> = HashMap<ObjectRef<K>, Held<Arc<K>>>;
 
@@ -125,28 +148,6 @@ impl<K: Resource<DynamicType = ()> + Clone> OwnWrites<K> {
         state.0.insert(key, held);
     }
 
-    /// The store now holds `object`.
-    pub fn seen(&self, object: &K) {
-        let (key, version) = (ObjectRef::from_obj(object), version_of(object));
-        let mut state = self.lock();
-        if let Some(version) = version {
-            state.1.insert(key_of(&key), version.clone());
-            if state.0.get(&key).is_some_and(|h| h.version == version) {
-                state.0.remove(&key);
-            }
-        }
-    }
-
-    /// The object is gone.
-    pub fn forget(&self, key: &ObjectRef<K>) {
-        self.lock().0.remove(key);
-    }
-
-    /// The watch listed everything again: it may have stepped over a written version.
-    pub fn relisted(&self) {
-        self.lock().0.values_mut().for_each(|w| w.doubtful = true);
-    }
-
     /// The object under `key`, given what the store `held`.
     pub fn read(&self, key: &ObjectRef<K>, held: Option<Arc<K>>) -> Read<Arc<K>> {
         let mut state = self.lock();
@@ -172,6 +173,30 @@ impl<K: Resource<DynamicType = ()> + Clone> OwnWrites<K> {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Objects<K>, Applied)> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Follows<K> for OwnWrites<K> {
+    /// The store now holds `object`.
+    fn seen(&self, object: &K) {
+        let (key, version) = (ObjectRef::from_obj(object), version_of(object));
+        let mut state = self.lock();
+        if let Some(version) = version {
+            state.1.insert(key_of(&key), version.clone());
+            if state.0.get(&key).is_some_and(|h| h.version == version) {
+                state.0.remove(&key);
+            }
+        }
+    }
+
+    /// The object is gone.
+    fn forget(&self, key: &ObjectRef<K>) {
+        self.lock().0.remove(key);
+    }
+
+    /// The watch listed everything again: it may have stepped over a written version.
+    fn relisted(&self) {
+        self.lock().0.values_mut().for_each(|w| w.doubtful = true);
     }
 }
 
@@ -207,31 +232,6 @@ impl OwnEntries {
         state.0.entry(key).or_default().insert(stage.into(), held);
     }
 
-    /// The store now holds `release`.
-    pub fn seen(&self, release: &Release) {
-        let (key, Some(version)) = (ObjectRef::from_obj(release), version_of(release)) else {
-            return;
-        };
-        let mut state = self.lock();
-        state.1.insert(key_of(&key), version.clone());
-        if let Some(stages) = state.0.get_mut(&key) {
-            stages.retain(|_, held| held.version != version);
-            if stages.is_empty() {
-                state.0.remove(&key);
-            }
-        }
-    }
-
-    pub fn forget(&self, key: &ObjectRef<Release>) {
-        self.lock().0.remove(key);
-    }
-
-    pub fn relisted(&self) {
-        let mut state = self.lock();
-        let all = state.0.values_mut().flat_map(|stages| stages.values_mut());
-        all.for_each(|held| held.doubtful = true);
-    }
-
     /// `stage`'s entry in the store's `release`: the operator's last write of it while the
     /// store has not caught up.
     pub fn entry(&self, release: &Release, stage: &str) -> Read<ReleaseStageStatus> {
@@ -256,6 +256,32 @@ impl OwnEntries {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Entries, Applied)> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Follows<Release> for OwnEntries {
+    fn seen(&self, release: &Release) {
+        let (key, Some(version)) = (ObjectRef::from_obj(release), version_of(release)) else {
+            return;
+        };
+        let mut state = self.lock();
+        state.1.insert(key_of(&key), version.clone());
+        if let Some(stages) = state.0.get_mut(&key) {
+            stages.retain(|_, held| held.version != version);
+            if stages.is_empty() {
+                state.0.remove(&key);
+            }
+        }
+    }
+
+    fn forget(&self, key: &ObjectRef<Release>) {
+        self.lock().0.remove(key);
+    }
+
+    fn relisted(&self) {
+        let mut state = self.lock();
+        let all = state.0.values_mut().flat_map(|stages| stages.values_mut());
+        all.for_each(|held| held.doubtful = true);
     }
 }
 
