@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use greenlight::api::{CommandPhase, Release, Stage};
+use greenlight::api::{CommandPhase, Release, Stage, StageCommand};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::api::events::v1::Event;
@@ -615,4 +615,11 @@ pub async fn a_promote_with_nothing_to_promote_is_refused_saying_why(mut env: Te
     let refused = audit_entries(&release, "idle", "CommandRefused");
     assert_eq!(refused.len(), 1, "{}", release["status"]["audit"]);
     assert_ne!(refused[0]["actor"], "greenlight", "{}", refused[0]);
+    let later = env.api::<StageCommand>().get(&promote).await.expect("read");
+    let phase = later.status.and_then(|s| s.phase);
+    assert_eq!(
+        phase,
+        Some(CommandPhase::Refused),
+        "passes since left it alone"
+    );
 }

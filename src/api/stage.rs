@@ -225,6 +225,10 @@ pub struct StageStatus {
     /// this status write and the command's own does not act on it twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_command: Option<String>,
+    /// Why that StageCommand was refused, when it was, so that a pass marking it after a
+    /// crash says what the first pass decided instead of calling it applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_command_refused: Option<String>,
     /// Who changed the spec and what, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<super::change::ChangeRecord>,

@@ -122,6 +122,10 @@ async fn record(
     status.conditions.extend(target_runs_pods(world));
     status.conditions.extend(strategy_overridden(world));
     status.last_command = world.steering.text.clone();
+    status.last_command_refused = match world.steering.stale {
+        true => old.last_command_refused.clone(),
+        false => refusal(&outcome.events).map(|e| e.note.clone()),
+    };
     let history = status.history.clone();
     super::changes::write_stage_status(stage, &old, status, ctx, now).await?;
     // Counted once written, so a refused write that is retried counts once.
@@ -401,12 +405,18 @@ async fn mark_commands(
     use crate::api::CommandPhase::{Applied, Refused, Superseded};
     let steering = &world.steering;
     if let Some(acting) = &steering.acting {
-        let refused = events
-            .iter()
-            .find(|e| e.kind == crate::machine::Transition::CommandRefused);
-        let (phase, message) = match (refused, steering.stale) {
-            (Some(e), false) => (Refused, e.note.clone()),
-            _ => (Applied, acted_message(events, &world.stage.name_any())),
+        let decided = match steering.stale {
+            // Marked after a crash: what the pass that acted on it recorded.
+            true => world
+                .stage
+                .status
+                .as_ref()
+                .and_then(|s| s.last_command_refused.clone()),
+            false => refusal(events).map(|e| e.note.clone()),
+        };
+        let (phase, message) = match decided {
+            Some(why) => (Refused, why),
+            None => (Applied, acted_message(events, &world.stage.name_any())),
         };
         ctx.writer
             .command_status(acting, phase, &message, now)
@@ -441,6 +451,13 @@ async fn mark_commands(
             .await?;
     }
     Ok(())
+}
+
+/// The event saying the acting command was refused, if it was.
+fn refusal(events: &[StageEvent]) -> Option<&StageEvent> {
+    events
+        .iter()
+        .find(|e| e.kind == crate::machine::Transition::CommandRefused)
 }
 
 /// What the acting command did, in the words of the transitions it caused.

@@ -390,6 +390,74 @@ async fn a_command_acted_upon_before_a_crash_is_marked_handled_without_acting_ag
 }
 
 #[tokio::test]
+async fn a_refusal_marked_after_a_crash_is_still_a_refusal_saying_why() {
+    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
+    let why = "promote: stage 'dev' has no rollout in progress";
+    let acted = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle",
+                       "lastCommand": "p1/p1-uid", "lastCommandRefused": why});
+    let stage = stage(json!({}), acted);
+    let release = release("r1", "1.0.0", done);
+    let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
+    let ctx = commanded(client, &stage, &release, vec![command("p1", "promote")]);
+    reconcile(&ctx).await.expect("a clean pass");
+    let seen = calls(&log);
+    let marked = position(&seen, "PATCH", "/stagecommands/p1/status", "Refused");
+    assert_eq!(seen[marked].body["status"]["message"], why);
+    assert!(!mentions(&seen, "\"Applied\""), "{seen:#?}");
+}
+
+#[tokio::test]
+async fn a_refusal_is_remembered_on_the_stage_before_the_command_is_marked() {
+    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
+    let running = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle"});
+    let stage = stage(json!({}), running);
+    let release = release("r1", "1.0.0", done);
+    let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
+    let ctx = commanded(client, &stage, &release, vec![command("p1", "promote")]);
+    reconcile(&ctx).await.expect("a clean pass");
+    let seen = calls(&log);
+    let remembered = position(&seen, "PATCH", "/stages/dev/status", "lastCommandRefused");
+    let marked = position(&seen, "PATCH", "/stagecommands/p1/status", "Refused");
+    assert!(remembered < marked);
+}
+
+/// The watch can lag the operator's own mark on a command: a pass that still sees it waiting
+/// writes only as it saw it, and leaves a mark made since alone.
+#[tokio::test]
+async fn a_command_marked_since_it_was_seen_is_not_marked_again() {
+    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
+    let acted = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle",
+                       "lastCommand": "p1/p1-uid"});
+    let stage = stage(json!({}), acted);
+    let release = release("r1", "1.0.0", done);
+    let mut seen_waiting = command("p1", "promote");
+    seen_waiting.metadata.resource_version = Some("10".into());
+    let mut marked = serde_json::to_value(command("p1", "promote")).unwrap();
+    marked["metadata"]["resourceVersion"] = json!("11");
+    marked["status"] = json!({"phase": "Refused", "message": "no rollout in progress"});
+    let usual = world(stage.clone(), release.clone());
+    let answer = move |call: &Call| match (call.method.as_str(), call.path.as_str()) {
+        ("PATCH", p) if p.contains("/stagecommands/p1/status") => {
+            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                "reason": "Conflict", "code": 409, "message": "modified"});
+            (409, status)
+        }
+        ("GET", p) if p.contains("/stagecommands/p1") => (200, marked.clone()),
+        _ => usual(call),
+    };
+    let (client, log) = fake_apiserver(Arc::new(answer));
+    let ctx = commanded(client, &stage, &release, vec![seen_waiting]);
+    reconcile(&ctx).await.expect("a clean pass");
+    let seen = calls(&log);
+    let tries: Vec<&Call> = seen
+        .iter()
+        .filter(|c| c.is("PATCH", "/stagecommands/p1/status"))
+        .collect();
+    assert_eq!(tries.len(), 1, "{tries:#?}");
+    assert_eq!(tries[0].body["metadata"]["resourceVersion"], "10");
+}
+
+#[tokio::test]
 async fn an_abort_after_a_promote_supersedes_it_and_acts() {
     let stage = paused_canary(json!({}));
     let release = release("r2", "2.0.0", json!({}));

@@ -397,10 +397,42 @@ impl Writer {
             message: Some(message.to_string()),
             handled_at: Some(now),
         };
-        let namespace = command.namespace().unwrap_or_default();
-        let diff = serde_json::to_value(&status)?;
-        self.status::<StageCommand>("command_status", &namespace, &command.name_any(), diff)
-            .await
+        let api = Api::<StageCommand>::namespaced(
+            self.client.clone(),
+            &command.namespace().unwrap_or_default(),
+        );
+        let name = command.name_any();
+        let what = || format!("status of StageCommand '{name}'");
+        let mut version = command.resource_version();
+        // Only as the command was seen, unhandled: the watch can lag this operator's own mark,
+        // and a second pass marking it again would overwrite what the first one said.
+        for _ in 0..3 {
+            self.may_write()?;
+            let patch = json!({"metadata": {"resourceVersion": version}, "status": status});
+            let result = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await;
+            match result {
+                Err(kube::Error::Api(e)) if e.code == 409 => self.metrics.write("command_status"),
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+                result => return self.counted("command_status", what, result).map(|_| ()),
+            }
+            let current = api.get_opt(&name).await;
+            let current =
+                current.map_err(|e| WriteError::from_kube("command_status", what(), e))?;
+            match current {
+                Some(c) if c.status.as_ref().is_none_or(|s| s.phase.is_none()) => {
+                    version = c.resource_version();
+                }
+                _ => return Ok(()),
+            }
+        }
+        Err(WriteError::Refused {
+            kind: "command_status",
+            what: what(),
+            reason: "Conflict",
+            message: "kept changing under concurrent writers".into(),
+        })
     }
 
     /// Appends audit entries the trail does not hold yet; returns those it appended.
