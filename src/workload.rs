@@ -267,7 +267,9 @@ pub struct PrimaryView {
     pub replicas: i32,
     /// Every replica runs the current template and is available.
     pub available: bool,
-    /// At least one replica is available (or none is wanted): Services route to it.
+    /// At least one replica of the current template is available (or none is wanted):
+    /// traffic sent to it reaches this release. Pods of the previous template that are still
+    /// available do not count: they go as soon as the new ones come.
     pub serving: bool,
     /// A short description of its rollout, e.g. `1/3 updated, 0/3 available`.
     pub detail: String,
@@ -303,9 +305,16 @@ pub fn observe(deployment: &Deployment) -> PrimaryView {
         release,
         replicas: want,
         available: complete,
-        serving: want == 0 || (observed_current && available > 0),
+        serving: want == 0 || (observed_current && new_available(updated, available, total) > 0),
         detail: detail(want, updated, available, total),
     }
+}
+
+/// How many pods of the current template are available, at least. Deployment status does not
+/// say which pods are available; assume the old ones are, so the count is never overstated.
+fn new_available(updated: i32, available: i32, total: i32) -> i32 {
+    let old = (total - updated).max(0);
+    (available - old).clamp(0, updated)
 }
 
 /// A rollout's progress in words, counting only pods of the new template as available: the
@@ -315,9 +324,7 @@ fn detail(want: i32, updated: i32, available: i32, total: i32) -> String {
     if old == 0 {
         return format!("{updated}/{want} updated, {available}/{want} available");
     }
-    // Deployment status does not say which pods are available; assume the old ones are, so
-    // the new template's count is a lower bound and never overstated.
-    let new_available = (available - old).clamp(0, updated);
+    let new_available = new_available(updated, available, total);
     format!(
         "{updated}/{want} updated, {new_available}/{want} of the new template available, {old} pod(s) of the previous template still running"
     )
@@ -448,5 +455,33 @@ mod tests {
         let view = observe(&d);
         assert!(view.available);
         assert_eq!(view.release.as_deref(), Some("r1"));
+    }
+
+    /// The canary of the last release still had its pod when the next one came: the
+    /// Deployment counts that pod as available, but traffic for the new release must wait
+    /// for a pod of its own.
+    #[test]
+    fn a_workload_serves_a_release_only_with_a_pod_of_its_template_available() {
+        let artifacts = [Artifact {
+            name: "web".into(),
+            image: "web@sha256:abc".into(),
+        }];
+        let mut d = build_primary(&target(), "dev", owner(), Some(("r2", &artifacts)), 1).unwrap();
+        d.metadata.generation = Some(5);
+        let status = |updated, total, available| DeploymentStatus {
+            observed_generation: Some(5),
+            updated_replicas: Some(updated),
+            replicas: Some(total),
+            available_replicas: Some(available),
+            ..Default::default()
+        };
+        d.status = Some(status(1, 2, 1));
+        assert!(!observe(&d).serving, "only the old pod is available");
+        d.status = Some(status(0, 1, 1));
+        assert!(!observe(&d).serving, "no pod of the new template yet");
+        d.status = Some(status(1, 2, 2));
+        assert!(observe(&d).serving, "the new pod is available too");
+        d.status = Some(status(1, 1, 1));
+        assert!(observe(&d).serving);
     }
 }

@@ -211,8 +211,9 @@ pub async fn scale_down_waits_for_the_data_plane_and_drops_no_request(mut env: T
     assert_eq!(
         bed.load.unserved(),
         0,
-        "requests dropped: {:?}",
-        bed.load.unserved.lock().unwrap()
+        "requests dropped: {:?}; canary weights seen: {:?}",
+        bed.load.unserved.lock().unwrap(),
+        bed.load.seen.lock().unwrap()
     );
 }
 
