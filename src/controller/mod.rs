@@ -24,6 +24,7 @@ pub mod runner;
 pub mod secrets;
 pub mod stage;
 pub mod steering;
+pub mod wake;
 pub mod writer;
 
 #[cfg(test)]

@@ -38,20 +38,12 @@ const INVALID_RETRY: Duration = Duration::from_secs(30);
 pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<String>) {
     let settle = ctx.queue.clone();
     let (index, q) = (&ctx.index, &ctx.queue);
-    let (by_release, by_gate, by_stage) = (index.clone(), index.clone(), index.clone());
+    let by_gate = index.clone();
+    let by_stage = super::wake::on_stage(index.clone());
+    let by_release = super::wake::on_release(index.clone());
     let mut controller = super::queue::controller::<Stage>(index, q, CONTROLLER)
-        .reconcile_on(
-            q.on_changes::<Stage, Stage, _>(index, CONTROLLER, move |s| {
-                let ns = s.namespace().unwrap_or_default();
-                refs_of(by_stage.pipeline_stages(&ns, &s.spec.pipeline))
-            }),
-        )
-        .reconcile_on(
-            q.on_changes::<Release, Stage, _>(index, CONTROLLER, move |r| {
-                let ns = r.namespace().unwrap_or_default();
-                refs_of(by_release.pipeline_stages(&ns, &r.spec.pipeline))
-            }),
-        )
+        .reconcile_on(q.on_changes::<Stage, Stage, _>(index, CONTROLLER, by_stage))
+        .reconcile_on(q.on_changes::<Release, Stage, _>(index, CONTROLLER, by_release))
         .reconcile_on(q.on_changes::<Gate, Stage, _>(index, CONTROLLER, move |g| {
             let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
             refs_of(by_gate.stages_where(&ns, |s| {
