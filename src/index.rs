@@ -10,6 +10,7 @@
 
 pub mod changes;
 pub mod own;
+pub mod pipelines;
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub struct Index {
     pub own_stages: Arc<own::OwnWrites<Stage>>,
     /// The operator's own entries in Releases' status the watch has not brought yet.
     pub own_entries: Arc<own::OwnEntries>,
+    /// The names of each pipeline's Releases.
+    pipelines: Arc<pipelines::Pipelines>,
 }
 
 /// What a scenario test's index holds.
@@ -75,8 +78,12 @@ impl Index {
         let own_entries = Arc::new(own::OwnEntries::default());
         let held = own::following(own_stages.clone());
         let (stages, s) = cache(watch::<Stage>(client, namespace), &changes, held);
-        let held = own::following(own_entries.clone());
-        let (releases, r) = cache(watch::<Release>(client, namespace), &changes, held);
+        let pipelines = Arc::new(pipelines::Pipelines::default());
+        let (held, by_pipeline) = (own::following(own_entries.clone()), pipelines.clone());
+        let (releases, r) = cache(watch::<Release>(client, namespace), &changes, move |e| {
+            held(e);
+            by_pipeline.follow(e);
+        });
         let (gates, g) = cache(watch::<Gate>(client, namespace), &changes, |_| {});
         let (approvals, a) = cache(watch::<Approval>(client, namespace), &changes, |_| {});
         let (commands, c) = cache(watch::<StageCommand>(client, namespace), &changes, |_| {});
@@ -104,6 +111,7 @@ impl Index {
             changes,
             own_stages,
             own_entries,
+            pipelines,
         };
         (Arc::new(index), vec![s, r, g, a, c, d, v])
     }
@@ -127,6 +135,10 @@ impl Index {
             }
             reader
         }
+        let pipelines = Arc::new(pipelines::Pipelines::default());
+        for r in &objects.releases {
+            pipelines.follow(&watcher::Event::Apply(r.clone()));
+        }
         Arc::new(Index {
             stages: store(objects.stages),
             releases: store(objects.releases),
@@ -139,6 +151,7 @@ impl Index {
             changes: Default::default(),
             own_stages: Default::default(),
             own_entries: Default::default(),
+            pipelines,
         })
     }
 
@@ -191,10 +204,11 @@ impl Index {
     /// Releases of one pipeline, oldest first (creation time, then name).
     pub fn pipeline_releases(&self, namespace: &str, pipeline: &str) -> Vec<Arc<Release>> {
         let mut releases: Vec<Arc<Release>> = self
-            .releases
-            .state()
-            .into_iter()
-            .filter(|r| r.namespace().as_deref() == Some(namespace) && r.spec.pipeline == pipeline)
+            .pipelines
+            .names(namespace, pipeline)
+            .iter()
+            .filter_map(|name| self.release(namespace, name))
+            .filter(|r| r.spec.pipeline == pipeline)
             .collect();
         oldest_first(&mut releases);
         releases
