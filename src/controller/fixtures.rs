@@ -457,6 +457,46 @@ async fn a_command_marked_since_it_was_seen_is_not_marked_again() {
     assert_eq!(tries[0].body["metadata"]["resourceVersion"], "10");
 }
 
+/// Someone else changed a command (a label, say) after the pass saw it: it is marked once,
+/// at its new version; one deleted and made again under its name is left to its own pass.
+#[tokio::test]
+async fn a_command_changed_by_someone_else_is_still_marked_and_a_new_one_by_its_name_is_not() {
+    for (uid, marks) in [("p1-uid", 2), ("another-uid", 1)] {
+        let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
+        let running = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle"});
+        let stage = stage(json!({}), running);
+        let release = release("r1", "1.0.0", done);
+        let mut seen_waiting = command("p1", "promote");
+        seen_waiting.metadata.resource_version = Some("10".into());
+        let mut changed = serde_json::to_value(command("p1", "promote")).unwrap();
+        changed["metadata"]["resourceVersion"] = json!("12");
+        changed["metadata"]["uid"] = json!(uid);
+        let usual = world(stage.clone(), release.clone());
+        let answer = move |call: &Call| match (call.method.as_str(), call.path.as_str()) {
+            ("PATCH", p) if p.contains("/stagecommands/p1/status") => {
+                match call.body["metadata"]["resourceVersion"] == "12" {
+                    true => (200, changed.clone()),
+                    false => {
+                        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                            "reason": "Conflict", "code": 409, "message": "modified"});
+                        (409, status)
+                    }
+                }
+            }
+            ("GET", p) if p.contains("/stagecommands/p1") => (200, changed.clone()),
+            _ => usual(call),
+        };
+        let (client, log) = fake_apiserver(Arc::new(answer));
+        let ctx = commanded(client, &stage, &release, vec![seen_waiting]);
+        reconcile(&ctx).await.expect("a clean pass");
+        let tries = calls(&log)
+            .into_iter()
+            .filter(|c| c.is("PATCH", "/stagecommands/p1/status"))
+            .count();
+        assert_eq!(tries, marks, "command {uid}");
+    }
+}
+
 #[tokio::test]
 async fn an_abort_after_a_promote_supersedes_it_and_acts() {
     let stage = paused_canary(json!({}));

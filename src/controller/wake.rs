@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use super::refs_of;
 use crate::api::{Release, Stage};
 use crate::index::Index;
+use crate::index::changes::Indexed;
 
 /// How many changes pass between sweeps of the prints of objects no longer held (a deletion
 /// a lagging subscriber never saw).
@@ -31,11 +32,12 @@ pub struct ReleasePrint {
     entries: Vec<(String, u64)>,
 }
 
-/// What the other stages of its pipeline read of a Stage.
+/// What the other stages of its pipeline, and those on its target, read of a Stage.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StagePrint {
     base: u64,
     pipeline: String,
+    target: String,
 }
 
 pub fn release_print(release: &Release) -> ReleasePrint {
@@ -55,6 +57,7 @@ pub fn stage_print(stage: &Stage) -> StagePrint {
     StagePrint {
         base: identity(stage.meta()),
         pipeline: stage.spec.pipeline.clone(),
+        target: stage.spec.target.name.clone(),
     }
 }
 
@@ -101,23 +104,38 @@ pub fn concerned_by_release(
     }
 }
 
-/// The stages a Stage's change concerns, besides itself: every stage of its pipeline (and of
-/// the one it left) when its identity, spec or pipeline changed; none for its status.
+/// The stages a Stage's change concerns, besides itself, when its identity, spec or
+/// pipeline changed (none for its status): every stage of its pipeline and of the one it left
+/// (their DAG), and every stage on its target, then or now (which of them owns it).
+/// `named` is the print of the object as the change carried it.
 pub fn concerned_by_stage(
     before: Option<&StagePrint>,
     after: Option<&StagePrint>,
-    named: &str,
-    stages_of: impl Fn(&str) -> Vec<Arc<Stage>>,
+    named: &StagePrint,
+    around: &impl Neighbours,
 ) -> Vec<Arc<Stage>> {
-    match (before, after) {
-        (Some(b), Some(a)) if b == a => vec![],
-        _ => pipelines_of(
-            before.map(|p| &p.pipeline),
-            after.map(|p| &p.pipeline),
-            named,
-            stages_of,
-        ),
+    if let (Some(b), Some(a)) = (before, after)
+        && b == a
+    {
+        return vec![];
     }
+    let prints = [before, after, Some(named)];
+    let pipeline = |p: &StagePrint| p.pipeline.clone();
+    let target = |p: &StagePrint| p.target.clone();
+    let pipelines: BTreeSet<String> = prints.iter().flatten().map(|p| pipeline(p)).collect();
+    let targets: BTreeSet<String> = prints.iter().flatten().map(|p| target(p)).collect();
+    let mut woken: Vec<Arc<Stage>> = pipelines
+        .iter()
+        .flat_map(|p| around.of_pipeline(p))
+        .collect();
+    woken.extend(targets.iter().flat_map(|t| around.on_target(t)));
+    woken
+}
+
+/// The stages around a changed Stage.
+pub trait Neighbours {
+    fn of_pipeline(&self, pipeline: &str) -> Vec<Arc<Stage>>;
+    fn on_target(&self, target: &str) -> Vec<Arc<Stage>>;
 }
 
 /// Every stage of the pipelines named before, after and by the object itself.
@@ -151,79 +169,148 @@ fn changed_entries<'a>(
         .collect()
 }
 
-/// The last print of each held object.
+/// The last print of each object seen, by key.
 struct Prints<K: Resource<DynamicType = ()> + 'static, P> {
-    seen: Mutex<(HashMap<ObjectRef<K>, P>, usize)>,
+    seen: Mutex<Seen<K, P>>,
     store: Store<K>,
+    /// How many times a subscriber fell behind ([`Index::lagged`]).
+    lagged: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
-impl<K, P> Prints<K, P>
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    fn new(store: Store<K>) -> Self {
+struct Seen<K: Resource<DynamicType = ()>, P> {
+    by_key: HashMap<ObjectRef<K>, P>,
+    /// Changes since the last sweep.
+    changes: usize,
+    /// The index's count of lagging subscribers at the last sweep.
+    lagged: u64,
+}
+
+/// What one change did: the print before and after (`None`: unseen, or gone), and the
+/// prints of objects a sweep found gone.
+struct Swapped<K: Resource<DynamicType = ()>, P> {
+    before: Option<P>,
+    after: Option<P>,
+    gone: Vec<(ObjectRef<K>, P)>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static, P: Clone> Prints<K, P> {
+    fn new(store: Store<K>, lagged: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        let seen = Seen {
+            by_key: HashMap::new(),
+            changes: 0,
+            lagged: lagged(),
+        };
         Self {
-            seen: Mutex::default(),
+            seen: Mutex::new(seen),
             store,
+            lagged: Box::new(lagged),
         }
     }
 
-    /// Records `object`'s print (`None` once the store no longer holds it) and returns the
-    /// one it had.
-    fn swap(&self, object: &K, print: impl Fn(&K) -> P) -> (Option<P>, Option<P>)
+    /// The prints of the index's `K`s.
+    fn of(index: &Arc<Index>) -> Self
     where
-        P: Clone,
+        K: Indexed,
     {
+        let lags = index.clone();
+        Self::new(K::store(index).clone(), move || lags.lagged())
+    }
+
+    /// Records `object`'s print (none once the store no longer holds it). Every so often,
+    /// and whenever a subscriber fell behind (its deletions unseen), drops the prints of
+    /// objects the store no longer holds and hands them back, so their stages are woken.
+    fn swap(&self, object: &K, print: impl Fn(&K) -> P) -> Swapped<K, P> {
         let key = ObjectRef::from_obj(object);
-        let held = self.store.get(&key);
-        let after = held.map(|o| print(&o));
+        let store = &self.store;
+        let after = store.get(&key).map(|o| print(&o));
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let (prints, changes) = &mut *seen;
         let before = match &after {
-            Some(p) => prints.insert(key, p.clone()),
-            None => prints.remove(&key),
+            Some(p) => seen.by_key.insert(key, p.clone()),
+            None => seen.by_key.remove(&key),
         };
-        *changes += 1;
-        if *changes >= SWEEP_EVERY {
-            *changes = 0;
-            prints.retain(|k, _| self.store.get(k).is_some());
+        seen.changes += 1;
+        let lagged = (self.lagged)();
+        let mut gone = Vec::new();
+        if seen.changes >= SWEEP_EVERY || lagged != seen.lagged {
+            (seen.changes, seen.lagged) = (0, lagged);
+            seen.by_key.retain(|k, p| {
+                let held = store.get(k).is_some();
+                if !held {
+                    gone.push((k.clone(), p.clone()));
+                }
+                held
+            });
         }
-        (before, after)
+        Swapped {
+            before,
+            after,
+            gone,
+        }
     }
 }
 
 /// The Release watch's mapper for the stage controller.
 pub fn on_release(index: Arc<Index>) -> impl Fn(&Release) -> Vec<ObjectRef<Stage>> + Send {
-    let prints = Prints::new(index.releases.clone());
+    let prints = Prints::of(&index);
     move |release| {
-        let (before, after) = prints.swap(release, release_print);
-        let ns = release.namespace().unwrap_or_default();
-        let stages_of = |p: &str| index.pipeline_stages(&ns, p);
-        let pipeline = &release.spec.pipeline;
-        refs_of(concerned_by_release(
-            before.as_ref(),
-            after.as_ref(),
-            pipeline,
-            stages_of,
-        ))
+        let swapped = prints.swap(release, release_print);
+        let index = &index;
+        let stages_in = |ns: Option<&str>| {
+            let ns = ns.unwrap_or_default().to_string();
+            move |p: &str| index.pipeline_stages(&ns, p)
+        };
+        let (before, after) = (swapped.before.as_ref(), swapped.after.as_ref());
+        let named = &release.spec.pipeline;
+        let namespace = release.namespace();
+        let mut woken = concerned_by_release(before, after, named, stages_in(namespace.as_deref()));
+        for (key, p) in &swapped.gone {
+            let stages_of = stages_in(key.namespace.as_deref());
+            woken.extend(concerned_by_release(Some(p), None, &p.pipeline, stages_of));
+        }
+        refs_of(woken)
     }
 }
 
-/// The Stage watch's mapper for the other stages of its pipeline (each stage is woken by its
-/// own changes anyway).
+/// The Stage watch's mapper for the other stages of its pipeline and of its target (each
+/// stage is woken by its own changes anyway).
 pub fn on_stage(index: Arc<Index>) -> impl Fn(&Stage) -> Vec<ObjectRef<Stage>> + Send {
-    let prints = Prints::new(index.stages.clone());
+    let prints = Prints::of(&index);
     move |stage| {
-        let (before, after) = prints.swap(stage, stage_print);
-        let ns = stage.namespace().unwrap_or_default();
-        let stages_of = |p: &str| index.pipeline_stages(&ns, p);
-        let pipeline = &stage.spec.pipeline;
-        refs_of(concerned_by_stage(
-            before.as_ref(),
-            after.as_ref(),
-            pipeline,
-            stages_of,
-        ))
+        let swapped = prints.swap(stage, stage_print);
+        let around = |ns: Option<&str>| Around {
+            namespace: ns.unwrap_or_default().to_string(),
+            index: &index,
+        };
+        let (before, after) = (swapped.before.as_ref(), swapped.after.as_ref());
+        let named = stage_print(stage);
+        let namespace = stage.namespace();
+        let mut woken = concerned_by_stage(before, after, &named, &around(namespace.as_deref()));
+        for (key, p) in &swapped.gone {
+            woken.extend(concerned_by_stage(
+                Some(p),
+                None,
+                p,
+                &around(key.namespace.as_deref()),
+            ));
+        }
+        refs_of(woken)
+    }
+}
+
+/// The stages of one namespace, by pipeline and by target.
+pub struct Around<'a> {
+    namespace: String,
+    index: &'a Index,
+}
+
+impl Neighbours for Around<'_> {
+    fn of_pipeline(&self, pipeline: &str) -> Vec<Arc<Stage>> {
+        self.index.pipeline_stages(&self.namespace, pipeline)
+    }
+
+    fn on_target(&self, target: &str) -> Vec<Arc<Stage>> {
+        self.index
+            .stages_where(&self.namespace, |s| s.spec.target.name == target)
     }
 }
 

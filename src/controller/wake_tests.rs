@@ -97,30 +97,63 @@ fn a_release_seen_first_gone_or_edited_wakes_every_stage_of_its_pipeline() {
     assert_eq!(by_release(&release(1, succeeded_at_dev()), &edited), every);
 }
 
+/// The neighbours of a changed stage, noting what was asked of them.
+#[derive(Default)]
+struct Asked(std::cell::RefCell<Vec<String>>);
+
+impl Neighbours for Asked {
+    fn of_pipeline(&self, pipeline: &str) -> Vec<Arc<Stage>> {
+        self.0.borrow_mut().push(format!("pipeline {pipeline}"));
+        pipeline_of(pipeline)
+    }
+
+    fn on_target(&self, target: &str) -> Vec<Arc<Stage>> {
+        self.0.borrow_mut().push(format!("target {target}"));
+        vec![]
+    }
+}
+
+fn pipeline_of(name: &str) -> Vec<Arc<Stage>> {
+    pipeline(name)
+}
+
 #[test]
 fn a_stage_status_write_wakes_no_other_stage_and_a_spec_change_wakes_its_pipeline() {
     let mut written = stage("test", "web", &["dev"], 1);
     written.status = Some(Default::default());
     let before = stage_print(&stage("test", "web", &["dev"], 1));
-    let status_only =
-        concerned_by_stage(Some(&before), Some(&stage_print(&written)), "web", pipeline);
-    assert!(status_only.is_empty());
+    let after = stage_print(&written);
+    let asked = Asked::default();
+    assert!(concerned_by_stage(Some(&before), Some(&after), &after, &asked).is_empty());
+    assert!(asked.0.borrow().is_empty());
     let edited = stage_print(&stage("test", "web", &[], 2));
-    let spec = concerned_by_stage(Some(&before), Some(&edited), "web", pipeline);
+    let spec = concerned_by_stage(Some(&before), Some(&edited), &edited, &asked);
     assert_eq!(names(spec).len(), 4);
 }
 
 #[test]
-fn a_stage_moved_to_another_pipeline_wakes_the_stages_of_both() {
+fn a_stage_moved_to_another_pipeline_and_target_wakes_the_stages_of_each() {
     let before = stage_print(&stage("test", "web", &["dev"], 1));
-    let after = stage_print(&stage("test", "shop", &[], 2));
-    let mut asked = std::cell::RefCell::new(Vec::new());
-    let stages_of = |p: &str| {
-        asked.borrow_mut().push(p.to_string());
-        vec![]
-    };
-    concerned_by_stage(Some(&before), Some(&after), "shop", stages_of);
-    assert_eq!(asked.get_mut().clone(), ["shop", "web"]);
+    let mut moved = stage("test", "shop", &[], 2);
+    moved.spec.target.name = "shop-web".into();
+    let after = stage_print(&moved);
+    let asked = Asked::default();
+    concerned_by_stage(Some(&before), Some(&after), &after, &asked);
+    let expected = [
+        "pipeline shop",
+        "pipeline web",
+        "target shop-web",
+        "target test",
+    ];
+    assert_eq!(*asked.0.borrow(), expected);
+}
+
+#[test]
+fn a_stage_found_gone_wakes_its_pipeline_and_its_target() {
+    let print = stage_print(&stage("test", "web", &["dev"], 1));
+    let asked = Asked::default();
+    concerned_by_stage(Some(&print), None, &print, &asked);
+    assert_eq!(*asked.0.borrow(), ["pipeline web", "target test"]);
 }
 
 #[test]
@@ -139,4 +172,28 @@ fn the_release_mapper_wakes_the_pipeline_once_then_only_on_what_the_stages_read(
     let mut gone = held.clone();
     gone.metadata.name = Some("r0".into());
     assert_eq!(map(&gone).len(), 4, "one the store does not hold");
+}
+
+#[test]
+fn a_release_deleted_while_a_subscriber_lagged_is_found_gone_at_the_next_change() {
+    use kube::runtime::{reflector, watcher::Event};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (store, mut watch) = reflector::store::<Release>();
+    let mut other = release(1, succeeded_at_dev());
+    other.metadata.name = Some("r2".into());
+    let deleted = release(1, succeeded_at_dev());
+    watch.apply_watcher_event(&Event::Apply(deleted.clone()));
+    watch.apply_watcher_event(&Event::Apply(other.clone()));
+    let lags = Arc::new(AtomicU64::new(0));
+    let counted = lags.clone();
+    let prints = Prints::new(store, move || counted.load(Ordering::Relaxed));
+    prints.swap(&deleted, release_print);
+    prints.swap(&other, release_print);
+    watch.apply_watcher_event(&Event::Delete(deleted));
+    assert!(prints.swap(&other, release_print).gone.is_empty());
+    lags.fetch_add(1, Ordering::Relaxed);
+    let swapped = prints.swap(&other, release_print);
+    let gone: Vec<&str> = swapped.gone.iter().map(|(k, _)| k.name.as_str()).collect();
+    assert_eq!(gone, ["r1"], "its pipeline's stages are woken");
+    assert!(prints.swap(&other, release_print).gone.is_empty(), "once");
 }

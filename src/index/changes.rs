@@ -2,9 +2,10 @@
 //! broadcast channel of its kind once the store holds it, so the controllers read the one
 //! index instead of watching and caching the same objects again. A controller that
 //! subscribes (the leader's, when it starts) gets every object held first, then each change;
-//! one that fell more than [`BUFFER`] changes behind gets every object again (only a
-//! deletion among the changes it missed is not seen). With no subscriber (a standby)
-//! nothing is kept.
+//! one that fell more than [`BUFFER`] changes behind gets every object again (a deletion
+//! among the changes it missed is not seen, but the lag is counted, [`Index::lagged`], so a
+//! holder of what it saw can look for what went). With no subscriber (a standby) nothing is
+//! kept.
 //!
 //! The channel carries an object's key, and the subscriber reads the object from the store:
 //! a ring of whole objects kept the last [`BUFFER`] versions of each kind alive, which at
@@ -12,6 +13,7 @@
 //! since the store no longer has it and the triggers still need to know what it named.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -41,6 +43,9 @@ pub enum Change<K: Resource<DynamicType = ()>> {
 }
 
 pub struct Changes {
+    /// How many times a subscriber fell behind and was handed everything again: a deletion
+    /// among the changes it missed is not seen, and a holder of what it saw can sweep.
+    pub lagged: std::sync::atomic::AtomicU64,
     pub stages: Sender<Change<Stage>>,
     pub releases: Sender<Change<Release>>,
     pub gates: Sender<Change<Gate>>,
@@ -53,6 +58,7 @@ pub struct Changes {
 impl Default for Changes {
     fn default() -> Self {
         Self {
+            lagged: Default::default(),
             stages: broadcast::channel(BUFFER).0,
             releases: broadcast::channel(BUFFER).0,
             gates: broadcast::channel(BUFFER).0,
@@ -103,12 +109,20 @@ impl Index {
                 // Changed again or deleted since: that change follows.
                 Ok(Change::Held(key)) => K::store(&index).get(&key).into_iter().collect(),
                 Ok(Change::Gone(object)) => vec![object],
-                Err(RecvError::Lagged(_)) => K::store(&index).state(),
+                Err(RecvError::Lagged(_)) => {
+                    index.changes.lagged.fetch_add(1, Ordering::Relaxed);
+                    K::store(&index).state()
+                }
                 Err(RecvError::Closed) => return None,
             };
             Some((futures::stream::iter(batch), (rx, index)))
         });
         futures::stream::iter(held).chain(later.flatten()).boxed()
+    }
+
+    /// How many times a subscriber of any kind fell behind (see [`Changes::lagged`]).
+    pub fn lagged(&self) -> u64 {
+        self.changes.lagged.load(Ordering::Relaxed)
     }
 
     /// Tells subscribers that `changed` changed. The store has already taken the change, so

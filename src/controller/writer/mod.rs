@@ -420,8 +420,13 @@ impl Writer {
             let current = api.get_opt(&name).await;
             let current =
                 current.map_err(|e| WriteError::from_kube("command_status", what(), e))?;
+            // Marked meanwhile, deleted, or deleted and made again under the same name (a
+            // new command, which its own pass will judge): nothing more to mark.
             match current {
-                Some(c) if c.status.as_ref().is_none_or(|s| s.phase.is_none()) => {
+                Some(c)
+                    if c.uid() == command.uid()
+                        && c.status.as_ref().is_none_or(|s| s.phase.is_none()) =>
+                {
                     version = c.resource_version();
                 }
                 _ => return Ok(()),
