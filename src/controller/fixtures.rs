@@ -105,6 +105,23 @@ fn quota_exceeded() -> (u16, Value) {
     (403, status)
 }
 
+fn conflict() -> (u16, Value) {
+    let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "Conflict", "code": 409, "message": "modified"});
+    (409, status)
+}
+
+/// Stage `dev`, idle after rolling out `r1`, with `status` laid over its status; and `r1`,
+/// succeeded there.
+fn idle_after_r1(status: Value) -> (Stage, Release) {
+    let mut idle = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle"});
+    if let (Some(idle), Some(more)) = (idle.as_object_mut(), status.as_object()) {
+        idle.extend(more.clone());
+    }
+    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
+    (stage(json!({}), idle), release("r1", "1.0.0", done))
+}
+
 /// The usual answers: the stage and release as given, the target, no primary yet, and every
 /// write accepted (answered with the object as it was).
 fn world(stage: Stage, release: Release) -> impl Fn(&Call) -> (u16, Value) + Send + Sync {
@@ -323,10 +340,7 @@ async fn a_start_replayed_after_a_crash_adds_no_second_audit_entry() {
 
 #[tokio::test]
 async fn a_promote_on_an_idle_stage_is_refused_with_an_event_and_says_so_on_the_command() {
-    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
-    let running = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle"});
-    let stage = stage(json!({}), running);
-    let release = release("r1", "1.0.0", done);
+    let (stage, release) = idle_after_r1(json!({}));
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
     let ctx = commanded(client, &stage, &release, vec![command("p1", "promote")]);
     reconcile(&ctx).await.expect("a clean pass");
@@ -373,11 +387,7 @@ fn requeue_seconds(action: &Action) -> f64 {
 
 #[tokio::test]
 async fn a_command_acted_upon_before_a_crash_is_marked_handled_without_acting_again() {
-    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
-    let acted = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle",
-                       "lastCommand": "p1/p1-uid"});
-    let stage = stage(json!({}), acted);
-    let release = release("r1", "1.0.0", done);
+    let (stage, release) = idle_after_r1(json!({"lastCommand": "p1/p1-uid"}));
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
     let ctx = commanded(client, &stage, &release, vec![command("p1", "promote")]);
     reconcile(&ctx).await.expect("a clean pass");
@@ -391,12 +401,9 @@ async fn a_command_acted_upon_before_a_crash_is_marked_handled_without_acting_ag
 
 #[tokio::test]
 async fn a_refusal_marked_after_a_crash_is_still_a_refusal_saying_why() {
-    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
     let why = "promote: stage 'dev' has no rollout in progress";
-    let acted = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle",
-                       "lastCommand": "p1/p1-uid", "lastCommandRefused": why});
-    let stage = stage(json!({}), acted);
-    let release = release("r1", "1.0.0", done);
+    let acted = json!({"lastCommand": "p1/p1-uid", "lastCommandRefused": why});
+    let (stage, release) = idle_after_r1(acted);
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
     let ctx = commanded(client, &stage, &release, vec![command("p1", "promote")]);
     reconcile(&ctx).await.expect("a clean pass");
@@ -408,10 +415,7 @@ async fn a_refusal_marked_after_a_crash_is_still_a_refusal_saying_why() {
 
 #[tokio::test]
 async fn a_refusal_is_remembered_on_the_stage_before_the_command_is_marked() {
-    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
-    let running = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle"});
-    let stage = stage(json!({}), running);
-    let release = release("r1", "1.0.0", done);
+    let (stage, release) = idle_after_r1(json!({}));
     let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
     let ctx = commanded(client, &stage, &release, vec![command("p1", "promote")]);
     reconcile(&ctx).await.expect("a clean pass");
@@ -425,11 +429,7 @@ async fn a_refusal_is_remembered_on_the_stage_before_the_command_is_marked() {
 /// writes only as it saw it, and leaves a mark made since alone.
 #[tokio::test]
 async fn a_command_marked_since_it_was_seen_is_not_marked_again() {
-    let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
-    let acted = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle",
-                       "lastCommand": "p1/p1-uid"});
-    let stage = stage(json!({}), acted);
-    let release = release("r1", "1.0.0", done);
+    let (stage, release) = idle_after_r1(json!({"lastCommand": "p1/p1-uid"}));
     let mut seen_waiting = command("p1", "promote");
     seen_waiting.metadata.resource_version = Some("10".into());
     let mut marked = serde_json::to_value(command("p1", "promote")).unwrap();
@@ -437,11 +437,7 @@ async fn a_command_marked_since_it_was_seen_is_not_marked_again() {
     marked["status"] = json!({"phase": "Refused", "message": "no rollout in progress"});
     let usual = world(stage.clone(), release.clone());
     let answer = move |call: &Call| match (call.method.as_str(), call.path.as_str()) {
-        ("PATCH", p) if p.contains("/stagecommands/p1/status") => {
-            let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                "reason": "Conflict", "code": 409, "message": "modified"});
-            (409, status)
-        }
+        ("PATCH", p) if p.contains("/stagecommands/p1/status") => conflict(),
         ("GET", p) if p.contains("/stagecommands/p1") => (200, marked.clone()),
         _ => usual(call),
     };
@@ -462,10 +458,7 @@ async fn a_command_marked_since_it_was_seen_is_not_marked_again() {
 #[tokio::test]
 async fn a_command_changed_by_someone_else_is_still_marked_and_a_new_one_by_its_name_is_not() {
     for (uid, marks) in [("p1-uid", 2), ("another-uid", 1)] {
-        let done = json!({"stages": {"dev": {"phase": "Succeeded", "reason": "RolledOut"}}});
-        let running = json!({"currentRelease": "r1", "currentVersion": "1.0.0", "phase": "Idle"});
-        let stage = stage(json!({}), running);
-        let release = release("r1", "1.0.0", done);
+        let (stage, release) = idle_after_r1(json!({}));
         let mut seen_waiting = command("p1", "promote");
         seen_waiting.metadata.resource_version = Some("10".into());
         let mut changed = serde_json::to_value(command("p1", "promote")).unwrap();
@@ -476,11 +469,7 @@ async fn a_command_changed_by_someone_else_is_still_marked_and_a_new_one_by_its_
             ("PATCH", p) if p.contains("/stagecommands/p1/status") => {
                 match call.body["metadata"]["resourceVersion"] == "12" {
                     true => (200, changed.clone()),
-                    false => {
-                        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                                            "reason": "Conflict", "code": 409, "message": "modified"});
-                        (409, status)
-                    }
+                    false => conflict(),
                 }
             }
             ("GET", p) if p.contains("/stagecommands/p1") => (200, changed.clone()),

@@ -1,6 +1,7 @@
 //! Which Stages a change of a Release, or of another Stage, concerns. A stage's decision
 //! reads, of each Release of its pipeline, the release's spec and validity, its own entry and
-//! the entries of the stages it requires; of the other Stages of its pipeline, their specs.
+//! the entries of the stages it requires; of the other Stages, the specs of those in its
+//! pipeline (the DAG) or on its target (which stage owns it).
 //! A transition writes a Release three times (the audit trail, the entry, the summary) and
 //! its Stage once, and each write used to wake every stage of the pipeline, so most stage
 //! passes decided nothing. Here the print of each watched object (what the stages read of
