@@ -203,9 +203,8 @@ async fn freshen(
             continue;
         };
         let status = fresh.status.clone().unwrap_or_default();
-        if let Some(entry) = status.stages.get(stage) {
-            ctx.index.own_entries.wrote(&fresh, stage, entry.clone());
-        }
+        let entry = status.stages.get(stage).cloned();
+        ctx.index.own_entries.wrote(&fresh, stage, entry);
         if let Some(view) = releases.iter_mut().find(|r| r.name == name) {
             view.stages = status.stages;
         }

@@ -201,7 +201,8 @@ impl<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static> Follows<K> f
 }
 
 /// Each Release's entries the operator wrote, by stage.
-type Entries = HashMap<ObjectRef<Release>, HashMap<String, Held<ReleaseStageStatus>>>;
+/// Each stage's last entry by release; `None` where the apiserver showed none.
+type Entries = HashMap<ObjectRef<Release>, HashMap<String, Held<Option<ReleaseStageStatus>>>>;
 
 /// The entries the operator wrote into Releases' status.
 #[derive(Default)]
@@ -210,8 +211,9 @@ pub struct OwnEntries {
 }
 
 impl OwnEntries {
-    /// `stage` wrote `entry`, and the write left `release`.
-    pub fn wrote(&self, release: &Release, stage: &str, entry: ReleaseStageStatus) {
+    /// `stage` wrote `entry` (or read it from the apiserver: `None` when there was none), and
+    /// the write left `release`.
+    pub fn wrote(&self, release: &Release, stage: &str, entry: Option<ReleaseStageStatus>) {
         let (Some(version), key) = (version_of(release), ObjectRef::from_obj(release)) else {
             return;
         };
@@ -249,7 +251,7 @@ impl OwnEntries {
             return Read::Known(held.cloned());
         }
         match mine.trusted() {
-            true => Read::Known(Some(mine.value.clone())),
+            true => Read::Known(mine.value.clone()),
             false => Read::Unknown,
         }
     }

@@ -110,12 +110,12 @@ fn a_stage_reads_its_own_entry_until_the_store_holds_it_while_others_write_the_r
     own.wrote(
         &release("3", waiting.clone()),
         "dev",
-        ReleaseStageStatus::new(Phase::Failed),
+        Some(ReleaseStageStatus::new(Phase::Failed)),
     );
     own.wrote(
         &release("2", waiting.clone()),
         "prod",
-        ReleaseStageStatus::new(Phase::Waiting),
+        Some(ReleaseStageStatus::new(Phase::Waiting)),
     );
     assert_eq!(
         phase(own.entry(&store, "dev")),
@@ -143,7 +143,7 @@ fn an_entry_not_brought_after_a_relist_sends_the_stage_to_the_apiserver() {
     own.wrote(
         &release("2", serde_json::json!({})),
         "dev",
-        ReleaseStageStatus::new(Phase::Failed),
+        Some(ReleaseStageStatus::new(Phase::Failed)),
     );
     own.relisted();
     assert_eq!(phase(own.entry(&store, "dev")), "unknown");
@@ -173,11 +173,32 @@ fn a_read_from_the_apiserver_of_a_version_the_store_holds_ends_the_doubt() {
     entries.wrote(
         &release("4", serde_json::json!({})),
         "dev",
-        ReleaseStageStatus::new(Phase::Failed),
+        Some(ReleaseStageStatus::new(Phase::Failed)),
     );
     entries.relisted();
     assert_eq!(phase(entries.entry(&store, "dev")), "unknown");
     entries.seen(&store);
-    entries.wrote(&store, "dev", ReleaseStageStatus::new(Phase::Succeeded));
+    entries.wrote(
+        &store,
+        "dev",
+        Some(ReleaseStageStatus::new(Phase::Succeeded)),
+    );
     assert_eq!(phase(entries.entry(&store, "dev")), "Succeeded");
+}
+
+#[test]
+fn a_release_read_from_the_apiserver_without_the_stages_entry_is_held_as_none() {
+    let entries = OwnEntries::default();
+    let store = release("1", serde_json::json!({"dev": {"phase": "Failed"}}));
+    let wrote = release("2", serde_json::json!({"dev": {"phase": "Failed"}}));
+    entries.wrote(&wrote, "dev", Some(ReleaseStageStatus::new(Phase::Failed)));
+    entries.relisted();
+    assert_eq!(phase(entries.entry(&store, "dev")), "unknown");
+    let cleared = release("3", serde_json::json!({}));
+    entries.wrote(&cleared, "dev", None);
+    assert_eq!(
+        phase(entries.entry(&store, "dev")),
+        "none",
+        "the apiserver's answer, not another read, until the watch brings it"
+    );
 }

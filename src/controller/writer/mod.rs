@@ -296,7 +296,7 @@ impl Writer {
             .status_patch::<Release>("release_status", namespace, release, patch)
             .await?;
         if let Some(written) = written {
-            self.own_entries.wrote(&written, stage, new.clone());
+            self.own_entries.wrote(&written, stage, Some(new.clone()));
         }
         Ok(())
     }
