@@ -4,6 +4,7 @@
 
 pub mod mutate;
 pub mod protect;
+pub mod steer;
 pub mod tls;
 pub mod validate;
 

@@ -72,13 +72,14 @@ pub async fn stamp(req: &AdmissionRequest<DynamicObject>, state: &AdmissionState
         }
         ("StageCommand", Operation::Create) => {
             let mut spec: StageCommandSpec = typed(spec?)?;
-            spec.stage_ref = state
-                .stage(who.namespace, &spec.stage)
-                .await
-                .map(|s| StageRef {
+            spec.stage_ref = match state.stage(who.namespace, &spec.stage).await {
+                Some(s) => Some(StageRef {
                     uid: s.uid().unwrap_or_default(),
                     generation: s.metadata.generation.unwrap_or_default(),
-                });
+                    authorized_as: super::steer::authorize(req, state, &s, spec.action).await,
+                }),
+                None => None,
+            };
             let subject = Subject::Command {
                 namespace: who.namespace,
                 spec: &spec,
@@ -347,8 +348,10 @@ mod tests {
             spec.stage_ref,
             Some(StageRef {
                 uid: "stage-uid".into(),
-                generation: 3
-            })
+                generation: 3,
+                authorized_as: None,
+            }),
+            "alice has no verb (the apiserver did not say yes) and the stage no approval gate"
         );
         let subject = Subject::Command {
             namespace: "shop",
@@ -356,6 +359,46 @@ mod tests {
         };
         let who = key().verify(&subject, spec.requested_by.as_ref()).unwrap();
         assert_eq!(who.username, "alice");
+    }
+
+    #[tokio::test]
+    async fn a_promote_by_an_approver_of_the_stage_is_authorised_as_such() {
+        let stage: crate::api::Stage =
+            serde_json::from_value(stage_object(json!(["signoff"]), json!({}))).unwrap();
+        let gate: crate::api::Gate = serde_json::from_value(json!({
+            "apiVersion": "greenlight.dev/v1alpha1", "kind": "Gate",
+            "metadata": {"name": "signoff", "namespace": "shop"},
+            "spec": {"type": "approval", "approval": {"groups": ["release-managers"]}}}))
+        .unwrap();
+        let state = state(Objects {
+            stages: vec![stage],
+            gates: vec![gate],
+            ..Default::default()
+        });
+        let command = |action: &str| {
+            json!({"apiVersion": "greenlight.dev/v1alpha1", "kind": "StageCommand",
+                   "metadata": {"name": "c", "namespace": "shop"},
+                   "spec": {"stage": "prod", "action": action}})
+        };
+        let authorised = |object: Value| {
+            let req = request("StageCommand", "CREATE", object.clone(), None);
+            let state = &state;
+            async move {
+                let patched = apply(&stamp(&req, state).await.unwrap(), &object);
+                let spec: StageCommandSpec =
+                    serde_json::from_value(patched["spec"].clone()).unwrap();
+                spec.stage_ref.unwrap().authorized_as
+            }
+        };
+        assert_eq!(
+            authorised(command("promote")).await.as_deref(),
+            Some("an approver at gate 'signoff'")
+        );
+        assert_eq!(
+            authorised(command("abort")).await,
+            None,
+            "an abort needs the verb, whoever approves"
+        );
     }
 
     #[tokio::test]

@@ -97,6 +97,12 @@ pub struct StageRef {
     #[schemars(length(max = 64))]
     pub uid: String,
     pub generation: i64,
+    /// Set by the admission webhook: why the requester may steer this stage (the `promote` or
+    /// `abort` verb on it, or a place among its approval gate's users or groups); absent when
+    /// they may not, and the command is then refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub authorized_as: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

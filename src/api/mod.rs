@@ -37,3 +37,5 @@ pub const STAGE_LABEL: &str = "greenlight.dev/stage";
 pub const WORKLOAD_LABEL: &str = "greenlight.dev/workload";
 /// The actor recorded for the operator's own decisions.
 pub const OPERATOR_ACTOR: &str = "greenlight";
+/// The operator's finalizer on Stages: a deletion waits until traffic is safe.
+pub const STAGE_FINALIZER: &str = "greenlight.dev/restore-traffic";

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::approval::Identity;
 use super::conditions::Condition;
-use super::patterns::{DIGEST_PATTERN, NAME_PATTERN};
+use super::patterns::{DIGEST_PATTERN, NAME_PATTERN, VERSION_PATTERN};
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -42,7 +42,7 @@ pub struct ReleaseSpec {
     #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
     pub pipeline: String,
     /// Human-facing version, e.g. `1.4.2` or a build number.
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = VERSION_PATTERN))]
     pub version: String,
     /// Container images of the release, each pinned by digest.
     #[schemars(length(min = 1))]

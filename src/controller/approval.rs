@@ -83,14 +83,22 @@ async fn reconcile_approval(
         (Ok(who), Some(release), Some(stage)) => {
             let verdicts = verdicts(approval, release, stage, who, ctx);
             let by = format!("{} by {}", past_tense(spec.decision), who.username);
-            (true, RECORDED, format!("{by}: {}", verdicts.join("; ")))
+            let message = format!("{by}: {}", verdicts.join("; "));
+            match kept_off_the_trail(&verdicts, release, approval, &who.username) {
+                Some(why) => (true, RECORDED, format!("{message}; {why}")),
+                None => (true, RECORDED, message),
+            }
         }
     };
     write_status(approval, namespace, verified_stamp, reason, &message, ctx).await?;
-    // Recorded once the decision can be judged: signed, for a Release and Stage that exist.
+    // Recorded once the decision can be judged: signed, for a Release and Stage that exist,
+    // and only when it counts somewhere, within a person's share of the trail.
     let (Ok(who), Some(_), Some(_)) = (verified, release, stage) else {
         return Ok(Action::await_change());
     };
+    if message.contains(OFF_THE_TRAIL) {
+        return Ok(Action::await_change());
+    }
     let comment = spec
         .comment
         .as_deref()
@@ -162,6 +170,38 @@ fn verdicts(
             release.name_any()
         )],
     }
+}
+
+/// How an Approval's message says it was kept on the Approval alone.
+const OFF_THE_TRAIL: &str = "recorded on this Approval only";
+/// Most decisions one person's Approvals add to one Release's trail at one stage: a person
+/// who changes their mind is recorded, one who scripts Approvals cannot fill the trail.
+pub const DECISIONS_PER_PERSON: usize = 10;
+
+/// Why a verified decision stays off its Release's trail: it counts nowhere (anyone who may
+/// create Approvals could otherwise fill the trail), or its author has used their share.
+fn kept_off_the_trail(
+    verdicts: &[String],
+    release: &Release,
+    approval: &Approval,
+    who: &str,
+) -> Option<String> {
+    let (stage, name) = (&approval.spec.stage, approval.name_any());
+    if !verdicts.iter().any(|v| v.starts_with(COUNTS)) {
+        return Some(format!(
+            "{OFF_THE_TRAIL}, not on the Release's audit trail, as it counts nowhere"
+        ));
+    }
+    let trail = release.status.iter().flat_map(|s| s.audit.iter());
+    let theirs = trail
+        .filter(|e| e.actor == who && &e.stage == stage)
+        .filter(|e| e.approval.as_ref().is_some_and(|a| *a != name))
+        .count();
+    (theirs >= DECISIONS_PER_PERSON).then(|| {
+        format!(
+            "{OFF_THE_TRAIL}: {who} has {theirs} decisions on the Release's audit trail for this stage, the most one person may add"
+        )
+    })
 }
 
 /// Verified with its Release and Stage found, so recorded: nothing a Release change can alter.

@@ -1,7 +1,8 @@
 //! Per-object backoff after a failed or refused write: exponential with jitter, from
 //! [`FIRST`] up to [`LONGEST`]. While an object backs off, watch events (most of them caused by
-//! the operator's own status writes) do not make it try again; a change of its spec or a
-//! person's new StageCommand does.
+//! the operator's own status writes) do not make it try again; a change of its spec does, and
+//! so does a person's new StageCommand, at most once per [`COMMAND_WAKE_EVERY`]: a script
+//! creating commands can never turn a backoff into a hot retry.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 
 pub const FIRST: Duration = Duration::from_secs(2);
 pub const LONGEST: Duration = Duration::from_secs(120);
+/// The least time between two waits ended by new StageCommands, per object.
+pub const COMMAND_WAKE_EVERY: Duration = Duration::from_secs(10);
 
 /// What an object looked like when it failed: a change to it ends the wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,8 @@ struct Entry {
     failures: u32,
     until: Instant,
     seen: Fingerprint,
+    /// When new StageCommands last ended the wait.
+    woken_by_command: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -33,16 +38,33 @@ pub struct Backoff {
 impl Backoff {
     /// How much longer `key` must wait, if it is backing off and has not changed.
     pub fn remaining(&self, key: &str, now: &Fingerprint) -> Option<Duration> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.get(key)?;
-        let left = entry.until.checked_duration_since(Instant::now())?;
-        (entry.seen == *now).then_some(left)
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.get_mut(key)?;
+        let instant = Instant::now();
+        let left = entry.until.checked_duration_since(instant)?;
+        if entry.seen.generation != now.generation {
+            return None;
+        }
+        if entry.seen.commands == now.commands {
+            return Some(left);
+        }
+        let recently = entry
+            .woken_by_command
+            .is_some_and(|at| instant.duration_since(at) < COMMAND_WAKE_EVERY);
+        if recently {
+            return Some(left);
+        }
+        entry.woken_by_command = Some(instant);
+        entry.seen.commands = now.commands.clone();
+        None
     }
 
     /// Records a failure and returns how long to wait before the next attempt.
     pub fn failed(&self, key: &str, seen: Fingerprint) -> Duration {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let failures = entries.get(key).map_or(0, |e| e.failures) + 1;
+        let before = entries.get(key);
+        let failures = before.map_or(0, |e| e.failures) + 1;
+        let woken_by_command = before.and_then(|e| e.woken_by_command);
         let wait = delay(failures, jitter(key, failures));
         let until = Instant::now() + wait;
         entries.insert(
@@ -51,6 +73,7 @@ impl Backoff {
                 failures,
                 until,
                 seen,
+                woken_by_command,
             },
         );
         wait
@@ -127,6 +150,14 @@ mod tests {
             "a new StageCommand ends the wait"
         );
         assert_eq!(backoff.failures("ns/a"), 1);
+        let another = Fingerprint {
+            generation: Some(1),
+            commands: vec!["abort-prod-1".into(), "abort-prod-2".into()],
+        };
+        assert!(
+            backoff.remaining("ns/a", &another).is_some(),
+            "a second new StageCommand within 10s does not end the wait again"
+        );
         backoff.succeeded("ns/a");
         assert_eq!(backoff.failures("ns/a"), 0);
     }

@@ -41,9 +41,13 @@ pub(crate) async fn apply(
     if !retreat {
         apply_workloads(world, &outcome, ctx).await?;
     }
-    record(world, &outcome, ctx, now).await?;
+    let unaudited = record(world, &outcome, ctx, now, retreat).await?;
     if retreat {
         apply_workloads(world, &outcome, ctx).await?;
+    }
+    if let Some(refused) = unaudited {
+        // The retreat went on; the trail that refused it is shown like any refused write.
+        return Err(refused.into());
     }
     announce(world, &outcome.events, ctx).await;
     mark_commands(world, &outcome.events, ctx, now).await?;
@@ -83,13 +87,16 @@ async fn apply_workloads(
     Ok(())
 }
 
-/// The audit trail, then the release entries, then the stage status that makes it final.
+/// The audit trail, then the release entries, then the stage status that makes it final. In
+/// a retreat, a trail that refuses the append does not stop it: the rest is recorded, and
+/// the refusal is returned to be shown once the traffic has moved.
 async fn record(
     world: &World,
     outcome: &Outcome,
     ctx: &Context,
     now: Timestamp,
-) -> Result<(), ReconcileError> {
+    retreat: bool,
+) -> Result<Option<super::writer::WriteError>, ReconcileError> {
     let stage = &world.stage;
     let namespace = stage.namespace().unwrap_or_default();
     let (ns, name) = (namespace.as_str(), stage.name_any());
@@ -100,7 +107,13 @@ async fn record(
             Box::pin(async move { ctx.writer.audit(ns, &release, entries).await.map(|_| ()) })
         })
         .collect();
-    concurrently(audits).await?;
+    let unaudited = match concurrently_raw(audits).await {
+        Err(refused @ super::writer::WriteError::Refused { .. }) if retreat => Some(refused),
+        result => {
+            result?;
+            None
+        }
+    };
     let mut entries: Vec<Write<'_>> = Vec::new();
     for (release, entry) in &outcome.release_updates {
         let before = world
@@ -135,7 +148,7 @@ async fn record(
         stage.spec.strategy.strategy_type,
         ctx,
     );
-    Ok(())
+    Ok(unaudited)
 }
 
 type Write<'a> = futures::future::BoxFuture<'a, Result<(), super::writer::WriteError>>;
@@ -144,6 +157,10 @@ type Write<'a> = futures::future::BoxFuture<'a, Result<(), super::writer::WriteE
 /// of releases in one pass; one after another, on a busy apiserver, that pass took seconds.
 /// Each write is idempotent, so a kill part-way leaves nothing the next pass does not mend.
 async fn concurrently(writes: Vec<Write<'_>>) -> Result<(), ReconcileError> {
+    Ok(concurrently_raw(writes).await?)
+}
+
+async fn concurrently_raw(writes: Vec<Write<'_>>) -> Result<(), super::writer::WriteError> {
     use futures::{StreamExt, TryStreamExt};
     futures::stream::iter(writes)
         .buffer_unordered(8)

@@ -14,7 +14,7 @@ use crate::api::stage::StrategyType;
 use crate::routers::{RouterContext, TrafficRouter, for_routing};
 use crate::workload::{canary_name, primary_name};
 
-pub const FINALIZER: &str = "greenlight.dev/restore-traffic";
+pub use crate::api::STAGE_FINALIZER as FINALIZER;
 
 /// Keeps the finalizer where it is needed; for a Stage being deleted, restores its route and
 /// lets it go, and the pass ends there (`Some`).

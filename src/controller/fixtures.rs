@@ -161,7 +161,8 @@ fn command(name: &str, action: &str) -> StageCommand {
         "metadata": {"name": name, "namespace": NS, "uid": format!("{name}-uid"),
                      "creationTimestamp": "2026-11-27T10:00:10Z"},
         "spec": {"stage": "dev", "action": action,
-                 "stageRef": {"uid": "stage-uid", "generation": 1}},
+                 "stageRef": {"uid": "stage-uid", "generation": 1,
+                              "authorizedAs": "the 'promote' verb on stages.greenlight.dev"}},
     }))
     .unwrap();
     let subject = crate::identity::Subject::Command {

@@ -1,7 +1,8 @@
 //! The StageCommands people create for a Stage (promote, abort, retry): which one acts on this
 //! pass, which are refused and why, and which an abort supersedes. A command counts only when
-//! the admission webhook stamped its requester and bound it to this Stage object (uid) at this
-//! spec (generation); an abort needs only the uid, as aborting is always safe. The status
+//! the admission webhook stamped its requester, found them allowed to steer this stage
+//! ([`crate::admission::steer`]) and bound it to this Stage object (uid) at this spec
+//! (generation); an abort needs only the uid, as aborting is safe at any generation. The status
 //! remembers the command last acted upon (`lastCommand`), so a pass after a crash between the
 //! stage's status write and the command's own only marks it handled, without acting twice.
 
@@ -72,22 +73,23 @@ fn check(stage: &Stage, command: &StageCommand, key: &IdentityKey) -> Result<Str
         spec,
     };
     let abort = spec.action == CommandAction::Abort;
-    let who = key.verify(&subject, spec.requested_by.as_ref());
-    let requester = match &who {
+    let requester = match key.verify(&subject, spec.requested_by.as_ref()) {
         Ok(who) => who.username.clone(),
-        Err(why) if abort => format!("unverified ({why})"),
         Err(why) => return Err(format!("spec.requestedBy: does not count: {why}")),
     };
-    let bound = match (spec.stage_ref.as_ref(), who.is_ok()) {
-        (Some(bound), true) => bound,
-        // Aborting is always safe: honoured unstamped or unbound.
-        _ if abort => return Ok(requester),
-        _ => {
-            return Err(
-                "spec.stageRef: the admission webhook did not bind it to a Stage; ask again".into(),
-            );
-        }
+    let Some(bound) = spec.stage_ref.as_ref() else {
+        return Err(
+            "spec.stageRef: the admission webhook did not bind it to a Stage; ask again".into(),
+        );
     };
+    if bound.authorized_as.is_none() {
+        let stage = stage.name_any();
+        return Err(crate::admission::steer::missing(
+            spec.action,
+            &stage,
+            &requester,
+        ));
+    }
     if Some(&bound.uid) != stage.metadata.uid.as_ref() {
         return Err(format!(
             "spec.stageRef: made for an earlier Stage named '{}', not this one",
@@ -141,6 +143,7 @@ mod tests {
         c.spec.stage_ref = Some(StageRef {
             uid: "stage-uid".into(),
             generation,
+            authorized_as: Some("the 'promote' verb on stages.greenlight.dev".into()),
         });
         let subject = Subject::Command {
             namespace: "shop",
@@ -201,15 +204,32 @@ mod tests {
     }
 
     #[test]
-    fn an_abort_counts_whatever_the_generation_and_even_unstamped() {
+    fn an_abort_counts_whatever_the_generation_but_never_unstamped() {
         let s = read(&stage(9, None), vec![command("a1", "abort", 3)], &key());
         assert_eq!(s.command, Some(Command::Abort));
         let mut bare = (*command("a2", "abort", 3)).clone();
         bare.spec.requested_by = None;
         bare.spec.stage_ref = None;
         let s = read(&stage(9, None), vec![Arc::new(bare)], &key());
-        assert_eq!(s.command, Some(Command::Abort));
-        assert!(s.requester.starts_with("unverified"), "{}", s.requester);
+        assert_eq!(s.command, None, "a scripted abort loop needs a stamp too");
+        assert!(s.refused[0].1.starts_with("spec.requestedBy"), "{:?}", s.refused);
+    }
+
+    #[test]
+    fn a_command_by_someone_the_webhook_did_not_authorise_is_refused_naming_the_verb() {
+        for (action, verb) in [("promote", "'promote' verb"), ("abort", "'abort' verb")] {
+            let mut c = (*command("c1", action, 3)).clone();
+            c.spec.stage_ref.as_mut().unwrap().authorized_as = None;
+            let subject = Subject::Command {
+                namespace: "shop",
+                spec: &c.spec,
+            };
+            c.spec.requested_by = Some(key().stamp(&subject, "erin", &[]));
+            let s = read(&stage(3, None), vec![Arc::new(c)], &key());
+            assert_eq!(s.command, None);
+            let why = &s.refused[0].1;
+            assert!(why.contains(verb) && why.contains("erin"), "{why}");
+        }
     }
 
     #[test]

@@ -91,9 +91,13 @@ impl ApprovalPolicy {
     }
 
     /// Why `who` may not decide on a release created by `author`, if they may not.
+    /// Whether the gate names this person among its users or groups.
+    pub fn admits(&self, username: &str, groups: &[String]) -> bool {
+        self.users.contains(username) || groups.iter().any(|g| self.groups.contains(g))
+    }
+
     pub fn refusal(&self, who: &Identity, author: &Result<String, Unverified>) -> Option<String> {
-        let allowed = self.users.contains(&who.username)
-            || who.groups.iter().any(|g| self.groups.contains(g));
+        let allowed = self.admits(&who.username, &who.groups);
         if !allowed {
             return Some(format!(
                 "{} is not an allowed approver (neither in users nor in groups)",

@@ -5,6 +5,7 @@ pub mod allow;
 pub mod approval;
 pub mod condition;
 pub mod prometheus;
+pub mod promql;
 pub mod soak;
 pub mod webhook;
 pub mod window;
@@ -224,18 +225,6 @@ pub async fn resolution_errors(spec: &GateSpec, env: &GateEnv) -> Vec<FieldError
 /// How a Secret value is keyed in [`GateContext::secrets`].
 pub fn secret_key(r: &SecretKeyRef) -> String {
     format!("{}/{}", r.name, r.key)
-}
-
-/// Replaces `{{name}}` placeholders with the release's facts.
-pub fn render_template(template: &str, ctx: &GateContext) -> String {
-    template
-        .replace("{{release}}", &ctx.release)
-        .replace("{{version}}", &ctx.version)
-        .replace("{{stage}}", &ctx.stage)
-        .replace("{{namespace}}", &ctx.namespace)
-        .replace("{{pipeline}}", &ctx.pipeline)
-        .replace("{{primary}}", &ctx.primary_workload)
-        .replace("{{canary}}", &ctx.canary_workload)
 }
 
 /// Installs ring as the process's TLS crypto provider unless one is installed already; every

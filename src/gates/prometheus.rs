@@ -7,7 +7,8 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 
 use super::condition::Threshold;
-use super::{GateCheck, GateContext, GateOutcome, excerpt, render_template, timeout_field};
+use super::promql::QueryTemplate;
+use super::{GateCheck, GateContext, GateOutcome, excerpt, timeout_field};
 use crate::api::gate::{MinSamples, PrometheusGate};
 use crate::api::release::GateVerdict;
 use crate::validation::FieldError;
@@ -19,10 +20,11 @@ const BODY_LIMIT: usize = 1024 * 1024;
 pub struct PrometheusCheck {
     http: reqwest::Client,
     address: String,
-    query: String,
+    query: QueryTemplate,
     threshold: Threshold,
     timeout: Duration,
-    min_samples: Option<MinSamples>,
+    /// The traffic query and the least it must return for the main query to be judged.
+    min_samples: Option<(QueryTemplate, f64)>,
     token: Option<String>,
     ca: Option<String>,
     /// For the clients built at evaluation time (a CA bundle from a Secret).
@@ -43,12 +45,10 @@ impl PrometheusCheck {
         if let Some(why) = token_exposure(spec, address) {
             errors.push(FieldError::new("spec.prometheus.bearerTokenSecretRef", why));
         }
-        if spec.query.trim().is_empty() {
-            errors.push(FieldError::new(
-                "spec.prometheus.query",
-                "must not be empty",
-            ));
-        }
+        let query = compile_query("spec.prometheus.query", &spec.query)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let min_samples = min_samples(spec.min_samples.as_ref()).map_err(|e| errors.push(e));
         let threshold = Threshold::parse(&spec.condition)
             .map_err(|e| errors.push(FieldError::new("spec.prometheus.condition", e.to_string())))
             .ok();
@@ -59,15 +59,15 @@ impl PrometheusCheck {
         )
         .map_err(|e| errors.push(e))
         .ok();
-        match (threshold, timeout) {
-            (Some(threshold), Some(timeout)) if errors.is_empty() => Ok(Box::new(Self {
+        match (query, threshold, timeout, min_samples) {
+            (Some(query), Some(threshold), Some(timeout), Ok(min_samples)) if errors.is_empty() => Ok(Box::new(Self {
                 http: tls_client(spec, http, &env.webhook_allow),
                 allow: env.webhook_allow.clone(),
                 address: address.trim_end_matches('/').to_string(),
-                query: spec.query.clone(),
+                query,
                 threshold,
                 timeout,
-                min_samples: spec.min_samples.clone(),
+                min_samples,
                 token: spec.bearer_token_secret_ref.as_ref().map(super::secret_key),
                 ca: spec
                     .tls
@@ -118,18 +118,24 @@ impl PrometheusCheck {
     }
 
     async fn run(&self, ctx: &GateContext) -> GateOutcome {
-        let query = render_template(&self.query, ctx);
-        if let Some(min) = &self.min_samples {
-            let sample_query = render_template(&min.query, ctx);
+        let query = match self.query.render(ctx) {
+            Ok(query) => query,
+            Err(why) => return GateOutcome::new(GateVerdict::Inconclusive, why),
+        };
+        if let Some((template, minimum)) = &self.min_samples {
+            let sample_query = match template.render(ctx) {
+                Ok(query) => query,
+                Err(why) => return GateOutcome::new(GateVerdict::Inconclusive, why),
+            };
             match self.instant(&sample_query, ctx).await {
-                Ok(n) if n >= min.minimum => {}
+                Ok(n) if n >= *minimum => {}
                 Ok(n) => {
                     return GateOutcome::new(
                         GateVerdict::Inconclusive,
                         format!(
                             "too little traffic to judge: {} < {} (query: {sample_query})",
                             format_value(n),
-                            min.minimum
+                            minimum
                         ),
                     )
                     .with_value(format_value(n));
@@ -176,6 +182,21 @@ impl GateCheck for PrometheusCheck {
     fn evaluate<'a>(&'a self, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome> {
         Box::pin(self.run(ctx))
     }
+}
+
+/// A query template checked for where its placeholders stand, or the field's error.
+fn compile_query(field: &str, query: &str) -> Result<QueryTemplate, FieldError> {
+    if query.trim().is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    QueryTemplate::compile(query).map_err(|why| FieldError::new(field, why))
+}
+
+fn min_samples(spec: Option<&MinSamples>) -> Result<Option<(QueryTemplate, f64)>, FieldError> {
+    spec.map(|m| {
+        compile_query("spec.prometheus.minSamples.query", &m.query).map(|q| (q, m.minimum))
+    })
+    .transpose()
 }
 
 /// The gate's own address, else the operator's default.

@@ -103,9 +103,14 @@ impl Draft<'_> {
         rollout: &ActiveRollout,
         progress: &mut CanaryProgress,
     ) {
-        progress.inconclusive_since = None;
+        let paused_at = progress.inconclusive_since.take();
         progress.inconclusive_scope = None;
         progress.paused_from = None;
+        // The bake goes on with the time it had left when it paused, not from its start.
+        if let Some(paused_at) = paused_at {
+            let paused_for = self.input.now.duration_since(paused_at).unsigned_abs();
+            progress.baking_since = progress.baking_since.map(|b| later(b, paused_for));
+        }
         // Missing data is counted afresh: it pauses again only after another full run of it.
         for a in &mut progress.analysis {
             a.consecutive_inconclusive = 0;

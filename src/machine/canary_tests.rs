@@ -931,6 +931,25 @@ fn a_weight_changed_by_someone_else_is_put_back_and_a_fight_is_reported() {
         "{contested}"
     );
     assert_eq!(world.weight, 10, "no longer fought over");
+    let corrections = |w: &World| {
+        let rollout = w.status.rollout.as_ref().unwrap();
+        rollout.canary.as_ref().unwrap().drift_corrections
+    };
+    assert_eq!(corrections(&world), 3, "three weights were put back");
+    // Passes woken by events (the route's watch, a gate's answer), not by the clock; the
+    // first takes the measurement due now.
+    let at = world.now;
+    world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+    let before = world.status.clone();
+    for _ in 0..50 {
+        world.now = at;
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+    }
+    assert_eq!(corrections(&world), 3, "passes that leave it alone count nothing");
+    assert_eq!(
+        world.status.rollout, before.rollout,
+        "a contested route writes the status once, not every pass"
+    );
 }
 
 #[test]
@@ -970,6 +989,11 @@ fn a_promote_on_a_bake_paused_for_missing_data_goes_on_baking_without_starting_a
         &mut |_, _| GateVerdict::Inconclusive,
         |w| w.rollout_phase() == Some(CanaryPhase::Paused),
     );
+    let paused_at = paused_since(&world);
+    let left = later(began, Duration::from_secs(60)).duration_since(paused_at);
+    // The person looks into it for longer than the bake had left, then promotes.
+    world.now = later(world.now, Duration::from_secs(120));
+    let promoted_at = world.now;
     world.command = Some(Command::Promote);
     let out = world.reconcile(&plan, &mut |_, _| GateVerdict::Inconclusive);
     let notes: Vec<&str> = out.events.iter().map(|e| e.note.as_str()).collect();
@@ -978,8 +1002,20 @@ fn a_promote_on_a_bake_paused_for_missing_data_goes_on_baking_without_starting_a
         Some(CanaryPhase::Baking),
         "{notes:?}"
     );
-    assert_eq!(baking_since(&world), began, "the bake is not started again");
+    let done_at = later(baking_since(&world), Duration::from_secs(60));
+    assert_eq!(
+        done_at.duration_since(promoted_at),
+        left,
+        "the bake goes on with the time it had left, neither from the start nor cut short"
+    );
     assert!(world.status.history.is_empty(), "still baking");
+    let message = world.status.message.clone().unwrap_or_default();
+    assert!(message.contains("left"), "{message}");
+}
+
+fn paused_since(world: &World) -> Timestamp {
+    let canary = world.status.rollout.as_ref().and_then(|r| r.canary.as_ref());
+    canary.and_then(|c| c.inconclusive_since).expect("paused for missing data")
 }
 
 #[test]

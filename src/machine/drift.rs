@@ -1,8 +1,9 @@
 //! Drift of the canary's weight: someone else changed it on the route while the rollout held
 //! it (a person, or a GitOps tool reverting the route to what Git says). It is put back at
 //! once with a `TrafficDrift` Event naming who changed it. A route that keeps being changed
-//! (more than [`CORRECTIONS`] times within [`WINDOW`]) is reported instead of fought over:
-//! the stage stops writing the weight and says who else writes it, until the window passes.
+//! (again after [`CORRECTIONS`] corrections within [`WINDOW`]) is reported instead of fought
+//! over: the stage stops writing the weight and says who else writes it, until the window
+//! passes. `driftCorrections` counts the weights put back, never the passes that saw drift.
 
 use std::time::Duration;
 
@@ -47,8 +48,9 @@ impl Draft<'_> {
             progress.drift_since = Some(now);
             progress.drift_corrections = 0;
         }
-        progress.drift_corrections += 1;
-        if progress.drift_corrections > CORRECTIONS {
+        // Counted only when the weight is put back: a contested route is left alone, so the
+        // count (and the status that holds it) stays still until the window passes.
+        if progress.drift_corrections >= CORRECTIONS {
             self.weight = None;
             let since = progress.drift_since.unwrap_or(now);
             self.wake_at.push(later(since, WINDOW));
@@ -60,6 +62,7 @@ impl Draft<'_> {
             self.health = (Health::Stalled, "TrafficContested", message);
             return;
         }
+        progress.drift_corrections += 1;
         let note = format!(
             "{}: the route's canary weight was {found}%, not {w}%, changed by {who}; put back",
             rollout.version

@@ -10,7 +10,7 @@ use crate::api::canary::{
     Analysis, CanaryStrategy, FailureCounting, FailurePolicy, InconclusiveTimeoutPolicy,
     TrafficRouting,
 };
-use crate::api::patterns::{DIGEST_PATTERN, NAME_PATTERN};
+use crate::api::patterns::{DIGEST_PATTERN, NAME_PATTERN, VERSION_PATTERN};
 use crate::api::release::ReleaseSpec;
 use crate::api::stage::{ActiveRollout, StageSpec, StrategyType, TriggerType, WindowKind};
 use crate::schedule::{Schedule, WindowSpec, parse_duration, parse_window_length, time_zone};
@@ -53,6 +53,15 @@ pub fn validate_release(spec: &ReleaseSpec) -> Result<(), ValidationErrors> {
     }
     if spec.version.trim().is_empty() {
         errors.push(FieldError::new("spec.version", "must not be empty"));
+    } else if !Regex::new(VERSION_PATTERN)
+        .expect("constant pattern")
+        .is_match(&spec.version)
+        || spec.version.len() > 128
+    {
+        errors.push(FieldError::new(
+            "spec.version",
+            "only letters, digits and . _ + - are allowed, starting with a letter or digit, at most 128",
+        ));
     }
     if spec.artifacts.is_empty() {
         errors.push(FieldError::new(

@@ -8,12 +8,31 @@ use serde_json::json;
 
 use super::{WriteError, Writer};
 use crate::api::Release;
-use crate::api::release::AuditEntry;
+use crate::api::release::{AuditAction, AuditEntry};
 
 const ATTEMPTS: usize = 5;
 /// The most entries one Release's trail holds. A trail this long means something loops; the
 /// append is then refused (and the refusal shown on the Stage), never dropped silently.
 pub const AUDIT_LIMIT: usize = 500;
+/// The last entries of a trail are kept for safety: a rollback, an abort and their ends may
+/// use them, nothing else may, so no one who writes to a trail can fill it before a retreat.
+pub const SAFETY_RESERVE: usize = 100;
+
+/// Entries that record a retreat: the reserve is theirs.
+fn is_safety(entry: &AuditEntry) -> bool {
+    matches!(
+        entry.action,
+        AuditAction::RolledBack | AuditAction::AbortRequested | AuditAction::RollbackCompleted
+    )
+}
+
+/// How many entries a trail may hold once `fresh` is appended.
+fn room_for(fresh: &[AuditEntry]) -> usize {
+    match fresh.iter().all(is_safety) {
+        true => AUDIT_LIMIT,
+        false => AUDIT_LIMIT - SAFETY_RESERVE,
+    }
+}
 
 pub(super) async fn append(
     writer: &Writer,
@@ -38,14 +57,15 @@ pub(super) async fn append(
         if fresh.is_empty() {
             return Ok(vec![]);
         }
-        if trail.len() + fresh.len() > AUDIT_LIMIT {
+        let room = room_for(&fresh);
+        if trail.len() + fresh.len() > room {
             writer.metrics.refused("release_audit", "AuditTrailFull");
             return Err(WriteError::Refused {
                 kind: "release_audit",
                 what: what(),
                 reason: "AuditTrailFull",
                 message: format!(
-                    "the trail holds {} entries, the most it may hold is {AUDIT_LIMIT}; the rollout stops here rather than drop a record",
+                    "the trail holds {} entries, the most it may hold for these is {room}; the rollout stops here rather than drop a record (a retreat goes on all the same)",
                     trail.len()
                 ),
             });
@@ -106,7 +126,6 @@ fn same_record(a: &AuditEntry, b: &AuditEntry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::release::AuditAction;
 
     fn entry(id: &str, time: &str) -> AuditEntry {
         AuditEntry {
@@ -131,6 +150,20 @@ mod tests {
         assert_eq!(
             unrecorded(&trail, std::slice::from_ref(&retry)),
             vec![retry]
+        );
+    }
+
+    #[test]
+    fn the_last_hundred_places_of_a_trail_are_kept_for_retreats() {
+        let mut rollback = entry("prod/r1/RolledBack/1", "2026-11-27T10:00:00Z");
+        rollback.action = AuditAction::RolledBack;
+        let approval = entry("approval/a1/Approved", "2026-11-27T10:00:00Z");
+        assert_eq!(room_for(std::slice::from_ref(&rollback)), AUDIT_LIMIT);
+        assert_eq!(room_for(&[approval.clone()]), AUDIT_LIMIT - SAFETY_RESERVE);
+        assert_eq!(
+            room_for(&[rollback, approval]),
+            AUDIT_LIMIT - SAFETY_RESERVE,
+            "a batch with anything else in it gets no reserve"
         );
     }
 

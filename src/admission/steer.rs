@@ -1,0 +1,92 @@
+//! Who may steer a stage. A StageCommand is authorised per stage when it is stamped: `promote`
+//! and `retry` need the `promote` verb on that Stage, or a place among the users or groups
+//! of one of its approval gates; `abort` needs the `abort` verb. The apiserver answers for the
+//! verbs (SubjectAccessReview, as Kargo's custom `promote` verb does), so a Role can grant
+//! steering of one stage by name. The answer is signed into the stamp; the controller refuses
+//! a command whose stamp carries none, saying what was missing.
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::ResourceExt;
+use kube::api::PostParams;
+use kube::core::DynamicObject;
+use kube::core::admission::AdmissionRequest;
+
+use super::AdmissionState;
+use crate::api::{CommandAction, GROUP, Stage};
+
+/// The verb that lets a person promote or retry at a stage.
+pub const PROMOTE: &str = "promote";
+/// The verb that lets a person abort a stage's rollout.
+pub const ABORT: &str = "abort";
+
+/// The verb `action` needs.
+pub fn verb(action: CommandAction) -> &'static str {
+    match action {
+        CommandAction::Abort => ABORT,
+        CommandAction::Promote | CommandAction::Retry => PROMOTE,
+    }
+}
+
+/// Why the requester may take `action` at `stage`, or `None` when they may not.
+pub async fn authorize(
+    req: &AdmissionRequest<DynamicObject>,
+    state: &AdmissionState,
+    stage: &Stage,
+    action: CommandAction,
+) -> Option<String> {
+    let user = req.user_info.username.clone().unwrap_or_default();
+    let groups = req.user_info.groups.clone().unwrap_or_default();
+    if action != CommandAction::Abort {
+        let gates = state.index.approval_gates(stage);
+        if let Some((gate, _)) = gates.iter().find(|(_, p)| p.admits(&user, &groups)) {
+            return Some(format!("an approver at gate '{gate}'"));
+        }
+    }
+    let verb = verb(action);
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user),
+            groups: Some(groups),
+            uid: req.user_info.uid.clone(),
+            extra: req.user_info.extra.clone(),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some(GROUP.into()),
+                resource: Some("stages".into()),
+                verb: Some(verb.into()),
+                namespace: stage.namespace(),
+                name: Some(stage.name_any()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api = kube::Api::<SubjectAccessReview>::all(state.client.clone());
+    match api.create(&PostParams::default(), &review).await {
+        Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {
+            Some(format!("the '{verb}' verb on stages.{GROUP}"))
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask the apiserver whether a command is allowed");
+            None
+        }
+    }
+}
+
+/// What a command without authorisation lacked, for its `Refused` message.
+pub fn missing(action: CommandAction, stage: &str, user: &str) -> String {
+    let verb = verb(action);
+    match action {
+        CommandAction::Abort => format!(
+            "'{}' needs the '{verb}' verb on stage '{stage}' (stages.{GROUP}), which {user} does not have",
+            action.as_str()
+        ),
+        _ => format!(
+            "'{}' needs the '{verb}' verb on stage '{stage}' (stages.{GROUP}) or a place among the users or groups of its approval gate; {user} has neither",
+            action.as_str()
+        ),
+    }
+}

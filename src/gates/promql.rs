@@ -1,0 +1,354 @@
+//! Placeholders in PromQL are data, never code. A query template may name the release's facts
+//! (`{{version}}`, `{{canary}}`, ...) only inside the double quotes of a label matcher's value;
+//! [`QueryTemplate::compile`] checks that with a real PromQL parser (`promql-parser`). Each
+//! value is then escaped as a PromQL string (and as a regular expression inside `=~` and `!~`),
+//! and the query is parsed again after substitution: one whose shape changed is refused.
+
+use std::collections::BTreeMap;
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::{self, Expr};
+use promql_parser::util::visitor::{ExprVisitorMut, walk_expr_mut};
+
+use super::GateContext;
+
+/// The names a template may use, each read from the gate's context.
+pub const PLACEHOLDERS: [&str; 7] = [
+    "release",
+    "version",
+    "stage",
+    "namespace",
+    "pipeline",
+    "primary",
+    "canary",
+];
+
+/// What stands in for the i-th placeholder while the template is parsed.
+fn sentinel(i: usize) -> String {
+    format!("__greenlight_placeholder_{i}__")
+}
+
+const SENTINEL_PREFIX: &str = "__greenlight_placeholder_";
+
+/// How a value is written where its placeholder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// Inside an `=` or `!=` matcher: a PromQL string.
+    Text,
+    /// Inside an `=~` or `!~` matcher: a literal regular expression, then a PromQL string.
+    Regex,
+}
+
+/// A query with placeholders, checked once when its Gate compiles.
+#[derive(Debug, Clone)]
+pub struct QueryTemplate {
+    /// The text between placeholders: one more piece than there are placeholders.
+    pieces: Vec<String>,
+    /// Each placeholder's name and how its value is escaped, in order.
+    slots: Vec<(&'static str, Escape)>,
+    /// The parsed query's shape, with every matcher value and string blanked.
+    shape: String,
+}
+
+impl QueryTemplate {
+    /// Parses `template`, or says why it is refused.
+    pub fn compile(template: &str) -> Result<Self, String> {
+        let (pieces, names) = split(template);
+        let mut with_sentinels = pieces[0].clone();
+        for (i, piece) in pieces[1..].iter().enumerate() {
+            with_sentinels.push_str(&sentinel(i));
+            with_sentinels.push_str(piece);
+        }
+        let quoting = quote_contexts(&pieces);
+        if let Some((i, _)) = quoting.iter().enumerate().find(|(_, q)| **q != Some('"')) {
+            return Err(format!(
+                "{{{{{}}}}} may appear only inside the double quotes of a label matcher's value, e.g. version=\"{{{{{}}}}}\"",
+                names[i], names[i]
+            ));
+        }
+        let mut expr = parser::parse(&with_sentinels).map_err(|e| format!("not PromQL: {e}"))?;
+        let mut kinds = Kinds::default();
+        let _ = walk_expr_mut(&mut kinds, &mut expr);
+        let shape = format!("{expr:?}");
+        if let Some(i) = (0..names.len()).find(|i| !kinds.found.contains_key(i)) {
+            return Err(format!(
+                "{{{{{}}}}} may appear only inside a label matcher's value, not in a metric name, function argument or string",
+                names[i]
+            ));
+        }
+        if shape.contains(SENTINEL_PREFIX) {
+            return Err("a placeholder may appear only inside a label matcher's value".into());
+        }
+        let slots = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, kinds.found[&i]))
+            .collect();
+        Ok(Self {
+            pieces,
+            slots,
+            shape,
+        })
+    }
+
+    /// The query for `ctx`, each value escaped where it stands; refused if the result does not
+    /// parse to the template's shape.
+    pub fn render(&self, ctx: &GateContext) -> Result<String, String> {
+        let mut query = self.pieces[0].clone();
+        for ((name, escape), piece) in self.slots.iter().zip(&self.pieces[1..]) {
+            let value = value_of(name, ctx);
+            let value = match escape {
+                Escape::Text => value.to_string(),
+                Escape::Regex => regex::escape(value),
+            };
+            query.push_str(&escape_string(&value));
+            query.push_str(piece);
+        }
+        let mut expr = parser::parse(&query).map_err(|e| {
+            format!("the query with the release's facts filled in is not PromQL ({e}); refused")
+        })?;
+        let _ = walk_expr_mut(&mut Kinds::default(), &mut expr);
+        if format!("{expr:?}") != self.shape {
+            return Err(
+                "the release's facts would change the query's shape; refused, as an injection"
+                    .into(),
+            );
+        }
+        Ok(query)
+    }
+}
+
+fn value_of<'a>(name: &str, ctx: &'a GateContext) -> &'a str {
+    match name {
+        "release" => &ctx.release,
+        "version" => &ctx.version,
+        "stage" => &ctx.stage,
+        "namespace" => &ctx.namespace,
+        "pipeline" => &ctx.pipeline,
+        "primary" => &ctx.primary_workload,
+        _ => &ctx.canary_workload,
+    }
+}
+
+/// A value as the inside of a double-quoted PromQL string.
+fn escape_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The template cut at each known placeholder, and the placeholders' names in order.
+fn split(template: &str) -> (Vec<String>, Vec<&'static str>) {
+    let mut pieces = vec![String::new()];
+    let mut names = vec![];
+    let mut rest = template;
+    'scan: while !rest.is_empty() {
+        for name in PLACEHOLDERS {
+            let token = format!("{{{{{name}}}}}");
+            if let Some(after) = rest.strip_prefix(token.as_str()) {
+                names.push(name);
+                pieces.push(String::new());
+                rest = after;
+                continue 'scan;
+            }
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        pieces.last_mut().expect("one piece at least").push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    (pieces, names)
+}
+
+/// For each placeholder (between two pieces), the quote it stands inside, if any: PromQL's
+/// strings are `"..."` and `'...'` with backslash escapes, and raw `` `...` ``.
+fn quote_contexts(pieces: &[String]) -> Vec<Option<char>> {
+    let mut open: Option<char> = None;
+    let mut escaped = false;
+    let mut contexts = vec![];
+    for (i, piece) in pieces.iter().enumerate() {
+        if i > 0 {
+            // Right after a backslash, the value's first character would be taken as escaped.
+            contexts.push(if escaped { Some('\\') } else { open });
+        }
+        for c in piece.chars() {
+            match open {
+                Some('#') if c == '\n' => open = None,
+                Some('#') => {}
+                Some(_) if escaped => escaped = false,
+                Some('`') if c == '`' => open = None,
+                Some(q) if q != '`' && c == '\\' => escaped = true,
+                Some(q) if c == q => open = None,
+                Some(_) => {}
+                // A comment runs to the end of the line: a placeholder there is not data.
+                None if matches!(c, '"' | '\'' | '`' | '#') => open = Some(c),
+                None => {}
+            }
+        }
+    }
+    contexts
+}
+
+/// Blanks every matcher value and string literal (so two queries compare by shape) and notes
+/// which placeholder sentinels stood in matcher values, and with which kind of matcher.
+#[derive(Default)]
+struct Kinds {
+    found: BTreeMap<usize, Escape>,
+}
+
+impl Kinds {
+    fn blank(&mut self, matcher: &mut Matcher) {
+        let escape = match matcher.op {
+            MatchOp::Re(_) | MatchOp::NotRe(_) => Escape::Regex,
+            _ => Escape::Text,
+        };
+        for (i, _) in matcher.value.match_indices(SENTINEL_PREFIX) {
+            let digits: String = matcher.value[i + SENTINEL_PREFIX.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(n) = digits.parse() {
+                self.found.insert(n, escape);
+            }
+        }
+        matcher.value.clear();
+        matcher.op = match matcher.op {
+            MatchOp::Equal => MatchOp::Equal,
+            MatchOp::NotEqual => MatchOp::NotEqual,
+            MatchOp::Re(_) => MatchOp::Re(empty_regex()),
+            MatchOp::NotRe(_) => MatchOp::NotRe(empty_regex()),
+        };
+    }
+}
+
+fn empty_regex() -> regex::Regex {
+    regex::Regex::new("").expect("the empty regular expression")
+}
+
+impl ExprVisitorMut for Kinds {
+    type Error = ();
+
+    fn pre_visit(&mut self, expr: &mut Expr) -> Result<bool, ()> {
+        let selector = match expr {
+            Expr::VectorSelector(v) => Some(v),
+            Expr::MatrixSelector(m) => Some(&mut m.vs),
+            Expr::StringLiteral(s) => {
+                s.val.clear();
+                None
+            }
+            _ => None,
+        };
+        if let Some(v) = selector {
+            for m in v.matchers.matchers.iter_mut() {
+                self.blank(m);
+            }
+            for group in v.matchers.or_matchers.iter_mut() {
+                for m in group.iter_mut() {
+                    self.blank(m);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(version: &str) -> GateContext {
+        GateContext {
+            namespace: "shop".into(),
+            pipeline: "shop".into(),
+            stage: "prod".into(),
+            release: "web-2".into(),
+            version: version.into(),
+            artifacts: vec![],
+            release_stages: Default::default(),
+            primary_workload: "web-primary".into(),
+            canary_workload: "web-canary".into(),
+            secrets: Default::default(),
+            approvals: vec![],
+            release_author: Ok("ci".into()),
+            release_ref: None,
+            now: jiff::Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    const ERROR_RATE: &str = r#"sum(rate(http_requests_total{version="{{version}}",code=~"5.."}[5m])) / sum(rate(http_requests_total{version="{{version}}"}[5m]))"#;
+
+    #[test]
+    fn a_version_is_written_into_the_matcher_as_a_string() {
+        let t = QueryTemplate::compile(ERROR_RATE).unwrap();
+        let q = t.render(&ctx("1.4.2")).unwrap();
+        assert!(q.contains(r#"version="1.4.2""#), "{q}");
+    }
+
+    #[test]
+    fn a_version_that_tries_to_close_the_quote_stays_inside_it() {
+        let t = QueryTemplate::compile(ERROR_RATE).unwrap();
+        let attack = r#"x"}[5m])*0) or vector(0) #"#;
+        let q = t.render(&ctx(attack)).unwrap();
+        let expr = parser::parse(&q).unwrap();
+        let shown = format!("{expr:?}");
+        assert!(!shown.contains(r#"name: "vector""#), "no vector() call: {shown}");
+        assert!(shown.contains(r#"value: "x\"}[5m])*0) or vector(0) #""#), "{shown}");
+    }
+
+    #[test]
+    fn a_value_in_a_regex_matcher_matches_only_itself() {
+        let t = QueryTemplate::compile(r#"up{pod=~"{{canary}}-.*"}"#).unwrap();
+        let mut c = ctx("1");
+        c.canary_workload = ".*|web".into();
+        let q = t.render(&c).unwrap();
+        assert_eq!(q, r#"up{pod=~"\\.\\*\\|web-.*"}"#);
+    }
+
+    #[test]
+    fn a_placeholder_outside_a_matchers_quotes_is_refused() {
+        for template in [
+            "up{job={{version}}}",
+            "{{canary}}_requests_total",
+            r#"label_replace(up, "v", "{{version}}", "", "")"#,
+            "up{job='{{version}}'}",
+            "up{job=`{{version}}`}",
+            "up # {{version}}",
+            "up offset {{version}}",
+            r#"up{v="\{{version}}"}"#,
+        ] {
+            let refused = QueryTemplate::compile(template);
+            assert!(refused.is_err(), "{template} was accepted");
+        }
+    }
+
+    #[test]
+    fn control_characters_and_backslashes_cannot_end_the_string() {
+        let t = QueryTemplate::compile(r#"up{v="{{version}}"}"#).unwrap();
+        for attack in ["a\\", "a\\\"}", "a\n\"} or vector(1)", "\u{0}\"", "é\"}"] {
+            let q = t.render(&ctx(attack)).expect(attack);
+            let expr = parser::parse(&q).unwrap();
+            assert!(matches!(expr, Expr::VectorSelector(_)), "{attack}: {q}");
+        }
+    }
+
+    #[test]
+    fn a_template_without_placeholders_is_used_as_written() {
+        let t = QueryTemplate::compile("vector(0.01)").unwrap();
+        assert_eq!(t.render(&ctx("1")).unwrap(), "vector(0.01)");
+    }
+
+    #[test]
+    fn an_unknown_placeholder_is_text_the_parser_judges() {
+        assert!(QueryTemplate::compile(r#"up{v="{{other}}"}"#).is_ok());
+        assert!(QueryTemplate::compile("up{{other}}").is_err());
+    }
+}
