@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::release::Artifact;
-use crate::api::{RELEASE_ANNOTATION, STAGE_LABEL, WORKLOAD_LABEL};
+use crate::api::{ORPHANED_ANNOTATION, RELEASE_ANNOTATION, STAGE_LABEL, WORKLOAD_LABEL};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkloadError {
@@ -35,24 +35,26 @@ pub fn canary_name(target: &str) -> String {
     format!("{target}-canary")
 }
 
-/// The primary Deployment for `release`, or for nothing (`release: None`, zero replicas).
+/// The primary Deployment for `release`, or for nothing (`release: None`, zero replicas). It
+/// has no owner: deleting its Stage (by hand, or a GitOps prune, in any propagation) never
+/// takes what serves down with it. The Stage's finalizer marks it orphaned instead.
 pub fn build_primary(
     target: &Deployment,
     stage: &str,
-    owner: OwnerReference,
     release: Option<(&str, &[Artifact])>,
     replicas: i32,
 ) -> Result<Deployment, WorkloadError> {
     let name = primary_name(target.metadata.name.as_deref().unwrap_or_default());
-    build_workload(target, &name, stage, owner, release, replicas)
+    build_workload(target, &name, stage, None, release, replicas)
 }
 
-/// A managed Deployment `name` running `release` on the target's pod template.
+/// A managed Deployment `name` running `release` on the target's pod template, owned by
+/// `owner` when it may go with its Stage (the canary, once traffic has left it).
 pub fn build_workload(
     target: &Deployment,
     name: &str,
     stage: &str,
-    owner: OwnerReference,
+    owner: Option<OwnerReference>,
     release: Option<(&str, &[Artifact])>,
     replicas: i32,
 ) -> Result<Deployment, WorkloadError> {
@@ -96,7 +98,7 @@ pub fn build_workload(
                 RELEASE_ANNOTATION.to_string(),
                 release_name,
             )])),
-            owner_references: Some(vec![owner]),
+            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(DeploymentSpec {
@@ -164,12 +166,13 @@ fn set_images(
     Ok(())
 }
 
-/// A ClusterIP Service in front of one managed workload, with the target's container ports.
+/// A ClusterIP Service in front of one managed workload, with the target's container ports;
+/// owned by `owner` when it may go with its Stage (the primary's never does).
 pub fn build_service(
     target: &Deployment,
     workload: &str,
     stage: &str,
-    owner: OwnerReference,
+    owner: Option<OwnerReference>,
 ) -> Service {
     let ports: Vec<ServicePort> = target
         .spec
@@ -208,7 +211,7 @@ pub fn build_service(
                     "greenlight".to_string(),
                 ),
             ])),
-            owner_references: Some(vec![owner]),
+            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
@@ -242,7 +245,16 @@ pub fn matches_desired(observed: &Deployment, desired: &Deployment) -> bool {
             .and_then(|a| a.get(crate::api::WEIGHT_ANNOTATION))
             .cloned()
     };
+    let owners = |d: &Deployment| d.metadata.owner_references.clone().unwrap_or_default();
+    let orphaned = |d: &Deployment| {
+        d.metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ORPHANED_ANNOTATION))
+    };
     annotation(observed) == annotation(desired)
+        && !orphaned(observed)
+        && owners(observed) == owners(desired)
         && weight(observed) == weight(desired)
         && o.replicas == d.replicas
         && o.strategy == d.strategy
@@ -402,7 +414,7 @@ mod tests {
             name: "web".into(),
             image: "web@sha256:abc".into(),
         }];
-        let d = build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 3).unwrap();
+        let d = build_primary(&target(), "dev", Some(("r1", &artifacts)), 3).unwrap();
         let spec = d.spec.unwrap();
         assert_eq!(d.metadata.name.as_deref(), Some("web-primary"));
         assert_eq!(spec.replicas, Some(3));
@@ -420,13 +432,29 @@ mod tests {
     }
 
     #[test]
+    fn the_primary_and_its_service_have_no_owner_and_the_canary_goes_with_its_stage() {
+        let primary = build_primary(&target(), "dev", None, 1).unwrap();
+        assert_eq!(primary.metadata.owner_references, None);
+        let canary = build_workload(&target(), "web-canary", "dev", Some(owner()), None, 0);
+        assert_eq!(canary.unwrap().metadata.owner_references, Some(vec![owner()]));
+        let service = build_service(&target(), "web-primary", "dev", None);
+        assert_eq!(service.metadata.owner_references, None);
+        let mut owned = primary.clone();
+        owned.metadata.owner_references = Some(vec![owner()]);
+        assert!(
+            !matches_desired(&owned, &primary),
+            "a primary an older version made owned is applied again, without its owner"
+        );
+    }
+
+    #[test]
     fn an_artifact_for_an_unknown_container_is_an_error() {
         let artifacts = [Artifact {
             name: "sidecar".into(),
             image: "x@sha256:abc".into(),
         }];
         let err =
-            build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 1).unwrap_err();
+            build_primary(&target(), "dev", Some(("r1", &artifacts)), 1).unwrap_err();
         assert!(err.to_string().contains("sidecar"));
     }
 
@@ -436,7 +464,7 @@ mod tests {
             name: "web".into(),
             image: "web@sha256:abc".into(),
         }];
-        let mut d = build_primary(&target(), "dev", owner(), Some(("r1", &artifacts)), 2).unwrap();
+        let mut d = build_primary(&target(), "dev", Some(("r1", &artifacts)), 2).unwrap();
         d.metadata.generation = Some(2);
         let status = |observed, updated, total, available| DeploymentStatus {
             observed_generation: Some(observed),
@@ -466,7 +494,7 @@ mod tests {
             name: "web".into(),
             image: "web@sha256:abc".into(),
         }];
-        let mut d = build_primary(&target(), "dev", owner(), Some(("r2", &artifacts)), 1).unwrap();
+        let mut d = build_primary(&target(), "dev", Some(("r2", &artifacts)), 1).unwrap();
         d.metadata.generation = Some(5);
         let status = |updated, total, available| DeploymentStatus {
             observed_generation: Some(5),

@@ -39,3 +39,5 @@ pub const WORKLOAD_LABEL: &str = "greenlight.dev/workload";
 pub const OPERATOR_ACTOR: &str = "greenlight";
 /// The operator's finalizer on Stages: a deletion waits until traffic is safe.
 pub const STAGE_FINALIZER: &str = "greenlight.dev/restore-traffic";
+/// On a primary whose Stage was deleted: it keeps serving, and says so and since when.
+pub const ORPHANED_ANNOTATION: &str = "greenlight.dev/orphaned";

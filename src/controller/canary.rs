@@ -148,7 +148,7 @@ impl CanaryIo {
                 target,
                 &self.router_ctx.canary_deployment,
                 &stage.name_any(),
-                owner,
+                Some(owner),
                 Some((name.as_str(), artifacts.as_slice())),
                 self.router.canary_replicas(replicas, weight.unwrap_or(0)),
             )?,
@@ -189,7 +189,9 @@ impl CanaryIo {
             if ctx.services.get(namespace, name).await?.is_some() {
                 continue;
             }
-            let service = build_service(target, name, &stage.name_any(), owner.clone());
+            // The route keeps the primary's Service when the Stage goes: it is nobody's.
+            let owner = (*name == self.router_ctx.canary_service).then(|| owner.clone());
+            let service = build_service(target, name, &stage.name_any(), owner);
             let applied = ctx.writer.apply("service_apply", &service).await?;
             ctx.services.wrote(applied);
         }

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use super::Context;
 use super::error::ReconcileError;
 use super::observe::World;
 use super::writer::Announcement;
-use crate::api::OPERATOR_ACTOR;
+use crate::api::{OPERATOR_ACTOR, ORPHANED_ANNOTATION};
 use crate::api::conditions::{Condition, STRATEGY_OVERRIDDEN, TARGET_RUNS_PODS};
 use crate::api::release::{AuditAction, AuditEntry};
 use crate::api::stage::RolloutOutcome;
@@ -174,10 +174,6 @@ async fn apply_primary(
     desired: &DesiredPrimary,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
-    let owner = world
-        .stage
-        .controller_owner_ref(&())
-        .ok_or(ReconcileError::MissingField("metadata.uid"))?;
     let release = match desired {
         DesiredPrimary::Release { name, artifacts } => Some((name.as_str(), artifacts.as_slice())),
         DesiredPrimary::Empty => None,
@@ -186,15 +182,17 @@ async fn apply_primary(
         return Ok(());
     }
     let name = world.stage.name_any();
-    let deployment = build_primary(&world.target, &name, owner, release, world.plan.replicas)?;
-    if world
-        .primary
-        .as_ref()
-        .is_some_and(|o| matches_desired(o, &deployment))
-    {
+    let deployment = build_primary(&world.target, &name, release, world.plan.replicas)?;
+    let observed = world.primary.as_ref();
+    if observed.is_some_and(|o| matches_desired(o, &deployment)) {
         return Ok(());
     }
     let applied = ctx.writer.apply("deployment_apply", &deployment).await?;
+    let applied = match observed.is_some_and(|o| o.annotations().contains_key(ORPHANED_ANNOTATION)) {
+        // A Stage made again takes its orphaned primary back.
+        true => ctx.writer.mark_orphaned(&applied, None).await?,
+        false => applied,
+    };
     ctx.deployments.wrote(applied);
     Ok(())
 }

@@ -1,8 +1,14 @@
-//! The finalizer of Stages whose canary shifts traffic through a router (an HTTPRoute): it
-//! is added while the stage routes traffic, and on deletion the route goes back to the
-//! primary alone (the canary's backendRef removed) before the finalizer is taken off. A
-//! route or a Gateway API that is gone has nothing to restore, so it never holds the
-//! deletion; a refused write does, with backoff, until it goes through.
+//! The finalizer every Stage carries: on deletion, the route goes back to the primary alone
+//! (the canary's backendRef removed), and the primary, which has no owner, is marked
+//! orphaned: it keeps serving the release it runs, with all traffic, whatever deleted the
+//! Stage (a person, or a GitOps prune in any propagation). The canary, owned by the Stage,
+//! goes with it once no traffic reaches it. A route or a Gateway API that is gone has nothing
+//! to restore, so it never holds the deletion; a refused write does, with backoff, until it
+//! goes through.
+//!
+//! Orphaning was chosen over handing the template back to the target: the target belongs to
+//! Git, and writing its replicas or template would fight whoever syncs it (and lose, taking
+//! the service down with it). A Stage made again with the same target adopts the primary.
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -16,8 +22,8 @@ use crate::workload::{canary_name, primary_name};
 
 pub use crate::api::STAGE_FINALIZER as FINALIZER;
 
-/// Keeps the finalizer where it is needed; for a Stage being deleted, restores its route and
-/// lets it go, and the pass ends there (`Some`).
+/// Keeps the finalizer on every Stage; for a Stage being deleted, restores its route, marks
+/// its primary orphaned and lets it go, and the pass ends there (`Some`).
 pub async fn guard(stage: &Stage, ctx: &Context) -> Result<Option<Action>, ReconcileError> {
     let has = stage.finalizers().iter().any(|f| f == FINALIZER);
     if stage.metadata.deletion_timestamp.is_some() {
@@ -26,19 +32,40 @@ pub async fn guard(stage: &Stage, ctx: &Context) -> Result<Option<Action>, Recon
                 ctx.writer.restore_primary(&*router, &router_ctx).await?;
                 tracing::info!("deleted stage: all traffic restored to the primary");
             }
+            orphan_primary(stage, ctx).await?;
             ctx.writer.stage_finalizers(stage, without(stage)).await?;
         }
         return Ok(Some(Action::await_change()));
     }
-    let needed = router_of(stage, ctx).is_some();
-    if needed && !has {
+    if !has {
         let mut finalizers = stage.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
         ctx.writer.stage_finalizers(stage, finalizers).await?;
-    } else if has && !needed {
-        ctx.writer.stage_finalizers(stage, without(stage)).await?;
     }
     Ok(None)
+}
+
+/// Marks the deleted stage's primary orphaned, saying what it serves and what to do.
+async fn orphan_primary(stage: &Stage, ctx: &Context) -> Result<(), ReconcileError> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let name = primary_name(&stage.spec.target.name);
+    let Some(primary) = ctx.deployments.get(&namespace, &name).await? else {
+        return Ok(());
+    };
+    let serving = stage
+        .status
+        .as_ref()
+        .and_then(|s| s.current_version.clone())
+        .unwrap_or_else(|| "what it ran".into());
+    let note = format!(
+        "Stage '{}' was deleted at {}; this Deployment keeps serving {serving} with all traffic and is no longer managed. Delete it when nothing needs it, or create the Stage again to adopt it.",
+        stage.name_any(),
+        jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default(),
+    );
+    let marked = ctx.writer.mark_orphaned(&primary, Some(&note)).await?;
+    ctx.deployments.wrote(marked);
+    tracing::info!(primary = %name, "deleted stage: primary orphaned, still serving");
+    Ok(())
 }
 
 fn without(stage: &Stage) -> Vec<String> {

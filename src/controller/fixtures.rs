@@ -63,7 +63,8 @@ fn stage(annotations: Value, status: Value) -> Stage {
     serde_json::from_value(json!({
         "apiVersion": "greenlight.dev/v1alpha1", "kind": "Stage",
         "metadata": {"name": "dev", "namespace": NS, "uid": "stage-uid", "generation": 1,
-                     "resourceVersion": "7", "annotations": annotations},
+                     "resourceVersion": "7", "annotations": annotations,
+                     "finalizers": [crate::api::STAGE_FINALIZER]},
         "spec": {"pipeline": "shop", "target": {"name": "web"}, "replicas": 1},
         "status": status,
     }))

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use super::Context;
 use super::canary::CanaryIo;
@@ -156,7 +156,6 @@ pub fn release_views(
     index: &Index,
 ) -> (Vec<ReleaseView>, Vec<String>) {
     let name = stage.name_any();
-    let owner = stage.controller_owner_ref(&()).unwrap_or_default();
     let mut ask = Vec::new();
     let views = index
         .pipeline_releases(&stage.namespace().unwrap_or_default(), &stage.spec.pipeline)
@@ -164,7 +163,7 @@ pub fn release_views(
         .map(|r| {
             let release = Some((r.name_any(), &r.spec.artifacts));
             let release = release.as_ref().map(|(n, a)| (n.as_str(), a.as_slice()));
-            let unfit = build_primary(target, "", owner.clone(), release, 1)
+            let unfit = build_primary(target, "", release, 1)
                 .err()
                 .map(|e| e.to_string());
             let mut stages = r

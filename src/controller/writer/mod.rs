@@ -24,7 +24,10 @@ use super::patch::merge_diff;
 use crate::api::conditions;
 use crate::api::release::{Release, ReleaseStageStatus};
 use crate::api::stage::{Stage, StageStatus};
-use crate::api::{CommandPhase, FIELD_MANAGER, StageCommand, StageCommandStatus};
+use crate::api::{
+    CommandPhase, FIELD_MANAGER, ORPHANED_ANNOTATION, StageCommand, StageCommandStatus,
+};
+use k8s_openapi::api::apps::v1::Deployment;
 use crate::index::Index;
 use crate::index::own::{OwnEntries, OwnWrites};
 use crate::metrics::Metrics;
@@ -223,6 +226,31 @@ impl Writer {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Marks a primary orphaned (its Stage is being deleted; it keeps serving and no longer
+    /// has an owner), or takes the mark off again (`None`: a Stage of that name adopts it).
+    pub async fn mark_orphaned(
+        &self,
+        primary: &Deployment,
+        note: Option<&str>,
+    ) -> Result<Deployment, WriteError> {
+        self.may_write()?;
+        let name = primary.name_any();
+        let mut annotations = serde_json::Map::new();
+        annotations.insert(ORPHANED_ANNOTATION.into(), json!(note));
+        let mut metadata = json!({ "annotations": annotations });
+        if note.is_some() {
+            metadata["ownerReferences"] = serde_json::Value::Null;
+        }
+        let result = Api::<Deployment>::namespaced(
+            self.client.clone(),
+            &primary.namespace().unwrap_or_default(),
+        )
+        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": metadata})))
+        .await;
+        let what = || format!("orphan mark of Deployment '{name}'");
+        self.counted("deployment_orphan", what, result)
     }
 
     /// Sets a Stage's finalizers, failing on a conflict rather than overwriting another
