@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::release::Artifact;
@@ -45,16 +45,17 @@ pub fn build_primary(
     replicas: i32,
 ) -> Result<Deployment, WorkloadError> {
     let name = primary_name(target.metadata.name.as_deref().unwrap_or_default());
-    build_workload(target, &name, stage, None, release, replicas)
+    build_workload(target, &name, stage, release, replicas)
 }
 
-/// A managed Deployment `name` running `release` on the target's pod template, owned by
-/// `owner` when it may go with its Stage (the canary, once traffic has left it).
+/// A managed Deployment `name` running `release` on the target's pod template. None has an
+/// owner while it may serve: a garbage collector (a foreground prune deletes dependents
+/// first) must never take away what traffic still reaches. The Stage's finalizer hands the
+/// canary to it once the route no longer does.
 pub fn build_workload(
     target: &Deployment,
     name: &str,
     stage: &str,
-    owner: Option<OwnerReference>,
     release: Option<(&str, &[Artifact])>,
     replicas: i32,
 ) -> Result<Deployment, WorkloadError> {
@@ -98,7 +99,6 @@ pub fn build_workload(
                 RELEASE_ANNOTATION.to_string(),
                 release_name,
             )])),
-            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(DeploymentSpec {
@@ -167,13 +167,8 @@ fn set_images(
 }
 
 /// A ClusterIP Service in front of one managed workload, with the target's container ports;
-/// owned by `owner` when it may go with its Stage (the primary's never does).
-pub fn build_service(
-    target: &Deployment,
-    workload: &str,
-    stage: &str,
-    owner: Option<OwnerReference>,
-) -> Service {
+/// unowned, like the workloads.
+pub fn build_service(target: &Deployment, workload: &str, stage: &str) -> Service {
     let ports: Vec<ServicePort> = target
         .spec
         .iter()
@@ -211,7 +206,6 @@ pub fn build_service(
                     "greenlight".to_string(),
                 ),
             ])),
-            owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
         spec: Some(ServiceSpec {
@@ -361,6 +355,7 @@ mod tests {
 
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use super::*;
 
@@ -432,12 +427,12 @@ mod tests {
     }
 
     #[test]
-    fn the_primary_and_its_service_have_no_owner_and_the_canary_goes_with_its_stage() {
+    fn no_managed_workload_or_service_has_an_owner_while_it_may_serve() {
         let primary = build_primary(&target(), "dev", None, 1).unwrap();
         assert_eq!(primary.metadata.owner_references, None);
-        let canary = build_workload(&target(), "web-canary", "dev", Some(owner()), None, 0);
-        assert_eq!(canary.unwrap().metadata.owner_references, Some(vec![owner()]));
-        let service = build_service(&target(), "web-primary", "dev", None);
+        let canary = build_workload(&target(), "web-canary", "dev", None, 0);
+        assert_eq!(canary.unwrap().metadata.owner_references, None);
+        let service = build_service(&target(), "web-primary", "dev");
         assert_eq!(service.metadata.owner_references, None);
         let mut owned = primary.clone();
         owned.metadata.owner_references = Some(vec![owner()]);
@@ -453,8 +448,7 @@ mod tests {
             name: "sidecar".into(),
             image: "x@sha256:abc".into(),
         }];
-        let err =
-            build_primary(&target(), "dev", Some(("r1", &artifacts)), 1).unwrap_err();
+        let err = build_primary(&target(), "dev", Some(("r1", &artifacts)), 1).unwrap_err();
         assert!(err.to_string().contains("sidecar"));
     }
 

@@ -280,15 +280,46 @@ async fn assert_metrics(env: &TestEnv, expected: &Expected) {
     );
 }
 
-/// A canary Stage is deleted while its canary has a quarter of the traffic: the route is left
-/// with the primary alone at full weight, and the Stage goes. A Stage whose route does not
-/// exist is deleted too.
+/// After its Stage went: no request found nothing to serve it, and the primary and its
+/// Service are still there, unowned, saying what happened.
+async fn the_primary_still_serves_marked_orphaned(env: &TestEnv, bed: &Bed) {
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        bed.load.unserved(),
+        0,
+        "every request found a pod to serve it"
+    );
+    let primary = env
+        .deployment("web-primary")
+        .await
+        .expect("the primary still serves");
+    let orphaned = primary.metadata.annotations.unwrap_or_default();
+    assert!(
+        orphaned
+            .get("greenlight.dev/orphaned")
+            .is_some_and(|n| n.contains("keeps serving 1")),
+        "{orphaned:?}"
+    );
+    assert_eq!(primary.metadata.owner_references, None);
+    let service = env
+        .cp
+        .kubectl(&["get", "-n", &env.ns, "service", "web-primary", "-o", "name"]);
+    assert!(
+        service.contains("web-primary"),
+        "the route's backend is still there"
+    );
+}
+
+/// A canary Stage is pruned as Argo CD prunes (foreground cascade) while its canary has a
+/// quarter of the traffic: the route is left with the primary alone at full weight, the
+/// primary and its Service keep serving (no request finds nothing to serve it), marked
+/// orphaned, and the Stage goes. A Stage whose route does not exist is deleted too.
 pub async fn deleting_a_canary_stage_mid_rollout_leaves_the_route_with_only_the_primary(
     mut env: TestEnv,
 ) {
     let (v1, v2) = (app_image("healthy", "v1"), app_image("healthy", "v2"));
     let steps = "      - setWeight: 25\n      - pause: {}\n";
-    let _bed: Bed = start_bed_with(&mut env, &v1, &[&v2], steps, without_background_analysis).await;
+    let bed: Bed = start_bed_with(&mut env, &v1, &[&v2], steps, without_background_analysis).await;
     let prod = env.stage("prod").await;
     assert!(
         prod.metadata
@@ -310,9 +341,11 @@ pub async fn deleting_a_canary_stage_mid_rollout_leaves_the_route_with_only_the_
         &env.ns,
         "stage",
         "prod",
+        "--cascade=foreground",
         "--wait=true",
         "--timeout=60s",
     ]);
+    the_primary_still_serves_marked_orphaned(&env, &bed).await;
     let route = env
         .cp
         .kubectl(&["get", "-n", &env.ns, "httproute", "web", "-o", "json"]);

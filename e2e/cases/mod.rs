@@ -7,6 +7,7 @@ mod canary_safety;
 mod demo;
 mod failover;
 mod gates;
+mod insiders;
 mod insight;
 mod install;
 mod kubectl;
@@ -87,5 +88,11 @@ pub fn all() -> Vec<(&'static str, Case)> {
         shell::a_stage_naming_an_invalid_gate_is_stalled_and_rolls_out_once_the_gate_is_fixed,
         shell::a_duration_past_a_year_stalls_its_stage_naming_the_field_and_the_rest_keeps_flowing,
         shell::a_promote_with_nothing_to_promote_is_refused_saying_why,
+        insiders::a_team_editor_cannot_delete_or_take_over_a_protected_stage_through_metadata,
+        insiders::a_team_editor_cannot_neuter_a_protected_canarys_analysis_gates,
+        insiders::ci_cannot_pass_a_prometheus_gate_by_injecting_promql_through_a_version,
+        insiders::a_promote_by_someone_with_neither_the_verb_nor_a_place_at_the_gate_is_refused,
+        insiders::a_flood_of_approvals_and_a_full_trail_never_block_a_rollback,
+        insiders::a_route_fought_over_for_90s_is_reported_with_few_status_writes,
     ]
 }

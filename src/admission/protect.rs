@@ -104,7 +104,9 @@ async fn guarded_stage(
                 namespace: namespace.clone(),
                 stage: stage.clone(),
                 fields: vec!["spec.target.name".into()],
-                what: format!("Deployment '{new_target}' is the target of protected stage '{stage}'"),
+                what: format!(
+                    "Deployment '{new_target}' is the target of protected stage '{stage}'"
+                ),
             });
         }
     }
@@ -164,7 +166,11 @@ fn stage_changes(req: &AdmissionRequest<DynamicObject>) -> Vec<String> {
     }
     let ours = |f: &String| f == FINALIZER;
     let others = |o: &DynamicObject| -> Vec<String> {
-        o.finalizers().iter().filter(|f| !ours(f)).cloned().collect()
+        o.finalizers()
+            .iter()
+            .filter(|f| !ours(f))
+            .cloned()
+            .collect()
     };
     let removed_ours = old.finalizers().iter().any(ours) && !new.finalizers().iter().any(ours);
     let may_go = old.metadata.deletion_timestamp.is_some() || !routes_traffic(new);

@@ -109,10 +109,12 @@ impl StageSpec {
     /// and per step. Each decides what the stage does, so each is guarded alike.
     pub fn gate_names(&self) -> std::collections::BTreeSet<&str> {
         let canary = self.strategy.canary.as_ref();
-        let analyses = canary
-            .and_then(|c| c.analysis.as_ref())
-            .into_iter()
-            .chain(canary.into_iter().flat_map(|c| c.steps.iter()).filter_map(|s| s.analysis.as_ref()));
+        let analyses = canary.and_then(|c| c.analysis.as_ref()).into_iter().chain(
+            canary
+                .into_iter()
+                .flat_map(|c| c.steps.iter())
+                .filter_map(|s| s.analysis.as_ref()),
+        );
         self.gates
             .iter()
             .chain(analyses.flat_map(|a| a.gates.iter()))

@@ -96,9 +96,21 @@ async fn reconcile_approval(
     let (Ok(who), Some(_), Some(_)) = (verified, release, stage) else {
         return Ok(Action::await_change());
     };
-    if message.contains(OFF_THE_TRAIL) {
-        return Ok(Action::await_change());
+    if !message.contains(OFF_THE_TRAIL) {
+        record_on_trail(approval, namespace, &who.username, &message, ctx).await?;
     }
+    Ok(Action::await_change())
+}
+
+/// Appends the decision to its Release's audit trail and announces it with an Event.
+async fn record_on_trail(
+    approval: &Approval,
+    namespace: &str,
+    who: &str,
+    message: &str,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let spec = &approval.spec;
     let comment = spec
         .comment
         .as_deref()
@@ -117,7 +129,7 @@ async fn reconcile_approval(
             .map_or_else(Timestamp::now, |t| t.0),
         stage: spec.stage.clone(),
         action,
-        actor: who.username.clone(),
+        actor: who.to_string(),
         message: format!("{message}{comment}"),
         approval: Some(approval.name_any()),
         reason: None,
@@ -141,7 +153,7 @@ async fn reconcile_approval(
         };
         ctx.writer.events.publish(&*release, a).await;
     }
-    Ok(Action::await_change())
+    Ok(())
 }
 
 /// Where the decision counts and why not: nowhere when it was given for another Release object

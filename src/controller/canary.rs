@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use super::Context;
 use super::error::ReconcileError;
@@ -140,15 +140,11 @@ impl CanaryIo {
         let Some(desired) = desired else {
             return Ok(None);
         };
-        let owner = stage
-            .controller_owner_ref(&())
-            .ok_or(ReconcileError::MissingField("metadata.uid"))?;
         let mut deployment = match (desired, observed) {
             (DesiredPrimary::Release { name, artifacts }, _) => build_workload(
                 target,
                 &self.router_ctx.canary_deployment,
                 &stage.name_any(),
-                Some(owner),
                 Some((name.as_str(), artifacts.as_slice())),
                 self.router.canary_replicas(replicas, weight.unwrap_or(0)),
             )?,
@@ -178,9 +174,6 @@ impl CanaryIo {
         target: &Deployment,
         ctx: &Context,
     ) -> Result<(), ReconcileError> {
-        let owner = stage
-            .controller_owner_ref(&())
-            .ok_or(ReconcileError::MissingField("metadata.uid"))?;
         let namespace = &self.router_ctx.namespace;
         for name in [
             &self.router_ctx.primary_service,
@@ -189,9 +182,7 @@ impl CanaryIo {
             if ctx.services.get(namespace, name).await?.is_some() {
                 continue;
             }
-            // The route keeps the primary's Service when the Stage goes: it is nobody's.
-            let owner = (*name == self.router_ctx.canary_service).then(|| owner.clone());
-            let service = build_service(target, name, &stage.name_any(), owner);
+            let service = build_service(target, name, &stage.name_any());
             let applied = ctx.writer.apply("service_apply", &service).await?;
             ctx.services.wrote(applied);
         }

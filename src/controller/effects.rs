@@ -10,17 +10,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use kube::runtime::controller::Action;
 use kube::ResourceExt;
+use kube::runtime::controller::Action;
 
 use super::Context;
 use super::error::ReconcileError;
 use super::observe::World;
 use super::writer::Announcement;
-use crate::api::{OPERATOR_ACTOR, ORPHANED_ANNOTATION};
 use crate::api::conditions::{Condition, STRATEGY_OVERRIDDEN, TARGET_RUNS_PODS};
 use crate::api::release::{AuditAction, AuditEntry};
 use crate::api::stage::RolloutOutcome;
+use crate::api::{OPERATOR_ACTOR, ORPHANED_ANNOTATION};
 use crate::machine::{DesiredPrimary, Outcome, StageEvent};
 use crate::metrics::{DurationLabels, RolloutLabels};
 use crate::workload::{build_primary, matches_desired};
@@ -45,12 +45,13 @@ pub(crate) async fn apply(
     if retreat {
         apply_workloads(world, &outcome, ctx).await?;
     }
-    if let Some(refused) = unaudited {
-        // The retreat went on; the trail that refused it is shown like any refused write.
-        return Err(refused.into());
-    }
     announce(world, &outcome.events, ctx).await;
     mark_commands(world, &outcome.events, ctx, now).await?;
+    if let Some(refused) = unaudited {
+        // The retreat went on and its Events are out; the trail that refused its entries is
+        // shown like any refused write.
+        return Err(refused.into());
+    }
     let more = !world.steering.superseded.is_empty() || world.steering.acting.is_some();
     if more && outcome.requeue_after > Duration::from_secs(1) {
         // A command that came after the one handled now waits for no timer.
@@ -188,7 +189,8 @@ async fn apply_primary(
         return Ok(());
     }
     let applied = ctx.writer.apply("deployment_apply", &deployment).await?;
-    let applied = match observed.is_some_and(|o| o.annotations().contains_key(ORPHANED_ANNOTATION)) {
+    let applied = match observed.is_some_and(|o| o.annotations().contains_key(ORPHANED_ANNOTATION))
+    {
         // A Stage made again takes its orphaned primary back.
         true => ctx.writer.mark_orphaned(&applied, None).await?,
         false => applied,

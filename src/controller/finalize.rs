@@ -1,8 +1,8 @@
 //! The finalizer every Stage carries: on deletion, the route goes back to the primary alone
 //! (the canary's backendRef removed), and the primary, which has no owner, is marked
 //! orphaned: it keeps serving the release it runs, with all traffic, whatever deleted the
-//! Stage (a person, or a GitOps prune in any propagation). The canary, owned by the Stage,
-//! goes with it once no traffic reaches it. A route or a Gateway API that is gone has nothing
+//! Stage (a person, or a GitOps prune in any propagation). The canary, unowned while it may
+//! serve, is then handed to the Stage and goes with it. A route or a Gateway API that is gone has nothing
 //! to restore, so it never holds the deletion; a refused write does, with backoff, until it
 //! goes through.
 //!
@@ -33,6 +33,7 @@ pub async fn guard(stage: &Stage, ctx: &Context) -> Result<Option<Action>, Recon
                 tracing::info!("deleted stage: all traffic restored to the primary");
             }
             orphan_primary(stage, ctx).await?;
+            hand_canary_over(stage, ctx).await?;
             ctx.writer.stage_finalizers(stage, without(stage)).await?;
         }
         return Ok(Some(Action::await_change()));
@@ -43,6 +44,24 @@ pub async fn guard(stage: &Stage, ctx: &Context) -> Result<Option<Action>, Recon
         ctx.writer.stage_finalizers(stage, finalizers).await?;
     }
     Ok(None)
+}
+
+/// Once no route sends it traffic, the canary and its Service become the Stage's, for the
+/// garbage collector to delete with it.
+async fn hand_canary_over(stage: &Stage, ctx: &Context) -> Result<(), ReconcileError> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let name = canary_name(&stage.spec.target.name);
+    if let Some(canary) = ctx.deployments.get(&namespace, &name).await? {
+        ctx.writer
+            .hand_to_stage("deployment_owner", &*canary, stage)
+            .await?;
+    }
+    if let Some(service) = ctx.services.get(&namespace, &name).await? {
+        ctx.writer
+            .hand_to_stage("service_owner", &*service, stage)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Marks the deleted stage's primary orphaned, saying what it serves and what to do.
@@ -60,7 +79,9 @@ async fn orphan_primary(stage: &Stage, ctx: &Context) -> Result<(), ReconcileErr
     let note = format!(
         "Stage '{}' was deleted at {}; this Deployment keeps serving {serving} with all traffic and is no longer managed. Delete it when nothing needs it, or create the Stage again to adopt it.",
         stage.name_any(),
-        jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_default(),
+        jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_default(),
     );
     let marked = ctx.writer.mark_orphaned(&primary, Some(&note)).await?;
     ctx.deployments.wrote(marked);

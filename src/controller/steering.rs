@@ -212,7 +212,11 @@ mod tests {
         bare.spec.stage_ref = None;
         let s = read(&stage(9, None), vec![Arc::new(bare)], &key());
         assert_eq!(s.command, None, "a scripted abort loop needs a stamp too");
-        assert!(s.refused[0].1.starts_with("spec.requestedBy"), "{:?}", s.refused);
+        assert!(
+            s.refused[0].1.starts_with("spec.requestedBy"),
+            "{:?}",
+            s.refused
+        );
     }
 
     #[test]

@@ -60,21 +60,23 @@ impl PrometheusCheck {
         .map_err(|e| errors.push(e))
         .ok();
         match (query, threshold, timeout, min_samples) {
-            (Some(query), Some(threshold), Some(timeout), Ok(min_samples)) if errors.is_empty() => Ok(Box::new(Self {
-                http: tls_client(spec, http, &env.webhook_allow),
-                allow: env.webhook_allow.clone(),
-                address: address.trim_end_matches('/').to_string(),
-                query,
-                threshold,
-                timeout,
-                min_samples,
-                token: spec.bearer_token_secret_ref.as_ref().map(super::secret_key),
-                ca: spec
-                    .tls
-                    .as_ref()
-                    .and_then(|t| t.ca_secret_ref.as_ref())
-                    .map(super::secret_key),
-            })),
+            (Some(query), Some(threshold), Some(timeout), Ok(min_samples)) if errors.is_empty() => {
+                Ok(Box::new(Self {
+                    http: tls_client(spec, http, &env.webhook_allow),
+                    allow: env.webhook_allow.clone(),
+                    address: address.trim_end_matches('/').to_string(),
+                    query,
+                    threshold,
+                    timeout,
+                    min_samples,
+                    token: spec.bearer_token_secret_ref.as_ref().map(super::secret_key),
+                    ca: spec
+                        .tls
+                        .as_ref()
+                        .and_then(|t| t.ca_secret_ref.as_ref())
+                        .map(super::secret_key),
+                }))
+            }
             _ => Err(errors),
         }
     }

@@ -300,8 +300,14 @@ mod tests {
         let q = t.render(&ctx(attack)).unwrap();
         let expr = parser::parse(&q).unwrap();
         let shown = format!("{expr:?}");
-        assert!(!shown.contains(r#"name: "vector""#), "no vector() call: {shown}");
-        assert!(shown.contains(r#"value: "x\"}[5m])*0) or vector(0) #""#), "{shown}");
+        assert!(
+            !shown.contains(r#"name: "vector""#),
+            "no vector() call: {shown}"
+        );
+        assert!(
+            shown.contains(r#"value: "x\"}[5m])*0) or vector(0) #""#),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -945,7 +945,11 @@ fn a_weight_changed_by_someone_else_is_put_back_and_a_fight_is_reported() {
         world.now = at;
         world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
     }
-    assert_eq!(corrections(&world), 3, "passes that leave it alone count nothing");
+    assert_eq!(
+        corrections(&world),
+        3,
+        "passes that leave it alone count nothing"
+    );
     assert_eq!(
         world.status.rollout, before.rollout,
         "a contested route writes the status once, not every pass"
@@ -1014,8 +1018,14 @@ fn a_promote_on_a_bake_paused_for_missing_data_goes_on_baking_without_starting_a
 }
 
 fn paused_since(world: &World) -> Timestamp {
-    let canary = world.status.rollout.as_ref().and_then(|r| r.canary.as_ref());
-    canary.and_then(|c| c.inconclusive_since).expect("paused for missing data")
+    let canary = world
+        .status
+        .rollout
+        .as_ref()
+        .and_then(|r| r.canary.as_ref());
+    canary
+        .and_then(|c| c.inconclusive_since)
+        .expect("paused for missing data")
 }
 
 #[test]

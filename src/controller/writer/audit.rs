@@ -159,7 +159,10 @@ mod tests {
         rollback.action = AuditAction::RolledBack;
         let approval = entry("approval/a1/Approved", "2026-11-27T10:00:00Z");
         assert_eq!(room_for(std::slice::from_ref(&rollback)), AUDIT_LIMIT);
-        assert_eq!(room_for(&[approval.clone()]), AUDIT_LIMIT - SAFETY_RESERVE);
+        assert_eq!(
+            room_for(std::slice::from_ref(&approval)),
+            AUDIT_LIMIT - SAFETY_RESERVE
+        );
         assert_eq!(
             room_for(&[rollback, approval]),
             AUDIT_LIMIT - SAFETY_RESERVE,

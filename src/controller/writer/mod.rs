@@ -27,11 +27,11 @@ use crate::api::stage::{Stage, StageStatus};
 use crate::api::{
     CommandPhase, FIELD_MANAGER, ORPHANED_ANNOTATION, StageCommand, StageCommandStatus,
 };
-use k8s_openapi::api::apps::v1::Deployment;
 use crate::index::Index;
 use crate::index::own::{OwnEntries, OwnWrites};
 use crate::metrics::Metrics;
 use crate::routers::{RouterContext, RouterError, TrafficRouter};
+use k8s_openapi::api::apps::v1::Deployment;
 
 /// A write that did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -247,10 +247,42 @@ impl Writer {
             self.client.clone(),
             &primary.namespace().unwrap_or_default(),
         )
-        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": metadata})))
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": metadata})),
+        )
         .await;
         let what = || format!("orphan mark of Deployment '{name}'");
         self.counted("deployment_orphan", what, result)
+    }
+
+    /// Makes `object` the Stage's, for the garbage collector to delete once the Stage is
+    /// gone (the canary, once the route no longer sends it traffic).
+    pub async fn hand_to_stage<K>(
+        &self,
+        kind: &'static str,
+        object: &K,
+        stage: &Stage,
+    ) -> Result<(), WriteError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.may_write()?;
+        let name = object.name_any();
+        let Some(owner) = stage.controller_owner_ref(&()) else {
+            return Ok(());
+        };
+        let body = json!({"metadata": {"ownerReferences": [owner]}});
+        let result =
+            Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default())
+                .patch(&name, &PatchParams::default(), &Patch::Merge(body))
+                .await;
+        let what = || format!("owner of {} '{name}'", K::kind(&()));
+        self.counted(kind, what, result).map(|_| ())
     }
 
     /// Sets a Stage's finalizers, failing on a conflict rather than overwriting another
