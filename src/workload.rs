@@ -11,12 +11,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::release::Artifact;
-use crate::api::{ORPHANED_ANNOTATION, RELEASE_ANNOTATION, STAGE_LABEL, WORKLOAD_LABEL};
+use crate::api::{
+    ORPHANED_ANNOTATION, RELEASE_ANNOTATION, STAGE_LABEL, TEMPLATE_ANNOTATION, WORKLOAD_LABEL,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkloadError {
     #[error("target Deployment '{0}' has no pod template containers")]
     EmptyTemplate(String),
+    #[error("the pinned template {0} cannot be read back: {1}")]
+    BadPin(String, String),
     #[error(
         "artifact '{artifact}' names no container of target Deployment '{target}' (containers: {containers})"
     )]
@@ -46,6 +50,54 @@ pub fn build_primary(
 ) -> Result<Deployment, WorkloadError> {
     let name = primary_name(target.metadata.name.as_deref().unwrap_or_default());
     build_workload(target, &name, stage, release, replicas)
+}
+
+/// `target` with the pod template (and `minReadySeconds`) a rollout pinned in its place: what
+/// the managed workloads are built from, whatever the target says now.
+pub fn pinned(target: &Deployment, pinned: &PinnedSource) -> Result<Deployment, WorkloadError> {
+    let mut d = target.clone();
+    let spec = d.spec.get_or_insert_with(Default::default);
+    spec.template = serde_json::from_value(pinned.template.clone())
+        .map_err(|e| WorkloadError::BadPin(pinned.digest.clone(), e.to_string()))?;
+    spec.min_ready_seconds = pinned.min_ready_seconds;
+    // On the Deployment, not its pod template: pinning what already runs restarts no pod.
+    d.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TEMPLATE_ANNOTATION.to_string(), pinned.digest.clone());
+    Ok(d)
+}
+
+/// The digest of the pinned template a Deployment was built from (or, on a pinned source,
+/// will be).
+fn pinned_digest(d: &Deployment) -> Option<String> {
+    d.metadata
+        .annotations
+        .as_ref()?
+        .get(TEMPLATE_ANNOTATION)
+        .cloned()
+}
+
+/// A pinned template, ready to build from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinnedSource {
+    pub digest: String,
+    pub template: serde_json::Value,
+    pub min_ready_seconds: Option<i32>,
+}
+
+/// What of the target a rollout pins: its pod template and `minReadySeconds`, with the digest
+/// they are known by (`sha256:` and hex of their JSON as the apiserver returns them).
+pub fn pin_of(target: &Deployment) -> PinnedSource {
+    let spec = target.spec.clone().unwrap_or_default();
+    let template = serde_json::to_value(&spec.template).unwrap_or_default();
+    let min_ready_seconds = spec.min_ready_seconds;
+    let digest = crate::identity::digest(&(&template, min_ready_seconds));
+    PinnedSource {
+        digest: format!("sha256:{digest}"),
+        template,
+        min_ready_seconds,
+    }
 }
 
 /// A managed Deployment `name` running `release` on the target's pod template. None has an
@@ -95,10 +147,12 @@ pub fn build_workload(
                     "greenlight".to_string(),
                 ),
             ])),
-            annotations: Some(BTreeMap::from([(
-                RELEASE_ANNOTATION.to_string(),
-                release_name,
-            )])),
+            annotations: Some(
+                [(RELEASE_ANNOTATION.to_string(), release_name)]
+                    .into_iter()
+                    .chain(pinned_digest(target).map(|d| (TEMPLATE_ANNOTATION.to_string(), d)))
+                    .collect(),
+            ),
             ..Default::default()
         },
         spec: Some(DeploymentSpec {
@@ -248,6 +302,7 @@ pub fn matches_desired(observed: &Deployment, desired: &Deployment) -> bool {
     };
     annotation(observed) == annotation(desired)
         && !orphaned(observed)
+        && pinned_digest(observed) == pinned_digest(desired)
         && owners(observed) == owners(desired)
         && weight(observed) == weight(desired)
         && o.replicas == d.replicas
@@ -270,6 +325,8 @@ fn images(spec: &DeploymentSpec) -> Vec<Option<String>> {
 pub struct PrimaryView {
     /// Release named by the pod template's annotation.
     pub release: Option<String>,
+    /// The pinned template it was built from, by digest.
+    pub template: Option<String>,
     pub replicas: i32,
     /// Every replica runs the current template and is available.
     pub available: bool,
@@ -283,14 +340,17 @@ pub struct PrimaryView {
 
 /// Reads a managed Deployment's rollout the way `kubectl rollout status` does.
 pub fn observe(deployment: &Deployment) -> PrimaryView {
-    let release = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(RELEASE_ANNOTATION))
-        .filter(|r| !r.is_empty())
-        .cloned();
+    let annotation = |key: &str| {
+        deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(key))
+            .filter(|r| !r.is_empty())
+            .cloned()
+    };
+    let (release, template) = (annotation(RELEASE_ANNOTATION), pinned_digest(deployment));
     let want = deployment
         .spec
         .as_ref()
@@ -309,6 +369,7 @@ pub fn observe(deployment: &Deployment) -> PrimaryView {
         && available == total;
     PrimaryView {
         release,
+        template,
         replicas: want,
         available: complete,
         serving: want == 0 || (observed_current && new_available(updated, available, total) > 0),
@@ -439,6 +500,48 @@ mod tests {
         assert!(
             !matches_desired(&owned, &primary),
             "a primary an older version made owned is applied again, without its owner"
+        );
+    }
+
+    #[test]
+    fn a_primary_is_built_from_the_pinned_template_whatever_the_target_says_now() {
+        let pin = pin_of(&target());
+        let mut edited = target();
+        let template = &mut edited.spec.as_mut().unwrap().template;
+        template.spec.as_mut().unwrap().containers.push(Container {
+            name: "miner".into(),
+            image: Some("registry.example.com/evil/miner:latest".into()),
+            ..Default::default()
+        });
+        assert_ne!(
+            pin_of(&edited).digest,
+            pin.digest,
+            "the edit has a digest of its own"
+        );
+        let source = pinned(&edited, &pin).unwrap();
+        let artifacts = [Artifact {
+            name: "web".into(),
+            image: "web@sha256:abc".into(),
+        }];
+        let d = build_primary(&source, "prod", Some(("r1", &artifacts)), 2).unwrap();
+        let containers = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let names: Vec<&str> = containers
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["web"], "no sidecar the target gained since");
+        assert_eq!(observe(&d).template.as_deref(), Some(pin.digest.as_str()));
+        let from_edit = build_primary(
+            &pinned(&edited, &pin_of(&edited)).unwrap(),
+            "prod",
+            Some(("r1", &artifacts)),
+            2,
+        )
+        .unwrap();
+        assert!(
+            !matches_desired(&d, &from_edit),
+            "another template is another rollout"
         );
     }
 

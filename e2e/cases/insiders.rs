@@ -62,6 +62,104 @@ async fn protected_prod_running_v1(env: &mut TestEnv) {
         .await;
 }
 
+/// The containers and pod labels of a Deployment.
+async fn shape_of(env: &TestEnv, name: &str) -> (Vec<String>, Vec<String>) {
+    let d = env.deployment(name).await.expect("the Deployment exists");
+    let template = d.spec.map(|s| s.template).unwrap_or_default();
+    let labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    let containers = template.spec.map(|p| p.containers).unwrap_or_default();
+    (
+        containers.into_iter().map(|c| c.name).collect(),
+        labels.into_keys().collect(),
+    )
+}
+
+/// A team editor adds a sidecar and a label to protected prod's target. Nothing reaches the
+/// primary: the stage reports the change and who made it, and rolls it out only once the
+/// approval gate passes with an approval given after the change (the one v1 got does not
+/// count); the audit trail records it as a configuration change with both template digests.
+pub async fn a_template_edit_reaches_protected_prod_only_through_its_approval_gate(
+    mut env: TestEnv,
+) {
+    protected_prod_running_v1(&mut env).await;
+    let before = shape_of(&env, "web-prod-primary").await;
+    let sidecar = r#"{"spec":{"template":{"metadata":{"labels":{"evil":"yes"}},"spec":{"containers":[{"name":"miner","image":"registry.example.com/evil/miner:latest"}]}}}}"#;
+    let edit = ["patch", "deployment", "web-prod", "-p", sidecar];
+    as_user(&env, "erin", &edit, "").expect("a team editor may edit the target");
+    let reported = env
+        .wait_for("the change reported", WAIT, || async {
+            let s = env.stage("prod").await.status.unwrap_or_default();
+            let c = s.conditions.iter().find(|c| c.type_ == "TargetChanged");
+            c.map(|c| c.message.clone())
+                .ok_or(format!("{:?}", s.conditions))
+        })
+        .await;
+    assert!(
+        reported.contains("kubectl-patch")
+            && reported.contains("containers[miner]")
+            && reported.contains("labels.evil"),
+        "{reported}"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        shape_of(&env, "web-prod-primary").await,
+        before,
+        "nothing reached prod"
+    );
+    let waiting = env.stage("prod").await.status.unwrap_or_default().message;
+    assert!(
+        waiting
+            .as_deref()
+            .unwrap_or_default()
+            .contains("before the configuration change"),
+        "v1's approval does not let the edit through: {waiting:?}"
+    );
+    let approval = "apiVersion: greenlight.dev/v1alpha1\nkind: Approval\nmetadata: {name: v1-config-bob}\nspec: {release: v1, stage: prod, decision: approve}\n";
+    as_user(&env, "bob", &["create", "-f", "-"], approval).expect("bob approves the change");
+    env.wait_for("the change on the primary", WAIT, || async {
+        match shape_of(&env, "web-prod-primary").await {
+            (c, l) if c.contains(&"miner".to_string()) && l.contains(&"evil".to_string()) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    the_change_is_audited_with_both_templates(&env).await;
+}
+
+async fn the_change_is_audited_with_both_templates(env: &TestEnv) {
+    let stage = env
+        .wait_for("the change rolled out", WAIT, || async {
+            let s = env.stage("prod").await.status.unwrap_or_default();
+            match s.rollout.is_none() && s.history.first().is_some_and(|h| h.configuration) {
+                true => Ok(s),
+                false => Err(format!("{:?} {:?}", s.phase, s.message)),
+            }
+        })
+        .await;
+    let trail = env.release("v1").await.status.unwrap_or_default().audit;
+    let change = trail
+        .iter()
+        .find(|e| e.configuration.is_some())
+        .expect("the configuration change is on the trail");
+    assert!(
+        change
+            .configuration
+            .as_deref()
+            .unwrap_or_default()
+            .contains("kubectl-patch")
+    );
+    assert_eq!(change.template, stage.template);
+    let first = trail
+        .iter()
+        .find(|e| e.configuration.is_none() && e.template.is_some());
+    assert_eq!(
+        change.previous_template,
+        first.and_then(|e| e.template.clone()),
+        "before and after: {trail:?}"
+    );
+    assert_ne!(change.previous_template, change.template);
+}
+
 /// A team editor cannot hand a protected Stage to the garbage collector (a dangling owner
 /// reference), hold or hurry its deletion (finalizers), switch its protection off, or take
 /// its Deployment with a Stage of their own; 30 s later the Stage and its primary still run.
@@ -163,6 +261,7 @@ pub async fn ci_cannot_pass_a_prometheus_gate_by_injecting_promql_through_a_vers
 async fn paused_canary(env: &mut TestEnv, weight: i64) -> Bed {
     let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2"));
     let steps = format!("      - setWeight: {weight}\n      - pause: {{}}\n");
+    env.grant_example_roles();
     grant_team_editor(env, "erin");
     let bed = start_bed_with(env, &v1, &[&v2], &steps, without_background_analysis).await;
     env.apply(&release_yaml("v2", "shop", "2", &v2));
@@ -209,6 +308,7 @@ pub async fn a_promote_by_someone_with_neither_the_verb_nor_a_place_at_the_gate_
 /// on the primary soon after the analysis fails.
 pub async fn a_flood_of_approvals_and_a_full_trail_never_block_a_rollback(mut env: TestEnv) {
     let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-degrades"));
+    env.grant_example_roles();
     grant_team_editor(&env, "erin");
     let steps = "      - setWeight: 20\n      - pause: {}\n";
     let bed = start_bed_with(&mut env, &v1, &[&v2], steps, |w| w).await;

@@ -88,6 +88,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         shell::a_stage_naming_an_invalid_gate_is_stalled_and_rolls_out_once_the_gate_is_fixed,
         shell::a_duration_past_a_year_stalls_its_stage_naming_the_field_and_the_rest_keeps_flowing,
         shell::a_promote_with_nothing_to_promote_is_refused_saying_why,
+        insiders::a_template_edit_reaches_protected_prod_only_through_its_approval_gate,
         insiders::a_team_editor_cannot_delete_or_take_over_a_protected_stage_through_metadata,
         insiders::a_team_editor_cannot_neuter_a_protected_canarys_analysis_gates,
         insiders::ci_cannot_pass_a_prometheus_gate_by_injecting_promql_through_a_version,

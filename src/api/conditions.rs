@@ -15,6 +15,8 @@ pub const RECONCILING: &str = "Reconciling";
 pub const TARGET_RUNS_PODS: &str = "TargetRunsPods";
 /// Says the managed workloads roll differently from what the target asks, and why.
 pub const STRATEGY_OVERRIDDEN: &str = "StrategyOverridden";
+/// The target's template was edited; the edit waits for a rollout of its own.
+pub const TARGET_CHANGED: &str = "TargetChanged";
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ConditionStatus {

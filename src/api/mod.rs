@@ -41,3 +41,15 @@ pub const OPERATOR_ACTOR: &str = "greenlight";
 pub const STAGE_FINALIZER: &str = "greenlight.dev/restore-traffic";
 /// On a primary whose Stage was deleted: it keeps serving, and says so and since when.
 pub const ORPHANED_ANNOTATION: &str = "greenlight.dev/orphaned";
+
+/// The schema of a field that holds any JSON object, kept whole by the apiserver (a pinned
+/// pod template: its full schema would make the CRD ten times its size).
+pub(crate) fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// On a managed workload's pod template: the digest of the pinned template it was built from.
+pub const TEMPLATE_ANNOTATION: &str = "greenlight.dev/template";

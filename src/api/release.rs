@@ -146,6 +146,20 @@ pub struct AuditEntry {
     /// The gate whose verdict failed the rollout, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<String>,
+    /// The digest of the pod template the rollout pinned (`sha256:...`), on the entries of a
+    /// rollout: what ran is the release's images on exactly this template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub template: Option<String>,
+    /// The template that served before, on a rollout's first entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub previous_template: Option<String>,
+    /// On a configuration change (the target's template edited, rolled out with the release
+    /// already running): who edited it, as the target's managed fields name them, and what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub configuration: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

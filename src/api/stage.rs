@@ -258,6 +258,21 @@ pub struct StageStatus {
     /// Finished rollouts, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,
+    /// The digest of the pod template the primary serves, pinned when its rollout started: a
+    /// later edit of the target reaches the primary only through a rollout of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub template: Option<String>,
+    /// The pinned templates this status names (serving, rolling out, rolled back to), by
+    /// digest. Only the operator writes them; what the target says later changes none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub templates: Vec<PinnedTemplate>,
+    /// The target's template differs from the one that serves: what differs, who changed it,
+    /// and whether its configuration rollout failed here (then it is not tried again until
+    /// the target changes once more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_change: Option<TargetChange>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -307,6 +322,57 @@ pub struct ActiveRollout {
     /// How the canary's traffic was routed when the rollout started, for the same reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<super::canary::TrafficRouting>,
+    /// The digest of the pod template this rollout runs, fixed when it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub template: Option<String>,
+    /// The template that served before, the rollback target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub previous_template: Option<String>,
+    /// A configuration change: the release already running here, on the target's new template.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub configuration: bool,
+}
+
+impl ActiveRollout {
+    /// What rolls out, in words: the version, or a configuration change of it.
+    pub fn what(&self) -> String {
+        match self.configuration {
+            true => format!("the configuration change of {}", self.version),
+            false => self.version.clone(),
+        }
+    }
+}
+
+/// A pod template as a rollout pinned it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedTemplate {
+    /// `sha256:` and the hex digest of the template's JSON.
+    #[schemars(length(max = 80))]
+    pub digest: String,
+    /// The target's `spec.template` (and `minReadySeconds`) when it was pinned.
+    #[schemars(schema_with = "super::any_object")]
+    pub template: serde_json::Value,
+}
+
+/// An edit of the target that has not reached the primary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetChange {
+    #[schemars(length(max = 80))]
+    pub digest: String,
+    /// The template fields that differ from the serving template's, at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(max = 256)))]
+    pub fields: Vec<String>,
+    /// The field manager that last wrote the target's template (`kubectl-edit`, `argocd-controller`).
+    #[schemars(length(max = 253))]
+    pub changed_by: String,
+    /// Its configuration rollout failed and was rolled back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failed: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -328,6 +394,13 @@ pub struct RolloutRecord {
     pub duration_seconds: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The template digest the rollout ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
+    pub template: Option<String>,
+    /// A configuration change of the release already running.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub configuration: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -134,6 +134,9 @@ async fn record_on_trail(
         approval: Some(approval.name_any()),
         reason: None,
         gate: None,
+        template: None,
+        previous_template: None,
+        configuration: None,
     };
     let appended = ctx
         .writer

@@ -77,6 +77,7 @@ impl CanaryIo {
             deployment,
             CanaryView {
                 release: view.as_ref().and_then(|v| v.release.clone()),
+                template: view.as_ref().and_then(|v| v.template.clone()),
                 replicas: view.as_ref().map_or(0, |v| v.replicas),
                 // Services send traffic only to ready pods, so one available pod is enough to serve.
                 available: view.as_ref().is_some_and(|v| v.serving),
@@ -141,7 +142,12 @@ impl CanaryIo {
             return Ok(None);
         };
         let mut deployment = match (desired, observed) {
-            (DesiredPrimary::Release { name, artifacts }, _) => build_workload(
+            (
+                DesiredPrimary::Release {
+                    name, artifacts, ..
+                },
+                _,
+            ) => build_workload(
                 target,
                 &self.router_ctx.canary_deployment,
                 &stage.name_any(),

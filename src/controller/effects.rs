@@ -17,7 +17,7 @@ use super::Context;
 use super::error::ReconcileError;
 use super::observe::World;
 use super::writer::Announcement;
-use crate::api::conditions::{Condition, STRATEGY_OVERRIDDEN, TARGET_RUNS_PODS};
+use crate::api::conditions::{Condition, STRATEGY_OVERRIDDEN, TARGET_CHANGED, TARGET_RUNS_PODS};
 use crate::api::release::{AuditAction, AuditEntry};
 use crate::api::stage::RolloutOutcome;
 use crate::api::{OPERATOR_ACTOR, ORPHANED_ANNOTATION};
@@ -69,7 +69,13 @@ async fn apply_workloads(
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
     if let Some((io, observed, view)) = &world.canary {
-        let (stage, target, replicas) = (&world.stage, &world.target, world.plan.replicas);
+        let template = match &outcome.canary {
+            Some(DesiredPrimary::Release { template, .. }) => template.as_deref(),
+            _ => None,
+        };
+        let status = world.stage.status.clone().unwrap_or_default();
+        let source = super::pins::source(&world.target, &status, &world.pin, template)?;
+        let (stage, target, replicas) = (&world.stage, &source, world.plan.replicas);
         let problem = view.router_problem.as_ref();
         io.apply(
             stage,
@@ -133,7 +139,9 @@ async fn record(
     concurrently(entries).await?;
     let old = stage.status.clone().unwrap_or_default();
     let mut status = outcome.status.clone();
+    super::pins::keep(&mut status, &old, &world.pin);
     status.conditions.extend(target_runs_pods(world));
+    status.conditions.extend(target_changed(&status));
     status.conditions.extend(strategy_overridden(world));
     status.last_command = world.steering.text.clone();
     status.last_command_refused = match world.steering.stale {
@@ -175,15 +183,31 @@ async fn apply_primary(
     desired: &DesiredPrimary,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
-    let release = match desired {
-        DesiredPrimary::Release { name, artifacts } => Some((name.as_str(), artifacts.as_slice())),
-        DesiredPrimary::Empty => None,
+    let (release, template) = match desired {
+        DesiredPrimary::Release {
+            name,
+            artifacts,
+            template,
+        } => (
+            Some((name.as_str(), artifacts.as_slice())),
+            template.as_deref(),
+        ),
+        DesiredPrimary::Empty => (
+            None,
+            world
+                .stage
+                .status
+                .as_ref()
+                .and_then(|s| s.template.as_deref()),
+        ),
     };
     if release.is_none() && world.primary.is_none() {
         return Ok(());
     }
     let name = world.stage.name_any();
-    let deployment = build_primary(&world.target, &name, release, world.plan.replicas)?;
+    let status = world.stage.status.clone().unwrap_or_default();
+    let source = super::pins::source(&world.target, &status, &world.pin, template)?;
+    let deployment = build_primary(&source, &name, release, world.plan.replicas)?;
     let observed = world.primary.as_ref();
     if observed.is_some_and(|o| matches_desired(o, &deployment)) {
         return Ok(());
@@ -230,6 +254,9 @@ fn audit_entries(
             approval: None,
             reason: event.cause.as_ref().map(|c| c.reason.clone()),
             gate: event.cause.as_ref().and_then(|c| c.gate.clone()),
+            template: event.pinned.as_ref().and_then(|p| p.template.clone()),
+            previous_template: event.pinned.as_ref().and_then(|p| p.previous.clone()),
+            configuration: event.pinned.as_ref().and_then(|p| p.configuration.clone()),
         });
     }
     trail
@@ -340,6 +367,33 @@ fn target_runs_pods(world: &World) -> Option<Condition> {
         format!(
             "target Deployment '{}' runs {pods} pod(s) of its own; declare it with replicas: 0",
             world.stage.spec.target.name
+        ),
+    ))
+}
+
+/// The target's template was edited and the edit has not reached the primary: what changed,
+/// who changed it, and what it waits for (or that its rollout failed here).
+fn target_changed(status: &crate::api::StageStatus) -> Option<Condition> {
+    let change = status.target_change.as_ref()?;
+    let (reason, what) = match change.failed {
+        true => (
+            "ConfigurationRolledBack",
+            "its rollout failed here and was rolled back; it is not tried again until the target changes",
+        ),
+        false => (
+            "ConfigurationPending",
+            "it reaches the primary only through a rollout here, with the stage's gates",
+        ),
+    };
+    Some(Condition::new(
+        TARGET_CHANGED,
+        true,
+        reason,
+        format!(
+            "the target's template ({}) was changed by {}: {}; {what}",
+            change.digest,
+            change.changed_by,
+            change.fields.join(", ")
         ),
     ))
 }

@@ -18,6 +18,7 @@ pub mod notifier;
 pub mod notify;
 pub mod observe;
 pub mod patch;
+pub mod pins;
 pub mod queue;
 pub mod release;
 pub mod runner;

@@ -235,6 +235,9 @@ pub struct World {
     pub invalid: Option<String>,
     /// The time the decision is made at.
     pub now: jiff::Timestamp,
+    /// The target's template now, pinnable, and as the machine sees it.
+    pub pin: crate::workload::PinnedSource,
+    pub target_template: crate::machine::TargetTemplate,
 }
 
 pub type Invalid = (Stage, &'static str, String);
@@ -293,6 +296,8 @@ pub async fn observe_stage(
         ctx.index.pending_commands(&namespace, &stage.name_any()),
         &ctx.index.identity,
     );
+    let status = stage.status.clone().unwrap_or_default();
+    let (pin, target_template) = super::pins::observe(&target, &status, ctx).await?;
     let (mut releases, ask) = release_views(&stage, &target, &ctx.index);
     let at = (namespace.as_str(), stage.name_any());
     freshen(&mut releases, ask, (at.0, &at.1), ctx).await?;
@@ -307,5 +312,7 @@ pub async fn observe_stage(
         target,
         primary,
         canary,
+        pin,
+        target_template,
     }))
 }

@@ -191,6 +191,7 @@ impl GateRunner {
             primary_workload: primary_name(&stage.spec.target.name),
             canary_workload: canary_name(&stage.spec.target.name),
             secrets: Default::default(),
+            configuration: None,
             now,
         }
     }
@@ -217,6 +218,7 @@ impl GateRunner {
         }
         GateReport {
             release: ctx.release.clone(),
+            template: ctx.configuration.as_ref().map(|(t, _)| t.clone()),
             results,
             recheck_after,
         }
@@ -266,12 +268,14 @@ impl GateRunner {
             .iter()
             .map(|a| a.name_any())
             .collect();
+        let template = ctx.configuration.as_ref().map(|(t, _)| t.as_str());
         format!(
-            "{}/{}/{}/{name}/{generation:?}/{}",
+            "{}/{}/{}/{name}/{generation:?}/{}/{}",
             ctx.namespace,
             ctx.stage,
             ctx.release,
-            approvals.join(",")
+            approvals.join(","),
+            template.unwrap_or_default()
         )
     }
 

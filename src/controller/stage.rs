@@ -247,15 +247,20 @@ async fn decide(world: &World, ctx: &Context, now: Timestamp) -> Outcome {
         measurements: None,
         command: world.steering.command.clone(),
         invalid: world.invalid.as_deref(),
+        target: Some(&world.target_template),
         now,
     };
     let (report, measured);
     let decision = match machine::decide(&input) {
         Decision::Act(outcome) => return *outcome,
-        Decision::EvaluateGates { release } => {
-            let gate_ctx = ctx
+        Decision::EvaluateGates {
+            release,
+            configuration,
+        } => {
+            let mut gate_ctx = ctx
                 .runner
                 .context(&world.stage, &world.releases, &release, now);
+            gate_ctx.configuration = configuration;
             report = ctx
                 .runner
                 .evaluate_in_order(&world.plan.gates, &gate_ctx, now)

@@ -131,6 +131,30 @@ impl ApprovalCheck {
         }))
     }
 
+    /// Why a verified decision does not count here: its author may not approve, it was given
+    /// for another Release object, or before the configuration change it would let through.
+    fn not_counted(
+        &self,
+        approval: &ApprovalRecord,
+        who: &Identity,
+        ctx: &GateContext,
+    ) -> Option<String> {
+        if let Some(why) = self.policy.refusal(who, &ctx.release_author) {
+            return Some(why);
+        }
+        if let Some(why) = for_another_release(approval, ctx) {
+            return Some(why);
+        }
+        let (_, since) = ctx
+            .configuration
+            .as_ref()
+            .filter(|(_, s)| approval.created < *s)?;
+        Some(format!(
+            "{}'s approval was given before the configuration change it would let through (which waits since {since})",
+            who.username
+        ))
+    }
+
     fn judge(&self, ctx: &GateContext) -> GateOutcome {
         let policy = &self.policy;
         let mut approvers: Vec<&str> = Vec::new();
@@ -146,11 +170,7 @@ impl ApprovalCheck {
                     continue;
                 }
             };
-            if let Some(why) = policy.refusal(who, &ctx.release_author) {
-                ignored.push(why);
-                continue;
-            }
-            if let Some(why) = for_another_release(approval, ctx) {
+            if let Some(why) = self.not_counted(approval, who, ctx) {
                 ignored.push(why);
                 continue;
             }
@@ -323,6 +343,7 @@ mod tests {
             approvals,
             release_author: author.map(str::to_string),
             release_ref: Some(current()),
+            configuration: None,
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
         }
     }
@@ -376,6 +397,37 @@ mod tests {
         early.release_ref = Some(current());
         let out = gate(1, false, None).judge(&ctx(Ok("ci"), vec![early]));
         assert_eq!(out.verdict, GateVerdict::Passed);
+    }
+
+    #[test]
+    fn a_configuration_change_needs_approvals_given_after_it() {
+        let before = record(
+            "first",
+            who("alice", MANAGER),
+            Decision::Approve,
+            "2026-11-22T10:00:00Z",
+        );
+        let after = record(
+            "again",
+            who("bob", MANAGER),
+            Decision::Approve,
+            "2026-11-22T11:30:00Z",
+        );
+        let mut c = ctx(Ok("ci"), vec![before.clone()]);
+        c.configuration = Some(("sha256:b".into(), "2026-11-22T11:00:00Z".parse().unwrap()));
+        let out = gate(1, false, None).judge(&c);
+        assert_eq!(out.verdict, GateVerdict::Pending, "{}", out.message);
+        assert!(
+            out.message.contains("before the configuration change"),
+            "{}",
+            out.message
+        );
+        c.approvals = vec![before, after];
+        let out = gate(1, false, None).judge(&c);
+        assert_eq!(
+            out.message,
+            "approved by bob; not counted: alice's approval was given before the configuration change it would let through (which waits since 2026-11-22T11:00:00Z)"
+        );
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct GateContext {
     /// The Release object being judged: an approval counts only if given for it (likewise
     /// only for approval gates).
     pub release_ref: Option<crate::api::ReleaseRef>,
+    /// For a configuration change of the running release: its template's digest, and since
+    /// when it waits. Approvals given before it do not count for it.
+    pub configuration: Option<(String, Timestamp)>,
     pub now: Timestamp,
 }
 

@@ -280,6 +280,7 @@ mod tests {
             approvals: vec![],
             release_author: Ok("ci".into()),
             release_ref: None,
+            configuration: None,
             now: jiff::Timestamp::UNIX_EPOCH,
         }
     }

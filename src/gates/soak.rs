@@ -127,6 +127,7 @@ mod tests {
             approvals: vec![],
             release_author: Err(crate::identity::Unverified::Missing),
             release_ref: None,
+            configuration: None,
             primary_workload: "web-primary".into(),
             canary_workload: "web-canary".into(),
             secrets: Default::default(),

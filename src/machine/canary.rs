@@ -129,10 +129,10 @@ impl Draft<'_> {
 
     /// Whether the canary runs this rollout's release with pods to serve.
     pub(super) fn canary_serves(&self, rollout: &ActiveRollout) -> bool {
-        let release = Some(rollout.release.as_str());
-        self.input
-            .canary
-            .is_some_and(|c| c.available && c.release.as_deref() == release)
+        let want = (rollout.release.clone(), rollout.template.clone());
+        self.input.canary.is_some_and(|c| {
+            c.available && super::draft::runs(c.release.as_deref(), c.template.as_deref(), &want)
+        })
     }
 
     /// The weight a rollout that holds still keeps on the canary: its own while the canary
@@ -191,6 +191,7 @@ impl Draft<'_> {
         let release = DesiredPrimary::Release {
             name: rollout.release.clone(),
             artifacts: artifacts.to_vec(),
+            template: rollout.template.clone(),
         };
         if progress.baking_since.is_some() {
             self.drain_canary();
@@ -444,10 +445,11 @@ impl Draft<'_> {
         artifacts: &[crate::api::release::Artifact],
     ) {
         let now = self.input.now;
-        let switched = self
-            .input
-            .primary
-            .is_some_and(|p| p.release.as_deref() == Some(rollout.release.as_str()));
+        let want = (rollout.release.clone(), rollout.template.clone());
+        let runs_it = |p: &crate::machine::PrimaryView| {
+            super::draft::runs(p.release.as_deref(), p.template.as_deref(), &want)
+        };
+        let switched = self.input.primary.is_some_and(runs_it);
         // The primary takes the release only once the background analysis has a passing last
         // measurement; until then the split stays as it is.
         let evidence = plan
@@ -460,11 +462,12 @@ impl Draft<'_> {
         self.primary = Some(DesiredPrimary::Release {
             name: rollout.release.clone(),
             artifacts: artifacts.to_vec(),
+            template: rollout.template.clone(),
         });
         let primary_ready = self
             .input
             .primary
-            .is_some_and(|p| p.available && p.release.as_deref() == Some(rollout.release.as_str()));
+            .is_some_and(|p| p.available && runs_it(p));
         if primary_ready && evidence {
             // All traffic to the promoted primary; a replica-ratio canary shrinks to nothing.
             progress.weight = 0;
@@ -539,15 +542,16 @@ impl Draft<'_> {
         rollout: &ActiveRollout,
         progress: &CanaryProgress,
     ) -> bool {
-        let primary_ok = match (&rollout.previous_release, self.input.primary) {
-            (Some(prev), Some(p)) => p.available && p.release.as_deref() == Some(prev.as_str()),
+        let previous = rollout.previous_release.clone();
+        let previous = previous.map(|p| (p, rollout.previous_template.clone()));
+        let primary_ok = match (&previous, self.input.primary) {
+            (Some(prev), Some(p)) => {
+                p.available && super::draft::runs(p.release.as_deref(), p.template.as_deref(), prev)
+            }
             (None, p) => p.is_none_or(|p| p.replicas == 0),
             (Some(_), None) => false,
         };
-        let canary_ok = self
-            .input
-            .canary
-            .is_some_and(|c| c.available && c.release.as_deref() == Some(rollout.release.as_str()));
+        let canary_ok = self.canary_serves(rollout);
         if primary_ok || !canary_ok {
             self.weight = Some(0);
         } else {
@@ -578,13 +582,7 @@ impl Draft<'_> {
     }
 
     pub(super) fn keep_primary_on_previous(&mut self, rollout: &ActiveRollout) {
-        self.primary = rollout
-            .previous_release
-            .as_ref()
-            .map(|prev| DesiredPrimary::Release {
-                name: prev.clone(),
-                artifacts: rollout.previous_artifacts.clone(),
-            });
+        self.primary = self.previous_of(rollout);
     }
 
     pub(super) fn describe_canary(&mut self, rollout: &ActiveRollout, progress: &CanaryProgress) {

@@ -177,6 +177,7 @@ impl World {
     ) -> Outcome {
         let primary = self.primary.clone().map(|r| PrimaryView {
             release: Some(r),
+            template: None,
             replicas: 2,
             available: self.primary_available,
             serving: self.primary_available,
@@ -184,6 +185,7 @@ impl World {
         });
         let canary = CanaryView {
             release: self.canary.clone(),
+            template: None,
             replicas: self.canary_replicas,
             available: self.canary_available,
             weight_in_effect: self.weight_in_effect(),
@@ -203,6 +205,7 @@ impl World {
             measurements: None,
             command: self.command.take(),
             invalid: self.invalid,
+            target: None,
             now: self.now,
         };
         let measured;

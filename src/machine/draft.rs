@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::events::{FailureCause, StageEvent, Transition};
+use super::events::{FailureCause, Pinned, StageEvent, Transition};
 use super::types::{Command, DesiredPrimary, Due, MAX_REQUEUE, Outcome, ReleaseView, StageInput};
 use crate::api::conditions::{Condition, Health, kstatus};
 use crate::api::release::{GateResultStatus, ReleaseStageStatus, StagePhaseForRelease as RP};
@@ -55,6 +55,38 @@ impl<'a> Draft<'a> {
         self.input.releases.iter().find(|r| r.name == name)
     }
 
+    /// The rollout's release on the rollout's template: what the workload running it must
+    /// be built from.
+    pub(super) fn desired_for(&self, rollout: &ActiveRollout) -> Option<DesiredPrimary> {
+        let artifacts = self.release(&rollout.release)?.artifacts.clone();
+        Some(DesiredPrimary::Release {
+            name: rollout.release.clone(),
+            artifacts,
+            template: rollout.template.clone(),
+        })
+    }
+
+    /// The release and template that ran before the rollout: where a rollback goes.
+    pub(super) fn previous_of(&self, rollout: &ActiveRollout) -> Option<DesiredPrimary> {
+        let name = rollout.previous_release.clone()?;
+        Some(DesiredPrimary::Release {
+            name,
+            artifacts: rollout.previous_artifacts.clone(),
+            template: rollout.previous_template.clone(),
+        })
+    }
+
+    /// Whether the release is the subject of a configuration rollout here: its entry, final
+    /// already, is left alone, and the rollout's progress is the stage's alone.
+    fn configuring(&self, name: &str) -> bool {
+        let rollout = self
+            .status
+            .rollout
+            .as_ref()
+            .or(self.input.status.rollout.as_ref());
+        rollout.is_some_and(|r| r.configuration && r.release == name)
+    }
+
     pub(super) fn entry(&self, name: &str) -> Option<&ReleaseStageStatus> {
         self.updates.get(name).or_else(|| {
             self.release(name)
@@ -71,6 +103,9 @@ impl<'a> Draft<'a> {
         reason: &str,
         message: String,
     ) -> bool {
+        if self.configuring(name) {
+            return false;
+        }
         let now = self.input.now;
         let previous = self.entry(name).cloned();
         let mut next = previous
@@ -139,6 +174,7 @@ impl<'a> Draft<'a> {
         if by_person {
             self.command_taken = true;
         }
+        let pinned = self.pinned_facts(release);
         self.events.push(StageEvent {
             kind,
             note,
@@ -147,7 +183,30 @@ impl<'a> Draft<'a> {
             step,
             by_person,
             cause: None,
+            pinned,
         });
+    }
+
+    /// The templates of the rollout an event about `release` concerns, if one is under way
+    /// (or just finished) for it.
+    fn pinned_facts(&self, release: Option<&str>) -> Option<Pinned> {
+        let rollout = self
+            .status
+            .rollout
+            .as_ref()
+            .or(self.input.status.rollout.as_ref())
+            .filter(|r| Some(r.release.as_str()) == release)?;
+        let configuration = rollout.configuration.then(|| {
+            let change = self.status.target_change.as_ref();
+            change.map_or_else(String::new, |c| {
+                format!("{} changed {}", c.changed_by, c.fields.join(", "))
+            })
+        });
+        Some(Pinned {
+            template: rollout.template.clone(),
+            previous: rollout.previous_template.clone(),
+            configuration,
+        })
     }
 
     /// A command that did nothing is refused with an event that says why.
@@ -204,12 +263,18 @@ impl<'a> Draft<'a> {
         self.record(rollout, RolloutOutcome::Succeeded, None);
         self.status.current_release = Some(rollout.release.clone());
         self.status.current_version = Some(rollout.version.clone());
-        self.status.rollout = None;
         self.event(
             Transition::RolloutSucceeded,
-            format!("{} is available after {secs}s", rollout.version),
+            format!("{} is available after {secs}s", rollout.what()),
             Some(&rollout.release),
         );
+        self.status.rollout = None;
+        if rollout.template.is_some() {
+            self.status.template = rollout.template.clone();
+        }
+        if self.status.target_change.as_ref().map(|c| &c.digest) == rollout.template.as_ref() {
+            self.status.target_change = None;
+        }
         // The next candidate, if any, is looked at on the next pass.
         self.status.phase = Some(StagePhase::Idle);
         self.status.message = Some(format!("running {}", rollout.version));
@@ -257,13 +322,7 @@ impl<'a> Draft<'a> {
             "RollingBack",
             format!("{} failed: {message}", rollout.version),
         );
-        self.primary = Some(match &next.previous_release {
-            Some(prev) => DesiredPrimary::Release {
-                name: prev.clone(),
-                artifacts: next.previous_artifacts.clone(),
-            },
-            None => DesiredPrimary::Empty,
-        });
+        self.primary = Some(self.previous_of(&next).unwrap_or(DesiredPrimary::Empty));
         self.wake_at.push(self.input.now);
     }
 
@@ -271,16 +330,24 @@ impl<'a> Draft<'a> {
         self.record(rollout, RolloutOutcome::RolledBack, rollout.reason.clone());
         self.status.current_release = rollout.previous_release.clone();
         self.status.current_version = rollout.previous_version.clone();
-        self.status.rollout = None;
         let to = rollout
             .previous_version
             .clone()
             .unwrap_or_else(|| "nothing".into());
         self.event(
             Transition::RollbackCompleted,
-            format!("{} was rolled back; running {to}", rollout.version),
+            format!("{} was rolled back; running {to}", rollout.what()),
             Some(&rollout.release),
         );
+        self.status.rollout = None;
+        self.status.template = rollout.previous_template.clone();
+        if let Some(change) = self.status.target_change.as_mut()
+            && rollout.configuration
+            && Some(&change.digest) == rollout.template.as_ref()
+        {
+            // Not tried again until the target changes once more.
+            change.failed = true;
+        }
         self.status.phase = Some(StagePhase::Failed);
         let why = rollout.reason.clone().unwrap_or_default();
         self.status.message = Some(format!(
@@ -312,6 +379,8 @@ impl<'a> Draft<'a> {
                 finished_at: now,
                 duration_seconds: now.duration_since(rollout.started_at).as_secs(),
                 reason,
+                template: rollout.template.clone(),
+                configuration: rollout.configuration,
             },
         );
         self.status.history.truncate(self.input.plan.history_limit);
@@ -422,4 +491,13 @@ impl<'a> Draft<'a> {
             requeue_after,
         }
     }
+}
+
+/// A release on a pinned template, as a workload runs it.
+pub(super) type Running = (String, Option<String>);
+
+/// Whether a workload that runs `release` on `template` runs `want` (a workload from before
+/// templates were pinned, or a rollout that pinned none, matches on the release alone).
+pub(super) fn runs(release: Option<&str>, template: Option<&str>, want: &Running) -> bool {
+    release == Some(want.0.as_str()) && (want.1.is_none() || template == want.1.as_deref())
 }

@@ -34,6 +34,8 @@ pub enum Transition {
     TrafficDrift,
     /// A StageCommand that could not act here, with why.
     CommandRefused,
+    /// The target's template was edited; the edit waits for a rollout of its own.
+    TargetChanged,
 }
 
 impl Transition {
@@ -65,6 +67,7 @@ impl Transition {
             AnalysisResumed => "AnalysisResumed",
             TrafficDrift => "TrafficDrift",
             CommandRefused => "CommandRefused",
+            TargetChanged => "TargetChanged",
         }
     }
 
@@ -82,6 +85,7 @@ impl Transition {
                 | AnalysisInconclusive
                 | TrafficDrift
                 | CommandRefused
+                | TargetChanged
         )
     }
 
@@ -117,6 +121,17 @@ pub struct StageEvent {
     pub by_person: bool,
     /// Why a rollout failed (on `RolloutFailed` only).
     pub cause: Option<FailureCause>,
+    /// The templates of the rollout it concerns.
+    pub pinned: Option<Pinned>,
+}
+
+/// The pod templates a rollout pinned, for its audit entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pinned {
+    pub template: Option<String>,
+    pub previous: Option<String>,
+    /// A configuration change: who changed the target, and what.
+    pub configuration: Option<String>,
 }
 
 /// What failed a rollout: the reason, and the gate whose verdict did, if one did.
@@ -142,6 +157,13 @@ impl StageEvent {
         let mut id = format!("{stage}/{release}/{action:?}/{}", self.attempt);
         if let Some(step) = self.step {
             id.push_str(&format!("/step-{step}"));
+        }
+        // A configuration rollout of a release is told apart from its first rollout (and from
+        // other configuration changes) by its template.
+        let configuration = self.pinned.as_ref().filter(|p| p.configuration.is_some());
+        if let Some(template) = configuration.and_then(|p| p.template.as_deref()) {
+            let short = template.trim_start_matches("sha256:");
+            id.push_str(&format!("/template-{}", &short[..short.len().min(12)]));
         }
         id
     }
@@ -180,6 +202,7 @@ mod tests {
             step: Some(2),
             by_person: true,
             cause: None,
+            pinned: None,
         };
         let action = AuditAction::PromoteRequested;
         assert_eq!(

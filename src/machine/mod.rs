@@ -11,12 +11,14 @@ pub mod release;
 pub mod stage;
 pub mod types;
 
-pub use events::{StageEvent, Transition};
+pub use events::{Pinned, StageEvent, Transition};
 pub use stage::decide;
 pub use types::*;
 
 #[cfg(test)]
 mod canary_tests;
+#[cfg(test)]
+mod pin_tests;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

@@ -150,6 +150,9 @@ fn rollout(phase: CanaryPhase, step: i32, at: Timestamp, weight: i32) -> StageSt
             canary: Some(progress),
             replicas: None,
             routing: None,
+            template: None,
+            previous_template: None,
+            configuration: false,
         }),
         ..Default::default()
     }
@@ -213,9 +216,9 @@ proptest! {
         let plan = plan.map_err(|e| TestCaseError::fail(e.to_string()))?;
         let status = rollout(phase, step, at, weight);
         let releases = [release("r1"), release("r2")];
-        let primary = PrimaryView { release: Some("r1".into()), replicas: 3, available: true, serving: true, detail: String::new() };
-        let canary = CanaryView { release: Some("r2".into()), replicas: 3, available: true, weight_in_effect: Some(weight), router_problem: None, changed_by: None };
-        let report = GateReport { release: "r2".into(), results: vec![], recheck_after: std::time::Duration::MAX };
+        let primary = PrimaryView { release: Some("r1".into()), template: None, replicas: 3, available: true, serving: true, detail: String::new() };
+        let canary = CanaryView { release: Some("r2".into()), template: None, replicas: 3, available: true, weight_in_effect: Some(weight), router_problem: None, changed_by: None };
+        let report = GateReport { release: "r2".into(), template: None, results: vec![], recheck_after: std::time::Duration::MAX };
         let mut input = StageInput {
             name: "prod",
             plan: &plan,
@@ -227,6 +230,7 @@ proptest! {
             measurements: None,
             command,
             invalid: None,
+            target: None,
             now,
         };
         let outcome = decide_fully(&input, &report);

@@ -5,15 +5,18 @@
 //! the choice of candidate; [`super::canary`] holds the canary strategy.
 
 use super::canary;
-use super::draft::Draft;
+use super::draft::{Draft, Running, runs};
 use super::events::Transition;
-use super::types::{Command, Decision, DesiredPrimary, GateReport, ReleaseView, StageInput};
+use super::types::{
+    Command, Decision, DesiredPrimary, GateReport, ReleaseView, StageInput, TargetTemplate,
+};
 use crate::api::conditions::Health;
 use crate::api::release::{GateResultStatus, GateVerdict, StagePhaseForRelease as RP};
-use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase};
+use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase, TargetChange};
 use crate::schedule::later;
 use crate::schedule::{WindowVerdict, evaluate_windows};
 use crate::validation::CompiledTrigger;
+use jiff::Timestamp;
 
 pub fn decide(input: &StageInput) -> Decision {
     let mut out = Draft::new(input);
@@ -33,8 +36,11 @@ pub fn decide(input: &StageInput) -> Decision {
             }
         }
         None => {
-            if let Some(release) = out.choose_candidate() {
-                return Decision::EvaluateGates { release };
+            if let Some((release, configuration)) = out.choose_candidate() {
+                return Decision::EvaluateGates {
+                    release,
+                    configuration,
+                };
             }
         }
     }
@@ -61,7 +67,9 @@ impl Draft<'_> {
         self.primary = Some(desired);
         let primary = self.input.primary;
         let mut reached = match (&target, primary) {
-            (Some(t), Some(p)) => p.release.as_deref() == Some(t.as_str()) && p.available,
+            (Some(t), Some(p)) => {
+                runs(p.release.as_deref(), p.template.as_deref(), t) && p.available
+            }
             (None, p) => p.is_none_or(|p| p.replicas == 0 && p.available),
             (Some(_), None) => false,
         };
@@ -79,30 +87,22 @@ impl Draft<'_> {
         }
     }
 
-    /// The release the primary should run in this direction and the workload for it; `None`
-    /// when a forward rollout's release no longer exists.
-    fn rollout_target(&self, rollout: &ActiveRollout) -> Option<(Option<String>, DesiredPrimary)> {
-        Some(match rollout.direction {
-            RolloutDirection::Forward => {
-                let artifacts = self.release(&rollout.release)?.artifacts.clone();
-                let name = rollout.release.clone();
-                let desired = DesiredPrimary::Release {
-                    name: name.clone(),
-                    artifacts,
-                };
-                (Some(name), desired)
+    /// What the primary should run in this direction (release and template) and the workload
+    /// for it; `None` when a forward rollout's release no longer exists.
+    fn rollout_target(&self, rollout: &ActiveRollout) -> Option<(Option<Running>, DesiredPrimary)> {
+        let desired = match rollout.direction {
+            RolloutDirection::Forward => self.desired_for(rollout)?,
+            RolloutDirection::Rollback => {
+                self.previous_of(rollout).unwrap_or(DesiredPrimary::Empty)
             }
-            RolloutDirection::Rollback => match &rollout.previous_release {
-                Some(prev) => {
-                    let desired = DesiredPrimary::Release {
-                        name: prev.clone(),
-                        artifacts: rollout.previous_artifacts.clone(),
-                    };
-                    (Some(prev.clone()), desired)
-                }
-                None => (None, DesiredPrimary::Empty),
-            },
-        })
+        };
+        let running = match &desired {
+            DesiredPrimary::Release { name, template, .. } => {
+                Some((name.clone(), template.clone()))
+            }
+            DesiredPrimary::Empty => None,
+        };
+        Some((running, desired))
     }
 
     fn still_rolling_out(&mut self, rollout: &ActiveRollout, detail: &str) {
@@ -121,11 +121,12 @@ impl Draft<'_> {
             "rolling out".into(),
         );
         self.status.phase = Some(StagePhase::Progressing);
-        self.status.message = Some(format!("rolling out {} ({detail})", rollout.version));
+        let what = rollout.what();
+        self.status.message = Some(format!("rolling out {what} ({detail})"));
         self.health = (
             Health::Progressing,
             "RollingOut",
-            format!("rolling out {}: {detail}", rollout.version),
+            format!("rolling out {what}: {detail}"),
         );
         self.wake_at.push(deadline);
     }
@@ -149,15 +150,17 @@ impl Draft<'_> {
         }
     }
 
-    /// Picks the next release for this stage and settles every other one. Returns the candidate
-    /// when its gates must be evaluated before the decision can be made.
-    fn choose_candidate(&mut self) -> Option<String> {
+    /// Picks the next release for this stage (or a configuration change of the current one)
+    /// and settles every other one. Returns the candidate when its gates must be evaluated
+    /// before the decision can be made.
+    fn choose_candidate(&mut self) -> Option<(String, Option<(String, Timestamp)>)> {
         let releases = self.input.releases;
         let current = self.status.current_release.clone();
         if let Some(r) = current.as_deref().and_then(|c| self.release(c)) {
             self.primary = Some(DesiredPrimary::Release {
                 name: r.name.clone(),
                 artifacts: r.artifacts.clone(),
+                template: self.status.template.clone(),
             });
         }
         // Only releases newer than the current one can come here.
@@ -192,15 +195,23 @@ impl Draft<'_> {
                 self.settle(r, candidate);
             }
         }
+        self.note_target_change();
         match candidate {
-            Some(candidate) => self.admit(candidate),
-            None => {
-                self.status.candidate_release = None;
-                self.status.candidate_version = None;
-                self.status.candidate_since = None;
-                self.idle();
-                None
-            }
+            Some(candidate) => self.admit(candidate, None).map(|r| (r, None)),
+            None => match self.configuration_candidate() {
+                Some((current, change)) => {
+                    let since = self.status.candidate_since.unwrap_or(self.input.now);
+                    let asked = self.admit(&current, Some(&change));
+                    asked.map(|r| (r, Some((change.digest.clone(), since))))
+                }
+                None => {
+                    self.status.candidate_release = None;
+                    self.status.candidate_version = None;
+                    self.status.candidate_since = None;
+                    self.idle();
+                    None
+                }
+            },
         }
     }
 
@@ -262,16 +273,24 @@ impl Draft<'_> {
         }
     }
 
-    /// The candidate passes its trigger, windows and gates in that order, or is held at the
-    /// first that stops it. Returns it when its gates must be evaluated first.
-    fn admit(&mut self, candidate: &ReleaseView) -> Option<String> {
+    /// The candidate (a release, or a configuration change of the current one) passes its
+    /// trigger, windows and gates in that order, or is held at the first that stops it.
+    /// Returns it when its gates must be evaluated first.
+    fn admit(
+        &mut self,
+        candidate: &ReleaseView,
+        change: Option<&TargetTemplate>,
+    ) -> Option<String> {
         let now = self.input.now;
         let plan = self.input.plan;
         if self.status.candidate_since.is_none() {
             self.status.candidate_since = Some(now);
         }
         self.status.candidate_release = Some(candidate.name.clone());
-        self.status.candidate_version = Some(candidate.version.clone());
+        self.status.candidate_version = Some(match change {
+            Some(_) => format!("{} (configuration change)", candidate.version),
+            None => candidate.version.clone(),
+        });
         let since = self.status.candidate_since.unwrap_or(now);
         if let CompiledTrigger::Schedule { schedule, tz } = &plan.trigger {
             let (why, wake) = match schedule.next_after(since, tz) {
@@ -283,28 +302,102 @@ impl Draft<'_> {
                 None => (Some("the schedule never fires again".to_string()), None),
             };
             if let Some(why) = why {
-                self.hold(candidate, Transition::WaitingForSchedule, why);
+                self.hold_either(candidate, change, Transition::WaitingForSchedule, why);
                 self.wake_at.extend(wake);
                 return None;
             }
         }
         if let WindowVerdict::Closed { until, reason } = evaluate_windows(&plan.windows, now) {
-            self.hold(candidate, Transition::BlockedByWindow, reason);
+            self.hold_either(candidate, change, Transition::BlockedByWindow, reason);
             self.wake_at.push(until);
             return None;
         }
         if !plan.gates.is_empty() {
+            let template = change.map(|c| c.digest.clone());
             match self.input.gates {
-                Some(report) if report.release == candidate.name => {
-                    if !self.apply_gate_report(candidate, report) {
+                Some(report) if report.release == candidate.name && report.template == template => {
+                    if !self.apply_gate_report(candidate, report, change) {
                         return None;
                     }
                 }
                 _ => return Some(candidate.name.clone()),
             }
         }
-        self.start_rollout(candidate);
+        self.start_rollout(candidate, change);
         None
+    }
+
+    /// Holds a release candidate (on its entry here) or a configuration change (on the stage
+    /// alone: the release's entry there is final already).
+    fn hold_either(
+        &mut self,
+        candidate: &ReleaseView,
+        change: Option<&TargetTemplate>,
+        kind: Transition,
+        why: String,
+    ) {
+        if change.is_none() {
+            return self.hold(candidate, kind, why);
+        }
+        let what = format!("the configuration change of {}", candidate.version);
+        self.status.phase = Some(StagePhase::Waiting);
+        self.status.message = Some(format!("{what} waits: {why}"));
+        self.health = (
+            Health::Ready,
+            kind.reason(),
+            format!("running {}; {what} waits: {why}", candidate.version),
+        );
+        self.keep_failed_phase();
+    }
+
+    /// The target's template differs from the one that serves, and its change has not failed
+    /// here: the current release, to roll out again on the target's template.
+    fn configuration_candidate(&self) -> Option<(ReleaseView, TargetTemplate)> {
+        let change = self.status.target_change.as_ref().filter(|c| !c.failed)?;
+        let target = self.input.target.filter(|t| t.digest == change.digest)?;
+        let current = self.release(self.status.current_release.as_deref()?)?;
+        Some((current.clone(), target.clone()))
+    }
+
+    /// Notes an edit of the target that has not reached the primary, once per edit. A stage
+    /// that runs a release but has pinned nothing yet (one from before templates were pinned)
+    /// pins the target's template as it is.
+    fn note_target_change(&mut self) {
+        let Some(target) = self.input.target else {
+            return;
+        };
+        let Some(serving) = self.status.template.clone() else {
+            if self.status.current_release.is_some() {
+                self.status.template = Some(target.digest.clone());
+            }
+            return;
+        };
+        if target.digest == serving {
+            self.status.target_change = None;
+            return;
+        }
+        if self
+            .status
+            .target_change
+            .as_ref()
+            .is_some_and(|c| c.digest == target.digest)
+        {
+            return;
+        }
+        self.status.target_change = Some(TargetChange {
+            digest: target.digest.clone(),
+            fields: target.fields.clone(),
+            changed_by: target.changed_by.clone(),
+            failed: false,
+        });
+        let running = self.status.current_version.clone().unwrap_or_default();
+        let note = format!(
+            "{running}: the target's template was changed by {} ({}); it reaches the primary only through a rollout here",
+            target.changed_by,
+            target.fields.join(", ")
+        );
+        let current = self.status.current_release.clone();
+        self.event(Transition::TargetChanged, note, current.as_deref());
     }
 
     /// A release that failed here may run again when a person asks; returns its name.
@@ -343,7 +436,12 @@ impl Draft<'_> {
     }
 
     /// Records gate results on the candidate; true when every gate passed.
-    fn apply_gate_report(&mut self, candidate: &ReleaseView, report: &GateReport) -> bool {
+    fn apply_gate_report(
+        &mut self,
+        candidate: &ReleaseView,
+        report: &GateReport,
+        change: Option<&TargetTemplate>,
+    ) -> bool {
         let now = self.input.now;
         let previous = self
             .entry(&candidate.name)
@@ -386,7 +484,7 @@ impl Draft<'_> {
             });
         }
         let Some((gate, outcome)) = blocking else {
-            self.passed_gates = Some(gates);
+            self.passed_gates = change.is_none().then_some(gates);
             return true;
         };
         let reason = match outcome.verdict {
@@ -395,19 +493,24 @@ impl Draft<'_> {
             GateVerdict::Invalid => Transition::GateInvalid,
             _ => Transition::WaitingForGate,
         };
-        self.hold(
-            candidate,
-            reason,
-            format!("gate '{gate}': {}", outcome.message),
-        );
-        self.attach_gates(&candidate.name, gates);
+        let why = format!("gate '{gate}': {}", outcome.message);
+        self.hold_either(candidate, change, reason, why);
+        if change.is_none() {
+            self.attach_gates(&candidate.name, gates);
+        }
         let recheck = later(now, report.recheck_after);
         self.wake_at
             .push(outcome.recheck_at.map_or(recheck, |at| at.min(recheck)));
         false
     }
 
-    fn start_rollout(&mut self, candidate: &ReleaseView) {
+    /// The rollout of `candidate` (on the target's template as it is now, pinned from here
+    /// on), as it starts.
+    fn new_rollout(
+        &self,
+        candidate: &ReleaseView,
+        change: Option<&TargetTemplate>,
+    ) -> ActiveRollout {
         let now = self.input.now;
         let previous = self.status.current_release.clone();
         let previous_artifacts = previous
@@ -422,7 +525,8 @@ impl Draft<'_> {
                     .map(|r| r.previous_artifacts.clone())
             })
             .unwrap_or_default();
-        let rollout = ActiveRollout {
+        let canary = self.input.plan.canary.as_ref();
+        ActiveRollout {
             release: candidate.name.clone(),
             version: candidate.version.clone(),
             started_at: now,
@@ -432,57 +536,60 @@ impl Draft<'_> {
             previous_artifacts,
             reason: None,
             // A first release has nothing to compare with: it rolls out directly.
-            canary: self
-                .input
-                .plan
-                .canary
-                .as_ref()
+            canary: canary
                 .filter(|_| self.status.current_release.is_some())
                 .map(|_| canary::fresh_progress(now)),
             replicas: Some(self.input.plan.replicas),
-            routing: self
-                .input
-                .plan
-                .canary
-                .as_ref()
-                .and_then(|c| c.routing.clone()),
-        };
-        self.set_entry(
-            &candidate.name,
-            RP::Progressing,
-            "RollingOut",
-            "rolling out".into(),
-        );
+            routing: canary.and_then(|c| c.routing.clone()),
+            template: self.input.target.map(|t| t.digest.clone()),
+            previous_template: self.status.template.clone(),
+            configuration: change.is_some(),
+        }
+    }
+
+    fn start_rollout(&mut self, candidate: &ReleaseView, change: Option<&TargetTemplate>) {
+        let now = self.input.now;
+        let rollout = self.new_rollout(candidate, change);
+        if change.is_none() {
+            self.set_entry(
+                &candidate.name,
+                RP::Progressing,
+                "RollingOut",
+                "rolling out".into(),
+            );
+        }
         if let Some(gates) = self.passed_gates.take() {
             self.attach_gates(&candidate.name, gates);
         }
-        self.event(
-            Transition::RolloutStarted,
-            format!("rolling out {}", candidate.version),
-            Some(&candidate.name),
-        );
+        let what = rollout.what();
+        let desired = self.desired_for(&rollout);
         let rollout_is_canary = rollout.canary.is_some();
         self.status.rollout = Some(rollout);
+        let note = match change {
+            Some(c) => format!(
+                "rolling out {what}: {} changed the target's {}",
+                c.changed_by,
+                c.fields.join(", ")
+            ),
+            None => format!("rolling out {what}"),
+        };
+        self.event(Transition::RolloutStarted, note, Some(&candidate.name));
         self.status.candidate_release = None;
         self.status.candidate_version = None;
         self.status.candidate_since = None;
         self.status.phase = Some(StagePhase::Progressing);
-        self.status.message = Some(format!("rolling out {}", candidate.version));
+        self.status.message = Some(format!("rolling out {what}"));
         self.health = (
             Health::Progressing,
             "RollingOut",
-            format!("rolling out {}", candidate.version),
+            format!("rolling out {what}"),
         );
-        let desired = DesiredPrimary::Release {
-            name: candidate.name.clone(),
-            artifacts: candidate.artifacts.clone(),
-        };
         if rollout_is_canary {
             // The release starts beside the primary, with no traffic.
-            self.canary = Some(desired);
+            self.canary = desired;
             self.weight = Some(0);
         } else {
-            self.primary = Some(desired);
+            self.primary = desired;
         }
         self.wake_at
             .push(later(now, self.input.plan.progress_deadline));

@@ -69,6 +69,7 @@ fn release(name: &str, stages: &[(&str, RP)]) -> ReleaseView {
 fn primary(release: &str, available: bool) -> PrimaryView {
     PrimaryView {
         release: Some(release.into()),
+        template: None,
         replicas: 3,
         available,
         serving: available,
@@ -101,6 +102,7 @@ fn input<'a>(
         releases,
         primary,
         gates: None,
+        target: None,
         now,
     }
 }
@@ -227,6 +229,9 @@ fn a_rollout_in_progress_is_not_interrupted_by_a_newer_release() {
             canary: None,
             replicas: None,
             routing: None,
+            template: None,
+            previous_template: None,
+            configuration: false,
         }),
         ..running("r1")
     };
@@ -264,6 +269,9 @@ fn rolling(started: &str, previous: Option<&str>) -> StageStatus {
             canary: None,
             replicas: None,
             routing: None,
+            template: None,
+            previous_template: None,
+            configuration: false,
         }),
         ..previous.map(running).unwrap_or_default()
     }
@@ -307,7 +315,7 @@ fn a_rollout_past_its_deadline_is_rolled_back_to_the_previous_release() {
     let rollout = out.status.rollout.clone().unwrap();
     assert_eq!(rollout.direction, RolloutDirection::Rollback);
     assert!(
-        matches!(&out.primary, Some(DesiredPrimary::Release { name, artifacts }) if name == "r1" && artifacts[0].image == "web@sha256:r1")
+        matches!(&out.primary, Some(DesiredPrimary::Release { name, artifacts, .. }) if name == "r1" && artifacts[0].image == "web@sha256:r1")
     );
     let e = &out.release_updates["r2"];
     assert_eq!(
@@ -359,6 +367,7 @@ fn a_failed_first_rollout_scales_the_primary_to_zero() {
     let status = out.status;
     let emptied = PrimaryView {
         release: None,
+        template: None,
         replicas: 0,
         available: true,
         serving: true,
@@ -452,11 +461,13 @@ fn gates_are_asked_for_then_the_first_that_does_not_pass_holds_the_release() {
     assert_eq!(
         decide(&inp),
         Decision::EvaluateGates {
-            release: "r2".into()
+            release: "r2".into(),
+            configuration: None,
         }
     );
     let report = GateReport {
         release: "r2".into(),
+        template: None,
         results: vec![
             ("soak".into(), GateOutcome::new(GateVerdict::Passed, "ok")),
             (
@@ -493,6 +504,7 @@ fn all_gates_passing_start_the_rollout_and_keep_their_results() {
     let p = primary("r1", true);
     let report = GateReport {
         release: "r2".into(),
+        template: None,
         results: vec![(
             "soak".into(),
             GateOutcome::new(GateVerdict::Passed, "healthy for 600s").with_value("600s"),
@@ -518,6 +530,7 @@ fn gate_results_for_another_release_are_not_used() {
     let p = primary("r1", true);
     let report = GateReport {
         release: "r2".into(),
+        template: None,
         results: vec![("soak".into(), GateOutcome::new(GateVerdict::Passed, "ok"))],
         recheck_after: Duration::from_secs(30),
     };
@@ -526,7 +539,8 @@ fn gate_results_for_another_release_are_not_used() {
     assert_eq!(
         decide(&inp),
         Decision::EvaluateGates {
-            release: "r3".into()
+            release: "r3".into(),
+            configuration: None,
         }
     );
 }
@@ -575,6 +589,8 @@ fn history_keeps_only_the_newest_entries() {
             finished_at: t("09:01:00"),
             duration_seconds: 60,
             reason: None,
+            template: None,
+            configuration: false,
         });
     }
     let releases = [ready("r1"), ready("r2")];

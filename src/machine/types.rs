@@ -33,9 +33,22 @@ pub struct ReleaseView {
 #[derive(Debug, Clone)]
 pub struct GateReport {
     pub release: String,
+    /// The template of a configuration change the gates judged, if they judged one.
+    pub template: Option<String>,
     pub results: Vec<(String, GateOutcome)>,
     /// When each gate that did not pass should be evaluated again.
     pub recheck_after: Duration,
+}
+
+/// The target's pod template as observed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetTemplate {
+    /// `sha256:...` of the template's JSON (with `minReadySeconds`).
+    pub digest: String,
+    /// The fields that differ from the serving template, at most 20.
+    pub fields: Vec<String>,
+    /// The field manager that last wrote the template.
+    pub changed_by: String,
 }
 
 pub struct StageInput<'a> {
@@ -54,6 +67,8 @@ pub struct StageInput<'a> {
     /// Why the stage's spec no longer compiles, when it stopped mid-rollout: `plan` is then a
     /// rollback plan, and the rollout in progress is rolled back.
     pub invalid: Option<&'a str>,
+    /// The target's template now; a rollout pins it when it starts.
+    pub target: Option<&'a TargetTemplate>,
     pub now: Timestamp,
 }
 
@@ -73,6 +88,9 @@ pub enum DesiredPrimary {
     Release {
         name: String,
         artifacts: Vec<Artifact>,
+        /// The pinned template to run it on (`None`: a rollout from before templates were
+        /// pinned, on the target's).
+        template: Option<String>,
     },
     /// No release to run: scale to zero (a first rollout that failed).
     Empty,
@@ -83,6 +101,9 @@ pub enum Decision {
     /// Evaluate the gates for this release and decide again with their results.
     EvaluateGates {
         release: String,
+        /// For a configuration change: its template, and since when it waits (approvals
+        /// given before it do not count for it).
+        configuration: Option<(String, Timestamp)>,
     },
     /// Measure these analysis gates for the rolling-out release and decide again.
     Measure {
@@ -113,6 +134,8 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CanaryView {
     pub release: Option<String>,
+    /// The pinned template it runs, by digest.
+    pub template: Option<String>,
     pub replicas: i32,
     pub available: bool,
     /// The canary weight the traffic router has in effect, when it can tell.

@@ -138,6 +138,9 @@ mod tests {
             approval: None,
             reason: None,
             gate: None,
+            template: None,
+            previous_template: None,
+            configuration: None,
         }
     }
 
