@@ -15,8 +15,9 @@ use crate::env::{TestEnv, metric_sum, release_yaml, target_yaml};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// erin is a team editor: the shipped team-editor Role, and Kubernetes' own `edit` for the
-/// Deployments, as a team's developers usually have.
+/// erin is a team editor: the shipped team-editor Role, and write access to Deployments, as
+/// Kubernetes' own `edit` gives a team's developers (the test control plane runs no
+/// ClusterRole aggregation, so its `edit` is empty: the same rules are granted by a Role).
 fn grant_team_editor(env: &TestEnv, user: &str) {
     let root = env!("CARGO_MANIFEST_DIR");
     env.cp.kubectl(&[
@@ -27,7 +28,7 @@ fn grant_team_editor(env: &TestEnv, user: &str) {
         &format!("{root}/config/rbac/team-editor-example.yaml"),
     ]);
     env.apply(&format!(
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: team-editor}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-team-editor}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: edit}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: team-editor}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-team-editor}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: edit-deployments}}\nrules:\n- apiGroups: [apps]\n  resources: [deployments]\n  verbs: [get, list, watch, create, update, patch, delete]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: edit-deployments}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: edit-deployments}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
     ));
 }
 

@@ -46,13 +46,14 @@ pub(crate) async fn apply(
         apply_workloads(world, &outcome, ctx).await?;
     }
     announce(world, &outcome.events, ctx).await;
-    mark_commands(world, &outcome.events, ctx, now).await?;
+    mark_commands(world, &outcome, ctx, now).await?;
     if let Some(refused) = unaudited {
         // The retreat went on and its Events are out; the trail that refused its entries is
         // shown like any refused write.
         return Err(refused.into());
     }
-    let more = !world.steering.superseded.is_empty() || world.steering.acting.is_some();
+    let acting = world.steering.acting.is_some() && !outcome.command_deferred;
+    let more = !world.steering.superseded.is_empty() || acting;
     if more && outcome.requeue_after > Duration::from_secs(1) {
         // A command that came after the one handled now waits for no timer.
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -143,11 +144,16 @@ async fn record(
     status.conditions.extend(target_runs_pods(world));
     status.conditions.extend(target_changed(&status));
     status.conditions.extend(strategy_overridden(world));
-    status.last_command = world.steering.text.clone();
-    status.last_command_refused = match world.steering.stale {
-        true => old.last_command_refused.clone(),
-        false => refusal(&outcome.events).map(|e| e.note.clone()),
-    };
+    if outcome.command_deferred {
+        status.last_command = old.last_command.clone();
+        status.last_command_refused = old.last_command_refused.clone();
+    } else {
+        status.last_command = world.steering.text.clone();
+        status.last_command_refused = match world.steering.stale {
+            true => old.last_command_refused.clone(),
+            false => refusal(&outcome.events).map(|e| e.note.clone()),
+        };
+    }
     let history = status.history.clone();
     super::changes::write_stage_status(stage, &old, status, ctx, now).await?;
     // Counted once written, so a refused write that is retried counts once.
@@ -469,13 +475,17 @@ fn count_rollouts(
 /// not count. A refusal is also an Event on the Stage.
 async fn mark_commands(
     world: &World,
-    events: &[StageEvent],
+    outcome: &Outcome,
     ctx: &Context,
     now: Timestamp,
 ) -> Result<(), ReconcileError> {
     use crate::api::CommandPhase::{Applied, Refused, Superseded};
-    let steering = &world.steering;
-    if let Some(acting) = &steering.acting {
+    let (steering, events) = (&world.steering, &outcome.events);
+    let acting = steering
+        .acting
+        .as_ref()
+        .filter(|_| !outcome.command_deferred);
+    if let Some(acting) = acting {
         let decided = match steering.stale {
             // Marked after a crash: what the pass that acted on it recorded.
             true => world

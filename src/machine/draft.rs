@@ -30,6 +30,8 @@ pub(super) struct Draft<'a> {
     pub(super) due: Vec<Due>,
     /// The person's command was acted upon (or refused with an event).
     pub(super) command_taken: bool,
+    /// The person's command waits for a later pass.
+    pub(super) command_deferred: bool,
 }
 
 impl<'a> Draft<'a> {
@@ -48,6 +50,7 @@ impl<'a> Draft<'a> {
             scale_weight: None,
             due: Vec::new(),
             command_taken: false,
+            command_deferred: false,
         }
     }
 
@@ -219,6 +222,14 @@ impl<'a> Draft<'a> {
         }
         let name = self.input.name;
         let before = self.input.status;
+        if let (Command::Retry(r), Some(rollout)) = (&command, self.status.rollout.as_ref()) {
+            let failed = self.entry(r).is_some_and(|e| e.phase == RP::Failed);
+            if failed && rollout.release == *r && rollout.direction == RolloutDirection::Rollback {
+                // Asked as soon as the failure showed: it waits for the rollback to finish.
+                self.command_deferred = true;
+                return;
+            }
+        }
         let why = match (&command, before.rollout.as_ref()) {
             (Command::Retry(r), _) => format!(
                 "retry: release '{r}' has not failed at stage '{name}'; only a failed release can be retried"
@@ -489,6 +500,7 @@ impl<'a> Draft<'a> {
             canary_scale_weight: self.scale_weight.or(self.weight),
             events: self.events,
             requeue_after,
+            command_deferred: self.command_deferred,
         }
     }
 }

@@ -633,3 +633,24 @@ fn retry_runs_a_release_that_failed_here_again() {
     inp.releases = &releases;
     assert!(act(&inp).status.rollout.is_none());
 }
+
+#[test]
+fn a_retry_asked_while_its_failure_is_still_rolled_back_waits_instead_of_being_refused() {
+    let plan = plan();
+    let mut status = rolling("10:00:00", Some("r1"));
+    status.rollout.as_mut().unwrap().direction = RolloutDirection::Rollback;
+    let failed = release("r2", &[("test", RP::Succeeded), (STAGE, RP::Failed)]);
+    let releases = [ready("r1"), failed];
+    let p = primary("r2", true);
+    let mut asked = input(&plan, &status, &releases, Some(&p), t("10:01:00"));
+    asked.command = Some(Command::Retry("r2".into()));
+    let out = act(&asked);
+    assert!(out.command_deferred, "it waits for the rollback to finish");
+    assert!(
+        out.events
+            .iter()
+            .all(|e| e.kind != Transition::CommandRefused),
+        "{:?}",
+        out.events
+    );
+}

@@ -128,6 +128,9 @@ pub struct Outcome {
     pub canary_scale_weight: Option<i32>,
     pub events: Vec<StageEvent>,
     pub requeue_after: Duration,
+    /// The person's command waits for a later pass (a retry asked while the failure it
+    /// retries is still being rolled back): neither acted upon nor refused.
+    pub command_deferred: bool,
 }
 
 /// The canary workload as observed.

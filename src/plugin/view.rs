@@ -39,6 +39,12 @@ pub struct StageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryView>,
     pub gates: Vec<GateView>,
+    /// The digest of the pod template the stage serves on, pinned by its last rollout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// An edit of the target that has not reached the primary: who made it, and what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_change: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -152,9 +158,50 @@ fn stage_view(stage: &Stage, releases: &BTreeMap<String, &Release>) -> StageView
             })
         }),
         gates: at_stage.map(|s| gate_views(&s)).unwrap_or_default(),
+        template: status.template.clone(),
+        target_change: status.target_change.as_ref().map(|c| {
+            let state = if c.failed {
+                "rolled back"
+            } else {
+                "waiting for a rollout"
+            };
+            format!(
+                "changed by {} ({}), {state}",
+                c.changed_by,
+                c.fields.join(", ")
+            )
+        }),
         phase,
         name,
     }
+}
+
+/// The short form of a template digest: its first 12 hex digits.
+fn short(digest: &str) -> &str {
+    let hex = digest.trim_start_matches("sha256:");
+    &hex[..hex.len().min(12)]
+}
+
+/// Releases that run on different templates at different stages: the same bytes everywhere
+/// means the same images on the same template.
+fn template_splits(view: &PipelineView) -> Vec<String> {
+    let mut by_release: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for s in &view.stages {
+        if let (Some(current), Some(t)) = (&s.current, &s.template) {
+            by_release
+                .entry(current)
+                .or_default()
+                .push((&s.name, short(t)));
+        }
+    }
+    by_release
+        .into_iter()
+        .filter(|(_, at)| at.iter().any(|(_, t)| *t != at[0].1))
+        .map(|(release, at)| {
+            let at: Vec<String> = at.iter().map(|(s, t)| format!("{s} {t}")).collect();
+            format!("{release} runs on different templates: {}", at.join(", "))
+        })
+        .collect()
 }
 
 /// The stage's own message when it waits or stopped, else the release's at this stage.
@@ -250,6 +297,9 @@ pub fn pipeline_text(view: &PipelineView, palette: Palette) -> String {
             out.push_str(&format!("{stem}    {line}\n"));
         }
     }
+    for split in template_splits(view) {
+        out.push_str(&format!("{}\n", palette.dim(&clean(&split))));
+    }
     out
 }
 
@@ -281,6 +331,12 @@ fn stage_details(stage: &StageView, palette: Palette) -> Vec<String> {
             c.weight,
             c.phase
         ));
+    }
+    if let Some(t) = &stage.template {
+        lines.push(palette.dim(&format!("template {}", short(t))));
+    }
+    if let Some(change) = &stage.target_change {
+        lines.push(format!("target {}", clean(change)));
     }
     if let Some(why) = &stage.why {
         let label = match stage.phase.as_str() {
@@ -475,7 +531,8 @@ mod tests {
             stage(
                 "dev",
                 &[],
-                serde_json::json!({"phase": "Idle", "currentRelease": "web-2", "currentVersion": "1.2.0"}),
+                serde_json::json!({"phase": "Idle", "currentRelease": "web-2", "currentVersion": "1.2.0",
+                                   "template": "sha256:aaaaaaaaaaaaaaaa"}),
             ),
             stage(
                 "test",
@@ -532,6 +589,29 @@ mod tests {
         );
         assert!(!text.contains('\x1b'), "no colour when it is off");
         assert!(pipeline_text(&view, Palette { on: true }).contains("\x1b[36mProgressing"));
+    }
+
+    #[test]
+    fn each_stage_shows_its_template_and_a_release_on_two_templates_is_called_out() {
+        let (mut stages, releases) = world();
+        let edited = serde_json::json!({"phase": "Idle", "currentRelease": "web-2",
+            "currentVersion": "1.2.0", "template": "sha256:bbbbbbbbbbbbbbbb",
+            "targetChange": {"digest": "sha256:cc", "fields": ["template.spec.containers[miner]"],
+                             "changedBy": "kubectl-patch"}});
+        stages[2].status = serde_json::from_value(edited).ok();
+        let view = pipeline("web", "shop", &stages, &releases);
+        let text = pipeline_text(&view, Palette { on: false });
+        assert!(text.contains("template aaaaaaaaaaaa"), "{text}");
+        assert!(
+            text.contains("target changed by kubectl-patch (template.spec.containers[miner]), waiting for a rollout"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "1.2.0 (web-2) runs on different templates: dev aaaaaaaaaaaa, test bbbbbbbbbbbb"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
