@@ -26,6 +26,7 @@ fn main() {
     register_webhooks(&cp, &dir, admission_port);
     let identity_key = write_identity_key(&dir);
     print_how_to_act_as_each_person(&cp);
+    print_the_next_three_commands(&cp);
 
     let _kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
     run_the_controller_until_interrupted(&cp.kubeconfig, admission_port, &identity_key);
@@ -34,20 +35,41 @@ fn main() {
 
 fn print_how_to_use_kubectl(cp: &ControlPlane) {
     let kubectl = support::find_binary("kubectl");
+    let tools = kubectl.parent().map(Path::display);
+    let plugin = std::env::current_exe().ok();
+    let plugin = plugin.as_deref().and_then(Path::parent).map(Path::display);
     println!();
     println!(
-        "Local control plane ready at {}. Point kubectl at it with:",
+        "Local control plane ready at {}. In another terminal, point kubectl at it",
         cp.server
     );
+    println!("(kubectl 1.20 and the kubectl-greenlight plugin first on the PATH):");
     println!();
     println!("    export KUBECONFIG={}", cp.kubeconfig.display());
-    println!("    alias kubectl={}", kubectl.display());
+    if let (Some(tools), Some(plugin)) = (tools, plugin) {
+        println!("    export PATH={plugin}:{tools}:$PATH");
+    }
+    println!();
+}
+
+/// The three commands that tell the story: the sample, watching it, and an approval.
+fn print_the_next_three_commands(cp: &ControlPlane) {
+    println!(
+        "Then, in three commands: apply the sample, watch it, and approve it for prod as alice:"
+    );
+    println!();
     println!(
         "    kubectl apply -f {}/config/samples/pipeline.yaml",
         env!("CARGO_MANIFEST_DIR")
     );
-    println!("    kubectl get releases,stages,gates");
+    println!("    kubectl greenlight get pipeline shop --watch");
+    println!(
+        "    KUBECONFIG={} kubectl greenlight approve shop-1-4-2 --stage prod",
+        cp.kubeconfig_for("alice").display()
+    );
     println!();
+    println!("dev and test take 1.4.2 at once; prod waits for a minute's soak in test and a");
+    println!("release manager's approval, then runs it as a canary for 30 seconds.");
     println!("Pods are run by a fake kubelet. Press Ctrl-C to stop everything.");
     println!();
 }
@@ -67,7 +89,9 @@ fn write_identity_key(dir: &Path) -> PathBuf {
 }
 
 fn print_how_to_act_as_each_person(cp: &ControlPlane) {
-    println!("Approvals: the admission webhooks are registered; in namespace default, act as");
+    println!(
+        "The admission webhooks are registered; in namespace default, act as each person with:"
+    );
     for (user, group) in support::controlplane::PEOPLE {
         println!(
             "    KUBECONFIG={} kubectl ...   # {user}, in group {group}",
@@ -84,6 +108,9 @@ fn run_the_controller_until_interrupted(
     admission_port: u16,
     identity_key: &Path,
 ) {
+    // A port of its own, so that whatever else listens on 8080 does not stop `make run`.
+    let metrics_port = support::free_port();
+    println!("Metrics and health: http://127.0.0.1:{metrics_port}/metrics");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,6 +130,7 @@ fn run_the_controller_until_interrupted(
                     "--admission-configuration",
                     "greenlight",
                 ])
+                .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
                 .arg("--identity-key-file")
                 .arg(identity_key)
                 .env("KUBECONFIG", kubeconfig)

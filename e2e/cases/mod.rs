@@ -6,6 +6,7 @@ mod canary;
 mod canary_safety;
 mod demo;
 mod failover;
+mod first_minutes;
 mod gates;
 mod insiders;
 mod insight;
@@ -54,6 +55,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         restart::controller_killed_mid_promotion_resumes_without_repeating_finished_stages,
         kubectl::readme_example_is_accepted_and_kubectl_get_shows_useful_columns,
         kubectl::make_run_refuses_a_cluster_where_a_controller_already_runs,
+        first_minutes::the_sample_make_run_suggests_reaches_prod_with_alices_approval,
         canary::healthy_canary_goes_5_25_50_then_all_traffic_and_is_promoted,
         canary::faulty_canary_is_rolled_back_within_interval_times_failure_limit_plus_one,
         canary::prometheus_stopped_mid_rollout_pauses_and_never_promotes,

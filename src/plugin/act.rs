@@ -111,6 +111,18 @@ pub async fn get_pipeline(
     Ok(0)
 }
 
+/// The namespace's pipelines, one line each with its stages' phases, and how to pick one.
+pub async fn get_pipelines(ctx: &Ctx, output: Option<Output>) -> Result<u8, PluginError> {
+    let stages: Vec<Stage> = ctx.list("Stage").await?;
+    let rows = view::pipelines(&stages);
+    match output {
+        Some(o) => print_data(&rows, o),
+        None if rows.is_empty() => println!("no pipelines (no Stages) in namespace {}", ctx.ns),
+        None => print!("{}", view::pipelines_text(&rows, palette())),
+    }
+    Ok(0)
+}
+
 pub async fn get_releases(
     ctx: &Ctx,
     pipeline: Option<&str>,

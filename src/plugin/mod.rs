@@ -86,9 +86,10 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum Get {
-    /// The stages of a pipeline in DAG order, with releases, waits, canary weight and gates.
+    /// The stages of a pipeline in DAG order, with releases, waits, canary weight and gates;
+    /// without a name, the namespace's pipelines, one line each.
     Pipeline {
-        name: String,
+        name: Option<String>,
         /// Redraw as things change (on a terminal, in place).
         #[arg(short, long)]
         watch: bool,
@@ -158,14 +159,24 @@ pub async fn run(cli: Cli) -> Result<u8, PluginError> {
         Command::Get {
             what:
                 Get::Pipeline {
-                    name,
+                    name: Some(name),
                     watch: true,
                     output,
                 },
         } => watch::pipeline(&ctx, &name, output).await,
         Command::Get {
-            what: Get::Pipeline { name, output, .. },
+            what:
+                Get::Pipeline {
+                    name: Some(name),
+                    output,
+                    ..
+                },
         } => act::get_pipeline(&ctx, &name, output).await,
+        Command::Get {
+            what: Get::Pipeline {
+                name: None, output, ..
+            },
+        } => act::get_pipelines(&ctx, output).await,
         Command::Get {
             what: Get::Releases { pipeline, output },
         } => act::get_releases(&ctx, pipeline.as_deref(), output).await,

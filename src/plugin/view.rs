@@ -42,6 +42,10 @@ pub struct StageView {
     /// The digest of the pod template the stage serves on, pinned by its last rollout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// The digest of that template's pod spec alone (containers, env, volumes...): stages
+    /// with targets of their own differ in labels, not in what runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_spec: Option<String>,
     /// An edit of the target that has not reached the primary: who made it, and what.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_change: Option<String>,
@@ -159,6 +163,7 @@ fn stage_view(stage: &Stage, releases: &BTreeMap<String, &Release>) -> StageView
         }),
         gates: at_stage.map(|s| gate_views(&s)).unwrap_or_default(),
         template: status.template.clone(),
+        pod_spec: pod_spec_digest(&status),
         target_change: status.target_change.as_ref().map(|c| {
             let state = if c.failed {
                 "rolled back"
@@ -176,18 +181,26 @@ fn stage_view(stage: &Stage, releases: &BTreeMap<String, &Release>) -> StageView
     }
 }
 
+/// The digest of the serving template's pod spec, from the template the status keeps.
+fn pod_spec_digest(status: &crate::api::StageStatus) -> Option<String> {
+    let serving = status.template.as_deref()?;
+    let pinned = status.templates.iter().find(|t| t.digest == serving)?;
+    let spec = pinned.template.get("template")?.get("spec")?;
+    Some(format!("sha256:{}", crate::identity::digest(spec)))
+}
+
 /// The short form of a template digest: its first 12 hex digits.
 fn short(digest: &str) -> &str {
     let hex = digest.trim_start_matches("sha256:");
     &hex[..hex.len().min(12)]
 }
 
-/// Releases that run on different templates at different stages: the same bytes everywhere
-/// means the same images on the same template.
+/// Releases that run on different pod specs at different stages: the same bytes everywhere
+/// means the same images on the same pod spec (labels aside, which differ by target).
 fn template_splits(view: &PipelineView) -> Vec<String> {
     let mut by_release: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     for s in &view.stages {
-        if let (Some(current), Some(t)) = (&s.current, &s.template) {
+        if let (Some(current), Some(t)) = (&s.current, &s.pod_spec) {
             by_release
                 .entry(current)
                 .or_default()
@@ -199,7 +212,7 @@ fn template_splits(view: &PipelineView) -> Vec<String> {
         .filter(|(_, at)| at.iter().any(|(_, t)| *t != at[0].1))
         .map(|(release, at)| {
             let at: Vec<String> = at.iter().map(|(s, t)| format!("{s} {t}")).collect();
-            format!("{release} runs on different templates: {}", at.join(", "))
+            format!("{release} runs on different pod specs: {}", at.join(", "))
         })
         .collect()
 }
@@ -304,7 +317,9 @@ pub fn pipeline_text(view: &PipelineView, palette: Palette) -> String {
 }
 
 fn stage_line(stage: &StageView, width: usize, palette: Palette) -> String {
-    let phase = palette.phase(&format!("{:<11}", stage.phase));
+    // Padded after colouring: every phase is coloured, whatever its length.
+    let pad = " ".repeat(11usize.saturating_sub(stage.phase.chars().count()));
+    let phase = format!("{}{pad}", palette.phase(&stage.phase));
     let releases = match (&stage.current, &stage.candidate) {
         (Some(c), Some(n)) if c != n => format!("{c} → {n}"),
         (Some(c), _) => c.clone(),
@@ -359,6 +374,59 @@ fn stage_details(stage: &StageView, palette: Palette) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// One pipeline of a namespace: its stages in DAG order, each with its phase.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRow {
+    pub pipeline: String,
+    pub stages: Vec<(String, String)>,
+}
+
+/// The pipelines the Stages make up, by name.
+pub fn pipelines(stages: &[Stage]) -> Vec<PipelineRow> {
+    let mut by_pipeline: BTreeMap<&str, Vec<&Stage>> = BTreeMap::new();
+    for s in stages {
+        by_pipeline.entry(&s.spec.pipeline).or_default().push(s);
+    }
+    by_pipeline
+        .into_iter()
+        .map(|(pipeline, members)| PipelineRow {
+            pipeline: pipeline.to_string(),
+            stages: dag_order(&members)
+                .into_iter()
+                .map(|s| {
+                    let phase = s.status.as_ref().and_then(|st| st.phase);
+                    let phase = phase.map_or_else(|| "Unknown".into(), |p| format!("{p:?}"));
+                    (s.metadata.name.clone().unwrap_or_default(), phase)
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// One line per pipeline, then how to look at one.
+pub fn pipelines_text(rows: &[PipelineRow], palette: Palette) -> String {
+    let width = rows.iter().map(|r| r.pipeline.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for row in rows {
+        let stages: Vec<String> = row
+            .stages
+            .iter()
+            .map(|(s, phase)| format!("{}={}", clean(s), palette.phase(phase)))
+            .collect();
+        let name = clean(&row.pipeline);
+        out.push_str(&format!("{name:<width$}  {}\n", stages.join(" ")));
+    }
+    let first = rows
+        .first()
+        .map_or("NAME".to_string(), |r| clean(&r.pipeline));
+    out.push_str(&palette.dim(&format!(
+        "pick one: kubectl greenlight get pipeline {first} [--watch]"
+    )));
+    out.push('\n');
+    out
 }
 
 /// One row per release: its phase at each stage of its pipeline.
@@ -532,7 +600,9 @@ mod tests {
                 "dev",
                 &[],
                 serde_json::json!({"phase": "Idle", "currentRelease": "web-2", "currentVersion": "1.2.0",
-                                   "template": "sha256:aaaaaaaaaaaaaaaa"}),
+                                   "template": "sha256:aaaaaaaaaaaaaaaa",
+                                   "templates": [{"digest": "sha256:aaaaaaaaaaaaaaaa",
+                                                  "template": {"template": {"spec": {"containers": [{"name": "web"}]}}}}]}),
             ),
             stage(
                 "test",
@@ -596,6 +666,8 @@ mod tests {
         let (mut stages, releases) = world();
         let edited = serde_json::json!({"phase": "Idle", "currentRelease": "web-2",
             "currentVersion": "1.2.0", "template": "sha256:bbbbbbbbbbbbbbbb",
+            "templates": [{"digest": "sha256:bbbbbbbbbbbbbbbb",
+                           "template": {"template": {"spec": {"containers": [{"name": "web"}, {"name": "miner"}]}}}}],
             "targetChange": {"digest": "sha256:cc", "fields": ["template.spec.containers[miner]"],
                              "changedBy": "kubectl-patch"}});
         stages[2].status = serde_json::from_value(edited).ok();
@@ -606,11 +678,35 @@ mod tests {
             text.contains("target changed by kubectl-patch (template.spec.containers[miner]), waiting for a rollout"),
             "{text}"
         );
+        let dev = pod_spec_digest(&stages[1].status.clone().unwrap()).unwrap();
+        let test = pod_spec_digest(&stages[2].status.clone().unwrap()).unwrap();
+        let split = format!(
+            "1.2.0 (web-2) runs on different pod specs: dev {}, test {}",
+            short(&dev),
+            short(&test)
+        );
+        assert!(text.contains(&split), "{text}");
+        stages[2].status.as_mut().unwrap().templates[0].template = serde_json::json!(
+            {"template": {"metadata": {"labels": {"app": "test"}}, "spec": {"containers": [{"name": "web"}]}}}
+        );
+        let view = pipeline("web", "shop", &stages, &releases);
+        let text = pipeline_text(&view, Palette { on: false });
         assert!(
-            text.contains(
-                "1.2.0 (web-2) runs on different templates: dev aaaaaaaaaaaa, test bbbbbbbbbbbb"
-            ),
-            "{text}"
+            !text.contains("different pod specs"),
+            "labels aside: {text}"
+        );
+    }
+
+    #[test]
+    fn without_a_name_each_pipeline_is_one_line_with_its_stages_phases() {
+        let (mut stages, _) = world();
+        let mut other = stage("edge", &[], serde_json::json!({"phase": "Idle"}));
+        other.spec.pipeline = "api".into();
+        stages.push(other);
+        let text = pipelines_text(&pipelines(&stages), Palette { on: false });
+        assert_eq!(
+            text,
+            "api  edge=Idle\nweb  dev=Idle test=Waiting prod=Progressing\npick one: kubectl greenlight get pipeline api [--watch]\n"
         );
     }
 
