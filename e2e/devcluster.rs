@@ -26,10 +26,9 @@ fn main() {
     register_webhooks(&cp, &dir, admission_port);
     let identity_key = write_identity_key(&dir);
     print_how_to_act_as_each_person(&cp);
-    print_the_next_three_commands(&cp);
 
     let _kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
-    run_the_controller_until_interrupted(&cp.kubeconfig, admission_port, &identity_key);
+    run_the_controller_until_interrupted(&cp, admission_port, &identity_key);
     cp.shutdown();
 }
 
@@ -102,12 +101,14 @@ fn print_how_to_act_as_each_person(cp: &ControlPlane) {
 }
 
 /// Runs the `greenlight` binary next to this one, serving the admission webhooks on
-/// `admission_port`, until it exits or Ctrl-C.
+/// `admission_port`, until it exits or Ctrl-C; once it is ready and its webhooks answer,
+/// prints the commands that tell the story (so the first of them is never refused).
 fn run_the_controller_until_interrupted(
-    kubeconfig: &Path,
+    cp: &ControlPlane,
     admission_port: u16,
     identity_key: &Path,
 ) {
+    let kubeconfig = cp.kubeconfig.as_path();
     // A port of its own, so that whatever else listens on 8080 does not stop `make run`.
     let metrics_port = support::free_port();
     println!("Metrics and health: http://127.0.0.1:{metrics_port}/metrics");
@@ -141,10 +142,49 @@ fn run_the_controller_until_interrupted(
         .spawn()
         .expect("start greenlight controller (build it with `cargo build`)");
         tokio::select! {
+            status = child.wait() => return eprintln!("controller exited: {status:?}"),
+            _ = tokio::signal::ctrl_c() => return eprintln!("stopping"),
+            () = ready(cp, metrics_port) => print_the_next_three_commands(cp),
+        }
+        tokio::select! {
             status = child.wait() => eprintln!("controller exited: {status:?}"),
             _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
         }
     });
+}
+
+/// Waits until the controller is ready and its admission webhooks stamp what they should: a
+/// dry-run Approval comes back with its approver filled in.
+async fn ready(cp: &ControlPlane, metrics_port: u16) {
+    greenlight::gates::ensure_crypto_provider();
+    let probe = "apiVersion: greenlight.dev/v1alpha1\nkind: Approval\nmetadata: {name: ready-probe}\nspec: {release: probe, stage: probe, decision: approve}\n";
+    let path = cp.dir.join("ready-probe.yaml");
+    std::fs::write(&path, probe).expect("probe file");
+    let path = path.to_string_lossy().into_owned();
+    let url = format!("http://127.0.0.1:{metrics_port}/readyz");
+    loop {
+        let synced = reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        let args = [
+            "create",
+            "--dry-run=server",
+            "-n",
+            "default",
+            "-f",
+            &path,
+            "-o",
+            "yaml",
+        ];
+        let stamped = synced && {
+            let out = cp.kubectl_raw(&args);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("approver:")
+        };
+        if stamped {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Registers the controller's webhooks at a loopback URL (the shipped configuration points at

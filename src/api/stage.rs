@@ -373,6 +373,11 @@ pub struct TargetChange {
     /// Its configuration rollout failed and was rolled back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub failed: bool,
+    /// When it was first seen: approvals given before it do not let it through, whether it
+    /// rolls out alone or with a newer release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub since: Option<jiff::Timestamp>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

@@ -41,7 +41,7 @@ pub(crate) async fn apply(
     if !retreat {
         apply_workloads(world, &outcome, ctx).await?;
     }
-    let unaudited = record(world, &outcome, ctx, now, retreat).await?;
+    let unaudited = record(world, &outcome, ctx, now, retreat || rolls_back(&outcome)).await?;
     if retreat {
         apply_workloads(world, &outcome, ctx).await?;
     }
@@ -61,6 +61,19 @@ pub(crate) async fn apply(
     Ok(Action::requeue(
         outcome.requeue_after.max(Duration::from_secs(1)),
     ))
+}
+
+/// The decision fails a rollout or carries a rollback on: a retreat, which no state of the
+/// audit trail may hold up (the rolling kind moves its workloads first, like any decision).
+fn rolls_back(outcome: &Outcome) -> bool {
+    use crate::api::stage::RolloutDirection::Rollback;
+    use crate::machine::Transition::{RollbackCompleted, RolloutFailed};
+    let failing = outcome
+        .events
+        .iter()
+        .any(|e| matches!(e.kind, RolloutFailed | RollbackCompleted));
+    let rollout = outcome.status.rollout.as_ref();
+    failing || rollout.is_some_and(|r| r.direction == Rollback)
 }
 
 /// The canary and its traffic, then the primary.
@@ -396,7 +409,7 @@ fn target_changed(status: &crate::api::StageStatus) -> Option<Condition> {
         true,
         reason,
         format!(
-            "the target's template ({}) was changed by {}: {}; {what}",
+            "the target's template ({}) was changed by {} (its field manager, as the writer named itself): {}; {what}",
             change.digest,
             change.changed_by,
             change.fields.join(", ")

@@ -209,6 +209,7 @@ impl<'a> Draft<'a> {
             template: rollout.template.clone(),
             previous: rollout.previous_template.clone(),
             configuration,
+            started_at: Some(rollout.started_at),
         })
     }
 
@@ -222,7 +223,9 @@ impl<'a> Draft<'a> {
         }
         let name = self.input.name;
         let before = self.input.status;
-        if let (Command::Retry(r), Some(rollout)) = (&command, self.status.rollout.as_ref()) {
+        // The rollback may have finished in this very pass: the retry waits one more.
+        let rolling_back = self.status.rollout.as_ref().or(before.rollout.as_ref());
+        if let (Command::Retry(r), Some(rollout)) = (&command, rolling_back) {
             let failed = self.entry(r).is_some_and(|e| e.phase == RP::Failed);
             if failed && rollout.release == *r && rollout.direction == RolloutDirection::Rollback {
                 // Asked as soon as the failure showed: it waits for the rollback to finish.
@@ -352,11 +355,11 @@ impl<'a> Draft<'a> {
         );
         self.status.rollout = None;
         self.status.template = rollout.previous_template.clone();
+        // An edit whose rollout failed (alone, or carried by a release) is not tried again
+        // until the target changes once more.
         if let Some(change) = self.status.target_change.as_mut()
-            && rollout.configuration
             && Some(&change.digest) == rollout.template.as_ref()
         {
-            // Not tried again until the target changes once more.
             change.failed = true;
         }
         self.status.phase = Some(StagePhase::Failed);

@@ -132,6 +132,9 @@ pub struct Pinned {
     pub previous: Option<String>,
     /// A configuration change: who changed the target, and what.
     pub configuration: Option<String>,
+    /// When the rollout started: two configuration rollouts between the same templates
+    /// (an edit undone and made again) are told apart by it.
+    pub started_at: Option<jiff::Timestamp>,
 }
 
 /// What failed a rollout: the reason, and the gate whose verdict did, if one did.
@@ -161,9 +164,11 @@ impl StageEvent {
         // A configuration rollout of a release is told apart from its first rollout (and from
         // other configuration changes) by its template.
         let configuration = self.pinned.as_ref().filter(|p| p.configuration.is_some());
-        if let Some(template) = configuration.and_then(|p| p.template.as_deref()) {
-            let short = template.trim_start_matches("sha256:");
-            id.push_str(&format!("/template-{}", &short[..short.len().min(12)]));
+        if let Some(p) = configuration {
+            let short = p.template.as_deref().unwrap_or_default();
+            let short = short.trim_start_matches("sha256:");
+            let at = p.started_at.map_or(0, |t| t.as_second());
+            id.push_str(&format!("/template-{}/{at}", &short[..short.len().min(12)]));
         }
         id
     }

@@ -324,3 +324,81 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_release_that_would_carry_a_pending_edit_is_judged_with_approvals_given_after_the_edit() {
+    let mut world = World::running_r1_on("a");
+    world.edit_target("b");
+    world.pass(GateVerdict::Pending);
+    let noted = world.status.target_change.as_ref().unwrap().since.unwrap();
+    world.releases.push(release("r2", None));
+    world.now += Duration::from_secs(60);
+    let plan = plan();
+    let primary = PrimaryView {
+        release: Some("r1".into()),
+        template: Some(digest("a")),
+        replicas: 2,
+        available: true,
+        serving: true,
+        detail: "d".into(),
+    };
+    let input = StageInput {
+        name: "prod",
+        plan: &plan,
+        status: &world.status,
+        releases: &world.releases,
+        primary: Some(&primary),
+        canary: None,
+        gates: None,
+        measurements: None,
+        command: None,
+        invalid: None,
+        target: Some(&world.target),
+        now: world.now,
+    };
+    assert_eq!(
+        decide(&input),
+        Decision::EvaluateGates {
+            release: "r2".into(),
+            configuration: Some((digest("b"), noted)),
+        },
+        "the edit's own time, not when r2 came"
+    );
+}
+
+#[test]
+fn a_release_that_carried_an_edit_and_failed_does_not_retry_the_edit_alone() {
+    let mut world = World::running_r1_on("a");
+    world.edit_target("b");
+    world.releases.push(release("r2", None));
+    world.pass(GateVerdict::Passed);
+    assert_eq!(world.primary, ("r2".to_string(), Some(digest("b")), false));
+    world.now += Duration::from_secs(120);
+    world.pass(GateVerdict::Passed);
+    world.pods_become_available();
+    world.pass(GateVerdict::Passed);
+    assert_eq!(
+        world.primary.1,
+        Some(digest("a")),
+        "back on r1 and its template"
+    );
+    assert!(world.status.target_change.as_ref().unwrap().failed);
+    for _ in 0..3 {
+        world.pass(GateVerdict::Passed);
+    }
+    assert!(
+        world.status.rollout.is_none(),
+        "the edit is not tried again on its own"
+    );
+}
+
+#[test]
+fn a_stage_made_again_goes_back_to_the_primary_it_adopted_never_to_nothing() {
+    let mut world = World::running_r1_on("a");
+    world.status = StageStatus::default();
+    world.releases.push(release("r2", None));
+    let out = world.pass(GateVerdict::Passed);
+    let rollout = out.status.rollout.expect("r2 rolls out");
+    assert_eq!(rollout.previous_release.as_deref(), Some("r1"));
+    assert_eq!(rollout.previous_template, Some(digest("a")));
+}

@@ -196,13 +196,13 @@ impl Draft<'_> {
             }
         }
         self.note_target_change();
+        let pending = self.pending_change();
         match candidate {
-            Some(candidate) => self.admit(candidate, None).map(|r| (r, None)),
+            Some(candidate) => self.admit(candidate, None).map(|r| (r, pending)),
             None => match self.configuration_candidate() {
                 Some((current, change)) => {
-                    let since = self.status.candidate_since.unwrap_or(self.input.now);
                     let asked = self.admit(&current, Some(&change));
-                    asked.map(|r| (r, Some((change.digest.clone(), since))))
+                    asked.map(|r| (r, pending))
                 }
                 None => {
                     self.status.candidate_release = None;
@@ -313,7 +313,9 @@ impl Draft<'_> {
             return None;
         }
         if !plan.gates.is_empty() {
-            let template = change.map(|c| c.digest.clone());
+            // A release that would carry a pending edit of the target is judged as the edit
+            // is: approvals given before the edit do not count for it either.
+            let template = self.pending_change().map(|(t, _)| t);
             match self.input.gates {
                 Some(report) if report.release == candidate.name && report.template == template => {
                     if !self.apply_gate_report(candidate, report, change) {
@@ -356,7 +358,23 @@ impl Draft<'_> {
         let change = self.status.target_change.as_ref().filter(|c| !c.failed)?;
         let target = self.input.target.filter(|t| t.digest == change.digest)?;
         let current = self.release(self.status.current_release.as_deref()?)?;
-        Some((current.clone(), target.clone()))
+        // A release the edited template cannot run (an artifact names a container the edit
+        // removed) waits for the next edit rather than failing on every pass.
+        current
+            .unfit
+            .is_none()
+            .then(|| (current.clone(), target.clone()))
+    }
+
+    /// The edit of the target that waits, with since when: what a rollout starting now would
+    /// carry to the primary.
+    fn pending_change(&self) -> Option<(String, Timestamp)> {
+        let change = self.status.target_change.as_ref()?;
+        let target = self.input.target.filter(|t| t.digest == change.digest)?;
+        Some((
+            target.digest.clone(),
+            change.since.unwrap_or(self.input.now),
+        ))
     }
 
     /// Notes an edit of the target that has not reached the primary, once per edit. A stage
@@ -389,6 +407,7 @@ impl Draft<'_> {
             fields: target.fields.clone(),
             changed_by: target.changed_by.clone(),
             failed: false,
+            since: Some(self.input.now),
         });
         let running = self.status.current_version.clone().unwrap_or_default();
         let note = format!(
@@ -512,7 +531,12 @@ impl Draft<'_> {
         change: Option<&TargetTemplate>,
     ) -> ActiveRollout {
         let now = self.input.now;
-        let previous = self.status.current_release.clone();
+        let adopted = self.adopted_primary(candidate);
+        let previous = self
+            .status
+            .current_release
+            .clone()
+            .or_else(|| adopted.as_ref().map(|(r, _)| r.name.clone()));
         let previous_artifacts = previous
             .as_ref()
             .and_then(|p| self.release(p))
@@ -525,26 +549,51 @@ impl Draft<'_> {
                     .map(|r| r.previous_artifacts.clone())
             })
             .unwrap_or_default();
+        let previous_version = self
+            .status
+            .current_version
+            .clone()
+            .or_else(|| adopted.as_ref().map(|(r, _)| r.version.clone()));
         let canary = self.input.plan.canary.as_ref();
         ActiveRollout {
             release: candidate.name.clone(),
             version: candidate.version.clone(),
             started_at: now,
             direction: RolloutDirection::Forward,
-            previous_release: previous,
-            previous_version: self.status.current_version.clone(),
-            previous_artifacts,
-            reason: None,
             // A first release has nothing to compare with: it rolls out directly.
             canary: canary
-                .filter(|_| self.status.current_release.is_some())
+                .filter(|_| previous.is_some())
                 .map(|_| canary::fresh_progress(now)),
+            previous_release: previous,
+            previous_version,
+            previous_artifacts,
+            reason: None,
             replicas: Some(self.input.plan.replicas),
             routing: canary.and_then(|c| c.routing.clone()),
             template: self.input.target.map(|t| t.digest.clone()),
-            previous_template: self.status.template.clone(),
+            previous_template: self
+                .status
+                .template
+                .clone()
+                .or_else(|| adopted.and_then(|(_, t)| t)),
             configuration: change.is_some(),
         }
+    }
+
+    /// A primary that serves a release of the pipeline though the stage has run none: one
+    /// whose Stage was deleted and made again. It is what a failed first rollout goes back
+    /// to, never nothing: scaling it to zero would stop what serves.
+    fn adopted_primary(&self, candidate: &ReleaseView) -> Option<(&ReleaseView, Option<String>)> {
+        if self.status.current_release.is_some() {
+            return None;
+        }
+        let primary = self.input.primary.filter(|p| p.replicas > 0 && p.serving)?;
+        let running = primary
+            .release
+            .as_deref()
+            .filter(|r| *r != candidate.name)?;
+        let release = self.input.releases.iter().find(|r| r.name == running)?;
+        Some((release, primary.template.clone()))
     }
 
     fn start_rollout(&mut self, candidate: &ReleaseView, change: Option<&TargetTemplate>) {
