@@ -31,8 +31,14 @@ pub async fn observe(
         .target_change
         .as_ref()
         .filter(|c| c.digest == pin.digest);
+    // Nothing to tell (nothing pinned yet, or the rollout under way pins this very
+    // template): no request to the apiserver on every pass.
+    let rolling_it = status.rollout.as_ref().and_then(|r| r.template.as_deref());
     let (fields, changed_by) = match (serving, known) {
-        (Some(s), _) if s == pin.digest => (vec![], String::new()),
+        (None, _) => (vec![], String::new()),
+        (Some(s), _) if s == pin.digest || rolling_it == Some(pin.digest.as_str()) => {
+            (vec![], String::new())
+        }
         (_, Some(known)) => (known.fields.clone(), known.changed_by.clone()),
         (serving, None) => {
             let before = serving.and_then(|d| template_of(status, d));
