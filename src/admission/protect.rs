@@ -220,16 +220,37 @@ async fn allowed(
     stage: &str,
 ) -> Result<(), String> {
     let user = req.user_info.username.clone().unwrap_or_default();
+    match may(req, ctx, namespace, stage, EDIT_PROTECTED).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "changing it needs the '{EDIT_PROTECTED}' verb on stages.{GROUP}, which {user} does not have"
+        )),
+        Err(e) => Err(format!(
+            "cannot check the '{EDIT_PROTECTED}' permission: {e}"
+        )),
+    }
+}
+
+/// Whether the requester may `verb` the Stage `stage`, as the apiserver answers a
+/// SubjectAccessReview for them (custom verbs, such as `edit-protected` and `promote`,
+/// included).
+pub(super) async fn may(
+    req: &AdmissionRequest<DynamicObject>,
+    ctx: &AdmissionState,
+    namespace: &str,
+    stage: &str,
+    verb: &str,
+) -> Result<bool, kube::Error> {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
-            user: Some(user.clone()),
+            user: req.user_info.username.clone(),
             groups: req.user_info.groups.clone(),
             uid: req.user_info.uid.clone(),
             extra: req.user_info.extra.clone(),
             resource_attributes: Some(ResourceAttributes {
                 group: Some(GROUP.into()),
                 resource: Some("stages".into()),
-                verb: Some(EDIT_PROTECTED.into()),
+                verb: Some(verb.into()),
                 namespace: Some(namespace.into()),
                 name: Some(stage.into()),
                 ..Default::default()
@@ -239,13 +260,6 @@ async fn allowed(
         ..Default::default()
     };
     let api = kube::Api::<SubjectAccessReview>::all(ctx.client.clone());
-    match api.create(&PostParams::default(), &review).await {
-        Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => Ok(()),
-        Ok(_) => Err(format!(
-            "changing it needs the '{EDIT_PROTECTED}' verb on stages.{GROUP}, which {user} does not have"
-        )),
-        Err(e) => Err(format!(
-            "cannot check the '{EDIT_PROTECTED}' permission: {e}"
-        )),
-    }
+    let answer = api.create(&PostParams::default(), &review).await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
 }

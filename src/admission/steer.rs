@@ -5,11 +5,7 @@
 //! steering of one stage by name. The answer is signed into the stamp; the controller refuses
 //! a command whose stamp carries none, saying what was missing.
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use kube::ResourceExt;
-use kube::api::PostParams;
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionRequest;
 
@@ -45,30 +41,10 @@ pub async fn authorize(
         }
     }
     let verb = verb(action);
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: Some(user),
-            groups: Some(groups),
-            uid: req.user_info.uid.clone(),
-            extra: req.user_info.extra.clone(),
-            resource_attributes: Some(ResourceAttributes {
-                group: Some(GROUP.into()),
-                resource: Some("stages".into()),
-                verb: Some(verb.into()),
-                namespace: stage.namespace(),
-                name: Some(stage.name_any()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let api = kube::Api::<SubjectAccessReview>::all(state.client.clone());
-    match api.create(&PostParams::default(), &review).await {
-        Ok(r) if r.status.as_ref().is_some_and(|s| s.allowed) => {
-            Some(format!("the '{verb}' verb on stages.{GROUP}"))
-        }
-        Ok(_) => None,
+    let (namespace, name) = (stage.namespace().unwrap_or_default(), stage.name_any());
+    match super::protect::may(req, state, &namespace, &name, verb).await {
+        Ok(true) => Some(format!("the '{verb}' verb on stages.{GROUP}")),
+        Ok(false) => None,
         Err(e) => {
             tracing::warn!(error = %e, "cannot ask the apiserver whether a command is allowed");
             None
