@@ -2,6 +2,7 @@
 //! `/validate` refuses bad objects before they are stored. It serves HTTPS only, with a
 //! certificate that is replaced without a restart (see [`tls`]).
 
+pub mod access;
 pub mod mutate;
 pub mod protect;
 pub mod steer;

@@ -6,11 +6,7 @@
 //! So a release manager who may steer prod cannot switch off its approvals, and a platform
 //! team grants the verb to the few who may.
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
 use kube::ResourceExt;
-use kube::api::PostParams;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 
@@ -220,7 +216,7 @@ async fn allowed(
     stage: &str,
 ) -> Result<(), String> {
     let user = req.user_info.username.clone().unwrap_or_default();
-    match may(req, ctx, namespace, stage, EDIT_PROTECTED).await {
+    match super::access::may(req, ctx, namespace, stage, EDIT_PROTECTED).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(format!(
             "changing it needs the '{EDIT_PROTECTED}' verb on stages.{GROUP}, which {user} does not have"
@@ -229,37 +225,4 @@ async fn allowed(
             "cannot check the '{EDIT_PROTECTED}' permission: {e}"
         )),
     }
-}
-
-/// Whether the requester may `verb` the Stage `stage`, as the apiserver answers a
-/// SubjectAccessReview for them (custom verbs, such as `edit-protected` and `promote`,
-/// included).
-pub(super) async fn may(
-    req: &AdmissionRequest<DynamicObject>,
-    ctx: &AdmissionState,
-    namespace: &str,
-    stage: &str,
-    verb: &str,
-) -> Result<bool, kube::Error> {
-    let review = SubjectAccessReview {
-        spec: SubjectAccessReviewSpec {
-            user: req.user_info.username.clone(),
-            groups: req.user_info.groups.clone(),
-            uid: req.user_info.uid.clone(),
-            extra: req.user_info.extra.clone(),
-            resource_attributes: Some(ResourceAttributes {
-                group: Some(GROUP.into()),
-                resource: Some("stages".into()),
-                verb: Some(verb.into()),
-                namespace: Some(namespace.into()),
-                name: Some(stage.into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let api = kube::Api::<SubjectAccessReview>::all(ctx.client.clone());
-    let answer = api.create(&PostParams::default(), &review).await?;
-    Ok(answer.status.is_some_and(|s| s.allowed))
 }

@@ -42,7 +42,7 @@ pub async fn authorize(
     }
     let verb = verb(action);
     let (namespace, name) = (stage.namespace().unwrap_or_default(), stage.name_any());
-    match super::protect::may(req, state, &namespace, &name, verb).await {
+    match super::access::may(req, state, &namespace, &name, verb).await {
         Ok(true) => Some(format!("the '{verb}' verb on stages.{GROUP}")),
         Ok(false) => None,
         Err(e) => {
