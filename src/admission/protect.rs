@@ -122,7 +122,7 @@ async fn guarded_gate(
     let stages = protected_stages(&namespace, ctx).await?;
     Ok(stages
         .iter()
-        .filter(|s| s.spec.gate_names().contains(gate.as_str()))
+        .filter(|s| s.spec.named_gates().iter().any(|(_, g)| *g == gate))
         .map(|s| Guarded {
             namespace: namespace.clone(),
             stage: s.name_any(),

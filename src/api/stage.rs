@@ -105,21 +105,28 @@ pub struct StageSpec {
 }
 
 impl StageSpec {
-    /// Every Gate this stage names, wherever: its gates and its canary's analysis, background
-    /// and per step. Each decides what the stage does, so each is guarded alike.
-    pub fn gate_names(&self) -> std::collections::BTreeSet<&str> {
-        let canary = self.strategy.canary.as_ref();
-        let analyses = canary.and_then(|c| c.analysis.as_ref()).into_iter().chain(
-            canary
-                .into_iter()
-                .flat_map(|c| c.steps.iter())
-                .filter_map(|s| s.analysis.as_ref()),
-        );
-        self.gates
+    /// Every gate the stage names, in `spec.gates` and in its canary analyses (background and
+    /// per step), with the field that names it. Each decides what the stage does: each must
+    /// exist, and each is guarded alike on a protected stage.
+    pub fn named_gates(&self) -> Vec<(String, String)> {
+        let mut named: Vec<(String, String)> = self
+            .gates
             .iter()
-            .chain(analyses.flat_map(|a| a.gates.iter()))
-            .map(String::as_str)
-            .collect()
+            .enumerate()
+            .map(|(i, g)| (format!("spec.gates[{i}]"), g.clone()))
+            .collect();
+        let canary = self.strategy.canary.as_ref();
+        let steps = canary.into_iter().flat_map(|c| c.steps.iter().enumerate());
+        let steps = steps.filter_map(|(i, s)| {
+            let field = format!("spec.strategy.canary.steps[{i}].analysis.gates");
+            s.analysis.as_ref().map(|a| (field, a))
+        });
+        let background = canary.and_then(|c| c.analysis.as_ref());
+        let background = background.map(|a| ("spec.strategy.canary.analysis.gates".to_string(), a));
+        for (field, analysis) in steps.chain(background) {
+            named.extend(analysis.gates.iter().map(|g| (field.clone(), g.clone())));
+        }
+        named
     }
 }
 

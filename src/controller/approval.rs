@@ -68,35 +68,34 @@ async fn reconcile_approval(
     let release = ctx.index.release(namespace, &spec.release);
     let stage = ctx.index.stage(namespace, &spec.stage);
     let verified = ctx.index.approver(approval);
-    let (verified_stamp, reason, message) = match (&verified, &release, &stage) {
-        (Err(why), _, _) => (false, "Unverified", format!("does not count: {why}")),
+    // Recorded on the trail once the decision can be judged (signed, for a Release and Stage
+    // that exist), and only when it counts somewhere, within a person's share of the trail.
+    let (verified_stamp, reason, message, on_trail) = match (&verified, &release, &stage) {
+        (Err(why), _, _) => (false, "Unverified", format!("does not count: {why}"), false),
         (Ok(_), None, _) => (
             true,
             "ReleaseNotFound",
             format!("spec.release: Release '{}' not found", spec.release),
+            false,
         ),
         (Ok(_), _, None) => (
             true,
             "StageNotFound",
             format!("spec.stage: Stage '{}' not found", spec.stage),
+            false,
         ),
         (Ok(who), Some(release), Some(stage)) => {
             let verdicts = verdicts(approval, release, stage, who, ctx);
             let by = format!("{} by {}", past_tense(spec.decision), who.username);
             let message = format!("{by}: {}", verdicts.join("; "));
             match kept_off_the_trail(&verdicts, release, approval, &who.username) {
-                Some(why) => (true, RECORDED, format!("{message}; {why}")),
-                None => (true, RECORDED, message),
+                Some(why) => (true, RECORDED, format!("{message}; {why}"), false),
+                None => (true, RECORDED, message, true),
             }
         }
     };
     write_status(approval, namespace, verified_stamp, reason, &message, ctx).await?;
-    // Recorded once the decision can be judged: signed, for a Release and Stage that exist,
-    // and only when it counts somewhere, within a person's share of the trail.
-    let (Ok(who), Some(_), Some(_)) = (verified, release, stage) else {
-        return Ok(Action::await_change());
-    };
-    if !message.contains(OFF_THE_TRAIL) {
+    if let (Ok(who), true) = (verified, on_trail) {
         record_on_trail(approval, namespace, &who.username, &message, ctx).await?;
     }
     Ok(Action::await_change())

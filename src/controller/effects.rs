@@ -87,8 +87,8 @@ async fn apply_workloads(
             Some(DesiredPrimary::Release { template, .. }) => template.as_deref(),
             _ => None,
         };
-        let status = world.stage.status.clone().unwrap_or_default();
-        let source = super::pins::source(&world.target, &status, &world.pin, template)?;
+        let status = world.stage.status.as_ref();
+        let source = super::pins::source(&world.target, status, &world.pin, template)?;
         let (stage, target, replicas) = (&world.stage, &source, world.plan.replicas);
         let problem = view.router_problem.as_ref();
         io.apply(
@@ -224,8 +224,8 @@ async fn apply_primary(
         return Ok(());
     }
     let name = world.stage.name_any();
-    let status = world.stage.status.clone().unwrap_or_default();
-    let source = super::pins::source(&world.target, &status, &world.pin, template)?;
+    let status = world.stage.status.as_ref();
+    let source = super::pins::source(&world.target, status, &world.pin, template)?;
     let deployment = build_primary(&source, &name, release, world.plan.replicas)?;
     let observed = world.primary.as_ref();
     if observed.is_some_and(|o| matches_desired(o, &deployment)) {

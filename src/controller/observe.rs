@@ -15,7 +15,7 @@ use super::error::ReconcileError;
 use super::steering::{self, Steering};
 use crate::api::GateType;
 use crate::api::release::Release;
-use crate::api::stage::{Stage, StageSpec, TriggerType};
+use crate::api::stage::{Stage, TriggerType};
 use crate::index::own::Read;
 use crate::index::{Index, release_problem};
 use crate::machine::{CanaryView, PrimaryView, ReleaseView};
@@ -100,34 +100,11 @@ fn check_dag(stage: &Stage, index: &Index) -> Result<(), FieldError> {
     ))
 }
 
-/// Every gate the stage names, in `spec.gates` and in its canary analyses, with the field
-/// that names it.
-pub fn named_gates(spec: &StageSpec) -> Vec<(String, String)> {
-    let mut named: Vec<(String, String)> = spec
-        .gates
-        .iter()
-        .enumerate()
-        .map(|(i, g)| (format!("spec.gates[{i}]"), g.clone()))
-        .collect();
-    let canary = spec.strategy.canary.as_ref();
-    let steps = canary.into_iter().flat_map(|c| c.steps.iter().enumerate());
-    let steps = steps.filter_map(|(i, s)| {
-        let field = format!("spec.strategy.canary.steps[{i}].analysis.gates");
-        s.analysis.as_ref().map(|a| (field, a))
-    });
-    let background = canary.and_then(|c| c.analysis.as_ref());
-    let background = background.map(|a| ("spec.strategy.canary.analysis.gates".to_string(), a));
-    for (field, analysis) in steps.chain(background) {
-        named.extend(analysis.gates.iter().map(|g| (field.clone(), g.clone())));
-    }
-    named
-}
-
 /// Every gate the stage names must exist and be valid: a stage held by a broken gate would
 /// otherwise wait for ever looking healthy.
 fn check_gates(stage: &Stage, ctx: &Context) -> Vec<FieldError> {
     let namespace = stage.namespace().unwrap_or_default();
-    let named = named_gates(&stage.spec);
+    let named = stage.spec.named_gates();
     let mut errors = Vec::new();
     let mut seen = BTreeSet::new();
     for (field, gate) in named {

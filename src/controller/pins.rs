@@ -75,14 +75,14 @@ fn template_of(status: &StageStatus, digest: &str) -> Option<PinnedSource> {
 /// target says now is the side door pinning closes.
 pub fn source(
     target: &Deployment,
-    status: &StageStatus,
+    status: Option<&StageStatus>,
     current: &PinnedSource,
     digest: Option<&str>,
 ) -> Result<Deployment, ReconcileError> {
     let Some(digest) = digest else {
         return Ok(target.clone());
     };
-    let pin = match template_of(status, digest) {
+    let pin = match status.and_then(|s| template_of(s, digest)) {
         Some(pin) => pin,
         None if current.digest == digest => current.clone(),
         None => {

@@ -20,7 +20,7 @@ use kube::{Client, ResourceExt};
 
 use super::effects;
 use super::error::ReconcileError;
-use super::observe::{World, named_gates, observe_stage};
+use super::observe::{World, observe_stage};
 use super::writer::{Announcement, WriteError};
 use super::{Context, backoff_key, error_policy, fingerprint, instrumented, key, refs_of};
 use crate::api::conditions::{Health, kstatus};
@@ -47,7 +47,7 @@ pub async fn controller(ctx: Arc<Context>, client: &Client, namespace: &Option<S
         .reconcile_on(q.on_changes::<Gate, Stage, _>(index, CONTROLLER, move |g| {
             let (ns, name) = (g.namespace().unwrap_or_default(), g.name_any());
             refs_of(by_gate.stages_where(&ns, |s| {
-                named_gates(&s.spec).iter().any(|(_, g)| *g == name)
+                s.spec.named_gates().iter().any(|(_, g)| *g == name)
             }))
         }))
         .reconcile_on(q.on_changes::<Approval, Stage, _>(index, CONTROLLER, |a| {

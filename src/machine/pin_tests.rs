@@ -93,23 +93,25 @@ impl World {
         };
     }
 
-    /// One pass; the gates answer `verdict`. Returns whether a gate report was asked for.
-    fn pass(&mut self, verdict: GateVerdict) -> Outcome {
-        let plan = plan();
-        let primary = PrimaryView {
+    fn primary_view(&self) -> PrimaryView {
+        PrimaryView {
             release: Some(self.primary.0.clone()),
             template: self.primary.1.clone(),
             replicas: 2,
             available: self.primary.2,
             serving: self.primary.2,
             detail: "d".into(),
-        };
-        let mut input = StageInput {
+        }
+    }
+
+    /// What the stage decides from now, before any gate answers.
+    fn input<'a>(&'a self, plan: &'a StagePlan, primary: &'a PrimaryView) -> StageInput<'a> {
+        StageInput {
             name: "prod",
-            plan: &plan,
+            plan,
             status: &self.status,
             releases: &self.releases,
-            primary: Some(&primary),
+            primary: Some(primary),
             canary: None,
             gates: None,
             measurements: None,
@@ -117,7 +119,14 @@ impl World {
             invalid: None,
             target: Some(&self.target),
             now: self.now,
-        };
+        }
+    }
+
+    /// One pass; the gates answer `verdict`.
+    fn pass(&mut self, verdict: GateVerdict) -> Outcome {
+        let plan = plan();
+        let primary = self.primary_view();
+        let mut input = self.input(&plan, &primary);
         let report;
         let out = match decide(&input) {
             Decision::Act(out) => *out,
@@ -334,30 +343,9 @@ fn a_release_that_would_carry_a_pending_edit_is_judged_with_approvals_given_afte
     world.releases.push(release("r2", None));
     world.now += Duration::from_secs(60);
     let plan = plan();
-    let primary = PrimaryView {
-        release: Some("r1".into()),
-        template: Some(digest("a")),
-        replicas: 2,
-        available: true,
-        serving: true,
-        detail: "d".into(),
-    };
-    let input = StageInput {
-        name: "prod",
-        plan: &plan,
-        status: &world.status,
-        releases: &world.releases,
-        primary: Some(&primary),
-        canary: None,
-        gates: None,
-        measurements: None,
-        command: None,
-        invalid: None,
-        target: Some(&world.target),
-        now: world.now,
-    };
+    let primary = world.primary_view();
     assert_eq!(
-        decide(&input),
+        decide(&world.input(&plan, &primary)),
         Decision::EvaluateGates {
             release: "r2".into(),
             configuration: Some((digest("b"), noted)),

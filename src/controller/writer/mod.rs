@@ -235,26 +235,38 @@ impl Writer {
         primary: &Deployment,
         note: Option<&str>,
     ) -> Result<Deployment, WriteError> {
-        self.may_write()?;
-        let name = primary.name_any();
         let mut annotations = serde_json::Map::new();
         annotations.insert(ORPHANED_ANNOTATION.into(), json!(note));
         let mut metadata = json!({ "annotations": annotations });
         if note.is_some() {
             metadata["ownerReferences"] = serde_json::Value::Null;
         }
-        let result = Api::<Deployment>::namespaced(
-            self.client.clone(),
-            &primary.namespace().unwrap_or_default(),
-        )
-        .patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": metadata})),
-        )
-        .await;
-        let what = || format!("orphan mark of Deployment '{name}'");
-        self.counted("deployment_orphan", what, result)
+        self.metadata("deployment_orphan", "orphan mark", primary, metadata)
+            .await
+    }
+
+    /// A merge patch of `object`'s metadata; the object as the apiserver then holds it.
+    async fn metadata<K>(
+        &self,
+        kind: &'static str,
+        what: &str,
+        object: &K,
+        metadata: Value,
+    ) -> Result<K, WriteError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.may_write()?;
+        let name = object.name_any();
+        let api =
+            Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let body = Patch::Merge(json!({ "metadata": metadata }));
+        let result = api.patch(&name, &PatchParams::default(), &body).await;
+        let what = || format!("{what} of {} '{name}'", K::kind(&()));
+        self.counted(kind, what, result)
     }
 
     /// Makes `object` the Stage's, for the garbage collector to delete once the Stage is
@@ -271,18 +283,13 @@ impl Writer {
             + DeserializeOwned
             + std::fmt::Debug,
     {
-        self.may_write()?;
-        let name = object.name_any();
         let Some(owner) = stage.controller_owner_ref(&()) else {
             return Ok(());
         };
-        let body = json!({"metadata": {"ownerReferences": [owner]}});
-        let result =
-            Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default())
-                .patch(&name, &PatchParams::default(), &Patch::Merge(body))
-                .await;
-        let what = || format!("owner of {} '{name}'", K::kind(&()));
-        self.counted(kind, what, result).map(|_| ())
+        let metadata = json!({ "ownerReferences": [owner] });
+        self.metadata(kind, "owner", object, metadata)
+            .await
+            .map(|_| ())
     }
 
     /// Sets a Stage's finalizers, failing on a conflict rather than overwriting another
