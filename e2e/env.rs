@@ -373,7 +373,47 @@ impl TestEnv {
         cmd
     }
 
+    /// A client of the webhook server that trusts `ca` and presents the apiserver's admission
+    /// client certificate and token, as only the apiserver can.
+    pub fn webhook_client(&self, ca: &str) -> reqwest::Client {
+        greenlight::gates::ensure_crypto_provider();
+        let certs = self
+            .cp
+            .admission_client_ca()
+            .with_file_name("admission-client.crt");
+        let pem = [
+            std::fs::read(&certs).expect("admission client certificate"),
+            std::fs::read(certs.with_extension("key")).expect("admission client key"),
+        ]
+        .concat();
+        let mut headers = reqwest::header::HeaderMap::new();
+        let bearer = format!("Bearer {}", crate::support::controlplane::ADMISSION_TOKEN);
+        headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+            .identity(reqwest::Identity::from_pem(&pem).expect("admission identity"))
+            .default_headers(headers)
+            // A fresh handshake per request, so each one sees the certificate served now.
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    }
+
+    /// The flags that make the webhook server accept only the apiserver: its client
+    /// certificate's CA and its token (the control plane's AdmissionConfiguration).
+    fn admission_client_args(&self, cmd: &mut Command) {
+        let token = self.dir.join("admission-token");
+        std::fs::write(&token, crate::support::controlplane::ADMISSION_TOKEN).expect("token");
+        cmd.arg("--admission-client-ca")
+            .arg(self.cp.admission_client_ca())
+            .arg("--admission-token-file")
+            .arg(token);
+    }
+
     fn admission_args(&self, cmd: &mut Command, admission: Admission) {
+        if admission != Admission::Off {
+            self.admission_client_args(cmd);
+        }
         let admission_addr = format!("127.0.0.1:{}", self.admission_port);
         match admission {
             Admission::Off => {}
@@ -637,50 +677,33 @@ impl TestEnv {
     }
 }
 
-/// The mutating and validating webhook configurations `name`, calling the controller on
-/// `port` for objects of namespace `ns` only; `ca` is empty or `, caBundle: ...`.
+/// The shipped mutating and validating webhook configurations (config/webhook), named `name`
+/// and calling the controller on `port` for objects of namespace `ns` only; `ca` is empty or
+/// `, caBundle: ...`.
 fn webhook_configurations_yaml(name: &str, port: u16, ns: &str, ca: &str) -> String {
-    let webhook = |hook: &str, path: &str, rules: &str, policy: &str| {
-        format!(
-            "- name: {hook}.greenlight.dev\n  clientConfig: {{url: \"https://127.0.0.1:{port}/{path}\"{ca}}}\n  rules: {rules}\n  namespaceSelector: {{matchLabels: {{greenlight.dev/e2e: {ns}}}}}\n  failurePolicy: {policy}\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 5\n"
-        )
-    };
-    let rule = |resources: &str, ops: &str| {
-        format!(
-            "[{{apiGroups: [greenlight.dev], apiVersions: [v1alpha1], resources: [{resources}], operations: [{ops}]}}]"
-        )
-    };
-    format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}{}{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: {name}}}\nwebhooks:\n{}",
-        webhook(
-            "identity",
-            "mutate",
-            &rule("approvals, releases, stagecommands", "CREATE"),
-            "Fail"
-        ),
-        webhook(
-            "changes",
-            "mutate",
-            &rule("stages, gates", "CREATE, UPDATE"),
-            "Fail"
-        ),
-        // Fails open so a namespace can always be torn down; see config/webhook.
-        webhook(
-            "protect",
-            "mutate",
-            &rule("stages, gates", "DELETE"),
-            "Ignore"
-        ),
-        webhook(
-            "validate",
-            "validate",
-            &rule(
-                "approvals, releases, stages, gates, stagecommands",
-                "CREATE, UPDATE"
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shipped = std::fs::read_to_string(format!("{root}/config/webhook/webhooks.yaml"))
+        .expect("config/webhook/webhooks.yaml");
+    let configurations: Vec<&str> = shipped
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: Service\n"))
+        .collect();
+    let mut yaml = configurations
+        .join("\n---\n")
+        .replace("metadata:\n  name: greenlight\n", &format!("metadata:\n  name: {name}\n"))
+        .replace(
+            "  clientConfig:\n",
+            &format!("  namespaceSelector: {{matchLabels: {{greenlight.dev/e2e: {ns}}}}}\n  clientConfig:\n"),
+        );
+    for path in ["mutate", "validate"] {
+        yaml = yaml.replace(
+            &format!(
+                "service: {{name: greenlight-webhook, namespace: greenlight-system, path: /{path}}}"
             ),
-            "Fail"
-        ),
-    )
+            &format!("{{url: \"https://127.0.0.1:{port}/{path}\"{ca}}}"),
+        );
+    }
+    yaml
 }
 
 impl Drop for TestEnv {

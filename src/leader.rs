@@ -51,6 +51,8 @@ pub struct Leadership {
     until: Mutex<Option<Instant>>,
     /// The other holder's record as last seen, and when it was first seen like that.
     observed: Mutex<Option<(String, Instant)>>,
+    /// When a renewal by any holder (this replica included) was last seen.
+    renewed: Mutex<Instant>,
 }
 
 /// What a pass of the election loop found.
@@ -67,7 +69,26 @@ impl Leadership {
             config,
             until: Mutex::default(),
             observed: Mutex::default(),
+            renewed: Mutex::new(Instant::now()),
         }
+    }
+
+    /// How long since this replica last saw any holder renew the lease: when it grows past
+    /// two lease durations, no leader is reconciling.
+    pub fn silence(&self) -> Duration {
+        self.renewed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    /// The lease duration this replica runs with.
+    pub fn duration(&self) -> Duration {
+        self.config.duration
+    }
+
+    fn saw_renewal(&self) {
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
     /// A lease held until `until` and never renewed (for scenario tests of the fence).
@@ -209,6 +230,7 @@ impl Leadership {
             Ok(()) => {
                 let until = sent + self.config.duration.saturating_sub(self.margin());
                 *self.until.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+                self.saw_renewal();
                 Ok(Held::ByUs)
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -220,16 +242,20 @@ impl Leadership {
     }
 
     /// Whether another holder's lease has gone unrenewed for a lease duration, as this
-    /// replica has watched it.
+    /// replica has watched it. The duration is this replica's own, never the one written in
+    /// the Lease: anyone who may write the Lease could write a year there.
     fn expired(&self, spec: &LeaseSpec) -> bool {
         let record = format!("{:?}/{:?}", spec.holder_identity, spec.renew_time);
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         match observed.as_ref() {
-            Some((seen, since)) if *seen == record => {
-                let theirs = spec.lease_duration_seconds.unwrap_or(0).max(0) as u64;
-                since.elapsed() >= self.config.duration.max(Duration::from_secs(theirs))
+            Some((seen, since)) if *seen == record => since.elapsed() >= self.config.duration,
+            Some(_) => {
+                *observed = Some((record, Instant::now()));
+                drop(observed);
+                self.saw_renewal();
+                false
             }
-            _ => {
+            None => {
                 *observed = Some((record, Instant::now()));
                 false
             }

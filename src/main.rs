@@ -89,6 +89,14 @@ enum Command {
         /// How often the webhook certificate files are re-read and the CA bundle checked.
         #[arg(long, env = "GREENLIGHT_ADMISSION_REFRESH", default_value = "30s", value_parser = parse_duration)]
         admission_refresh: Duration,
+        /// PEM file of the CA that signs the apiserver's client certificate for admission
+        /// (its AdmissionConfiguration kubeconfig); callers without one are refused.
+        #[arg(long, env = "GREENLIGHT_ADMISSION_CLIENT_CA")]
+        admission_client_ca: Option<PathBuf>,
+        /// File with the bearer token the apiserver presents to the webhooks (its
+        /// AdmissionConfiguration kubeconfig); callers without it are refused.
+        #[arg(long, env = "GREENLIGHT_ADMISSION_TOKEN_FILE")]
+        admission_token_file: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crdgen,
@@ -122,6 +130,8 @@ async fn main() -> anyhow::Result<()> {
             admission_host,
             admission_configuration,
             admission_refresh,
+            admission_client_ca,
+            admission_token_file,
             dora_window,
             max_concurrent_reconciles,
         } => {
@@ -140,6 +150,10 @@ async fn main() -> anyhow::Result<()> {
                 configuration: admission_configuration,
                 limits: Default::default(),
                 refresh_every: admission_refresh,
+                clients: greenlight::admission::Clients {
+                    ca_file: admission_client_ca,
+                    token_file: admission_token_file,
+                },
             });
             if let Some(url) = &prometheus_address {
                 webhook_allow.push(allow_entry(url));
@@ -255,6 +269,10 @@ impl LeaderArgs {
         anyhow::ensure!(
             duration >= Duration::from_secs(3) && duration <= Duration::from_secs(3600),
             "--leader-election-lease-duration must be within 3s..1h"
+        );
+        anyhow::ensure!(
+            self.leader_election_retry >= Duration::from_millis(200),
+            "--leader-election-retry must be at least 200ms: each retry is a request to the apiserver"
         );
         anyhow::ensure!(
             self.leader_election_retry * 2 <= duration / 2,

@@ -103,6 +103,10 @@ pub struct Metrics {
     /// 1 while this replica leads (reconciles and writes), else 0.
     pub leader: prometheus_client::metrics::gauge::Gauge,
     pub leadership_changes: Counter,
+    pub lease_silence: SilenceGauge,
+    /// Set while no replica has renewed the leader lease for two lease durations: `/readyz`
+    /// answers 503 then, as nothing reconciles.
+    pub leaderless: std::sync::atomic::AtomicBool,
     /// Set once the watch caches have synced; `/readyz` answers 503 until then.
     pub ready: std::sync::atomic::AtomicBool,
     /// The series read from the watched state at each scrape, once the index exists.
@@ -232,7 +236,11 @@ fn admission_metrics(registry: &mut Registry) -> (Family<AdmissionLabels, Counte
 /// Whether this replica leads, and how often that changed.
 fn leadership_metrics(
     registry: &mut Registry,
-) -> (prometheus_client::metrics::gauge::Gauge, Counter) {
+) -> (
+    prometheus_client::metrics::gauge::Gauge,
+    Counter,
+    SilenceGauge,
+) {
     let leader = prometheus_client::metrics::gauge::Gauge::default();
     registry.register(
         "leader",
@@ -245,8 +253,17 @@ fn leadership_metrics(
         "Times this replica became leader or stopped being leader",
         changes.clone(),
     );
-    (leader, changes)
+    let silence = SilenceGauge::default();
+    registry.register(
+        "leader_lease_silence_seconds",
+        "Seconds since this replica last saw any replica renew the leader lease; over two lease durations, no leader reconciles and /readyz says so",
+        silence.clone(),
+    );
+    (leader, changes, silence)
 }
+
+/// A gauge of seconds, with fractions.
+pub type SilenceGauge = prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>;
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
@@ -286,7 +303,7 @@ impl Metrics {
         let (api_writes, api_write_refusals, workload_reads) = api_metrics(&mut registry);
         let (admission_reviews, webhook_certificate_reloads) = admission_metrics(&mut registry);
         let notifications = notification_metrics(&mut registry);
-        let (leader, leadership_changes) = leadership_metrics(&mut registry);
+        let (leader, leadership_changes, lease_silence) = leadership_metrics(&mut registry);
         let (rollout_duration, queue_depth, queue_wait) = rollout_metrics(&mut registry);
         let state = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(Deferred(state.clone())));
@@ -297,6 +314,8 @@ impl Metrics {
             state,
             leader,
             leadership_changes,
+            lease_silence,
+            leaderless: Default::default(),
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -422,13 +441,16 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io
             "/readyz",
             get(move || {
                 let synced = ready.ready.load(std::sync::atomic::Ordering::SeqCst);
+                let leaderless = ready.leaderless.load(std::sync::atomic::Ordering::SeqCst);
                 async move {
-                    match synced {
-                        true => (axum::http::StatusCode::OK, "ok"),
-                        false => (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "caches not synced yet",
+                    let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    match (synced, leaderless) {
+                        (false, _) => (unavailable, "caches not synced yet"),
+                        (true, true) => (
+                            unavailable,
+                            "no replica has renewed the leader lease for two lease durations",
                         ),
+                        (true, false) => (axum::http::StatusCode::OK, "ok"),
                     }
                 }
             }),

@@ -31,13 +31,7 @@ pub enum WorkloadError {
     },
 }
 
-pub fn primary_name(target: &str) -> String {
-    format!("{target}-primary")
-}
-
-pub fn canary_name(target: &str) -> String {
-    format!("{target}-canary")
-}
+pub use crate::api::{canary_name, primary_name};
 
 /// The primary Deployment for `release`, or for nothing (`release: None`, zero replicas). It
 /// has no owner: deleting its Stage (by hand, or a GitOps prune, in any propagation) never

@@ -580,15 +580,7 @@ pub async fn a_renewed_certificate_is_served_without_a_restart(mut env: TestEnv)
     env.start_controller();
     let pid = env.controller_pid();
     let url = format!("https://127.0.0.1:{}/healthz", env.admission_port);
-    let trusting = |ca: &str| {
-        greenlight::gates::ensure_crypto_provider();
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
-            // A fresh handshake per request, so each one sees the certificate served now.
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap()
-    };
+    let trusting = |ca: &str| env.webhook_client(ca);
     let (old, url2) = (trusting(&first_ca), url.clone());
     env.wait_for("the webhook server to answer", WAIT, || {
         let (old, url) = (old.clone(), url2.clone());

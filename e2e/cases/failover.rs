@@ -231,3 +231,70 @@ pub async fn a_pipeline_gets_through_while_its_leader_is_killed_every_ten_second
         "{seen:?}"
     );
 }
+
+/// Anyone who may write the Lease can name a holder that never renews, for 68 years. The
+/// leader steps down and exits; the standby honours only its own lease duration, so it takes
+/// over after one, and meanwhile its metric tells how long no one has renewed the lease.
+pub async fn a_hijacked_lease_is_taken_back_after_the_operators_own_lease_duration(
+    mut env: TestEnv,
+) {
+    env.leader_election = true;
+    env.start_controller();
+    let leader_port = env.metrics_port;
+    until_leading(&env, leader_port, Instant::now()).await;
+    let standby = env.start_replica();
+    let standby_port = env.replicas[standby].metrics_port;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let renew = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S.000000Z");
+    let hijack = format!(
+        r#"{{"spec":{{"holderIdentity":"ghost","leaseDurationSeconds":2147483647,"renewTime":"{renew}"}}}}"#
+    );
+    env.cp.kubectl(&[
+        "patch",
+        "lease",
+        "greenlight-controller",
+        "-n",
+        &env.ns,
+        "--type=merge",
+        "-p",
+        &hijack,
+    ]);
+    let hijacked = Instant::now();
+    let silence = "greenlight_leader_lease_silence_seconds";
+    let loudest = std::sync::Arc::new(std::sync::Mutex::new(0f64));
+    let took = env
+        .wait_for("the standby to take the lease back", WAIT, || {
+            let url = format!("http://127.0.0.1:{standby_port}/metrics");
+            let loudest = loudest.clone();
+            async move {
+                let text = reqwest::get(&url)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .text()
+                    .await;
+                let text = text.map_err(|e| e.to_string())?;
+                let heard = crate::env::metric_sum(&text, silence, &[]);
+                let mut loudest = loudest.lock().unwrap();
+                *loudest = loudest.max(heard);
+                match text.lines().any(|l| l.trim() == "greenlight_leader 1") {
+                    true => Ok(hijacked.elapsed()),
+                    false => Err("standing by".to_string()),
+                }
+            }
+        })
+        .await;
+    let loudest = *loudest.lock().unwrap();
+    println!(
+        "hijacked lease: taken back after {took:?}; the standby's {silence} reached {loudest:.1}"
+    );
+    assert!(
+        took >= LEASE - Duration::from_secs(1),
+        "the ghost was not waited for: {took:?}"
+    );
+    assert!(
+        took < LEASE * 5,
+        "the ghost's 68 years were honoured: {took:?}"
+    );
+    assert!(loudest >= 3.0, "the silence was not told: {loudest}");
+    assert!(!env.controller_running() || !TestEnv::leads(leader_port).await);
+}

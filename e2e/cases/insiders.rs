@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(90);
 /// erin is a team editor: the shipped team-editor Role, and write access to Deployments, as
 /// Kubernetes' own `edit` gives a team's developers (the test control plane runs no
 /// ClusterRole aggregation, so its `edit` is empty: the same rules are granted by a Role).
-fn grant_team_editor(env: &TestEnv, user: &str) {
+pub(super) fn grant_team_editor(env: &TestEnv, user: &str) {
     let root = env!("CARGO_MANIFEST_DIR");
     env.cp.kubectl(&[
         "apply",
@@ -33,7 +33,7 @@ fn grant_team_editor(env: &TestEnv, user: &str) {
 }
 
 /// `kubectl` as `user`: its stderr when refused.
-fn as_user(env: &TestEnv, user: &str, args: &[&str], stdin: &str) -> Result<(), String> {
+pub(super) fn as_user(env: &TestEnv, user: &str, args: &[&str], stdin: &str) -> Result<(), String> {
     let out = env.kubectl_as(user, args, stdin);
     match out.status.success() {
         true => Ok(()),
@@ -41,7 +41,12 @@ fn as_user(env: &TestEnv, user: &str, args: &[&str], stdin: &str) -> Result<(), 
     }
 }
 
-fn patch_as(env: &TestEnv, user: &str, what: &[&str], patch: &str) -> Result<(), String> {
+pub(super) fn patch_as(
+    env: &TestEnv,
+    user: &str,
+    what: &[&str],
+    patch: &str,
+) -> Result<(), String> {
     let mut args = vec!["patch"];
     args.extend_from_slice(what);
     args.extend_from_slice(&["--type=merge", "-p", patch]);
@@ -49,7 +54,7 @@ fn patch_as(env: &TestEnv, user: &str, what: &[&str], patch: &str) -> Result<(),
 }
 
 /// A protected prod behind an approval gate for the release managers, running v1.
-async fn protected_prod_running_v1(env: &mut TestEnv) {
+pub(super) async fn protected_prod_running_v1(env: &mut TestEnv) {
     env.grant_example_roles();
     grant_team_editor(env, "erin");
     env.start_admitted_controller().await;

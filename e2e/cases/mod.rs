@@ -20,6 +20,7 @@ mod rollback;
 mod scale;
 mod schedule;
 mod shell;
+mod trust;
 mod windows;
 
 use crate::Case;
@@ -74,6 +75,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         scale::a_burst_of_releases_settles_with_the_newest_shipped_and_then_nothing_is_written,
         failover::a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_over_on_sigterm,
         failover::a_leader_paused_past_its_lease_writes_nothing_when_it_resumes,
+        failover::a_hijacked_lease_is_taken_back_after_the_operators_own_lease_duration,
         failover::a_pipeline_gets_through_while_its_leader_is_killed_every_ten_seconds,
         approvals::approval_by_a_release_manager_is_stamped_with_their_name_and_promotes,
         approvals::an_approval_by_the_release_author_is_refused_and_another_managers_counts,
@@ -97,5 +99,9 @@ pub fn all() -> Vec<(&'static str, Case)> {
         insiders::a_promote_by_someone_with_neither_the_verb_nor_a_place_at_the_gate_is_refused,
         insiders::a_flood_of_approvals_and_a_full_trail_never_block_a_rollback,
         insiders::a_route_fought_over_for_90s_is_reported_with_few_status_writes,
+        trust::a_review_from_anyone_but_the_apiserver_is_refused_and_a_made_up_old_object_is_not_signed,
+        trust::a_thousand_stalled_connections_do_not_keep_the_apiserver_from_being_answered,
+        trust::an_outage_of_the_webhooks_blocks_changes_to_protected_objects_only,
+        trust::names_that_would_make_invalid_derived_names_are_refused_saying_which,
     ]
 }

@@ -169,6 +169,11 @@ impl ControlPlane {
     }
 
     /// A kubeconfig for one of [`PEOPLE`].
+    /// The CA of the apiserver's client certificate for admission webhooks.
+    pub fn admission_client_ca(&self) -> PathBuf {
+        self.dir.join("certs").join("admission-ca.crt")
+    }
+
     pub fn kubeconfig_for(&self, user: &str) -> PathBuf {
         self.dir.join(format!("kubeconfig-{user}"))
     }
@@ -311,6 +316,92 @@ fn make_certs(dir: &Path) {
     ]);
     run(&["genrsa", "-out", "sa.key", "2048"]);
     run(&["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+    make_admission_client_certs(dir, &run);
+}
+
+/// The apiserver's own client certificate for admission webhooks, from a CA of its own, so a
+/// webhook trusting that CA trusts no other client of the cluster.
+fn make_admission_client_certs(dir: &Path, run: &dyn Fn(&[&str])) {
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-keyout",
+        "admission-ca.key",
+        "-out",
+        "admission-ca.crt",
+        "-subj",
+        "/CN=greenlight-e2e-admission-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "admission-client.key",
+        "-out",
+        "admission-client.csr",
+        "-subj",
+        "/CN=kube-apiserver-admission",
+    ]);
+    std::fs::write(dir.join("client.ext"), "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n").expect("client ext file");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "admission-client.csr",
+        "-CA",
+        "admission-ca.crt",
+        "-CAkey",
+        "admission-ca.key",
+        "-CAcreateserial",
+        "-out",
+        "admission-client.crt",
+        "-days",
+        "3650",
+        "-extfile",
+        "client.ext",
+    ]);
+}
+
+/// The token the apiserver presents to admission webhooks, besides its client certificate.
+pub const ADMISSION_TOKEN: &str = "greenlight-e2e-apiserver-admission-token";
+
+/// The apiserver's AdmissionConfiguration: every webhook is called with the client
+/// certificate and token of `certs/admission-client.*` (kubeconfig user `*`).
+fn write_admission_config(dir: &Path, certs: &Path) -> PathBuf {
+    let kubeconfig = dir.join("admission-kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate: {}\n    client-key: {}\n    token: {ADMISSION_TOKEN}\n",
+            certs.join("admission-client.crt").display(),
+            certs.join("admission-client.key").display(),
+        ),
+    )
+    .expect("admission kubeconfig");
+    let webhook = |plugin: &str| {
+        format!(
+            "- name: {plugin}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            kubeconfig.display()
+        )
+    };
+    let config = dir.join("admission-config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+            webhook("ValidatingAdmissionWebhook"),
+            webhook("MutatingAdmissionWebhook")
+        ),
+    )
+    .expect("admission config");
+    config
 }
 
 fn base64_encode(data: &[u8]) -> String {
@@ -378,6 +469,10 @@ fn apiserver_command(dir: &Path, certs: &Path, etcd_port: u16, api_port: u16) ->
         ),
         &format!("--client-ca-file={}", certs.join("ca.crt").display()),
         &format!("--token-auth-file={}", dir.join("tokens.csv").display()),
+        &format!(
+            "--admission-control-config-file={}",
+            write_admission_config(dir, certs).display()
+        ),
         &format!(
             "--service-account-key-file={}",
             certs.join("sa.pub").display()

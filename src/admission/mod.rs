@@ -3,25 +3,24 @@
 //! certificate that is replaced without a restart (see [`tls`]).
 
 pub mod access;
+pub mod label;
 pub mod mutate;
 pub mod protect;
+pub mod server;
 pub mod steer;
+pub mod stored;
 pub mod tls;
 pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::api::{Approval, Decision, GateSpec, Release, Stage};
 use crate::gates::GateEnv;
@@ -61,40 +60,7 @@ impl AdmissionState {
     }
 }
 
-/// How the webhook server is set up.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub addr: SocketAddr,
-    pub certificate: tls::CertSource,
-    /// Name of the Mutating- and ValidatingWebhookConfiguration whose CA bundle the operator
-    /// keeps current; `None` leaves the CA bundle to someone else (e.g. cert-manager).
-    pub configuration: Option<String>,
-    /// How often certificate files are re-read and the CA bundle checked.
-    pub refresh_every: Duration,
-    pub limits: Limits,
-}
-
-/// What keeps slow or hostile clients from tying up the webhook server (and with it every
-/// Release and Approval create, which fail closed).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// The longest a TLS handshake may take.
-    pub handshake: Duration,
-    /// The longest a client may take to send a request's headers.
-    pub header_read: Duration,
-    /// Connections served at once; more are closed at once.
-    pub connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            handshake: Duration::from_secs(10),
-            header_read: Duration::from_secs(10),
-            connections: 256,
-        }
-    }
-}
+pub use server::{Clients, Limits, ServerConfig, start};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdmissionError {
@@ -107,90 +73,19 @@ pub enum AdmissionError {
     },
     #[error("cannot set up TLS: {0}")]
     TlsConfig(#[from] rustls::Error),
-}
-
-/// Starts serving; returns once the listener is bound and the certificate loaded.
-pub async fn start(config: ServerConfig, ctx: Arc<Context>) -> Result<(), AdmissionError> {
-    crate::gates::ensure_crypto_provider();
-    let certs = tls::Certificates::load(config.certificate.clone())?;
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_cert_resolver(certs.clone());
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|source| AdmissionError::Bind {
-            addr: config.addr,
-            source,
-        })?;
-    tokio::spawn(tls::keep_fresh(
-        certs,
-        ctx.client.clone(),
-        config.configuration.clone(),
-        config.refresh_every,
-        ctx.metrics.clone(),
-    ));
-    let app = axum::Router::new()
-        .route("/mutate", post(mutate_handler))
-        .route("/validate", post(validate_handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(ctx);
-    info!(addr = %config.addr, "admission webhooks listening");
-    tokio::spawn(serve(listener, acceptor, app, config.limits));
-    Ok(())
-}
-
-/// Accepts connections within the limits and serves each on its own task.
-async fn serve(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    app: axum::Router,
-    limits: Limits,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "webhook accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "webhook connection refused: too many open");
-            continue;
-        };
-        let (acceptor, service) = (acceptor.clone(), TowerToHyperService::new(app.clone()));
-        let limits = limits.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let stream = match tokio::time::timeout(limits.handshake, acceptor.accept(stream)).await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return debug!(%peer, "TLS handshake timed out"),
-            };
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_read)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                debug!(%peer, error = %e, "webhook connection ended");
-            }
-        });
-    }
+    #[error("client authentication: {0}")]
+    Clients(String),
 }
 
 async fn mutate_handler(State(ctx): State<Arc<Context>>, body: Bytes) -> axum::response::Response {
-    let req = match parse(&body) {
+    let mut req = match parse(&body) {
         Ok(req) => req,
         Err(response) => return answer(&ctx, "mutate", None, *response),
     };
+    if let Err(why) = stored::trust_old(&mut req, &ctx.client).await {
+        let response = AdmissionResponse::from(&req).deny(why);
+        return answer(&ctx, "mutate", Some(&req), response);
+    }
     let refused = protect::check(&req, &ctx).await;
     if !refused.is_empty() {
         let response = AdmissionResponse::from(&req).deny(ValidationErrors(refused).to_string());
@@ -473,74 +368,5 @@ pub(crate) fn test_state(
         },
         metrics: Metrics::new(),
         client: kube::Client::new(service, "default"),
-    }
-}
-
-#[cfg(test)]
-mod limits {
-    use std::time::{Duration, Instant};
-
-    use tokio::io::AsyncReadExt;
-
-    use super::*;
-
-    /// A webhook server on a free loopback port, with a generated certificate.
-    async fn server(limits: Limits) -> SocketAddr {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let state = test_state(Default::default(), crate::identity::IdentityKey::generate());
-        let config = ServerConfig {
-            addr,
-            certificate: tls::CertSource::SelfSigned {
-                hosts: vec!["127.0.0.1".into()],
-            },
-            configuration: None,
-            refresh_every: Duration::from_secs(3600),
-            limits,
-        };
-        start(config, Arc::new(state)).await.unwrap();
-        addr
-    }
-
-    /// How long until the server closes a connection that sends nothing.
-    async fn closed_after(addr: SocketAddr) -> Duration {
-        let started = Instant::now();
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut buf = [0u8; 64];
-        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-        assert!(
-            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-            "closed, not still open: {read:?}"
-        );
-        started.elapsed()
-    }
-
-    #[tokio::test]
-    async fn a_client_that_never_finishes_its_handshake_is_dropped() {
-        let limits = Limits {
-            handshake: Duration::from_millis(300),
-            ..Default::default()
-        };
-        let took = closed_after(server(limits).await).await;
-        assert!(
-            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
-            "{took:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn connections_beyond_the_cap_are_closed_at_once() {
-        let limits = Limits {
-            connections: 1,
-            ..Default::default()
-        };
-        let addr = server(limits).await;
-        let _holding = tokio::net::TcpStream::connect(addr).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let took = closed_after(addr).await;
-        assert!(took < Duration::from_secs(1), "{took:?}");
     }
 }

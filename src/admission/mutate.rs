@@ -89,8 +89,16 @@ pub async fn stamp(req: &AdmissionRequest<DynamicObject>, state: &AdmissionState
                 json!({"op": "add", "path": "/spec/requestedBy", "value": who.stamp(&subject)}),
             ]
         }
-        ("Stage", Operation::Create | Operation::Update) => change_stamp::<StageSpec>(req, &who)?,
-        ("Gate", Operation::Create | Operation::Update) => change_stamp::<GateSpec>(req, &who)?,
+        ("Stage", Operation::Create | Operation::Update) => {
+            let mut ops = change_stamp::<StageSpec>(req, &who)?;
+            ops.extend(super::label::ops(req, state).await);
+            ops
+        }
+        ("Gate", Operation::Create | Operation::Update) => {
+            let mut ops = change_stamp::<GateSpec>(req, &who)?;
+            ops.extend(super::label::ops(req, state).await);
+            ops
+        }
         _ => vec![],
     };
     if ops.is_empty() {

@@ -11,6 +11,7 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, Operation};
 
 use super::AdmissionState;
+use super::label::protected_stages;
 use super::mutate::changed_fields;
 use crate::api::{GROUP, STAGE_FINALIZER as FINALIZER};
 use crate::validation::FieldError;
@@ -189,23 +190,6 @@ fn routes_traffic(stage: &DynamicObject) -> bool {
 fn cluster_clean_up(user: &str) -> bool {
     user == "system:kube-controller-manager"
         || user.starts_with("system:serviceaccount:kube-system:")
-}
-
-/// The protected stages of the namespace, read from the API rather than the index, which may
-/// not have synced yet or may watch one namespace only.
-async fn protected_stages(
-    namespace: &str,
-    ctx: &AdmissionState,
-) -> Result<Vec<crate::api::Stage>, String> {
-    let stages = kube::Api::<crate::api::Stage>::namespaced(ctx.client.clone(), namespace)
-        .list(&Default::default())
-        .await
-        .map_err(|e| format!("cannot tell which stages are protected: {e}"))?;
-    Ok(stages
-        .items
-        .into_iter()
-        .filter(|s| s.spec.protected)
-        .collect())
 }
 
 /// Whether the requester may `edit-protected` the stage, or why not.

@@ -39,6 +39,21 @@ pub const WORKLOAD_LABEL: &str = "greenlight.dev/workload";
 pub const OPERATOR_ACTOR: &str = "greenlight";
 /// The operator's finalizer on Stages: a deletion waits until traffic is safe.
 pub const STAGE_FINALIZER: &str = "greenlight.dev/restore-traffic";
+
+/// The label on protected Stages and the Gates they name. The webhook that guards them
+/// selects it and fails closed, so an outage of the webhook blocks changes to protected
+/// objects only; the webhook and the controller keep it true.
+pub const PROTECTED_LABEL: &str = "greenlight.dev/protected";
+
+/// The Deployment (and Service) that serves a stage's current release.
+pub fn primary_name(target: &str) -> String {
+    format!("{target}-primary")
+}
+
+/// The Deployment (and Service) that serves a canary.
+pub fn canary_name(target: &str) -> String {
+    format!("{target}-canary")
+}
 /// On a primary whose Stage was deleted: it keeps serving, and says so and since when.
 pub const ORPHANED_ANNOTATION: &str = "greenlight.dev/orphaned";
 

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod observe;
 pub mod patch;
 pub mod pins;
+pub mod protection;
 pub mod queue;
 pub mod release;
 pub mod runner;
@@ -273,6 +274,7 @@ async fn lead(
     namespace: &Option<String>,
 ) -> Result<(), RunError> {
     tracing::info!("standing by for the leader lease");
+    tokio::spawn(watch_silence(lease.clone(), ctx.metrics.clone()));
     tokio::select! {
         _ = lease.acquire() => {}
         _ = terminated() => return Ok(()),
@@ -287,6 +289,25 @@ async fn lead(
     leadership_changed(&metrics, false);
     lease.release().await;
     outcome
+}
+
+/// Tells, in a metric and in `/readyz`, how long no replica has renewed the lease.
+async fn watch_silence(lease: Arc<crate::leader::Leadership>, metrics: Arc<Metrics>) {
+    loop {
+        let silence = lease.silence();
+        metrics.lease_silence.set(silence.as_secs_f64());
+        let leaderless = silence > lease.duration() * 2;
+        let was = metrics
+            .leaderless
+            .swap(leaderless, std::sync::atomic::Ordering::SeqCst);
+        if leaderless && !was {
+            warn!(
+                ?silence,
+                "no replica has renewed the leader lease for two lease durations"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 fn leadership_changed(metrics: &Metrics, leading: bool) {

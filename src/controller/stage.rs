@@ -181,6 +181,7 @@ pub(super) async fn reconcile_stage(
     if let Some(done) = super::finalize::guard(&stage, ctx).await? {
         return Ok(done);
     }
+    super::protection::label(&stage, ctx).await?;
     let now = Timestamp::now();
     let world = match observe_stage(stage, ctx, now).await? {
         Ok(world) => world,

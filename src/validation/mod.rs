@@ -1,6 +1,8 @@
 //! The controller's own validation, for when no admission webhook runs: each spec is turned
 //! into a compiled plan (what the machine runs) or into errors that name the field.
 
+pub mod names;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -146,6 +148,7 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
             format!("stage '{name}' cannot require itself"),
         ));
     }
+    names::check(name, &spec.target.name, &mut errors);
     if spec.replicas < 0 {
         errors.push(FieldError::new("spec.replicas", "must not be negative"));
     }

@@ -128,6 +128,8 @@ pub(crate) fn event_name(regarding: &ObjectReference, key: &str) -> String {
         .chars()
         .take(200)
         .collect();
+    // A cut name may end in '-' or '.', which no segment of an Event's name may.
+    let object = object.trim_end_matches(['-', '.']);
     format!("{object}.{hex}")
 }
 
@@ -191,6 +193,19 @@ mod tests {
             uid: Some("u-1".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_long_name_cut_at_a_dash_still_makes_a_valid_event_name() {
+        let name = format!("{}-{}", "r".repeat(199), "x".repeat(53));
+        let regarding = ObjectReference {
+            name: Some(name),
+            ..stage()
+        };
+        let event = event_name(&regarding, "k");
+        let segments: Vec<&str> = event.split('.').collect();
+        assert_eq!(segments.len(), 2, "{event}");
+        assert!(segments[0].ends_with('r') && event.len() <= 253, "{event}");
     }
 
     #[test]

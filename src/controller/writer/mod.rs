@@ -245,6 +245,21 @@ impl Writer {
             .await
     }
 
+    /// Puts the protection label on `object` (`true`), or takes it off.
+    pub async fn protection_label<K>(&self, object: &K, on: bool) -> Result<(), WriteError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let value = on.then_some("true");
+        let metadata = json!({ "labels": { crate::api::PROTECTED_LABEL: value } });
+        self.metadata("protection_label", "protection label", object, metadata)
+            .await
+            .map(|_| ())
+    }
+
     /// A merge patch of `object`'s metadata; the object as the apiserver then holds it.
     async fn metadata<K>(
         &self,

@@ -1,0 +1,265 @@
+//! The trust plumbing under attack: the admission server answers only the apiserver, never
+//! signs an old object it did not read itself, keeps answering the apiserver while a
+//! thousand connections stall it, and its outage blocks changes to protected objects only.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::insiders::{as_user, patch_as, protected_prod_running_v1};
+use crate::env::{Admission, TestEnv, target_yaml};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// An AdmissionReview as the apiserver would send it, for a request by `user`.
+fn review(operation: &str, kind: &str, name: &str, ns: &str, user: &str, objects: Value) -> Value {
+    let mut request = json!({
+        "uid": "00000000-0000-0000-0000-00000000f0f0",
+        "kind": {"group": "greenlight.dev", "version": "v1alpha1", "kind": kind},
+        "resource": {"group": "greenlight.dev", "version": "v1alpha1",
+                     "resource": format!("{}s", kind.to_lowercase())},
+        "operation": operation, "namespace": ns, "name": name,
+        "userInfo": {"username": user, "groups": ["system:authenticated"]},
+    });
+    request
+        .as_object_mut()
+        .unwrap()
+        .extend(objects.as_object().unwrap().clone());
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+}
+
+/// A local process that reaches the webhook port but is not the apiserver gets no answer,
+/// so it cannot have an approver stamped for alice; and even with the apiserver's
+/// credentials, a review is judged on the stored object, not on the oldObject it carries.
+pub async fn a_review_from_anyone_but_the_apiserver_is_refused_and_a_made_up_old_object_is_not_signed(
+    mut env: TestEnv,
+) {
+    env.grant_example_roles();
+    let ca = env.enable_admission(Admission::CertFiles).unwrap();
+    env.start_controller();
+    let name = format!("greenlight-{}", env.ns);
+    env.register_webhooks(&name, Some(&ca)).await;
+    let url = format!("https://127.0.0.1:{}/mutate", env.admission_port);
+    let approval = review(
+        "CREATE",
+        "Approval",
+        "forged",
+        &env.ns,
+        "alice",
+        json!({"object": {"apiVersion": "greenlight.dev/v1alpha1", "kind": "Approval",
+            "metadata": {"name": "forged", "namespace": env.ns},
+            "spec": {"release": "v1", "stage": "prod", "decision": "approve"}}}),
+    );
+    let stranger = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let answered = stranger.post(&url).json(&approval).send().await;
+    assert!(answered.is_err(), "answered a stranger: {answered:?}");
+
+    env.apply(&format!(
+        "{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: prod}}\nspec: {{pipeline: shop, target: {{name: web-prod}}, protected: true}}\n",
+        target_yaml("web-prod")
+    ));
+    let stored: Value = serde_json::from_str(
+        &env.cp
+            .kubectl(&["get", "stage", "prod", "-n", &env.ns, "-o", "json"]),
+    )
+    .unwrap();
+    // erin may not edit a protected stage: she claims it was unprotected before her change.
+    let mut made_up = stored.clone();
+    made_up["spec"]["protected"] = json!(false);
+    made_up["metadata"]["resourceVersion"] = json!("1");
+    let mut dropped = made_up.clone();
+    dropped["spec"]["requires"] = json!(["nothing"]);
+    let update = review(
+        "UPDATE",
+        "Stage",
+        "prod",
+        &env.ns,
+        "erin",
+        json!({"object": dropped, "oldObject": made_up}),
+    );
+    let answer: Value = env
+        .webhook_client(&ca)
+        .post(&url)
+        .json(&update)
+        .send()
+        .await
+        .expect("the apiserver's credentials are answered")
+        .json()
+        .await
+        .unwrap();
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], json!(false), "{answer}");
+    assert!(response.get("patch").is_none(), "nothing signed: {answer}");
+    let message = response["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("stage 'prod' is protected") && message.contains("edit-protected"),
+        "judged on the stored stage: {message}"
+    );
+}
+
+/// Opens connections from 127.0.0.2 that never send a byte, and opens them again as the
+/// server closes them, until `stop`; returns how many it opened.
+fn stall(
+    addr: std::net::SocketAddr,
+    count: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut opened = 0;
+        let mut held = Vec::with_capacity(count);
+        while !stop.load(Ordering::Relaxed) {
+            // A connection the server closed reads 0 bytes; an open one has nothing to read.
+            held.retain(|s: &tokio::net::TcpStream| {
+                matches!(s.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            });
+            while held.len() < count && !stop.load(Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                match tokio::time::timeout(Duration::from_millis(200), socket.connect(addr)).await {
+                    Ok(Ok(stream)) => {
+                        held.push(stream);
+                        opened += 1;
+                    }
+                    _ => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        opened
+    })
+}
+
+/// A thousand stalled connections, kept open, do not keep the apiserver's review of a
+/// protected stage's edit from being answered: the team editor without the verb is
+/// refused, and dana, who has it, is let through.
+pub async fn a_thousand_stalled_connections_do_not_keep_the_apiserver_from_being_answered(
+    mut env: TestEnv,
+) {
+    protected_prod_running_v1(&mut env).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", env.admission_port).parse().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stalling = stall(addr, 1000, stop.clone());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let started = Instant::now();
+    let refused =
+        patch_as(&env, "erin", &["stage", "prod"], r#"{"spec":{"gates":[]}}"#).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        refused.contains("edit-protected") && !refused.contains("failed calling webhook"),
+        "{refused}"
+    );
+    let allowed = patch_as(
+        &env,
+        "dana",
+        &["stage", "prod"],
+        r#"{"spec":{"historyLimit":7}}"#,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let opened = stalling.await.unwrap();
+    allowed.expect("dana has the verb");
+    println!("stall: {opened} stalled connections opened; the refusal came back in {took:?}");
+    assert!(opened >= 1000, "only {opened} connections were opened");
+}
+
+/// While the webhook server is down, a protected Stage and the Gate it names cannot be
+/// changed or deleted, even by someone with the verb, nor its protection label taken off;
+/// an unprotected Stage can still be changed.
+pub async fn an_outage_of_the_webhooks_blocks_changes_to_protected_objects_only(mut env: TestEnv) {
+    protected_prod_running_v1(&mut env).await;
+    env.apply(&format!(
+        "{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: dev}}\nspec: {{pipeline: shop, target: {{name: web-dev}}}}\n",
+        target_yaml("web-dev")
+    ));
+    for what in ["stage/prod", "gate/prod-signoff"] {
+        let (cp, ns) = (env.cp, env.ns.clone());
+        env.wait_for("the protection label", WAIT, || {
+            let label = cp.kubectl(&[
+                "get",
+                what,
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.metadata.labels.greenlight\\.dev/protected}",
+            ]);
+            async move {
+                if label == "true" {
+                    Ok(())
+                } else {
+                    Err(format!("{what}: '{label}'"))
+                }
+            }
+        })
+        .await;
+    }
+    env.kill_controller();
+    let down = |r: Result<(), String>| {
+        let why = r.expect_err("refused while the webhook is down");
+        assert!(why.contains("failed calling webhook"), "{why}");
+    };
+    down(patch_as(
+        &env,
+        "dana",
+        &["stage", "prod"],
+        r#"{"spec":{"gates":[]}}"#,
+    ));
+    down(patch_as(
+        &env,
+        "dana",
+        &["gate", "prod-signoff"],
+        r#"{"spec":{"approval":{"groups":["nobody"]}}}"#,
+    ));
+    down(patch_as(
+        &env,
+        "erin",
+        &["stage", "prod"],
+        r#"{"metadata":{"labels":{"greenlight.dev/protected":null}}}"#,
+    ));
+    down(as_user(
+        &env,
+        "dana",
+        &["delete", "stage", "prod", "--wait=false"],
+        "",
+    ));
+    patch_as(
+        &env,
+        "erin",
+        &["stage", "dev"],
+        r#"{"spec":{"historyLimit":7}}"#,
+    )
+    .expect("an unprotected stage is not held by the outage");
+}
+
+/// Names whose derived names would be invalid are refused at admission, naming the derived
+/// name and its limit, instead of stalling the stage at its first write.
+pub async fn names_that_would_make_invalid_derived_names_are_refused_saying_which(
+    mut env: TestEnv,
+) {
+    env.start_admitted_controller().await;
+    let stage = |name: &str, target: &str| {
+        format!(
+            "apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: {name}}}\nspec: {{pipeline: shop, target: {{name: {target}}}}}\n"
+        )
+    };
+    let refused = |yaml: String| {
+        let out = env.apply_raw(&yaml);
+        assert!(!out.status.success(), "accepted:\n{yaml}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let long_stage = refused(stage(&"s".repeat(64), "web"));
+    assert!(
+        long_stage.contains("label greenlight.dev/stage, which allows 63"),
+        "{long_stage}"
+    );
+    let target = "w".repeat(56);
+    let long_target = refused(stage("prod", &target));
+    assert!(
+        long_target.contains(&format!("'{target}-primary' (64 characters)")),
+        "{long_target}"
+    );
+    env.apply(&stage(&"s".repeat(63), &"w".repeat(55)));
+}
