@@ -36,6 +36,9 @@ pub struct TestEnv {
     webhook_configurations: Vec<String>,
     /// Run controllers with leader election (a 6s lease, renewed every second).
     pub leader_election: bool,
+    /// Keep the identity key in the Secret `greenlight-identity` of this namespace, which the
+    /// operator creates (`--identity-secret`), rather than in a file.
+    pub identity_secret: bool,
     /// Controllers started beside the first, with leader election.
     pub replicas: Vec<Replica>,
     /// `RUST_LOG` of the controllers this starts.
@@ -93,6 +96,7 @@ impl TestEnv {
             admission_port: 0,
             webhook_configurations: vec![],
             leader_election: false,
+            identity_secret: false,
             replicas: vec![],
             log_filter: "info,kube=warn,greenlight=debug".into(),
         }
@@ -352,9 +356,16 @@ impl TestEnv {
             &metrics_addr,
             "--webhook-allow",
             &self.allow,
-            "--identity-key-file",
-        ])
-        .arg(self.identity_key_file());
+        ]);
+        match self.identity_secret {
+            true => cmd.args([
+                "--identity-secret",
+                "greenlight-identity",
+                "--identity-secret-namespace",
+                &self.ns,
+            ]),
+            false => cmd.arg("--identity-key-file").arg(self.identity_key_file()),
+        };
         if self.leader_election {
             cmd.args([
                 "--leader-election",

@@ -115,8 +115,15 @@ pub enum IdentityKeyError {
 /// The operator's secrets for signing and checking identity stamps: the current key signs
 /// and verifies; previous keys (during a rotation) only verify.
 pub struct IdentityKey {
+    keys: std::sync::RwLock<Keys>,
+}
+
+/// The keys in use: the current one, and previous ones that still verify.
+struct Keys {
     current: hmac::Key,
     previous: Vec<hmac::Key>,
+    /// A digest of the current key's bytes, to tell keys apart without showing them.
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for IdentityKey {
@@ -127,18 +134,44 @@ impl std::fmt::Debug for IdentityKey {
 
 impl IdentityKey {
     pub fn from_bytes(bytes: &[u8]) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
         Self {
-            current: hmac::Key::new(hmac::HMAC_SHA256, bytes),
-            previous: vec![],
+            keys: std::sync::RwLock::new(Keys {
+                current: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+                previous: vec![],
+                fingerprint: hex(&digest.as_ref()[..8]),
+            }),
         }
     }
 
     /// This key, still accepting stamps made with `previous` (read from a file like the
     /// current one) until the operator is restarted without it.
-    pub fn with_previous(mut self, previous: IdentityKey) -> Self {
-        self.previous.push(previous.current);
-        self.previous.extend(previous.previous);
-        self
+    pub fn with_previous(self, previous: IdentityKey) -> Self {
+        let previous = previous.into_keys();
+        let mut keys = self.into_keys();
+        keys.previous.push(previous.current);
+        keys.previous.extend(previous.previous);
+        Self {
+            keys: std::sync::RwLock::new(keys),
+        }
+    }
+
+    fn into_keys(self) -> Keys {
+        self.keys.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the keys of `other` from now on (a rotation read from the key's Secret).
+    pub fn replace(&self, other: IdentityKey) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = other.into_keys();
+    }
+
+    /// A short digest of the current key: the same on every replica that signs alike.
+    pub fn fingerprint(&self) -> String {
+        self.read().fingerprint.clone()
     }
 
     /// Reads the key from a file (a mounted Secret); surrounding whitespace is ignored.
@@ -168,7 +201,10 @@ impl IdentityKey {
 
     /// The stamp for `username` (in `groups`) acting on `subject`.
     pub fn stamp(&self, subject: &Subject, username: &str, groups: &[String]) -> Identity {
-        let tag = hmac::sign(&self.current, subject.payload(username, groups).as_bytes());
+        let tag = hmac::sign(
+            &self.read().current,
+            subject.payload(username, groups).as_bytes(),
+        );
         Identity {
             username: username.to_string(),
             groups: groups.to_vec(),
@@ -185,11 +221,33 @@ impl IdentityKey {
         let stamp = stamp.ok_or(Unverified::Missing)?;
         let signature = unhex(&stamp.signature).ok_or(Unverified::BadSignature)?;
         let payload = subject.payload(&stamp.username, &stamp.groups);
-        std::iter::once(&self.current)
-            .chain(&self.previous)
+        let keys = self.read();
+        std::iter::once(&keys.current)
+            .chain(&keys.previous)
             .any(|key| hmac::verify(key, payload.as_bytes(), &signature).is_ok())
             .then_some(stamp)
             .ok_or(Unverified::BadSignature)
+    }
+}
+
+impl IdentityKey {
+    /// A seal over facts the operator itself wrote somewhere others can write too (an
+    /// Event): only this key can make it, so a copy with any fact changed does not check out.
+    pub fn seal(&self, facts: &serde_json::Value) -> String {
+        let payload = json!(["Seal", facts]).to_string();
+        hex(hmac::sign(&self.read().current, payload.as_bytes()).as_ref())
+    }
+
+    /// Whether `seal` is this key's (or a previous key's) over `facts`.
+    pub fn sealed(&self, facts: &serde_json::Value, seal: &str) -> bool {
+        let Some(tag) = unhex(seal) else {
+            return false;
+        };
+        let payload = json!(["Seal", facts]).to_string();
+        let keys = self.read();
+        std::iter::once(&keys.current)
+            .chain(&keys.previous)
+            .any(|key| hmac::verify(key, payload.as_bytes(), &tag).is_ok())
     }
 }
 
@@ -338,6 +396,18 @@ mod tests {
             b.verify(&subject, Some(&a.stamp(&subject, "u", &[])))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_seal_checks_out_only_for_the_same_facts_and_key() {
+        let key = IdentityKey::generate();
+        let facts = json!(["ns", "v1.abc", "RolledBack", "stage prod: breached"]);
+        let seal = key.seal(&facts);
+        assert!(key.sealed(&facts, &seal));
+        let changed = json!(["ns", "v1.abc", "RolledBack", "stage prod: all good"]);
+        assert!(!key.sealed(&changed, &seal));
+        assert!(!IdentityKey::generate().sealed(&facts, &seal));
+        assert!(!key.sealed(&facts, "not hex"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod gates;
 pub mod identity;
 pub mod index;
 pub mod insight;
+pub mod keystore;
 pub mod leader;
 pub mod machine;
 pub mod metrics;

@@ -47,19 +47,8 @@ enum Command {
         /// `http://prometheus-operated.monitoring:9090`. Its host joins --webhook-allow.
         #[arg(long, env = "GREENLIGHT_PROMETHEUS_ADDRESS", value_parser = parse_prometheus_address)]
         prometheus_address: Option<reqwest::Url>,
-        /// File with the secret key (32 bytes or more) that signs and checks identity stamps,
-        /// e.g. from a mounted Secret. Required, so stamps outlive a restart and all replicas
-        /// agree.
-        #[arg(long, env = "GREENLIGHT_IDENTITY_KEY_FILE")]
-        identity_key_file: Option<PathBuf>,
-        /// Files with previous identity keys, during a rotation: stamps they made still verify,
-        /// new stamps use --identity-key-file. Remove them when the grace period ends.
-        #[arg(
-            long,
-            env = "GREENLIGHT_PREVIOUS_IDENTITY_KEY_FILES",
-            value_delimiter = ','
-        )]
-        previous_identity_key_file: Vec<PathBuf>,
+        #[command(flatten)]
+        identity: IdentityArgs,
         /// The period the DORA metrics cover, up to now: days, weeks or a duration (e.g. 90d).
         #[arg(long, env = "GREENLIGHT_DORA_WINDOW", default_value = "90d", value_parser = greenlight::insight::dora::parse_period)]
         dora_window: jiff::SignedDuration,
@@ -100,6 +89,20 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crdgen,
+    /// Write a new identity key into the operator's Secret, keeping the last three as
+    /// previous keys: stamps made before still verify, new ones use the new key. Replicas take
+    /// it within seconds, without a restart.
+    RotateIdentityKey {
+        /// The Secret (as given to the controller's --identity-secret).
+        #[arg(long)]
+        secret: String,
+        /// Its namespace.
+        #[arg(long, default_value = "greenlight-system")]
+        namespace: String,
+        /// Use this kubeconfig context instead of the current one.
+        #[arg(long)]
+        context: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -115,6 +118,11 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", greenlight::crdgen::render()?);
             Ok(())
         }
+        Command::RotateIdentityKey {
+            secret,
+            namespace,
+            context,
+        } => rotate_identity_key(&secret, &namespace, context).await,
         Command::Controller {
             context,
             leader,
@@ -123,8 +131,7 @@ async fn main() -> anyhow::Result<()> {
             log_format,
             mut webhook_allow,
             prometheus_address,
-            identity_key_file,
-            previous_identity_key_file,
+            identity,
             admission_addr,
             admission_cert_dir,
             admission_host,
@@ -137,7 +144,6 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
-            let identity = identity_key(identity_key_file, &previous_identity_key_file)?;
             leader.check(admission_addr.is_none() || admission_cert_dir.is_some())?;
             let admission = admission_addr.map(|addr| greenlight::admission::ServerConfig {
                 addr,
@@ -160,13 +166,14 @@ async fn main() -> anyhow::Result<()> {
             }
             let client = kube_client(context).await?;
             let metrics = greenlight::metrics::Metrics::new();
+            let identity = identity.load(&client, &metrics).await?;
             let server = tokio::spawn(greenlight::metrics::serve(metrics_addr, metrics.clone()));
             let settings = greenlight::controller::Settings {
                 leader: leader.config(namespace.as_deref()),
                 namespace,
                 webhook_allow: greenlight::gates::allow::AllowList::new(webhook_allow),
                 prometheus_address: prometheus_address.map(String::from),
-                identity: Arc::new(identity),
+                identity,
                 admission,
                 dora_window,
                 concurrency: max_concurrent_reconciles,
@@ -180,6 +187,22 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Writes a new identity key into the operator's Secret, keeping the previous ones.
+async fn rotate_identity_key(
+    secret: &str,
+    namespace: &str,
+    context: Option<String>,
+) -> anyhow::Result<()> {
+    greenlight::gates::ensure_crypto_provider();
+    let client = kube_client(context).await?;
+    let store = greenlight::keystore::KeySecret::new(client, namespace, secret);
+    let fingerprint = store.rotate().await?;
+    println!(
+        "{namespace}/{secret}: new identity key {fingerprint}; the previous ones still verify"
+    );
+    Ok(())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -219,25 +242,76 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// The identity key, from a file, with any previous keys of a rotation. Always required: a
-/// key made at start-up would make every stamp worthless after a restart, and would call every
-/// protected stage's spec unverified.
-fn identity_key(
-    file: Option<PathBuf>,
-    previous: &[PathBuf],
-) -> anyhow::Result<greenlight::identity::IdentityKey> {
-    use greenlight::identity::IdentityKey;
-    let Some(path) = file else {
-        anyhow::bail!(
-            "--identity-key-file is required: a file of 32+ random bytes (a mounted Secret) that \
-             signs and checks who approved, published, steered or changed what; every replica \
-             and the admission webhook need the same one"
-        );
-    };
-    let key = IdentityKey::from_file(&path)?;
-    previous.iter().try_fold(key, |key, path| {
-        Ok(key.with_previous(IdentityKey::from_file(path)?))
-    })
+/// Where the identity key comes from: a Secret the operator reads and keeps current (and
+/// creates once), or a file (a mounted Secret) with any previous keys of a rotation.
+#[derive(clap::Args)]
+struct IdentityArgs {
+    /// Secret holding the identity key (`key`, with `previous-1`... after rotations). The
+    /// operator creates it once with a random key when it is missing, and takes a rotated key
+    /// within seconds. Preferred over --identity-key-file: nothing else has to make the key.
+    #[arg(long, env = "GREENLIGHT_IDENTITY_SECRET")]
+    identity_secret: Option<String>,
+    /// Namespace of --identity-secret (default: POD_NAMESPACE, else greenlight-system).
+    #[arg(long, env = "GREENLIGHT_IDENTITY_SECRET_NAMESPACE")]
+    identity_secret_namespace: Option<String>,
+    /// File with the secret key (32 bytes or more) that signs and checks identity stamps,
+    /// e.g. from a mounted Secret, when --identity-secret is not used.
+    #[arg(long, env = "GREENLIGHT_IDENTITY_KEY_FILE")]
+    identity_key_file: Option<PathBuf>,
+    /// Files with previous identity keys, during a rotation: stamps they made still verify,
+    /// new stamps use --identity-key-file. Remove them when the grace period ends.
+    #[arg(
+        long,
+        env = "GREENLIGHT_PREVIOUS_IDENTITY_KEY_FILES",
+        value_delimiter = ','
+    )]
+    previous_identity_key_file: Vec<PathBuf>,
+}
+
+impl IdentityArgs {
+    fn secret(&self, client: &kube::Client) -> Option<greenlight::keystore::KeySecret> {
+        let name = self.identity_secret.as_deref()?;
+        let namespace = self
+            .identity_secret_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "greenlight-system".into());
+        Some(greenlight::keystore::KeySecret::new(
+            client.clone(),
+            &namespace,
+            name,
+        ))
+    }
+
+    /// The key. Always required: a key made at start-up would make every stamp worthless
+    /// after a restart, and would call every protected stage's spec unverified.
+    async fn load(
+        &self,
+        client: &kube::Client,
+        metrics: &Arc<greenlight::metrics::Metrics>,
+    ) -> anyhow::Result<Arc<greenlight::identity::IdentityKey>> {
+        use greenlight::identity::IdentityKey;
+        if let Some(secret) = self.secret(client) {
+            let key = Arc::new(secret.load_or_create().await?);
+            tokio::spawn(secret.keep_current(key.clone(), metrics.clone()));
+            return Ok(key);
+        }
+        let Some(path) = &self.identity_key_file else {
+            anyhow::bail!(
+                "--identity-secret or --identity-key-file is required: the key (32+ random \
+                 bytes) that signs and checks who approved, published, steered or changed what; \
+                 every replica and the admission webhook need the same one"
+            );
+        };
+        let key = IdentityKey::from_file(path)?;
+        let key = self
+            .previous_identity_key_file
+            .iter()
+            .try_fold(key, |key, path| {
+                anyhow::Ok(key.with_previous(IdentityKey::from_file(path)?))
+            })?;
+        Ok(Arc::new(key))
+    }
 }
 
 /// Leader election among replicas (`--leader-election`).

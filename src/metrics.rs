@@ -107,6 +107,9 @@ pub struct Metrics {
     /// Set while no replica has renewed the leader lease for two lease durations: `/readyz`
     /// answers 503 then, as nothing reconciles.
     pub leaderless: std::sync::atomic::AtomicBool,
+    /// Set while the identity key's Secret cannot be read: `/readyz` answers 503, as this
+    /// replica may be signing with a key the others have rotated away from.
+    pub identity_unreadable: std::sync::atomic::AtomicBool,
     /// Set once the watch caches have synced; `/readyz` answers 503 until then.
     pub ready: std::sync::atomic::AtomicBool,
     /// The series read from the watched state at each scrape, once the index exists.
@@ -316,6 +319,7 @@ impl Metrics {
             leadership_changes,
             lease_silence,
             leaderless: Default::default(),
+            identity_unreadable: Default::default(),
             reconciles,
             reconcile_errors,
             reconcile_duration,
@@ -416,6 +420,24 @@ impl Metrics {
     }
 }
 
+/// What `/readyz` answers.
+fn readiness(
+    synced: bool,
+    leaderless: bool,
+    keyless: bool,
+) -> (axum::http::StatusCode, &'static str) {
+    let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+    match (synced, leaderless, keyless) {
+        (false, _, _) => (unavailable, "caches not synced yet"),
+        (_, true, _) => (
+            unavailable,
+            "no replica has renewed the leader lease for two lease durations",
+        ),
+        (_, _, true) => (unavailable, "the identity key's Secret cannot be read"),
+        _ => (axum::http::StatusCode::OK, "ok"),
+    }
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` until the process ends.
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
     use axum::routing::get;
@@ -441,18 +463,11 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io
             "/readyz",
             get(move || {
                 let synced = ready.ready.load(std::sync::atomic::Ordering::SeqCst);
-                let leaderless = ready.leaderless.load(std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    let unavailable = axum::http::StatusCode::SERVICE_UNAVAILABLE;
-                    match (synced, leaderless) {
-                        (false, _) => (unavailable, "caches not synced yet"),
-                        (true, true) => (
-                            unavailable,
-                            "no replica has renewed the leader lease for two lease durations",
-                        ),
-                        (true, false) => (axum::http::StatusCode::OK, "ok"),
-                    }
-                }
+                let flag =
+                    |f: &std::sync::atomic::AtomicBool| f.load(std::sync::atomic::Ordering::SeqCst);
+                let (leaderless, keyless) =
+                    (flag(&ready.leaderless), flag(&ready.identity_unreadable));
+                async move { readiness(synced, leaderless, keyless) }
             }),
         );
     let listener = tokio::net::TcpListener::bind(addr).await?;

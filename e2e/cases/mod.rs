@@ -35,6 +35,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
     cases![
         demo::the_demo_promotes_one_release_and_rolls_back_the_other_then_stops,
         notify::each_transition_is_told_once_with_who_and_why_even_across_an_outage_and_a_restart,
+        notify::dead_receivers_do_not_starve_a_healthy_one_and_a_forged_event_sends_nothing,
         plugin::the_plugin_shows_approves_steers_and_waits_like_a_release_manager,
         install::the_image_runs_its_entrypoint_as_a_non_root_user_with_nothing_else,
         install::the_chart_installs_two_replicas_that_run_with_its_rbac_and_arguments,
@@ -103,5 +104,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         trust::a_thousand_stalled_connections_do_not_keep_the_apiserver_from_being_answered,
         trust::an_outage_of_the_webhooks_blocks_changes_to_protected_objects_only,
         trust::names_that_would_make_invalid_derived_names_are_refused_saying_which,
+        trust::the_identity_key_is_the_operators_own_secret_and_a_rotation_keeps_old_stamps,
     ]
 }

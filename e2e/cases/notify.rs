@@ -360,3 +360,152 @@ async fn notifier_says_it_fails(env: &TestEnv) {
     })
     .await;
 }
+
+/// A receiver that accepts connections and never answers: the worst a dead one can do.
+async fn hanging_receiver() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
+
+/// Sixteen stages of pipeline `dead`, each telling its own Notifier whose receiver hangs,
+/// and stage `live` of pipeline `live` telling a healthy one; all wait for an approval.
+async fn dead_and_live_world(port: u16) -> String {
+    let mut secrets = format!("live: \"http://127.0.0.1:{port}/live\"");
+    let mut docs = vec![];
+    for i in 0..16 {
+        let dead = hanging_receiver().await;
+        secrets.push_str(&format!(", dead-{i}: \"http://127.0.0.1:{dead}/dead\""));
+        docs.push(target_yaml(&format!("web-dead-{i}")));
+        docs.push(format!(
+            "apiVersion: greenlight.dev/v1alpha1\nkind: Notifier\nmetadata: {{name: dead-{i}}}\nspec: {{type: webhook, urlSecretRef: {{name: hooks, key: dead-{i}}}}}\n---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: dead-{i}}}\nspec: {{pipeline: dead, target: {{name: web-dead-{i}}}, trigger: {{type: manual}}, gates: [signoff], notifiers: [dead-{i}]}}\n"
+        ));
+    }
+    docs.push(target_yaml("web-live"));
+    docs.push(format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: hooks}}\nstringData: {{{secrets}}}\n---\n{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: signoff}}\nspec: {{type: approval, approval: {{groups: [release-managers]}}}}\n---\napiVersion: greenlight.dev/v1alpha1\nkind: Notifier\nmetadata: {{name: live}}\nspec: {{type: webhook, urlSecretRef: {{name: hooks, key: live}}}}\n---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: live}}\nspec: {{pipeline: live, target: {{name: web-live}}, trigger: {{type: manual}}, gates: [signoff], notifiers: [live]}}\n",
+        crate::support::operator_may_read_secret("hooks"),
+    ));
+    docs.join("---\n")
+}
+
+/// Sixteen Notifiers whose receivers hang do not hold up a healthy Notifier's notice, and each
+/// says on its status when it is tried next; an Event someone else made, copying the seal of
+/// a real notice onto other words, sends nothing.
+pub async fn dead_receivers_do_not_starve_a_healthy_one_and_a_forged_event_sends_nothing(
+    mut env: TestEnv,
+) {
+    let receiver = Receiver::default();
+    let port = receiver.start().await;
+    env.grant_example_roles();
+    env.start_admitted_controller().await;
+    env.apply(&dead_and_live_world(port).await);
+    env.apply(&release_with_pipeline("d1", "dead"));
+    env.wait_for(
+        "a dead Notifier to say when it tries next",
+        Duration::from_secs(90),
+        || async {
+            let out = env.cp.kubectl(&[
+                "get",
+                "notifier",
+                "dead-0",
+                "-n",
+                &env.ns,
+                "-o",
+                "jsonpath={.status.message}",
+            ]);
+            if out.starts_with("next try in") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+    let published = std::time::Instant::now();
+    env.apply(&release_with_pipeline("l1", "live"));
+    env.wait_for(
+        "the healthy Notifier's notice",
+        Duration::from_secs(60),
+        || async {
+            match receiver.got("live").iter().any(|n| n["release"] == "l1") {
+                true => Ok(()),
+                false => Err(format!("{:?}", receiver.got("live"))),
+            }
+        },
+    )
+    .await;
+    println!(
+        "notices: with 16 hanging receivers, the healthy one heard of l1 {:?} after it was published",
+        published.elapsed()
+    );
+    forge_a_notice_from_the_real_one(&env, "l1").await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let heard = receiver.got("live");
+    assert!(
+        heard.iter().all(|n| !n.to_string().contains("FORGED")),
+        "a forged Event was sent: {heard:?}"
+    );
+}
+
+fn release_with_pipeline(name: &str, pipeline: &str) -> String {
+    format!(
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Release\nmetadata: {{name: {name}}}\nspec:\n  pipeline: {pipeline}\n  version: \"1\"\n  artifacts: [{{name: web, image: \"{}\"}}]\n",
+        image(name)
+    )
+}
+
+/// Creates, as a cluster admin could, an outbox Event for `release` that copies a real one's
+/// labels, reporting controller and seal, under the name the operator would give its own
+/// Event for another audit id, saying something else.
+async fn forge_a_notice_from_the_real_one(env: &TestEnv, release: &str) {
+    use k8s_openapi::api::events::v1::Event;
+    let events = env.api::<Event>();
+    let list = events
+        .list(&kube::api::ListParams::default().labels("greenlight.dev/notify"))
+        .await
+        .unwrap();
+    let real = list
+        .items
+        .into_iter()
+        .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(release))
+        .expect("the real outbox Event");
+    let mut forged = real.clone();
+    let uid = real
+        .regarding
+        .as_ref()
+        .and_then(|r| r.uid.clone())
+        .unwrap_or_default();
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("{uid}/forged").as_bytes());
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    forged.metadata = kube::api::ObjectMeta {
+        name: Some(format!("{release}.{hex}")),
+        labels: real.metadata.labels.clone(),
+        annotations: real.metadata.annotations.clone().map(|mut a| {
+            a.insert("greenlight.dev/audit-id".into(), "forged".into());
+            a.remove("greenlight.dev/delivered-to");
+            a
+        }),
+        ..Default::default()
+    };
+    if let Some(labels) = forged.metadata.labels.as_mut() {
+        labels.insert("greenlight.dev/notify".into(), "pending".into());
+    }
+    forged.note = Some(
+        "stage live: gate 'signoff': waiting for approval: FORGED, approve the attacker's build"
+            .into(),
+    );
+    events
+        .create(&Default::default(), &forged)
+        .await
+        .expect("the forged Event");
+}

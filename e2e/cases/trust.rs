@@ -263,3 +263,102 @@ pub async fn names_that_would_make_invalid_derived_names_are_refused_saying_whic
     );
     env.apply(&stage(&"s".repeat(63), &"w".repeat(55)));
 }
+
+/// The operator's Secret holds the identity key: created once by the operator under the
+/// chart's Role, read again after a restart, and rotated by `greenlight rotate-identity-key`,
+/// after which the running operator signs with the new key and still counts what the old
+/// one signed.
+pub async fn the_identity_key_is_the_operators_own_secret_and_a_rotation_keeps_old_stamps(
+    mut env: TestEnv,
+) {
+    env.identity_secret = true;
+    env.grant_example_roles();
+    env.apply(&format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: greenlight-identity}}\nrules:\n- {{apiGroups: [\"\"], resources: [secrets], resourceNames: [greenlight-identity], verbs: [get, update]}}\n- {{apiGroups: [\"\"], resources: [secrets], verbs: [create]}}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: greenlight-identity}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-identity}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {}}}]\n",
+        crate::support::controlplane::OPERATOR_USER
+    ));
+    env.start_admitted_controller().await;
+    let (cp, ns) = (env.cp, env.ns.clone());
+    let key = move || {
+        cp.kubectl(&[
+            "get",
+            "secret",
+            "greenlight-identity",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.data.key}",
+        ])
+    };
+    let made = key();
+    assert!(!made.is_empty(), "the operator made the key");
+    env.apply(&format!(
+        "{}---\n{}",
+        target_yaml("web"),
+        "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {name: signoff}\nspec: {type: approval, approval: {groups: [release-managers]}}\n---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {name: prod}\nspec: {pipeline: shop, target: {name: web}, trigger: {type: manual}, gates: [signoff]}\n"
+    ));
+    env.apply(&crate::env::release_yaml(
+        "v1",
+        "shop",
+        "1",
+        &crate::env::image("v1"),
+    ));
+    env.approve_as("alice", "v1", "prod");
+    verified(&env, "alice").await;
+    env.kill_controller();
+    env.start_controller();
+    assert_eq!(
+        key(),
+        made,
+        "a restart reads the key, it does not make another"
+    );
+    let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight"))
+        .args([
+            "rotate-identity-key",
+            "--secret",
+            "greenlight-identity",
+            "--namespace",
+            &env.ns,
+        ])
+        .env("KUBECONFIG", &env.cp.kubeconfig)
+        .output()
+        .expect("greenlight rotate-identity-key");
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert_ne!(key(), made, "a new key");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    env.approve_as("bob", "v1", "prod");
+    verified(&env, "bob").await;
+    verified(&env, "alice").await;
+    let log = env.controller_log();
+    assert!(
+        log.contains("the identity key changed"),
+        "the running operator took the new key"
+    );
+}
+
+/// Waits until `user`'s Approval of v1 at prod is verified and counts.
+async fn verified(env: &TestEnv, user: &str) {
+    env.wait_for("a verified Approval", WAIT, || async {
+        let approvals = env
+            .api::<greenlight::api::Approval>()
+            .list(&Default::default())
+            .await;
+        let approvals = approvals.map_err(|e| e.to_string())?;
+        let mine = approvals
+            .items
+            .into_iter()
+            .find(|a| a.spec.approver.as_ref().is_some_and(|w| w.username == user));
+        let condition = mine
+            .and_then(|a| a.status)
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Verified"));
+        match condition {
+            Some(c) if c.status == greenlight::api::ConditionStatus::True => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

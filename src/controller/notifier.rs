@@ -2,6 +2,8 @@
 //! Secret, the allow-list, the receiver's answer) while they do not. Written only when that
 //! changes, never once per notice.
 
+use std::time::Duration;
+
 use kube::ResourceExt;
 use serde_json::json;
 use tracing::warn;
@@ -11,11 +13,17 @@ use crate::api::{Condition, ConditionStatus, Notifier};
 
 const READY: &str = "Ready";
 
-/// Records the outcome of a delivery on the Notifier, if it changes what its status says.
-pub async fn record(ctx: &Context, notifier: &Notifier, failure: Option<&String>) {
+/// Records the outcome of a delivery on the Notifier, if it changes what its status says: a
+/// failure with why, and how long the Notifier rests before its next try (its backoff, its
+/// own: other Notifiers' notices do not wait for it).
+pub async fn record(ctx: &Context, notifier: &Notifier, failure: Option<(&str, Duration)>) {
     let (ok, reason, message) = match failure {
         None => (true, "Delivering", "notices are delivered".to_string()),
-        Some(why) => (false, "DeliveryFailed", format!("retrying: {why}")),
+        Some((why, rest)) => (
+            false,
+            "DeliveryFailed",
+            format!("next try in {}s: {why}", rest.as_secs()),
+        ),
     };
     let current = notifier
         .status

@@ -4,9 +4,9 @@
 //! of the stage has the notice. Each Event is delivered by a task of its own with backoff, so
 //! a receiver that is down delays only its notices, never a rollout.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
@@ -17,8 +17,8 @@ use tracing::{debug, warn};
 use super::Context;
 use crate::api::{NoticeKind, Notifier, OPERATOR_ACTOR, Release, Stage};
 use crate::notify::{
-    AUDIT_ID_ANNOTATION, DELIVERED_ANNOTATION, NOTIFY_LABEL, Notice, STAGE_LABEL, channel,
-    notice_kind, source_link,
+    AUDIT_ID_ANNOTATION, DELIVERED_ANNOTATION, NOTIFY_LABEL, Notice, SEAL_ANNOTATION, STAGE_LABEL,
+    channel, notice_kind, outbox_facts, source_link,
 };
 
 /// A notice not delivered within this long is given up (Events expire after an hour).
@@ -27,6 +27,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Notices delivered at once; the others wait their turn.
 const AT_ONCE: usize = 16;
+/// The longest a failing Notifier rests between tries.
+const RECEIVER_MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Watches pending notices and delivers each; runs while this replica leads.
 pub async fn deliver_notices(ctx: Arc<Context>, namespace: Option<String>) {
@@ -36,7 +38,10 @@ pub async fn deliver_notices(ctx: Arc<Context>, namespace: Option<String>) {
     };
     let config = watcher::Config::default().labels(&format!("{NOTIFY_LABEL}=pending"));
     let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let turns = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+    let queue = Arc::new(Queue {
+        turns: tokio::sync::Semaphore::new(AT_ONCE),
+        receivers: Mutex::default(),
+    });
     let mut events = watcher(api, config)
         .default_backoff()
         .applied_objects()
@@ -56,25 +61,30 @@ pub async fn deliver_notices(ctx: Arc<Context>, namespace: Option<String>) {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.clone())
         {
-            let (ctx, busy, turns) = (ctx.clone(), busy.clone(), turns.clone());
+            let (ctx, busy, queue) = (ctx.clone(), busy.clone(), queue.clone());
             tokio::spawn(async move {
-                if let Ok(_turn) = turns.acquire().await {
-                    deliver(&ctx, &event).await;
-                }
+                deliver(&ctx, &event, &queue).await;
                 busy.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             });
         }
     }
 }
 
-/// Only the operator's own Events carry notices: reported by it, about a Release it knows,
-/// and named as it names the Event of that transition. Anyone else who may create Events
-/// cannot make it post to a channel.
+/// Only the operator's own Events carry notices: sealed with its identity key over what
+/// they say, about a Release it knows, and named as it names the Event of that transition.
+/// Anyone else who may create Events cannot make it post to a channel: the name, labels and
+/// reporting controller can be copied, the seal cannot.
 fn ours(ctx: &Context, event: &Event) -> bool {
     use super::writer::{REPORTING_CONTROLLER, event_name};
     let Some(regarding) = event.regarding.as_ref() else {
         return false;
     };
+    let sealed = annotation(event, SEAL_ANNOTATION)
+        .is_some_and(|seal| ctx.index.identity.sealed(&outbox_facts(event), seal));
+    if !sealed {
+        debug!(event = %event.name_any(), "an outbox Event without the operator's seal is ignored");
+        return false;
+    }
     let namespace = event.namespace().unwrap_or_default();
     let release = regarding
         .name
@@ -87,9 +97,53 @@ fn ours(ctx: &Context, event: &Event) -> bool {
     event.reporting_controller.as_deref() == Some(REPORTING_CONTROLLER) && known && named
 }
 
+/// Who sends when: a few deliveries at once, each holding its turn only while it sends, and
+/// each Notifier's own backoff, shared by all its notices. So a receiver that is down costs
+/// one timed-out send per backoff period, and delays no other Notifier's notices.
+struct Queue {
+    turns: tokio::sync::Semaphore,
+    receivers: Mutex<HashMap<String, Receiver>>,
+}
+
+/// A Notifier that failed: how often in a row, and when to try it again.
+struct Receiver {
+    failures: u32,
+    next_try: Instant,
+}
+
+impl Queue {
+    /// How long `notifier` still rests after its failures, if it does.
+    fn resting(&self, notifier: &str) -> Option<Duration> {
+        let receivers = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
+        let left = receivers
+            .get(notifier)?
+            .next_try
+            .checked_duration_since(Instant::now())?;
+        Some(left)
+    }
+
+    /// Records a failure; returns how long the Notifier now rests.
+    fn failed(&self, notifier: &str) -> Duration {
+        let mut receivers = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = receivers.entry(notifier.to_string()).or_insert(Receiver {
+            failures: 0,
+            next_try: Instant::now(),
+        });
+        entry.failures = entry.failures.saturating_add(1);
+        let rest = Duration::from_secs(1 << entry.failures.min(9)).min(RECEIVER_MAX_BACKOFF);
+        entry.next_try = Instant::now() + rest;
+        rest
+    }
+
+    fn delivered(&self, notifier: &str) {
+        let mut receivers = self.receivers.lock().unwrap_or_else(|e| e.into_inner());
+        receivers.remove(notifier);
+    }
+}
+
 /// Sends one Event's notice to every Notifier of its stage, retrying with backoff, then marks
 /// the Event; Notifiers that have it already (also before a restart) are not sent it again.
-async fn deliver(ctx: &Context, event: &Event) {
+async fn deliver(ctx: &Context, event: &Event, queue: &Queue) {
     let namespace = event.namespace().unwrap_or_default();
     let mut delivered: Vec<String> = annotation(event, DELIVERED_ANNOTATION)
         .map(|d| {
@@ -110,7 +164,12 @@ async fn deliver(ctx: &Context, event: &Event) {
             return;
         }
         let before = delivered.len();
-        let state = match attempt(ctx, event, &namespace, &mut delivered).await {
+        let Ok(turn) = queue.turns.acquire().await else {
+            return;
+        };
+        let attempted = attempt(ctx, event, &namespace, &mut delivered, queue).await;
+        drop(turn);
+        let state = match attempted {
             Ok(Delivery::Done) => Some("sent"),
             Ok(Delivery::Nobody) => Some("dropped"),
             Err(_) if age(born) > GIVE_UP_AFTER => Some("failed"),
@@ -179,6 +238,7 @@ async fn attempt(
     event: &Event,
     namespace: &str,
     delivered: &mut Vec<String>,
+    queue: &Queue,
 ) -> Result<Delivery, String> {
     let Some(notice) = notice(ctx, event, namespace) else {
         return Ok(Delivery::Nobody);
@@ -190,11 +250,26 @@ async fn attempt(
         .into_iter()
         .filter(|n| !delivered.contains(n))
         .collect();
+    // Each Notifier is sent to at once, so a slow one delays no other.
+    let sends = notifiers.iter().map(|name| {
+        let notice = &notice;
+        async move {
+            let key = format!("{namespace}/{name}");
+            if let Some(rest) = queue.resting(&key) {
+                return Err(format!(
+                    "{name}: resting {}s after failures",
+                    rest.as_secs()
+                ));
+            }
+            let sent = send(ctx, namespace, name, notice, queue).await;
+            sent.map_err(|why| format!("{name}: {why}"))
+        }
+    });
     let mut left = Vec::new();
-    for name in &notifiers {
-        match send(ctx, namespace, name, &notice).await {
+    for (name, sent) in notifiers.iter().zip(futures::future::join_all(sends).await) {
+        match sent {
             Ok(()) => delivered.push(name.clone()),
-            Err(why) => left.push(format!("{name}: {why}")),
+            Err(why) => left.push(why),
         }
     }
     match left.is_empty() {
@@ -273,7 +348,13 @@ fn approvers(ctx: &Context, stage: &Stage) -> Vec<String> {
 }
 
 /// Sends the notice to one Notifier, unless it does not want this kind.
-async fn send(ctx: &Context, namespace: &str, name: &str, notice: &Notice) -> Result<(), String> {
+async fn send(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    notice: &Notice,
+    queue: &Queue,
+) -> Result<(), String> {
     let api: Api<Notifier> = Api::namespaced(ctx.client.clone(), namespace);
     let notifier = match api.get_opt(name).await {
         Ok(Some(n)) => n,
@@ -294,7 +375,19 @@ async fn send(ctx: &Context, namespace: &str, name: &str, notice: &Notice) -> Re
             outcome,
         })
         .inc();
-    super::notifier::record(ctx, &notifier, sent.as_ref().err()).await;
+    let key = format!("{namespace}/{name}");
+    let rest = match &sent {
+        Ok(()) => {
+            queue.delivered(&key);
+            None
+        }
+        Err(_) => Some(queue.failed(&key)),
+    };
+    let failure = sent
+        .as_ref()
+        .err()
+        .map(|why| (why.as_str(), rest.unwrap_or_default()));
+    super::notifier::record(ctx, &notifier, failure).await;
     sent
 }
 

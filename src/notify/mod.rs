@@ -12,6 +12,27 @@ use crate::api::{NoticeKind, NotifierType};
 
 /// Label on an Event whose notice is still to be sent (`pending`), or was (`sent`, `failed`).
 pub const NOTIFY_LABEL: &str = "greenlight.dev/notify";
+/// The operator's seal over what an outbox Event says (see [`outbox_facts`]): an Event
+/// without it, or with any of those facts changed, is not a notice.
+pub const SEAL_ANNOTATION: &str = "greenlight.dev/seal";
+
+/// What an outbox Event's seal covers: where it is, what it is about, and what it says.
+pub fn outbox_facts(event: &k8s_openapi::api::events::v1::Event) -> serde_json::Value {
+    let regarding = event.regarding.clone().unwrap_or_default();
+    let labels = event.metadata.labels.clone().unwrap_or_default();
+    let annotations = event.metadata.annotations.clone().unwrap_or_default();
+    serde_json::json!([
+        event.metadata.namespace,
+        event.metadata.name,
+        event.reason,
+        event.note,
+        regarding.kind,
+        regarding.name,
+        regarding.uid,
+        labels.get(STAGE_LABEL),
+        annotations.get(AUDIT_ID_ANNOTATION),
+    ])
+}
 /// Label on such an Event: the stage it is about.
 pub const STAGE_LABEL: &str = "greenlight.dev/stage";
 /// Annotation on such an Event: the audit id of its transition, to find who acted.
@@ -74,6 +95,16 @@ impl Notice {
     pub fn kind_name(&self) -> String {
         format!("{:?}", self.kind)
     }
+}
+
+/// `text` cut to at most `limit` characters, with an ellipsis when it was cut: each platform
+/// refuses a whole message when one field is over its limit.
+pub fn cut(text: &str, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text.to_string();
+    }
+    let kept: String = text.chars().take(limit.saturating_sub(1)).collect();
+    format!("{kept}…")
 }
 
 /// The notice a transition's Event reason calls for; `None` for transitions nobody is told.
@@ -204,6 +235,41 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("<!channel>"), "{text}");
+    }
+
+    #[test]
+    fn teams_reads_text_from_objects_literally() {
+        let mut n = notice(NoticeKind::Failed);
+        n.message =
+            "**urgent** [click](https://evil.example) {{DATE(2026-01-01T00:00:00Z)}}".into();
+        let text = teams::Teams.payload(&n).to_string();
+        assert!(
+            !text.contains("**urgent**") && !text.contains("[click](https"),
+            "{text}"
+        );
+        assert!(!text.contains("{{DATE"), "{text}");
+        assert!(
+            text.contains("urgent") && text.contains("evil.example"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn long_texts_are_cut_to_each_platforms_limits() {
+        let mut n = notice(NoticeKind::Failed);
+        n.pipeline = "p".repeat(400);
+        n.message = "m".repeat(5000);
+        let slack = slack::Slack.payload(&n);
+        let header = slack["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(
+            header.chars().count() <= 150 && header.ends_with('…'),
+            "{header}"
+        );
+        let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(section.chars().count() <= 3000, "{}", section.len());
+        let teams = teams::Teams.payload(&n).to_string();
+        assert!(teams.len() < 28 * 1024, "{}", teams.len());
+        assert_eq!(cut("short", 10), "short");
     }
 
     #[test]

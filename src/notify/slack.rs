@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Channel, Notice};
+use super::{Channel, Notice, cut};
 use crate::api::{NoticeKind, NotifierType};
 
 pub struct Slack;
@@ -15,6 +15,11 @@ fn plain(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+/// Slack's limits: a header's text, a section's text, and a field's text.
+const HEADER: usize = 150;
+const SECTION: usize = 3000;
+const FIELD: usize = 2000;
 
 impl Channel for Slack {
     fn notifier_type(&self) -> NotifierType {
@@ -45,13 +50,13 @@ impl Channel for Slack {
         facts.extend(source);
         let fields: Vec<_> = facts
             .iter()
-            .map(|f| json!({"type": "mrkdwn", "text": f}))
+            .map(|f| json!({"type": "mrkdwn", "text": cut(f, FIELD)}))
             .collect();
         json!({
-            "text": format!("{icon} {}", plain(&n.headline())),
+            "text": cut(&format!("{icon} {}", plain(&n.headline())), SECTION),
             "blocks": [
-                {"type": "header", "text": {"type": "plain_text", "text": n.headline(), "emoji": true}},
-                {"type": "section", "text": {"type": "mrkdwn", "text": format!("{icon} {}", plain(&n.message))}},
+                {"type": "header", "text": {"type": "plain_text", "text": cut(&n.headline(), HEADER), "emoji": true}},
+                {"type": "section", "text": {"type": "mrkdwn", "text": cut(&format!("{icon} {}", plain(&n.message)), SECTION)}},
                 {"type": "section", "fields": fields},
                 {"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Greenlight · {} · {}", n.kind_name(), n.time)}]},
             ],

@@ -121,8 +121,8 @@ fn stage_view(stage: &Stage, releases: &BTreeMap<String, &Release>) -> StageView
     let name = stage.metadata.name.clone().unwrap_or_default();
     let status = stage.status.clone().unwrap_or_default();
     let labelled = |version: &Option<String>, release: &Option<String>| match (version, release) {
-        (Some(v), Some(r)) => Some(format!("{v} ({r})")),
-        (None, Some(r)) => Some(r.clone()),
+        (Some(v), Some(r)) => Some(clean(&format!("{v} ({r})"))),
+        (None, Some(r)) => Some(clean(r)),
         _ => None,
     };
     let rollout = status.rollout.as_ref();
@@ -130,7 +130,7 @@ fn stage_view(stage: &Stage, releases: &BTreeMap<String, &Release>) -> StageView
         .map(|r| r.release.clone())
         .or_else(|| status.candidate_release.clone());
     let candidate = match rollout {
-        Some(r) => Some(format!("{} ({})", r.version, r.release)),
+        Some(r) => Some(clean(&format!("{} ({})", r.version, r.release))),
         None => labelled(&status.candidate_version, &status.candidate_release),
     };
     let at_stage = working_on
@@ -459,7 +459,7 @@ pub fn releases(releases: &[Release], stages: &[Stage]) -> Vec<ReleaseRow> {
             ReleaseRow {
                 name: r.metadata.name.clone().unwrap_or_default(),
                 pipeline: r.spec.pipeline.clone(),
-                version: r.spec.version.clone(),
+                version: clean(&r.spec.version),
                 phase: r
                     .status
                     .as_ref()
@@ -659,6 +659,20 @@ mod tests {
         );
         assert!(!text.contains('\x1b'), "no colour when it is off");
         assert!(pipeline_text(&view, Palette { on: true }).contains("\x1b[36mProgressing"));
+    }
+
+    #[test]
+    fn versions_written_into_a_status_cannot_drive_the_terminal() {
+        let escape = "1.2.0\u{1b}]0;pwned\u{7}\u{1b}[2J";
+        let stages = vec![stage(
+            "dev",
+            &[],
+            serde_json::json!({"phase": "Idle", "currentRelease": "web-2", "currentVersion": escape}),
+        )];
+        let view = pipeline("web", "shop", &stages, &[]);
+        let text = pipeline_text(&view, Palette { on: false });
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("1.2.0]0;pwned[2J (web-2)"), "{text}");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct EventSink {
     announced: Mutex<HashSet<String>>,
     /// No Event from a replica that does not lead.
     fence: super::Fence,
+    /// Seals outbox Events, so no one else's Event is taken for a notice.
+    key: Arc<crate::identity::IdentityKey>,
 }
 
 /// One Event to publish.
@@ -49,7 +51,12 @@ pub struct Announcement<'a> {
 }
 
 impl EventSink {
-    pub fn new(client: Client, metrics: Arc<Metrics>, fence: super::Fence) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        fence: super::Fence,
+        key: Arc<crate::identity::IdentityKey>,
+    ) -> Self {
         let instance = std::env::var("POD_NAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_else(|_| "greenlight".into());
@@ -60,6 +67,7 @@ impl EventSink {
             instance,
             announced: Mutex::new(HashSet::new()),
             fence,
+            key,
         }
     }
 
@@ -84,7 +92,11 @@ impl EventSink {
             return;
         }
         let namespace = obj.namespace().unwrap_or_else(|| "default".into());
-        let event = build(&regarding, &name, &namespace, &self.instance, &a);
+        let mut event = build(&regarding, &name, &namespace, &self.instance, &a);
+        let seal = self.key.seal(&crate::notify::outbox_facts(&event));
+        if let Some(annotations) = event.metadata.annotations.as_mut() {
+            annotations.insert(crate::notify::SEAL_ANNOTATION.into(), seal);
+        }
         self.metrics.write("event");
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         match api.create(&PostParams::default(), &event).await {

@@ -119,7 +119,12 @@ impl Writer {
     /// A writer that writes only while `fence` says this replica leads, and tells the index
     /// what its Stage and release entry writes left.
     pub fn fenced_by(client: Client, metrics: Arc<Metrics>, fence: Fence, index: &Index) -> Self {
-        let events = EventSink::new(client.clone(), metrics.clone(), fence.clone());
+        let events = EventSink::new(
+            client.clone(),
+            metrics.clone(),
+            fence.clone(),
+            index.identity.clone(),
+        );
         Self {
             client,
             metrics,
