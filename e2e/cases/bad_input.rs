@@ -25,8 +25,8 @@ async fn invalid_stage(env: &TestEnv, name: &str) -> String {
     .await
 }
 
-/// A cyclic pipeline, a stage naming a missing gate, a stage with a bad schedule and time zone,
-/// and one healthy stage, each on its own target.
+/// A cyclic pipeline, a stage naming a missing gate, a stage with a bad schedule and time zone
+/// and a stage after it, and one healthy stage, each on its own target.
 const BROKEN_AND_GOOD_STAGES: &str = r#"apiVersion: greenlight.dev/v1alpha1
 kind: Stage
 metadata: {name: loop-a}
@@ -59,6 +59,11 @@ spec:
 ---
 apiVersion: greenlight.dev/v1alpha1
 kind: Stage
+metadata: {name: after-cron}
+spec: {pipeline: cron, requires: [cron], target: {name: web-after-cron}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
 metadata: {name: good}
 spec: {pipeline: good, target: {name: web-good}}
 "#;
@@ -72,6 +77,7 @@ pub async fn bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowin
             target_yaml("web-loop"),
             target_yaml("web-ghost"),
             target_yaml("web-cron"),
+            target_yaml("web-after-cron"),
         ]
         .join("---\n"),
     );
@@ -93,6 +99,8 @@ pub async fn bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowin
         "apiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {name: cron}\nspec:\n  pipeline: cron\n  target: {name: web-cron}\n",
     );
     env.wait_release_stage("cron-1", "cron", "Succeeded", Duration::from_secs(60))
+        .await;
+    env.wait_release_stage("cron-1", "after-cron", "Succeeded", Duration::from_secs(90))
         .await;
 
     // A release whose artifact names no container of the target fails there, with the reason.
@@ -158,6 +166,13 @@ async fn assert_broken_stages_are_invalid_naming_the_field(env: &TestEnv) {
     );
     assert!(
         message.contains("spec.windows[0].timeZone") && message.contains("Mars/Olympus_Mons"),
+        "{message}"
+    );
+    // The stage after it does not wait looking healthy: it names the culprit and its error.
+    let message = invalid_stage(env, "after-cron").await;
+    assert!(
+        message.contains("upstream stage 'cron' is invalid")
+            && message.contains("Mars/Olympus_Mons"),
         "{message}"
     );
 }

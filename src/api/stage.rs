@@ -298,6 +298,9 @@ pub enum StagePhase {
     Failed,
     /// The stage or its pipeline is misconfigured; see the conditions.
     Invalid,
+    /// A write it needs was refused by the apiserver (a quota, a policy, RBAC); it retries
+    /// with backoff, and the conditions say what was refused.
+    Blocked,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

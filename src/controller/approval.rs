@@ -37,7 +37,8 @@ pub async fn controller(ctx: Arc<Context>) {
                 let waiting = index.approvals.state().into_iter();
                 refs_of(
                     waiting
-                        .filter(|a| a.namespace() == ns && a.spec.release == name && !recorded(a)),
+                        .filter(|a| a.namespace() == ns && a.spec.release == name)
+                        .filter(|a| !recorded(a) || given_for_another(a, r)),
                 )
             });
     super::queue::controller::<Approval>(&ctx.index, &ctx.queue, CONTROLLER)
@@ -218,7 +219,15 @@ fn kept_off_the_trail(
     })
 }
 
-/// Verified with its Release and Stage found, so recorded: nothing a Release change can alter.
+/// Whether the Approval was given for another Release object than `release` (one deleted and
+/// published again under its name since): its verdict must be told again, as it counts no more.
+fn given_for_another(approval: &Approval, release: &Release) -> bool {
+    let given = approval.spec.release_ref.as_ref().map(|r| r.uid.as_str());
+    given != release.metadata.uid.as_deref()
+}
+
+/// Verified with its Release and Stage found, so recorded: nothing a Release change can alter
+/// but the Release being published again (see [`given_for_another`]).
 fn recorded(approval: &Approval) -> bool {
     approval.status.as_ref().is_some_and(|s| {
         s.conditions

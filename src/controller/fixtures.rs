@@ -270,6 +270,8 @@ async fn a_refused_primary_backs_off_and_says_why() {
         text.contains("WriteRefused") && text.contains("exceeded quota"),
         "{text}"
     );
+    let phase = &stage_status.unwrap().body["status"]["phase"];
+    assert_eq!(phase, "Blocked", "kubectl get stage says so at a glance");
     let entry = seen.iter().find(|c| c.is("PATCH", "/releases/r1/status"));
     assert_eq!(
         entry.unwrap().body["status"]["stages"]["dev"]["phase"],

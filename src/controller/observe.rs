@@ -15,7 +15,7 @@ use super::error::ReconcileError;
 use super::steering::{self, Steering};
 use crate::api::GateType;
 use crate::api::release::Release;
-use crate::api::stage::{Stage, TriggerType};
+use crate::api::stage::{Stage, StagePhase, TriggerType};
 use crate::index::own::Read;
 use crate::index::{Index, release_problem};
 use crate::machine::{CanaryView, PrimaryView, ReleaseView};
@@ -30,6 +30,9 @@ use crate::workload::{build_primary, observe, primary_name};
 pub fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, ValidationErrors> {
     let plan = compile_stage(&stage.name_any(), &stage.spec)?;
     let mut errors: Vec<FieldError> = check_dag(stage, &ctx.index).err().into_iter().collect();
+    if errors.is_empty() {
+        errors.extend(invalid_upstream(stage, &ctx.index));
+    }
     if let Some(owner) = ctx.index.target_owner(stage) {
         errors.push(FieldError::new(
             "spec.target.name",
@@ -98,6 +101,24 @@ fn check_dag(stage: &Stage, index: &Index) -> Result<(), FieldError> {
             Some(c) => format!("upstream stage '{c}' is invalid: {why}"),
         },
     ))
+}
+
+/// An upstream stage that reports itself invalid, for whatever reason (a bad time zone, a
+/// missing gate): its releases never come, so this stage says so and names it rather than
+/// wait looking healthy.
+fn invalid_upstream(stage: &Stage, index: &Index) -> Option<FieldError> {
+    let namespace = stage.namespace().unwrap_or_default();
+    stage.spec.requires.iter().find_map(|name| {
+        let upstream = index.stage(&namespace, name)?;
+        let status = upstream.status.as_ref()?;
+        (status.phase == Some(StagePhase::Invalid)).then(|| {
+            let why = status.message.as_deref().unwrap_or("no reason given");
+            FieldError::new(
+                "spec.requires",
+                format!("upstream stage '{name}' is invalid: {why}"),
+            )
+        })
+    })
 }
 
 /// Every gate the stage names must exist and be valid: a stage held by a broken gate would

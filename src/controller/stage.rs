@@ -349,6 +349,10 @@ async fn report_refusal(
     let mut status = old.clone();
     status.conditions = kstatus(Health::Stalled, "WriteRefused", &message);
     status.message = Some(format!("retrying with backoff: {message}"));
+    if status.phase != Some(StagePhase::Blocked) {
+        status.phase_since = Some(now);
+    }
+    status.phase = Some(StagePhase::Blocked);
     let namespace = stage.namespace().unwrap_or_default();
     if let Some(release) = moving.and_then(|r| world.releases.iter().find(|v| v.name == r)) {
         let before = release.stages.get(&stage.name_any());

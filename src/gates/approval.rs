@@ -239,14 +239,15 @@ pub fn for_another_release(approval: &ApprovalRecord, ctx: &GateContext) -> Opti
     if approval.release_ref.is_some() && approval.release_ref == ctx.release_ref {
         return None;
     }
-    let when = match &approval.release_ref {
-        None => "before release",
-        Some(_) => "for an earlier release named",
-    };
-    Some(format!(
-        "{} was given at {} {when} '{}' existed as it is now; approve it again",
-        approval.name, approval.created, ctx.release
-    ))
+    let (name, at, release) = (&approval.name, &approval.created, &ctx.release);
+    Some(match &approval.release_ref {
+        None => {
+            format!("{name} was given at {at} before release '{release}' existed; approve it again")
+        }
+        Some(_) => format!(
+            "{name} was given at {at} for an earlier release named '{release}' (deleted and published again since); approve it again"
+        ),
+    })
 }
 
 impl GateCheck for ApprovalCheck {

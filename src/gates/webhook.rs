@@ -95,6 +95,11 @@ impl WebhookCheck {
             ),
             Ok(response) => {
                 let status = response.status();
+                let location = response
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .map(|l| excerpt(l, 200));
                 // Only an excerpt is shown: a few KiB is all that is ever read. An answer that
                 // does not fit (or breaks off) was not heard whole, so it is no verdict.
                 let body = match super::read_capped(response, WEBHOOK_BODY_LIMIT).await {
@@ -107,6 +112,12 @@ impl WebhookCheck {
                 let value = status.as_u16().to_string();
                 if status.is_success() {
                     GateOutcome::new(GateVerdict::Passed, format!("HTTP {value}")).with_value(value)
+                } else if status.is_redirection() {
+                    let to = location.map_or("nowhere named".into(), |l| format!("to {l}"));
+                    let why = format!(
+                        "HTTP {value}: a redirect {to}, which gates do not follow (the allow-list holds for the URL as written); point the gate at the final URL"
+                    );
+                    GateOutcome::new(GateVerdict::Failed, why).with_value(value)
                 } else {
                     GateOutcome::new(
                         GateVerdict::Failed,

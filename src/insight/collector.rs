@@ -52,13 +52,14 @@ impl Gauge {
     }
 }
 
-const PHASES: [StagePhase; 6] = [
+const PHASES: [StagePhase; 7] = [
     StagePhase::Idle,
     StagePhase::Waiting,
     StagePhase::Progressing,
     StagePhase::RollingBack,
     StagePhase::Failed,
     StagePhase::Invalid,
+    StagePhase::Blocked,
 ];
 
 const VERDICTS: [GateVerdict; 6] = [
