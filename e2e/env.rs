@@ -39,6 +39,8 @@ pub struct TestEnv {
     /// Keep the identity key in the Secret `greenlight-identity` of this namespace, which the
     /// operator creates (`--identity-secret`), rather than in a file.
     pub identity_secret: bool,
+    /// More arguments for the controllers this starts.
+    pub extra_args: Vec<String>,
     /// Controllers started beside the first, with leader election.
     pub replicas: Vec<Replica>,
     /// `RUST_LOG` of the controllers this starts.
@@ -97,6 +99,7 @@ impl TestEnv {
             webhook_configurations: vec![],
             leader_election: false,
             identity_secret: false,
+            extra_args: vec![],
             replicas: vec![],
             log_filter: "info,kube=warn,greenlight=debug".into(),
         }
@@ -357,6 +360,7 @@ impl TestEnv {
             "--webhook-allow",
             &self.allow,
         ]);
+        cmd.args(&self.extra_args);
         match self.identity_secret {
             true => cmd.args([
                 "--identity-secret",

@@ -9,8 +9,8 @@
 //! brings them ([`own`]).
 
 pub mod changes;
+pub mod groups;
 pub mod own;
-pub mod pipelines;
 
 use std::sync::Arc;
 
@@ -48,7 +48,9 @@ pub struct Index {
     /// The operator's own entries in Releases' status the watch has not brought yet.
     pub own_entries: Arc<own::OwnEntries>,
     /// The names of each pipeline's Releases.
-    pipelines: Arc<pipelines::Pipelines>,
+    pipelines: Arc<groups::Pipelines>,
+    approvals_by_stage: Arc<groups::ApprovalsByStage>,
+    commands_by_stage: Arc<groups::CommandsByStage>,
 }
 
 /// What a scenario test's index holds.
@@ -78,15 +80,25 @@ impl Index {
         let own_entries = Arc::new(own::OwnEntries::default());
         let held = own::following(own_stages.clone());
         let (stages, s) = cache(watch::<Stage>(client, namespace), &changes, held);
-        let pipelines = Arc::new(pipelines::Pipelines::default());
+        let pipelines = Arc::new(groups::Pipelines::default());
         let (held, by_pipeline) = (own::following(own_entries.clone()), pipelines.clone());
         let (releases, r) = cache(watch::<Release>(client, namespace), &changes, move |e| {
             held(e);
             by_pipeline.follow(e);
         });
         let (gates, g) = cache(watch::<Gate>(client, namespace), &changes, |_| {});
-        let (approvals, a) = cache(watch::<Approval>(client, namespace), &changes, |_| {});
-        let (commands, c) = cache(watch::<StageCommand>(client, namespace), &changes, |_| {});
+        let approvals_by_stage = Arc::new(groups::ApprovalsByStage::default());
+        let by_stage = approvals_by_stage.clone();
+        let (approvals, a) = cache(watch::<Approval>(client, namespace), &changes, move |e| {
+            by_stage.follow(e)
+        });
+        let commands_by_stage = Arc::new(groups::CommandsByStage::default());
+        let by_stage = commands_by_stage.clone();
+        let (commands, c) = cache(
+            watch::<StageCommand>(client, namespace),
+            &changes,
+            move |e| by_stage.follow(e),
+        );
         let all = watcher::Config::default();
         let (deployments, d) = cache(
             names::<Deployment>(client, namespace, all),
@@ -112,6 +124,8 @@ impl Index {
             own_stages,
             own_entries,
             pipelines,
+            approvals_by_stage,
+            commands_by_stage,
         };
         (Arc::new(index), vec![s, r, g, a, c, d, v])
     }
@@ -135,9 +149,17 @@ impl Index {
             }
             reader
         }
-        let pipelines = Arc::new(pipelines::Pipelines::default());
+        let pipelines = Arc::new(groups::Pipelines::default());
         for r in &objects.releases {
             pipelines.follow(&watcher::Event::Apply(r.clone()));
+        }
+        let approvals_by_stage = Arc::new(groups::ApprovalsByStage::default());
+        for a in &objects.approvals {
+            approvals_by_stage.follow(&watcher::Event::Apply(a.clone()));
+        }
+        let commands_by_stage = Arc::new(groups::CommandsByStage::default());
+        for c in &objects.commands {
+            commands_by_stage.follow(&watcher::Event::Apply(c.clone()));
         }
         Arc::new(Index {
             stages: store(objects.stages),
@@ -152,6 +174,8 @@ impl Index {
             own_stages: Default::default(),
             own_entries: Default::default(),
             pipelines,
+            approvals_by_stage,
+            commands_by_stage,
         })
     }
 
@@ -280,14 +304,11 @@ impl Index {
     /// The Approvals of `release` at `stage`, by name.
     pub fn approvals_of(&self, namespace: &str, release: &str, stage: &str) -> Vec<Arc<Approval>> {
         let mut approvals: Vec<Arc<Approval>> = self
-            .approvals
-            .state()
-            .into_iter()
-            .filter(|a| {
-                a.namespace().as_deref() == Some(namespace)
-                    && a.spec.release == release
-                    && a.spec.stage == stage
-            })
+            .approvals_by_stage
+            .names(namespace, stage)
+            .iter()
+            .filter_map(|name| self.approvals.get(&ObjectRef::new(name).within(namespace)))
+            .filter(|a| a.spec.release == release && a.spec.stage == stage)
             .collect();
         approvals.sort_by_key(|a| a.name_any());
         approvals
@@ -296,14 +317,11 @@ impl Index {
     /// The StageCommands for `stage` not handled yet, oldest first (creation time, then name).
     pub fn pending_commands(&self, namespace: &str, stage: &str) -> Vec<Arc<StageCommand>> {
         let mut commands: Vec<Arc<StageCommand>> = self
-            .commands
-            .state()
-            .into_iter()
-            .filter(|c| {
-                c.namespace().as_deref() == Some(namespace)
-                    && c.spec.stage == stage
-                    && c.status.as_ref().and_then(|s| s.phase).is_none()
-            })
+            .commands_by_stage
+            .names(namespace, stage)
+            .iter()
+            .filter_map(|name| self.commands.get(&ObjectRef::new(name).within(namespace)))
+            .filter(|c| c.spec.stage == stage && c.status.as_ref().and_then(|s| s.phase).is_none())
             .collect();
         oldest_first(&mut commands);
         commands

@@ -52,6 +52,10 @@ enum Command {
         /// The period the DORA metrics cover, up to now: days, weeks or a duration (e.g. 90d).
         #[arg(long, env = "GREENLIGHT_DORA_WINDOW", default_value = "90d", value_parser = greenlight::insight::dora::parse_period)]
         dora_window: jiff::SignedDuration,
+        /// How long handled StageCommands, and Approvals of Releases that are done, are kept
+        /// before the operator deletes them (what they decided stays on the audit trail).
+        #[arg(long, env = "GREENLIGHT_RETENTION", default_value = "7d", value_parser = parse_retention)]
+        retention: jiff::SignedDuration,
         /// How many objects each controller reconciles at once. Bounds memory and the load a
         /// burst (thousands of Releases published together) puts on the apiserver.
         #[arg(long, env = "GREENLIGHT_MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -140,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             admission_client_ca,
             admission_token_file,
             dora_window,
+            retention,
             max_concurrent_reconciles,
         } => {
             init_tracing(log_format);
@@ -177,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
                 admission,
                 dora_window,
                 concurrency: max_concurrent_reconciles,
+                retention,
             };
             tokio::select! {
                 ran = greenlight::controller::run(client, metrics, settings) => Ok(ran?),
@@ -203,6 +209,22 @@ async fn rotate_identity_key(
         "{namespace}/{secret}: new identity key {fingerprint}; the previous ones still verify"
     );
     Ok(())
+}
+
+/// Days (`7d`) or a duration (`12h`, `30s`), from 1s to 366 days.
+fn parse_retention(text: &str) -> Result<jiff::SignedDuration, String> {
+    let t = text.trim();
+    let secs = match t.strip_suffix('d') {
+        Some(days) => days
+            .parse::<i64>()
+            .map_err(|e| e.to_string())?
+            .saturating_mul(86_400),
+        None => parse_duration(t)?.as_secs() as i64,
+    };
+    match secs {
+        1..=31_622_400 => Ok(jiff::SignedDuration::from_secs(secs)),
+        _ => Err("must be from 1s to 366d".into()),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

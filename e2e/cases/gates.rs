@@ -321,7 +321,10 @@ spec:
         "the redirect is reported, not followed: {held:?}"
     );
     let said = &held.message;
-    assert!(said.contains("a redirect") && said.contains("do not follow"), "{said}");
+    assert!(
+        said.contains("a redirect") && said.contains("do not follow"),
+        "{said}"
+    );
     assert_eq!(hooks.calls("/307/moved"), 1);
 }
 

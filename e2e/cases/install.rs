@@ -665,3 +665,84 @@ fn issue_the_certificate_as_cert_manager_would(cp: &ControlPlane, dir: &Path) {
         ]);
     }
 }
+
+/// Two installs, each watching a namespace of its own, render with nothing cluster-wide in
+/// common and nothing namespaced granted outside their namespace: their Roles are in the
+/// watched namespace, their ClusterRoles hold only access reviews and their own webhook
+/// configurations, and each webhook selects only its namespace. The apiserver takes both.
+pub async fn two_installs_watching_their_own_namespaces_share_nothing(env: TestEnv) {
+    let cp = env.cp;
+    let mut cluster_wide: Vec<std::collections::BTreeSet<String>> = vec![];
+    for team in ["a", "b"] {
+        let watched = format!("{}-{team}", env.ns);
+        cp.kubectl(&["create", "namespace", &watched]);
+        // The CRDs are the control plane's already, as they would be the first install's.
+        let values = format!("controller.watchNamespace={watched},crds.install=false");
+        let kubeconfig = cp.kubeconfig.to_string_lossy().to_string();
+        let rendered = helm(
+            &format!("team-{team}"),
+            &[
+                "render",
+                CHART,
+                "--set",
+                &values,
+                "--kubeconfig",
+                &kubeconfig,
+            ],
+        );
+        let path = env.dir.join(format!("team-{team}.yaml"));
+        std::fs::write(&path, &rendered).expect("write");
+        let listed = cp.kubectl(&[
+            "apply",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-f",
+            &path.to_string_lossy(),
+        ]);
+        let items: serde_json::Value = serde_json::from_str(&listed).expect("a List");
+        let items = items["items"].as_array().cloned().unwrap_or_default();
+        let mut names = std::collections::BTreeSet::new();
+        for item in &items {
+            let (kind, name) = (
+                item["kind"].as_str().unwrap_or(""),
+                item["metadata"]["name"].as_str().unwrap_or(""),
+            );
+            let rules = item["rules"].to_string();
+            match kind {
+                "ClusterRole" => {
+                    assert!(
+                        !rules.contains("deployments") && !rules.contains("services"),
+                        "{name}: {rules}"
+                    );
+                    names.insert(format!("{kind}/{name}"));
+                }
+                "Role" if rules.contains("deployments") => {
+                    assert_eq!(item["metadata"]["namespace"], watched.as_str(), "{name}");
+                }
+                "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+                    let selectors = item["webhooks"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|w| w["namespaceSelector"].to_string());
+                    for selector in selectors {
+                        assert!(
+                            selector.contains(&format!("\"{watched}\"")),
+                            "{name}: {selector}"
+                        );
+                    }
+                    names.insert(format!("{kind}/{name}"));
+                }
+                "ClusterRoleBinding" => {
+                    names.insert(format!("{kind}/{name}"));
+                }
+                _ => {}
+            }
+        }
+        dry_run_on_the_server(cp, &env.dir, &rendered);
+        cluster_wide.push(names);
+    }
+    let shared: Vec<_> = cluster_wide[0].intersection(&cluster_wide[1]).collect();
+    assert!(shared.is_empty(), "both installs own {shared:?}");
+}

@@ -40,6 +40,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         install::the_image_runs_its_entrypoint_as_a_non_root_user_with_nothing_else,
         install::the_chart_installs_two_replicas_that_run_with_its_rbac_and_arguments,
         install::the_kustomize_base_is_the_rendered_chart_and_runs_with_cert_manager,
+        install::two_installs_watching_their_own_namespaces_share_nothing,
         promotion::release_goes_dev_test_prod_and_soaks_before_prod,
         promotion::newer_release_supersedes_an_older_one_waiting_at_a_stage,
         promotion::a_target_running_pods_of_its_own_is_flagged_and_never_touched,
@@ -105,5 +106,6 @@ pub fn all() -> Vec<(&'static str, Case)> {
         trust::an_outage_of_the_webhooks_blocks_changes_to_protected_objects_only,
         trust::names_that_would_make_invalid_derived_names_are_refused_saying_which,
         trust::the_identity_key_is_the_operators_own_secret_and_a_rotation_keeps_old_stamps,
+        trust::handled_commands_and_approvals_of_done_releases_go_after_their_retention,
     ]
 }

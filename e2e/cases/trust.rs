@@ -362,3 +362,35 @@ async fn verified(env: &TestEnv, user: &str) {
     })
     .await;
 }
+
+/// Handled StageCommands, and Approvals of a Release that is gone, are deleted once kept for
+/// the retention (3 s here). (That one not handled yet stays is unit-tested in
+/// `src/machine/retention.rs`: the webhook refuses a command no stage could handle.)
+pub async fn handled_commands_and_approvals_of_done_releases_go_after_their_retention(
+    mut env: TestEnv,
+) {
+    env.extra_args = vec!["--retention".into(), "3s".into()];
+    env.grant_example_roles();
+    env.start_admitted_controller().await;
+    env.apply(&format!(
+        "{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: dev}}\nspec: {{pipeline: shop, target: {{name: web}}}}\n",
+        target_yaml("web")
+    ));
+    env.apply(&crate::env::release_yaml(
+        "v1",
+        "shop",
+        "1",
+        &crate::env::image("v1"),
+    ));
+    env.wait_release_stage("v1", "dev", "Succeeded", WAIT).await;
+    let refused = env.steer(Some("alice"), "dev", "promote", None);
+    env.approve_as("alice", "v1", "dev");
+    env.cp.kubectl(&["delete", "release", "v1", "-n", &env.ns]);
+    let (cp, ns) = (env.cp, env.ns.clone());
+    env.wait_for("the handled ones to go", WAIT, || {
+        let left = cp.kubectl(&["get", "stagecommands,approvals", "-n", &ns, "-o", "name"]);
+        let gone = !left.contains(&refused) && !left.contains("approval");
+        async move { if gone { Ok(()) } else { Err(left) } }
+    })
+    .await;
+}

@@ -205,6 +205,7 @@ fn commanded(
         client,
         namespace: Some(NS.into()),
         queue: Arc::new(super::queue::Queue::new(metrics.clone(), 16)),
+        retention: jiff::SignedDuration::from_hours(7 * 24),
         metrics,
         index,
         backoff: Default::default(),

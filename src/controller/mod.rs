@@ -22,6 +22,7 @@ pub mod pins;
 pub mod protection;
 pub mod queue;
 pub mod release;
+pub mod retention;
 pub mod runner;
 pub mod secrets;
 pub mod stage;
@@ -60,6 +61,8 @@ pub struct Context {
     /// The Deployments and Services stages read, current without a GET each pass.
     pub deployments: fresh::Fresh<Deployment>,
     pub services: fresh::Fresh<Service>,
+    /// How long handled StageCommands and Approvals of finished Releases are kept.
+    pub retention: jiff::SignedDuration,
 }
 
 /// How the operator is configured.
@@ -78,6 +81,8 @@ pub struct Settings {
     pub dora_window: jiff::SignedDuration,
     /// How many objects each controller reconciles at once.
     pub concurrency: u16,
+    /// How long handled StageCommands and Approvals of finished Releases are kept.
+    pub retention: jiff::SignedDuration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +241,7 @@ pub async fn run(
         services,
         backoff: Default::default(),
         queue: Arc::new(queue::Queue::new(metrics.clone(), settings.concurrency)),
+        retention: settings.retention,
     });
     let synced = index.wait_until_synced().await;
     if !synced {
@@ -336,6 +342,7 @@ async fn controllers(ctx: Arc<Context>, client: &Client, namespace: &Option<Stri
         "controllers started"
     );
     let notices = notify::deliver_notices(ctx.clone(), namespace.clone());
+    let sweeps = retention::collect(ctx.clone(), ctx.retention);
     let reconcilers = async {
         tokio::join!(
             stage::controller(ctx.clone(), client, namespace),
@@ -348,6 +355,7 @@ async fn controllers(ctx: Arc<Context>, client: &Client, namespace: &Option<Stri
     tokio::select! {
         _ = reconcilers => {}
         _ = notices => {}
+        _ = sweeps => {}
     }
 }
 

@@ -8,6 +8,7 @@ mod drain;
 mod drift;
 pub mod events;
 pub mod release;
+pub mod retention;
 pub mod stage;
 pub mod types;
 

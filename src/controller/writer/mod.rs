@@ -250,6 +250,35 @@ impl Writer {
             .await
     }
 
+    /// Deletes `object` as it was seen: not one made again under its name, nor one changed
+    /// since. One already gone is fine.
+    pub async fn delete<K>(&self, kind: &'static str, object: &K) -> Result<(), WriteError>
+    where
+        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.may_write()?;
+        let name = object.name_any();
+        let api =
+            Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: object.uid(),
+                resource_version: object.resource_version(),
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &params).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            result => {
+                let what = || format!("deletion of {} '{name}'", K::kind(&()));
+                self.counted(kind, what, result.map(|_| ())).map(|_| ())
+            }
+        }
+    }
+
     /// Puts the protection label on `object` (`true`), or takes it off.
     pub async fn protection_label<K>(&self, object: &K, on: bool) -> Result<(), WriteError>
     where

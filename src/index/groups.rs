@@ -1,8 +1,9 @@
-//! The names of each pipeline's Releases, kept from the Release watch's events, so that a
-//! stage's pass finds its pipeline's releases without going through every Release held: at
-//! 10,000 Releases that was a copy of the whole store on each of hundreds of thousands of
-//! passes. A relist builds the names afresh and takes their place when it is done, as the
-//! store does.
+//! Names of objects grouped by what a stage's pass looks them up by (each pipeline's
+//! Releases, each stage's Approvals and StageCommands), kept from the watch's events, so a
+//! pass finds its own without going through every object held: at 10,000 Releases that was a
+//! copy of the whole store on each of hundreds of thousands of passes, and Approvals and
+//! commands only grow. A relist builds the names afresh and takes their place when it is done,
+//! as the store does.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -10,13 +11,39 @@ use std::sync::Mutex;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
-use crate::api::Release;
+use crate::api::{Approval, Release, StageCommand};
 
 type Names = HashMap<(String, String), BTreeSet<String>>;
 
-#[derive(Default)]
-pub struct Pipelines {
+/// The names of objects of kind `K`, by namespace and group.
+pub struct Groups<K> {
     state: Mutex<State>,
+    group: fn(&K) -> String,
+}
+
+/// Releases by pipeline.
+pub type Pipelines = Groups<Release>;
+/// Approvals by stage.
+pub type ApprovalsByStage = Groups<Approval>;
+/// StageCommands by stage.
+pub type CommandsByStage = Groups<StageCommand>;
+
+impl Default for Pipelines {
+    fn default() -> Self {
+        Self::by(|r| r.spec.pipeline.clone())
+    }
+}
+
+impl Default for ApprovalsByStage {
+    fn default() -> Self {
+        Self::by(|a| a.spec.stage.clone())
+    }
+}
+
+impl Default for CommandsByStage {
+    fn default() -> Self {
+        Self::by(|c| c.spec.stage.clone())
+    }
 }
 
 #[derive(Default)]
@@ -26,16 +53,21 @@ struct State {
     relisting: Option<Names>,
 }
 
-fn key(release: &Release) -> (String, String) {
-    (
-        release.namespace().unwrap_or_default(),
-        release.spec.pipeline.clone(),
-    )
-}
+impl<K: ResourceExt> Groups<K> {
+    fn by(group: fn(&K) -> String) -> Self {
+        Self {
+            state: Mutex::default(),
+            group,
+        }
+    }
 
-impl Pipelines {
-    /// Takes one event of the Release watch.
-    pub fn follow(&self, event: &watcher::Event<Release>) {
+    fn key(&self, object: &K) -> (String, String) {
+        (object.namespace().unwrap_or_default(), (self.group)(object))
+    }
+
+    /// Takes one event of the watch.
+    pub fn follow(&self, event: &watcher::Event<K>) {
+        let key = |o: &K| self.key(o);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             watcher::Event::Apply(r) => {
@@ -64,12 +96,11 @@ impl Pipelines {
         }
     }
 
-    /// The names of the Releases of one pipeline. A name can outlive a Release whose
-    /// pipeline was edited (possible only with the admission webhooks off): the reader checks
-    /// each against the store.
-    pub fn names(&self, namespace: &str, pipeline: &str) -> Vec<String> {
+    /// The names of one group. A name can outlive an object whose group was edited (possible
+    /// only with the admission webhooks off): the reader checks each against the store.
+    pub fn names(&self, namespace: &str, group: &str) -> Vec<String> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (namespace.to_string(), pipeline.to_string());
+        let key = (namespace.to_string(), group.to_string());
         state
             .names
             .get(&key)
