@@ -273,7 +273,13 @@ impl Leadership {
             metadata: ObjectMeta {
                 name: Some(self.config.name.clone()),
                 namespace: Some(self.config.namespace.clone()),
-                labels: previous.and_then(|l| l.metadata.labels.clone()),
+                labels: Some({
+                    let mut labels = previous
+                        .and_then(|l| l.metadata.labels.clone())
+                        .unwrap_or_default();
+                    labels.insert(crate::api::LEASE_LABEL.into(), "true".into());
+                    labels
+                }),
                 annotations: previous.and_then(|l| l.metadata.annotations.clone()),
                 ..Default::default()
             },

@@ -90,6 +90,10 @@ enum Command {
         /// AdmissionConfiguration kubeconfig); callers without it are refused.
         #[arg(long, env = "GREENLIGHT_ADMISSION_TOKEN_FILE")]
         admission_token_file: Option<PathBuf>,
+        /// The operator's own user (e.g. system:serviceaccount:greenlight-system:greenlight):
+        /// the webhooks refuse anyone else's change or deletion of the leader Lease.
+        #[arg(long, env = "GREENLIGHT_LEASE_WRITER")]
+        lease_writer: Option<String>,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crdgen,
@@ -143,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
             admission_refresh,
             admission_client_ca,
             admission_token_file,
+            lease_writer,
             dora_window,
             retention,
             max_concurrent_reconciles,
@@ -165,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
                     ca_file: admission_client_ca,
                     token_file: admission_token_file,
                 },
+                lease_writer,
             });
             if let Some(url) = &prometheus_address {
                 webhook_allow.push(allow_entry(url));

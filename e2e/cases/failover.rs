@@ -298,3 +298,42 @@ pub async fn a_hijacked_lease_is_taken_back_after_the_operators_own_lease_durati
     assert!(loudest >= 3.0, "the silence was not told: {loudest}");
     assert!(!env.controller_running() || !TestEnv::leads(leader_port).await);
 }
+
+/// A tenant granted Leases in the operator's namespace cannot name another holder of the
+/// leader Lease, nor delete it: only the operator's own user may (`--lease-writer`).
+pub async fn a_tenant_who_may_write_leases_cannot_touch_the_leader_lease(mut env: TestEnv) {
+    env.leader_election = true;
+    env.extra_args = vec![
+        "--lease-writer".into(),
+        crate::support::controlplane::OPERATOR_USER.into(),
+    ];
+    env.start_admitted_controller().await;
+    until_leading(&env, env.metrics_port, Instant::now()).await;
+    env.apply("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: lease-writer}\nrules:\n- {apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, list, update, patch, delete]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: lease-writer}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: lease-writer}\nsubjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: erin}]\n");
+    let hijack = r#"{"spec":{"holderIdentity":"ghost","leaseDurationSeconds":2147483647}}"#;
+    let patched = env.kubectl_as(
+        "erin",
+        &[
+            "patch",
+            "lease",
+            "greenlight-controller",
+            "--type=merge",
+            "-p",
+            hijack,
+        ],
+        "",
+    );
+    let said = String::from_utf8_lossy(&patched.stderr).into_owned();
+    assert!(!patched.status.success(), "erin moved the lease");
+    assert!(
+        said.contains("only greenlight-operator may change or delete it"),
+        "{said}"
+    );
+    let deleted = env.kubectl_as("erin", &["delete", "lease", "greenlight-controller"], "");
+    assert!(!deleted.status.success(), "erin deleted the lease");
+    tokio::time::sleep(LEASE).await;
+    assert!(
+        TestEnv::leads(env.metrics_port).await,
+        "the operator still leads"
+    );
+}

@@ -78,6 +78,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         failover::a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_over_on_sigterm,
         failover::a_leader_paused_past_its_lease_writes_nothing_when_it_resumes,
         failover::a_hijacked_lease_is_taken_back_after_the_operators_own_lease_duration,
+        failover::a_tenant_who_may_write_leases_cannot_touch_the_leader_lease,
         failover::a_pipeline_gets_through_while_its_leader_is_killed_every_ten_seconds,
         approvals::approval_by_a_release_manager_is_stamped_with_their_name_and_promotes,
         approvals::an_approval_by_the_release_author_is_refused_and_another_managers_counts,

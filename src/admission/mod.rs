@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod label;
+pub mod lease;
 pub mod mutate;
 pub mod protect;
 pub mod server;
@@ -35,6 +36,9 @@ pub struct AdmissionState {
     pub metrics: Arc<Metrics>,
     /// For keeping the webhook configurations' CA bundle current.
     pub client: kube::Client,
+    /// The only user who may change or delete the leader Lease (the operator's own); `None`
+    /// leaves the Lease to RBAC alone.
+    pub lease_writer: Option<String>,
 }
 
 type Context = AdmissionState;
@@ -109,6 +113,10 @@ async fn validate_handler(
         Ok(req) => req,
         Err(response) => return answer(&ctx, "validate", None, *response),
     };
+    if let Some(refused) = lease::guard(&req, ctx.lease_writer.as_deref()) {
+        let response = AdmissionResponse::from(&req).deny(refused);
+        return answer(&ctx, "validate", Some(&req), response);
+    }
     let (mut errors, warnings) = validate(&req, &ctx);
     if errors.is_empty() && req.kind.kind == "Gate" && spec_changed(&req) {
         errors.extend(resolved_destination(&req, &ctx).await);
@@ -368,5 +376,6 @@ pub(crate) fn test_state(
         },
         metrics: Metrics::new(),
         client: kube::Client::new(service, "default"),
+        lease_writer: None,
     }
 }

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub refresh_every: Duration,
     pub limits: Limits,
     pub clients: Clients,
+    /// The only user who may change or delete the leader Lease (see [`super::lease`]).
+    pub lease_writer: Option<String>,
 }
 
 /// How callers prove they are the apiserver. With neither set, anyone who reaches the port
@@ -311,6 +313,7 @@ mod tests {
             refresh_every: Duration::from_secs(3600),
             limits,
             clients,
+            lease_writer: None,
         };
         start(config, Arc::new(state)).await.unwrap();
         addr

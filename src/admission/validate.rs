@@ -304,6 +304,18 @@ mod properties {
             }
         }
 
+        /// Whatever bytes reach the server, reading them never panics: what is not an
+        /// AdmissionReview is answered as malformed, whatever its request holds.
+        #[test]
+        fn reading_any_body_never_panics(
+            body in prop::collection::vec(any::<u8>(), 0..512), request in any_json(),
+        ) {
+            let _ = super::super::parse(&body);
+            let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                                "request": request});
+            let _ = super::super::parse(review.to_string().as_bytes());
+        }
+
         /// Whatever the client sends, the mutating webhook never panics, and any Approval it
         /// stamps carries the requester's name.
         #[test]

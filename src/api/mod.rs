@@ -45,6 +45,10 @@ pub const STAGE_FINALIZER: &str = "greenlight.dev/restore-traffic";
 /// objects only; the webhook and the controller keep it true.
 pub const PROTECTED_LABEL: &str = "greenlight.dev/protected";
 
+/// The label on the operator's leader Lease, which the webhook that keeps others off it
+/// selects.
+pub const LEASE_LABEL: &str = "greenlight.dev/lease";
+
 /// The Deployment (and Service) that serves a stage's current release.
 pub fn primary_name(target: &str) -> String {
     format!("{target}-primary")

@@ -256,6 +256,7 @@ pub async fn run(
             gate_env: env,
             metrics: metrics.clone(),
             client: client.clone(),
+            lease_writer: config.lease_writer.clone(),
         };
         crate::admission::start(config, Arc::new(state)).await?;
     }

@@ -311,6 +311,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever CI writes as a version, the escaping keeps it a string inside its
+        /// matcher: the query is never refused (render refuses any change of shape), and the
+        /// matcher compares against exactly that version.
+        #[test]
+        fn any_version_stays_a_string_inside_its_matcher(version in proptest::prelude::any::<String>()) {
+            let t = QueryTemplate::compile(ERROR_RATE).unwrap();
+            let q = t.render(&ctx(&version));
+            proptest::prop_assert!(q.is_ok(), "{:?}", q);
+            let shown = format!("{:?}", parser::parse(&q.unwrap()).unwrap());
+            let value = format!("value: {:?}", version);
+            proptest::prop_assert!(shown.contains(&value), "{} lacks {}", shown, value);
+        }
+    }
+
     #[test]
     fn a_value_in_a_regex_matcher_matches_only_itself() {
         let t = QueryTemplate::compile(r#"up{pod=~"{{canary}}-.*"}"#).unwrap();

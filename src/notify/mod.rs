@@ -272,6 +272,32 @@ mod tests {
         assert_eq!(cut("short", 10), "short");
     }
 
+    proptest::proptest! {
+        /// Whatever a release, stage or message says, no channel's payload carries it as
+        /// markup: Slack gets no `<`, `>` or raw `&` of its own, a Teams card no Markdown mark
+        /// unescaped and no `{{`, and each text is within its platform's limits.
+        #[test]
+        fn no_text_from_an_object_becomes_markup(text in "\\PC{0,300}") {
+            let mut n = notice(NoticeKind::Failed);
+            n.message = text.clone();
+            n.release = text.clone();
+            let slack = slack::Slack.payload(&n);
+            let section = slack["blocks"][1]["text"]["text"].as_str().unwrap();
+            let unescaped = section.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "");
+            proptest::prop_assert!(!unescaped.contains(['<', '>', '&']), "{}", section);
+            let teams = teams::Teams.payload(&n);
+            let body = teams["attachments"][0]["content"]["body"][1]["text"].as_str().unwrap();
+            proptest::prop_assert!(!body.contains("{{"), "{}", body);
+            let mut escaped = false;
+            for c in body.chars() {
+                if !escaped && matches!(c, '*' | '_' | '[' | ']' | '`' | '~') {
+                    proptest::prop_assert!(false, "an unescaped {} in {}", c, body);
+                }
+                escaped = !escaped && c == '\\';
+            }
+        }
+    }
+
     #[test]
     fn a_link_is_made_only_for_a_web_repository() {
         assert_eq!(
