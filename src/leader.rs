@@ -106,6 +106,12 @@ impl Leadership {
         lease
     }
 
+    /// Until when this replica may write, if it leads now.
+    pub fn deadline(&self) -> Option<Instant> {
+        let until = self.until.lock().unwrap_or_else(|e| e.into_inner());
+        until.filter(|u| Instant::now() < *u)
+    }
+
     /// Whether this replica may write now.
     pub fn is_leader(&self) -> bool {
         let until = self.until.lock().unwrap_or_else(|e| e.into_inner());

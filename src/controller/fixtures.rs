@@ -607,3 +607,38 @@ async fn a_replica_whose_lease_ran_out_writes_nothing() {
         "a replica that does not lead only reads: {seen:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_stage_status_write_carries_the_version_it_was_decided_on() {
+    let (stage, release) = (
+        stage(json!({}), json!({})),
+        release("r1", "1.0.0", json!({})),
+    );
+    let (client, log) = fake_apiserver(Arc::new(world(stage.clone(), release.clone())));
+    let ctx = context(client, &stage, &release);
+    reconcile(&ctx).await.expect("a pass");
+    let seen = calls(&log);
+    let status = seen.iter().find(|c| c.is("PATCH", "/stages/dev/status"));
+    let body = &status.expect("a status write").body;
+    assert_eq!(body["metadata"]["resourceVersion"], "7", "{body}");
+}
+
+#[tokio::test]
+async fn a_stage_written_by_someone_else_since_is_decided_again_not_reported_refused() {
+    let (stage, release) = (
+        stage(json!({}), json!({})),
+        release("r1", "1.0.0", json!({})),
+    );
+    let usual = world(stage.clone(), release.clone());
+    let answer = move |c: &Call| match c.is("PATCH", "/stages/dev/status") {
+        true => conflict(),
+        false => usual(c),
+    };
+    let (client, log) = fake_apiserver(Arc::new(answer));
+    let ctx = context(client, &stage, &release);
+    let error = reconcile(&ctx).await.expect_err("the write did not land");
+    assert_eq!(error.label(), "conflict");
+    let seen = calls(&log);
+    assert!(!mentions(&seen, "WriteRefused"), "no refusal reported");
+    assert!(!mentions(&seen, "Blocked"), "nothing blocked");
+}

@@ -18,7 +18,9 @@ fn labelled<K: ResourceExt>(object: &K) -> bool {
 pub async fn label(stage: &Stage, ctx: &Context) -> Result<(), ReconcileError> {
     let protected = stage.spec.protected;
     if labelled(stage) != protected {
-        ctx.writer.protection_label(stage, protected).await?;
+        // Kept as the operator's own write, so its status write finds the version it made.
+        let written = ctx.writer.protection_label(stage, protected).await?;
+        ctx.index.own_stages.wrote(written);
     }
     if !protected {
         return Ok(());

@@ -6,6 +6,7 @@
 
 mod audit;
 mod events;
+mod fence;
 
 pub use audit::AUDIT_LIMIT;
 pub(crate) use events::event_name;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -28,7 +30,7 @@ use crate::api::{
     CommandPhase, FIELD_MANAGER, ORPHANED_ANNOTATION, StageCommand, StageCommandStatus,
 };
 use crate::index::Index;
-use crate::index::own::{OwnEntries, OwnWrites};
+use crate::index::own::{OwnEntries, OwnWrites, Read};
 use crate::metrics::Metrics;
 use crate::routers::{RouterContext, RouterError, TrafficRouter};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -110,6 +112,8 @@ pub struct Writer {
     /// brings it.
     own_stages: Arc<OwnWrites<Stage>>,
     own_entries: Arc<OwnEntries>,
+    /// The watched Stages, for the version a Stage's status write must find.
+    stages: kube::runtime::reflector::Store<Stage>,
 }
 
 /// The leader lease a write needs, when replicas elect a leader.
@@ -119,6 +123,10 @@ impl Writer {
     /// A writer that writes only while `fence` says this replica leads, and tells the index
     /// what its Stage and release entry writes left.
     pub fn fenced_by(client: Client, metrics: Arc<Metrics>, fence: Fence, index: &Index) -> Self {
+        let client = match &fence {
+            Some(lease) => fence::fenced(client, lease.clone()),
+            None => client,
+        };
         let events = EventSink::new(
             client.clone(),
             metrics.clone(),
@@ -132,6 +140,7 @@ impl Writer {
             fence,
             own_stages: index.own_stages.clone(),
             own_entries: index.own_entries.clone(),
+            stages: index.stages.clone(),
         }
     }
 
@@ -279,8 +288,9 @@ impl Writer {
         }
     }
 
-    /// Puts the protection label on `object` (`true`), or takes it off.
-    pub async fn protection_label<K>(&self, object: &K, on: bool) -> Result<(), WriteError>
+    /// Puts the protection label on `object` (`true`), or takes it off; the object as it is
+    /// then.
+    pub async fn protection_label<K>(&self, object: &K, on: bool) -> Result<K, WriteError>
     where
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -291,7 +301,6 @@ impl Writer {
         let metadata = json!({ "labels": { crate::api::PROTECTED_LABEL: value } });
         self.metadata("protection_label", "protection label", object, metadata)
             .await
-            .map(|_| ())
     }
 
     /// A merge patch of `object`'s metadata; the object as the apiserver then holds it.
@@ -381,12 +390,28 @@ impl Writer {
             return Ok(());
         };
         let namespace = stage.namespace().unwrap_or_default();
-        let written = self
-            .status_patch::<Stage>("stage_status", &namespace, &stage.name_any(), diff)
-            .await?;
-        if let Some(written) = written {
-            self.own_stages.wrote(written);
-        }
+        let name = stage.name_any();
+        // The version this replica last knew: a write prepared by a leader that has been
+        // replaced since finds a newer one, and the apiserver refuses it (409).
+        let key = ObjectRef::new(&name).within(&namespace);
+        let known = match self.own_stages.read(&key, self.stages.get(&key)) {
+            Read::Known(Some(stage)) => stage.resource_version(),
+            _ => None,
+        };
+        let body = json!({ "metadata": { "resourceVersion": known }, "status": diff });
+        self.may_write()?;
+        let result = Api::<Stage>::namespaced(self.client.clone(), &namespace)
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
+            .await;
+        let written = match result {
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+            result => self.counted(
+                "stage_status",
+                || format!("status of Stage '{name}'"),
+                result,
+            )?,
+        };
+        self.own_stages.wrote(written);
         Ok(())
     }
 
