@@ -119,20 +119,28 @@ impl KeySecret {
     /// Reads the Secret every few seconds and takes its keys when they change; says on
     /// `/readyz` when it has not been able to read them for a while.
     pub async fn keep_current(self, identity: Arc<IdentityKey>, metrics: Arc<Metrics>) {
-        let mut failures = 0u32;
+        let (mut failures, mut seen) = (0u32, None);
         loop {
             tokio::time::sleep(REFRESH).await;
             let read = match self.api.get(&self.name).await {
-                Ok(secret) => self.parse(&secret),
+                Ok(secret) => self.parse(&secret).map(|key| (key, digest(&secret))),
                 Err(e) => Err(KeyStoreError::Read(self.path.clone(), e)),
             };
             match read {
-                Ok(fresh) => {
+                // Any key changed, a previous one dropped included.
+                Ok((fresh, now)) if seen.as_ref() != Some(&now) => {
                     failures = 0;
-                    if fresh.fingerprint() != identity.fingerprint() {
-                        tracing::info!(secret = %self.path, fingerprint = %fresh.fingerprint(), "the identity key changed; signing with the new one");
+                    if seen.is_some() || fresh.fingerprint() != identity.fingerprint() {
+                        tracing::info!(secret = %self.path, fingerprint = %fresh.fingerprint(), "the identity key changed; signing and checking with the Secret's keys now");
                         identity.replace(fresh);
                     }
+                    seen = Some(now);
+                }
+                Ok(_) => failures = 0,
+                // Deleted: the key held still signs what the others check; a new one is made
+                // only at a start, so this is loud rather than unready.
+                Err(KeyStoreError::Read(_, kube::Error::Api(e))) if e.code == 404 => {
+                    tracing::error!(secret = %self.path, "the identity key's Secret is gone: signing with the key held; a restart makes a new key, and every stamp made before stops counting");
                 }
                 Err(e) => {
                     failures += 1;
@@ -169,6 +177,11 @@ impl KeySecret {
             .map_err(|e| KeyStoreError::Write(self.path.clone(), e))?;
         Ok(fingerprint)
     }
+}
+
+/// A digest of every key in the Secret, to notice any change.
+fn digest(secret: &Secret) -> String {
+    crate::identity::digest(&secret.data.clone().unwrap_or_default())
 }
 
 fn random_key() -> Vec<u8> {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 /// How leadership is held: the Lease and its timings.
 #[derive(Debug, Clone)]
@@ -201,7 +201,7 @@ impl Leadership {
         let sent = Instant::now();
         let Some(lease) = self.api.get_opt(&self.config.name).await? else {
             // Deleted under a leader that may still be writing: wait a lease duration.
-            if !self.is_leader() && !self.expired(&LeaseSpec::default()) {
+            if !self.is_leader() && !self.expired(&LeaseSpec::default(), true) {
                 return Ok(Held::By("nobody yet (the lease is gone)".into()));
             }
             let created = self
@@ -213,7 +213,8 @@ impl Leadership {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(self.config.identity.as_str());
-        if let Some(other) = holder.filter(|_| !ours && !self.expired(&spec)) {
+        let labelled = lease.labels().contains_key(crate::api::LEASE_LABEL);
+        if let Some(other) = holder.filter(|_| !ours && !self.expired(&spec, labelled)) {
             self.step_down();
             return Ok(Held::By(other));
         }
@@ -250,8 +251,17 @@ impl Leadership {
     /// Whether another holder's lease has gone unrenewed for a lease duration, as this
     /// replica has watched it. The duration is this replica's own, never the one written in
     /// the Lease: anyone who may write the Lease could write a year there.
-    fn expired(&self, spec: &LeaseSpec) -> bool {
-        let record = format!("{:?}/{:?}", spec.holder_identity, spec.renew_time);
+    ///
+    /// A Lease without the operator's label was not written by a replica (the webhook guards
+    /// only labelled ones): its renewals do not count, so a holder someone else keeps
+    /// "renewing" there is expired after a lease duration all the same.
+    fn expired(&self, spec: &LeaseSpec, labelled: bool) -> bool {
+        let renewed = if labelled {
+            format!("{:?}", spec.renew_time)
+        } else {
+            String::new()
+        };
+        let record = format!("{:?}/{renewed}", spec.holder_identity);
         let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
         match observed.as_ref() {
             Some((seen, since)) if *seen == record => since.elapsed() >= self.config.duration,

@@ -12,7 +12,7 @@ use crate::api::PROTECTED_LABEL;
 
 /// The JSON patch operations that make the protection label true on a Stage or Gate being
 /// written: on a Stage when it is protected, on a Gate when a protected Stage names it. When
-/// the stages cannot be listed, a Gate keeps the label it has.
+/// the stages cannot be listed, a Gate keeps the label its stored version had.
 pub async fn ops(req: &AdmissionRequest<DynamicObject>, ctx: &AdmissionState) -> Vec<Value> {
     let Some(object) = req.object.as_ref() else {
         return vec![];
@@ -27,7 +27,11 @@ pub async fn ops(req: &AdmissionRequest<DynamicObject>, ctx: &AdmissionState) ->
             Ok(stages) => stages
                 .iter()
                 .any(|s| s.spec.named_gates().iter().any(|(_, g)| *g == req.name)),
-            Err(_) => return vec![],
+            // Unknown: what the stored object had stays, so a failed list never lets a
+            // label-only edit take it off.
+            Err(_) => req.old_object.as_ref().is_some_and(|o| {
+                o.labels().get(PROTECTED_LABEL).map(String::as_str) == Some("true")
+            }),
         },
         _ => return vec![],
     };

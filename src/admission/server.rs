@@ -81,7 +81,9 @@ impl Default for Limits {
             body: Duration::from_secs(5),
             body_bytes: 6 << 20,
             connections: 4096,
-            per_client: 32,
+            // The apiserver speaks HTTP/1.1 here, a connection per review in flight, and may
+            // come from one address for all its instances (SNAT, konnectivity).
+            per_client: 128,
         }
     }
 }
@@ -113,13 +115,14 @@ pub async fn start(config: ServerConfig, ctx: Arc<AdmissionState>) -> Result<(),
         token: read_token(&config.clients)?,
         limits: config.limits.clone(),
     });
+    // /healthz too is behind the door, so it holds no slot open for a caller without the token.
     let app = axum::Router::new()
         .route("/mutate", post(super::mutate_handler))
         .route("/validate", post(super::validate_handler))
+        .route("/healthz", get(|| async { "ok" }))
         .with_state(ctx)
         .layer(axum::middleware::from_fn_with_state(door, admit))
-        .layer(DefaultBodyLimit::max(config.limits.body_bytes))
-        .route("/healthz", get(|| async { "ok" }));
+        .layer(DefaultBodyLimit::max(config.limits.body_bytes));
     info!(addr = %config.addr, clients = ?config.clients, "admission webhooks listening");
     tokio::spawn(serve(listener, acceptor, app, config.limits));
     Ok(())

@@ -111,11 +111,12 @@ pub fn unverified_protection(stage: &Stage, ctx: &Context) -> Option<String> {
         ));
     }
     let namespace = stage.namespace().unwrap_or_default();
-    stage.spec.gates.iter().find_map(|name| {
-        let gate: std::sync::Arc<Gate> = ctx.index.gate(&namespace, name)?;
+    // Every Gate it names, its canary analyses' included, as the webhook guards them.
+    stage.spec.named_gates().into_iter().find_map(|(field, name)| {
+        let gate: std::sync::Arc<Gate> = ctx.index.gate(&namespace, &name)?;
         let why = changed_by("Gate", &gate.metadata, &gate.spec, &ctx.index.identity).err()?;
         Some(format!(
-            "spec.gates: Gate '{name}' guards this protected stage but was not changed through the admission webhook: {why}; apply it again with the webhook on"
+            "{field}: Gate '{name}' guards this protected stage but was not changed through the admission webhook: {why}; apply it again with the webhook on"
         ))
     })
 }

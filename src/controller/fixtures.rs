@@ -642,3 +642,43 @@ async fn a_stage_written_by_someone_else_since_is_decided_again_not_reported_ref
     assert!(!mentions(&seen, "WriteRefused"), "no refusal reported");
     assert!(!mentions(&seen, "Blocked"), "nothing blocked");
 }
+
+#[tokio::test]
+async fn a_stage_whose_labels_moved_since_still_gets_the_status_decided() {
+    let (stage, release) = (
+        stage(json!({}), json!({})),
+        release("r1", "1.0.0", json!({})),
+    );
+    let usual = world(stage.clone(), release.clone());
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let relabelled = {
+        let mut s = serde_json::to_value(&stage).unwrap();
+        s["metadata"]["resourceVersion"] = json!("8");
+        s["metadata"]["labels"] = json!({"team": "shop"});
+        s
+    };
+    let answer = move |c: &Call| {
+        let status_write = c.is("PATCH", "/stages/dev/status");
+        if status_write && first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return conflict();
+        }
+        match c.is("GET", "/stages/dev") && !c.path.contains("status") {
+            true => (200, relabelled.clone()),
+            false => usual(c),
+        }
+    };
+    let (client, log) = fake_apiserver(Arc::new(answer));
+    let ctx = context(client, &stage, &release);
+    reconcile(&ctx).await.expect("the decision stands");
+    let seen = calls(&log);
+    let writes: Vec<_> = seen
+        .iter()
+        .filter(|c| c.is("PATCH", "/stages/dev/status"))
+        .collect();
+    assert_eq!(
+        writes.len(),
+        2,
+        "written again after the conflict: {writes:#?}"
+    );
+    assert_eq!(writes[1].body["metadata"]["resourceVersion"], "8");
+}

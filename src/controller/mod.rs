@@ -113,6 +113,16 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
         if let ReconcileError::BackingOff(left) = error {
             return Action::requeue(*left);
         }
+        // Someone wrote the object since it was read: decide again soon on what is there, with
+        // no growing backoff (a retreat above all must not wait on a label's churn).
+        if let ReconcileError::Conflict(what) = error {
+            tracing::debug!(
+                controller,
+                what,
+                "written since it was read; deciding again"
+            );
+            return Action::requeue(std::time::Duration::from_secs(1));
+        }
         warn!(controller, error = %error, "reconcile failed");
         ctx.metrics
             .reconcile_errors

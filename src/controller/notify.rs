@@ -85,6 +85,12 @@ fn ours(ctx: &Context, event: &Event) -> bool {
         debug!(event = %event.name_any(), "an outbox Event without the operator's seal is ignored");
         return false;
     }
+    // A sealed Event older than a notice is kept trying (one made again after it expired, or
+    // set back to pending) tells nothing new.
+    let born = event.event_time.as_ref().map(|t| t.0);
+    if born.is_none_or(|b| age(b) > GIVE_UP_AFTER) {
+        return false;
+    }
     let namespace = event.namespace().unwrap_or_default();
     let release = regarding
         .name

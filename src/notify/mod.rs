@@ -16,7 +16,8 @@ pub const NOTIFY_LABEL: &str = "greenlight.dev/notify";
 /// without it, or with any of those facts changed, is not a notice.
 pub const SEAL_ANNOTATION: &str = "greenlight.dev/seal";
 
-/// What an outbox Event's seal covers: where it is, what it is about, and what it says.
+/// What an outbox Event's seal covers: where it is, what it is about, what it says, and when
+/// it was made (so an old notice cannot be made again later).
 pub fn outbox_facts(event: &k8s_openapi::api::events::v1::Event) -> serde_json::Value {
     let regarding = event.regarding.clone().unwrap_or_default();
     let labels = event.metadata.labels.clone().unwrap_or_default();
@@ -31,6 +32,7 @@ pub fn outbox_facts(event: &k8s_openapi::api::events::v1::Event) -> serde_json::
         regarding.uid,
         labels.get(STAGE_LABEL),
         annotations.get(AUDIT_ID_ANNOTATION),
+        event.event_time.as_ref().map(|t| t.0.to_string()),
     ])
 }
 /// Label on such an Event: the stage it is about.

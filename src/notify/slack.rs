@@ -43,8 +43,12 @@ impl Channel for Slack {
             facts.push(format!("*May approve*\n{}", plain(&n.approvers.join(", "))));
         }
         let source = match (&n.source, &n.link) {
-            (Some(s), Some(link)) => Some(format!("*Source*\n<{}|{}>", plain(link), plain(s))),
-            (Some(s), None) => Some(format!("*Source*\n{}", plain(s))),
+            (Some(s), Some(link)) if link.len() <= FIELD / 2 => Some(format!(
+                "*Source*\n<{}|{}>",
+                plain(link).replace('|', "%7C"),
+                plain(s)
+            )),
+            (Some(s), _) => Some(format!("*Source*\n{}", plain(s))),
             _ => None,
         };
         facts.extend(source);

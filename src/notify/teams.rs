@@ -14,7 +14,7 @@ const TEXT: usize = 2000;
 /// broken so no date function is evaluated.
 fn literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in cut(text, TEXT).chars() {
+    for c in text.chars() {
         if matches!(
             c,
             '\\' | '*' | '_' | '[' | ']' | '(' | ')' | '~' | '`' | '#' | '>' | '<'
@@ -26,7 +26,7 @@ fn literal(text: &str) -> String {
             out.push('\u{200B}');
         }
     }
-    out
+    cut(&out, TEXT)
 }
 use crate::api::NotifierType;
 
@@ -58,6 +58,7 @@ impl Channel for Teams {
         let actions: Vec<_> = n
             .link
             .iter()
+            .filter(|url| url.len() <= TEXT)
             .map(|url| json!({"type": "Action.OpenUrl", "title": "Source", "url": url}))
             .collect();
         json!({

@@ -172,7 +172,11 @@ fn build(
             annotations: outbox.map(|o| o.1),
             ..Default::default()
         },
-        event_time: Some(MicroTime(Timestamp::now())),
+        // Microseconds, as the apiserver keeps it: the seal covers the time as stored.
+        event_time: Some(MicroTime(
+            Timestamp::from_microsecond(Timestamp::now().as_microsecond())
+                .unwrap_or_else(|_| Timestamp::now()),
+        )),
         type_: Some(if a.warning { "Warning" } else { "Normal" }.into()),
         reason: Some(a.reason.to_string()),
         action: Some(a.reason.to_string()),

@@ -87,6 +87,23 @@ impl WriteError {
     }
 }
 
+/// The Stage's version now, when only its metadata changed since the decision (a label, an
+/// annotation, a finalizer): its spec and status are as the decision found them, so the
+/// decision still stands and may be written on that version. `None` when its spec or status
+/// moved (a new leader wrote, or someone edited the spec): then the stage decides again.
+async fn unchanged_but_metadata(
+    api: &Api<Stage>,
+    name: &str,
+    generation: Option<i64>,
+    decided_on: &Value,
+) -> Option<String> {
+    let fresh = api.get_opt(name).await.ok().flatten()?;
+    let status = serde_json::to_value(fresh.status.clone().unwrap_or_default()).ok()?;
+    (fresh.metadata.generation == generation && status == *decided_on)
+        .then(|| fresh.resource_version())
+        .flatten()
+}
+
 /// The apiserver's reason as a fixed label (its own reason strings are not a closed set).
 fn refusal_reason(code: u16, reason: &str) -> &'static str {
     match (code, reason) {
@@ -391,27 +408,40 @@ impl Writer {
         };
         let namespace = stage.namespace().unwrap_or_default();
         let name = stage.name_any();
-        // The version this replica last knew: a write prepared by a leader that has been
-        // replaced since finds a newer one, and the apiserver refuses it (409).
+        // The newest version this replica knows (its own last write, or the watch's): a write
+        // prepared by a leader that has been replaced since finds a newer one, and the
+        // apiserver refuses it (409).
         let key = ObjectRef::new(&name).within(&namespace);
-        let known = match self.own_stages.read(&key, self.stages.get(&key)) {
-            Read::Known(Some(stage)) => stage.resource_version(),
-            _ => None,
+        let mut version = match self.own_stages.read(&key, self.stages.get(&key)) {
+            Read::Known(Some(known)) => known.resource_version(),
+            _ => stage.resource_version(),
         };
-        let body = json!({ "metadata": { "resourceVersion": known }, "status": diff });
-        self.may_write()?;
-        let result = Api::<Stage>::namespaced(self.client.clone(), &namespace)
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
-            .await;
-        let written = match result {
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-            result => self.counted(
-                "stage_status",
-                || format!("status of Stage '{name}'"),
-                result,
-            )?,
-        };
-        self.own_stages.wrote(written);
+        let api = Api::<Stage>::namespaced(self.client.clone(), &namespace);
+        for attempt in 0..2 {
+            let body = json!({ "metadata": { "resourceVersion": version }, "status": diff });
+            self.may_write()?;
+            let result = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
+                .await;
+            if let Err(kube::Error::Api(e)) = &result {
+                if e.code == 404 {
+                    return Ok(());
+                }
+                let retry = e.code == 409 && attempt == 0;
+                let fresh = match retry {
+                    true => unchanged_but_metadata(&api, &name, generation, &old).await,
+                    false => None,
+                };
+                if fresh.is_some() {
+                    version = fresh;
+                    continue;
+                }
+            }
+            let what = || format!("status of Stage '{name}'");
+            let written = self.counted("stage_status", what, result)?;
+            self.own_stages.wrote(written);
+            return Ok(());
+        }
         Ok(())
     }
 
