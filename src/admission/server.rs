@@ -370,7 +370,8 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let third = closed_after(addr, "127.0.0.2").await;
         assert!(
-            third < Duration::from_secs(1),
+            // Held, it would last the 3 s handshake; closed at once, well under it.
+            third < Duration::from_secs(2),
             "the third was held {third:?}"
         );
         let url = format!("https://{addr}/healthz");
