@@ -35,6 +35,37 @@ pub struct LeaseConfig {
     pub retry: Duration,
 }
 
+/// The lease timings the operator works with. The chart's schema carries the same ranges
+/// (`controller.leaderElection`), and `tests/lease_timings.rs` checks both against one table.
+pub mod timings {
+    use std::time::Duration;
+
+    /// The shortest and the longest lease duration.
+    pub const DURATION_MIN: Duration = Duration::from_secs(3);
+    pub const DURATION_MAX: Duration = Duration::from_secs(3600);
+    /// The shortest retry: each is a request to the apiserver.
+    pub const RETRY_MIN: Duration = Duration::from_millis(200);
+    /// A leader renews at least this many times a lease duration, so one slow renewal does
+    /// not cost the lease.
+    pub const RENEWALS_PER_DURATION: u32 = 4;
+
+    /// Timings a lease can work with, or why not.
+    pub fn check(duration: Duration, retry: Duration) -> Result<(), String> {
+        if !(DURATION_MIN..=DURATION_MAX).contains(&duration) {
+            return Err("the lease duration must be within 3s..1h".into());
+        }
+        if retry < RETRY_MIN {
+            return Err(
+                "the retry must be at least 200ms: each retry is a request to the apiserver".into(),
+            );
+        }
+        if retry * RENEWALS_PER_DURATION > duration {
+            return Err("the retry must be at most a quarter of the lease duration, so a leader renews in time".into());
+        }
+        Ok(())
+    }
+}
+
 /// Why leadership ended.
 #[derive(Debug, thiserror::Error)]
 pub enum LeadershipError {

@@ -65,8 +65,17 @@ enum Command {
         admission_addr: Option<SocketAddr>,
         /// Directory with tls.crt and tls.key (and ca.crt) for the webhook server, re-read when
         /// they change. Without it a certificate is generated for --admission-host.
-        #[arg(long, env = "GREENLIGHT_ADMISSION_CERT_DIR")]
+        #[arg(
+            long,
+            env = "GREENLIGHT_ADMISSION_CERT_DIR",
+            conflicts_with = "admission_cert_secret"
+        )]
         admission_cert_dir: Option<PathBuf>,
+        /// Secret (in POD_NAMESPACE, else greenlight-system) that keeps the webhook certificate:
+        /// the operator creates it once with a CA and a certificate for --admission-host, every
+        /// replica serves it, and it is renewed in place a month before it ends.
+        #[arg(long, env = "GREENLIGHT_ADMISSION_CERT_SECRET")]
+        admission_cert_secret: Option<String>,
         /// DNS names and IP addresses of a generated webhook certificate.
         #[arg(
             long,
@@ -142,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
             identity,
             admission_addr,
             admission_cert_dir,
+            admission_cert_secret,
             admission_host,
             admission_configuration,
             admission_refresh,
@@ -154,15 +164,11 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
-            leader.check(admission_addr.is_none() || admission_cert_dir.is_some())?;
+            let shared = admission_cert_dir.is_some() || admission_cert_secret.is_some();
+            leader.check(admission_addr.is_none() || shared)?;
             let admission = admission_addr.map(|addr| greenlight::admission::ServerConfig {
                 addr,
-                certificate: match admission_cert_dir {
-                    Some(dir) => greenlight::admission::tls::CertSource::Files(dir),
-                    None => greenlight::admission::tls::CertSource::SelfSigned {
-                        hosts: admission_host,
-                    },
-                },
+                certificate: cert_source(admission_cert_dir, admission_cert_secret, admission_host),
                 configuration: admission_configuration,
                 limits: Default::default(),
                 refresh_every: admission_refresh,
@@ -198,6 +204,26 @@ async fn main() -> anyhow::Result<()> {
                 },
             }
         }
+    }
+}
+
+/// Where the webhook certificate comes from: files, a Secret the operator keeps, or made in
+/// memory at start.
+fn cert_source(
+    dir: Option<PathBuf>,
+    secret: Option<String>,
+    hosts: Vec<String>,
+) -> greenlight::admission::tls::CertSource {
+    use greenlight::admission::tls::CertSource;
+    match (dir, secret) {
+        (Some(dir), _) => CertSource::Files(dir),
+        (None, Some(name)) => CertSource::Secret {
+            namespace: std::env::var("POD_NAMESPACE")
+                .unwrap_or_else(|_| "greenlight-system".into()),
+            name,
+            hosts,
+        },
+        (None, None) => CertSource::SelfSigned { hosts },
     }
 }
 
@@ -367,22 +393,18 @@ impl LeaderArgs {
         if !self.leader_election {
             return Ok(());
         }
-        let duration = self.leader_election_lease_duration;
-        anyhow::ensure!(
-            duration >= Duration::from_secs(3) && duration <= Duration::from_secs(3600),
-            "--leader-election-lease-duration must be within 3s..1h"
+        let (duration, retry) = (
+            self.leader_election_lease_duration,
+            self.leader_election_retry,
         );
-        anyhow::ensure!(
-            self.leader_election_retry >= Duration::from_millis(200),
-            "--leader-election-retry must be at least 200ms: each retry is a request to the apiserver"
-        );
-        anyhow::ensure!(
-            self.leader_election_retry * 2 <= duration / 2,
-            "--leader-election-retry must be at most a quarter of the lease duration, so a leader renews in time"
-        );
+        greenlight::leader::timings::check(duration, retry).map_err(|why| {
+            anyhow::anyhow!(
+                "--leader-election-lease-duration {duration:?}, --leader-election-retry {retry:?}: {why}"
+            )
+        })?;
         anyhow::ensure!(
             shared_certificate,
-            "--leader-election with --admission-addr needs --admission-cert-dir: replicas with certificates of their own would overwrite each other's CA bundle"
+            "--leader-election with --admission-addr needs --admission-cert-secret or --admission-cert-dir: replicas with certificates of their own would overwrite each other's CA bundle"
         );
         Ok(())
     }

@@ -49,9 +49,12 @@ pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_argument
     assert_eq!(rendered_objects, expected, "the chart's objects");
     the_dashboard_ships_as_it_is_in_the_repository(&rendered);
     dry_run_on_the_server(cp, &env.dir, &rendered);
+    helm_template_is_the_same_every_time(&values);
 
     helm(RELEASE, &[&["install", CHART][..], &with].concat());
     let world = TestEnv::new(cp, cluster.kubelet.clone(), "chart-shop").await;
+    let mut replicas = run_replicas(&world, FULL, 2).await;
+    the_operator_made_the_identity_key_once(&world, FULL).await;
     let made = kept_webhook_ca(&world, FULL).await;
     helm(RELEASE, &[&["upgrade", CHART][..], &with].concat());
     assert_eq!(
@@ -59,12 +62,10 @@ pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_argument
         made,
         "an upgrade keeps the webhook certificate"
     );
-
-    let mut replicas = run_replicas(&world, FULL, 2).await;
-    the_operator_made_the_identity_key_once(&world, FULL).await;
     route_webhooks(cp, &env.dir, FULL, replicas[0].admission_port);
     let leader = wait_for_one_leader(&world, &replicas).await;
     the_operator_puts_back_a_removed_ca_bundle(&world).await;
+    a_deleted_certificate_secret_is_written_again_with_the_same_ca(&world, &made).await;
     // A Prometheus gate that names no Prometheus queries the chart's prometheusAddress.
     world.apply(
         "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {name: slo}\nspec:\n  type: prometheus\n  prometheus: {query: vector(1), condition: == 1}\n",
@@ -86,7 +87,7 @@ pub async fn the_chart_installs_two_replicas_that_run_with_its_rbac_and_argument
         replica.proc.kill();
     }
     helm(RELEASE, &["uninstall", "--kubeconfig", &kubeconfig]);
-    uninstall_keeps_crds_and_the_identity_key(cp, FULL);
+    uninstall_keeps_crds_and_the_operators_secrets(cp, FULL);
 }
 
 pub async fn the_kustomize_base_is_the_rendered_chart_and_runs_with_cert_manager(env: TestEnv) {
@@ -212,12 +213,11 @@ const CHART_OBJECTS: &[(&str, &str)] = &[
     ("ClusterRoleBinding", "{full}"),
     ("Role", "{full}-leader-election"),
     ("RoleBinding", "{full}-leader-election"),
-    ("Role", "{full}-identity"),
-    ("RoleBinding", "{full}-identity"),
+    ("Role", "{full}-secrets"),
+    ("RoleBinding", "{full}-secrets"),
     ("Service", "{full}-webhook"),
     ("Service", "{full}-metrics"),
     ("ServiceAccount", "{full}"),
-    ("Secret", "{full}-webhook-tls"),
     ("MutatingWebhookConfiguration", "{full}"),
     ("ValidatingWebhookConfiguration", "{full}"),
     ("ConfigMap", "{full}-dashboard"),
@@ -279,6 +279,13 @@ fn helm(name: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `helm template` (no cluster to look anything up in), as Argo CD renders on every sync,
+/// makes nothing new each time: no key, no certificate, no random name.
+fn helm_template_is_the_same_every_time(values: &str) {
+    let render = || helm(RELEASE, &["render", CHART, "-f", values]);
+    assert_eq!(render(), render(), "two renders differ");
 }
 
 /// The chart's RBAC lets the operator keep the route-restoring finalizer on a canary Stage.
@@ -351,15 +358,42 @@ fn dry_run_on_the_server(cp: &ControlPlane, dir: &Path, yaml: &str) {
     );
 }
 
-/// The identity key and the webhook CA, as installed.
+/// The webhook CA in the Secret the operator's replicas made (the chart renders none).
 async fn kept_webhook_ca(world: &TestEnv, full: &str) -> Vec<u8> {
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), NS);
-    let tls = secrets
-        .get(&format!("{full}-webhook-tls"))
+    let name = format!("{full}-webhook-tls");
+    world
+        .wait_for(
+            "the operator's webhook certificate",
+            Duration::from_secs(60),
+            || async {
+                match secrets.get_opt(&name).await {
+                    Ok(Some(s)) => {
+                        let data = s.data.unwrap_or_default();
+                        data.get("ca.crt")
+                            .map(|b| b.0.clone())
+                            .ok_or("no ca.crt".into())
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
         .await
-        .expect("tls");
-    let ca = tls.data.and_then(|d| d.get("ca.crt").map(|b| b.0.clone()));
-    ca.expect("ca.crt")
+}
+
+/// A replica writes the certificate it serves back, so the CA bundle in the webhook
+/// configurations stays right.
+async fn a_deleted_certificate_secret_is_written_again_with_the_same_ca(
+    world: &TestEnv,
+    ca: &[u8],
+) {
+    let name = format!("{FULL}-webhook-tls");
+    world.cp.kubectl(&["-n", NS, "delete", "secret", &name]);
+    assert_eq!(
+        kept_webhook_ca(world, FULL).await,
+        ca,
+        "the Secret is written again with the CA the webhooks trust"
+    );
 }
 
 /// The chart makes no identity key (`helm template` could not keep one); the operator's
@@ -567,7 +601,7 @@ async fn hand_over_on_sigterm(
         .await
 }
 
-fn uninstall_keeps_crds_and_the_identity_key(cp: &ControlPlane, full: &str) {
+fn uninstall_keeps_crds_and_the_operators_secrets(cp: &ControlPlane, full: &str) {
     let left = cp.kubectl(&["get", "crd", "-o", "name"]);
     assert!(
         left.contains("releases.greenlight.dev"),
@@ -577,7 +611,7 @@ fn uninstall_keeps_crds_and_the_identity_key(cp: &ControlPlane, full: &str) {
     let key = format!("{full}-identity");
     assert!(secrets.contains(&key), "key kept: {secrets}");
     let tls = format!("{full}-webhook-tls");
-    assert!(!secrets.contains(&tls), "{secrets}");
+    assert!(secrets.contains(&tls), "certificate kept: {secrets}");
     let gone = cp.kubectl_raw(&["get", "deployment", full, "-n", NS]);
     assert!(!gone.status.success(), "the Deployment is gone");
 }

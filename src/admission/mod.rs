@@ -3,6 +3,8 @@
 //! certificate that is replaced without a restart (see [`tls`]).
 
 pub mod access;
+pub mod certsecret;
+pub mod issue;
 pub mod label;
 pub mod lease;
 pub mod mutate;

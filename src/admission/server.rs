@@ -91,7 +91,7 @@ impl Default for Limits {
 /// Starts serving; returns once the listener is bound and the certificate loaded.
 pub async fn start(config: ServerConfig, ctx: Arc<AdmissionState>) -> Result<(), AdmissionError> {
     crate::gates::ensure_crypto_provider();
-    let certs = tls::Certificates::load(config.certificate.clone())?;
+    let certs = tls::Certificates::open(config.certificate.clone(), &ctx.client).await?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?

@@ -21,6 +21,8 @@ use rustls::sign::CertifiedKey;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::certsecret::{CertSecret, Stored};
+use super::issue;
 use crate::metrics::Metrics;
 
 /// Where the serving certificate comes from.
@@ -30,6 +32,12 @@ pub enum CertSource {
     Files(PathBuf),
     /// Generated in memory for these DNS names and IP addresses.
     SelfSigned { hosts: Vec<String> },
+    /// Kept in a Secret the operator creates once and renews (see [`super::certsecret`]).
+    Secret {
+        namespace: String,
+        name: String,
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +53,10 @@ pub enum TlsError {
     Key(String),
     #[error("cannot generate a certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    #[error(transparent)]
+    Secret(#[from] super::certsecret::SecretError),
+    #[error("a certificate Secret needs a client to read it")]
+    NoClient,
 }
 
 /// One certificate with what is needed to serve and to trust it.
@@ -56,12 +68,15 @@ struct Material {
     origin: Vec<u8>,
     /// When a generated certificate should be renewed.
     renew_at: Option<Timestamp>,
+    /// What the Secret held, for a certificate kept in one.
+    stored: Option<Stored>,
 }
 
 /// The certificate the server presents, replaceable while connections are served.
 pub struct Certificates {
     source: CertSource,
     current: RwLock<Arc<Material>>,
+    store: Option<CertSecret>,
 }
 
 impl std::fmt::Debug for Certificates {
@@ -79,11 +94,32 @@ impl ResolvesServerCert for Certificates {
 }
 
 impl Certificates {
+    /// The certificate from files or generated; one kept in a Secret needs [`Self::open`].
     pub fn load(source: CertSource) -> Result<Arc<Self>, TlsError> {
         let material = build(&source)?;
         Ok(Arc::new(Self {
             source,
             current: RwLock::new(Arc::new(material)),
+            store: None,
+        }))
+    }
+
+    /// The certificate from any source, reading (or creating) its Secret through `client`.
+    pub async fn open(source: CertSource, client: &kube::Client) -> Result<Arc<Self>, TlsError> {
+        let CertSource::Secret {
+            namespace,
+            name,
+            hosts,
+        } = &source
+        else {
+            return Self::load(source);
+        };
+        let store = CertSecret::new(client.clone(), namespace, name, hosts.clone());
+        let material = from_stored(store.settle(None).await?)?;
+        Ok(Arc::new(Self {
+            source,
+            current: RwLock::new(Arc::new(material)),
+            store: Some(store),
         }))
     }
 
@@ -99,18 +135,27 @@ impl Certificates {
         self.read().ca_bundle.clone()
     }
 
-    /// Takes a new certificate if the files changed or a generated one is due; true if it did.
-    pub fn refresh(&self) -> Result<bool, TlsError> {
+    /// Takes a new certificate if the files or the Secret changed, or a generated one is due;
+    /// true if it did.
+    pub async fn refresh(&self) -> Result<bool, TlsError> {
         let old = self.read();
-        let fresh = match &self.source {
-            CertSource::Files(dir) => {
+        let fresh = match (&self.source, &self.store) {
+            (_, Some(store)) => {
+                let stored = store.settle(old.stored.as_ref()).await?;
+                if old.stored.as_ref() == Some(&stored) {
+                    return Ok(false);
+                }
+                from_stored(stored)?
+            }
+            (CertSource::Secret { .. }, None) => return Err(TlsError::NoClient),
+            (CertSource::Files(dir), None) => {
                 let files = read_files(dir)?;
                 if files.origin() == old.origin {
                     return Ok(false);
                 }
                 from_files(&files)?
             }
-            CertSource::SelfSigned { hosts } => {
+            (CertSource::SelfSigned { hosts }, None) => {
                 if old.renew_at.is_none_or(|at| Timestamp::now() < at) {
                     return Ok(false);
                 }
@@ -160,6 +205,7 @@ fn build(source: &CertSource) -> Result<Material, TlsError> {
     match source {
         CertSource::Files(dir) => from_files(&read_files(dir)?),
         CertSource::SelfSigned { hosts } => self_signed(hosts),
+        CertSource::Secret { .. } => Err(TlsError::NoClient),
     }
 }
 
@@ -172,6 +218,7 @@ fn from_files(files: &Files) -> Result<Material, TlsError> {
             .map(|ca| String::from_utf8_lossy(ca).into_owned()),
         origin: files.origin(),
         renew_at: None,
+        stored: None,
     })
 }
 
@@ -197,54 +244,42 @@ fn certified_key(
     Ok(Arc::new(CertifiedKey::new(chain, signer)))
 }
 
-/// How long a generated certificate is valid, and how long before its end it is renewed.
-const GENERATED_VALIDITY_DAYS: i64 = 365;
-const RENEW_BEFORE_DAYS: i64 = 30;
+/// What a server presents: `cert` and `key`, trusted through `ca_bundle`.
+fn material(
+    cert: &str,
+    key: &str,
+    ca_bundle: String,
+    renew_at: Option<Timestamp>,
+) -> Result<Material, TlsError> {
+    Ok(Material {
+        key: certified_key(
+            cert.as_bytes(),
+            key.as_bytes(),
+            std::path::Path::new("<generated>"),
+        )?,
+        origin: [cert.as_bytes(), key.as_bytes(), ca_bundle.as_bytes()].concat(),
+        ca_bundle: Some(ca_bundle),
+        renew_at,
+        stored: None,
+    })
+}
+
+fn from_stored(stored: Stored) -> Result<Material, TlsError> {
+    let mut made = material(
+        &stored.cert,
+        &stored.key,
+        stored.ca_bundle.clone(),
+        Some(stored.renew_at),
+    )?;
+    made.stored = Some(stored);
+    Ok(made)
+}
 
 fn self_signed(hosts: &[String]) -> Result<Material, TlsError> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
     let now = Timestamp::now();
-    let day = |t: Timestamp| {
-        let d = t.to_zoned(jiff::tz::TimeZone::UTC).date();
-        rcgen::date_time_ymd(i32::from(d.year()), d.month() as u8, d.day() as u8)
-    };
-    let not_before = day(now - jiff::SignedDuration::from_hours(24));
-    let expires = now + jiff::SignedDuration::from_hours(24 * GENERATED_VALIDITY_DAYS);
-    let not_after = day(expires);
-
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "greenlight webhook CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca_params.not_before = not_before;
-    ca_params.not_after = not_after;
-    let ca_key = KeyPair::generate()?;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let mut leaf_params = CertificateParams::new(hosts.to_vec())?;
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "greenlight webhook");
-    leaf_params.not_before = not_before;
-    leaf_params.not_after = not_after;
-    let leaf_key = KeyPair::generate()?;
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
-    let key = certified_key(
-        leaf.pem().as_bytes(),
-        leaf_key.serialize_pem().as_bytes(),
-        std::path::Path::new("<generated>"),
-    )?;
-    Ok(Material {
-        key,
-        ca_bundle: Some(ca_cert.pem()),
-        origin: Vec::new(),
-        renew_at: Some(expires - jiff::SignedDuration::from_hours(24 * RENEW_BEFORE_DAYS)),
-    })
+    let ca = issue::new_ca(now, issue::CERTIFICATE_DAYS, issue::RENEW_BEFORE_DAYS)?;
+    let leaf = issue::sign_leaf(&ca.key, hosts, now)?;
+    material(&leaf.cert, &leaf.key, ca.cert, Some(leaf.renew_at))
 }
 
 /// Re-reads or renews the certificate every `every`, and keeps the CA bundle of the named
@@ -266,7 +301,7 @@ pub async fn keep_fresh(
         ));
     }
     loop {
-        match certs.refresh() {
+        match certs.refresh().await {
             Ok(true) => {
                 metrics.webhook_certificate_reloads.inc();
                 info!("webhook serving certificate replaced");
@@ -387,8 +422,8 @@ where
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_generated_certificate_has_a_ca_bundle_and_is_renewed_before_it_expires() {
+    #[tokio::test]
+    async fn a_generated_certificate_has_a_ca_bundle_and_is_renewed_before_it_expires() {
         crate::gates::ensure_crypto_provider();
         let certs = Certificates::load(CertSource::SelfSigned {
             hosts: vec!["127.0.0.1".into(), "greenlight-webhook.system.svc".into()],
@@ -399,7 +434,7 @@ mod tests {
         let renew_at = certs.read().renew_at.unwrap();
         let days = (renew_at - Timestamp::now()).get_seconds() / 86_400;
         assert!((330..=336).contains(&days), "renews in {days} days");
-        assert!(!certs.refresh().unwrap(), "nothing is due yet");
+        assert!(!certs.refresh().await.unwrap(), "nothing is due yet");
     }
 
     #[test]
