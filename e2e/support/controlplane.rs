@@ -22,6 +22,9 @@ pub const PEOPLE: [(&str, &str); 6] = [
     ("dana", "platform-admins"),
     ("ci-bot", "ci"),
 ];
+/// Two more users for the operator, each bound to its shipped ClusterRole like
+/// [`OPERATOR_USER`], so that the audit log tells two replicas' writes apart.
+pub const REPLICA_USERS: [&str; 2] = ["greenlight-replica-a", "greenlight-replica-b"];
 
 pub struct ControlPlane {
     pub dir: PathBuf,
@@ -145,8 +148,16 @@ impl ControlPlane {
             &format!("{root}/e2e/crds/"),
         ]);
         self.kubectl(&["apply", "-f", &format!("{root}/config/rbac/operator.yaml")]);
+        let subjects: Vec<String> = [OPERATOR_USER]
+            .iter()
+            .chain(REPLICA_USERS.iter())
+            .map(|user| {
+                format!("{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}")
+            })
+            .collect();
         let binding = format!(
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: greenlight-operator-e2e}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: greenlight-operator}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {OPERATOR_USER}}}]\n"
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: greenlight-operator-e2e}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: greenlight-operator}}\nsubjects: [{}]\n",
+            subjects.join(", ")
         );
         let path = self.dir.join("operator-binding.yaml");
         std::fs::write(&path, binding).expect("binding file");
@@ -176,6 +187,21 @@ impl ControlPlane {
 
     pub fn kubeconfig_for(&self, user: &str) -> PathBuf {
         self.dir.join(format!("kubeconfig-{user}"))
+    }
+
+    /// Writes to `path` a kubeconfig for one of [`REPLICA_USERS`] that reaches the apiserver
+    /// at `server` (this control plane's own [`ControlPlane::server`], or a proxy in front of
+    /// it on 127.0.0.1, which the serving certificate names too).
+    pub fn write_replica_kubeconfig(&self, user: &str, server: &str, path: &Path) {
+        let ca = self.dir.join("certs").join("ca.crt");
+        std::fs::write(path, kubeconfig_yaml(server, &ca, &person_token(user)))
+            .expect("replica kubeconfig");
+    }
+
+    /// The apiserver's audit log: the writes of [`REPLICA_USERS`] only (see
+    /// [`super::audit`]).
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
     }
 
     /// Runs kubectl against this control plane and returns stdout, panicking on failure.
@@ -430,10 +456,14 @@ fn write_token_file(dir: &Path) {
     std::fs::write(
         dir.join("tokens.csv"),
         format!(
-            "{ADMIN_TOKEN},admin,admin-uid,system:masters\n{OPERATOR_TOKEN},{OPERATOR_USER},operator-uid\n{}",
+            "{ADMIN_TOKEN},admin,admin-uid,system:masters\n{OPERATOR_TOKEN},{OPERATOR_USER},operator-uid\n{}{}",
             PEOPLE
                 .iter()
                 .map(|(user, group)| format!("{},{user},{user}-uid,{group}\n", person_token(user)))
+                .collect::<String>(),
+            REPLICA_USERS
+                .iter()
+                .map(|user| format!("{},{user},{user}-uid\n", person_token(user)))
                 .collect::<String>()
         ),
     )
@@ -482,6 +512,11 @@ fn apiserver_command(dir: &Path, certs: &Path, etcd_port: u16, api_port: u16) ->
             certs.join("sa.key").display()
         ),
         "--service-account-issuer=https://kubernetes.default.svc",
+        &format!(
+            "--audit-policy-file={}",
+            super::audit::write_policy(dir).display()
+        ),
+        &format!("--audit-log-path={}", dir.join("audit.log").display()),
         "--service-cluster-ip-range=10.96.0.0/16",
         "--authorization-mode=RBAC",
         "--disable-admission-plugins=ServiceAccount",

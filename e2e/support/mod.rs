@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod audit;
 pub mod certs;
 pub mod controlplane;
+pub mod delay;
 pub mod http;
 pub mod kstatus;
 pub mod kubelet;

@@ -95,7 +95,7 @@ async fn reconcile_approval(
             }
         }
     };
-    write_status(approval, namespace, verified_stamp, reason, &message, ctx).await?;
+    write_status(approval, verified_stamp, reason, &message, ctx).await?;
     if let (Ok(who), true) = (verified, on_trail) {
         record_on_trail(approval, namespace, &who.username, &message, ctx).await?;
     }
@@ -271,7 +271,6 @@ pub(crate) fn eligibility(
 
 async fn write_status(
     approval: &Approval,
-    namespace: &str,
     verified: bool,
     reason: &str,
     message: &str,
@@ -288,9 +287,7 @@ async fn write_status(
         ),
     };
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
-        ctx.writer
-            .status::<Approval>("approval_status", namespace, &approval.name_any(), diff)
-            .await?;
+        ctx.writer.status("approval_status", approval, diff).await?;
     }
     Ok(())
 }

@@ -123,7 +123,10 @@ impl CanaryIo {
         if observed.is_some_and(|o| matches_desired(o, &deployment)) {
             return Ok(());
         }
-        let applied = ctx.writer.apply("deployment_apply", &deployment).await?;
+        let applied = ctx
+            .writer
+            .apply_seen("deployment_apply", &deployment, observed)
+            .await?;
         ctx.deployments.wrote(applied);
         Ok(())
     }

@@ -231,7 +231,10 @@ async fn apply_primary(
     if observed.is_some_and(|o| matches_desired(o, &deployment)) {
         return Ok(());
     }
-    let applied = ctx.writer.apply("deployment_apply", &deployment).await?;
+    let applied = ctx
+        .writer
+        .apply_seen("deployment_apply", &deployment, observed.map(|o| &**o))
+        .await?;
     let applied = match observed.is_some_and(|o| o.annotations().contains_key(ORPHANED_ANNOTATION))
     {
         // A Stage made again takes its orphaned primary back.

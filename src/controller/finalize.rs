@@ -2,7 +2,8 @@
 //! (the canary's backendRef removed), and the primary, which has no owner, is marked
 //! orphaned: it keeps serving the release it runs, with all traffic, whatever deleted the
 //! Stage (a person, or a GitOps prune in any propagation). The canary, unowned while it may
-//! serve, is then handed to the Stage and goes with it. A route or a Gateway API that is gone has nothing
+//! serve, keeps its pods for its `scaleDownDelay` (the data plane applies the route with a
+//! delay), and is then handed to the Stage and goes with it. A route or a Gateway API that is gone has nothing
 //! to restore, so it never holds the deletion; a refused write does, with backoff, until it
 //! goes through.
 //!
@@ -17,6 +18,7 @@ use super::Context;
 use super::error::ReconcileError;
 use crate::api::Stage;
 use crate::api::stage::StrategyType;
+use crate::machine::drain::{Handover, deleted_stage_handover};
 use crate::routers::{RouterContext, TrafficRouter, for_routing};
 use crate::workload::{canary_name, primary_name};
 
@@ -33,6 +35,9 @@ pub async fn guard(stage: &Stage, ctx: &Context) -> Result<Option<Action>, Recon
                 tracing::info!("deleted stage: all traffic restored to the primary");
             }
             orphan_primary(stage, ctx).await?;
+            if let Some(wait) = drain_canary(stage, ctx).await? {
+                return Ok(Some(Action::requeue(wait)));
+            }
             hand_canary_over(stage, ctx).await?;
             ctx.writer.stage_finalizers(stage, without(stage)).await?;
         }
@@ -44,6 +49,38 @@ pub async fn guard(stage: &Stage, ctx: &Context) -> Result<Option<Action>, Recon
         ctx.writer.stage_finalizers(stage, finalizers).await?;
     }
     Ok(None)
+}
+
+/// How long the canary keeps its pods before it goes with the Stage (see
+/// [`deleted_stage_handover`]); `None` once it may go.
+async fn drain_canary(
+    stage: &Stage,
+    ctx: &Context,
+) -> Result<Option<std::time::Duration>, ReconcileError> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let canary = ctx
+        .deployments
+        .get(&namespace, &canary_name(&stage.spec.target.name))
+        .await?;
+    let has_pods = canary.is_some_and(|c| c.spec.as_ref().and_then(|s| s.replicas) != Some(0));
+    let delay = crate::validation::compile_stage(&stage.name_any(), &stage.spec)
+        .ok()
+        .and_then(|plan| plan.canary)
+        .map_or(std::time::Duration::from_secs(30), |c| c.scale_down_delay);
+    let old = stage.status.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let until = match deleted_stage_handover(old.canary_drain_until, delay, has_pods, now) {
+        Handover::Now => return Ok(None),
+        Handover::Wait(until) => until,
+        Handover::Record(until) => {
+            let mut status = old.clone();
+            status.canary_drain_until = Some(until);
+            ctx.writer.stage_status(stage, &old, status, now).await?;
+            tracing::info!(%until, "deleted stage: the canary keeps its pods while the route change reaches the data plane");
+            until
+        }
+    };
+    Ok(Some(until.duration_since(now).unsigned_abs()))
 }
 
 /// Once no route sends it traffic, the canary and its Service become the Stage's, for the

@@ -28,22 +28,11 @@ pub async fn controller(ctx: Arc<Context>) {
 }
 
 async fn reconcile(gate: Arc<Gate>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let key = key(&*gate)?;
-    instrumented(
-        CONTROLLER,
-        &*gate,
-        &ctx,
-        reconcile_gate(&gate, &key.0, &key.1, &ctx),
-    )
-    .await
+    key(&*gate)?;
+    instrumented(CONTROLLER, &*gate, &ctx, reconcile_gate(&gate, &ctx)).await
 }
 
-async fn reconcile_gate(
-    gate: &Gate,
-    namespace: &str,
-    name: &str,
-    ctx: &Context,
-) -> Result<Action, ReconcileError> {
+async fn reconcile_gate(gate: &Gate, ctx: &Context) -> Result<Action, ReconcileError> {
     let compiled = gates::compile(&gate.spec, ctx.runner.env()).map(|_| ());
     let compiled = match compiled {
         Ok(()) => {
@@ -83,9 +72,7 @@ async fn reconcile_gate(
         ),
     };
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
-        ctx.writer
-            .status::<Gate>("gate_status", namespace, name, diff)
-            .await?;
+        ctx.writer.status("gate_status", gate, diff).await?;
         super::changes::announce(gate, &old.changes, &new.changes, ctx).await;
     }
     Ok(Action::await_change())

@@ -115,7 +115,16 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
         }
         // Someone wrote the object since it was read: decide again soon on what is there, with
         // no growing backoff (a retreat above all must not wait on a label's churn).
-        if let ReconcileError::Conflict(what) = error {
+        let conflict = match error {
+            ReconcileError::Conflict(what) => Some(*what),
+            ReconcileError::Write(writer::WriteError::Refused {
+                kind,
+                reason: "Conflict",
+                ..
+            }) => Some(*kind),
+            _ => None,
+        };
+        if let Some(what) = conflict {
             tracing::debug!(
                 controller,
                 what,

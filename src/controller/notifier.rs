@@ -39,11 +39,7 @@ pub async fn record(ctx: &Context, notifier: &Notifier, failure: Option<(&str, D
     }
     let condition = Condition::new(READY, ok, reason, message.clone());
     let diff = json!({"message": message, "conditions": [condition]});
-    let namespace = notifier.namespace().unwrap_or_default();
-    let written = ctx
-        .writer
-        .status::<Notifier>("notifier_status", &namespace, &notifier.name_any(), diff)
-        .await;
+    let written = ctx.writer.status("notifier_status", notifier, diff).await;
     if let Err(e) = written {
         warn!(notifier = %notifier.name_any(), error = %e, "cannot write the Notifier's status");
     }

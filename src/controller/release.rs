@@ -101,9 +101,7 @@ async fn reconcile_release(
     let old = release.status.clone().unwrap_or_default();
     let new = derived_status(release, &old, ctx, Timestamp::now());
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
-        ctx.writer
-            .status::<Release>("release_status", namespace, &release.name_any(), diff)
-            .await?;
+        ctx.writer.status("release_status", release, diff).await?;
     }
     Ok(Action::await_change())
 }

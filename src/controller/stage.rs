@@ -202,13 +202,13 @@ pub(super) async fn reconcile_stage(
     );
     let moving = outcome.status.rollout.as_ref().map(|r| r.release.clone());
     match effects::apply(&world, outcome, ctx, now).await {
-        // Someone wrote the Stage since this pass read it (a new leader, a spec edit): not a
-        // refusal to report, the next pass decides again on what is there now.
+        // Someone wrote what this pass decided on since it read it (a new leader, a spec
+        // edit): not a refusal to report, the next pass decides again on what is there now.
         Err(ReconcileError::Write(WriteError::Refused {
-            kind: "stage_status",
+            kind,
             reason: "Conflict",
             ..
-        })) => Err(ReconcileError::Conflict("the Stage's status")),
+        })) => Err(ReconcileError::Conflict(kind)),
         // Reported on the Stage; the error policy then backs off.
         Err(ReconcileError::Write(refused @ WriteError::Refused { .. })) => {
             report_refusal(&world, moving.as_deref(), &refused, ctx, now).await?;

@@ -60,3 +60,71 @@ impl Draft<'_> {
         self.status.canary_drain_until.is_some()
     }
 }
+
+/// What becomes of a deleted Stage's canary once its route sends it nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// Hand it to the Stage now, to go with it.
+    Now,
+    /// Keep its pods until then, and record that in the status, so a restart keeps to it.
+    Record(jiff::Timestamp),
+    /// Keep its pods until then, as recorded.
+    Wait(jiff::Timestamp),
+}
+
+/// A deleted Stage keeps its canary's pods for the `scaleDownDelay` after the route went back
+/// to the primary, as a promotion does: a data plane applies the route with a delay, and the
+/// garbage collector would take the pods at once. `drain_until` is the deadline recorded, if
+/// any; a canary without pods goes at once.
+pub fn deleted_stage_handover(
+    drain_until: Option<jiff::Timestamp>,
+    delay: std::time::Duration,
+    has_pods: bool,
+    now: jiff::Timestamp,
+) -> Handover {
+    match drain_until {
+        _ if !has_pods || delay.is_zero() => Handover::Now,
+        None => Handover::Record(later(now, delay)),
+        Some(until) if now >= until => Handover::Now,
+        Some(until) => Handover::Wait(until),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_deleted_stages_serving_canary_keeps_its_pods_for_the_delay_then_goes() {
+        let now = jiff::Timestamp::now();
+        let delay = Duration::from_secs(30);
+        let until = later(now, delay);
+        assert_eq!(
+            deleted_stage_handover(None, delay, true, now),
+            Handover::Record(until)
+        );
+        assert_eq!(
+            deleted_stage_handover(Some(until), delay, true, now),
+            Handover::Wait(until)
+        );
+        assert_eq!(
+            deleted_stage_handover(Some(until), delay, true, until),
+            Handover::Now
+        );
+    }
+
+    #[test]
+    fn a_deleted_stages_canary_without_pods_or_delay_goes_at_once() {
+        let now = jiff::Timestamp::now();
+        let delay = Duration::from_secs(30);
+        assert_eq!(
+            deleted_stage_handover(None, delay, false, now),
+            Handover::Now
+        );
+        assert_eq!(
+            deleted_stage_handover(None, Duration::ZERO, true, now),
+            Handover::Now
+        );
+    }
+}

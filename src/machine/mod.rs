@@ -4,7 +4,7 @@
 pub mod analysis;
 pub mod canary;
 mod draft;
-mod drain;
+pub mod drain;
 mod drift;
 pub mod events;
 pub mod release;

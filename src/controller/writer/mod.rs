@@ -7,6 +7,7 @@
 mod audit;
 mod events;
 mod fence;
+mod seen;
 
 pub use audit::AUDIT_LIMIT;
 pub(crate) use events::event_name;
@@ -129,8 +130,9 @@ pub struct Writer {
     /// brings it.
     own_stages: Arc<OwnWrites<Stage>>,
     own_entries: Arc<OwnEntries>,
-    /// The watched Stages, for the version a Stage's status write must find.
+    /// The watched Stages and Releases, for the version a status write must find.
     stages: kube::runtime::reflector::Store<Stage>,
+    releases: kube::runtime::reflector::Store<Release>,
 }
 
 /// The leader lease a write needs, when replicas elect a leader.
@@ -158,6 +160,7 @@ impl Writer {
             own_stages: index.own_stages.clone(),
             own_entries: index.own_entries.clone(),
             stages: index.stages.clone(),
+            releases: index.releases.clone(),
         }
     }
 
@@ -455,6 +458,7 @@ impl Writer {
         (old, new): (Option<&ReleaseStageStatus>, &ReleaseStageStatus),
         summary: Option<Value>,
     ) -> Result<(), WriteError> {
+        let before = serde_json::to_value(old)?;
         let old = old.map(serde_json::to_value).transpose()?;
         let Some(diff) = merge_diff(&old.unwrap_or(json!({})), &serde_json::to_value(new)?) else {
             return Ok(());
@@ -464,7 +468,7 @@ impl Writer {
             into.extend(fields);
         }
         let written = self
-            .status_patch::<Release>("release_status", namespace, release, patch)
+            .entry_patch(namespace, release, (stage, &before), patch)
             .await?;
         if let Some(written) = written {
             self.own_entries.wrote(&written, stage, Some(new.clone()));
@@ -505,12 +509,13 @@ impl Writer {
         self.may_write().is_ok()
     }
 
-    /// A merge patch of `status` (given as the diff of its fields); a deleted object is fine.
+    /// A merge patch of `object`'s `status` (given as the diff of its fields), on the version
+    /// the decision saw: refused (409) when the object changed since, so a write prepared by a
+    /// replaced leader never lands after the new one's. A deleted object is fine.
     pub async fn status<K>(
         &self,
         kind: &'static str,
-        namespace: &str,
-        name: &str,
+        object: &K,
         diff: Value,
     ) -> Result<(), WriteError>
     where
@@ -519,35 +524,21 @@ impl Writer {
             + DeserializeOwned
             + std::fmt::Debug,
     {
-        self.status_patch::<K>(kind, namespace, name, diff)
-            .await
-            .map(|_| ())
-    }
-
-    /// [`Writer::status`], with the object as the patch left it (`None` when it is gone).
-    async fn status_patch<K>(
-        &self,
-        kind: &'static str,
-        namespace: &str,
-        name: &str,
-        diff: Value,
-    ) -> Result<Option<K>, WriteError>
-    where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
         self.may_write()?;
-        let patch = Patch::Merge(json!({ "status": diff }));
-        let result = Api::<K>::namespaced(self.client.clone(), namespace)
-            .patch_status(name, &PatchParams::default(), &patch)
-            .await;
+        let name = object.name_any();
+        let body = json!({
+            "metadata": { "resourceVersion": object.resource_version() },
+            "status": diff,
+        });
+        let result =
+            Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default())
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
+                .await;
         match result {
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             result => {
                 let what = || format!("status of {} '{name}'", K::kind(&()));
-                self.counted(kind, what, result).map(Some)
+                self.counted(kind, what, result).map(|_| ())
             }
         }
     }
