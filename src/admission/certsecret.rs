@@ -34,6 +34,7 @@ pub enum SecretError {
     Generate(#[from] rcgen::Error),
 }
 
+const TLS_TYPE: &str = "kubernetes.io/tls";
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 const CERT: &str = "tls.crt";
@@ -176,7 +177,7 @@ impl Stored {
                 )])),
                 ..Default::default()
             },
-            type_: Some("kubernetes.io/tls".into()),
+            type_: Some(TLS_TYPE.into()),
             data: Some(
                 data.into_iter()
                     .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
@@ -206,7 +207,10 @@ pub struct CertSecret {
 }
 
 impl CertSecret {
-    pub fn new(client: Client, namespace: &str, name: &str, hosts: Vec<String>) -> Self {
+    pub fn new(client: Client, namespace: &str, name: &str, mut hosts: Vec<String>) -> Self {
+        // Compared as a set: replicas started with the same hosts in another order agree.
+        hosts.sort();
+        hosts.dedup();
         Self {
             api: Api::namespaced(client, namespace),
             path: format!("{namespace}/{name}"),
@@ -236,24 +240,56 @@ impl CertSecret {
             return self.create(stored).await;
         };
         let version = secret.resource_version();
-        let (stored, repair) = match Stored::from_secret(&secret) {
-            Ok(stored) => (stored, false),
-            Err(why) => {
-                tracing::warn!(secret = %self.path, why, "the webhook certificate's Secret is not the operator's; writing it again");
-                let stored = match held {
-                    Some(held) => held.clone(),
-                    None => Stored::fresh(&self.hosts, now)?,
-                };
-                (stored, true)
-            }
+        let stored = match Stored::from_secret(&secret) {
+            Ok(stored) => stored,
+            Err(why) => return self.repair(&secret, held, why, now).await,
         };
         match stored.due(&self.hosts, now) {
-            Due::Nothing if !repair => Ok(stored),
+            Due::Nothing => Ok(stored),
             due => {
                 let renewed = stored.renewed(due, &self.hosts, now)?;
                 self.replace(renewed, version).await
             }
         }
+    }
+
+    /// Writes the Secret again when it holds something else, such as the chart-made
+    /// certificate of older versions: from what this replica holds, else anew, with the CA it
+    /// held still in the bundle, so servers not yet on the new certificate stay trusted.
+    async fn repair(
+        &self,
+        secret: &Secret,
+        held: Option<&Stored>,
+        why: String,
+        now: Timestamp,
+    ) -> Result<Stored, SecretError> {
+        tracing::warn!(secret = %self.path, why, "the webhook certificate's Secret is not the operator's; writing it again");
+        let mut stored = match held {
+            Some(held) => held.clone(),
+            None => Stored::fresh(&self.hosts, now)?,
+        };
+        let old = secret.data.as_ref().and_then(|d| d.get(CA_CERT));
+        let old = old.map(|b| first_certificate(&String::from_utf8_lossy(&b.0)));
+        if let Some(old) = old.filter(|o| !o.is_empty() && !stored.ca_bundle.contains(o.as_str())) {
+            stored.ca_bundle = format!("{}{old}", first_certificate(&stored.ca_bundle));
+        }
+        if secret.type_.as_deref() == Some(TLS_TYPE) {
+            return self.replace(stored, secret.resource_version()).await;
+        }
+        // A Secret's type cannot change: it is deleted, as it was read, and made again.
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: secret.uid(),
+                resource_version: secret.resource_version(),
+            }),
+            ..Default::default()
+        };
+        match self.api.delete(&self.name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(self.write_error(e)),
+        }
+        self.create(stored).await
     }
 
     async fn create(&self, stored: Stored) -> Result<Stored, SecretError> {

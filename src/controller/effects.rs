@@ -120,7 +120,7 @@ async fn record(
 ) -> Result<Option<super::writer::WriteError>, ReconcileError> {
     let stage = &world.stage;
     let namespace = stage.namespace().unwrap_or_default();
-    let (ns, name) = (namespace.as_str(), stage.name_any());
+    let ns = namespace.as_str();
     let audits = audit_entries(world, &outcome.events, ctx, now);
     let audits: Vec<Write<'_>> = audits
         .into_iter()
@@ -128,29 +128,10 @@ async fn record(
             Box::pin(async move { ctx.writer.audit(ns, &release, entries).await.map(|_| ()) })
         })
         .collect();
-    let unaudited = match concurrently_raw(audits).await {
-        Err(refused @ super::writer::WriteError::Refused { .. }) if retreat => Some(refused),
-        result => {
-            result?;
-            None
-        }
-    };
-    let mut entries: Vec<Write<'_>> = Vec::new();
-    for (release, entry) in &outcome.release_updates {
-        let before = world
-            .releases
-            .iter()
-            .find(|r| &r.name == release)
-            .and_then(|r| r.stages.get(&name));
-        let summary = summary_patch(ctx, ns, release, &name, entry, now);
-        let name = &name;
-        entries.push(Box::pin(async move {
-            ctx.writer
-                .release_entry(ns, release, name, (before, entry), summary)
-                .await
-        }));
-    }
-    concurrently(entries).await?;
+    let unaudited = tolerated(concurrently(audits).await, retreat)?;
+    // A retreat goes on when another writer got to a Release first: its entry is written on
+    // a later pass, after the traffic has moved.
+    let unentered = tolerated(release_entries(world, outcome, ctx, now).await, retreat)?;
     let old = stage.status.clone().unwrap_or_default();
     let mut status = outcome.status.clone();
     super::pins::keep(&mut status, &old, &world.pin);
@@ -176,19 +157,56 @@ async fn record(
         stage.spec.strategy.strategy_type,
         ctx,
     );
-    Ok(unaudited)
+    Ok(unaudited.or(unentered))
 }
 
 type Write<'a> = futures::future::BoxFuture<'a, Result<(), super::writer::WriteError>>;
 
+/// A refusal a retreat goes on without, to be shown once the traffic has moved.
+fn tolerated(
+    result: Result<(), super::writer::WriteError>,
+    retreat: bool,
+) -> Result<Option<super::writer::WriteError>, ReconcileError> {
+    match result {
+        Err(refused @ super::writer::WriteError::Refused { .. }) if retreat => Ok(Some(refused)),
+        result => {
+            result?;
+            Ok(None)
+        }
+    }
+}
+
+/// This stage's entry in each Release the decision changed, with the Release's summary.
+async fn release_entries(
+    world: &World,
+    outcome: &Outcome,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), super::writer::WriteError> {
+    let namespace = world.stage.namespace().unwrap_or_default();
+    let (ns, name) = (namespace.as_str(), world.stage.name_any());
+    let mut entries: Vec<Write<'_>> = Vec::new();
+    for (release, entry) in &outcome.release_updates {
+        let before = world
+            .releases
+            .iter()
+            .find(|r| &r.name == release)
+            .and_then(|r| r.stages.get(&name));
+        let summary = summary_patch(ctx, ns, release, &name, entry, now);
+        let name = &name;
+        entries.push(Box::pin(async move {
+            ctx.writer
+                .release_entry(ns, release, name, (before, entry), summary)
+                .await
+        }));
+    }
+    concurrently(entries).await
+}
+
 /// Runs writes to different releases a few at a time. A superseding stage may write dozens
 /// of releases in one pass; one after another, on a busy apiserver, that pass took seconds.
 /// Each write is idempotent, so a kill part-way leaves nothing the next pass does not mend.
-async fn concurrently(writes: Vec<Write<'_>>) -> Result<(), ReconcileError> {
-    Ok(concurrently_raw(writes).await?)
-}
-
-async fn concurrently_raw(writes: Vec<Write<'_>>) -> Result<(), super::writer::WriteError> {
+async fn concurrently(writes: Vec<Write<'_>>) -> Result<(), super::writer::WriteError> {
     use futures::{StreamExt, TryStreamExt};
     futures::stream::iter(writes)
         .buffer_unordered(8)

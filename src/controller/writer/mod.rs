@@ -323,7 +323,8 @@ impl Writer {
             .await
     }
 
-    /// A merge patch of `object`'s metadata; the object as the apiserver then holds it.
+    /// A merge patch of `object`'s metadata, on the version seen (a conflict is decided
+    /// again); the object as the apiserver then holds it.
     async fn metadata<K>(
         &self,
         kind: &'static str,
@@ -341,6 +342,10 @@ impl Writer {
         let name = object.name_any();
         let api =
             Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let mut metadata = metadata;
+        // On the version seen, so one prepared by a replaced leader never lands after the new
+        // leader's (an owner set on a Stage made again since would have the canary collected).
+        metadata["resourceVersion"] = json!(object.resource_version());
         let body = Patch::Merge(json!({ "metadata": metadata }));
         let result = api.patch(&name, &PatchParams::default(), &body).await;
         let what = || format!("{what} of {} '{name}'", K::kind(&()));
@@ -463,12 +468,8 @@ impl Writer {
         let Some(diff) = merge_diff(&old.unwrap_or(json!({})), &serde_json::to_value(new)?) else {
             return Ok(());
         };
-        let mut patch = json!({ "stages": { stage: diff } });
-        if let (Some(Value::Object(fields)), Some(into)) = (summary, patch.as_object_mut()) {
-            into.extend(fields);
-        }
         let written = self
-            .entry_patch(namespace, release, (stage, &before), patch)
+            .entry_patch((namespace, release), (stage, &before), diff, summary)
             .await?;
         if let Some(written) = written {
             self.own_entries.wrote(&written, stage, Some(new.clone()));

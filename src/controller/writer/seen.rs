@@ -68,19 +68,26 @@ impl Writer {
         }
     }
 
-    /// A merge patch of a Release's status for `stage`'s entry, on the version the index holds;
-    /// on a conflict, again on a fresh version while the entry is still `before` (another
-    /// stage wrote its own), else refused: the stage decides again. `None`: the Release is gone.
+    /// A merge patch of a Release's status for `stage`'s entry (`entry`), with `summary` (the
+    /// Release's phase, message and conditions derived from the index's copy), on the version
+    /// the index holds, which is the one the summary was derived from. On a conflict it is
+    /// written again on a fresh version while the entry is still `before` (another stage wrote
+    /// its own), without the summary, which the Release's own controller derives again from
+    /// what is there; else refused, and the stage decides again. `None`: the Release is gone.
     pub(super) async fn entry_patch(
         &self,
-        namespace: &str,
-        release: &str,
+        (namespace, release): (&str, &str),
         (stage, before): (&str, &Value),
-        patch: Value,
+        entry: Value,
+        summary: Option<Value>,
     ) -> Result<Option<Release>, WriteError> {
         let api = Api::<Release>::namespaced(self.client.clone(), namespace);
         let key = ObjectRef::new(release).within(namespace);
         let mut version = self.releases.get(&key).and_then(|r| r.resource_version());
+        let mut patch = json!({ "stages": { stage: entry } });
+        if let (Some(Value::Object(fields)), Some(into)) = (summary, patch.as_object_mut()) {
+            into.extend(fields);
+        }
         let what = || format!("status of Release '{release}'");
         let mut attempt = 0;
         loop {
@@ -101,6 +108,7 @@ impl Writer {
                     fresh.map_err(|e| WriteError::from_kube("release_status", what(), e))?;
                 if let Some(fresh) = fresh.filter(|f| entry_of(f, stage) == *before) {
                     version = fresh.resource_version();
+                    patch = json!({ "stages": { stage: patch["stages"][stage].take() } });
                     continue;
                 }
             }
