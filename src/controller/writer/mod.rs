@@ -135,6 +135,23 @@ pub struct Writer {
     releases: kube::runtime::reflector::Store<Release>,
 }
 
+/// An object of a namespace, as the writer writes and reads it back.
+pub trait Namespaced:
+    Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// The leader lease a write needs, when replicas elect a leader.
 pub type Fence = Option<Arc<crate::leader::Leadership>>;
 
@@ -196,11 +213,7 @@ impl Writer {
     /// as the apiserver then holds it.
     pub async fn apply<K>(&self, kind: &'static str, object: &K) -> Result<K, WriteError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Serialize
-            + std::fmt::Debug,
+        K: Namespaced + Serialize,
     {
         self.may_write()?;
         let name = object.name_any();
@@ -283,10 +296,7 @@ impl Writer {
     /// since. One already gone is fine.
     pub async fn delete<K>(&self, kind: &'static str, object: &K) -> Result<(), WriteError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         self.may_write()?;
         let name = object.name_any();
@@ -312,10 +322,7 @@ impl Writer {
     /// then.
     pub async fn protection_label<K>(&self, object: &K, on: bool) -> Result<K, WriteError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         let value = on.then_some("true");
         let metadata = json!({ "labels": { crate::api::PROTECTED_LABEL: value } });
@@ -333,10 +340,7 @@ impl Writer {
         metadata: Value,
     ) -> Result<K, WriteError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         self.may_write()?;
         let name = object.name_any();
@@ -361,10 +365,7 @@ impl Writer {
         stage: &Stage,
     ) -> Result<(), WriteError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         let Some(owner) = stage.controller_owner_ref(&()) else {
             return Ok(());
@@ -520,10 +521,7 @@ impl Writer {
         diff: Value,
     ) -> Result<(), WriteError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         self.may_write()?;
         let name = object.name_any();

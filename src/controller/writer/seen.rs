@@ -6,12 +6,11 @@
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::{WriteError, Writer};
+use super::{Namespaced, WriteError, Writer};
 use crate::api::FIELD_MANAGER;
 use crate::api::release::Release;
 
@@ -34,11 +33,7 @@ impl Writer {
         observed: Option<&K>,
     ) -> Result<K, WriteError>
     where
-        K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Serialize
-            + std::fmt::Debug,
+        K: Namespaced + Serialize,
     {
         let name = object.name_any();
         let api =
