@@ -12,29 +12,33 @@ demo: deps
 # The binaries `make run` builds are built first, so the first-five-minutes case measures the
 # start-up and not a compilation racing the rest of the suite for the cores.
 test: deps lint image
-	cargo build --bins
-	cargo test --all-targets
+	cargo build --workspace --bins
+	cargo test --workspace --all-targets
 
 deps:
 	bash hack/install-deps.sh
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
-	cargo test --lib --test crds
+	cargo test --workspace --lib --test crds --test purity
 
+# The e2e cases run the operator's and the plugin's binaries, which are other crates' binaries.
 e2e: deps
+	cargo build --workspace --bins
 	cargo test --test e2e
 
 # Prints the canary figures the README quotes (reaction time, API writes per step, CPU, memory).
 bench: deps
+	cargo build --release --workspace --bins
 	cargo bench --bench canary
 
 # Prints the scale figures the README quotes: 250 pipelines x 4 stages and 10,000 releases on
 # the real control plane (GREENLIGHT_SCALE=medium|smoke|soak for other sizes).
 bench-scale: deps
+	cargo build --release --workspace --bins
 	cargo bench --bench scale
 
 crds:

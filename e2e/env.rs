@@ -855,7 +855,7 @@ spec:
 /// with heaptrack's allocation recorder preloaded, writing `DIR/NAME.zst` for
 /// `heaptrack_print`. The shell `exec`s the controller, so its pid is still the controller's.
 fn heap_profiled(name: &str) -> Command {
-    let bin = env!("CARGO_BIN_EXE_greenlight");
+    let bin = crate::support::workspace_bin("greenlight");
     let Ok(dir) = std::env::var("GREENLIGHT_HEAPTRACK") else {
         return Command::new(bin);
     };
@@ -867,6 +867,6 @@ fn heap_profiled(name: &str) -> Command {
          LD_PRELOAD={lib}/libheaptrack_preload.so DUMP_HEAPTRACK_OUTPUT=\"$f\" exec \"$0\" \"$@\""
     );
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script, bin]);
+    cmd.arg("-c").arg(&script).arg(bin);
     cmd
 }

@@ -233,7 +233,7 @@ fn normalize(value: Value) -> Value {
 
 /// YAML as sigs.k8s.io/yaml reads it into JSON (timestamps stay strings; merge keys merged).
 fn parse_yaml(text: &str) -> Result<Value, String> {
-    let mut yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
     yaml.apply_merge().map_err(|e| e.to_string())?;
     serde_json::to_value(yaml)
         .map(normalize)

@@ -186,7 +186,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// Before the chart, this cluster serves none of Greenlight's kinds: the plugin says so.
 fn the_plugin_says_when_a_cluster_has_no_crds(cp: &ControlPlane) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-greenlight"))
+    let out = Command::new(crate::support::workspace_bin("kubectl-greenlight"))
         .args(["get", "releases", "-n", NS, "--kubeconfig"])
         .arg(&cp.kubeconfig)
         .output()
@@ -313,8 +313,8 @@ async fn a_canary_stage_gets_its_finalizer_and_gives_it_up_on_deletion(world: &T
 /// The Grafana sidecar's ConfigMap holds the dashboard file unchanged, labelled for the sidecar.
 fn the_dashboard_ships_as_it_is_in_the_repository(rendered: &str) {
     use serde::Deserialize;
-    let map = serde_yaml::Deserializer::from_str(rendered)
-        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+    let map = serde_norway::Deserializer::from_str(rendered)
+        .filter_map(|doc| serde_norway::Value::deserialize(doc).ok())
         .find(|doc| doc.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap"))
         .expect("the dashboard ConfigMap");
     let shipped = std::fs::read_to_string(format!("{CHART}/dashboards/greenlight.json"))
@@ -334,11 +334,11 @@ fn the_dashboard_ships_as_it_is_in_the_repository(rendered: &str) {
 /// Kind and name of each object in a YAML stream.
 fn objects(yaml: &str) -> Vec<(String, String)> {
     use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(yaml)
-        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+    serde_norway::Deserializer::from_str(yaml)
+        .filter_map(|doc| serde_norway::Value::deserialize(doc).ok())
         .filter(|doc| doc.get("kind").is_some())
         .map(|doc| {
-            let text = |v: Option<&serde_yaml::Value>| {
+            let text = |v: Option<&serde_norway::Value>| {
                 v.and_then(|v| v.as_str()).unwrap_or_default().to_string()
             };
             let name = doc.get("metadata").and_then(|m| m.get("name"));

@@ -53,7 +53,7 @@ pub fn plugin(env: &TestEnv, user: Option<&str>, args: &[&str]) -> (i32, String,
         Some(user) => env.cp.kubeconfig_for(user),
         None => env.cp.kubeconfig.clone(),
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-greenlight"))
+    let out = Command::new(crate::support::workspace_bin("kubectl-greenlight"))
         .args(args)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -111,7 +111,7 @@ pub async fn the_plugin_shows_approves_steers_and_waits_like_a_release_manager(m
         "a tree:\n{paused}"
     );
     assert!(
-        paused.contains(&greenlight::plugin::view::bar(50, 20)),
+        paused.contains(&kubectl_greenlight::view::bar(50, 20)),
         "a weight bar:\n{paused}"
     );
     let (code, out, _) = plugin(
@@ -304,7 +304,7 @@ impl Tmux {
         let socket = format!("greenlight-{}", env.ns);
         let command = format!(
             "{} get pipeline shop --watch --kubeconfig {} -n {}",
-            env!("CARGO_BIN_EXE_kubectl-greenlight"),
+            crate::support::workspace_bin("kubectl-greenlight").display(),
             env.cp.kubeconfig.display(),
             env.ns
         );

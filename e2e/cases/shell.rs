@@ -140,7 +140,7 @@ async fn refuse_new_deployments(env: &TestEnv, existing: usize) {
         )
         .await
         .expect("write the quota's status");
-    let probe: Deployment = serde_yaml::from_str(&target_yaml("quota-probe")).expect("probe");
+    let probe: Deployment = serde_norway::from_str(&target_yaml("quota-probe")).expect("probe");
     let dry_run = PostParams {
         dry_run: true,
         ..Default::default()

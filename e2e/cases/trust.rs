@@ -312,7 +312,7 @@ pub async fn the_identity_key_is_the_operators_own_secret_and_a_rotation_keeps_o
         made,
         "a restart reads the key, it does not make another"
     );
-    let rotated = std::process::Command::new(env!("CARGO_BIN_EXE_greenlight"))
+    let rotated = std::process::Command::new(crate::support::workspace_bin("greenlight"))
         .args([
             "rotate-identity-key",
             "--secret",

@@ -52,6 +52,24 @@ pub fn find_binary(name: &str) -> PathBuf {
     );
 }
 
+/// A binary of another crate of the workspace (`greenlight`, `kubectl-greenlight`), from the
+/// directory this program was built in: Cargo names to a test only its own package's binaries.
+/// `make test`, `make e2e` and `make bench` build them first.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the running program's path");
+    let mut dir = exe.parent().expect("a directory").to_path_buf();
+    if dir.file_name().is_some_and(|d| d == "deps") {
+        dir.pop();
+    }
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build --bins` (with --release for a bench)",
+        bin.display()
+    );
+    bin
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -1,0 +1,226 @@
+//! `Gate`: a reusable check that a release must pass before a stage rolls it out.
+//! `type` names the kind and the member of the same name carries its settings.
+
+// Each `printcolumn(...)` repeats `type_ = ...`, which this lint mistakes for a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
+use kube_derive::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::patterns::DURATION_PATTERN;
+use super::patterns::NAME_PATTERN;
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    crates(kube_core = "::kube_core"),
+    group = "greenlight.dev",
+    version = "v1alpha1",
+    kind = "Gate",
+    namespaced,
+    status = "GateStatus",
+    shortname = "gt",
+    category = "greenlight",
+    doc = "A reusable check a release must pass: soak time, time window, Prometheus query, webhook or people's approval.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSpec {
+    #[serde(rename = "type")]
+    pub gate_type: GateType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<SoakGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalGate>,
+    /// How often a gate that did not pass is checked again. Default 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub recheck_interval: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GateType {
+    Soak,
+    Window,
+    Prometheus,
+    Webhook,
+    Approval,
+}
+
+impl GateType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Soak => "soak",
+            Self::Window => "window",
+            Self::Prometheus => "prometheus",
+            Self::Webhook => "webhook",
+            Self::Approval => "approval",
+        }
+    }
+}
+
+/// Passes once the release has been healthy in `stage` for at least `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SoakGate {
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub stage: String,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: String,
+}
+
+/// Passes while inside a window that opens at each `schedule` tick for `duration`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowGate {
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+}
+
+/// An instant PromQL query whose single value must meet `condition`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusGate {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`. Empty or
+    /// absent: the operator's default (`--prometheus-address`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(regex(pattern = r"^$|^https?://"), length(max = 2048))]
+    pub address: String,
+    /// PromQL; `{{release}}`, `{{version}}`, `{{stage}}`, `{{namespace}}` and `{{pipeline}}`
+    /// are replaced before the query is sent.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// Comparison the value must satisfy, e.g. `< 0.01`, `>= 0.99`. Required: a gate without a
+    /// condition cannot pass.
+    #[schemars(regex(pattern = r"^\s*(<=|>=|==|!=|<|>)\s*[-+]?[0-9.eE+-]+\s*$"))]
+    pub condition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+    /// Too little traffic to judge is inconclusive, not a pass nor a failure: when set, this
+    /// query (e.g. the canary's request count over the interval) must reach `minimum` first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_samples: Option<MinSamples>,
+    /// Sends `Authorization: Bearer <token>` with the token read from this Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+    /// TLS settings for an `https://` address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MinSamples {
+    #[schemars(length(min = 1))]
+    pub query: String,
+    pub minimum: f64,
+}
+
+/// A key of a Secret in the Gate's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// PEM CA bundle to trust, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Skip certificate verification (test set-ups only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// An HTTP call; a 2xx answer passes, anything else fails.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookGate {
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+/// Passes once enough distinct allowed people have approved the release for the stage, as
+/// `Approval` objects stamped by the admission webhook; one rejection by an allowed person
+/// fails it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalGate {
+    /// Users who may approve, by Kubernetes username.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Groups whose members may approve, as the apiserver authenticates them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// How many distinct people must approve. Default 1.
+    #[serde(default = "default_required_approvals")]
+    #[schemars(range(min = 1, max = 100))]
+    pub required: i32,
+    /// Whether the user who created the release may approve it. Default false.
+    #[serde(default)]
+    pub allow_self_approval: bool,
+    /// An approval counts for this long after it was given, e.g. `24h`. Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub expiry: Option<String>,
+}
+
+fn default_required_approvals() -> i32 {
+    1
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    #[default]
+    Post,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GateStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Who changed the spec and what, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<super::change::ChangeRecord>,
+}

@@ -1,0 +1,75 @@
+//! The `greenlight.dev/v1alpha1` API: Release, Stage, Gate, Approval and StageCommand, their status, and the
+//! kstatus-style conditions they share. Everything here is data; the rules are in
+//! `greenlight_core::validation`.
+
+pub mod approval;
+pub mod canary;
+pub mod change;
+pub mod command;
+pub mod conditions;
+pub mod crdgen;
+pub mod gate;
+pub mod notifier;
+pub mod patterns;
+pub mod release;
+pub mod stage;
+
+pub use approval::{Approval, ApprovalSpec, ApprovalStatus, Decision, Identity, ReleaseRef};
+pub use command::{
+    CommandAction, CommandPhase, StageCommand, StageCommandSpec, StageCommandStatus,
+};
+pub use conditions::{Condition, ConditionStatus};
+pub use gate::{Gate, GateSpec, GateStatus, GateType};
+pub use notifier::{NoticeKind, Notifier, NotifierSpec, NotifierStatus, NotifierType};
+pub use release::{Release, ReleaseSpec, ReleaseStatus};
+pub use stage::{Stage, StageSpec, StageStatus};
+
+/// API group of every Greenlight kind.
+pub const GROUP: &str = "greenlight.dev";
+/// Field manager used for every write the operator makes.
+pub const FIELD_MANAGER: &str = "greenlight";
+/// Annotation on workloads and pods naming the release they run.
+pub const RELEASE_ANNOTATION: &str = "greenlight.dev/release";
+/// Annotation on the canary workload with the weight its replica count was sized for.
+pub const WEIGHT_ANNOTATION: &str = "greenlight.dev/weight";
+/// Label that ties a managed workload (and its pods) to its stage.
+pub const STAGE_LABEL: &str = "greenlight.dev/stage";
+/// Label that selects the pods of one managed workload.
+pub const WORKLOAD_LABEL: &str = "greenlight.dev/workload";
+/// The actor recorded for the operator's own decisions.
+pub const OPERATOR_ACTOR: &str = "greenlight";
+/// The operator's finalizer on Stages: a deletion waits until traffic is safe.
+pub const STAGE_FINALIZER: &str = "greenlight.dev/restore-traffic";
+
+/// The label on protected Stages and the Gates they name. The webhook that guards them
+/// selects it and fails closed, so an outage of the webhook blocks changes to protected
+/// objects only; the webhook and the controller keep it true.
+pub const PROTECTED_LABEL: &str = "greenlight.dev/protected";
+
+/// The label on the operator's leader Lease, which the webhook that keeps others off it
+/// selects.
+pub const LEASE_LABEL: &str = "greenlight.dev/lease";
+
+/// The Deployment (and Service) that serves a stage's current release.
+pub fn primary_name(target: &str) -> String {
+    format!("{target}-primary")
+}
+
+/// The Deployment (and Service) that serves a canary.
+pub fn canary_name(target: &str) -> String {
+    format!("{target}-canary")
+}
+/// On a primary whose Stage was deleted: it keeps serving, and says so and since when.
+pub const ORPHANED_ANNOTATION: &str = "greenlight.dev/orphaned";
+
+/// The schema of a field that holds any JSON object, kept whole by the apiserver (a pinned
+/// pod template: its full schema would make the CRD ten times its size).
+pub(crate) fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+/// On a managed workload's pod template: the digest of the pinned template it was built from.
+pub const TEMPLATE_ANNOTATION: &str = "greenlight.dev/template";

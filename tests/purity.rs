@@ -1,0 +1,81 @@
+//! `greenlight-core` decides and does nothing else: no Kubernetes client, no async runtime, no
+//! HTTP. Its dependency tree is checked here, so adding one of them fails the suite; its
+//! `clippy.toml` forbids reading a clock.
+
+use std::process::Command;
+
+/// Crates that do IO or run tasks. kube-core (kube-rs's types and traits, no client) is allowed.
+const FORBIDDEN: &[&str] = &[
+    "kube",
+    "kube-client",
+    "kube-runtime",
+    "tokio",
+    "reqwest",
+    "hyper",
+    "axum",
+    "tower",
+    "rustls",
+    "mio",
+];
+
+/// The names of every crate in a package's normal (not dev, not build) dependency tree.
+fn dependency_names(package: &str) -> Vec<String> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-e",
+            "normal",
+            "-p",
+            package,
+        ])
+        .args(["--prefix", "none", "--format", "{p}"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "cargo tree: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn forbidden_in(names: &[String]) -> Vec<&'static str> {
+    FORBIDDEN
+        .iter()
+        .copied()
+        .filter(|bad| names.iter().any(|n| n == bad))
+        .collect()
+}
+
+#[test]
+fn the_core_depends_on_no_client_runtime_or_network_crate() {
+    let names = dependency_names("greenlight-core");
+    assert!(
+        names.iter().any(|n| n == "greenlight-api"),
+        "the tree was read: {names:?}"
+    );
+    let found = forbidden_in(&names);
+    assert!(
+        found.is_empty(),
+        "greenlight-core must stay pure, but its dependencies include {found:?}; \
+         move the code that needs them to the operator crate (crates/greenlight)"
+    );
+}
+
+#[test]
+fn the_check_sees_the_operators_client_and_runtime() {
+    let found = forbidden_in(&dependency_names("greenlight"));
+    for expected in ["kube", "tokio", "reqwest"] {
+        assert!(
+            found.contains(&expected),
+            "{expected} not seen in {found:?}"
+        );
+    }
+}
