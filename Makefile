@@ -30,10 +30,12 @@ e2e: deps
 	cargo build --workspace --bins
 	cargo test --test e2e
 
-# Prints the canary figures the README quotes (reaction time, API writes per step, CPU, memory).
+# Prints the canary figures the README quotes (reaction time, API writes per step, CPU, memory),
+# then how fast each response is that the e2e suite bounds only loosely (benches/responses.rs).
 bench: deps
 	cargo build --release --workspace --bins
 	cargo bench --bench canary
+	cargo bench --bench responses
 
 # Prints the scale figures the README quotes: 250 pipelines x 4 stages and 10,000 releases on
 # the real control plane (GREENLIGHT_SCALE=medium|smoke|soak for other sizes).

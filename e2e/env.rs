@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use greenlight::api::{Release, Stage, StageCommand, StageCommandStatus};
+use jiff::SignedDuration;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::{Api, Client};
@@ -659,6 +661,46 @@ impl TestEnv {
             .into_iter()
             .filter(|e| e.reason.as_deref() == Some(reason))
             .collect()
+    }
+
+    /// The leader Lease in `namespace`, as it is now.
+    pub async fn leader_lease(&self, namespace: &str) -> LeaseSpec {
+        Api::<Lease>::namespaced(self.client.clone(), namespace)
+            .get("greenlight-controller")
+            .await
+            .expect("the leader Lease")
+            .spec
+            .unwrap_or_default()
+    }
+
+    /// Terminates the leader `pid` (SIGTERM) and waits for another replica to hold the Lease
+    /// in `namespace`. Returns how long that took, and how long before the terminated leader's
+    /// last renewal could have expired the next holder acquired it: only a lease that was given
+    /// up can be taken before then, so a positive margin proves the hand-over, however slow
+    /// the machine.
+    pub async fn terminate_leader(&self, namespace: &str, pid: u32) -> (Duration, SignedDuration) {
+        let before = self.leader_lease(namespace).await;
+        let renewed = before.renew_time.expect("a renewed lease").0;
+        let lasts = i64::from(before.lease_duration_seconds.expect("a lease duration"));
+        let expiry = renewed + SignedDuration::from_secs(lasts);
+        let started = Instant::now();
+        TestEnv::signal(pid, "TERM");
+        let next = self
+            .wait_for(
+                "another holder of the Lease",
+                Duration::from_secs(60),
+                || async {
+                    let now = self.leader_lease(namespace).await;
+                    let holder = now.holder_identity.clone().filter(|h| !h.is_empty());
+                    match holder.is_some() && holder != before.holder_identity {
+                        true => Ok(now),
+                        false => Err(format!("held by {:?}", now.holder_identity)),
+                    }
+                },
+            )
+            .await;
+        let acquired = next.acquire_time.expect("an acquired lease").0;
+        (started.elapsed(), expiry.duration_since(acquired))
     }
 
     /// Polls `check` until it returns `Some`, or fails with `what` and the last state it saw.

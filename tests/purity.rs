@@ -1,6 +1,6 @@
-//! `greenlight-core` decides and does nothing else: no Kubernetes client, no async runtime, no
-//! HTTP. Its dependency tree is checked here, so adding one of them fails the suite; its
-//! `clippy.toml` forbids reading a clock.
+//! What each crate may link, read from `cargo tree`. `greenlight-core` decides and does nothing
+//! else: no Kubernetes client, no async runtime, no HTTP (and its `clippy.toml` forbids reading
+//! a clock). The kubectl plugin is a client: none of the operator's server parts.
 
 use std::process::Command;
 
@@ -78,4 +78,29 @@ fn the_check_sees_the_operators_client_and_runtime() {
             "{expected} not seen in {found:?}"
         );
     }
+}
+
+#[test]
+fn the_plugin_carries_no_part_of_the_operator() {
+    let names = dependency_names("kubectl-greenlight");
+    assert!(
+        names.iter().any(|n| n == "kube-client"),
+        "the tree was read: {names:?}"
+    );
+    let operator_parts = [
+        "greenlight",
+        "kube-runtime",
+        "axum",
+        "rcgen",
+        "prometheus-client",
+        "promql-parser",
+    ];
+    let carried: Vec<&str> = operator_parts
+        .into_iter()
+        .filter(|part| names.iter().any(|n| n == part))
+        .collect();
+    assert!(
+        carried.is_empty(),
+        "the kubectl plugin links parts of the operator: {carried:?}"
+    );
 }

@@ -198,7 +198,7 @@ pub async fn healthy_canary_goes_5_25_50_then_all_traffic_and_is_promoted(mut en
     assert!(!env.events("WeightChanged").await.is_empty());
 }
 
-pub async fn faulty_canary_is_rolled_back_within_interval_times_failure_limit_plus_one(
+pub async fn a_faulty_canary_is_rolled_back_at_its_first_step_as_soon_as_its_analysis_fails(
     mut env: TestEnv,
 ) {
     let v2 = image("faulty", "v2-faulty");
@@ -249,9 +249,15 @@ pub async fn faulty_canary_is_rolled_back_within_interval_times_failure_limit_pl
         .expect("traffic went back to primary")
         .at;
     let reaction = back.duration_since(first_failing_scrape);
-    let bound = SignedDuration::from_secs(INTERVAL_SECS * FAILURE_LIMIT + INTERVAL_SECS);
-    eprintln!("reaction time from first failing scrape to 100% primary: {reaction:#}");
-    assert!(reaction <= bound, "took {reaction:#}, bound {bound:#}");
+    let figure = Duration::try_from(reaction).unwrap_or_default();
+    crate::support::figures::record("first failing scrape to all traffic on primary", figure);
+    // Quiet, it is about interval × failureLimit + interval (`make bench` prints it). The bound
+    // is the behaviour: the breach is acted on at once, not at a requeue minutes away.
+    assert!(
+        reaction < SignedDuration::from_secs(30),
+        "took {reaction:#}, about {} s expected",
+        INTERVAL_SECS * FAILURE_LIMIT + INTERVAL_SECS
+    );
     assert!(
         bed.load.weights_seen().iter().all(|w| *w <= 5),
         "never got past the first step: {:?}",
@@ -578,10 +584,7 @@ pub async fn a_slow_gate_does_not_hold_up_an_abort(mut env: TestEnv) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let took = asked.elapsed();
-    eprintln!(
-        "abort beside a 30 s gate: handled after {} ms",
-        took.as_millis()
-    );
+    crate::support::figures::record("an abort beside a gate that answers after 30 s", took);
     assert_eq!(handled.phase, Some(CommandPhase::Applied), "{handled:?}");
     assert!(
         took < Duration::from_secs(10),

@@ -72,11 +72,13 @@ pub async fn a_paused_bake_still_watches_the_promoted_release_and_rolls_it_back(
         degraded,
     )
     .await;
-    // interval × failureLimit + interval, plus the test's own polling.
-    let bound = SignedDuration::from_secs(2 * 2 + 2 + 2);
+    // Quiet, it is interval × failureLimit + interval (`make bench` prints it). The bound is
+    // the behaviour: the bake, 120 s long, does not run to its end with a failing release.
     let took = noticed.duration_since(first_bad);
+    let figure = Duration::try_from(took).unwrap_or_default();
+    crate::support::figures::record("rollback after the first bad sample while baking", figure);
     assert!(
-        took <= bound,
+        took < SignedDuration::from_secs(30),
         "rolled back {took:#} after the first bad sample"
     );
     assert_eq!(env.images("web-primary").await, vec![v1]);
@@ -87,11 +89,12 @@ pub async fn a_paused_bake_still_watches_the_promoted_release_and_rolls_it_back(
 pub async fn a_bake_missing_its_last_data_waits_and_completes_when_the_data_returns(
     mut env: TestEnv,
 ) {
+    const BAKE: u32 = 45;
     let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-blinded"));
-    let mut bed = start_bed_with(&mut env, &v1, &[&v2], FAST, bake(20)).await;
+    let mut bed = start_bed_with(&mut env, &v1, &[&v2], FAST, bake(BAKE)).await;
     env.apply(&release_yaml("v2", "shop", "2", &v2));
     let baking = wait_phase(&env, CanaryPhase::Baking, true).await;
-    let ends = baking.baking_since.unwrap() + SignedDuration::from_secs(20);
+    let ends = baking.baking_since.unwrap() + SignedDuration::from_secs(BAKE.into());
     // Three measurement intervals before the end: the last measurement is sure to miss.
     sleep_until(ends - SignedDuration::from_secs(6)).await;
     bed.prometheus.stop();
@@ -106,10 +109,13 @@ pub async fn a_bake_missing_its_last_data_waits_and_completes_when_the_data_retu
     let restarted = Instant::now();
     env.wait_release_stage("v2", "prod", "Succeeded", WAIT)
         .await;
+    let took = restarted.elapsed();
+    crate::support::figures::record("a bake completed after its missing data returned", took);
+    // A bake started over would take all of its 45 s again; finishing well within it shows it
+    // was not, with room for a Prometheus that starts slowly on a busy machine.
     assert!(
-        restarted.elapsed() < Duration::from_secs(15),
-        "completed {:?} after the data returned: the bake was not started over",
-        restarted.elapsed()
+        took < Duration::from_secs(30),
+        "completed {took:?} after the data returned: the bake was started over"
     );
 }
 
@@ -241,15 +247,17 @@ pub async fn a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event(mu
     ]);
     let edited = Instant::now();
     let mut restored = None;
-    while edited.elapsed() < Duration::from_secs(10) {
+    // Without the watch, the paused stage would look again only at its next requeue, up to
+    // five minutes away; the watch puts the weight back within seconds, even on a busy machine.
+    while edited.elapsed() < Duration::from_secs(30) {
         if route_canary_weight(&env).await == 25 {
             restored = Some(edited.elapsed());
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let took = restored.expect("the weight was put back");
-    assert!(took < Duration::from_secs(2), "put back after {took:?}");
+    let took = restored.expect("the weight was put back within 30 s: the watch did not wake it");
+    crate::support::figures::record("a hand-edited route weight put back", took);
     // The Event is published after the write that put the weight back, so it may trail it.
     env.wait_for("a TrafficDrift event naming the edit", WAIT, || async {
         let notes: Vec<String> = env

@@ -61,7 +61,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
         kubectl::make_run_refuses_a_cluster_where_a_controller_already_runs,
         first_minutes::the_sample_make_run_suggests_reaches_prod_with_alices_approval,
         canary::healthy_canary_goes_5_25_50_then_all_traffic_and_is_promoted,
-        canary::faulty_canary_is_rolled_back_within_interval_times_failure_limit_plus_one,
+        canary::a_faulty_canary_is_rolled_back_at_its_first_step_as_soon_as_its_analysis_fails,
         canary::prometheus_stopped_mid_rollout_pauses_and_never_promotes,
         canary::controller_restarted_mid_canary_resumes_at_the_same_step_and_weights,
         canary::without_a_traffic_router_canary_replicas_follow_the_weight,

@@ -365,7 +365,7 @@ async fn verified(env: &TestEnv, user: &str) {
 
 /// Handled StageCommands, and Approvals of a Release that is gone, are deleted once kept for
 /// the retention (3 s here). (That one not handled yet stays is unit-tested in
-/// `src/machine/retention.rs`: the webhook refuses a command no stage could handle.)
+/// `crates/greenlight-core/src/machine/retention.rs`: the webhook refuses a command no stage could handle.)
 pub async fn handled_commands_and_approvals_of_done_releases_go_after_their_retention(
     mut env: TestEnv,
 ) {

@@ -111,9 +111,11 @@ async fn assert_prod_starts_the_moment_the_window_ends(env: &TestEnv, window_end
         started >= window_end,
         "prod started at {started}, inside the blackout that ended at {window_end}"
     );
-    // No polling delay: the release moves the moment the window closes.
+    let late = Duration::try_from(started.duration_since(window_end)).unwrap_or_default();
+    crate::support::figures::record("a blackout's end to the held release's start", late);
+    // Woken by a timer as the window closes, not by a requeue up to five minutes later.
     assert!(
-        started.duration_since(window_end) < SignedDuration::from_secs(5),
+        late < Duration::from_secs(30),
         "prod started {started}, window ended {window_end}"
     );
     assert_eq!(env.images("web-prod-primary").await, vec![image("shop-2")]);

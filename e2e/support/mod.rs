@@ -7,6 +7,7 @@ pub mod audit;
 pub mod certs;
 pub mod controlplane;
 pub mod delay;
+pub mod figures;
 pub mod http;
 pub mod kstatus;
 pub mod kubelet;

@@ -1,17 +1,16 @@
 //! Who changed a Stage's or Gate's spec: the controllers copy each new generation's
-//! `changed-by` stamp, verified, into the object's `status.changes` and announce it. A
-//! protected stage whose spec, or one of whose Gates, was changed without a valid stamp (the
-//! webhook was off or bypassed) does not act until the change is applied again through it.
+//! `changed-by` stamp, verified, into the object's `status.changes` and announce it. What a
+//! protected stage does with a change that has no valid stamp is [`super::protection`]'s.
 
-use kube::{Resource, ResourceExt};
+use kube::Resource;
 use serde::Serialize;
 
 use super::Context;
 use super::writer::Announcement;
 use crate::admission::mutate::changed_by;
+use crate::api::Stage;
 use crate::api::change::{CHANGES_KEPT, ChangeRecord};
 use crate::api::stage::StageStatus;
-use crate::api::{Gate, Stage};
 
 /// `changes` with the object's current generation recorded first, and whether that is new.
 pub fn updated<K, S>(
@@ -96,27 +95,4 @@ where
         ),
     };
     ctx.writer.events.publish(obj, a).await;
-}
-
-/// Why a protected stage must not act: its spec, or a Gate it names, changed without a stamp
-/// that checks out.
-pub fn unverified_protection(stage: &Stage, ctx: &Context) -> Option<String> {
-    if !stage.spec.protected {
-        return None;
-    }
-    if let Err(why) = changed_by("Stage", &stage.metadata, &stage.spec, &ctx.index.identity) {
-        return Some(format!(
-            "spec: this protected stage's spec (generation {}) was not changed through the admission webhook: {why}; apply it again with the webhook on",
-            stage.metadata.generation.unwrap_or_default()
-        ));
-    }
-    let namespace = stage.namespace().unwrap_or_default();
-    // Every Gate it names, its canary analyses' included, as the webhook guards them.
-    stage.spec.named_gates().into_iter().find_map(|(field, name)| {
-        let gate: std::sync::Arc<Gate> = ctx.index.gate(&namespace, &name)?;
-        let why = changed_by("Gate", &gate.metadata, &gate.spec, &ctx.index.identity).err()?;
-        Some(format!(
-            "{field}: Gate '{name}' guards this protected stage but was not changed through the admission webhook: {why}; apply it again with the webhook on"
-        ))
-    })
 }

@@ -46,7 +46,10 @@ pub(crate) async fn apply(
         apply_workloads(world, &outcome, ctx).await?;
     }
     announce(world, &outcome.events, ctx).await;
-    mark_commands(world, &outcome, ctx, now).await?;
+    world
+        .steering
+        .mark(&world.stage, &outcome, ctx, now)
+        .await?;
     if let Some(refused) = unaudited {
         // The retreat went on and its Events are out; the trail that refused its entries is
         // shown like any refused write.
@@ -138,16 +141,7 @@ async fn record(
     status.conditions.extend(target_runs_pods(world));
     status.conditions.extend(target_changed(&status));
     status.conditions.extend(strategy_overridden(world));
-    if outcome.command_deferred {
-        status.last_command = old.last_command.clone();
-        status.last_command_refused = old.last_command_refused.clone();
-    } else {
-        status.last_command = world.steering.text.clone();
-        status.last_command_refused = match world.steering.stale {
-            true => old.last_command_refused.clone(),
-            false => refusal(&outcome.events).map(|e| e.note.clone()),
-        };
-    }
+    (status.last_command, status.last_command_refused) = world.steering.recorded(&old, outcome);
     let history = status.history.clone();
     super::changes::write_stage_status(stage, &old, status, ctx, now).await?;
     // Counted once written, so a refused write that is retried counts once.
@@ -501,89 +495,5 @@ fn count_rollouts(
             .rollout_duration
             .get_or_create(&DurationLabels { strategy, outcome })
             .observe(record.duration_seconds.max(0) as f64);
-    }
-}
-
-/// Each StageCommand handled in this pass says what became of it: the acting one applied (or
-/// refused, when the machine found nothing for it to do), those it superseded, those that do
-/// not count. A refusal is also an Event on the Stage.
-async fn mark_commands(
-    world: &World,
-    outcome: &Outcome,
-    ctx: &Context,
-    now: Timestamp,
-) -> Result<(), ReconcileError> {
-    use crate::api::CommandPhase::{Applied, Refused, Superseded};
-    let (steering, events) = (&world.steering, &outcome.events);
-    let acting = steering
-        .acting
-        .as_ref()
-        .filter(|_| !outcome.command_deferred);
-    if let Some(acting) = acting {
-        let decided = match steering.stale {
-            // Marked after a crash: what the pass that acted on it recorded.
-            true => world
-                .stage
-                .status
-                .as_ref()
-                .and_then(|s| s.last_command_refused.clone()),
-            false => refusal(events).map(|e| e.note.clone()),
-        };
-        let (phase, message) = match decided {
-            Some(why) => (Refused, why),
-            None => (Applied, acted_message(events, &world.stage.name_any())),
-        };
-        ctx.writer
-            .command_status(acting, phase, &message, now)
-            .await?;
-    }
-    let abort = steering
-        .acting
-        .as_ref()
-        .map(|c| c.name_any())
-        .unwrap_or_default();
-    for superseded in &steering.superseded {
-        let message = format!("abort '{abort}', requested after it, took its place");
-        ctx.writer
-            .command_status(superseded, Superseded, &message, now)
-            .await?;
-    }
-    for (command, why) in &steering.refused {
-        let a = Announcement {
-            warning: true,
-            reason: "CommandRefused",
-            key: format!("refused/{}", command.uid().unwrap_or_default()),
-            notify_stage: None,
-            note: format!(
-                "{} '{}' does not count: {why}",
-                command.spec.action.as_str(),
-                command.name_any()
-            ),
-        };
-        ctx.writer.events.publish(&world.stage, a).await;
-        ctx.writer
-            .command_status(command, Refused, why, now)
-            .await?;
-    }
-    Ok(())
-}
-
-/// The event saying the acting command was refused, if it was.
-fn refusal(events: &[StageEvent]) -> Option<&StageEvent> {
-    events
-        .iter()
-        .find(|e| e.kind == crate::machine::Transition::CommandRefused)
-}
-
-/// What the acting command did, in the words of the transitions it caused.
-fn acted_message(events: &[StageEvent], stage: &str) -> String {
-    let notes: Vec<&str> = events
-        .iter()
-        .filter(|e| e.by_person)
-        .map(|e| e.note.as_str())
-        .collect();
-    match notes.is_empty() {
-        true => format!("applied at stage '{stage}'"),
-        false => notes.join("; "),
     }
 }

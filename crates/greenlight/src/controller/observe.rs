@@ -247,7 +247,7 @@ pub async fn observe_stage(
     now: jiff::Timestamp,
 ) -> Result<Result<World, Invalid>, ReconcileError> {
     let namespace = stage.namespace().unwrap_or_default();
-    let problem = match super::changes::unverified_protection(&stage, ctx) {
+    let problem = match super::protection::unverified(&stage, ctx) {
         Some(why) => Err(("UnverifiedChange", why)),
         None => validate_stage(&stage, ctx).map_err(|e| ("InvalidSpec", e.to_string())),
     };

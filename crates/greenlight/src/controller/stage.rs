@@ -318,27 +318,8 @@ async fn report_invalid(
         ctx.writer.events.publish(stage, announcement).await;
     }
     super::changes::write_stage_status(stage, &old, status, ctx, now).await?;
-    refuse_waiting_commands(stage, &message, ctx, now).await?;
+    super::steering::refuse_waiting(stage, &message, ctx, now).await?;
     Ok(Action::requeue(INVALID_RETRY))
-}
-
-/// A stage that cannot act refuses the commands waiting for it, so none (an abort above all)
-/// lies in wait to act on a later, unrelated rollout.
-async fn refuse_waiting_commands(
-    stage: &Stage,
-    why: &str,
-    ctx: &Context,
-    now: Timestamp,
-) -> Result<(), ReconcileError> {
-    let (namespace, name) = (stage.namespace().unwrap_or_default(), stage.name_any());
-    for command in ctx.index.pending_commands(&namespace, &name) {
-        let why = format!("stage '{name}' cannot act on it: {why}");
-        let phase = crate::api::CommandPhase::Refused;
-        ctx.writer
-            .command_status(&command, phase, &why, now)
-            .await?;
-    }
-    Ok(())
 }
 
 /// A refused write: the stage says so in the apiserver's words, and the release it was

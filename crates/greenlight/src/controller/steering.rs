@@ -5,14 +5,22 @@
 //! (generation); an abort needs only the uid, as aborting is safe at any generation. The status
 //! remembers the command last acted upon (`lastCommand`), so a pass after a crash between the
 //! stage's status write and the command's own only marks it handled, without acting twice.
+//! Once the pass has decided, this module also says what became of each command: on the
+//! Stage's status ([`Steering::recorded`]) and on the commands themselves ([`Steering::mark`]).
 
 use std::sync::Arc;
 
 use kube::ResourceExt;
 
+use jiff::Timestamp;
+
+use super::Context;
+use super::error::ReconcileError;
+use super::writer::Announcement;
+use crate::api::stage::StageStatus;
 use crate::api::{CommandAction, Stage, StageCommand};
 use crate::identity::{IdentityKey, Subject};
-use crate::machine::Command;
+use crate::machine::{Command, Outcome, StageEvent};
 
 #[derive(Debug, Clone, Default)]
 pub struct Steering {
@@ -107,6 +115,126 @@ fn check(stage: &Stage, command: &StageCommand, key: &IdentityKey) -> Result<Str
         return Err("spec.release: a retry names the release to roll out again".into());
     }
     Ok(requester)
+}
+
+impl Steering {
+    /// What the stage's status records of the command handled in this pass: its `name/uid`,
+    /// and why it was refused. A deferred command leaves the record as it was; one acted upon
+    /// before a crash keeps what that pass recorded.
+    pub fn recorded(
+        &self,
+        old: &StageStatus,
+        outcome: &Outcome,
+    ) -> (Option<String>, Option<String>) {
+        if outcome.command_deferred {
+            return (old.last_command.clone(), old.last_command_refused.clone());
+        }
+        let refused = match self.stale {
+            true => old.last_command_refused.clone(),
+            false => refusal(&outcome.events).map(|e| e.note.clone()),
+        };
+        (self.text.clone(), refused)
+    }
+
+    /// Each StageCommand handled in this pass says what became of it: the acting one applied (or
+    /// refused, when the machine found nothing for it to do), those it superseded, those that do
+    /// not count. A refusal is also an Event on the Stage.
+    pub async fn mark(
+        &self,
+        stage: &Stage,
+        outcome: &Outcome,
+        ctx: &Context,
+        now: Timestamp,
+    ) -> Result<(), ReconcileError> {
+        use crate::api::CommandPhase::{Applied, Refused, Superseded};
+        let events = &outcome.events;
+        let acting = self.acting.as_ref().filter(|_| !outcome.command_deferred);
+        if let Some(acting) = acting {
+            let decided = match self.stale {
+                // Marked after a crash: what the pass that acted on it recorded.
+                true => stage
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.last_command_refused.clone()),
+                false => refusal(events).map(|e| e.note.clone()),
+            };
+            let (phase, message) = match decided {
+                Some(why) => (Refused, why),
+                None => (Applied, acted_message(events, &stage.name_any())),
+            };
+            ctx.writer
+                .command_status(acting, phase, &message, now)
+                .await?;
+        }
+        let abort = self
+            .acting
+            .as_ref()
+            .map(|c| c.name_any())
+            .unwrap_or_default();
+        for superseded in &self.superseded {
+            let message = format!("abort '{abort}', requested after it, took its place");
+            ctx.writer
+                .command_status(superseded, Superseded, &message, now)
+                .await?;
+        }
+        for (command, why) in &self.refused {
+            let a = Announcement {
+                warning: true,
+                reason: "CommandRefused",
+                key: format!("refused/{}", command.uid().unwrap_or_default()),
+                notify_stage: None,
+                note: format!(
+                    "{} '{}' does not count: {why}",
+                    command.spec.action.as_str(),
+                    command.name_any()
+                ),
+            };
+            ctx.writer.events.publish(stage, a).await;
+            ctx.writer
+                .command_status(command, Refused, why, now)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// A stage that cannot act refuses the commands waiting for it, so none (an abort above all)
+/// lies in wait to act on a later, unrelated rollout.
+pub async fn refuse_waiting(
+    stage: &Stage,
+    why: &str,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<(), ReconcileError> {
+    let (namespace, name) = (stage.namespace().unwrap_or_default(), stage.name_any());
+    for command in ctx.index.pending_commands(&namespace, &name) {
+        let why = format!("stage '{name}' cannot act on it: {why}");
+        let phase = crate::api::CommandPhase::Refused;
+        ctx.writer
+            .command_status(&command, phase, &why, now)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The event saying the acting command was refused, if it was.
+fn refusal(events: &[StageEvent]) -> Option<&StageEvent> {
+    events
+        .iter()
+        .find(|e| e.kind == crate::machine::Transition::CommandRefused)
+}
+
+/// What the acting command did, in the words of the transitions it caused.
+fn acted_message(events: &[StageEvent], stage: &str) -> String {
+    let notes: Vec<&str> = events
+        .iter()
+        .filter(|e| e.by_person)
+        .map(|e| e.note.as_str())
+        .collect();
+    match notes.is_empty() {
+        true => format!("applied at stage '{stage}'"),
+        false => notes.join("; "),
+    }
 }
 
 #[cfg(test)]
