@@ -21,6 +21,9 @@ deps:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	# A workspace build unifies features across crates; the plugin and the core must also build
+	# alone, as `cargo install --path crates/kubectl-greenlight` builds the plugin.
+	cargo check -p kubectl-greenlight -p greenlight-core --all-targets
 
 unit:
 	cargo test --workspace --lib --test crds --test purity

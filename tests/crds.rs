@@ -8,7 +8,7 @@ fn committed_crds_match_the_rust_types() {
             .expect("read crds/greenlight.yaml");
     assert!(
         generated == committed,
-        "crds/greenlight.yaml is stale: run `cargo run -- crdgen > crds/greenlight.yaml` and commit it"
+        "crds/greenlight.yaml is stale: run `make crds` and commit it"
     );
 }
 

@@ -223,8 +223,9 @@ pub async fn scale_down_waits_for_the_data_plane_and_drops_no_request(mut env: T
     );
 }
 
-/// During a `pause: {}` someone edits the route's weights by hand: they are put back within
-/// two seconds, with an Event that says who changed them.
+/// During a `pause: {}` someone edits the route's weights by hand: the route's watch wakes the
+/// stage and they are put back (about 0.1 s, `make bench`), with an Event that says who changed
+/// them.
 pub async fn a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event(mut env: TestEnv) {
     let (v1, v2) = (image("healthy", "v1"), image("healthy", "v2-drift"));
     let steps = "      - setWeight: 25\n      - pause: {}\n";

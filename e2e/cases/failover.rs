@@ -25,6 +25,18 @@ async fn until_leading(env: &TestEnv, metrics_port: u16, since: Instant) -> Dura
     .await
 }
 
+/// Waits until the controller on `metrics_port` is up: it then runs its election loop.
+async fn serving_metrics(env: &TestEnv, metrics_port: u16) {
+    let url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    env.wait_for("the replica to serve its metrics", WAIT, || async {
+        match reqwest::get(&url).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            other => Err(format!("{:?}", other.map(|r| r.status()))),
+        }
+    })
+    .await;
+}
+
 /// How a process ended; waits up to 30 s.
 async fn exit_of(child: &mut std::process::Child) -> std::process::ExitStatus {
     let started = Instant::now();
@@ -65,13 +77,20 @@ pub async fn a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_ove
         }
     })
     .await;
+    let last = env.leader_lease(&env.ns).await;
     let killed = Instant::now();
     env.kill_controller();
     let port = env.replicas[standby].metrics_port;
     let took_over = until_leading(&env, port, killed).await;
     crate::support::figures::record("take-over after the leader's SIGKILL, 6 s lease", took_over);
-    // A killed leader renews no more: the standby takes over once the lease has run out, and
-    // not several lease durations later.
+    // A killed leader renews no more: the standby takes over once the lease has run out, never
+    // while it could still be renewed, and not several lease durations later.
+    let acquired = env.leader_lease(&env.ns).await.acquire_time.unwrap().0;
+    let expiry = last.renew_time.unwrap().0 + jiff::SignedDuration::try_from(LEASE).unwrap();
+    assert!(
+        acquired >= expiry,
+        "taken at {acquired}, the lease ran to {expiry}"
+    );
     assert!(took_over < LEASE * 3, "took over after {took_over:?}");
     env.wait_release_stage("v2", "prod", "Succeeded", WAIT)
         .await;
@@ -86,6 +105,7 @@ pub async fn a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_ove
 
     // A standby again; then the leader is terminated and hands over at once.
     let next = env.start_replica();
+    serving_metrics(&env, env.replicas[next].metrics_port).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = env.replicas[standby].proc.child.id();
     let (handed_over, early) = env.terminate_leader(&env.ns, pid).await;

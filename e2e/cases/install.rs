@@ -583,7 +583,6 @@ async fn the_operator_puts_back_a_removed_ca_bundle(world: &TestEnv) {
         .await;
 }
 
-/// SIGTERMs the leader; returns how long until the other replica leads.
 fn uninstall_keeps_crds_and_the_operators_secrets(cp: &ControlPlane, full: &str) {
     let left = cp.kubectl(&["get", "crd", "-o", "name"]);
     assert!(

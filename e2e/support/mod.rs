@@ -55,7 +55,8 @@ pub fn find_binary(name: &str) -> PathBuf {
 
 /// A binary of another crate of the workspace (`greenlight`, `kubectl-greenlight`), from the
 /// directory this program was built in: Cargo names to a test only its own package's binaries.
-/// `make test`, `make e2e` and `make bench` build them first.
+/// `make test`, `make e2e` and `make bench` build them first; one older than its sources is
+/// refused rather than tested.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the running program's path");
     let mut dir = exe.parent().expect("a directory").to_path_buf();
@@ -63,12 +64,44 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         dir.pop();
     }
     let bin = dir.join(name);
-    assert!(
-        bin.is_file(),
-        "{} is not built: run `cargo build --bins` (with --release for a bench)",
-        bin.display()
-    );
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
+    let Ok(built) = built else {
+        panic!(
+            "{} is not built: run `cargo build --workspace --bins` (with --release for a bench)",
+            bin.display()
+        );
+    };
+    // The binary's own crate and the two it is built on; a source newer than the binary means
+    // the run would test old code.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates");
+    let sources = [name, "greenlight-core", "greenlight-api"].map(|c| root.join(c).join("src"));
+    let newer = sources.iter().find_map(|src| newer_source(src, built));
+    if let Some(source) = newer {
+        panic!(
+            "{} is older than {}: run `cargo build --workspace --bins` (with --release for a bench)",
+            bin.display(),
+            source.display()
+        );
+    }
     bin
+}
+
+/// A `.rs` file under `dir` changed after `than`, if there is one.
+fn newer_source(dir: &std::path::Path, than: std::time::SystemTime) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = newer_source(&path, than) {
+                return Some(found);
+            }
+            continue;
+        }
+        let changed = entry.metadata().and_then(|m| m.modified());
+        if path.extension().is_some_and(|e| e == "rs") && changed.is_ok_and(|c| c > than) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 pub fn free_port() -> u16 {

@@ -458,7 +458,7 @@ pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldErro
             Duration::ZERO
         }
     };
-    check_routing(spec.traffic_routing.as_ref(), &mut errors);
+    errors.extend(routing_errors(spec.traffic_routing.as_ref()));
     let routing = spec.traffic_routing.clone();
     let scale_down_delay = scale_down_delay(spec, &mut errors);
     if errors.is_empty() {
@@ -535,14 +535,16 @@ fn compile_steps(
 const LONGEST_SCALE_DOWN_DELAY: Duration = Duration::from_secs(3600);
 
 /// The router fields the routers cannot do without. Routers are IO and live in the operator;
-/// what their fields must hold is part of the spec, and so it is checked here.
-fn check_routing(routing: Option<&TrafficRouting>, errors: &mut Vec<FieldError>) {
+/// what their fields must hold is part of the spec, and so it is checked here. A test in the
+/// operator's `routers` holds each router's own check to agree with this one.
+pub fn routing_errors(routing: Option<&TrafficRouting>) -> Vec<FieldError> {
     let gateway = routing.and_then(|r| r.gateway_api.as_ref());
-    if gateway.is_some_and(|g| g.http_route.trim().is_empty()) {
-        errors.push(FieldError::new(
+    match gateway.is_some_and(|g| g.http_route.trim().is_empty()) {
+        true => vec![FieldError::new(
             "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute",
             "must name an HTTPRoute",
-        ));
+        )],
+        false => vec![],
     }
 }
 
@@ -750,5 +752,33 @@ mod properties {
                 prop_assert!(errors.0.iter().any(|e| e.field == "spec.artifacts[0].image"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod routing_tests {
+    use super::*;
+    use crate::api::canary::GatewayApiRouting;
+
+    fn gateway(route: &str) -> TrafficRouting {
+        TrafficRouting {
+            gateway_api: Some(GatewayApiRouting {
+                http_route: route.to_string(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_blank_http_route_is_refused_naming_the_field_and_a_named_one_passes() {
+        for blank in ["", " ", "\t\n"] {
+            let errors = routing_errors(Some(&gateway(blank)));
+            assert_eq!(errors.len(), 1, "{blank:?}");
+            assert_eq!(
+                errors[0].field,
+                "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute"
+            );
+        }
+        assert!(routing_errors(Some(&gateway("web"))).is_empty());
+        assert!(routing_errors(None).is_empty());
     }
 }

@@ -102,11 +102,41 @@ pub trait RouterKind: Sync {
 pub type SpecError = (&'static str, String);
 
 /// Every router with a field of its own. Adding one is its file, its field in
-/// `TrafficRouting`, and a line here. Without any, the replica ratio splits traffic.
+/// `TrafficRouting` with what the field must hold in greenlight-core's `routing_errors`, and a
+/// line here. Without any, the replica ratio splits traffic.
 static KINDS: &[&dyn RouterKind] = &[&gateway_api::Kind];
 
 /// The router for a stage's `trafficRouting`, or what is wrong with it.
 pub fn for_routing(routing: Option<&TrafficRouting>) -> Result<Box<dyn TrafficRouter>, SpecError> {
     let chosen = routing.and_then(|r| KINDS.iter().find_map(|k| k.router_for(r)));
     chosen.unwrap_or_else(|| Ok(Box::new(replica_ratio::ReplicaRatio)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::canary::GatewayApiRouting;
+    use crate::validation::routing_errors;
+
+    /// Validation, which is pure and lives in the core, and the routers judge `trafficRouting`
+    /// alike: a spec validation accepts always gets its router, so the replica-ratio fallback
+    /// is never taken for a router someone asked for.
+    #[test]
+    fn validation_and_the_routers_agree_on_each_traffic_routing() {
+        for route in ["", " ", "\t", "web", "web-route"] {
+            let routing = TrafficRouting {
+                gateway_api: Some(GatewayApiRouting {
+                    http_route: route.to_string(),
+                }),
+            };
+            let routed = for_routing(Some(&routing)).err().map(|(field, _)| field);
+            let refused = routing_errors(Some(&routing));
+            let refused = refused.first().map(|e| e.field.as_str());
+            assert_eq!(
+                routed.map(|f| format!("spec.strategy.canary.trafficRouting.{f}")),
+                refused.map(str::to_string),
+                "route {route:?}"
+            );
+        }
+    }
 }
