@@ -14,15 +14,11 @@ mod scale;
 #[path = "../e2e/support/mod.rs"]
 mod support;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use env::TestEnv;
+use cases::{Case, run_case};
 use support::controlplane::ControlPlane;
-
-type Case = fn(TestEnv) -> Pin<Box<dyn Future<Output = ()>>>;
 
 /// The cases that record a figure with `support::figures::record`.
 const MEASURED: &[&str] = &[
@@ -54,7 +50,7 @@ fn main() -> ExitCode {
     for (name, case) in chosen {
         eprintln!("running {name}");
         let kubelet = kubelet.clone();
-        let ran = std::panic::catch_unwind(|| run_alone(cp, kubelet, name, case));
+        let ran = std::panic::catch_unwind(|| run_case(cp, kubelet, name, case));
         figures.extend(support::figures::take());
         if ran.is_err() {
             failed.push(name);
@@ -69,25 +65,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn run_alone(
-    cp: &'static ControlPlane,
-    kubelet: support::kubelet::Kubelet,
-    name: &str,
-    case: Case,
-) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let env = TestEnv::new(cp, kubelet, name).await;
-        tokio::time::timeout(Duration::from_secs(600), case(env))
-            .await
-            .expect("the case took over 10 minutes");
-    });
 }
 
 fn print_figures(figures: &[(String, Duration)]) {

@@ -8,21 +8,16 @@ mod scale;
 #[path = "support/mod.rs"]
 mod support;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use env::TestEnv;
+use cases::{Case, run_case};
 use support::controlplane::ControlPlane;
 use support::kubelet::Kubelet;
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
 static KUBELET: OnceLock<Kubelet> = OnceLock::new();
-
-type Case = fn(TestEnv) -> Pin<Box<dyn Future<Output = ()>>>;
 
 fn main() {
     let mut args = Arguments::from_args();
@@ -58,19 +53,7 @@ fn trial(name: &'static str, case: Case) -> Trial {
             .get()
             .ok_or_else(|| Failed::from("control plane not started"))?;
         let kubelet = KUBELET.get().cloned().unwrap_or_default();
-        let result = std::panic::catch_unwind(|| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let env = TestEnv::new(cp, kubelet, name).await;
-                tokio::time::timeout(Duration::from_secs(600), case(env))
-                    .await
-                    .expect("test took over 10 minutes");
-            });
-        });
+        let result = std::panic::catch_unwind(|| run_case(cp, kubelet, name, case));
         result.map_err(|panic| {
             let msg = panic
                 .downcast_ref::<String>()

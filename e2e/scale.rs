@@ -93,7 +93,12 @@ pub struct Report {
     pub peak_rss_mib: f64,
     /// The controller's writes, by kind, at the end of the run.
     pub writes: BTreeMap<String, f64>,
-    pub idle_writes: f64,
+    /// Writes, by kind, of the passes still under way when the last release became final
+    /// (its stage's own status and the Events announcing it), and how long until they ended.
+    pub trailing_writes: BTreeMap<String, f64>,
+    pub quiet_after: Duration,
+    /// The writes, by kind, the settled controller made while nothing changed.
+    pub idle_writes: BTreeMap<String, f64>,
     pub events: f64,
     /// Per controller: reconciles, p50 and p99 duration, p50 and p99 queue wait (seconds).
     pub latency: BTreeMap<String, [f64; 5]>,
@@ -124,6 +129,7 @@ pub async fn run(env: &mut TestEnv, sizes: &Sizes) -> Report {
     let publisher = publish(env, sizes, &mut report);
     publisher.await;
     settle(env, sizes, started, &mut report).await;
+    await_quiet(env, &mut report).await;
     measure_idle(env, sizes, &mut report).await;
     measure(env, &mut report).await;
     report
@@ -285,12 +291,43 @@ fn newest_not_shipped(releases: &[Release], sizes: &Sizes) -> Vec<String> {
         .collect()
 }
 
+const WRITES: &str = "greenlight_api_writes_total";
+
+/// A release's phase is written in the middle of a pass, so the pass's last writes (the
+/// stage's status, its Events) may follow it: waits until no write has come for `QUIET`,
+/// or for at most a minute, which the idle measurement after it would then show.
+async fn await_quiet(env: &TestEnv, report: &mut Report) {
+    const QUIET: Duration = Duration::from_secs(3);
+    let start = Instant::now();
+    let first = by_label(&env.metrics().await, WRITES, "kind");
+    let mut last = first.clone();
+    let mut still = Instant::now();
+    while still.elapsed() < QUIET && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = by_label(&env.metrics().await, WRITES, "kind");
+        if now != last {
+            (last, still) = (now, Instant::now());
+        }
+    }
+    report.trailing_writes = grown(&first, last);
+    report.quiet_after = start.elapsed();
+}
+
 /// Writes the settled controller makes while nothing changes.
 async fn measure_idle(env: &TestEnv, sizes: &Sizes, report: &mut Report) {
-    let before = metric_sum(&env.metrics().await, "greenlight_api_writes_total", &[]);
+    let before = by_label(&env.metrics().await, WRITES, "kind");
     tokio::time::sleep(sizes.idle_for).await;
-    let after = metric_sum(&env.metrics().await, "greenlight_api_writes_total", &[]);
-    report.idle_writes = after - before;
+    let after = by_label(&env.metrics().await, WRITES, "kind");
+    report.idle_writes = grown(&before, after);
+}
+
+/// What each count gained from `before` to `after`, leaving out those that did not.
+fn grown(before: &BTreeMap<String, f64>, after: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .into_iter()
+        .map(|(kind, n)| (kind.clone(), n - before.get(&kind).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n > 0.0)
+        .collect()
 }
 
 async fn measure(env: &TestEnv, report: &mut Report) {
@@ -504,7 +541,12 @@ pub fn print(sizes: &Sizes, r: &Report) {
         );
     }
     println!(
-        "  writes while idle for {} s: {}",
+        "  writes after the last release was final, until quiet ({:.1} s): {:?}",
+        r.quiet_after.as_secs_f64(),
+        r.trailing_writes
+    );
+    println!(
+        "  writes while idle for {} s: {:?}",
         sizes.idle_for.as_secs(),
         r.idle_writes
     );

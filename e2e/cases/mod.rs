@@ -1,4 +1,5 @@
-//! Every end-to-end case, by name.
+//! Every end-to-end case, by name, and how one is run: on its own runtime, in its own
+//! namespace, within ten minutes.
 
 mod approvals;
 mod bad_input;
@@ -24,7 +25,31 @@ mod shell;
 mod trust;
 mod windows;
 
-use crate::Case;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::env::TestEnv;
+use crate::support::controlplane::ControlPlane;
+use crate::support::kubelet::Kubelet;
+
+/// One case: it is handed its world and panics when what it asserts does not hold.
+pub type Case = fn(TestEnv) -> Pin<Box<dyn Future<Output = ()>>>;
+
+/// Runs one case to its end on a runtime of its own; a failure is the case's panic.
+pub fn run_case(cp: &'static ControlPlane, kubelet: Kubelet, name: &str, case: Case) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let env = TestEnv::new(cp, kubelet, name).await;
+        tokio::time::timeout(Duration::from_secs(600), case(env))
+            .await
+            .expect("the case took over 10 minutes");
+    });
+}
 
 macro_rules! cases {
     ($($module:ident :: $case:ident),* $(,)?) => {
