@@ -30,6 +30,7 @@ const MEASURED: &[&str] = &[
     "blackout_window_holds_prod_until_it_ends",
     "schedule_trigger_promotes_at_its_cron_tick_and_not_before",
     "a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_over_on_sigterm",
+    "a_smoke_test_job_that_passes_promotes_and_one_that_exits_1_rolls_back_with_its_message",
 ];
 
 fn main() -> ExitCode {

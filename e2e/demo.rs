@@ -1,9 +1,11 @@
 //! `make demo`: Greenlight from nothing to a promotion and a rollback, in one command. It
 //! starts a local control plane, three app processes and a real Prometheus scraping them,
-//! traffic through the canary's route, the operator, and a local receiver for notices; applies
-//! a three-stage pipeline; publishes a healthy release and then a faulty one while
-//! `kubectl greenlight get pipeline --watch` shows them; prints a summary and stops everything.
-//! It exits 0 when the healthy release reached prod and the faulty one was rolled back there.
+//! a real PostgreSQL, traffic through the canary's route, the operator, and a local receiver
+//! for notices; applies a three-stage pipeline whose test stage verifies each release with a
+//! smoke-test Job and whose prod stage snapshots the database before it changes anything;
+//! publishes a healthy release and then a faulty one while `kubectl greenlight get pipeline
+//! --watch` shows them; prints a summary and stops everything. It exits 0 when the healthy
+//! release reached prod and the faulty one failed its verification in test and never left it.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -13,10 +15,13 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use greenlight::api::GateList;
 use greenlight::api::Release;
-use greenlight::api::release::StagePhaseForRelease;
+use greenlight::api::release::{GateVerdict, StagePhaseForRelease};
 use kube::{Api, Client};
 use support::controlplane::ControlPlane;
+use support::kubelet::Kubelet;
+use support::postgres::Postgres;
 use support::prometheus::Prometheus;
 use support::traffic::{Apps, LoadGenerator};
 
@@ -49,10 +54,10 @@ async fn main() -> ExitCode {
     step("Starting a local Kubernetes 1.20 control plane and a fake kubelet");
     let cp = ControlPlane::start();
     cp.install();
-    let _kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
+    let kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
     cp.kubectl(&["create", "namespace", NS]);
     let client = admin_client(&cp).await;
-    let ok = run(&cp, client, &dir).await;
+    let ok = run(&cp, client, &kubelet, &dir).await;
     step(&format!(
         "Stopping everything ({}s in all)",
         started.elapsed().as_secs()
@@ -75,19 +80,24 @@ async fn admin_client(cp: &ControlPlane) -> Client {
 }
 
 /// Everything after the control plane; true when the end state is the expected one.
-async fn run(cp: &ControlPlane, client: Client, dir: &std::path::Path) -> bool {
+async fn run(cp: &ControlPlane, client: Client, kubelet: &Kubelet, dir: &std::path::Path) -> bool {
     let images = [image("healthy", 0), image("healthy", 1), image("faulty", 2)];
     step(
-        "Starting the app processes (0.9 and 1.0 healthy, 2.0 faulty: one request in five fails) and Prometheus",
+        "Starting the app processes (0.9 and 1.0 healthy, 2.0 faulty: one request in five fails), Prometheus and PostgreSQL",
     );
     let refs: Vec<&str> = images.iter().map(String::as_str).collect();
     let apps = Apps::start(&refs, dir, &sibling("greenlight-e2e-app").to_string_lossy());
+    for (image, port) in &apps.ports {
+        kubelet.jobs.serve_image(image, *port);
+    }
     let mut prometheus = Prometheus::start(&apps.targets());
     prometheus.wait_for_series("up", images.len()).await;
+    let database = shop_database(dir);
     let notices = Notices::start().await;
     step(
-        "Applying the pipeline: dev (automatic), test (after a 10s soak in dev), prod (a canary behind an error-rate SLO), and a notifier",
+        "Applying the pipeline: dev (automatic), test (after a 10s soak in dev, verified by a smoke-test Job), prod (a database snapshot first, then a canary behind an error-rate SLO, verified again), and a notifier",
     );
+    apply(cp, dir, &database.service_yaml("shop-db"));
     apply(cp, dir, &world_yaml(&prometheus.url, notices.port));
     let _controller = start_operator(cp, dir);
     step("Rolling out the baseline, 0.9, everywhere");
@@ -99,11 +109,34 @@ async fn run(cp: &ControlPlane, client: Client, dir: &std::path::Path) -> bool {
     publish(cp, dir, "shop-1-0", "1.0", &images[1]);
     let promoted = wait_at(&client, "shop-1-0", "prod", Duration::from_secs(180)).await;
     publish(cp, dir, "shop-2-0", "2.0", &images[2]);
-    let rolled_back = wait_at(&client, "shop-2-0", "prod", Duration::from_secs(180)).await;
+    let failed = wait_at(&client, "shop-2-0", "test", Duration::from_secs(180)).await;
+    wait_at(&client, "shop-2-0", "prod", Duration::from_secs(60)).await;
     wait_for_rollback_to_finish(&client).await;
     drop(watch);
     drop(load);
-    summary(&client, &notices, promoted, rolled_back).await
+    let snapshot = snapshot_bytes(kubelet);
+    summary(&client, &notices, (promoted, failed), snapshot).await
+}
+
+/// The shop's database, with rows enough for its snapshot to have a size.
+fn shop_database(dir: &std::path::Path) -> Postgres {
+    let database = Postgres::start(dir);
+    database.sql("postgres", "CREATE DATABASE shop");
+    database.sql(
+        "shop",
+        "CREATE TABLE orders (id serial PRIMARY KEY, item text, placed timestamptz DEFAULT now()); \
+         INSERT INTO orders (item) SELECT 'item-' || n FROM generate_series(1, 10000) n",
+    );
+    database
+}
+
+/// The size of the snapshot prod's pre-rollout Job wrote, from the Job pod's working directory.
+fn snapshot_bytes(kubelet: &Kubelet) -> Option<u64> {
+    let pods = std::fs::read_dir(kubelet.jobs.workdir(NS, "")).ok()?;
+    pods.flatten()
+        .filter_map(|pod| std::fs::metadata(pod.path().join("snapshot.sql")).ok())
+        .map(|m| m.len())
+        .max()
 }
 
 fn apply(cp: &ControlPlane, dir: &std::path::Path, yaml: &str) {
@@ -169,7 +202,7 @@ async fn wait_for_rollback_to_finish(client: &Client) {
     let api: Api<greenlight::api::Stage> = Api::namespaced(client.clone(), NS);
     for _ in 0..120 {
         let rolling = api
-            .get("prod")
+            .get("test")
             .await
             .ok()
             .and_then(|s| s.status?.rollout)
@@ -255,34 +288,57 @@ impl Notices {
 async fn summary(
     client: &Client,
     notices: &Notices,
-    promoted: Option<StagePhaseForRelease>,
-    rolled_back: Option<StagePhaseForRelease>,
+    (promoted, failed): (Option<StagePhaseForRelease>, Option<StagePhaseForRelease>),
+    snapshot: Option<u64>,
 ) -> bool {
     let api: Api<Release> = Api::namespaced(client.clone(), NS);
-    let why = api
-        .get("shop-2-0")
-        .await
-        .ok()
-        .and_then(|r| r.status?.stages.get("prod")?.message.clone());
+    let entry =
+        |r: Option<Release>, stage: &str| r.and_then(|r| r.status?.stages.get(stage).cloned());
+    let healthy = api.get("shop-1-0").await.ok();
+    let checked = |stage: &str, list: GateList| {
+        let at = entry(healthy.clone(), stage);
+        let checks = at.map(|e| e.checks).unwrap_or_default();
+        checks
+            .iter()
+            .any(|c| c.list == Some(list) && c.result == GateVerdict::Passed)
+    };
+    let all_checked = checked("test", GateList::Verify)
+        && checked("prod", GateList::PreRollout)
+        && checked("prod", GateList::Verify);
+    let faulty = api.get("shop-2-0").await.ok();
+    let at_test = entry(faulty.clone(), "test");
+    let at_prod = entry(faulty, "prod");
     println!("\n════ Summary ════");
     println!("Notices the notifier received:");
     for line in notices.got.lock().unwrap().iter() {
         println!("  • {line}");
     }
-    let ok_promoted = promoted == Some(StagePhaseForRelease::Succeeded);
-    let ok_rolled_back = rolled_back == Some(StagePhaseForRelease::Failed);
+    let ok_promoted =
+        promoted == Some(StagePhaseForRelease::Succeeded) && snapshot.is_some() && all_checked;
+    let why = at_test.as_ref().map(|e| {
+        format!(
+            "{}: {}",
+            e.reason.clone().unwrap_or_default(),
+            e.message.clone().unwrap_or_default()
+        )
+    });
+    let verification =
+        at_test.as_ref().and_then(|e| e.reason.as_deref()) == Some("VerificationFailed");
+    let never_in_prod = at_prod.is_none_or(|e| e.phase != StagePhaseForRelease::Succeeded);
+    let ok_failed = failed == Some(StagePhaseForRelease::Failed) && verification && never_in_prod;
+    let bytes = snapshot.map_or("no".to_string(), |b| b.to_string());
     println!(
-        "{} 1.0 (shop-1-0) is in prod: promoted through dev, test and a canary ({})",
+        "{} 1.0 (shop-1-0) is in prod ({}): verified in test, a database snapshot of {bytes} bytes before prod, a canary, verified in prod",
         if ok_promoted { "✔" } else { "✘" },
         phase(promoted)
     );
     println!(
-        "{} 2.0 (shop-2-0) was rolled back at prod ({}): {}",
-        if ok_rolled_back { "✔" } else { "✘" },
-        phase(rolled_back),
+        "{} 2.0 (shop-2-0) failed its verification in test and never reached prod ({}): {}",
+        if ok_failed { "✔" } else { "✘" },
+        phase(failed),
         why.unwrap_or_default()
     );
-    ok_promoted && ok_rolled_back
+    ok_promoted && ok_failed
 }
 
 fn phase(p: Option<StagePhaseForRelease>) -> String {
@@ -297,6 +353,7 @@ fn world_yaml(prometheus: &str, notices: u16) -> String {
     };
     let targets: String = ["web-dev", "web-test", "web"].map(target).concat();
     let notifier = notifier_yaml(notices);
+    let checks = checks_yaml();
     format!(
         r#"{targets}apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -322,7 +379,7 @@ spec:
     timeout: 2s
     minSamples: {{query: '{REQUESTS}', minimum: 5}}
 ---
-apiVersion: greenlight.dev/v1alpha1
+{checks}apiVersion: greenlight.dev/v1alpha1
 kind: Stage
 metadata: {{name: dev}}
 spec: {{pipeline: shop, target: {{name: web-dev}}, notifiers: [release-channel]}}
@@ -330,7 +387,7 @@ spec: {{pipeline: shop, target: {{name: web-dev}}, notifiers: [release-channel]}
 apiVersion: greenlight.dev/v1alpha1
 kind: Stage
 metadata: {{name: test}}
-spec: {{pipeline: shop, requires: [dev], target: {{name: web-test}}, gates: [soaked-in-dev], notifiers: [release-channel]}}
+spec: {{pipeline: shop, requires: [dev], target: {{name: web-test}}, gates: [soaked-in-dev], verify: {{gates: [smoke-test], timeout: 2m}}, notifiers: [release-channel]}}
 ---
 apiVersion: greenlight.dev/v1alpha1
 kind: Stage
@@ -341,6 +398,8 @@ spec:
   target: {{name: web}}
   replicas: 2
   notifiers: [release-channel]
+  preRollout: [db-snapshot]
+  verify: {{gates: [smoke-test], timeout: 2m}}
   strategy:
     type: canary
     canary:
@@ -357,6 +416,31 @@ spec:
     )
 }
 
+/// The Job gates: a smoke test of the stage's Service, and a snapshot of the shop's database
+/// (here to the Job's working directory; a real one goes to object storage).
+fn checks_yaml() -> String {
+    let job = |name: &str, image: &str, script: &str, env: &str| {
+        format!(
+            "apiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: {name}}}\nspec:\n  type: job\n  job:\n    activeDeadlineSeconds: 60\n    template:\n      serviceAccountName: release-checks\n      containers:\n      - name: {name}\n        image: {image}\n        command: [sh, -c, {script:?}]\n{env}---\n"
+        )
+    };
+    let smoke = job(
+        "smoke-test",
+        "docker.io/curlimages/curl:8.5.0",
+        r#"for i in $(seq 20); do curl -fsS -o /dev/null "$GREENLIGHT_SERVICE_URL/" || { echo "smoke test of $GREENLIGHT_VERSION: request $i failed"; exit 1; }; done"#,
+        "",
+    );
+    let snapshot = job(
+        "db-snapshot",
+        "docker.io/library/postgres:15",
+        r#"pg_dump --dbname="$DATABASE_URL" --file=snapshot.sql && wc -c < snapshot.sql"#,
+        "        env: [{name: DATABASE_URL, value: \"postgresql://postgres@shop-db.demo.svc:5432/shop\"}]\n",
+    );
+    format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: release-checks}}\n---\n{smoke}{snapshot}"
+    )
+}
+
 /// The notifier, its URL's Secret, and the Role that lets the operator read that Secret.
 fn notifier_yaml(notices: u16) -> String {
     format!(
@@ -369,7 +453,7 @@ stringData: {{url: "http://127.0.0.1:{notices}/notices"}}
 apiVersion: greenlight.dev/v1alpha1
 kind: Notifier
 metadata: {{name: release-channel}}
-spec: {{type: webhook, urlSecretRef: {{name: notify, key: url}}, events: [Started, Succeeded, Failed, RolledBack]}}
+spec: {{type: webhook, urlSecretRef: {{name: notify, key: url}}, events: [Upcoming, Started, Verified, Succeeded, Failed, RolledBack]}}
 ---
 "#,
         reader = support::operator_may_read_secret("notify"),

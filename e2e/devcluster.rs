@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::controlplane::ControlPlane;
+use support::kubelet::Kubelet;
+use support::postgres::Postgres;
 
 fn main() {
     let dir = support::cache_dir().join("dev-cluster");
@@ -27,9 +29,35 @@ fn main() {
     let identity_key = write_identity_key(&dir);
     print_how_to_act_as_each_person(&cp);
 
-    let _kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
-    run_the_controller_until_interrupted(&cp, admission_port, &identity_key);
+    let kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
+    let _database = shop_database(&cp, &dir);
+    run_the_controller_until_interrupted(&cp, &kubelet, admission_port, &identity_key);
     cp.shutdown();
+}
+
+/// The shop's database, as the sample's pre-rollout snapshot expects it: a real PostgreSQL
+/// behind the Service `shop-db` in `default`. Without one (PostgreSQL not installed, or no
+/// right to run it as its own user) prod's snapshot fails, and prod says so.
+fn shop_database(cp: &ControlPlane, dir: &Path) -> Option<Postgres> {
+    // Not under the cache in $HOME: PostgreSQL runs as its own user, who may not enter it.
+    let data = support::temp_dir("greenlight-dev-postgres");
+    let database = match std::panic::catch_unwind(|| Postgres::start(&data)) {
+        Ok(database) => database,
+        Err(_) => {
+            eprintln!("no PostgreSQL for shop-db: prod's pre-rollout snapshot will fail");
+            return None;
+        }
+    };
+    database.sql("postgres", "CREATE DATABASE shop");
+    database.sql(
+        "shop",
+        "CREATE TABLE orders (id serial PRIMARY KEY, item text); \
+         INSERT INTO orders (item) SELECT 'item-' || n FROM generate_series(1, 1000) n",
+    );
+    let yaml = dir.join("shop-db.yaml");
+    std::fs::write(&yaml, database.service_yaml("shop-db")).expect("shop-db.yaml");
+    cp.kubectl(&["apply", "-n", "default", "-f", &yaml.to_string_lossy()]);
+    Some(database)
 }
 
 fn print_how_to_use_kubectl(cp: &ControlPlane) {
@@ -67,8 +95,9 @@ fn print_the_next_three_commands(cp: &ControlPlane) {
         cp.kubeconfig_for("alice").display()
     );
     println!();
-    println!("dev and test take 1.4.2 at once; prod waits for a minute's soak in test and a");
-    println!("release manager's approval, then runs it as a canary for 30 seconds.");
+    println!("dev takes 1.4.2 at once, and test once its smoke-test Job passes there; prod waits");
+    println!("for a minute's soak in test and a release manager's approval, snapshots the shop's");
+    println!("PostgreSQL, runs 1.4.2 as a canary for 30 seconds, and verifies it again.");
     println!("Pods are run by a fake kubelet. Press Ctrl-C to stop everything.");
     println!();
 }
@@ -105,6 +134,7 @@ fn print_how_to_act_as_each_person(cp: &ControlPlane) {
 /// prints the commands that tell the story (so the first of them is never refused).
 fn run_the_controller_until_interrupted(
     cp: &ControlPlane,
+    kubelet: &Kubelet,
     admission_port: u16,
     identity_key: &Path,
 ) {
@@ -117,6 +147,10 @@ fn run_the_controller_until_interrupted(
         .build()
         .expect("runtime");
     runtime.block_on(async move {
+        // What the sample's pods answer with, for its smoke tests: 200 on /healthz.
+        let app = support::http::WebhookServer::default().start().await;
+        let port = app.rsplit(':').next().and_then(|p| p.parse().ok());
+        kubelet.jobs.serve_default(port.expect("the app's port"));
         let controller = std::env::current_exe()
             .expect("own path")
             .with_file_name("greenlight");

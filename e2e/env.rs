@@ -195,6 +195,11 @@ impl TestEnv {
         .await;
     }
 
+    /// `kubectl` in this namespace as the cluster's admin, with `stdin`.
+    pub fn kubectl(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        self.kubectl_with(&self.cp.kubeconfig, args, stdin)
+    }
+
     /// `kubectl` in this namespace as one of the control plane's people, with `stdin`.
     pub fn kubectl_as(&self, user: &str, args: &[&str], stdin: &str) -> std::process::Output {
         self.kubectl_with(&self.cp.kubeconfig_for(user), args, stdin)

@@ -15,7 +15,7 @@ SUDO=""
 log() { echo "[install-deps] $*" >&2; }
 
 need_pkgs=()
-for p in etcd-server prometheus golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential curl openssl umoci ca-certificates tmux lua5.1; do
+for p in etcd-server prometheus golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential curl openssl umoci ca-certificates tmux lua5.1 postgresql; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -15,6 +15,10 @@ pub async fn readme_example_is_accepted_and_kubectl_get_shows_useful_columns(mut
         "README.md must show config/samples/pipeline.yaml verbatim"
     );
 
+    // What the shop's pods answer its smoke test with.
+    let app = crate::support::http::WebhookServer::default().start().await;
+    let port = app.rsplit(':').next().and_then(|p| p.parse().ok());
+    env.kubelet.jobs.serve_default(port.expect("port"));
     env.start_controller();
     env.cp.kubectl(&[
         "apply",
@@ -62,7 +66,7 @@ async fn assert_kubectl_get_shows_useful_columns(env: &TestEnv) {
     let short = env
         .cp
         .kubectl(&["get", "rel,stg,gt", "-n", &env.ns, "-o", "name"]);
-    assert_eq!(short.lines().count(), 6, "short names work:\n{short}");
+    assert_eq!(short.lines().count(), 8, "short names work:\n{short}");
     env.wait_for(
         "-o wide to say why prod waits",
         Duration::from_secs(20),
@@ -81,7 +85,7 @@ async fn assert_kubectl_get_shows_useful_columns(env: &TestEnv) {
     let by_category = env
         .cp
         .kubectl(&["get", "greenlight", "-n", &env.ns, "-o", "name"]);
-    assert_eq!(by_category.lines().count(), 6, "{by_category}");
+    assert_eq!(by_category.lines().count(), 8, "{by_category}");
 }
 
 async fn assert_the_approvals_sample_is_accepted_and_its_approval_does_not_count(

@@ -13,6 +13,8 @@ mod gates;
 mod insiders;
 mod insight;
 mod install;
+mod job_insiders;
+mod jobs;
 mod kubectl;
 mod notify;
 mod plugin;
@@ -58,8 +60,28 @@ macro_rules! cases {
 }
 
 pub fn all() -> Vec<(&'static str, Case)> {
+    [core(), checks()].concat()
+}
+
+/// Testing a release where it runs: Job gates, pre-rollout and verification.
+fn checks() -> Vec<(&'static str, Case)> {
     cases![
-        demo::the_demo_promotes_one_release_and_rolls_back_the_other_then_stops,
+        jobs::a_smoke_test_job_that_passes_promotes_and_one_that_exits_1_rolls_back_with_its_message,
+        jobs::a_release_failing_verification_in_test_never_reaches_prod,
+        jobs::a_failing_pre_rollout_job_leaves_the_workload_untouched,
+        jobs::a_controller_killed_mid_verification_finds_its_job_and_uses_its_verdict,
+        jobs::a_job_refused_by_a_quota_is_inconclusive_and_backs_off_without_a_loop,
+        jobs::host_namespaces_privilege_and_the_operators_account_are_refused_by_field,
+        jobs::twenty_verified_releases_leave_a_bounded_number_of_jobs,
+        job_insiders::a_pod_a_team_editor_slips_under_a_smoke_test_job_does_not_pass_it,
+        job_insiders::a_copy_a_team_editor_makes_of_a_running_check_job_is_not_judged,
+    ]
+}
+
+/// Every case from before the check lists.
+fn core() -> Vec<(&'static str, Case)> {
+    cases![
+        demo::the_demo_promotes_one_release_and_stops_the_other_in_test_then_stops,
         notify::each_transition_is_told_once_with_who_and_why_even_across_an_outage_and_a_restart,
         notify::dead_receivers_do_not_starve_a_healthy_one_and_a_forged_event_sends_nothing,
         plugin::the_plugin_shows_approves_steers_and_waits_like_a_release_manager,

@@ -523,6 +523,9 @@ fn apiserver_command(dir: &Path, certs: &Path, etcd_port: u16, api_port: u16) ->
         "--allow-privileged=true",
         // Webhook Services are reached at their endpoints: no kube-proxy runs here.
         "--enable-aggregator-routing=true",
+        // A Job gate's `ttlSecondsAfterFinished` (alpha in 1.20; the apiserver drops the
+        // field without the gate).
+        "--feature-gates=TTLAfterFinished=true",
         "--v=0",
     ]);
     api
@@ -532,7 +535,9 @@ fn kube_controller_manager_command(kubeconfig: &Path) -> Command {
     let mut kcm = Command::new(find_binary("kube-controller-manager"));
     kcm.args([
         &format!("--kubeconfig={}", kubeconfig.display()),
-        "--controllers=deployment,replicaset,garbagecollector,namespace",
+        // The Job controller runs Job gates' Jobs; the TTL controller removes finished ones.
+        "--controllers=deployment,replicaset,garbagecollector,namespace,job,ttl-after-finished",
+        "--feature-gates=TTLAfterFinished=true",
         "--leader-elect=false",
         "--port=0",
         "--secure-port=0",

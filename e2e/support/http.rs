@@ -56,6 +56,7 @@ impl WebhookServer {
             .route("/slow/{secs}", any(slow))
             .route("/stream/{mib}", any(stream))
             .route("/stream/{mib}/{*rest}", any(stream_under))
+            .route("/healthz", any(|| async { "ok" }))
             .route("/{status}/{message}", any(answer))
             .with_state(self.clone());
         serve(app).await

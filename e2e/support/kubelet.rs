@@ -30,6 +30,8 @@ pub enum Hold {
 #[derive(Clone, Default)]
 pub struct Kubelet {
     holds: Arc<Mutex<Vec<Hold>>>,
+    /// The pods of Jobs, whose commands it runs.
+    pub jobs: super::jobpods::JobPods,
 }
 
 impl Kubelet {
@@ -113,6 +115,9 @@ impl Kubelet {
         let name = pod.name_any();
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         if pod.metadata.deletion_timestamp.is_some() {
+            if super::jobpods::is_job_pod(pod) {
+                self.jobs.tend(client, pod).await?;
+            }
             api.delete(
                 &name,
                 &DeleteParams {
@@ -127,22 +132,10 @@ impl Kubelet {
         }
         let spec = pod.spec.clone().unwrap_or_default();
         if spec.node_name.is_none() {
-            let binding = json!({
-                "apiVersion": "v1", "kind": "Binding",
-                "metadata": {"name": name, "namespace": ns},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}
-            });
-            let body = serde_json::to_vec(&binding).expect("binding json");
-            let req = http_post(
-                &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
-                body,
-            );
-            client
-                .request::<serde_json::Value>(req)
-                .await
-                .map(|_| ())
-                .or_else(ignore_conflict)?;
-            return Ok(());
+            return bind(client, &ns, &name).await;
+        }
+        if super::jobpods::is_job_pod(pod) {
+            return self.jobs.tend(client, pod).await;
         }
         let ready = !self.held(pod);
         let status = pod.status.clone().unwrap_or_default();
@@ -182,6 +175,25 @@ impl Kubelet {
             .map(|_| ())
             .or_else(ignore_not_found)
     }
+}
+
+/// Binds a pod to the fake node.
+async fn bind(client: &Client, ns: &str, name: &str) -> Result<(), kube::Error> {
+    let binding = json!({
+        "apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": name, "namespace": ns},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}
+    });
+    let body = serde_json::to_vec(&binding).expect("binding json");
+    let req = http_post(
+        &format!("/api/v1/namespaces/{ns}/pods/{name}/binding"),
+        body,
+    );
+    client
+        .request::<serde_json::Value>(req)
+        .await
+        .map(|_| ())
+        .or_else(ignore_conflict)
 }
 
 fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {

@@ -40,6 +40,11 @@ pub struct CanaryStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub scale_down_delay: Option<String>,
+    /// Gates run once the steps are done, before traffic moves to the new primary: each runs
+    /// once (a Job against the canary), where an analysis measures again and again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 1, max = 253)))]
+    pub pre_promotion: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

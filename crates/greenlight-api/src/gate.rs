@@ -22,7 +22,7 @@ use super::patterns::NAME_PATTERN;
     status = "GateStatus",
     shortname = "gt",
     category = "greenlight",
-    doc = "A reusable check a release must pass: soak time, time window, Prometheus query, webhook or people's approval.",
+    doc = "A reusable check a release must pass: soak time, time window, Prometheus query, webhook, people's approval, or a Job run against the stage.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(
         name = "Ready",
@@ -50,6 +50,8 @@ pub struct GateSpec {
     pub webhook: Option<WebhookGate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobGate>,
     /// How often a gate that did not pass is checked again. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -64,6 +66,7 @@ pub enum GateType {
     Prometheus,
     Webhook,
     Approval,
+    Job,
 }
 
 impl GateType {
@@ -74,6 +77,7 @@ impl GateType {
             Self::Prometheus => "prometheus",
             Self::Webhook => "webhook",
             Self::Approval => "approval",
+            Self::Job => "job",
         }
     }
 }
@@ -197,6 +201,157 @@ pub struct ApprovalGate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub expiry: Option<String>,
+}
+
+/// Runs a Job in the stage's namespace, once per release, stage, gate and attempt: it passes
+/// when the Job completes and fails when it fails, with its container's termination message.
+/// The release's facts reach the Job as `GREENLIGHT_*` environment variables, never in its
+/// command line.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobGate {
+    pub template: JobPodTemplate,
+    /// Retries of a failed pod before the Job fails. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 6))]
+    pub backoff_limit: Option<i32>,
+    /// How long the Job may run, in seconds; past it the verdict is inconclusive. Default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub active_deadline_seconds: Option<i64>,
+    /// How long a finished Job is kept, in seconds (the operator also keeps only the last
+    /// few per stage). Default 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 300, max = 604800))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// The Job's pod. Host namespaces, privileged containers and the operator's own
+/// ServiceAccount are refused, naming the field; they stay in the schema so that a refusal
+/// can name them rather than the apiserver dropping them unseen.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPodTemplate {
+    /// The ServiceAccount the Job runs under; never the operator's own.
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: String,
+    #[schemars(length(min = 1, max = 4))]
+    pub containers: Vec<JobContainer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: Option<bool>,
+    #[serde(default, rename = "hostPID", skip_serializing_if = "Option::is_none")]
+    pub host_pid: Option<bool>,
+    #[serde(default, rename = "hostIPC", skip_serializing_if = "Option::is_none")]
+    pub host_ipc: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobContainer {
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<JobEnvVar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<JobResources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<JobSecurityContext>,
+}
+
+/// One environment variable: a value, or a key of a Secret in the stage's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEnvVar {
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
+}
+
+/// Requests and limits by resource name (`cpu`, `memory`, `ephemeral-storage`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResources {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 3))]
+    pub requests: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 3))]
+    pub limits: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSecurityContext {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_privilege_escalation: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as_non_root: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_root_filesystem: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_user: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_group: Option<i64>,
+}
+
+/// Where in a stage a gate is listed, and so when it runs.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum GateList {
+    /// `spec.gates`: before the release enters the stage.
+    Gates,
+    /// `spec.preRollout`: after the gates pass, before any workload changes.
+    PreRollout,
+    /// `spec.strategy.canary.prePromotion`: before traffic moves to the new primary.
+    PrePromotion,
+    /// `spec.verify.gates`: after the rollout (rolling) or the promotion (canary).
+    Verify,
+}
+
+impl GateList {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gates => "gates",
+            Self::PreRollout => "preRollout",
+            Self::PrePromotion => "prePromotion",
+            Self::Verify => "verify",
+        }
+    }
+
+    /// The field of a Stage that holds the list.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Gates => "spec.gates",
+            Self::PreRollout => "spec.preRollout",
+            Self::PrePromotion => "spec.strategy.canary.prePromotion",
+            Self::Verify => "spec.verify.gates",
+        }
+    }
 }
 
 fn default_required_approvals() -> i32 {

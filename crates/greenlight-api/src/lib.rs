@@ -19,10 +19,20 @@ pub use command::{
     CommandAction, CommandPhase, StageCommand, StageCommandSpec, StageCommandStatus,
 };
 pub use conditions::{Condition, ConditionStatus};
-pub use gate::{Gate, GateSpec, GateStatus, GateType};
+pub use gate::{Gate, GateList, GateSpec, GateStatus, GateType};
 pub use notifier::{NoticeKind, Notifier, NotifierSpec, NotifierStatus, NotifierType};
 pub use release::{Release, ReleaseSpec, ReleaseStatus};
 pub use stage::{Stage, StageSpec, StageStatus};
+
+/// Label on a Job a `job` gate started, and on its pods: the Job's name.
+pub const GATE_JOB_LABEL: &str = "greenlight.dev/gate-job";
+/// Annotations on such a Job: the gate, the check list and the attempt it ran for.
+pub const GATE_ANNOTATION: &str = "greenlight.dev/gate";
+pub const GATE_LIST_ANNOTATION: &str = "greenlight.dev/gate-list";
+pub const ATTEMPT_ANNOTATION: &str = "greenlight.dev/attempt";
+/// The operator's seal over such a Job's name and what it runs: a Job of that name someone
+/// else created does not carry a seal that checks out, and is not judged.
+pub const JOB_SEAL_ANNOTATION: &str = "greenlight.dev/seal";
 
 /// API group of every Greenlight kind.
 pub const GROUP: &str = "greenlight.dev";

@@ -44,7 +44,7 @@ pub struct NotifierSpec {
     pub url_secret_ref: SecretKeyRef,
     /// Which notices to send; every kind when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 7))]
+    #[schemars(length(max = 8))]
     pub events: Vec<NoticeKind>,
 }
 
@@ -75,7 +75,8 @@ impl NotifierType {
     Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
 )]
 pub enum NoticeKind {
-    /// A release waits for its schedule or a window: when it will roll out, and why not now.
+    /// A release will roll out: it waits for its schedule or a window (when, and why not
+    /// now), or its gates passed and its pre-rollout checks start.
     Upcoming,
     Started,
     /// The canary's share of traffic changed.
@@ -85,6 +86,8 @@ pub enum NoticeKind {
     Succeeded,
     Failed,
     RolledBack,
+    /// Verification passed: the release counts as succeeded at the stage.
+    Verified,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -177,6 +177,14 @@ pub enum AuditAction {
     RollbackCompleted,
     /// A StageCommand that could not act, with why.
     CommandRefused,
+    /// A gate of `preRollout` failed: the release failed here before any workload changed.
+    PreRolloutFailed,
+    /// Every gate of `verify` passed: the release counts as succeeded here.
+    Verified,
+    /// A gate of a check list (preRollout, prePromotion, verify) passed.
+    GatePassed,
+    /// A gate of a check list failed.
+    GateFailed,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -217,6 +225,11 @@ pub struct ReleaseStageStatus {
     /// Which attempt this is: absent for the first, 2 after the first retry, and so on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// Last result of each gate of the check lists (preRollout, prePromotion, verify) that
+    /// have run, in their order; each names its list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 60))]
+    pub checks: Vec<GateResultStatus>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -241,6 +254,7 @@ impl ReleaseStageStatus {
             finished_at: None,
             gates: Vec::new(),
             attempt: None,
+            checks: Vec::new(),
         }
     }
 }
@@ -264,6 +278,18 @@ pub struct GateResultStatus {
     /// Since when the gate has given this same result.
     #[schemars(with = "Time")]
     pub since: Timestamp,
+    /// The check list the gate ran in; absent for `spec.gates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<super::gate::GateList>,
+    /// The Job a `job` gate started for this result: one that has since gone is not started
+    /// again, its verdict stands (or is inconclusive, if it had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub job: Option<String>,
+    /// That Job's uid: a Job made again under its name is not the one started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub job_uid: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

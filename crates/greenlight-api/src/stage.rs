@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::canary::{CanaryProgress, CanaryStrategy};
 use super::conditions::Condition;
+use super::gate::GateList;
 use super::patterns::{DURATION_PATTERN, NAME_PATTERN};
 use super::release::Artifact;
 
@@ -80,6 +81,16 @@ pub struct StageSpec {
     /// pass stops the evaluation, so list cheap checks first.
     #[serde(default)]
     pub gates: Vec<String>,
+    /// Gates run once the `gates` pass, before any workload changes (a database snapshot, a
+    /// migration): one that fails fails the release here with `PreRolloutFailed`, and no
+    /// workload has been touched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 1, max = 253)))]
+    pub pre_rollout: Vec<String>,
+    /// Gates run once the rollout is complete (rolling) or promoted (canary); the release
+    /// counts as `Succeeded` here only when they pass, and one that fails rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
     /// Notifiers (in this namespace) told when a release is upcoming, starts, changes step,
     /// waits for approval, succeeds, fails or is rolled back here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -127,8 +138,54 @@ impl StageSpec {
         for (field, analysis) in steps.chain(background) {
             named.extend(analysis.gates.iter().map(|g| (field.clone(), g.clone())));
         }
+        for list in [
+            GateList::PreRollout,
+            GateList::PrePromotion,
+            GateList::Verify,
+        ] {
+            let gates = self.gates_in(list).iter().enumerate();
+            named.extend(gates.map(|(i, g)| (format!("{}[{i}]", list.field()), g.clone())));
+        }
         named
     }
+
+    /// The gates of one list, in their order.
+    pub fn gates_in(&self, list: GateList) -> &[String] {
+        match list {
+            GateList::Gates => &self.gates,
+            GateList::PreRollout => &self.pre_rollout,
+            GateList::PrePromotion => self
+                .strategy
+                .canary
+                .as_ref()
+                .map_or(&[][..], |c| &c.pre_promotion),
+            GateList::Verify => self.verify.as_ref().map_or(&[][..], |v| &v.gates),
+        }
+    }
+}
+
+/// The checks run on a release once it runs here.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verify {
+    #[schemars(length(min = 1, max = 20), inner(length(min = 1, max = 253)))]
+    pub gates: Vec<String>,
+    /// How long verification may take, at most 6h. Default 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+    /// What a verification that runs out of time does: `rollback` (the default), or `hold`,
+    /// which keeps the release and waits for a person's promote or abort.
+    #[serde(default)]
+    pub on_timeout: OnTimeout,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    #[default]
+    Rollback,
+    Hold,
 }
 
 fn default_replicas() -> i32 {
@@ -293,6 +350,9 @@ pub enum StagePhase {
     Waiting,
     /// A rollout is in progress.
     Progressing,
+    /// The release rolled out and its `verify` gates run; it is not `Succeeded` here until
+    /// they pass.
+    Verifying,
     /// A failed rollout is being reverted to the previous release.
     RollingBack,
     /// The last rollout failed and was reverted; waits for a newer release.
@@ -344,9 +404,48 @@ pub struct ActiveRollout {
     /// A configuration change: the release already running here, on the target's new template.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub configuration: bool,
+    /// The check lists (preRollout, prePromotion, verify) of this rollout: which runs, since
+    /// when, and which have passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Checks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<GateList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub since: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub passed: Vec<GateList>,
+    /// A verification past its timeout with `onTimeout: hold`: it waits for a person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+    /// The gates of the running list, fixed when it started: an edit of the Stage meanwhile
+    /// (a gate removed, `verify` dropped) does not change what this run must pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(length(min = 1, max = 253)))]
+    pub gates: Vec<String>,
 }
 
 impl ActiveRollout {
+    /// Whether this check list runs now.
+    pub fn running(&self, list: GateList) -> bool {
+        self.checks
+            .as_ref()
+            .is_some_and(|c| c.running == Some(list))
+    }
+
+    /// Whether this check list has passed in this rollout.
+    pub fn passed(&self, list: GateList) -> bool {
+        self.checks
+            .as_ref()
+            .is_some_and(|c| c.passed.contains(&list))
+    }
+
     /// What rolls out, in words: the version, or a configuration change of it.
     pub fn what(&self) -> String {
         match self.configuration {

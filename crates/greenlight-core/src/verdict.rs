@@ -11,6 +11,9 @@ pub struct GateOutcome {
     pub message: String,
     /// When the verdict can change at the earliest (soak end, window opening).
     pub recheck_at: Option<Timestamp>,
+    /// The Job a `job` gate judged or started, and its uid, recorded with its result.
+    pub job: Option<String>,
+    pub job_uid: Option<String>,
 }
 
 impl GateOutcome {
@@ -20,11 +23,23 @@ impl GateOutcome {
             value: None,
             message: message.into(),
             recheck_at: None,
+            job: None,
+            job_uid: None,
         }
     }
 
     pub fn with_value(mut self, value: impl Into<String>) -> Self {
         self.value = Some(value.into());
+        self
+    }
+
+    pub fn with_job(mut self, job: impl Into<String>) -> Self {
+        self.job = Some(job.into());
+        self
+    }
+
+    pub fn with_job_uid(mut self, uid: Option<String>) -> Self {
+        self.job_uid = uid;
         self
     }
 

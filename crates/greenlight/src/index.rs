@@ -17,7 +17,8 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -39,6 +40,10 @@ pub struct Index {
     /// changed, for the stage triggers, and whether a body read before is still current.
     pub deployments: Store<PartialObjectMeta<Deployment>>,
     pub services: Store<PartialObjectMeta<Service>>,
+    /// The Jobs Job gates started, and their pods' status (for a failed container's
+    /// termination message); nothing else of the namespace's Jobs and pods.
+    pub gate_jobs: Store<Job>,
+    pub gate_job_pods: Store<Pod>,
     /// Checks the identity stamps of Releases and Approvals.
     pub identity: Arc<IdentityKey>,
     /// Each watch event's object, for the controllers.
@@ -111,6 +116,7 @@ impl Index {
             &changes,
             |_| {},
         );
+        let (gate_jobs, gate_job_pods, jobs) = gate_jobs(client, namespace, &changes);
         let index = Index {
             stages,
             releases,
@@ -119,6 +125,8 @@ impl Index {
             commands,
             deployments,
             services,
+            gate_jobs,
+            gate_job_pods,
             identity,
             changes,
             own_stages,
@@ -127,7 +135,9 @@ impl Index {
             approvals_by_stage,
             commands_by_stage,
         };
-        (Arc::new(index), vec![s, r, g, a, c, d, v])
+        let mut tasks = vec![s, r, g, a, c, d, v];
+        tasks.extend(jobs);
+        (Arc::new(index), tasks)
     }
 
     /// An index holding just these objects, fed by no watch (for scenario tests).
@@ -169,6 +179,8 @@ impl Index {
             commands: store(objects.commands),
             deployments: store(objects.deployments),
             services: store(Vec::new()),
+            gate_jobs: store(Vec::new()),
+            gate_job_pods: store(Vec::new()),
             identity,
             changes: Default::default(),
             own_stages: Default::default(),
@@ -188,6 +200,8 @@ impl Index {
             && self.commands.wait_until_ready().await.is_ok()
             && self.deployments.wait_until_ready().await.is_ok()
             && self.services.wait_until_ready().await.is_ok()
+            && self.gate_jobs.wait_until_ready().await.is_ok()
+            && self.gate_job_pods.wait_until_ready().await.is_ok()
     }
 
     pub fn stage(&self, namespace: &str, name: &str) -> Option<Arc<Stage>> {
@@ -207,6 +221,51 @@ impl Index {
 
     pub fn gate(&self, namespace: &str, name: &str) -> Option<Arc<Gate>> {
         self.gates.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A Job a Job gate started.
+    pub fn gate_job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
+        self.gate_jobs.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The pods of a Job a Job gate started.
+    pub fn gate_job_pods(&self, namespace: &str, job: &str) -> Vec<Arc<Pod>> {
+        let label = crate::api::GATE_JOB_LABEL;
+        self.gate_job_pods
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .filter(|p| p.labels().get(label).map(String::as_str) == Some(job))
+            .collect()
+    }
+
+    /// The Jobs the Job gates of a stage started.
+    pub fn gate_jobs_of_stage(&self, namespace: &str, stage: &str) -> Vec<Arc<Job>> {
+        let label = crate::api::STAGE_LABEL;
+        self.gate_jobs
+            .state()
+            .into_iter()
+            .filter(|j| j.namespace().as_deref() == Some(namespace))
+            .filter(|j| j.labels().get(label).map(String::as_str) == Some(stage))
+            .collect()
+    }
+
+    /// The versions of a stage's gate Jobs and their pods: it changes whenever one of them
+    /// does, so a held gate verdict is not reused past it.
+    pub fn gate_jobs_version(&self, namespace: &str, stage: &str) -> String {
+        let mut versions: Vec<String> = Vec::new();
+        for job in self.gate_jobs_of_stage(namespace, stage) {
+            let name = job.name_any();
+            versions.push(job.resource_version().unwrap_or_default());
+            let pods = self.gate_job_pods(namespace, &name);
+            versions.extend(
+                pods.iter()
+                    .map(|p| p.resource_version().unwrap_or_default()),
+            );
+        }
+        versions.sort();
+        let digest = greenlight_core::digest::digest(&versions);
+        digest[..12].to_string()
     }
 
     /// Stages of one pipeline, by name.
@@ -369,14 +428,44 @@ pub fn release_problem(release: &Release) -> Option<String> {
     }
 }
 
-/// Sorts objects by creation time, then name.
+/// Sorts objects by creation time (whole seconds), then name in natural order: `v9` before
+/// `v10`, as CI publishes them within one second.
 fn oldest_first<K: Resource>(objects: &mut [Arc<K>]) {
     objects.sort_by(|a, b| {
         let created = |o: &K| o.meta().creation_timestamp.as_ref().map(|t| t.0);
+        let name = |o: &K| o.meta().name.clone().unwrap_or_default();
         created(a)
             .cmp(&created(b))
-            .then_with(|| a.meta().name.cmp(&b.meta().name))
+            .then_with(|| natural(&name(a), &name(b)))
     });
+}
+
+/// Compares names with runs of digits taken as numbers.
+fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+    let chunks = |s: &str| -> Vec<(bool, String)> {
+        let mut out: Vec<(bool, String)> = Vec::new();
+        for c in s.chars() {
+            let digit = c.is_ascii_digit();
+            match out.last_mut() {
+                Some((d, run)) if *d == digit => run.push(c),
+                _ => out.push((digit, c.to_string())),
+            }
+        }
+        out
+    };
+    let key = |(digit, run): &(bool, String)| {
+        let trimmed = run.trim_start_matches('0');
+        match digit {
+            true => (0, trimmed.len(), trimmed.to_string()),
+            false => (1, 0, run.clone()),
+        }
+    };
+    let (a, b) = (chunks(a), chunks(b));
+    let pairs = a.iter().zip(&b).map(|(x, y)| key(x).cmp(&key(y)));
+    pairs
+        .into_iter()
+        .find(|o| o.is_ne())
+        .unwrap_or_else(|| a.len().cmp(&b.len()))
 }
 
 /// An API for one namespace, or for all of them.
@@ -439,6 +528,27 @@ where
         .boxed()
 }
 
+/// The Jobs that Job gates started and their pods, selected by the label the gate puts on
+/// both. A pod's spec is kept: a Job's verdict counts only from pods that run its template.
+fn gate_jobs(
+    client: &Client,
+    namespace: &Option<String>,
+    changes: &Arc<changes::Changes>,
+) -> (Store<Job>, Store<Pod>, IndexTasks) {
+    let selected = || watcher::Config::default().labels(crate::api::GATE_JOB_LABEL);
+    let jobs = watcher(scoped::<Job>(client, namespace), selected())
+        .default_backoff()
+        .modify(|j| j.metadata.managed_fields = None)
+        .boxed();
+    let pods = watcher(scoped::<Pod>(client, namespace), selected())
+        .default_backoff()
+        .modify(|p| p.metadata.managed_fields = None)
+        .boxed();
+    let (jobs, j) = cache(jobs, changes, |_| {});
+    let (pods, p) = cache(pods, changes, |_| {});
+    (jobs, pods, vec![j, p])
+}
+
 /// A cache of all objects of a kind, kept up to date by a watch, that tells `held` of each
 /// event once the store has taken it, then `changes`.
 fn cache<K: changes::Indexed>(
@@ -485,5 +595,19 @@ mod tests {
                 .unwrap()
                 .contains("spec.artifacts[0].image")
         );
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::natural;
+    use std::cmp::Ordering::*;
+
+    #[test]
+    fn names_created_in_the_same_second_sort_with_their_numbers_as_numbers() {
+        assert_eq!(natural("v9", "v10"), Less);
+        assert_eq!(natural("shop-1-10-0", "shop-1-9-3"), Greater);
+        assert_eq!(natural("shop-1-4-2", "shop-1-4-2"), Equal);
+        assert_eq!(natural("web-2", "web-2-hotfix"), Less);
     }
 }

@@ -122,6 +122,12 @@ enum Command {
     },
 }
 
+/// The ServiceAccount's name in a `system:serviceaccount:<namespace>:<name>` user.
+fn service_account_name(user: &str) -> Option<String> {
+    let rest = user.strip_prefix("system:serviceaccount:")?;
+    rest.split_once(':').map(|(_, name)| name.to_string())
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -164,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_tracing(log_format);
             greenlight::gates::ensure_crypto_provider();
+            let operator_account = lease_writer.as_deref().and_then(service_account_name);
             let shared = admission_cert_dir.is_some() || admission_cert_secret.is_some();
             leader.check(admission_addr.is_none() || shared)?;
             let admission = admission_addr.map(|addr| greenlight::admission::ServerConfig {
@@ -195,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
                 dora_window,
                 concurrency: max_concurrent_reconciles,
                 retention,
+                operator_account,
             };
             tokio::select! {
                 ran = greenlight::controller::run(client, metrics, settings) => Ok(ran?),

@@ -216,6 +216,13 @@ fn set_images(
 
 /// A ClusterIP Service in front of one managed workload, with the target's container ports;
 /// unowned, like the workloads.
+/// The port the stage's Services serve on: the target's first container port, else 80.
+pub fn service_port(target: &Deployment) -> i32 {
+    let service = build_service(target, "", "");
+    let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
+    ports.first().map_or(80, |p| p.port)
+}
+
 pub fn build_service(target: &Deployment, workload: &str, stage: &str) -> Service {
     let ports: Vec<ServicePort> = target
         .spec

@@ -232,12 +232,18 @@ fn why(
         .or_else(|| at_stage.and_then(|s| s.message.clone()))
 }
 
+/// The stage's gates, then its checks (pre-rollout, pre-promotion, verify), each check named
+/// with its list.
 fn gate_views(at_stage: &ReleaseStageStatus) -> Vec<GateView> {
     at_stage
         .gates
         .iter()
+        .chain(at_stage.checks.iter())
         .map(|g| GateView {
-            name: g.name.clone(),
+            name: match g.list {
+                Some(list) => format!("{} {}", list.as_str(), g.name),
+                None => g.name.clone(),
+            },
             verdict: format!("{:?}", g.result),
             value: g.value.clone(),
             message: g.message.clone(),
@@ -269,7 +275,7 @@ impl Palette {
         let code = match phase {
             "Idle" | "Succeeded" | "Passed" => "32",
             "Waiting" | "Pending" | "Inconclusive" | "Blocked" => "33",
-            "Progressing" => "36",
+            "Progressing" | "Verifying" => "36",
             "RollingBack" | "Failed" => "31",
             _ => "35",
         };
@@ -355,7 +361,7 @@ fn stage_details(stage: &StageView, palette: Palette) -> Vec<String> {
     }
     if let Some(why) = &stage.why {
         let label = match stage.phase.as_str() {
-            "Progressing" | "RollingBack" => "now",
+            "Progressing" | "Verifying" | "RollingBack" => "now",
             _ => "why",
         };
         lines.push(format!("{label}: {}", clean(why)));

@@ -17,7 +17,9 @@
 --   Stalled=True (rolled back, rollback stuck, a write refused,
 --     traffic weight fought over)                                      -> Degraded
 --   phase Failed (the last rollout was rolled back)                     -> Degraded
---   phase Progressing or RollingBack                                   -> Progressing
+--   phase Verifying with Stalled reason VerificationHeld (verification
+--     ran out of time with onTimeout: hold; a person decides)          -> Suspended
+--   phase Progressing, Verifying or RollingBack                        -> Progressing
 --   phase Waiting:
 --     gate reported Invalid (missing or misconfigured gate): nothing
 --       moves until someone fixes it                                    -> Degraded
@@ -98,6 +100,10 @@ if phase == "Progressing" and forward and canary ~= nil and canary.phase == "Pau
   return result("Suspended", text(status.message, stalled and stalled.message, canary.pausedReason) or "canary paused")
 end
 
+if phase == "Verifying" and isTrue(stalled) and stalled.reason == "VerificationHeld" then
+  return result("Suspended", text(status.message, stalled.message) or "verification held for a person")
+end
+
 if isTrue(stalled) then
   if phase == "Failed" then
     -- status.message also names the release the stage runs again.
@@ -110,7 +116,7 @@ if phase == "Failed" then
   return result("Degraded", text(status.message) or "the last rollout failed and was rolled back")
 end
 
-if phase == "Progressing" or phase == "RollingBack" then
+if phase == "Progressing" or phase == "Verifying" or phase == "RollingBack" then
   local message = text(status.message, progressing and progressing.message) or "rolling out"
   -- A Stepping message already says "canary at N%". While the canary starts or is being
   -- promoted the weight is added; once promoted (Baking) all traffic is on the primary.

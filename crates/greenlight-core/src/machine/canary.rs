@@ -8,11 +8,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::analysis::{BACKGROUND, PauseState, humantime};
-use super::draft::Draft;
+use super::draft::{Draft, PrePromotion};
 use super::events::Transition;
 use super::types::{Command, DesiredPrimary};
 use crate::api::canary::{CanaryPhase, CanaryProgress};
 use crate::api::conditions::Health;
+use crate::api::gate::GateList;
 use crate::api::release::StagePhaseForRelease as RP;
 use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase};
 use crate::schedule::later;
@@ -84,7 +85,11 @@ impl Draft<'_> {
             CanaryPhase::Stepping | CanaryPhase::Paused => {
                 self.step(plan, &mut rollout, &mut progress, canary_ready)
             }
-            CanaryPhase::Promoting => self.promote(plan, &mut rollout, &mut progress, &artifacts),
+            CanaryPhase::Promoting => match self.pre_promotion(&mut rollout, &progress) {
+                PrePromotion::Passed => self.promote(plan, &mut rollout, &mut progress, &artifacts),
+                PrePromotion::Waiting => {}
+                PrePromotion::Ended => return,
+            },
             CanaryPhase::Baking => {
                 if self.bake(plan, &progress) {
                     rollout.canary = Some(progress);
@@ -601,6 +606,10 @@ impl Draft<'_> {
             CanaryPhase::Paused => format!(
                 "paused at step {}/{steps} ({}%): {reason}",
                 (progress.step + 1).min(steps as i32),
+                progress.weight
+            ),
+            CanaryPhase::Promoting if rollout.running(GateList::PrePromotion) => format!(
+                "checking the canary at {}% before promotion (prePromotion)",
                 progress.weight
             ),
             CanaryPhase::Promoting => "promoting the canary to primary".to_string(),

@@ -61,6 +61,7 @@ fn plan() -> StagePlan {
             on_failure: FailurePolicy::Rollback,
             scale_down_delay: Duration::ZERO,
         }),
+        checks: Default::default(),
     }
 }
 
@@ -130,6 +131,7 @@ impl World {
                 finished_at: None,
                 gates: vec![],
                 attempt: None,
+                checks: vec![],
             },
         );
         World {

@@ -8,12 +8,18 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::events::{FailureCause, Pinned, StageEvent, Transition};
-use super::types::{Command, DesiredPrimary, Due, MAX_REQUEUE, Outcome, ReleaseView, StageInput};
+use super::types::{
+    Command, DesiredPrimary, Due, GateReport, MAX_REQUEUE, Outcome, ReleaseView, StageInput,
+};
 use crate::api::conditions::{Condition, Health, kstatus};
-use crate::api::release::{GateResultStatus, ReleaseStageStatus, StagePhaseForRelease as RP};
+use crate::api::gate::GateList;
+use crate::api::release::{
+    GateResultStatus, GateVerdict, ReleaseStageStatus, StagePhaseForRelease as RP,
+};
 use crate::api::stage::{
     ActiveRollout, RolloutDirection, RolloutOutcome, RolloutRecord, StagePhase, StageStatus,
 };
+use crate::verdict::GateOutcome;
 
 pub(super) struct Draft<'a> {
     pub(super) input: &'a StageInput<'a>,
@@ -32,6 +38,10 @@ pub(super) struct Draft<'a> {
     pub(super) command_taken: bool,
     /// The person's command waits for a later pass.
     pub(super) command_deferred: bool,
+    /// A check list whose gates must be evaluated before the decision can be made.
+    /// A check list to evaluate before deciding: the list, since when this run of it runs,
+    /// and its gates.
+    pub(super) checks_due: Option<(crate::api::gate::GateList, jiff::Timestamp, Vec<String>)>,
 }
 
 impl<'a> Draft<'a> {
@@ -51,6 +61,7 @@ impl<'a> Draft<'a> {
             due: Vec::new(),
             command_taken: false,
             command_deferred: false,
+            checks_due: None,
         }
     }
 
@@ -171,7 +182,9 @@ impl<'a> Draft<'a> {
         let by_person = match kind {
             Transition::Resumed | Transition::PromotedByHand | Transition::RetryRequested => true,
             Transition::CommandRefused => true,
-            Transition::RolloutFailed => self.input.command == Some(Command::Abort),
+            Transition::RolloutFailed | Transition::PreRolloutFailed => {
+                self.input.command == Some(Command::Abort)
+            }
             _ => false,
         };
         if by_person {
@@ -187,6 +200,7 @@ impl<'a> Draft<'a> {
             by_person,
             cause: None,
             pinned,
+            check: None,
         });
     }
 
@@ -265,7 +279,8 @@ impl<'a> Draft<'a> {
         self.event(Transition::CommandRefused, why, release.as_deref());
     }
 
-    pub(super) fn finish_forward(&mut self, rollout: &ActiveRollout) {
+    /// The release runs here and every check has passed: it succeeded at this stage.
+    pub(super) fn complete_forward(&mut self, rollout: &ActiveRollout) {
         let now = self.input.now;
         let secs = now.duration_since(rollout.started_at).as_secs();
         self.set_entry(
@@ -355,13 +370,7 @@ impl<'a> Draft<'a> {
         );
         self.status.rollout = None;
         self.status.template = rollout.previous_template.clone();
-        // An edit whose rollout failed (alone, or carried by a release) is not tried again
-        // until the target changes once more.
-        if let Some(change) = self.status.target_change.as_mut()
-            && Some(&change.digest) == rollout.template.as_ref()
-        {
-            change.failed = true;
-        }
+        self.fail_target_change(rollout);
         self.status.phase = Some(StagePhase::Failed);
         let why = rollout.reason.clone().unwrap_or_default();
         self.status.message = Some(format!(
@@ -374,6 +383,16 @@ impl<'a> Draft<'a> {
             format!("{} failed and was rolled back: {why}", rollout.version),
         );
         self.wake_at.push(self.input.now);
+    }
+
+    /// An edit whose rollout failed (alone, or carried by a release) is not tried again until
+    /// the target changes once more.
+    pub(super) fn fail_target_change(&mut self, rollout: &ActiveRollout) {
+        if let Some(change) = self.status.target_change.as_mut()
+            && Some(&change.digest) == rollout.template.as_ref()
+        {
+            change.failed = true;
+        }
     }
 
     pub(super) fn record(
@@ -398,6 +417,75 @@ impl<'a> Draft<'a> {
             },
         );
         self.status.history.truncate(self.input.plan.history_limit);
+    }
+
+    /// Each named gate's result in `report` (a gate after the first that did not pass is
+    /// `Skipped`), keeping the time since which a result has not changed, and the first gate
+    /// that did not pass.
+    pub(super) fn gate_results(
+        &self,
+        names: &[String],
+        report: &GateReport,
+        previous: &[GateResultStatus],
+        list: Option<GateList>,
+    ) -> (Vec<GateResultStatus>, Option<(String, GateOutcome)>) {
+        let now = self.input.now;
+        let mut gates = Vec::new();
+        let mut blocking = None;
+        for name in names {
+            let result = report
+                .results
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, o)| o);
+            let (verdict, value, message) = match result {
+                Some(o) => (o.verdict, o.value.clone(), o.message.clone()),
+                None => (
+                    GateVerdict::Skipped,
+                    None,
+                    "not evaluated: an earlier gate did not pass".into(),
+                ),
+            };
+            // A Job once started stays on record even while the gate is not asked.
+            let earlier = previous.iter().find(|g| &g.name == name);
+            let job = result.and_then(|o| o.job.clone());
+            let job_uid = match (&job, earlier) {
+                (Some(j), Some(e)) if e.job.as_ref() == Some(j) && e.job_uid.is_some() => {
+                    e.job_uid.clone()
+                }
+                _ => result.and_then(|o| o.job_uid.clone()),
+            };
+            let (job, job_uid) = match job {
+                Some(job) => (Some(job), job_uid),
+                None => (
+                    earlier.and_then(|g| g.job.clone()),
+                    earlier.and_then(|g| g.job_uid.clone()),
+                ),
+            };
+            if let Some(o) = result.filter(|o| o.verdict != GateVerdict::Passed) {
+                blocking.get_or_insert((name.clone(), o.clone()));
+            }
+            let since = previous
+                .iter()
+                .find(|g| {
+                    &g.name == name
+                        && g.result == verdict
+                        && g.value == value
+                        && g.message == message
+                })
+                .map_or(now, |g| g.since);
+            gates.push(GateResultStatus {
+                name: name.clone(),
+                result: verdict,
+                value,
+                message,
+                since,
+                list,
+                job,
+                job_uid,
+            });
+        }
+        (gates, blocking)
     }
 
     pub(super) fn attach_gates(&mut self, release: &str, gates: Vec<GateResultStatus>) {
@@ -506,6 +594,16 @@ impl<'a> Draft<'a> {
             command_deferred: self.command_deferred,
         }
     }
+}
+
+/// Where a canary's pre-promotion checks stand.
+pub(super) enum PrePromotion {
+    /// Passed (or none): promotion goes on.
+    Passed,
+    /// Running: the split stays as it is.
+    Waiting,
+    /// Failed or timed out: the rollout is being rolled back.
+    Ended,
 }
 
 /// A release on a pinned template, as a workload runs it.

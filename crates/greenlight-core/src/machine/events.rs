@@ -1,6 +1,7 @@
 //! The typed events the machine emits: each says what happened (a reason for the Kubernetes
 //! Event), whether it is a warning, and which audit action, if any, records it.
 
+use crate::api::gate::GateList;
 use crate::api::release::AuditAction;
 
 /// Something the stage did or decided, in the words of its Kubernetes Event reason.
@@ -36,6 +37,20 @@ pub enum Transition {
     CommandRefused,
     /// The target's template was edited; the edit waits for a rollout of its own.
     TargetChanged,
+    /// The gates passed and the pre-rollout checks start: the release will roll out here.
+    RolloutUpcoming,
+    /// A pre-rollout check failed: the release failed here before any workload changed.
+    PreRolloutFailed,
+    /// The release rolled out; its verification starts.
+    VerificationStarted,
+    /// Every verify gate passed: the release counts as succeeded here.
+    Verified,
+    /// The verification ran out of time with `onTimeout: hold`: a person decides.
+    VerificationHeld,
+    /// A gate of a check list passed.
+    CheckPassed,
+    /// A gate of a check list failed.
+    CheckFailed,
 }
 
 impl Transition {
@@ -68,6 +83,13 @@ impl Transition {
             TrafficDrift => "TrafficDrift",
             CommandRefused => "CommandRefused",
             TargetChanged => "TargetChanged",
+            RolloutUpcoming => "RolloutUpcoming",
+            PreRolloutFailed => "PreRolloutFailed",
+            VerificationStarted => "Verifying",
+            Verified => "Verified",
+            VerificationHeld => "VerificationHeld",
+            CheckPassed => "CheckPassed",
+            CheckFailed => "CheckFailed",
         }
     }
 
@@ -86,6 +108,9 @@ impl Transition {
                 | TrafficDrift
                 | CommandRefused
                 | TargetChanged
+                | PreRolloutFailed
+                | VerificationHeld
+                | CheckFailed
         )
     }
 
@@ -101,6 +126,11 @@ impl Transition {
             (RolloutSucceeded, _) => AuditAction::Promoted,
             (RolloutFailed, false) => AuditAction::RolledBack,
             (RollbackCompleted, _) => AuditAction::RollbackCompleted,
+            (PreRolloutFailed, true) => AuditAction::AbortRequested,
+            (PreRolloutFailed, false) => AuditAction::PreRolloutFailed,
+            (Verified, _) => AuditAction::Verified,
+            (CheckPassed, _) => AuditAction::GatePassed,
+            (CheckFailed, _) => AuditAction::GateFailed,
             _ => return None,
         })
     }
@@ -123,6 +153,8 @@ pub struct StageEvent {
     pub cause: Option<FailureCause>,
     /// The templates of the rollout it concerns.
     pub pinned: Option<Pinned>,
+    /// The check list and gate a check's verdict concerns.
+    pub check: Option<(GateList, String)>,
 }
 
 /// The pod templates a rollout pinned, for its audit entries.
@@ -160,6 +192,9 @@ impl StageEvent {
         let mut id = format!("{stage}/{release}/{action:?}/{}", self.attempt);
         if let Some(step) = self.step {
             id.push_str(&format!("/step-{step}"));
+        }
+        if let Some((list, gate)) = &self.check {
+            id.push_str(&format!("/{}/{gate}", list.as_str()));
         }
         // A configuration rollout of a release is told apart from its first rollout (and from
         // other configuration changes) by its template.
@@ -208,6 +243,7 @@ mod tests {
             by_person: true,
             cause: None,
             pinned: None,
+            check: None,
         };
         let action = AuditAction::PromoteRequested;
         assert_eq!(

@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod canary;
+mod checks;
 mod draft;
 pub mod drain;
 mod drift;
@@ -18,6 +19,8 @@ pub use types::*;
 
 #[cfg(test)]
 mod canary_tests;
+#[cfg(test)]
+mod checks_tests;
 #[cfg(test)]
 mod pin_tests;
 #[cfg(test)]

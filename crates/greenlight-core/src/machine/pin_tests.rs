@@ -23,6 +23,7 @@ fn plan() -> StagePlan {
         replicas: 2,
         history_limit: 10,
         canary: None,
+        checks: Default::default(),
     }
 }
 
@@ -124,7 +125,11 @@ impl World {
 
     /// One pass; the gates answer `verdict`.
     fn pass(&mut self, verdict: GateVerdict) -> Outcome {
-        let plan = plan();
+        self.pass_with(plan(), verdict)
+    }
+
+    /// One pass under `plan`; every gate asked for answers `verdict`.
+    fn pass_with(&mut self, plan: StagePlan, verdict: GateVerdict) -> Outcome {
         let primary = self.primary_view();
         let mut input = self.input(&plan, &primary);
         let report;
@@ -133,11 +138,19 @@ impl World {
             Decision::EvaluateGates {
                 release,
                 configuration,
+                list,
+                gates,
+                ..
             } => {
+                let results = gates
+                    .iter()
+                    .map(|g| (g.clone(), GateOutcome::new(verdict, "judged")))
+                    .collect();
                 report = GateReport {
                     release,
+                    list,
                     template: configuration.map(|(t, _)| t),
-                    results: vec![("signoff".into(), GateOutcome::new(verdict, "judged"))],
+                    results,
                     recheck_after: Duration::from_secs(30),
                 };
                 input.gates = Some(&report);
@@ -269,6 +282,43 @@ fn a_failed_configuration_change_goes_back_to_the_pinned_template_and_is_not_tri
 }
 
 #[test]
+fn a_configuration_change_whose_pre_rollout_check_fails_is_not_tried_again_and_leaves_the_release_alone()
+ {
+    let mut snapshot = plan();
+    snapshot.checks.pre_rollout = vec!["snapshot".into()];
+    let mut world = World::running_r1_on("a");
+    world.edit_target("b");
+    world.pass_with(snapshot.clone(), GateVerdict::Passed);
+    let upcoming = world
+        .status
+        .rollout
+        .clone()
+        .expect("its pre-rollout checks run");
+    assert!(upcoming.configuration);
+    assert_eq!(
+        world.r1_entry().phase,
+        RP::Succeeded,
+        "the entry is r1's, untouched"
+    );
+    for _ in 0..3 {
+        world.pass_with(snapshot.clone(), GateVerdict::Failed);
+    }
+    assert!(world.status.target_change.as_ref().unwrap().failed);
+    assert_eq!(world.r1_entry().phase, RP::Succeeded);
+    let started = world.events.len();
+    for _ in 0..5 {
+        world.pass_with(snapshot.clone(), GateVerdict::Failed);
+    }
+    assert!(world.status.rollout.is_none(), "not tried again");
+    assert_eq!(world.events.len(), started, "no more transitions: no loop");
+    assert_eq!(
+        world.primary.1,
+        Some(digest("a")),
+        "the workload never changed"
+    );
+}
+
+#[test]
 fn a_new_release_pins_the_targets_template_as_it_is_when_its_rollout_starts() {
     let mut world = World::running_r1_on("a");
     world.edit_target("b");
@@ -349,6 +399,9 @@ fn a_release_that_would_carry_a_pending_edit_is_judged_with_approvals_given_afte
         Decision::EvaluateGates {
             release: "r2".into(),
             configuration: Some((digest("b"), noted)),
+            list: crate::api::gate::GateList::Gates,
+            run: None,
+            gates: plan.gates.clone(),
         },
         "the edit's own time, not when r2 came"
     );

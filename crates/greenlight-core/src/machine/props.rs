@@ -88,6 +88,8 @@ fn spec(durations: &[String], weight: i32, count: i32, cron: &str, zone: &str) -
             time_zone: Some(zone.to_string()),
         },
         gates: vec![],
+        pre_rollout: vec![],
+        verify: None,
         notifiers: vec![],
         windows: vec![Window {
             kind: WindowKind::Deny,
@@ -153,6 +155,7 @@ fn rollout(phase: CanaryPhase, step: i32, at: Timestamp, weight: i32) -> StageSt
             template: None,
             previous_template: None,
             configuration: false,
+            checks: None,
         }),
         ..Default::default()
     }
@@ -218,7 +221,7 @@ proptest! {
         let releases = [release("r1"), release("r2")];
         let primary = PrimaryView { release: Some("r1".into()), template: None, replicas: 3, available: true, serving: true, detail: String::new() };
         let canary = CanaryView { release: Some("r2".into()), template: None, replicas: 3, available: true, weight_in_effect: Some(weight), router_problem: None, changed_by: None };
-        let report = GateReport { release: "r2".into(), template: None, results: vec![], recheck_after: std::time::Duration::MAX };
+        let report = GateReport { release: "r2".into(), list: crate::api::gate::GateList::Gates, template: None, results: vec![], recheck_after: std::time::Duration::MAX };
         let mut input = StageInput {
             name: "prod",
             plan: &plan,

@@ -149,6 +149,7 @@ mod tests {
                     finished_at: None,
                     gates: vec![],
                     attempt: None,
+                    checks: vec![],
                 },
             );
         }

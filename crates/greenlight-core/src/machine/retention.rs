@@ -34,9 +34,60 @@ pub fn approval_expired(
     old && done
 }
 
+/// How many finished Jobs of Job gates a stage keeps, newest first, besides those of the
+/// rollout under way: enough to read the last failures, never a pile.
+pub const JOBS_KEPT_PER_STAGE: usize = 5;
+
+/// What retention reads of a Job a Job gate started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobFacts {
+    pub name: String,
+    /// When it finished (completed or failed); `None` while it runs.
+    pub finished_at: Option<Timestamp>,
+    /// It checks the rollout under way: kept whatever its age.
+    pub current: bool,
+}
+
+/// The finished Jobs of one stage past the newest `keep`: the ones to delete. A running Job
+/// and one of the rollout under way are never among them.
+pub fn jobs_past_keep(jobs: &[JobFacts], keep: usize) -> Vec<String> {
+    let mut finished: Vec<&JobFacts> = jobs
+        .iter()
+        .filter(|j| j.finished_at.is_some() && !j.current)
+        .collect();
+    finished.sort_by(|a, b| b.finished_at.cmp(&a.finished_at).then(a.name.cmp(&b.name)));
+    finished
+        .into_iter()
+        .skip(keep)
+        .map(|j| j.name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(name: &str, finished: Option<i64>, current: bool) -> JobFacts {
+        JobFacts {
+            name: name.into(),
+            finished_at: finished.map(|s| Timestamp::from_second(s).expect("time")),
+            current,
+        }
+    }
+
+    #[test]
+    fn the_oldest_finished_jobs_past_the_kept_number_go_and_running_or_current_ones_stay() {
+        let jobs = [
+            job("a", Some(10), false),
+            job("b", Some(20), false),
+            job("c", Some(30), false),
+            job("running", None, false),
+            job("current", Some(1), true),
+        ];
+        assert_eq!(jobs_past_keep(&jobs, 2), ["a"]);
+        assert_eq!(jobs_past_keep(&jobs, 0), ["c", "b", "a"]);
+        assert!(jobs_past_keep(&jobs, 5).is_empty());
+    }
 
     const WEEK: SignedDuration = SignedDuration::from_hours(7 * 24);
 

@@ -11,7 +11,8 @@ use super::types::{
     Command, Decision, DesiredPrimary, GateReport, ReleaseView, StageInput, TargetTemplate,
 };
 use crate::api::conditions::Health;
-use crate::api::release::{GateResultStatus, GateVerdict, StagePhaseForRelease as RP};
+use crate::api::gate::GateList;
+use crate::api::release::{GateVerdict, StagePhaseForRelease as RP};
 use crate::api::stage::{ActiveRollout, RolloutDirection, StagePhase, TargetChange};
 use crate::schedule::later;
 use crate::schedule::{WindowVerdict, evaluate_windows};
@@ -22,8 +23,12 @@ pub fn decide(input: &StageInput) -> Decision {
     let mut out = Draft::new(input);
     match input.status.rollout.clone() {
         Some(rollout) => {
-            match (&input.plan.canary, rollout.direction) {
-                (Some(plan), RolloutDirection::Forward) if rollout.canary.is_some() => {
+            let forward = rollout.direction == RolloutDirection::Forward;
+            match &input.plan.canary {
+                _ if forward && rollout.running(GateList::PreRollout) => {
+                    out.continue_pre_rollout(rollout.clone())
+                }
+                Some(plan) if forward && rollout.canary.is_some() => {
                     out.continue_canary(plan, rollout.clone())
                 }
                 _ => out.continue_rollout(rollout.clone()),
@@ -34,12 +39,24 @@ pub fn decide(input: &StageInput) -> Decision {
                     due: out.due,
                 };
             }
+            if let Some((list, since, gates)) = out.checks_due {
+                return Decision::EvaluateGates {
+                    release: rollout.release,
+                    configuration: None,
+                    list,
+                    run: Some(since),
+                    gates,
+                };
+            }
         }
         None => {
             if let Some((release, configuration)) = out.choose_candidate() {
                 return Decision::EvaluateGates {
                     release,
                     configuration,
+                    list: GateList::Gates,
+                    run: None,
+                    gates: input.plan.gates.clone(),
                 };
             }
         }
@@ -66,19 +83,23 @@ impl Draft<'_> {
         };
         self.primary = Some(desired);
         let primary = self.input.primary;
-        let mut reached = match (&target, primary) {
-            (Some(t), Some(p)) => {
-                runs(p.release.as_deref(), p.template.as_deref(), t) && p.available
-            }
-            (None, p) => p.is_none_or(|p| p.replicas == 0 && p.available),
+        let on_target = match (&target, primary) {
+            (Some(t), Some(p)) => runs(p.release.as_deref(), p.template.as_deref(), t),
+            (None, p) => p.is_none_or(|p| p.replicas == 0),
             (Some(_), None) => false,
         };
+        let mut reached = on_target && primary.is_none_or(|p| p.available);
         if !forward && self.input.plan.canary.is_some() {
             reached &= self.continue_canary_rollback(&rollout);
         }
         let detail = primary
             .map(|p| p.detail.clone())
             .unwrap_or_else(|| "primary not created yet".into());
+        // Once verifying, the release ran here: a readiness blip holds the verification up
+        // within its own timeout, not the rollout's progress deadline.
+        if forward && on_target && !reached && rollout.running(GateList::Verify) {
+            return self.verify_while_unavailable(rollout, &detail);
+        }
         match (forward, reached) {
             (true, true) => self.finish_forward(&rollout),
             (false, true) => self.finish_rollback(&rollout),
@@ -317,7 +338,11 @@ impl Draft<'_> {
             // is: approvals given before the edit do not count for it either.
             let template = self.pending_change().map(|(t, _)| t);
             match self.input.gates {
-                Some(report) if report.release == candidate.name && report.template == template => {
+                Some(report)
+                    if report.list == GateList::Gates
+                        && report.release == candidate.name
+                        && report.template == template =>
+                {
                     if !self.apply_gate_report(candidate, report, change) {
                         return None;
                     }
@@ -437,6 +462,7 @@ impl Draft<'_> {
             entry.started_at = None;
             entry.finished_at = None;
             entry.gates.clear();
+            entry.checks.clear();
         }
         self.event(
             Transition::RetryRequested,
@@ -466,42 +492,8 @@ impl Draft<'_> {
             .entry(&candidate.name)
             .map(|e| e.gates.clone())
             .unwrap_or_default();
-        let mut gates = Vec::new();
-        let mut blocking = None;
-        for name in &self.input.plan.gates {
-            let result = report
-                .results
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, o)| o);
-            let (verdict, value, message) = match result {
-                Some(o) => (o.verdict, o.value.clone(), o.message.clone()),
-                None => (
-                    GateVerdict::Skipped,
-                    None,
-                    "not evaluated: an earlier gate did not pass".into(),
-                ),
-            };
-            if let Some(o) = result.filter(|o| o.verdict != GateVerdict::Passed) {
-                blocking.get_or_insert((name.clone(), o.clone()));
-            }
-            let since = previous
-                .iter()
-                .find(|g| {
-                    &g.name == name
-                        && g.result == verdict
-                        && g.value == value
-                        && g.message == message
-                })
-                .map_or(now, |g| g.since);
-            gates.push(GateResultStatus {
-                name: name.clone(),
-                result: verdict,
-                value,
-                message,
-                since,
-            });
-        }
+        let names = self.input.plan.gates.clone();
+        let (gates, blocking) = self.gate_results(&names, report, &previous, None);
         let Some((gate, outcome)) = blocking else {
             self.passed_gates = change.is_none().then_some(gates);
             return true;
@@ -577,6 +569,7 @@ impl Draft<'_> {
                 .clone()
                 .or_else(|| adopted.and_then(|(_, t)| t)),
             configuration: change.is_some(),
+            checks: None,
         }
     }
 
@@ -597,8 +590,7 @@ impl Draft<'_> {
     }
 
     fn start_rollout(&mut self, candidate: &ReleaseView, change: Option<&TargetTemplate>) {
-        let now = self.input.now;
-        let rollout = self.new_rollout(candidate, change);
+        let mut rollout = self.new_rollout(candidate, change);
         if change.is_none() {
             self.set_entry(
                 &candidate.name,
@@ -610,22 +602,37 @@ impl Draft<'_> {
         if let Some(gates) = self.passed_gates.take() {
             self.attach_gates(&candidate.name, gates);
         }
-        let what = rollout.what();
-        let desired = self.desired_for(&rollout);
-        let rollout_is_canary = rollout.canary.is_some();
-        self.status.rollout = Some(rollout);
-        let note = match change {
-            Some(c) => format!(
-                "rolling out {what}: {} changed the target's {}",
-                c.changed_by,
-                c.fields.join(", ")
-            ),
-            None => format!("rolling out {what}"),
-        };
-        self.event(Transition::RolloutStarted, note, Some(&candidate.name));
         self.status.candidate_release = None;
         self.status.candidate_version = None;
         self.status.candidate_since = None;
+        let note = match change {
+            Some(c) => format!(
+                "rolling out {}: {} changed the target's {}",
+                rollout.what(),
+                c.changed_by,
+                c.fields.join(", ")
+            ),
+            None => format!("rolling out {}", rollout.what()),
+        };
+        if !self.input.plan.checks.pre_rollout.is_empty() {
+            // Nothing changes on the workloads until the pre-rollout checks pass; the canary's
+            // progress starts then.
+            rollout.canary = None;
+            return self.begin_pre_rollout(rollout);
+        }
+        self.begin_workloads(rollout, note);
+    }
+
+    /// The rollout changes the workloads: the canary starts beside the primary with no
+    /// traffic, or the primary takes the release.
+    pub(super) fn begin_workloads(&mut self, rollout: ActiveRollout, note: String) {
+        let now = self.input.now;
+        let what = rollout.what();
+        let release = rollout.release.clone();
+        let desired = self.desired_for(&rollout);
+        let rollout_is_canary = rollout.canary.is_some();
+        self.status.rollout = Some(rollout);
+        self.event(Transition::RolloutStarted, note, Some(&release));
         self.status.phase = Some(StagePhase::Progressing);
         self.status.message = Some(format!("rolling out {what}"));
         self.health = (
@@ -634,7 +641,6 @@ impl Draft<'_> {
             format!("rolling out {what}"),
         );
         if rollout_is_canary {
-            // The release starts beside the primary, with no traffic.
             self.canary = desired;
             self.weight = Some(0);
         } else {

@@ -29,6 +29,7 @@ fn plan() -> StagePlan {
         replicas: 3,
         history_limit: 10,
         canary: None,
+        checks: Default::default(),
     }
 }
 
@@ -41,6 +42,7 @@ fn entry(phase: RP) -> ReleaseStageStatus {
         finished_at: Some(t("09:00:00")),
         gates: vec![],
         attempt: None,
+        checks: vec![],
     }
 }
 
@@ -232,6 +234,7 @@ fn a_rollout_in_progress_is_not_interrupted_by_a_newer_release() {
             template: None,
             previous_template: None,
             configuration: false,
+            checks: None,
         }),
         ..running("r1")
     };
@@ -272,6 +275,7 @@ fn rolling(started: &str, previous: Option<&str>) -> StageStatus {
             template: None,
             previous_template: None,
             configuration: false,
+            checks: None,
         }),
         ..previous.map(running).unwrap_or_default()
     }
@@ -463,10 +467,14 @@ fn gates_are_asked_for_then_the_first_that_does_not_pass_holds_the_release() {
         Decision::EvaluateGates {
             release: "r2".into(),
             configuration: None,
+            list: crate::api::gate::GateList::Gates,
+            run: None,
+            gates: plan.gates.clone(),
         }
     );
     let report = GateReport {
         release: "r2".into(),
+        list: crate::api::gate::GateList::Gates,
         template: None,
         results: vec![
             ("soak".into(), GateOutcome::new(GateVerdict::Passed, "ok")),
@@ -504,6 +512,7 @@ fn all_gates_passing_start_the_rollout_and_keep_their_results() {
     let p = primary("r1", true);
     let report = GateReport {
         release: "r2".into(),
+        list: crate::api::gate::GateList::Gates,
         template: None,
         results: vec![(
             "soak".into(),
@@ -530,6 +539,7 @@ fn gate_results_for_another_release_are_not_used() {
     let p = primary("r1", true);
     let report = GateReport {
         release: "r2".into(),
+        list: crate::api::gate::GateList::Gates,
         template: None,
         results: vec![("soak".into(), GateOutcome::new(GateVerdict::Passed, "ok"))],
         recheck_after: Duration::from_secs(30),
@@ -541,6 +551,9 @@ fn gate_results_for_another_release_are_not_used() {
         Decision::EvaluateGates {
             release: "r3".into(),
             configuration: None,
+            list: crate::api::gate::GateList::Gates,
+            run: None,
+            gates: plan.gates.clone(),
         }
     );
 }

@@ -29,10 +29,13 @@ pub struct ReleaseView {
     pub stages: BTreeMap<String, ReleaseStageStatus>,
 }
 
-/// Results of the candidate's gates, in the declared order, up to the first that did not pass.
+/// Results of one gate list (the candidate's gates, or a rollout's check list), in the
+/// declared order, up to the first that did not pass.
 #[derive(Debug, Clone)]
 pub struct GateReport {
     pub release: String,
+    /// Which list was evaluated.
+    pub list: crate::api::gate::GateList,
     /// The template of a configuration change the gates judged, if they judged one.
     pub template: Option<String>,
     pub results: Vec<(String, GateOutcome)>,
@@ -104,6 +107,13 @@ pub enum Decision {
         /// For a configuration change: its template, and since when it waits (approvals
         /// given before it do not count for it).
         configuration: Option<(String, Timestamp)>,
+        /// The list to evaluate: the stage's gates, or a check list of its rollout.
+        list: crate::api::gate::GateList,
+        /// Since when this run of a check list runs (none for the stage's gates): a Job gate
+        /// names its Job by it, so each run has its own Job and a restart finds it.
+        run: Option<Timestamp>,
+        /// The gates to evaluate, in order: the list as it was when its run started.
+        gates: Vec<String>,
     },
     /// Measure these analysis gates for the rolling-out release and decide again.
     Measure {

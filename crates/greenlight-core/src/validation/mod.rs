@@ -1,6 +1,7 @@
 //! The controller's own validation, for when no admission webhook runs: each spec is turned
 //! into a compiled plan (what the machine runs) or into errors that name the field.
 
+pub mod checks;
 pub mod names;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use crate::api::patterns::{DIGEST_PATTERN, NAME_PATTERN, VERSION_PATTERN};
 use crate::api::release::ReleaseSpec;
 use crate::api::stage::{ActiveRollout, StageSpec, StrategyType, TriggerType, WindowKind};
 use crate::schedule::{Schedule, WindowSpec, parse_duration, parse_window_length, time_zone};
+pub use checks::ChecksPlan;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -111,6 +113,18 @@ pub struct StagePlan {
     pub history_limit: usize,
     /// Set for the canary strategy.
     pub canary: Option<CanaryPlan>,
+    /// What runs before the rollout, before promotion and after it.
+    pub checks: ChecksPlan,
+}
+
+impl StagePlan {
+    /// The gates of one list, in their order.
+    pub fn gates_in(&self, list: crate::api::gate::GateList) -> &[String] {
+        match list {
+            crate::api::gate::GateList::Gates => &self.gates,
+            other => self.checks.gates_in(other),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,14 +166,7 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
     if spec.replicas < 0 {
         errors.push(FieldError::new("spec.replicas", "must not be negative"));
     }
-    for (i, g) in spec.gates.iter().enumerate() {
-        if spec.gates[..i].contains(g) {
-            errors.push(FieldError::new(
-                format!("spec.gates[{i}]"),
-                format!("gate '{g}' is listed twice"),
-            ));
-        }
-    }
+    let checks = checks::compile_checks(spec, &mut errors);
     let canary = compile_strategy(spec, &mut errors);
     match (trigger, progress_deadline) {
         (Some(trigger), Some(progress_deadline)) if errors.is_empty() => Ok(StagePlan {
@@ -171,6 +178,7 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
             replicas: spec.replicas,
             history_limit: spec.history_limit.clamp(1, 100) as usize,
             canary,
+            checks,
         }),
         _ => Err(ValidationErrors(errors)),
     }
@@ -202,6 +210,8 @@ pub fn rollback_plan(rollout: &ActiveRollout, fallback_replicas: i32) -> StagePl
             .clamp(0, 10_000),
         history_limit: 10,
         canary,
+        // A rollback runs no checks.
+        checks: ChecksPlan::default(),
     }
 }
 
@@ -319,6 +329,8 @@ mod tests {
             replicas: 1,
             trigger: Trigger::default(),
             gates: vec![],
+            pre_rollout: vec![],
+            verify: None,
             notifiers: vec![],
             windows: vec![],
             strategy: Strategy::default(),
@@ -678,6 +690,8 @@ mod properties {
                 time_zone: Some(zone.clone()),
             },
             gates: vec![],
+            pre_rollout: vec![],
+            verify: None,
             notifiers: vec![],
             windows: vec![Window {
                 kind: WindowKind::Deny,

@@ -375,6 +375,8 @@ pub(crate) fn test_state(
             http: crate::gates::http_client(&Default::default()),
             webhook_allow: crate::gates::allow::AllowList::default(),
             prometheus_address: None,
+            jobs: None,
+            operator_account: None,
         },
         metrics: Metrics::new(),
         client: kube::Client::new(service, "default"),

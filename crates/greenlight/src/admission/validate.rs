@@ -136,6 +136,10 @@ pub fn stage(
             MANUAL_NEEDS_APPROVAL_GATE,
         ));
     }
+    errors.extend(crate::validation::checks::job_gates_in_analysis(
+        &stage.spec,
+        &gate_type,
+    ));
     errors
 }
 

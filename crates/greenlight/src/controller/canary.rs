@@ -188,15 +188,47 @@ impl CanaryIo {
             &self.router_ctx.primary_service,
             &self.router_ctx.canary_service,
         ] {
-            if ctx.services.get(namespace, name).await?.is_some() {
-                continue;
-            }
-            let service = build_service(target, name, &stage.name_any());
-            let applied = ctx.writer.apply("service_apply", &service).await?;
-            ctx.services.wrote(applied);
+            ensure_service(namespace, name, stage, target, ctx).await?;
         }
         Ok(())
     }
+}
+
+/// The Service `name` in front of a managed workload, made from the target's ports, and put
+/// back when someone points it elsewhere (what checks and traffic reach depends on it).
+pub(super) async fn ensure_service(
+    namespace: &str,
+    name: &str,
+    stage: &Stage,
+    target: &Deployment,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let service = build_service(target, name, &stage.name_any());
+    let existing = ctx.services.get(namespace, name).await?;
+    if existing.is_some_and(|e| serves_as_built(&e, &service)) {
+        return Ok(());
+    }
+    let applied = ctx.writer.apply("service_apply", &service).await?;
+    ctx.services.wrote(applied);
+    Ok(())
+}
+
+/// Whether `existing` sends traffic where `built` would: its type, selector and ports.
+fn serves_as_built(
+    existing: &k8s_openapi::api::core::v1::Service,
+    built: &k8s_openapi::api::core::v1::Service,
+) -> bool {
+    let (Some(e), Some(b)) = (existing.spec.as_ref(), built.spec.as_ref()) else {
+        return false;
+    };
+    let ports = |s: &k8s_openapi::api::core::v1::ServiceSpec| {
+        let ports = s.ports.iter().flatten();
+        ports
+            .map(|p| (p.port, p.target_port.clone(), p.protocol.clone()))
+            .collect::<Vec<_>>()
+    };
+    let plain = e.type_.as_deref().is_none_or(|t| t == "ClusterIP");
+    plain && e.external_name.is_none() && e.selector == b.selector && ports(e) == ports(b)
 }
 
 /// The weight the canary is sized for, as written on it; zero once it is emptied.

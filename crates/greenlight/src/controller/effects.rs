@@ -46,6 +46,14 @@ pub(crate) async fn apply(
         apply_workloads(world, &outcome, ctx).await?;
     }
     announce(world, &outcome.events, ctx).await;
+    if outcome.events.iter().any(|e| ends_checks(e.kind)) {
+        let rolling_out = outcome.status.rollout.as_ref().map(|r| r.release.as_str());
+        let (ns, name) = (
+            world.stage.namespace().unwrap_or_default(),
+            world.stage.name_any(),
+        );
+        super::jobs::sweep(&ns, &name, rolling_out, &ctx.index, &ctx.writer).await;
+    }
     world
         .steering
         .mark(&world.stage, &outcome, ctx, now)
@@ -64,6 +72,15 @@ pub(crate) async fn apply(
     Ok(Action::requeue(
         outcome.requeue_after.max(Duration::from_secs(1)),
     ))
+}
+
+/// A transition after which a rollout's gate Jobs are done with.
+fn ends_checks(kind: crate::machine::Transition) -> bool {
+    use crate::machine::Transition::*;
+    matches!(
+        kind,
+        RolloutSucceeded | RollbackCompleted | PreRolloutFailed | Verified
+    )
 }
 
 /// The decision fails a rollout or carries a rollback on: a retreat, which no state of the
@@ -85,6 +102,12 @@ async fn apply_workloads(
     outcome: &Outcome,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
+    // The Service checks reach the release by: before a forward move (a refusal then stops
+    // it before any workload changed), after a retreat's (which nothing holds up).
+    let retreating = rolls_back(outcome);
+    if !retreating {
+        super::jobs::ensure_primary_service(world, ctx).await?;
+    }
     if let Some((io, observed, view)) = &world.canary {
         let template = match &outcome.canary {
             Some(DesiredPrimary::Release { template, .. }) => template.as_deref(),
@@ -107,6 +130,9 @@ async fn apply_workloads(
     }
     if let Some(desired) = &outcome.primary {
         apply_primary(world, desired, ctx).await?;
+    }
+    if retreating && let Err(e) = super::jobs::ensure_primary_service(world, ctx).await {
+        tracing::warn!(error = %e, "could not put back the primary Service during a rollback");
     }
     Ok(())
 }
@@ -286,8 +312,16 @@ fn audit_entries(
             actor,
             message: event.note.clone(),
             approval: None,
-            reason: event.cause.as_ref().map(|c| c.reason.clone()),
-            gate: event.cause.as_ref().and_then(|c| c.gate.clone()),
+            reason: event
+                .cause
+                .as_ref()
+                .map(|c| c.reason.clone())
+                .or_else(|| event.check.as_ref().map(|(l, _)| l.as_str().to_string())),
+            gate: event
+                .cause
+                .as_ref()
+                .and_then(|c| c.gate.clone())
+                .or_else(|| event.check.as_ref().map(|(_, g)| g.clone())),
             template: event.pinned.as_ref().and_then(|p| p.template.clone()),
             previous_template: event.pinned.as_ref().and_then(|p| p.previous.clone()),
             configuration: event.pinned.as_ref().and_then(|p| p.configuration.clone()),

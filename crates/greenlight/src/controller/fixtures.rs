@@ -194,12 +194,19 @@ fn commanded(
         http: crate::gates::http_client(&crate::gates::allow::AllowList::new(["127.0.0.1"])),
         webhook_allow: crate::gates::allow::AllowList::new(["127.0.0.1"]),
         prometheus_address: None,
+        jobs: None,
+        operator_account: None,
     };
     let fence = FENCE.with(|f| f.borrow().clone());
     let (deployments, services) = super::fresh::for_index(&index, &client, &metrics);
     Arc::new(Context {
         runner: super::runner::GateRunner::new(env, index.clone(), client.clone(), metrics.clone()),
-        writer: super::writer::Writer::fenced_by(client.clone(), metrics.clone(), fence, &index),
+        writer: Arc::new(super::writer::Writer::fenced_by(
+            client.clone(),
+            metrics.clone(),
+            fence,
+            &index,
+        )),
         deployments,
         services,
         client,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod finalize;
 pub mod fresh;
 pub mod gate;
+pub mod jobs;
 pub mod notifier;
 pub mod notify;
 pub mod observe;
@@ -55,7 +56,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub index: Arc<Index>,
     pub runner: runner::GateRunner,
-    pub writer: writer::Writer,
+    pub writer: Arc<writer::Writer>,
     pub backoff: backoff::Backoff,
     pub queue: Arc<queue::Queue>,
     /// The Deployments and Services stages read, current without a GET each pass.
@@ -83,6 +84,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// How long handled StageCommands and Approvals of finished Releases are kept.
     pub retention: jiff::SignedDuration,
+    /// The operator's own ServiceAccount, which no Job gate may run under.
+    pub operator_account: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,32 +233,36 @@ pub async fn run(
     for task in tasks {
         tokio::spawn(task);
     }
+    let leadership = settings
+        .leader
+        .map(|config| Arc::new(crate::leader::Leadership::new(client.clone(), config)));
+    let writer = Arc::new(writer::Writer::fenced_by(
+        client.clone(),
+        metrics.clone(),
+        leadership.clone(),
+        &index,
+    ));
     let env = crate::gates::GateEnv {
         http: crate::gates::http_client(&settings.webhook_allow),
         webhook_allow: settings.webhook_allow,
         prometheus_address: settings.prometheus_address,
+        jobs: Some(Arc::new(jobs::JobShell::new(
+            index.clone(),
+            client.clone(),
+            writer.clone(),
+        ))),
+        operator_account: settings.operator_account,
     };
-    let leadership = settings
-        .leader
-        .map(|config| Arc::new(crate::leader::Leadership::new(client.clone(), config)));
     let (deployments, services) = fresh::for_index(&index, &client, &metrics);
+    let runner =
+        runner::GateRunner::new(env.clone(), index.clone(), client.clone(), metrics.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
         namespace: namespace.clone(),
         metrics: metrics.clone(),
         index: index.clone(),
-        runner: runner::GateRunner::new(
-            env.clone(),
-            index.clone(),
-            client.clone(),
-            metrics.clone(),
-        ),
-        writer: writer::Writer::fenced_by(
-            client.clone(),
-            metrics.clone(),
-            leadership.clone(),
-            &index,
-        ),
+        runner,
+        writer,
         deployments,
         services,
         backoff: Default::default(),
@@ -272,7 +279,8 @@ pub async fn run(
     if let Some(config) = settings.admission {
         let state = crate::admission::AdmissionState {
             index: index.clone(),
-            gate_env: env,
+            // Admission compiles Gates; it never runs a Job.
+            gate_env: crate::gates::GateEnv { jobs: None, ..env },
             metrics: metrics.clone(),
             client: client.clone(),
             lease_writer: config.lease_writer.clone(),

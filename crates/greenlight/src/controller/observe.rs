@@ -48,8 +48,13 @@ pub fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, Validat
     if stage.status.as_ref().is_none_or(|s| s.rollout.is_none()) {
         errors.extend(check_gates(stage, ctx));
     }
-    let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
     let namespace = stage.namespace().unwrap_or_default();
+    let gate_type = |g: &str| ctx.index.gate(&namespace, g).map(|g| g.spec.gate_type);
+    errors.extend(crate::validation::checks::job_gates_in_analysis(
+        &stage.spec,
+        &gate_type,
+    ));
+    let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
     let has_approval_gate = stage.spec.gates.iter().any(|g| {
         ctx.index
             .gate(&namespace, g)

@@ -175,5 +175,9 @@ fn event_of(action: AuditAction) -> (&'static str, bool) {
         AuditAction::AbortRequested => ("RolloutFailed", true),
         AuditAction::RetryRequested => ("RetryRequested", false),
         AuditAction::CommandRefused => ("CommandRefused", true),
+        AuditAction::PreRolloutFailed => ("PreRolloutFailed", true),
+        AuditAction::Verified => ("Verified", false),
+        AuditAction::GatePassed => ("CheckPassed", false),
+        AuditAction::GateFailed => ("CheckFailed", true),
     }
 }

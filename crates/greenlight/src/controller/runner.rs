@@ -177,6 +177,10 @@ impl GateRunner {
         now: Timestamp,
     ) -> GateContext {
         let view = releases.iter().find(|r| r.name == release);
+        let attempt = view
+            .and_then(|r| r.stages.get(&stage.name_any()))
+            .and_then(|e| e.attempt)
+            .unwrap_or(1);
         GateContext {
             approvals: vec![],
             release_author: Err(Unverified::Missing),
@@ -192,6 +196,12 @@ impl GateRunner {
             canary_workload: canary_name(&stage.spec.target.name),
             secrets: Default::default(),
             configuration: None,
+            gate: String::new(),
+            list: crate::api::gate::GateList::Gates,
+            attempt,
+            run: None,
+            stage_uid: stage.uid().unwrap_or_default(),
+            service_port: 80,
             now,
         }
     }
@@ -208,7 +218,11 @@ impl GateRunner {
         let mut results = Vec::new();
         let mut recheck_after = gates::DEFAULT_RECHECK;
         for name in gates {
-            let (outcome, recheck) = self.held_or_evaluate(name, ctx, now, deadline).await;
+            let ctx = GateContext {
+                gate: name.clone(),
+                ..ctx.clone()
+            };
+            let (outcome, recheck) = self.held_or_evaluate(name, &ctx, now, deadline).await;
             recheck_after = recheck_after.min(recheck);
             let passed = outcome.verdict == GateVerdict::Passed;
             results.push((name.clone(), outcome));
@@ -218,6 +232,7 @@ impl GateRunner {
         }
         GateReport {
             release: ctx.release.clone(),
+            list: ctx.list,
             template: ctx.configuration.as_ref().map(|(t, _)| t.clone()),
             results,
             recheck_after,
@@ -269,11 +284,16 @@ impl GateRunner {
             .map(|a| a.name_any())
             .collect();
         let template = ctx.configuration.as_ref().map(|(t, _)| t.as_str());
+        // A Job gate's Job moving on (started, finished) is a new input, not a recheck.
+        let jobs = index.gate_jobs_version(&ctx.namespace, &ctx.stage);
         format!(
-            "{}/{}/{}/{name}/{generation:?}/{}/{}",
+            "{}/{}/{}/{}/{}/{:?}/{name}/{generation:?}/{}/{}/{jobs}",
             ctx.namespace,
             ctx.stage,
             ctx.release,
+            ctx.list.as_str(),
+            ctx.attempt,
+            ctx.run,
             approvals.join(","),
             template.unwrap_or_default()
         )

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -26,7 +27,7 @@ use super::{Context, backoff_key, error_policy, fingerprint, instrumented, key, 
 use crate::api::conditions::{Health, kstatus};
 use crate::api::release::{ReleaseStageStatus, StagePhaseForRelease};
 use crate::api::stage::{Stage, StagePhase};
-use crate::api::{Approval, Gate, Release, StageCommand};
+use crate::api::{Approval, Gate, Release, STAGE_LABEL, StageCommand};
 use crate::index::own::{Follows, Read};
 use crate::machine::{self, Decision, Outcome};
 use crate::workload::{canary_name, primary_name};
@@ -90,7 +91,18 @@ fn on_deployments(controller: Controller<Stage>, ctx: &Arc<Context>) -> Controll
                     && [primary_name(t), canary_name(t)].contains(&name)
             }))
         });
-    controller.reconcile_on(deployments).reconcile_on(services)
+    // A Job gate's Job or pod moving on wakes its stage to judge it.
+    let jobs = q.on_changes::<Job, Stage, _>(index, CONTROLLER, |j| {
+        stage_of(j.namespace(), j.labels().get(STAGE_LABEL)?)
+    });
+    let pods = q.on_changes::<Pod, Stage, _>(index, CONTROLLER, |p| {
+        stage_of(p.namespace(), p.labels().get(STAGE_LABEL)?)
+    });
+    controller
+        .reconcile_on(deployments)
+        .reconcile_on(services)
+        .reconcile_on(jobs)
+        .reconcile_on(pods)
 }
 
 fn stage_of(namespace: Option<String>, stage: &str) -> Option<ObjectRef<Stage>> {
@@ -239,55 +251,72 @@ async fn read_stage(
     Ok(fresh)
 }
 
-/// Asks the machine; when it wants gate results or measurements first, gets them and asks
-/// again, once.
+/// Asks the machine; when it wants measurements or a gate list's results first, gets them
+/// and asks again: each kind of answer at most once a pass, so it acts on the third ask.
 async fn decide(world: &World, ctx: &Context, now: Timestamp) -> Outcome {
     let status = world.stage.status.clone().unwrap_or_default();
     let name = world.stage.name_any();
-    let mut input = machine::StageInput {
-        name: &name,
+    let mut report: Option<machine::GateReport> = None;
+    let mut measured: Option<Vec<machine::Measurement>> = None;
+    for _ in 0..3 {
+        let input = stage_input(
+            world,
+            &status,
+            &name,
+            report.as_ref(),
+            measured.as_deref(),
+            now,
+        );
+        match machine::decide(&input) {
+            Decision::Act(outcome) => return *outcome,
+            Decision::EvaluateGates {
+                release,
+                configuration,
+                list,
+                run,
+                gates,
+            } if report.is_none() => {
+                let mut gate_ctx = ctx
+                    .runner
+                    .context(&world.stage, &world.releases, &release, now);
+                gate_ctx.configuration = configuration;
+                (gate_ctx.list, gate_ctx.run) = (list, run);
+                gate_ctx.service_port = crate::workload::service_port(&world.target);
+                report = Some(ctx.runner.evaluate_in_order(&gates, &gate_ctx, now).await);
+            }
+            Decision::Measure { release, due } if measured.is_none() => {
+                let gate_ctx = ctx
+                    .runner
+                    .context(&world.stage, &world.releases, &release, now);
+                measured = Some(ctx.runner.measure(&gate_ctx, &due).await);
+            }
+            other => unreachable!("decide asks for each answer once per reconcile: {other:?}"),
+        }
+    }
+    unreachable!("decide acts once it has its measurements and one gate list's results")
+}
+
+fn stage_input<'a>(
+    world: &'a World,
+    status: &'a crate::api::StageStatus,
+    name: &'a str,
+    gates: Option<&'a machine::GateReport>,
+    measurements: Option<&'a [machine::Measurement]>,
+    now: Timestamp,
+) -> machine::StageInput<'a> {
+    machine::StageInput {
+        name,
         plan: &world.plan,
-        status: &status,
+        status,
         releases: &world.releases,
         primary: world.primary_view.as_ref(),
         canary: world.canary.as_ref().map(|(_, _, v)| v),
-        gates: None,
-        measurements: None,
+        gates,
+        measurements,
         command: world.steering.command.clone(),
         invalid: world.invalid.as_deref(),
         target: Some(&world.target_template),
         now,
-    };
-    let (report, measured);
-    let decision = match machine::decide(&input) {
-        Decision::Act(outcome) => return *outcome,
-        Decision::EvaluateGates {
-            release,
-            configuration,
-        } => {
-            let mut gate_ctx = ctx
-                .runner
-                .context(&world.stage, &world.releases, &release, now);
-            gate_ctx.configuration = configuration;
-            report = ctx
-                .runner
-                .evaluate_in_order(&world.plan.gates, &gate_ctx, now)
-                .await;
-            input.gates = Some(&report);
-            machine::decide(&input)
-        }
-        Decision::Measure { release, due } => {
-            let gate_ctx = ctx
-                .runner
-                .context(&world.stage, &world.releases, &release, now);
-            measured = ctx.runner.measure(&gate_ctx, &due).await;
-            input.measurements = Some(&measured);
-            machine::decide(&input)
-        }
-    };
-    match decision {
-        Decision::Act(outcome) => *outcome,
-        other => unreachable!("decide asks for results once per reconcile, then acts: {other:?}"),
     }
 }
 

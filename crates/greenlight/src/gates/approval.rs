@@ -345,6 +345,12 @@ mod tests {
             release_author: author.map(str::to_string),
             release_ref: Some(current()),
             configuration: None,
+            gate: "g".into(),
+            list: crate::api::gate::GateList::Gates,
+            attempt: 1,
+            run: None,
+            stage_uid: String::new(),
+            service_port: 80,
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
         }
     }

@@ -4,6 +4,9 @@
 pub mod allow;
 pub mod approval;
 pub mod condition;
+pub mod job;
+#[cfg(test)]
+mod job_tests;
 pub mod prometheus;
 pub mod promql;
 pub mod soak;
@@ -54,6 +57,17 @@ pub struct GateContext {
     /// For a configuration change of the running release: its template's digest, and since
     /// when it waits. Approvals given before it do not count for it.
     pub configuration: Option<(String, Timestamp)>,
+    /// The gate being evaluated, the list it sits in, and the release's attempt here: what a
+    /// Job gate names its Job by.
+    pub gate: String,
+    pub list: crate::api::gate::GateList,
+    pub attempt: u32,
+    /// Since when this run of the check list runs (none for the stage's gates).
+    pub run: Option<Timestamp>,
+    /// The Stage's uid, for the owner reference of what a gate creates.
+    pub stage_uid: String,
+    /// The port of the stage's Services.
+    pub service_port: i32,
     pub now: Timestamp,
 }
 
@@ -104,6 +118,7 @@ static KINDS: &[&dyn GateKind] = &[
     &prometheus::Kind,
     &webhook::Kind,
     &approval::Kind,
+    &job::Kind,
 ];
 
 /// What gates get from the operator's configuration.
@@ -113,6 +128,10 @@ pub struct GateEnv {
     pub webhook_allow: allow::AllowList,
     /// The Prometheus of gates that name none (`--prometheus-address`).
     pub prometheus_address: Option<String>,
+    /// Where Job gates find and start their Jobs; none in admission, which only compiles.
+    pub jobs: Option<std::sync::Arc<dyn job::JobHost>>,
+    /// The operator's own ServiceAccount, which no Job gate may run under.
+    pub operator_account: Option<String>,
 }
 
 /// The settings block of a kind, or the error that it is missing.
@@ -289,7 +308,8 @@ mod props {
         #[test]
         fn gate_validation_never_panics_and_names_the_field(condition in junk(), timeout in junk(), url in junk()) {
             use crate::api::gate::{GateSpec, GateType, PrometheusGate, WebhookGate};
-            let env = crate::gates::GateEnv { http: crate::gates::http_client(&Default::default()), webhook_allow: crate::gates::allow::AllowList::new(["*"]), prometheus_address: None };
+            let (name, image, account) = (condition.clone(), timeout.clone(), url.clone());
+            let env = crate::gates::GateEnv { http: crate::gates::http_client(&Default::default()), webhook_allow: crate::gates::allow::AllowList::new(["*"]), prometheus_address: None, jobs: None, operator_account: None };
             let prometheus = GateSpec {
                 gate_type: GateType::Prometheus,
                 soak: None,
@@ -305,6 +325,7 @@ mod props {
                 }),
                 webhook: None,
                 approval: None,
+                job: None,
                 recheck_interval: Some(timeout.clone()),
             };
             let webhook = GateSpec {
@@ -313,7 +334,33 @@ mod props {
                 webhook: Some(WebhookGate { url, method: Default::default(), timeout: Some(timeout) }),
                 ..prometheus.clone()
             };
-            for spec in [prometheus, webhook] {
+            let job = GateSpec {
+                gate_type: GateType::Job,
+                prometheus: None,
+                job: Some(crate::api::gate::JobGate {
+                    template: crate::api::gate::JobPodTemplate {
+                        service_account_name: account,
+                        containers: vec![crate::api::gate::JobContainer {
+                            name,
+                            command: vec![image.clone()],
+                            image,
+                            args: vec![],
+                            env: vec![],
+                            resources: None,
+                            working_dir: None,
+                            security_context: None,
+                        }],
+                        host_network: Some(true),
+                        host_pid: None,
+                        host_ipc: None,
+                    },
+                    backoff_limit: None,
+                    active_deadline_seconds: None,
+                    ttl_seconds_after_finished: None,
+                }),
+                ..prometheus.clone()
+            };
+            for spec in [prometheus, webhook, job] {
                 if let Err(errors) = crate::gates::compile(&spec, &env) {
                     for e in &errors {
                         prop_assert!(e.field.starts_with("spec."), "{}", e);

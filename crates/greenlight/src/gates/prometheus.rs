@@ -408,6 +408,8 @@ mod tests {
             http: super::super::http_client(&super::super::allow::AllowList::new([allow])),
             webhook_allow: super::super::allow::AllowList::new([allow]),
             prometheus_address: None,
+            jobs: None,
+            operator_account: None,
         }
     }
 

@@ -281,6 +281,12 @@ mod tests {
             release_author: Ok("ci".into()),
             release_ref: None,
             configuration: None,
+            gate: "g".into(),
+            list: crate::api::gate::GateList::Gates,
+            attempt: 1,
+            run: None,
+            stage_uid: String::new(),
+            service_port: 80,
             now: jiff::Timestamp::UNIX_EPOCH,
         }
     }

@@ -114,6 +114,7 @@ mod tests {
                 finished_at: Some(finished.parse().unwrap()),
                 gates: vec![],
                 attempt: None,
+                checks: vec![],
             },
         );
         GateContext {
@@ -128,6 +129,12 @@ mod tests {
             release_author: Err(crate::identity::Unverified::Missing),
             release_ref: None,
             configuration: None,
+            gate: "g".into(),
+            list: crate::api::gate::GateList::Gates,
+            attempt: 1,
+            run: None,
+            stage_uid: String::new(),
+            service_port: 80,
             primary_workload: "web-primary".into(),
             canary_workload: "web-canary".into(),
             secrets: Default::default(),

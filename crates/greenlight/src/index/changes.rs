@@ -24,7 +24,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast::{self, Sender, error::RecvError};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::core::PartialObjectMeta;
 
 use super::Index;
@@ -53,6 +54,8 @@ pub struct Changes {
     pub commands: Sender<Change<StageCommand>>,
     pub deployments: Sender<Change<PartialObjectMeta<Deployment>>>,
     pub services: Sender<Change<PartialObjectMeta<Service>>>,
+    pub gate_jobs: Sender<Change<Job>>,
+    pub gate_job_pods: Sender<Change<Pod>>,
 }
 
 impl Default for Changes {
@@ -66,6 +69,8 @@ impl Default for Changes {
             commands: broadcast::channel(BUFFER).0,
             deployments: broadcast::channel(BUFFER).0,
             services: broadcast::channel(BUFFER).0,
+            gate_jobs: broadcast::channel(BUFFER).0,
+            gate_job_pods: broadcast::channel(BUFFER).0,
         }
     }
 }
@@ -98,6 +103,8 @@ indexed!(Approval, approvals);
 indexed!(StageCommand, commands);
 indexed!(PartialObjectMeta<Deployment>, deployments);
 indexed!(PartialObjectMeta<Service>, services);
+indexed!(Job, gate_jobs);
+indexed!(Pod, gate_job_pods);
 
 impl Index {
     /// Every `K` the index holds, then each `K` that changes (or is deleted) as it does.

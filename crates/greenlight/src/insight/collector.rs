@@ -52,10 +52,11 @@ impl Gauge {
     }
 }
 
-const PHASES: [StagePhase; 7] = [
+const PHASES: [StagePhase; 8] = [
     StagePhase::Idle,
     StagePhase::Waiting,
     StagePhase::Progressing,
+    StagePhase::Verifying,
     StagePhase::RollingBack,
     StagePhase::Failed,
     StagePhase::Invalid,

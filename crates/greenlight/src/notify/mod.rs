@@ -82,6 +82,7 @@ impl Notice {
             NoticeKind::Succeeded => "rolled out at",
             NoticeKind::Failed => "failed at",
             NoticeKind::RolledBack => "was rolled back at",
+            NoticeKind::Verified => "was verified at",
         };
         let version = self
             .version
@@ -112,12 +113,13 @@ pub fn cut(text: &str, limit: usize) -> String {
 /// The notice a transition's Event reason calls for; `None` for transitions nobody is told.
 pub fn notice_kind(reason: &str, note: &str) -> Option<NoticeKind> {
     Some(match reason {
-        "WaitingForSchedule" | "BlockedByWindow" => NoticeKind::Upcoming,
+        "WaitingForSchedule" | "BlockedByWindow" | "RolloutUpcoming" => NoticeKind::Upcoming,
         "RolloutStarted" => NoticeKind::Started,
         "WeightChanged" => NoticeKind::StepChanged,
         "WaitingForGate" if note.contains("waiting for approval") => NoticeKind::WaitingForApproval,
         "RolloutSucceeded" => NoticeKind::Succeeded,
-        "RolloutFailed" => NoticeKind::Failed,
+        "RolloutFailed" | "PreRolloutFailed" => NoticeKind::Failed,
+        "Verified" => NoticeKind::Verified,
         "RollbackCompleted" => NoticeKind::RolledBack,
         _ => return None,
     })

@@ -28,7 +28,7 @@ impl Channel for Slack {
 
     fn payload(&self, n: &Notice) -> serde_json::Value {
         let icon = match n.kind {
-            NoticeKind::Succeeded => ":white_check_mark:",
+            NoticeKind::Succeeded | NoticeKind::Verified => ":white_check_mark:",
             NoticeKind::Failed | NoticeKind::RolledBack => ":rotating_light:",
             NoticeKind::WaitingForApproval => ":raised_hand:",
             NoticeKind::Upcoming => ":calendar:",

@@ -7,6 +7,8 @@
 --            controller refuses a promote with no rollout in progress, on a rolling rollout
 --            (no steps to skip), and while the canary is Starting, Promoting or Baking. A
 --            stage waiting at a manual trigger is moved on by Approvals, not by a promote.
+--            Also a verification held past its timeout (`onTimeout: hold`): a promote
+--            accepts the release as it runs.
 --   abort    a forward rollout in progress, rolling or canary, in any canary phase. A
 --            rollback is not aborted.
 --   retry    phase Failed: the newest history entry is the rollout that was rolled back,
@@ -30,6 +32,9 @@ if rollout ~= nil and rollout.direction == "Forward" then
   actions["abort"]["disabled"] = false
   local canary = rollout.canary
   if canary ~= nil and (canary.phase == "Stepping" or canary.phase == "Paused") then
+    actions["promote"]["disabled"] = false
+  end
+  if rollout.checks ~= nil and rollout.checks.held == true then
     actions["promote"]["disabled"] = false
   end
 end

@@ -292,8 +292,28 @@ impl Writer {
             .await
     }
 
+    /// Creates `object`: the object as created, or `None` when one of its name exists
+    /// already (whose it is, the caller checks).
+    pub async fn create<K>(&self, kind: &'static str, object: &K) -> Result<Option<K>, WriteError>
+    where
+        K: Namespaced + Serialize,
+    {
+        self.may_write()?;
+        let name = object.name_any();
+        let api =
+            Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        match api.create(&kube::api::PostParams::default(), object).await {
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+            result => {
+                let what = || format!("creation of {} '{name}'", K::kind(&()));
+                self.counted(kind, what, result.map(Some))
+            }
+        }
+    }
+
     /// Deletes `object` as it was seen: not one made again under its name, nor one changed
-    /// since. One already gone is fine.
+    /// since. One already gone is fine. What it owns goes with it (a Job's pods too, which
+    /// the API would otherwise leave).
     pub async fn delete<K>(&self, kind: &'static str, object: &K) -> Result<(), WriteError>
     where
         K: Namespaced,
@@ -307,6 +327,7 @@ impl Writer {
                 uid: object.uid(),
                 resource_version: object.resource_version(),
             }),
+            propagation_policy: Some(kube::api::PropagationPolicy::Background),
             ..Default::default()
         };
         match api.delete(&name, &params).await {
