@@ -668,6 +668,22 @@ impl TestEnv {
             .collect()
     }
 
+    /// Waits for an Event with this reason: Events follow the status write that made them,
+    /// so one that is due may still be on its way when the status shows the transition.
+    pub async fn wait_event(&self, reason: &str) {
+        self.wait_for(
+            &format!("a {reason} Event"),
+            Duration::from_secs(30),
+            || async {
+                match self.events(reason).await.is_empty() {
+                    true => Err("none yet".to_string()),
+                    false => Ok(()),
+                }
+            },
+        )
+        .await
+    }
+
     /// The leader Lease in `namespace`, as it is now.
     pub async fn leader_lease(&self, namespace: &str) -> LeaseSpec {
         Api::<Lease>::namespaced(self.client.clone(), namespace)

@@ -239,10 +239,8 @@ async fn assert_the_approval_is_verified_and_announced(env: &TestEnv) {
         verified.contains("counts toward gate 'prod-signoff'"),
         "{verified}"
     );
-    assert!(
-        !env.events("Approved").await.is_empty(),
-        "the approval is announced as an Event"
-    );
+    // The approval is announced as an Event.
+    env.wait_event("Approved").await;
 }
 
 pub async fn an_approval_by_the_release_author_is_refused_and_another_managers_counts(

@@ -54,14 +54,7 @@ pub async fn a_paused_bake_still_watches_the_promoted_release_and_rolls_it_back(
     assert!(said.contains("paused while baking"), "{said}");
     bed.prometheus.restart();
     wait_phase(&env, CanaryPhase::Baking, true).await;
-    // The Event follows the status write that made it Baking again.
-    env.wait_for("an AnalysisResumed Event", WAIT, || async {
-        match env.events("AnalysisResumed").await.is_empty() {
-            true => Err("none yet".to_string()),
-            false => Ok(()),
-        }
-    })
-    .await;
+    env.wait_event("AnalysisResumed").await;
     let degraded = Timestamp::now();
     bed.apps.degrade(&v2).await;
     env.wait_release_stage("v2", "prod", "Failed", WAIT).await;

@@ -43,6 +43,14 @@ async fn gate_jobs(env: &TestEnv) -> Vec<Job> {
     env.api::<Job>().list(&selected).await.expect("jobs").items
 }
 
+/// The smoke test's Job, once Greenlight has started it.
+async fn the_smoke_tests_job(env: &TestEnv) -> Job {
+    env.wait_for("the smoke test's Job", Duration::from_secs(90), || async {
+        gate_jobs(env).await.pop().ok_or("no Job yet".to_string())
+    })
+    .await
+}
+
 /// The release's test entry once it is final: it must not be `Succeeded`.
 async fn final_entry(env: &TestEnv, release: &str) -> serde_json::Value {
     env.wait_for(
@@ -68,11 +76,7 @@ pub async fn a_pod_a_team_editor_slips_under_a_smoke_test_job_does_not_pass_it(m
     ));
     env.start_controller();
     env.apply(&release_yaml("v1", "shop", "1.0.0", &image("shop-1")));
-    let job = env
-        .wait_for("the smoke test's Job", Duration::from_secs(90), || async {
-            gate_jobs(&env).await.pop().ok_or("no Job yet".to_string())
-        })
-        .await;
+    let job = the_smoke_tests_job(&env).await;
     // erin makes a pod that claims to be the Job's and exits 0 at once; the Job controller
     // counts it, and the Job completes.
     let (name, uid) = (job.name_any(), job.uid().unwrap_or_default());
@@ -81,8 +85,8 @@ pub async fn a_pod_a_team_editor_slips_under_a_smoke_test_job_does_not_pass_it(m
     );
     as_user(&env, "erin", &["create", "-f", "-"], &pod).expect("erin may create pods");
     // The Job controller either counts erin's pod (the Job completes; the gate sees a pod
-    // that did not run the template and stays inconclusive until the timeout) or deletes it
-    // as one pod too many (the real test runs and fails). Never a pass.
+    // that did not run the template and fails the check) or deletes it as one pod too many
+    // (the real test runs and fails). Never a pass.
     let entry = final_entry(&env, "v1").await;
     assert_eq!(entry["phase"], "Failed", "{entry}");
     let checks = entry["checks"].to_string();
@@ -100,11 +104,7 @@ pub async fn a_copy_a_team_editor_makes_of_a_running_check_job_is_not_judged(mut
     ));
     env.start_controller();
     env.apply(&release_yaml("v1", "shop", "1.0.0", &image("shop-1")));
-    let job = env
-        .wait_for("the smoke test's Job", Duration::from_secs(90), || async {
-            gate_jobs(&env).await.pop().ok_or("no Job yet".to_string())
-        })
-        .await;
+    let job = the_smoke_tests_job(&env).await;
     // erin deletes Greenlight's Job and makes it again, seal and all, as a copy she controls
     // (here an exact one: what matters is that it is no longer the Job Greenlight started).
     let name = job.name_any();
@@ -115,7 +115,7 @@ pub async fn a_copy_a_team_editor_makes_of_a_running_check_job_is_not_judged(mut
     assert_eq!(entry["phase"], "Failed", "{entry}");
     let checks = entry["checks"].to_string();
     assert!(
-        checks.contains("made again under the name"),
+        checks.contains("made again under its name"),
         "the copy's own verdict is not used: {checks}"
     );
 }

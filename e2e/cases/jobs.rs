@@ -229,8 +229,8 @@ pub async fn a_failing_pre_rollout_job_leaves_the_workload_untouched(mut env: Te
         before,
         "the workload was not touched"
     );
-    assert!(!env.events("PreRolloutFailed").await.is_empty());
-    assert!(!env.events("RolloutUpcoming").await.is_empty());
+    env.wait_event("PreRolloutFailed").await;
+    env.wait_event("RolloutUpcoming").await;
 }
 
 /// The primary's generation, template hash and ReplicaSets.

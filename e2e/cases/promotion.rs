@@ -142,14 +142,10 @@ async fn assert_release_and_stages_report_success(env: &TestEnv) {
             .iter()
             .any(|c| c.type_ == "Ready" && c.is_true())
     );
-    assert!(
-        !env.events("RolloutSucceeded").await.is_empty(),
-        "transitions emit events"
-    );
-    assert!(
-        !env.events("WaitingForGate").await.is_empty(),
-        "holds are announced too"
-    );
+    // Transitions emit Events,
+    env.wait_event("RolloutSucceeded").await;
+    // and holds are announced too.
+    env.wait_event("WaitingForGate").await;
 }
 
 /// Resource versions of the release, the stages and their primaries.

@@ -136,8 +136,8 @@ async fn assert_v3_follows_the_rollback_and_v2_never_reaches_test(env: &TestEnv,
         "a successful newer rollout clears the failure"
     );
 
-    assert!(!env.events("RolloutFailed").await.is_empty());
-    assert!(!env.events("RollbackCompleted").await.is_empty());
+    env.wait_event("RolloutFailed").await;
+    env.wait_event("RollbackCompleted").await;
 }
 
 pub async fn failed_rollout_reverts_primary_and_the_stage_says_so(mut env: TestEnv) {

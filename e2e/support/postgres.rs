@@ -48,11 +48,13 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        // Pods reach it at the host's address, which initdb's rules do not trust.
+        // Pods reach it at the host's address, which initdb's rules do not trust: that one
+        // address is, and nothing else on the network.
+        let (port, host) = (super::free_port(), super::pod::host_address());
         let hba = data.join("pg_hba.conf");
         let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
-        std::fs::write(&hba, format!("{rules}\nhost all all 0.0.0.0/0 trust\n")).expect("pg_hba");
-        let (port, host) = (super::free_port(), super::pod::host_address());
+        let rule = format!("{rules}\nhost all all {host}/32 trust\n");
+        std::fs::write(&hba, rule).expect("pg_hba");
         let mut server = Command::new(bin.join("postgres"));
         server.arg("-D").arg(&data).arg("-k").arg(&base);
         server.args(["-p", &port.to_string(), "-c", "fsync=off"]);

@@ -284,8 +284,15 @@ impl GateRunner {
             .map(|a| a.name_any())
             .collect();
         let template = ctx.configuration.as_ref().map(|(t, _)| t.as_str());
-        // A Job gate's Job moving on (started, finished) is a new input, not a recheck.
-        let jobs = index.gate_jobs_version(&ctx.namespace, &ctx.stage);
+        // A Job gate's Job moving on (started, finished) is a new input, not a recheck; for
+        // any other kind it is not an input at all.
+        let job_gate = gate
+            .as_ref()
+            .is_some_and(|g| g.spec.gate_type == crate::api::gate::GateType::Job);
+        let jobs = match job_gate {
+            true => index.gate_jobs_version(&ctx.namespace, &ctx.stage),
+            false => Default::default(),
+        };
         format!(
             "{}/{}/{}/{}/{}/{:?}/{name}/{generation:?}/{}/{}/{jobs}",
             ctx.namespace,

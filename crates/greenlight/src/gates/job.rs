@@ -149,19 +149,18 @@ fn unreadable(name: &str, why: &str, now: Timestamp) -> GateOutcome {
         .recheck_at(crate::schedule::later(now, RECHECK))
 }
 
-/// A Job under the check's name that is not the one Greenlight started: never judged, and
-/// looked at again only slowly.
+/// A Job under the check's name that is not the one Greenlight started, or whose spec or
+/// pods someone changed: the check fails (a tamperer must not hold a release either), and
+/// is looked at again only slowly.
 fn not_ours(name: &str, why: &str, now: Timestamp) -> GateOutcome {
-    let why = format!(
-        "a Job named {name} exists that Greenlight did not start ({why}); its result is not used"
-    );
-    GateOutcome::new(GateVerdict::Inconclusive, why)
+    let why = format!("Job {name} was tampered with ({why}); the check counts as failed");
+    GateOutcome::new(GateVerdict::Failed, why)
         .recheck_at(crate::schedule::later(now, NOT_OURS_RECHECK))
 }
 
 /// A Job this run started that is no longer there (deleted, or cleaned up after it
-/// finished): a verdict it gave stands; without one the run is inconclusive, and the Job is
-/// never started a second time.
+/// finished): a verdict it gave stands; without one the check fails (a rollback must not
+/// wait on whoever deleted it), and the Job is never started a second time.
 fn gone(name: &str, recorded: &GateResultStatus) -> GateOutcome {
     if matches!(recorded.result, GateVerdict::Passed | GateVerdict::Failed) {
         let mut outcome = GateOutcome::new(recorded.result, recorded.message.clone());
@@ -169,9 +168,9 @@ fn gone(name: &str, recorded: &GateResultStatus) -> GateOutcome {
         return outcome.with_job(name);
     }
     let why = format!(
-        "Job {name} was started for this run and is gone (deleted or cleaned up) before it gave a verdict; it is not started again"
+        "Job {name} was started for this run and is gone (deleted or cleaned up) before it gave a verdict; it is not started again, and the check counts as failed"
     );
-    GateOutcome::new(GateVerdict::Inconclusive, why).with_job(name)
+    GateOutcome::new(GateVerdict::Failed, why).with_job(name)
 }
 
 /// The verdict of a Job of our name, if it is the one the operator sealed, judged only by
@@ -184,24 +183,20 @@ fn judge_ours(
     now: Timestamp,
 ) -> GateOutcome {
     if started.is_some_and(|uid| job.uid().as_deref() != Some(uid)) {
-        let why = "it was made again under the name after Greenlight started its own";
+        let why = "made again under its name after Greenlight started its own";
         return not_ours(name, why, now).with_job(name);
     }
     let seal = job.annotations().get(crate::api::JOB_SEAL_ANNOTATION);
     if !seal.is_some_and(|seal| host.sealed(&sealed_facts(job), seal)) {
-        return not_ours(name, "its seal does not check out", now);
+        let why = "not made by Greenlight, or changed since: its seal does not check out";
+        return not_ours(name, why, now);
     }
     let namespace = job.namespace().unwrap_or_default();
     let pods = host.pods(&namespace, name);
     let (ours, foreign) = controlled_pods(job, &pods);
     if let Some(pod) = foreign {
-        let why = format!(
-            "pod {pod} under Job {name} does not run what the Job specifies (made by someone else?); the Job's result is not used"
-        );
-        let recheck = crate::schedule::later(now, RECHECK);
-        return GateOutcome::new(GateVerdict::Inconclusive, why)
-            .recheck_at(recheck)
-            .with_job(name);
+        let why = format!("pod {pod} under it does not run what it specifies");
+        return not_ours(name, &why, now).with_job(name);
     }
     judge(name, job, &ours, now)
         .with_job(name)
@@ -221,6 +216,9 @@ pub fn sealed_facts(job: &Job) -> serde_json::Value {
         "completions": spec.and_then(|s| s.completions),
         "parallelism": spec.and_then(|s| s.parallelism),
         "activeDeadlineSeconds": spec.and_then(|s| s.active_deadline_seconds),
+        "ttlSecondsAfterFinished": spec.and_then(|s| s.ttl_seconds_after_finished),
+        // Defaulted to false from Kubernetes 1.21, absent before.
+        "suspend": spec.and_then(|s| s.suspend).unwrap_or(false),
         "pod": pod.map(run_facts),
     })
 }
@@ -239,7 +237,7 @@ fn run_facts(pod: &PodSpec) -> serde_json::Value {
         "hostNetwork": pod.host_network.unwrap_or(false),
         "hostPID": pod.host_pid.unwrap_or(false),
         "hostIPC": pod.host_ipc.unwrap_or(false),
-        "volumes": pod.volumes.iter().flatten().filter(|v| !token_volume(v)).count(),
+        "volumes": pod.volumes.iter().flatten().filter(|v| !token_volume(v, pod)).count(),
     })
 }
 
@@ -260,15 +258,22 @@ fn comparable(spec: &PodSpec) -> serde_json::Value {
         spec.preemption_policy,
     ) = (None, None, None);
     let volumes = spec.volumes.take().unwrap_or_default();
-    let volumes: Vec<_> = volumes.into_iter().filter(|v| !token_volume(v)).collect();
+    let (token, volumes): (Vec<_>, Vec<_>) =
+        volumes.into_iter().partition(|v| token_volume(v, &spec));
+    let token: Vec<String> = token.into_iter().map(|v| v.name).collect();
     spec.volumes = (!volumes.is_empty()).then_some(volumes);
+    // Only the token's own mount, exactly where admission puts it: a mount elsewhere (or at
+    // a path that climbs out of it) is part of what the pod runs.
+    let admitted = |m: &k8s_openapi::api::core::v1::VolumeMount| {
+        m.mount_path == TOKEN_PATH
+            && m.read_only == Some(true)
+            && m.sub_path.is_none()
+            && token.contains(&m.name)
+    };
     for c in &mut spec.containers {
         c.resources = None;
         let mounts = c.volume_mounts.take().unwrap_or_default();
-        let mounts: Vec<_> = mounts
-            .into_iter()
-            .filter(|m| !m.mount_path.starts_with(TOKEN_PATH))
-            .collect();
+        let mounts: Vec<_> = mounts.into_iter().filter(|m| !admitted(m)).collect();
         c.volume_mounts = (!mounts.is_empty()).then_some(mounts);
     }
     serde_json::to_value(spec).unwrap_or_default()
@@ -302,15 +307,30 @@ fn differences(at: &str, a: &serde_json::Value, b: &serde_json::Value) -> Vec<St
 /// Where the ServiceAccount admission mounts a pod's API token.
 const TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// The volume the ServiceAccount admission adds to every pod for its API token.
-fn token_volume(volume: &k8s_openapi::api::core::v1::Volume) -> bool {
-    let projected = volume.name.starts_with("kube-api-access-") && volume.projected.is_some();
-    let secret = volume.secret.as_ref().is_some_and(|s| {
-        s.secret_name
-            .as_deref()
-            .is_some_and(|n| n.contains("-token-"))
+/// Exactly the volume the ServiceAccount admission adds to a pod for its API token: the
+/// account's token Secret (`<account>-token-…`, before 1.21), or the projected
+/// `kube-api-access-…` of the token, the cluster's CA and the namespace.
+fn token_volume(volume: &k8s_openapi::api::core::v1::Volume, pod: &PodSpec) -> bool {
+    let account = pod.service_account_name.as_deref().unwrap_or("default");
+    if let Some(secret) = &volume.secret {
+        let name = secret.secret_name.as_deref().unwrap_or_default();
+        let prefix = format!("{account}-token-");
+        return name.starts_with(&prefix) && volume.name == name && secret.items.is_none();
+    }
+    let Some(projected) = &volume.projected else {
+        return false;
+    };
+    let sources = projected.sources.as_deref().unwrap_or_default();
+    let token = sources.iter().any(|s| {
+        let t = s.service_account_token.as_ref();
+        t.is_some_and(|t| t.path == "token" && t.audience.is_none())
     });
-    projected || secret
+    let ca = sources.iter().any(|s| {
+        let c = s.config_map.as_ref();
+        c.is_some_and(|c| c.name == "kube-root-ca.crt")
+    });
+    let namespace = sources.iter().any(|s| s.downward_api.is_some());
+    volume.name.starts_with("kube-api-access-") && sources.len() == 3 && token && ca && namespace
 }
 
 /// The Job's pods, split into those it controls that run its template, and the first one

@@ -83,8 +83,7 @@ impl Cluster {
 
     /// A pod under the Job, made from `spec` (its template, unless someone else made it).
     fn add_pod(&self, job: &Job, name: &str, phase: &str, exit: Option<(i32, &str)>) {
-        let mut spec = job.spec.clone().unwrap().template.spec.unwrap();
-        spec.volumes = None;
+        let spec = job.spec.clone().unwrap().template.spec.unwrap();
         let status = exit.map(|(code, message)| ContainerStatus {
             name: "smoke".into(),
             state: Some(ContainerState {
@@ -307,7 +306,7 @@ async fn a_restarted_operator_judges_the_job_it_finds_and_starts_no_second() {
 }
 
 #[tokio::test]
-async fn a_complete_job_someone_else_created_under_the_name_is_not_a_pass() {
+async fn a_complete_job_someone_else_created_under_the_name_fails_the_check() {
     let cluster = Cluster::new();
     check(&cluster).evaluate(&ctx()).await;
     let mut forged = cluster.the_job();
@@ -322,17 +321,12 @@ async fn a_complete_job_someone_else_created_under_the_name_is_not_a_pass() {
     cluster.finish("Complete", None);
     cluster.add_pod(&forged, "forged", "Succeeded", None);
     let outcome = check(&cluster).evaluate(&ctx()).await;
-    assert_eq!(
-        outcome.verdict,
-        GateVerdict::Inconclusive,
-        "{}",
-        outcome.message
-    );
+    assert_eq!(outcome.verdict, GateVerdict::Failed, "{}", outcome.message);
     assert_eq!(outcome.job, None, "a forged Job is not recorded as ours");
 }
 
 #[tokio::test]
-async fn a_job_whose_sealed_fields_were_changed_is_not_judged() {
+async fn a_job_whose_sealed_fields_were_changed_fails_the_check() {
     let cluster = Cluster::new();
     check(&cluster).evaluate(&ctx()).await;
     let mut job = cluster.the_job();
@@ -345,21 +339,16 @@ async fn a_job_whose_sealed_fields_were_changed_is_not_judged() {
     cluster.finish("Complete", None);
     cluster.add_pod(&job, "smoke-abc", "Succeeded", None);
     let outcome = check(&cluster).evaluate(&ctx()).await;
-    assert_eq!(
-        outcome.verdict,
-        GateVerdict::Inconclusive,
-        "{}",
-        outcome.message
-    );
+    assert_eq!(outcome.verdict, GateVerdict::Failed, "{}", outcome.message);
     assert!(
-        outcome.message.contains("did not start"),
+        outcome.message.contains("seal does not check out"),
         "{}",
         outcome.message
     );
 }
 
 #[tokio::test]
-async fn a_job_made_again_under_the_name_after_greenlight_started_its_own_is_not_judged() {
+async fn a_job_made_again_under_the_name_after_greenlight_started_its_own_fails_the_check() {
     let cluster = Cluster::new();
     let started = check(&cluster).evaluate(&ctx()).await;
     let (name, uid) = (started.job.clone().unwrap(), started.job_uid.clone());
@@ -377,12 +366,7 @@ async fn a_job_made_again_under_the_name_after_greenlight_started_its_own_is_not
     let mut after = ctx();
     recorded_with_uid(&mut after, GateVerdict::Pending, &name, uid.as_deref());
     let outcome = check(&cluster).evaluate(&after).await;
-    assert_eq!(
-        outcome.verdict,
-        GateVerdict::Inconclusive,
-        "{}",
-        outcome.message
-    );
+    assert_eq!(outcome.verdict, GateVerdict::Failed, "{}", outcome.message);
     assert!(
         outcome.message.contains("made again"),
         "{}",
@@ -407,12 +391,7 @@ async fn a_pod_under_the_job_with_anything_added_to_what_it_runs_makes_its_resul
     }]);
     cluster.add_pod(&job, "with-a-host-alias", "Succeeded", None);
     let outcome = gate.evaluate(&ctx()).await;
-    assert_eq!(
-        outcome.verdict,
-        GateVerdict::Inconclusive,
-        "{}",
-        outcome.message
-    );
+    assert_eq!(outcome.verdict, GateVerdict::Failed, "{}", outcome.message);
     assert!(
         outcome.message.contains("with-a-host-alias"),
         "{}",
@@ -449,12 +428,7 @@ async fn a_pod_under_the_job_that_runs_something_else_makes_its_result_unusable(
     template.containers[0].command = Some(vec!["true".into()]);
     cluster.add_pod(&job, "made-by-hand", "Succeeded", None);
     let outcome = gate.evaluate(&ctx()).await;
-    assert_eq!(
-        outcome.verdict,
-        GateVerdict::Inconclusive,
-        "{}",
-        outcome.message
-    );
+    assert_eq!(outcome.verdict, GateVerdict::Failed, "{}", outcome.message);
     assert!(
         outcome.message.contains("made-by-hand"),
         "{}",
@@ -493,7 +467,8 @@ async fn a_job_past_its_deadline_is_inconclusive_not_failed() {
 }
 
 #[tokio::test]
-async fn a_started_job_that_is_gone_is_never_started_again_and_a_verdict_it_gave_stands() {
+async fn a_started_job_that_is_gone_is_never_started_again_a_verdict_it_gave_stands_and_none_fails()
+{
     let cluster = Cluster::new();
     let gate = check(&cluster);
     let started = gate.evaluate(&ctx()).await;
@@ -502,12 +477,7 @@ async fn a_started_job_that_is_gone_is_never_started_again_and_a_verdict_it_gave
     let mut running = ctx();
     recorded(&mut running, GateVerdict::Pending, &name);
     let outcome = gate.evaluate(&running).await;
-    assert_eq!(
-        outcome.verdict,
-        GateVerdict::Inconclusive,
-        "{}",
-        outcome.message
-    );
+    assert_eq!(outcome.verdict, GateVerdict::Failed, "{}", outcome.message);
     assert!(
         outcome.message.contains("not started again"),
         "{}",
@@ -613,4 +583,92 @@ fn a_template_that_asks_for_the_host_privileges_or_the_operators_account_is_refu
         assert!(fields.iter().any(|f| f == field), "{field} in {fields:?}");
     }
     assert!(field_errors(&smoke_test(), Some("greenlight")).is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_that_mounts_a_volume_through_the_token_path_is_not_the_templates() {
+    use k8s_openapi::api::core::v1::{ProjectedVolumeSource, Volume, VolumeMount};
+    let cluster = Cluster::new();
+    let gate = check(&cluster);
+    gate.evaluate(&ctx()).await;
+    let mut job = cluster.the_job();
+    cluster.finish("Complete", None);
+    let template = job.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    template.volumes = Some(vec![Volume {
+        name: "kube-api-access-x".into(),
+        projected: Some(ProjectedVolumeSource::default()),
+        ..Volume::default()
+    }]);
+    template.containers[0].volume_mounts = Some(vec![VolumeMount {
+        name: "kube-api-access-x".into(),
+        mount_path: "/var/run/secrets/kubernetes.io/serviceaccount/../../../../usr/local/bin"
+            .into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }]);
+    cluster.add_pod(&job, "climbs-out", "Succeeded", None);
+    let outcome = gate.evaluate(&ctx()).await;
+    assert_eq!(outcome.verdict, GateVerdict::Failed, "{}", outcome.message);
+    assert!(
+        outcome.message.contains("climbs-out"),
+        "{}",
+        outcome.message
+    );
+}
+
+#[tokio::test]
+async fn a_pod_with_only_what_admission_adds_is_the_templates_and_its_verdict_counts() {
+    use k8s_openapi::api::core::v1::{
+        ConfigMapProjection, DownwardAPIProjection, ProjectedVolumeSource,
+        ServiceAccountTokenProjection, Toleration, Volume, VolumeMount, VolumeProjection,
+    };
+    let cluster = Cluster::new();
+    let gate = check(&cluster);
+    gate.evaluate(&ctx()).await;
+    let mut job = cluster.the_job();
+    cluster.finish("Complete", None);
+    let template = job.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    let sources = vec![
+        VolumeProjection {
+            service_account_token: Some(ServiceAccountTokenProjection {
+                path: "token".into(),
+                expiration_seconds: Some(3607),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeProjection {
+            config_map: Some(ConfigMapProjection {
+                name: "kube-root-ca.crt".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        VolumeProjection {
+            downward_api: Some(DownwardAPIProjection::default()),
+            ..Default::default()
+        },
+    ];
+    template.volumes = Some(vec![Volume {
+        name: "kube-api-access-7xk2p".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(sources),
+            ..Default::default()
+        }),
+        ..Volume::default()
+    }]);
+    template.containers[0].volume_mounts = Some(vec![VolumeMount {
+        name: "kube-api-access-7xk2p".into(),
+        mount_path: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }]);
+    template.node_name = Some("node-1".into());
+    template.tolerations = Some(vec![Toleration {
+        key: Some("node.kubernetes.io/not-ready".into()),
+        ..Default::default()
+    }]);
+    cluster.add_pod(&job, "admitted", "Succeeded", None);
+    let outcome = gate.evaluate(&ctx()).await;
+    assert_eq!(outcome.verdict, GateVerdict::Passed, "{}", outcome.message);
 }
