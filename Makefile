@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`.
-.PHONY: run demo test deps lint unit e2e crds manifests image bench bench-scale
+.PHONY: run demo test deps lint unit e2e crds manifests image bench bench-scale oracle
 
 run:
 	bash hack/run.sh
@@ -45,6 +45,13 @@ bench: deps
 bench-scale: deps
 	cargo build --release --workspace --bins
 	cargo bench --bench scale
+
+# The comparison judge's oracle: seeded cases and what SciPy says of each, written to
+# crates/greenlight-core/src/judge/oracle.json, which the tests read (they never run Python).
+oracle:
+	python3 -m venv target/oracle-venv
+	target/oracle-venv/bin/pip install -q scipy==1.17.1
+	target/oracle-venv/bin/python hack/oracle/mwu.py
 
 crds:
 	cargo run -q --bin greenlight -- crdgen > crds/greenlight.yaml.new

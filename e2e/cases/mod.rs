@@ -5,6 +5,7 @@ mod approvals;
 mod bad_input;
 mod canary;
 mod canary_safety;
+mod compare;
 mod demo;
 mod failover;
 mod fence;
@@ -60,7 +61,15 @@ macro_rules! cases {
 }
 
 pub fn all() -> Vec<(&'static str, Case)> {
-    [core(), checks()].concat()
+    [core(), checks(), evidence()].concat()
+}
+
+/// Promotion on evidence: the comparison judge.
+fn evidence() -> Vec<(&'static str, Case)> {
+    cases![
+        compare::a_canary_twice_as_slow_as_the_primary_is_failed_by_compare_though_under_any_threshold,
+        compare::two_alike_versions_pass_at_least_19_of_20_compare_judgements,
+    ]
 }
 
 /// Testing a release where it runs: Job gates, pre-rollout and verification.

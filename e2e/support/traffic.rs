@@ -29,11 +29,10 @@ impl Apps {
         let mut ports = BTreeMap::new();
         let mut procs = Vec::new();
         for (i, image) in images.iter().enumerate() {
-            let behaviour = if image.contains(":faulty@") {
-                "faulty"
-            } else {
-                "healthy"
-            };
+            let behaviour = ["faulty", "slow"]
+                .into_iter()
+                .find(|b| image.contains(&format!(":{b}@")))
+                .unwrap_or("healthy");
             let port_file = dir.join(format!("app-{i}.port"));
             let mut cmd = Command::new(binary);
             cmd.arg(behaviour).arg(&port_file);
@@ -158,11 +157,12 @@ impl LoadGenerator {
                         .entry(workload.clone())
                         .or_default() += 1;
                 } else if let Some(port) = view.images.get(workload).and_then(|i| ports.get(i)) {
-                    let _ = http
+                    // Sent on its own task: an answer's duration must not slow the load.
+                    let request = http
                         .get(format!("http://127.0.0.1:{port}/?workload={workload}"))
                         .timeout(Duration::from_secs(1))
-                        .send()
-                        .await;
+                        .send();
+                    tokio::spawn(request);
                     *sent.lock().unwrap().entry(workload.clone()).or_default() += 1;
                 }
                 n += 1;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::conditions::Condition;
 use super::patterns::DURATION_PATTERN;
 use super::patterns::NAME_PATTERN;
+pub use super::server::{PrometheusServer, SecretKeyRef, TlsConfig};
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -22,7 +23,7 @@ use super::patterns::NAME_PATTERN;
     status = "GateStatus",
     shortname = "gt",
     category = "greenlight",
-    doc = "A reusable check a release must pass: soak time, time window, Prometheus query, webhook, people's approval, or a Job run against the stage.",
+    doc = "A reusable check a release must pass: soak time, time window, Prometheus query, webhook, people's approval, a Job run against the stage, or the canary compared with the primary.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(
         name = "Ready",
@@ -52,6 +53,8 @@ pub struct GateSpec {
     pub approval: Option<ApprovalGate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<super::compare::CompareGate>,
     /// How often a gate that did not pass is checked again. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -67,6 +70,7 @@ pub enum GateType {
     Webhook,
     Approval,
     Job,
+    Compare,
 }
 
 impl GateType {
@@ -78,6 +82,7 @@ impl GateType {
             Self::Webhook => "webhook",
             Self::Approval => "approval",
             Self::Job => "job",
+            Self::Compare => "compare",
         }
     }
 }
@@ -108,11 +113,8 @@ pub struct WindowGate {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusGate {
-    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`. Empty or
-    /// absent: the operator's default (`--prometheus-address`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[schemars(regex(pattern = r"^$|^https?://"), length(max = 2048))]
-    pub address: String,
+    #[serde(flatten)]
+    pub server: PrometheusServer,
     /// PromQL; `{{release}}`, `{{version}}`, `{{stage}}`, `{{namespace}}` and `{{pipeline}}`
     /// are replaced before the query is sent.
     #[schemars(length(min = 1))]
@@ -121,19 +123,10 @@ pub struct PrometheusGate {
     /// condition cannot pass.
     #[schemars(regex(pattern = r"^\s*(<=|>=|==|!=|<|>)\s*[-+]?[0-9.eE+-]+\s*$"))]
     pub condition: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub timeout: Option<String>,
     /// Too little traffic to judge is inconclusive, not a pass nor a failure: when set, this
     /// query (e.g. the canary's request count over the interval) must reach `minimum` first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_samples: Option<MinSamples>,
-    /// Sends `Authorization: Bearer <token>` with the token read from this Secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token_secret_ref: Option<SecretKeyRef>,
-    /// TLS settings for an `https://` address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -142,27 +135,6 @@ pub struct MinSamples {
     #[schemars(length(min = 1))]
     pub query: String,
     pub minimum: f64,
-}
-
-/// A key of a Secret in the Gate's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretKeyRef {
-    #[schemars(length(min = 1))]
-    pub name: String,
-    #[schemars(length(min = 1))]
-    pub key: String,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TlsConfig {
-    /// PEM CA bundle to trust, from a Secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_secret_ref: Option<SecretKeyRef>,
-    /// Skip certificate verification (test set-ups only).
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
 }
 
 /// An HTTP call; a 2xx answer passes, anything else fails.

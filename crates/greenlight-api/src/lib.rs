@@ -6,12 +6,14 @@ pub mod approval;
 pub mod canary;
 pub mod change;
 pub mod command;
+pub mod compare;
 pub mod conditions;
 pub mod crdgen;
 pub mod gate;
 pub mod notifier;
 pub mod patterns;
 pub mod release;
+pub mod server;
 pub mod stage;
 
 pub use approval::{Approval, ApprovalSpec, ApprovalStatus, Decision, Identity, ReleaseRef};

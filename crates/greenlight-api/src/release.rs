@@ -230,6 +230,11 @@ pub struct ReleaseStageStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 60))]
     pub checks: Vec<GateResultStatus>,
+    /// The last judgement of each compare gate of this stage's canary analyses: the score,
+    /// the verdict and, per metric, the class and the figures behind it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub comparisons: Vec<super::compare::GateComparison>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -255,6 +260,7 @@ impl ReleaseStageStatus {
             gates: Vec::new(),
             attempt: None,
             checks: Vec::new(),
+            comparisons: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod digest;
 pub mod dora;
+pub mod judge;
 pub mod machine;
 pub mod observed;
 pub mod pipeline;

@@ -14,6 +14,8 @@ pub struct GateOutcome {
     /// The Job a `job` gate judged or started, and its uid, recorded with its result.
     pub job: Option<String>,
     pub job_uid: Option<String>,
+    /// A `compare` gate's judgement, recorded with the analysis' counters.
+    pub comparison: Option<greenlight_api::compare::Comparison>,
 }
 
 impl GateOutcome {
@@ -25,6 +27,7 @@ impl GateOutcome {
             recheck_at: None,
             job: None,
             job_uid: None,
+            comparison: None,
         }
     }
 

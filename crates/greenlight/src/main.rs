@@ -273,7 +273,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// An http(s) base URL without credentials, query or fragment.
 fn parse_prometheus_address(text: &str) -> Result<reqwest::Url, String> {
-    let url = greenlight::gates::prometheus::base_url(text)?;
+    let url = greenlight::gates::prom_client::base_url(text)?;
     // It appears in every such gate's status; a password would too.
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials".into());

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use serde::Serialize;
 
+use greenlight_api::compare::GateComparison;
 use greenlight_api::release::ReleaseStageStatus;
 use greenlight_api::{Release, Stage};
 
@@ -39,6 +40,9 @@ pub struct StageView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryView>,
     pub gates: Vec<GateView>,
+    /// The last judgement of each compare gate of the release's canary analyses here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<GateComparison>,
     /// The digest of the pod template the stage serves on, pinned by its last rollout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
@@ -161,7 +165,11 @@ fn stage_view(stage: &Stage, releases: &BTreeMap<String, &Release>) -> StageView
                 phase: format!("{:?}", c.phase),
             })
         }),
-        gates: at_stage.map(|s| gate_views(&s)).unwrap_or_default(),
+        gates: at_stage.as_ref().map(gate_views).unwrap_or_default(),
+        comparisons: at_stage
+            .as_ref()
+            .map(|s| s.comparisons.clone())
+            .unwrap_or_default(),
         template: status.template.clone(),
         pod_spec: pod_spec_digest(&status),
         target_change: status.target_change.as_ref().map(|c| {
@@ -377,6 +385,46 @@ fn stage_details(stage: &StageView, palette: Palette) -> Vec<String> {
             g.name,
             palette.phase(&g.verdict),
             palette.dim(&clean(&g.message))
+        ));
+    }
+    lines.extend(
+        stage
+            .comparisons
+            .iter()
+            .flat_map(|c| comparison_lines(c, palette)),
+    );
+    lines
+}
+
+/// A compare gate's last judgement: its verdict and score, then one line per metric with
+/// its class, both sample sizes, the shift with its 98% interval, the mean ratio and p.
+fn comparison_lines(view: &GateComparison, palette: Palette) -> Vec<String> {
+    let j = &view.judgement;
+    let verdict = format!("{:?}", j.verdict);
+    let mut lines = vec![format!(
+        "compare {} ({}) {} score {}",
+        clean(&view.gate),
+        clean(&view.scope),
+        palette.phase(&verdict),
+        j.score
+    )];
+    let number = |v: Option<f64>, signed: bool| match (v, signed) {
+        (Some(v), true) => format!("{v:+.4}"),
+        (Some(v), false) => format!("{v:.4}"),
+        (None, _) => "-".into(),
+    };
+    for m in &j.metrics {
+        lines.push(format!(
+            "  {} {:?}  n {}/{}  shift {} (98% {}..{})  ratio {}  p {}",
+            clean(&m.metric),
+            m.class,
+            m.canary_samples,
+            m.baseline_samples,
+            number(m.shift, true),
+            number(m.lower, true),
+            number(m.upper, true),
+            number(m.ratio, false),
+            number(m.p_value, false)
         ));
     }
     lines
@@ -624,7 +672,10 @@ mod tests {
                 "dev": {"phase": "Succeeded"},
                 "test": {"phase": "Waiting", "reason": "WaitingForSchedule"},
                 "prod": {"phase": "Progressing", "gates": [{"name": "error-rate", "result": "Passed", "value": "0.002",
-                         "message": "0.002 < 0.01", "since": "2026-11-27T10:12:00Z"}]},
+                         "message": "0.002 < 0.01", "since": "2026-11-27T10:12:00Z"}],
+                         "comparisons": [{"gate": "latency", "scope": "step-1", "score": 0.0, "verdict": "Fail", "metrics": [
+                           {"metric": "p99", "class": "High", "canarySamples": 11, "baselineSamples": 11,
+                            "shift": 0.0102, "lower": 0.0088, "upper": 0.0117, "pValue": 0.00002, "ratio": 2.03}]}]},
             }),
         )];
         (stages, releases)
@@ -661,6 +712,16 @@ mod tests {
         );
         assert!(
             text.contains("gate error-rate Passed = 0.002  0.002 < 0.01"),
+            "{text}"
+        );
+        assert!(
+            text.contains("compare latency (step-1) Fail score 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "p99 High  n 11/11  shift +0.0102 (98% +0.0088..+0.0117)  ratio 2.0300  p 0.0000"
+            ),
             "{text}"
         );
         assert!(!text.contains('\x1b'), "no colour when it is off");

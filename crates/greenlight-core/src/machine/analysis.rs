@@ -16,6 +16,7 @@ use crate::api::canary::{
     AnalysisProgress, CanaryPhase, CanaryProgress, FailureCounting, FailurePolicy,
     InconclusiveTimeoutPolicy,
 };
+use crate::api::compare::{Comparison, ComparisonVerdict, GateComparison, MAX_COMPARISONS};
 use crate::api::release::GateVerdict;
 use crate::api::stage::ActiveRollout;
 use crate::schedule::later;
@@ -103,12 +104,44 @@ impl Draft<'_> {
             let outcome = self.judged(m, workload);
             let a = &mut progress.analysis[idx];
             apply_measurement(a, &outcome, now);
+            if let Some(judgement) = &outcome.comparison {
+                // A pass read from a workload without pods counted as no data; so it shows.
+                let mut judgement = judgement.clone();
+                if outcome.verdict != m.outcome.verdict {
+                    judgement.verdict = ComparisonVerdict::NoData;
+                }
+                self.record_comparison(gate, scope, &judgement);
+            }
+            let a = &progress.analysis[idx];
             self.wake_at.push(later(now, plan.interval));
             if let Some(verdict) = verdict(a, plan, gate, scope) {
                 return Some(verdict);
             }
         }
         None
+    }
+
+    /// Keeps a compare gate's judgement on the release's entry here, where it outlives the
+    /// rollout: the last one per gate and scope, at most [`MAX_COMPARISONS`].
+    fn record_comparison(&mut self, gate: &str, scope: &str, judgement: &Comparison) {
+        let rollout = self.input.status.rollout.as_ref();
+        let Some(release) = rollout.map(|r| r.release.clone()) else {
+            return;
+        };
+        let Some(mut entry) = self.entry(&release).cloned() else {
+            return;
+        };
+        entry
+            .comparisons
+            .retain(|c| !(c.gate == gate && c.scope == scope));
+        entry.comparisons.push(GateComparison {
+            gate: gate.to_string(),
+            scope: scope.to_string(),
+            judgement: judgement.clone(),
+        });
+        let excess = entry.comparisons.len().saturating_sub(MAX_COMPARISONS);
+        entry.comparisons.drain(..excess);
+        self.updates.insert(release, entry);
     }
 
     /// What a measurement counts as: a pass from a workload with no available pods is

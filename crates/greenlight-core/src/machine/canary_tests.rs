@@ -116,6 +116,8 @@ struct World {
     /// No router: the weight in effect is the one the canary workload was last sized for.
     by_replicas: bool,
     sized_for: i32,
+    /// What a compare gate's measurements carry, when the gates are compare gates.
+    judgement: Option<crate::api::compare::Comparison>,
 }
 
 impl World {
@@ -132,6 +134,7 @@ impl World {
                 gates: vec![],
                 attempt: None,
                 checks: vec![],
+                comparisons: vec![],
             },
         );
         World {
@@ -157,6 +160,7 @@ impl World {
             changed_by: None,
             by_replicas: false,
             sized_for: 0,
+            judgement: None,
         }
     }
 
@@ -225,8 +229,11 @@ impl World {
                         workload: d.workload,
                         scope: d.scope.clone(),
                         gate: d.gate.clone(),
-                        outcome: GateOutcome::new(gates(&d.scope, &d.gate), "measured")
-                            .with_value("0.1"),
+                        outcome: GateOutcome {
+                            comparison: self.judgement.clone(),
+                            ..GateOutcome::new(gates(&d.scope, &d.gate), "measured")
+                                .with_value("0.1")
+                        },
                     })
                     .collect::<Vec<_>>();
                 input.measurements = Some(&measured);
@@ -375,6 +382,41 @@ fn a_failing_gate_rolls_back_after_failure_limit_measurements() {
         (RP::Failed, Some("AnalysisFailed"))
     );
     assert!(entry.message.as_deref().unwrap().contains("error-rate"));
+}
+
+#[test]
+fn a_compare_gates_judgement_stays_on_the_release_after_the_rollback_it_caused() {
+    use crate::api::compare::{Comparison, ComparisonVerdict};
+    let plan = plan();
+    let mut world = World::running_v1();
+    world.judgement = Some(Comparison {
+        score: 0.0,
+        verdict: ComparisonVerdict::Fail,
+        metrics: vec![],
+    });
+    let failing = &mut |scope: &str, _: &str| match scope.starts_with("step-") {
+        true => GateVerdict::Failed,
+        false => GateVerdict::Passed,
+    };
+    let rolled_back = |w: &World| {
+        let last = w.status.history.first();
+        last.is_some_and(|h| h.outcome == RolloutOutcome::RolledBack)
+    };
+    run(&mut world, &plan, 200, failing, rolled_back);
+    assert!(world.status.rollout.is_none(), "the rollout is over");
+    let kept: Vec<(String, String)> = world.releases[1].stages["prod"]
+        .comparisons
+        .iter()
+        .map(|c| (c.gate.clone(), c.scope.clone()))
+        .collect();
+    // The background analysis' judgements are recorded too, once per gate and scope.
+    assert_eq!(
+        kept,
+        [
+            ("latency".to_string(), "background".to_string()),
+            ("error-rate".to_string(), "step-1".to_string())
+        ]
+    );
 }
 
 #[test]

@@ -150,6 +150,7 @@ mod tests {
                     gates: vec![],
                     attempt: None,
                     checks: vec![],
+                    comparisons: vec![],
                 },
             );
         }

@@ -463,6 +463,7 @@ impl Draft<'_> {
             entry.finished_at = None;
             entry.gates.clear();
             entry.checks.clear();
+            entry.comparisons.clear();
         }
         self.event(
             Transition::RetryRequested,

@@ -43,6 +43,7 @@ fn entry(phase: RP) -> ReleaseStageStatus {
         gates: vec![],
         attempt: None,
         checks: vec![],
+        comparisons: vec![],
     }
 }
 

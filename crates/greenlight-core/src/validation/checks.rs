@@ -75,21 +75,29 @@ pub fn compile_checks(spec: &StageSpec, errors: &mut Vec<FieldError>) -> ChecksP
     }
 }
 
-/// A Job gate runs once per rollout, where an analysis measures again and again: one listed
-/// in an analysis is refused, naming where. `gate_type` tells a named Gate's type, if known.
-pub fn job_gates_in_analysis(
+/// Gates listed where their kind cannot work, each naming the field: a job gate runs once
+/// per rollout, so never in an analysis; a compare gate measures the canary against the
+/// primary, so only in a canary step's analysis, where both serve.
+pub fn misplaced_gates(
     spec: &StageSpec,
     gate_type: &dyn Fn(&str) -> Option<GateType>,
 ) -> Vec<FieldError> {
+    let misplaced = |field: &str, kind: GateType| match kind {
+        GateType::Job => field.contains(".analysis"),
+        GateType::Compare => {
+            !(field.starts_with("spec.strategy.canary.steps[") && field.contains(".analysis"))
+        }
+        _ => false,
+    };
     spec.named_gates()
         .into_iter()
-        .filter(|(field, _)| field.contains(".analysis"))
-        .filter(|(_, gate)| gate_type(gate) == Some(GateType::Job))
-        .map(|(field, gate)| {
-            FieldError::new(
-                field,
-                format!("'{gate}' is a job gate, which runs once per rollout; list it in spec.verify or spec.strategy.canary.prePromotion"),
-            )
+        .filter_map(|(field, gate)| {
+            let kind = gate_type(&gate)?;
+            let why = match kind {
+                GateType::Job => format!("'{gate}' is a job gate, which runs once per rollout; list it in spec.verify or spec.strategy.canary.prePromotion"),
+                _ => format!("'{gate}' is a compare gate, which compares the canary with the primary while both serve; list it in a step's analysis (spec.strategy.canary.steps[].analysis)"),
+            };
+            misplaced(&field, kind).then(|| FieldError::new(field, why))
         })
         .collect()
 }
@@ -162,6 +170,35 @@ mod tests {
             assert_eq!(errors.is_empty(), ok, "{timeout}: {errors:?}");
             assert_eq!(plan.on_timeout, OnTimeout::Hold);
         }
+    }
+
+    #[test]
+    fn a_compare_gate_outside_a_steps_analysis_and_a_job_gate_inside_one_are_refused_by_field() {
+        let s = spec(serde_json::json!({
+            "gates": ["vs-primary"],
+            "verify": {"gates": ["vs-primary"]},
+            "strategy": {"type": "canary", "canary": {
+                "analysis": {"gates": ["vs-primary"]},
+                "steps": [{"setWeight": 50}, {"analysis": {"gates": ["vs-primary", "smoke"]}}]}}
+        }));
+        let kind = |g: &str| match g {
+            "vs-primary" => Some(GateType::Compare),
+            "smoke" => Some(GateType::Job),
+            _ => None,
+        };
+        let fields: Vec<String> = misplaced_gates(&s, &kind)
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.gates[0]",
+                "spec.strategy.canary.steps[1].analysis.gates",
+                "spec.strategy.canary.analysis.gates",
+                "spec.verify.gates[0]"
+            ]
+        );
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn stage(
             MANUAL_NEEDS_APPROVAL_GATE,
         ));
     }
-    errors.extend(crate::validation::checks::job_gates_in_analysis(
+    errors.extend(crate::validation::checks::misplaced_gates(
         &stage.spec,
         &gate_type,
     ));

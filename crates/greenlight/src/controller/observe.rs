@@ -50,7 +50,7 @@ pub fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, Validat
     }
     let namespace = stage.namespace().unwrap_or_default();
     let gate_type = |g: &str| ctx.index.gate(&namespace, g).map(|g| g.spec.gate_type);
-    errors.extend(crate::validation::checks::job_gates_in_analysis(
+    errors.extend(crate::validation::checks::misplaced_gates(
         &stage.spec,
         &gate_type,
     ));

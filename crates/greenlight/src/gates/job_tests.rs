@@ -210,7 +210,7 @@ fn smoke_test() -> JobGate {
     }
 }
 
-fn ctx() -> GateContext {
+pub(super) fn ctx() -> GateContext {
     GateContext {
         namespace: "shop".into(),
         pipeline: "shop".into(),

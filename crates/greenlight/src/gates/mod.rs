@@ -3,10 +3,12 @@
 
 pub mod allow;
 pub mod approval;
+pub mod compare;
 pub mod condition;
 pub mod job;
 #[cfg(test)]
 mod job_tests;
+pub mod prom_client;
 pub mod prometheus;
 pub mod promql;
 pub mod soak;
@@ -119,6 +121,7 @@ static KINDS: &[&dyn GateKind] = &[
     &webhook::Kind,
     &approval::Kind,
     &job::Kind,
+    &compare::Kind,
 ];
 
 /// What gates get from the operator's configuration.
@@ -303,29 +306,65 @@ mod props {
         ]
     }
 
+    /// A compare gate with these strings in its fields.
+    fn compare_gate(
+        metric: String,
+        window: String,
+        address: String,
+        group: String,
+    ) -> crate::api::compare::CompareGate {
+        crate::api::compare::CompareGate {
+            server: crate::api::gate::PrometheusServer {
+                address,
+                timeout: Some(window.clone()),
+                bearer_token_secret_ref: None,
+                tls: None,
+            },
+            lookback: Some(window.clone()),
+            step: Some(window),
+            metrics: vec![crate::api::compare::CompareMetric {
+                name: metric.clone(),
+                query: metric,
+                direction: Default::default(),
+                critical: false,
+                allowed_increase: None,
+                allowed_decrease: None,
+                nan_strategy: Default::default(),
+                min_samples: None,
+                group: Some(group),
+            }],
+            groups: vec![],
+            thresholds: None,
+        }
+    }
+
     proptest! {
         /// Random Gate settings never panic, and every error names a field.
         #[test]
         fn gate_validation_never_panics_and_names_the_field(condition in junk(), timeout in junk(), url in junk()) {
             use crate::api::gate::{GateSpec, GateType, PrometheusGate, WebhookGate};
             let (name, image, account) = (condition.clone(), timeout.clone(), url.clone());
+            let (metric, window, address, group) = (condition.clone(), timeout.clone(), url.clone(), url.clone());
             let env = crate::gates::GateEnv { http: crate::gates::http_client(&Default::default()), webhook_allow: crate::gates::allow::AllowList::new(["*"]), prometheus_address: None, jobs: None, operator_account: None };
             let prometheus = GateSpec {
                 gate_type: GateType::Prometheus,
                 soak: None,
                 window: None,
                 prometheus: Some(PrometheusGate {
-                    address: url.clone(),
+                    server: crate::api::gate::PrometheusServer {
+                        address: url.clone(),
+                        timeout: Some(timeout.clone()),
+                        bearer_token_secret_ref: None,
+                        tls: None,
+                    },
                     query: "up".into(),
                     condition,
-                    timeout: Some(timeout.clone()),
                     min_samples: None,
-                    bearer_token_secret_ref: None,
-                    tls: None,
                 }),
                 webhook: None,
                 approval: None,
                 job: None,
+                compare: None,
                 recheck_interval: Some(timeout.clone()),
             };
             let webhook = GateSpec {
@@ -360,7 +399,12 @@ mod props {
                 }),
                 ..prometheus.clone()
             };
-            for spec in [prometheus, webhook, job] {
+            let compare = GateSpec {
+                gate_type: GateType::Compare,
+                compare: Some(compare_gate(metric, window, address, group)),
+                ..prometheus.clone()
+            };
+            for spec in [prometheus, webhook, job, compare] {
                 if let Err(errors) = crate::gates::compile(&spec, &env) {
                     for e in &errors {
                         prop_assert!(e.field.starts_with("spec."), "{}", e);

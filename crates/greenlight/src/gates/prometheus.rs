@@ -4,31 +4,23 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::Deserialize;
 
 use super::condition::Threshold;
+use super::prom_client::PromClient;
 use super::promql::QueryTemplate;
-use super::{GateCheck, GateContext, GateOutcome, excerpt, timeout_field};
+use super::{GateCheck, GateContext, GateOutcome};
 use crate::api::gate::{MinSamples, PrometheusGate};
 use crate::api::release::GateVerdict;
 use crate::validation::FieldError;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most of a Prometheus answer that is read; one instant value needs a few hundred bytes.
-const BODY_LIMIT: usize = 1024 * 1024;
 
 pub struct PrometheusCheck {
-    http: reqwest::Client,
-    address: String,
+    client: PromClient,
     query: QueryTemplate,
     threshold: Threshold,
-    timeout: Duration,
     /// The traffic query and the least it must return for the main query to be judged.
     min_samples: Option<(QueryTemplate, f64)>,
-    token: Option<String>,
-    ca: Option<String>,
-    /// For the clients built at evaluation time (a CA bundle from a Secret).
-    allow: super::allow::AllowList,
 }
 
 impl PrometheusCheck {
@@ -36,15 +28,10 @@ impl PrometheusCheck {
         spec: &PrometheusGate,
         env: &super::GateEnv,
     ) -> Result<Box<dyn GateCheck>, Vec<FieldError>> {
-        let http = &env.http;
         let mut errors = Vec::new();
-        let address = address(spec, env)
-            .and_then(|address| check_address(address, env).map(|()| address))
-            .map_err(|e| errors.push(FieldError::new("spec.prometheus.address", e)))
-            .unwrap_or_default();
-        if let Some(why) = token_exposure(spec, address) {
-            errors.push(FieldError::new("spec.prometheus.bearerTokenSecretRef", why));
-        }
+        let client = PromClient::compile("spec.prometheus", &spec.server, DEFAULT_TIMEOUT, env)
+            .map_err(|mut e| errors.append(&mut e))
+            .ok();
         let query = compile_query("spec.prometheus.query", &spec.query)
             .map_err(|e| errors.push(e))
             .ok();
@@ -52,71 +39,21 @@ impl PrometheusCheck {
         let threshold = Threshold::parse(&spec.condition)
             .map_err(|e| errors.push(FieldError::new("spec.prometheus.condition", e.to_string())))
             .ok();
-        let timeout = timeout_field(
-            "spec.prometheus.timeout",
-            spec.timeout.as_deref(),
-            DEFAULT_TIMEOUT,
-        )
-        .map_err(|e| errors.push(e))
-        .ok();
-        match (query, threshold, timeout, min_samples) {
-            (Some(query), Some(threshold), Some(timeout), Ok(min_samples)) if errors.is_empty() => {
+        match (client, query, threshold, min_samples) {
+            (Some(client), Some(query), Some(threshold), Ok(min_samples)) if errors.is_empty() => {
                 Ok(Box::new(Self {
-                    http: tls_client(spec, http, &env.webhook_allow),
-                    allow: env.webhook_allow.clone(),
-                    address: address.trim_end_matches('/').to_string(),
+                    client,
                     query,
                     threshold,
-                    timeout,
                     min_samples,
-                    token: spec.bearer_token_secret_ref.as_ref().map(super::secret_key),
-                    ca: spec
-                        .tls
-                        .as_ref()
-                        .and_then(|t| t.ca_secret_ref.as_ref())
-                        .map(super::secret_key),
                 }))
             }
             _ => Err(errors),
         }
     }
 
-    /// Runs one instant query and returns its single value, or why there is none.
     async fn instant(&self, query: &str, ctx: &GateContext) -> Result<f64, String> {
-        let client = match &self.ca {
-            Some(key) => client_trusting(
-                ctx.secrets
-                    .get(key)
-                    .ok_or_else(|| format!("CA bundle {key} not resolved"))?,
-                &self.allow,
-            )?,
-            None => self.http.clone(),
-        };
-        let mut request = client
-            .get(format!("{}/api/v1/query", self.address))
-            .query(&[("query", query)])
-            .timeout(self.timeout);
-        if let Some(key) = &self.token {
-            let token = ctx
-                .secrets
-                .get(key)
-                .ok_or_else(|| format!("bearer token {key} not resolved"))?;
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("Prometheus unreachable: {}", error_chain(&e)))?;
-        let status = response.status();
-        let body = super::read_capped(response, BODY_LIMIT).await?;
-        if !status.is_success() {
-            return Err(format!(
-                "Prometheus answered HTTP {}: {}",
-                status.as_u16(),
-                excerpt(&body, 200)
-            ));
-        }
-        parse_single_value(&body)
+        self.client.instant(query, ctx).await
     }
 
     async fn run(&self, ctx: &GateContext) -> GateOutcome {
@@ -201,146 +138,6 @@ fn min_samples(spec: Option<&MinSamples>) -> Result<Option<(QueryTemplate, f64)>
     .transpose()
 }
 
-/// The gate's own address, else the operator's default.
-fn address<'a>(spec: &'a PrometheusGate, env: &'a super::GateEnv) -> Result<&'a str, String> {
-    match (spec.address.trim(), &env.prometheus_address) {
-        ("", Some(default)) => Ok(default.as_str()),
-        ("", None) => {
-            Err("required: this operator has no default Prometheus (--prometheus-address)".into())
-        }
-        (own, _) => Ok(own),
-    }
-}
-
-/// A Prometheus base URL: http(s), no query or fragment (a path prefix is fine, e.g. behind
-/// a proxy). Also the check of `--prometheus-address`.
-pub fn base_url(address: &str) -> Result<reqwest::Url, String> {
-    let url = reqwest::Url::parse(address)
-        .map_err(|e| format!("'{address}' is not an http(s) URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        let scheme = url.scheme();
-        return Err(format!(
-            "'{address}' is not an http(s) URL: scheme '{scheme}' is not http or https"
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "'{address}' has a query or fragment; give the server's base URL"
-        ));
-    }
-    Ok(url)
-}
-
-/// A base URL whose host and port are on the allow-list.
-fn check_address(address: &str, env: &super::GateEnv) -> Result<(), String> {
-    let url = base_url(address)?;
-    env.webhook_allow.refusal(&url).map_or(Ok(()), Err)
-}
-
-/// A bearer token goes only where it cannot be read on the way: https, certificates verified.
-fn token_exposure(spec: &PrometheusGate, address: &str) -> Option<String> {
-    spec.bearer_token_secret_ref.as_ref()?;
-    let insecure = spec.tls.as_ref().is_some_and(|t| t.insecure_skip_verify);
-    let https = address.trim().to_ascii_lowercase().starts_with("https://");
-    match (https, insecure) {
-        (true, false) => None,
-        (false, _) => Some("a token is sent only over https; the address is not".into()),
-        (true, true) => Some(
-            "a token is not sent with tls.insecureSkipVerify: anyone in the middle could read it"
-                .into(),
-        ),
-    }
-}
-
-/// The shared client, or one of its own when the gate skips verification.
-fn tls_client(
-    spec: &PrometheusGate,
-    shared: &reqwest::Client,
-    allow: &super::allow::AllowList,
-) -> reqwest::Client {
-    match &spec.tls {
-        Some(tls) if tls.insecure_skip_verify => super::client_builder(allow)
-            .tls_danger_accept_invalid_certs(true)
-            .build()
-            .unwrap_or_else(|_| shared.clone()),
-        _ => shared.clone(),
-    }
-}
-
-/// A client that trusts the CA bundle `pem` (resolved from a Secret for this evaluation).
-fn client_trusting(pem: &str, allow: &super::allow::AllowList) -> Result<reqwest::Client, String> {
-    let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
-        .map_err(|e| format!("CA bundle is not PEM: {e}"))?;
-    let mut builder = super::client_builder(allow);
-    for cert in certs {
-        builder = builder.add_root_certificate(cert);
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot build a TLS client: {e}"))
-}
-
-#[derive(Deserialize)]
-struct QueryResponse {
-    status: String,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    data: Option<QueryData>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct QueryData {
-    result_type: String,
-    result: serde_json::Value,
-}
-
-/// Extracts the one number an instant query answered, or says why there is none.
-pub fn parse_single_value(body: &str) -> Result<f64, String> {
-    let parsed: QueryResponse =
-        serde_json::from_str(body).map_err(|e| format!("unreadable Prometheus answer: {e}"))?;
-    if parsed.status != "success" {
-        return Err(format!(
-            "Prometheus query failed: {}",
-            parsed.error.unwrap_or(parsed.status)
-        ));
-    }
-    let data = parsed.data.ok_or("Prometheus answer has no data")?;
-    let sample = match data.result_type.as_str() {
-        "scalar" => data.result.clone(),
-        "vector" => {
-            let series = data.result.as_array().cloned().unwrap_or_default();
-            match series.len() {
-                0 => return Err("query returned an empty result".into()),
-                1 => series[0].get("value").cloned().unwrap_or_default(),
-                n => {
-                    return Err(format!(
-                        "query returned {n} series; aggregate it to one, e.g. with sum()"
-                    ));
-                }
-            }
-        }
-        other => {
-            return Err(format!(
-                "query returned a {other}; an instant vector or scalar is needed"
-            ));
-        }
-    };
-    let text = sample
-        .get(1)
-        .and_then(|v| v.as_str())
-        .ok_or("Prometheus sample has no value")?;
-    match text {
-        "NaN" => Ok(f64::NAN),
-        "+Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        other => other
-            .parse()
-            .map_err(|_| format!("sample value '{other}' is not a number")),
-    }
-}
-
 fn format_value(v: f64) -> String {
     match v {
         v if v.is_nan() => "NaN".into(),
@@ -348,17 +145,6 @@ fn format_value(v: f64) -> String {
         f64::NEG_INFINITY => "-Inf".into(),
         v => format!("{v}"),
     }
-}
-
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The `prometheus` kind, as registered in [`super::KINDS`]: it needs the Secrets it names.
@@ -370,7 +156,7 @@ impl super::GateKind for Kind {
     }
     fn destination(&self, spec: &crate::api::GateSpec) -> Option<(&'static str, String)> {
         // The default address is the platform team's; only a gate's own one is checked here.
-        let address = spec.prometheus.as_ref()?.address.trim();
+        let address = spec.prometheus.as_ref()?.server.address.trim();
         (!address.is_empty()).then(|| ("spec.prometheus.address", address.to_string()))
     }
 
@@ -383,12 +169,7 @@ impl super::GateKind for Kind {
         env: &super::GateEnv,
     ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
         let settings = super::settings(spec.prometheus.as_ref(), self.gate_type())?;
-        let secrets = settings
-            .bearer_token_secret_ref
-            .iter()
-            .chain(settings.tls.as_ref().and_then(|t| t.ca_secret_ref.as_ref()))
-            .cloned()
-            .collect();
+        let secrets = super::prom_client::secrets(&settings.server);
         let check = PrometheusCheck::compile(settings, env)?;
         let needs = super::Needs {
             secrets,
@@ -400,8 +181,9 @@ impl super::GateKind for Kind {
 
 #[cfg(test)]
 mod tests {
+    use super::super::prom_client::{address, parse_single_value};
     use super::*;
-    use crate::api::gate::{SecretKeyRef, TlsConfig};
+    use crate::api::gate::{PrometheusServer, SecretKeyRef, TlsConfig};
 
     fn env(allow: &str) -> super::super::GateEnv {
         super::super::GateEnv {
@@ -415,19 +197,21 @@ mod tests {
 
     fn gate(address: &str, token: bool, insecure: bool) -> PrometheusGate {
         PrometheusGate {
-            address: address.into(),
+            server: PrometheusServer {
+                address: address.into(),
+                timeout: None,
+                bearer_token_secret_ref: token.then(|| SecretKeyRef {
+                    name: "prom".into(),
+                    key: "token".into(),
+                }),
+                tls: insecure.then_some(TlsConfig {
+                    ca_secret_ref: None,
+                    insecure_skip_verify: true,
+                }),
+            },
             query: "up".into(),
             condition: "> 0".into(),
-            timeout: None,
             min_samples: None,
-            bearer_token_secret_ref: token.then(|| SecretKeyRef {
-                name: "prom".into(),
-                key: "token".into(),
-            }),
-            tls: insecure.then_some(TlsConfig {
-                ca_secret_ref: None,
-                insecure_skip_verify: true,
-            }),
         }
     }
 
@@ -452,11 +236,14 @@ mod tests {
         with_default.prometheus_address = Some("http://prometheus.monitoring:9090/".into());
         assert!(PrometheusCheck::compile(&spec, &with_default).is_ok());
         assert_eq!(
-            address(&spec, &with_default),
+            address(&spec.server.address, &with_default),
             Ok("http://prometheus.monitoring:9090/")
         );
         let own = gate("http://other:9090", false, false);
-        assert_eq!(address(&own, &with_default), Ok("http://other:9090"));
+        assert_eq!(
+            address(&own.server.address, &with_default),
+            Ok("http://other:9090")
+        );
         let token = gate("", true, false);
         assert!(
             PrometheusCheck::compile(&token, &with_default)

@@ -13,7 +13,7 @@ use promql_parser::util::visitor::{ExprVisitorMut, walk_expr_mut};
 use super::GateContext;
 
 /// The names a template may use, each read from the gate's context.
-pub const PLACEHOLDERS: [&str; 7] = [
+pub const PLACEHOLDERS: [&str; 8] = [
     "release",
     "version",
     "stage",
@@ -21,6 +21,8 @@ pub const PLACEHOLDERS: [&str; 7] = [
     "pipeline",
     "primary",
     "canary",
+    // The workload measured: the canary's, or for a compare gate's baseline the primary's.
+    "workload",
 ];
 
 /// What stands in for the i-th placeholder while the template is parsed.
@@ -48,6 +50,9 @@ pub struct QueryTemplate {
     slots: Vec<(&'static str, Escape)>,
     /// The parsed query's shape, with every matcher value and string blanked.
     shape: String,
+    widest: std::time::Duration,
+    /// The placeholders that are the whole value of an `=` matcher in every selector.
+    pinned: Vec<&'static str>,
 }
 
 impl QueryTemplate {
@@ -67,6 +72,9 @@ impl QueryTemplate {
             ));
         }
         let mut expr = parser::parse(&with_sentinels).map_err(|e| format!("not PromQL: {e}"))?;
+        let mut pins = Pins::default();
+        let _ = walk_expr_mut(&mut pins, &mut expr);
+        let pinned = pinned_everywhere(&names, &pins);
         let mut kinds = Kinds::default();
         let _ = walk_expr_mut(&mut kinds, &mut expr);
         let shape = format!("{expr:?}");
@@ -88,7 +96,26 @@ impl QueryTemplate {
             pieces,
             slots,
             shape,
+            widest: kinds.widest,
+            pinned,
         })
+    }
+
+    /// Whether every selector of the query has an `=` matcher whose whole value is the
+    /// placeholder `name`: then each series it reads belongs to that value alone.
+    pub fn pins_everywhere(&self, name: &str) -> bool {
+        self.pinned.contains(&name)
+    }
+
+    /// Whether the template uses the placeholder `name`.
+    pub fn uses(&self, name: &str) -> bool {
+        self.slots.iter().any(|(n, _)| *n == name)
+    }
+
+    /// The widest range the query reads back over (`[5m]`, a subquery's range): samples
+    /// closer together than this share data.
+    pub fn widest_range(&self) -> std::time::Duration {
+        self.widest
     }
 
     /// The query for `ctx`, each value escaped where it stands; refused if the result does not
@@ -198,11 +225,63 @@ fn quote_contexts(pieces: &[String]) -> Vec<Option<char>> {
     contexts
 }
 
+/// For each selector of a query with sentinels, the sentinels that are the whole value of
+/// one of its `=` matchers (none for a selector with `or` alternatives).
+#[derive(Default)]
+struct Pins {
+    selectors: Vec<Vec<String>>,
+}
+
+impl ExprVisitorMut for Pins {
+    type Error = ();
+
+    fn pre_visit(&mut self, expr: &mut Expr) -> Result<bool, ()> {
+        let selector = match expr {
+            Expr::VectorSelector(v) => v,
+            Expr::MatrixSelector(m) => &m.vs,
+            _ => return Ok(true),
+        };
+        let exact = selector
+            .matchers
+            .matchers
+            .iter()
+            .filter(|m| m.op == MatchOp::Equal && m.value.starts_with(SENTINEL_PREFIX))
+            .map(|m| m.value.clone());
+        let alternatives = !selector.matchers.or_matchers.is_empty();
+        self.selectors.push(match alternatives {
+            true => vec![],
+            false => exact.collect(),
+        });
+        Ok(true)
+    }
+}
+
+/// The placeholder names pinned by every selector (none when there is no selector).
+fn pinned_everywhere(names: &[&'static str], pins: &Pins) -> Vec<&'static str> {
+    let pinned_by = |selector: &Vec<String>, name: &str| {
+        names
+            .iter()
+            .enumerate()
+            .any(|(i, n)| *n == name && selector.contains(&sentinel(i)))
+    };
+    let mut pinned: Vec<&'static str> = names
+        .iter()
+        .copied()
+        .filter(|_| !pins.selectors.is_empty())
+        .filter(|name| pins.selectors.iter().all(|s| pinned_by(s, name)))
+        .collect();
+    pinned.sort_unstable();
+    pinned.dedup();
+    pinned
+}
+
 /// Blanks every matcher value and string literal (so two queries compare by shape) and notes
 /// which placeholder sentinels stood in matcher values, and with which kind of matcher.
 #[derive(Default)]
 struct Kinds {
     found: BTreeMap<usize, Escape>,
+    /// The widest range selector or subquery range in the query.
+    widest: std::time::Duration,
 }
 
 impl Kinds {
@@ -240,7 +319,14 @@ impl ExprVisitorMut for Kinds {
     fn pre_visit(&mut self, expr: &mut Expr) -> Result<bool, ()> {
         let selector = match expr {
             Expr::VectorSelector(v) => Some(v),
-            Expr::MatrixSelector(m) => Some(&mut m.vs),
+            Expr::MatrixSelector(m) => {
+                self.widest = self.widest.max(m.range);
+                Some(&mut m.vs)
+            }
+            Expr::Subquery(s) => {
+                self.widest = self.widest.max(s.range);
+                None
+            }
             Expr::StringLiteral(s) => {
                 s.val.clear();
                 None

@@ -115,6 +115,7 @@ mod tests {
                 gates: vec![],
                 attempt: None,
                 checks: vec![],
+                comparisons: vec![],
             },
         );
         GateContext {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::prometheus::error_chain as describe_error;
+use super::prom_client::error_chain as describe_error;
 use super::{GateCheck, GateContext, GateEnv, GateOutcome, excerpt, timeout_field};
 use crate::api::gate::{HttpMethod, WebhookGate};
 use crate::api::release::GateVerdict;
