@@ -258,6 +258,55 @@ fn one_metric_without_data_keeps_a_passing_score_from_passing() {
 }
 
 #[test]
+fn evidence_of_harm_fails_even_while_other_metrics_have_no_data() {
+    let critical = |name: &str| Metric {
+        name: name.into(),
+        group: name.into(),
+        critical: true,
+        ..errors()
+    };
+    let mut silent = sampled(
+        critical("saturation"),
+        Shape::normal(1.0, 0.1),
+        Shape::normal(1.0, 0.1),
+        20,
+        30,
+    );
+    silent.canary.clear();
+    let harmful = sampled(
+        critical("errors"),
+        Shape::normal(0.05, 0.005),
+        Shape::normal(0.01, 0.005),
+        20,
+        31,
+    );
+    // The silent critical metric comes first: the harmful one still decides.
+    let judgement = judged(&[silent.clone(), harmful]);
+    assert_eq!(
+        (judgement.score, judgement.verdict),
+        (0.0, Verdict::Fail),
+        "{}",
+        judgement.reason
+    );
+    let slow = sampled(
+        latency(),
+        Shape::normal(0.08, 0.005),
+        Shape::normal(0.04, 0.005),
+        20,
+        32,
+    );
+    let mut quiet = silent;
+    quiet.metric.critical = false;
+    let judgement = judged(&[quiet, slow]);
+    assert_eq!(
+        judgement.verdict,
+        Verdict::Fail,
+        "a failing score is not waited on: {}",
+        judgement.reason
+    );
+}
+
+#[test]
 fn a_critical_metric_without_data_is_inconclusive() {
     let critical = Metric {
         critical: true,

@@ -39,57 +39,18 @@ pub struct Judgement {
 /// The share of metrics without data at which a judgement has no data.
 const NO_DATA_SHARE: f64 = 0.5;
 
-/// The judgement of `comparisons`, each with its group and whether it is critical.
+/// The judgement of `comparisons`, each with its group and whether it is critical. Evidence
+/// of harm decides before missing data does: a critical metric that is High or Low, or a
+/// failing score, fails even while other metrics have no data.
 pub fn score(
     comparisons: Vec<(Comparison, String, bool)>,
     weights: &BTreeMap<String, f64>,
     thresholds: Thresholds,
 ) -> Judgement {
     let groups = group_scores(&comparisons);
-    let critical = comparisons
-        .iter()
-        .find(|(c, _, critical)| *critical && c.class != Class::Pass);
-    let no_data = comparisons
-        .iter()
-        .filter(|(c, ..)| c.class == Class::NoData)
-        .count();
-    let (score, verdict, reason) = match critical {
-        Some((c, ..)) if c.class == Class::NoData => (
-            0.0,
-            Verdict::NoData,
-            format!("critical metric {} has no data", c.metric),
-        ),
-        Some((c, ..)) => (
-            0.0,
-            Verdict::Fail,
-            format!("critical metric {} is {:?}", c.metric, c.class),
-        ),
-        None if no_data as f64 >= NO_DATA_SHARE * comparisons.len() as f64 => {
-            let reason = format!("{no_data} of {} metrics have no data", comparisons.len());
-            (0.0, Verdict::NoData, reason)
-        }
-        None => {
-            let score = weighted(&groups, weights);
-            let verdict = match score {
-                s if s >= thresholds.pass => Verdict::Pass,
-                s if s >= thresholds.marginal => Verdict::Marginal,
-                _ => Verdict::Fail,
-            };
-            let reason = format!(
-                "score {score} (pass {}, marginal {})",
-                thresholds.pass, thresholds.marginal
-            );
-            // Missing data never passes: a score that would pass with a metric unjudged
-            // waits for that metric instead.
-            let missing = comparisons.iter().find(|(c, ..)| c.class == Class::NoData);
-            match (verdict, missing) {
-                (Verdict::Pass, Some((c, ..))) => {
-                    let why = format!("{reason}, but metric {} has no data", c.metric);
-                    (score, Verdict::NoData, why)
-                }
-                _ => (score, verdict, reason),
-            }
-        }
+    let (score, verdict, reason) = match critical_harm(&comparisons) {
+        Some(reason) => (0.0, Verdict::Fail, reason),
+        None => weighed(&comparisons, &groups, weights, thresholds),
     };
     Judgement {
         comparisons: comparisons.into_iter().map(|(c, ..)| c).collect(),
@@ -98,6 +59,54 @@ pub fn score(
         verdict,
         reason,
     }
+}
+
+/// Why a critical metric fails the judgement alone, if one is High or Low.
+fn critical_harm(comparisons: &[(Comparison, String, bool)]) -> Option<String> {
+    let harmed = |c: &Comparison| matches!(c.class, Class::High | Class::Low);
+    let (c, ..) = comparisons
+        .iter()
+        .find(|(c, _, critical)| *critical && harmed(c))?;
+    Some(format!("critical metric {} is {:?}", c.metric, c.class))
+}
+
+/// The weighted score and its verdict; where it does not fail, missing data (a critical
+/// metric's, half the metrics', or any metric's under a passing score) makes it NoData.
+fn weighed(
+    comparisons: &[(Comparison, String, bool)],
+    groups: &[GroupScore],
+    weights: &BTreeMap<String, f64>,
+    thresholds: Thresholds,
+) -> (f64, Verdict, String) {
+    let score = weighted(groups, weights);
+    let verdict = match score {
+        s if s >= thresholds.pass => Verdict::Pass,
+        s if s >= thresholds.marginal => Verdict::Marginal,
+        _ => Verdict::Fail,
+    };
+    let reason = format!(
+        "score {score} (pass {}, marginal {})",
+        thresholds.pass, thresholds.marginal
+    );
+    let missing: Vec<&(Comparison, String, bool)> = comparisons
+        .iter()
+        .filter(|(c, ..)| c.class == Class::NoData)
+        .collect();
+    let critical = missing.iter().find(|(_, _, critical)| *critical);
+    let why = match (verdict, critical, missing.first()) {
+        (Verdict::Fail, ..) | (_, _, None) => return (score, verdict, reason),
+        (_, Some((c, ..)), _) => format!("critical metric {} has no data", c.metric),
+        _ if missing.len() as f64 >= NO_DATA_SHARE * comparisons.len() as f64 => {
+            format!(
+                "{} of {} metrics have no data",
+                missing.len(),
+                comparisons.len()
+            )
+        }
+        (Verdict::Pass, _, Some((c, ..))) => format!("metric {} has no data", c.metric),
+        _ => return (score, verdict, reason),
+    };
+    (score, Verdict::NoData, format!("{reason}, but {why}"))
 }
 
 fn group_scores(comparisons: &[(Comparison, String, bool)]) -> Vec<GroupScore> {
