@@ -121,7 +121,9 @@ fn tame_infinities(x: &mut [f64], y: &mut [f64]) {
     let finite = x.iter().chain(y.iter()).filter(|v| v.is_finite());
     let (low, high) = finite.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
     let (low, high) = if low > high { (0.0, 0.0) } else { (low, high) };
-    let reach = (high - low).abs().max(high.abs()).max(low.abs()).max(1.0);
+    // Just beyond the data, on its own scale: a far-off stand-in would swamp the means.
+    let reach = (high - low).abs().max(high.abs()).max(low.abs());
+    let reach = if reach > 0.0 { reach } else { 1.0 };
     for v in x.iter_mut().chain(y.iter_mut()) {
         if *v == f64::INFINITY {
             *v = high + reach;

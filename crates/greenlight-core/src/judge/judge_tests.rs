@@ -211,6 +211,15 @@ fn a_canary_whose_p99_is_above_the_largest_bucket_is_high_not_missing() {
 }
 
 #[test]
+fn one_infinite_step_of_the_primary_does_not_hide_a_canary_twice_as_slow() {
+    let mut baseline = vec![0.04; 15];
+    baseline.push(f64::INFINITY);
+    let comparison = classify(&latency(), &[0.08; 16], &baseline);
+    assert!(comparison.ratio.unwrap() > 1.5, "{}", comparison.reason);
+    assert_eq!(comparison.class, Class::High, "{}", comparison.reason);
+}
+
+#[test]
 fn an_absent_series_is_no_data_even_where_missing_steps_count_as_zero() {
     let errors = Metric {
         nan_strategy: NanStrategy::Replace,

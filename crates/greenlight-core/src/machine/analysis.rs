@@ -98,6 +98,7 @@ impl Draft<'_> {
                     scope,
                     gate,
                     workload,
+                    since: started,
                 });
                 continue;
             };

@@ -188,6 +188,9 @@ pub struct Due {
     pub gate: String,
     /// The workload `{{canary}}` names in the gate's query.
     pub workload: Measured,
+    /// Since when the analysis measures (its step's start, or the rollout's): data from
+    /// before it may be another release's, under the same workload name.
+    pub since: jiff::Timestamp,
 }
 
 /// Which workload serves the release under test, and so which one a measurement reads.

@@ -317,6 +317,7 @@ impl GateRunner {
             if d.workload == Measured::Primary {
                 ctx.canary_workload = ctx.primary_workload.clone();
             }
+            ctx.run = Some(d.since);
             let key = format!(
                 "{}/{}/{}/measure/{}/{}/{}",
                 ctx.namespace, ctx.stage, ctx.release, d.scope, d.gate, ctx.canary_workload

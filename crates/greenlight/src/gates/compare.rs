@@ -22,6 +22,8 @@ use crate::validation::FieldError;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_LOOKBACK: Duration = Duration::from_secs(300);
 const DEFAULT_STEP: Duration = Duration::from_secs(15);
+/// Judgements running at once in the process.
+static JUDGES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 const LOOKBACK_BOUNDS: (Duration, Duration) =
     (Duration::from_secs(10), Duration::from_secs(6 * 3600));
 
@@ -63,7 +65,11 @@ impl CompareCheck {
             let why = "nothing to compare with: the release runs on the primary";
             return GateOutcome::new(GateVerdict::Inconclusive, why);
         }
-        let (start, end) = self.span(ctx.now);
+        let (start, end) = self.span(ctx.now, ctx.run);
+        if start > end {
+            let why = "the analysis has only just begun: no step of its own to compare yet";
+            return GateOutcome::new(GateVerdict::Inconclusive, why);
+        }
         let mut baseline_ctx = ctx.clone();
         baseline_ctx.canary_workload = ctx.primary_workload.clone();
         let sampling = self.metrics.iter().map(|(metric, query)| {
@@ -71,40 +77,54 @@ impl CompareCheck {
             async move {
                 let canary = self.samples(query, ctx, (start, end)).await;
                 let baseline = self.samples(query, baseline_ctx, (start, end)).await;
-                let why = |e: String| format!("metric {}: {e}", metric.name);
-                Ok::<_, String>(Sampled {
-                    metric: metric.clone(),
-                    canary: canary.map_err(why)?,
-                    baseline: baseline.map_err(why)?,
-                })
+                (metric, canary.and_then(|c| baseline.map(|b| (c, b))))
             }
         });
-        let sampled: Result<Vec<Sampled>, String> = futures::future::join_all(sampling)
-            .await
-            .into_iter()
-            .collect();
-        let sampled = match sampled {
-            Ok(sampled) => sampled,
-            Err(why) => return GateOutcome::new(GateVerdict::Inconclusive, why),
-        };
-        // Up to 20 metrics of 10⁶ differences each: off the async workers.
+        // A metric whose query failed has no data; the others are still judged, so harm
+        // they show is not lost to one unanswered query.
+        let mut unanswered = Vec::new();
+        let mut sampled = Vec::new();
+        for (metric, samples) in futures::future::join_all(sampling).await {
+            let (canary, baseline) = samples.unwrap_or_else(|why| {
+                unanswered.push(format!("metric {}: {why}", metric.name));
+                Default::default()
+            });
+            let metric = metric.clone();
+            sampled.push(Sampled {
+                metric,
+                canary,
+                baseline,
+            });
+        }
         let (weights, thresholds) = (self.weights.clone(), self.thresholds);
+        // One judgement at a time in the whole process, off the async workers: each may
+        // sort 20 × 10⁶ differences, and many stages must not starve the rest.
+        let _permit = JUDGES.acquire().await;
         let judging =
             tokio::task::spawn_blocking(move || judge::judge(&sampled, &weights, thresholds));
-        match judging.await {
+        let mut outcome = match judging.await {
             Ok(judgement) => outcome(judgement),
             Err(e) => GateOutcome::new(GateVerdict::Inconclusive, format!("the judge failed: {e}")),
+        };
+        if !unanswered.is_empty() {
+            let text = format!("{}; unanswered: {}", outcome.message, unanswered.join("; "));
+            outcome.message = super::excerpt(&text, 2000);
         }
+        outcome
     }
 
     /// The window measured: the last `lookback` up to `now`, its ends on whole steps so
-    /// that consecutive judgements sample the same instants.
-    fn span(&self, now: Timestamp) -> (Timestamp, Timestamp) {
+    /// that consecutive judgements sample the same instants, and never before the analysis
+    /// began: earlier data under the canary's name may be the release before this one.
+    fn span(&self, now: Timestamp, since: Option<Timestamp>) -> (Timestamp, Timestamp) {
         let step = self.step.as_secs().max(1) as i64;
-        let end = now.as_second() - now.as_second().rem_euclid(step);
-        let end = Timestamp::from_second(end).unwrap_or(now);
+        let on_step = |t: i64| t - t.rem_euclid(step);
+        let end = Timestamp::from_second(on_step(now.as_second())).unwrap_or(now);
         let lookback = SignedDuration::try_from(self.lookback).unwrap_or_default();
-        (end - lookback, end)
+        let floor = since.map(|t| on_step(t.as_second() + step - 1));
+        let floor = floor.and_then(|t| Timestamp::from_second(t).ok());
+        let start = floor.map_or(end - lookback, |f| f.max(end - lookback));
+        (start, end)
     }
 
     async fn samples(
@@ -531,6 +551,22 @@ mod tests {
         assert!(
             errors.iter().any(|e| e.contains("more than 1000 samples")),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_window_never_reaches_back_before_the_analysis_began() {
+        let check = CompareCheck::compile(&gate(vec![metric("p99", P99)]), &env()).unwrap();
+        let now: Timestamp = "2026-12-07T01:00:07Z".parse().unwrap();
+        let (start, end) = check.span(now, None);
+        assert_eq!(end.to_string(), "2026-12-07T01:00:00Z");
+        assert_eq!(start.to_string(), "2026-12-07T00:55:00Z");
+        let began: Timestamp = "2026-12-07T00:58:01Z".parse().unwrap();
+        let (start, _) = check.span(now, Some(began));
+        assert_eq!(
+            start.to_string(),
+            "2026-12-07T00:58:15Z",
+            "the first whole step after it"
         );
     }
 

@@ -64,7 +64,9 @@ pub struct GateContext {
     pub gate: String,
     pub list: crate::api::gate::GateList,
     pub attempt: u32,
-    /// Since when this run of the check list runs (none for the stage's gates).
+    /// Since when this run of the check list runs (none for the stage's gates), or for a
+    /// measurement of an analysis since when it measures: what a job gate names its Job by,
+    /// and where a compare gate's window starts at the earliest.
     pub run: Option<Timestamp>,
     /// The Stage's uid, for the owner reference of what a gate creates.
     pub stage_uid: String,
