@@ -37,7 +37,7 @@ pub struct CompareGate {
 }
 
 /// One measured metric.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CompareMetric {
     #[schemars(length(min = 1, max = 63), regex(pattern = NAME_PATTERN))]

@@ -385,13 +385,7 @@ mod tests {
         CompareMetric {
             name: name.into(),
             query: query.into(),
-            direction: Default::default(),
-            critical: false,
-            allowed_increase: None,
-            allowed_decrease: None,
-            nan_strategy: Default::default(),
-            min_samples: None,
-            group: None,
+            ..Default::default()
         }
     }
 

@@ -327,13 +327,8 @@ mod props {
             metrics: vec![crate::api::compare::CompareMetric {
                 name: metric.clone(),
                 query: metric,
-                direction: Default::default(),
-                critical: false,
-                allowed_increase: None,
-                allowed_decrease: None,
-                nan_strategy: Default::default(),
-                min_samples: None,
                 group: Some(group),
+                ..Default::default()
             }],
             groups: vec![],
             thresholds: None,
