@@ -23,6 +23,8 @@ use support::controlplane::ControlPlane;
 /// The cases that record a figure with `support::figures::record`.
 const MEASURED: &[&str] = &[
     "a_faulty_canary_is_rolled_back_at_its_first_step_as_soon_as_its_analysis_fails",
+    "a_canary_burning_its_error_budget_is_rolled_back_by_its_burn_rate_analysis",
+    "a_canary_twice_as_slow_as_the_primary_is_failed_by_compare_though_under_any_threshold",
     "a_slow_gate_does_not_hold_up_an_abort",
     "a_paused_bake_still_watches_the_promoted_release_and_rolls_it_back",
     "a_bake_missing_its_last_data_waits_and_completes_when_the_data_returns",

@@ -3,7 +3,9 @@
 //! answers 500; `slow`: answers take twice as long). Every answer takes a random 5..15 ms
 //! (10..30 ms when slow), so two healthy versions are alike but never identical, as real
 //! ones are. `POST /degrade` turns a healthy one faulty, as a release that degrades after
-//! promotion would. It counts requests and their durations per workload for Prometheus.
+//! promotion would. It counts requests and their durations per workload for Prometheus, and
+//! exports `slo:sli_error:ratio_rate30d`, as a recording rule of the service's 30-day error
+//! ratio would: 0 until `POST /record?ratio=R` sets it.
 //!
 //! Usage: `greenlight-e2e-app <healthy|faulty|slow> <port-file>`; it listens on a free
 //! loopback port and writes the port to `<port-file>`.
@@ -36,6 +38,8 @@ struct App {
     faulty: Arc<std::sync::atomic::AtomicBool>,
     slow: bool,
     counters: Arc<Mutex<Counters>>,
+    /// The recorded 30-day error ratio it exports.
+    recorded: Arc<Mutex<f64>>,
 }
 
 impl Counters {
@@ -71,6 +75,7 @@ async fn main() {
             random: u64::from(std::process::id()) * 0x9E37_79B9 + 1,
             ..Counters::default()
         })),
+        recorded: Arc::default(),
     };
     let router = axum::Router::new()
         .route("/", get(serve))
@@ -80,6 +85,16 @@ async fn main() {
                 app.faulty.store(true, std::sync::atomic::Ordering::SeqCst);
                 "degraded"
             }),
+        )
+        .route(
+            "/record",
+            axum::routing::post(
+                |State(app): State<App>, Query(q): Query<BTreeMap<String, String>>| async move {
+                    let ratio = q.get("ratio").and_then(|r| r.parse().ok()).unwrap_or(0.0);
+                    *app.recorded.lock().unwrap() = ratio;
+                    "recorded"
+                },
+            ),
         )
         .route("/metrics", get(metrics))
         .with_state(app);
@@ -119,8 +134,12 @@ async fn serve(
 }
 
 async fn metrics(State(app): State<App>) -> String {
+    let recorded = *app.recorded.lock().unwrap();
     let c = app.counters.lock().unwrap();
-    let mut out = String::from("# TYPE http_requests_total counter\n");
+    let mut out = format!(
+        "# TYPE slo:sli_error:ratio_rate30d gauge\nslo:sli_error:ratio_rate30d{{service=\"web\"}} {recorded}\n"
+    );
+    out.push_str("# TYPE http_requests_total counter\n");
     for ((workload, code), n) in &c.requests {
         out.push_str(&format!(
             "http_requests_total{{workload=\"{workload}\",code=\"{code}\"}} {n}\n"

@@ -231,24 +231,7 @@ pub async fn a_faulty_canary_is_rolled_back_at_its_first_step_as_soon_as_its_ana
     );
     wait_canary_scaled_to_zero(&env).await;
 
-    // Reaction time: from the first scrape that saw a canary 5xx to all traffic on primary.
-    let first_failing_scrape = first_sample_above_zero(
-        &bed.prometheus.url,
-        r#"sum(http_requests_total{workload="web-canary",code="500"})"#,
-        started,
-    )
-    .await;
-    let seen = bed.load.seen.lock().unwrap().clone();
-    let peak = seen
-        .iter()
-        .position(|s| s.canary_weight > 0)
-        .expect("the canary got traffic");
-    let back = seen[peak..]
-        .iter()
-        .find(|s| s.canary_weight == 0)
-        .expect("traffic went back to primary")
-        .at;
-    let reaction = back.duration_since(first_failing_scrape);
+    let reaction = failing_scrape_to_primary(&bed, started).await;
     let figure = Duration::try_from(reaction).unwrap_or_default();
     crate::support::figures::record("first failing scrape to all traffic on primary", figure);
     // Quiet, it is about interval × failureLimit + interval (`make bench` prints it). The bound
@@ -459,6 +442,31 @@ async fn wait_canary_scaled_to_zero(env: &TestEnv) {
 }
 
 /// The timestamp of the first sample of `query` above zero since `since`.
+/// Reaction time: from the first scrape that saw a canary 5xx to all traffic on primary.
+pub async fn failing_scrape_to_primary(bed: &Bed, started: Timestamp) -> SignedDuration {
+    let first_failing_scrape = first_sample_above_zero(
+        &bed.prometheus.url,
+        r#"sum(http_requests_total{workload="web-canary",code="500"})"#,
+        started,
+    )
+    .await;
+    canary_traffic_back_at(bed).duration_since(first_failing_scrape)
+}
+
+/// When all traffic was back on the primary after the canary's first share of it.
+pub fn canary_traffic_back_at(bed: &Bed) -> Timestamp {
+    let seen = bed.load.seen.lock().unwrap().clone();
+    let peak = seen
+        .iter()
+        .position(|s| s.canary_weight > 0)
+        .expect("the canary got traffic");
+    seen[peak..]
+        .iter()
+        .find(|s| s.canary_weight == 0)
+        .expect("traffic went back to primary")
+        .at
+}
+
 pub async fn first_sample_above_zero(prometheus: &str, query: &str, since: Timestamp) -> Timestamp {
     let end = Timestamp::now();
     let body: serde_json::Value = reqwest::Client::new()

@@ -60,10 +60,35 @@ pub async fn a_canary_twice_as_slow_as_the_primary_is_failed_by_compare_though_u
 ) {
     let v2 = image("slow", "v2-slow");
     let analysis = "interval: 3s, count: 3, failureLimit: 1, initialDelay: 30s";
-    let _bed = judged_bed(&mut env, &v2, analysis).await;
+    let bed = judged_bed(&mut env, &v2, analysis).await;
     let failed = env
         .wait_release_stage("v2", "prod", "Failed", Duration::from_secs(120))
         .await;
+    env.wait_for(
+        "traffic back on the primary",
+        Duration::from_secs(30),
+        || async {
+            match bed.load.weights_seen().last() {
+                Some(0) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // The judge needs minSamples steps of the canary's own (8 × 3 s, after the 30 s initial
+    // delay), so this is about a minute by design; `make bench` prints it.
+    let first_traffic = bed
+        .load
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.canary_weight > 0)
+        .map(|s| s.at);
+    let back = super::canary::canary_traffic_back_at(&bed);
+    let took = back.duration_since(first_traffic.expect("the canary got traffic"));
+    let figure = Duration::try_from(took).unwrap_or_default();
+    crate::support::figures::record("canary's first traffic to primary, compare judge", figure);
     let judged = latency_judgement(&env)
         .await
         .expect("the judgement is on the release");

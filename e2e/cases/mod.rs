@@ -25,6 +25,7 @@ mod rollback;
 mod scale;
 mod schedule;
 mod shell;
+mod slo;
 mod trust;
 mod windows;
 
@@ -69,6 +70,8 @@ fn evidence() -> Vec<(&'static str, Case)> {
     cases![
         compare::a_canary_twice_as_slow_as_the_primary_is_failed_by_compare_though_under_any_threshold,
         compare::two_alike_versions_pass_at_least_19_of_20_compare_judgements,
+        slo::an_slo_gate_holds_a_release_while_the_budget_is_spent_and_lets_it_through_once_it_recovers,
+        slo::a_canary_burning_its_error_budget_is_rolled_back_by_its_burn_rate_analysis,
     ]
 }
 

@@ -23,7 +23,7 @@ pub use super::server::{PrometheusServer, SecretKeyRef, TlsConfig};
     status = "GateStatus",
     shortname = "gt",
     category = "greenlight",
-    doc = "A reusable check a release must pass: soak time, time window, Prometheus query, webhook, people's approval, a Job run against the stage, or the canary compared with the primary.",
+    doc = "A reusable check a release must pass: soak time, time window, Prometheus query, webhook, people's approval, a Job run against the stage, the canary compared with the primary, or an error budget and its burn rates.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(
         name = "Ready",
@@ -55,6 +55,8 @@ pub struct GateSpec {
     pub job: Option<JobGate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<super::compare::CompareGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<super::slo::SloGate>,
     /// How often a gate that did not pass is checked again. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -71,6 +73,7 @@ pub enum GateType {
     Approval,
     Job,
     Compare,
+    Slo,
 }
 
 impl GateType {
@@ -83,6 +86,7 @@ impl GateType {
             Self::Approval => "approval",
             Self::Job => "job",
             Self::Compare => "compare",
+            Self::Slo => "slo",
         }
     }
 }

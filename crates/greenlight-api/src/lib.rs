@@ -14,6 +14,7 @@ pub mod notifier;
 pub mod patterns;
 pub mod release;
 pub mod server;
+pub mod slo;
 pub mod stage;
 
 pub use approval::{Approval, ApprovalSpec, ApprovalStatus, Decision, Identity, ReleaseRef};

@@ -5,6 +5,7 @@
 //! data gives `NoData` (inconclusive), never a failing score of 0, and two constant samples
 //! are compared as they are instead of with added noise, so a judgement is reproducible.
 
+pub mod burn;
 mod classify;
 mod hl;
 mod mwu;

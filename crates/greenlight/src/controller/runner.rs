@@ -201,6 +201,7 @@ impl GateRunner {
             attempt,
             run: None,
             stage_uid: stage.uid().unwrap_or_default(),
+            measuring: false,
             service_port: 80,
             now,
         }
@@ -318,6 +319,7 @@ impl GateRunner {
                 ctx.canary_workload = ctx.primary_workload.clone();
             }
             ctx.run = Some(d.since);
+            ctx.measuring = true;
             let key = format!(
                 "{}/{}/{}/measure/{}/{}/{}",
                 ctx.namespace, ctx.stage, ctx.release, d.scope, d.gate, ctx.canary_workload

@@ -350,6 +350,7 @@ mod tests {
             attempt: 1,
             run: None,
             stage_uid: String::new(),
+            measuring: false,
             service_port: 80,
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
         }

@@ -231,6 +231,7 @@ pub(super) fn ctx() -> GateContext {
         attempt: 1,
         run: Some("2026-12-07T01:00:00Z".parse().unwrap()),
         stage_uid: "stage-uid".into(),
+        measuring: false,
         service_port: 8080,
         now: "2026-12-07T01:00:05Z".parse().unwrap(),
     }

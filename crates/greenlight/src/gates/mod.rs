@@ -11,6 +11,9 @@ mod job_tests;
 pub mod prom_client;
 pub mod prometheus;
 pub mod promql;
+pub mod slo;
+#[cfg(test)]
+mod slo_tests;
 pub mod soak;
 pub mod webhook;
 pub mod window;
@@ -68,6 +71,9 @@ pub struct GateContext {
     /// measurement of an analysis since when it measures: what a job gate names its Job by,
     /// and where a compare gate's window starts at the earliest.
     pub run: Option<Timestamp>,
+    /// Whether this is a measurement of an analysis, rather than a check before or after
+    /// one: what an `slo` gate judges (burn rates, or the budget left) depends on it.
+    pub measuring: bool,
     /// The Stage's uid, for the owner reference of what a gate creates.
     pub stage_uid: String,
     /// The port of the stage's Services.
@@ -124,6 +130,7 @@ static KINDS: &[&dyn GateKind] = &[
     &approval::Kind,
     &job::Kind,
     &compare::Kind,
+    &slo::Kind,
 ];
 
 /// What gates get from the operator's configuration.
@@ -335,6 +342,38 @@ mod props {
         }
     }
 
+    /// An slo gate with these strings in its fields.
+    fn slo_gate(metric: String, window: String, address: String) -> crate::api::slo::SloGate {
+        use crate::api::slo::{BurnRate, EventSelector, RatioIndicator, SloGate, SloIndicator};
+        SloGate {
+            server: crate::api::gate::PrometheusServer {
+                address,
+                ..Default::default()
+            },
+            objective: window.clone(),
+            period: Some(window.clone()),
+            indicator: SloIndicator {
+                ratio: Some(RatioIndicator {
+                    errors: Some(EventSelector {
+                        metric: metric.clone(),
+                    }),
+                    good: None,
+                    total: EventSelector { metric },
+                }),
+                error_ratio: None,
+            },
+            min_budget_remaining: Some(window.clone()),
+            burn_rates: vec![BurnRate {
+                factor: 2.0,
+                long: window.clone(),
+                short: Some(window.clone()),
+            }],
+            compress_hour_to: Some(window.clone()),
+            min_window: Some(window),
+            min_events: Some(0),
+        }
+    }
+
     proptest! {
         /// Random Gate settings never panic, and every error names a field.
         #[test]
@@ -362,6 +401,7 @@ mod props {
                 approval: None,
                 job: None,
                 compare: None,
+                slo: None,
                 recheck_interval: Some(timeout.clone()),
             };
             let webhook = GateSpec {
@@ -398,10 +438,15 @@ mod props {
             };
             let compare = GateSpec {
                 gate_type: GateType::Compare,
-                compare: Some(compare_gate(metric, window, address, group)),
+                compare: Some(compare_gate(metric.clone(), window.clone(), address.clone(), group)),
                 ..prometheus.clone()
             };
-            for spec in [prometheus, webhook, job, compare] {
+            let slo = GateSpec {
+                gate_type: GateType::Slo,
+                slo: Some(slo_gate(metric, window, address)),
+                ..prometheus.clone()
+            };
+            for spec in [prometheus, webhook, job, compare, slo] {
                 if let Err(errors) = crate::gates::compile(&spec, &env) {
                     for e in &errors {
                         prop_assert!(e.field.starts_with("spec."), "{}", e);

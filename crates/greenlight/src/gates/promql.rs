@@ -53,6 +53,8 @@ pub struct QueryTemplate {
     widest: std::time::Duration,
     /// The placeholders that are the whole value of an `=` matcher in every selector.
     pinned: Vec<&'static str>,
+    /// Whether the whole query is one instant selector, without `offset` or `@`.
+    selector: bool,
 }
 
 impl QueryTemplate {
@@ -72,6 +74,8 @@ impl QueryTemplate {
             ));
         }
         let mut expr = parser::parse(&with_sentinels).map_err(|e| format!("not PromQL: {e}"))?;
+        let selector =
+            matches!(&expr, Expr::VectorSelector(v) if v.offset.is_none() && v.at.is_none());
         let mut pins = Pins::default();
         let _ = walk_expr_mut(&mut pins, &mut expr);
         let pinned = pinned_everywhere(&names, &pins);
@@ -98,6 +102,7 @@ impl QueryTemplate {
             shape,
             widest: kinds.widest,
             pinned,
+            selector,
         })
     }
 
@@ -105,6 +110,12 @@ impl QueryTemplate {
     /// placeholder `name`: then each series it reads belongs to that value alone.
     pub fn pins_everywhere(&self, name: &str) -> bool {
         self.pinned.contains(&name)
+    }
+
+    /// Whether the query is one instant vector selector (`metric{label="..."}`), without an
+    /// `offset` or `@` that would move it in time.
+    pub fn is_selector(&self) -> bool {
+        self.selector
     }
 
     /// Whether the template uses the placeholder `name`.
@@ -372,6 +383,7 @@ mod tests {
             attempt: 1,
             run: None,
             stage_uid: String::new(),
+            measuring: false,
             service_port: 80,
             now: jiff::Timestamp::UNIX_EPOCH,
         }

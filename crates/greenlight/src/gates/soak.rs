@@ -135,6 +135,7 @@ mod tests {
             attempt: 1,
             run: None,
             stage_uid: String::new(),
+            measuring: false,
             service_port: 80,
             primary_workload: "web-primary".into(),
             canary_workload: "web-canary".into(),
