@@ -89,6 +89,14 @@ impl PromClient {
         parse_single_value(&body)
     }
 
+    /// [`Self::instant`] evaluated at the operator's `ctx.now`, not at Prometheus' own clock:
+    /// for windows that must end where the operator says.
+    pub async fn instant_now(&self, query: &str, ctx: &GateContext) -> Result<f64, String> {
+        let at = format!("{:.3}", ctx.now.as_millisecond() as f64 / 1000.0);
+        let params = [("query", query.to_string()), ("time", at)];
+        parse_single_value(&self.get("query", &params, ctx).await?)
+    }
+
     /// The values of the one series a range query answers from `start` to `end`, one per
     /// `step` (NaN where the series has no sample), or why there are none.
     pub async fn range(

@@ -53,8 +53,9 @@ pub struct QueryTemplate {
     widest: std::time::Duration,
     /// The placeholders that are the whole value of an `=` matcher in every selector.
     pinned: Vec<&'static str>,
-    /// Whether the whole query is one instant selector, without `offset` or `@`.
-    selector: bool,
+    /// When the whole query is one instant selector, without `offset`, `@` or `or`: its
+    /// matchers as text, the metric name as `__name__`, each placeholder as `{{name}}`.
+    selector: Option<std::collections::BTreeSet<String>>,
 }
 
 impl QueryTemplate {
@@ -74,8 +75,7 @@ impl QueryTemplate {
             ));
         }
         let mut expr = parser::parse(&with_sentinels).map_err(|e| format!("not PromQL: {e}"))?;
-        let selector =
-            matches!(&expr, Expr::VectorSelector(v) if v.offset.is_none() && v.at.is_none());
+        let selector = selector_terms(&expr, &names);
         let mut pins = Pins::default();
         let _ = walk_expr_mut(&mut pins, &mut expr);
         let pinned = pinned_everywhere(&names, &pins);
@@ -115,7 +115,14 @@ impl QueryTemplate {
     /// Whether the query is one instant vector selector (`metric{label="..."}`), without an
     /// `offset` or `@` that would move it in time.
     pub fn is_selector(&self) -> bool {
-        self.selector
+        self.selector.is_some()
+    }
+
+    /// A plain selector's matchers (see [`Self::is_selector`]), the metric name among them as
+    /// `__name__="..."` and placeholders as `{{name}}`: one selector whose terms include all
+    /// of another's selects a subset of its series.
+    pub fn selector_terms(&self) -> Option<&std::collections::BTreeSet<String>> {
+        self.selector.as_ref()
     }
 
     /// Whether the template uses the placeholder `name`.
@@ -154,6 +161,37 @@ impl QueryTemplate {
         }
         Ok(query)
     }
+}
+
+/// The terms of `expr` if it is one plain instant selector; see [`QueryTemplate::selector_terms`].
+fn selector_terms(
+    expr: &Expr,
+    names: &[&'static str],
+) -> Option<std::collections::BTreeSet<String>> {
+    let Expr::VectorSelector(v) = expr else {
+        return None;
+    };
+    if v.offset.is_some() || v.at.is_some() || !v.matchers.or_matchers.is_empty() {
+        return None;
+    }
+    let named = v.name.as_ref().map(|n| format!("__name__=\"{n}\""));
+    let mut terms: std::collections::BTreeSet<String> = v
+        .matchers
+        .matchers
+        .iter()
+        .map(|m| m.to_string())
+        .chain(named)
+        .collect();
+    terms = terms
+        .into_iter()
+        .map(|mut t| {
+            for (i, name) in names.iter().enumerate() {
+                t = t.replace(&sentinel(i), &format!("{{{{{name}}}}}"));
+            }
+            t
+        })
+        .collect();
+    Some(terms)
 }
 
 fn value_of<'a>(name: &str, ctx: &'a GateContext) -> &'a str {

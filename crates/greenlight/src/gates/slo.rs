@@ -42,11 +42,13 @@ pub struct SloCheck {
 }
 
 enum Indicator {
-    /// Counter selectors; `scoped` when both hold `workload="{{workload}}"`.
+    /// Counter selectors; `scoped` when both pin `{{workload}}` with `=`, `workload`
+    /// when either uses it at all.
     Counters {
         bad: Bad,
         total: String,
         scoped: bool,
+        workload: bool,
     },
     /// A query answering the period's error ratio.
     ErrorRatio(QueryTemplate),
@@ -131,6 +133,10 @@ impl SloCheck {
     async fn budget(&self, ctx: &GateContext) -> GateOutcome {
         let ratio = match &self.indicator {
             Indicator::ErrorRatio(query) => self.error_ratio(query, ctx).await,
+            Indicator::Counters { workload: true, .. } => {
+                let why = "outside an analysis the gate judges the service's budget, and {{workload}} would name only the canary's series: list a gate whose selectors do not use it";
+                return GateOutcome::new(GateVerdict::Invalid, why);
+            }
             Indicator::Counters { .. } => {
                 let events = self.events(self.period, ctx).await;
                 events.and_then(|e| self.enough(&e, &span(self.period)))
@@ -165,7 +171,8 @@ impl SloCheck {
         let elapsed = ctx
             .run
             .and_then(|since| Duration::try_from(ctx.now.duration_since(since)).ok())
-            .unwrap_or(Duration::MAX);
+            // A start in the future (clocks apart) or none known: nothing of its own yet.
+            .unwrap_or(Duration::ZERO);
         if elapsed < self.min_window {
             let why = format!(
                 "the analysis has run {}s, less than the shortest window ({}): nothing of its own to count yet",
@@ -189,7 +196,7 @@ impl SloCheck {
     fn measurable(&self) -> Result<(), String> {
         match &self.indicator {
             Indicator::ErrorRatio(_) => Err("a burn-rate analysis counts the canary's events over its own windows: give spec.slo.indicator.ratio, not errorRatio".into()),
-            Indicator::Counters { scoped: false, .. } => Err("a burn-rate analysis reads only the canary's series: each selector of spec.slo.indicator.ratio needs workload=\"{{workload}}\"".into()),
+            Indicator::Counters { scoped: false, .. } => Err("a burn-rate analysis reads only the canary's series: each selector of spec.slo.indicator.ratio needs an = matcher whose whole value is {{workload}}, e.g. workload=\"{{workload}}\"".into()),
             Indicator::Counters { .. } => Ok(()),
         }
     }
@@ -241,13 +248,13 @@ impl SloCheck {
         // The full query is checked again with the release's facts in it, so nothing a
         // placeholder holds can change what it counts.
         let rendered = QueryTemplate::compile(&query).and_then(|t| t.render(ctx))?;
-        let value = self.client.instant(&rendered, ctx).await;
+        let value = self.client.instant_now(&rendered, ctx).await;
         value.map_err(|why| format!("{why} (query: {rendered})"))
     }
 
     async fn error_ratio(&self, query: &QueryTemplate, ctx: &GateContext) -> Result<f64, String> {
         let rendered = query.render(ctx)?;
-        match self.client.instant(&rendered, ctx).await {
+        match self.client.instant_now(&rendered, ctx).await {
             Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
             Ok(r) => Err(format!(
                 "the error ratio query answered {r}, which is no ratio between 0 and 1 (query: {rendered})"
@@ -481,14 +488,21 @@ fn indicator(spec: &SloGate) -> Result<Indicator, Vec<FieldError>> {
                     return Err(vec![FieldError::new(format!("{field}.ratio"), why)]);
                 }
             };
-            let bad_sel = selector(&format!("{field}.ratio.{bad_field}.metric"), bad);
+            let bad_field = format!("{field}.ratio.{bad_field}.metric");
+            let bad_sel = selector(&bad_field, bad);
             let total = selector(&format!("{field}.ratio.total.metric"), &ratio.total);
             match (bad_sel, total) {
-                (Ok((b, b_scoped)), Ok((t, t_scoped))) => Ok(Indicator::Counters {
-                    bad: kind(b),
-                    total: t,
-                    scoped: b_scoped && t_scoped,
-                }),
+                (Ok(b), Ok(t)) => {
+                    let total_field = format!("{field}.ratio.total.metric");
+                    narrower((&bad_field, &total_field), &b.terms, &t.terms)
+                        .map_err(|e| vec![e])?;
+                    Ok(Indicator::Counters {
+                        bad: kind(b.text),
+                        total: t.text,
+                        scoped: b.scoped && t.scoped,
+                        workload: b.workload || t.workload,
+                    })
+                }
                 (b, t) => Err(b.err().into_iter().chain(t.err()).collect()),
             }
         }
@@ -505,18 +519,72 @@ fn indicator(spec: &SloGate) -> Result<Indicator, Vec<FieldError>> {
     }
 }
 
-/// A counter selector, checked to be one plain selector that also reads as one once the
-/// operator's `increase(...[window])` is around it; and whether it pins `{{workload}}`.
-fn selector(field: &str, spec: &EventSelector) -> Result<(String, bool), FieldError> {
+/// A counter selector as compiled: its text, its terms, and how it uses `{{workload}}`.
+struct Counter {
+    text: String,
+    terms: std::collections::BTreeSet<String>,
+    scoped: bool,
+    workload: bool,
+}
+
+/// A counter selector, checked to be one plain selector on one line (so no comment can end
+/// it early) that also reads as one once the operator's `increase(...[window])` is around
+/// it, and naming no fact CI writes: a version that matches no error series must not make
+/// the errors vanish.
+fn selector(field: &str, spec: &EventSelector) -> Result<Counter, FieldError> {
     let refuse = |why: String| FieldError::new(field, why);
+    if spec.metric.contains(['\n', '\r']) {
+        return Err(refuse("must be one line".into()));
+    }
     let template = QueryTemplate::compile(&spec.metric).map_err(refuse)?;
-    if !template.is_selector() {
-        let why = "must be one selector such as http_requests_total{code=~\"5..\"}, without functions, ranges, offset or @; the operator counts it over its windows";
+    let Some(terms) = template.selector_terms() else {
+        let why = "must be one selector such as http_requests_total{code=~\"5..\"}, without functions, ranges, offset, @ or or; the operator counts it over its windows";
+        return Err(FieldError::new(field, why));
+    };
+    if let Some(fact) = ["release", "version", "canary", "primary"]
+        .into_iter()
+        .find(|p| template.uses(p))
+    {
+        let why = format!(
+            "may not use {{{{{fact}}}}}: a counter selects by what the stage is, not by what CI names; use {{{{workload}}}} for the workload measured"
+        );
         return Err(FieldError::new(field, why));
     }
     QueryTemplate::compile(&counting_query(&spec.metric, Duration::from_secs(60), true))
         .map_err(|why| refuse(format!("does not read as a selector once counted: {why}")))?;
-    Ok((spec.metric.clone(), template.pins_everywhere("workload")))
+    Ok(Counter {
+        text: spec.metric.clone(),
+        terms: terms.clone(),
+        scoped: template.pins_everywhere("workload"),
+        workload: template.uses("workload"),
+    })
+}
+
+/// Refuses bad (or good) events that are not a subset of all events: the same metric, with
+/// every matcher of `total` and perhaps more. Else a typo, or a label total lacks, would
+/// count no bad events against real traffic, and pass.
+fn narrower(
+    (field, total_field): (&str, &str),
+    bad: &std::collections::BTreeSet<String>,
+    total: &std::collections::BTreeSet<String>,
+) -> Result<(), FieldError> {
+    let missing: Vec<&String> = total.difference(bad).collect();
+    let named = total.iter().any(|t| t.starts_with("__name__=\""));
+    match (named, missing.is_empty()) {
+        (true, true) => Ok(()),
+        (false, _) => Err(FieldError::new(
+            total_field,
+            "must name its metric, e.g. http_requests_total{...}",
+        )),
+        (true, false) => {
+            let missing: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+            let why = format!(
+                "must select a subset of total's series: the same metric with all of total's matchers and more; it lacks {}",
+                missing.join(", ")
+            );
+            Err(FieldError::new(field, why))
+        }
+    }
 }
 
 /// The `slo` kind, as registered in [`super::KINDS`]: it needs the Secrets it names.

@@ -18,21 +18,28 @@ use crate::api::slo::{
 const ERRORS: &str = r#"http_requests_total{workload="{{workload}}",code=~"5.."}"#;
 const TOTAL: &str = r#"http_requests_total{workload="{{workload}}"}"#;
 
+/// A rule's value that answers with no series at all.
+const NO_SERIES: f64 = f64::MIN;
+
 /// Answers each instant query with the value of the first rule whose text it contains; a
-/// query no rule matches gets an empty vector. Every query asked is kept.
+/// query no rule matches (or matched by a [`NO_SERIES`] rule) gets an empty vector. Every query asked is kept.
 #[derive(Clone, Default)]
 struct Prom {
     rules: Arc<Vec<(String, f64)>>,
     asked: Arc<Mutex<Vec<String>>>,
+    /// The `time` each query was asked for.
+    times: Arc<Mutex<Vec<String>>>,
 }
 
 async fn answer(State(prom): State<Prom>, Query(q): Query<BTreeMap<String, String>>) -> String {
     let query = q.get("query").cloned().unwrap_or_default();
     prom.asked.lock().unwrap().push(query.clone());
+    let time = q.get("time").cloned().unwrap_or_default();
+    prom.times.lock().unwrap().push(time);
     let value = prom.rules.iter().find(|(k, _)| query.contains(k.as_str()));
     let result = match value {
-        Some((_, v)) => json!([{"metric": {}, "value": [1, v.to_string()]}]),
-        None => json!([]),
+        Some((_, v)) if *v != NO_SERIES => json!([{"metric": {}, "value": [1, v.to_string()]}]),
+        _ => json!([]),
     };
     json!({"status": "success", "data": {"resultType": "vector", "result": result}}).to_string()
 }
@@ -143,11 +150,8 @@ async fn a_spent_budget_holds_the_release_and_a_recovered_one_lets_it_through() 
 #[tokio::test]
 async fn a_budget_from_counters_is_counted_over_the_period_and_needs_enough_events() {
     let (url, prom) = serve(&[("5..", 3.0), ("http_requests_total", 10_000.0)]).await;
-    let spec = gate(&url, counters(r#"req{code=~"5.."}"#, "http_requests_total"));
-    let spec = SloGate {
-        indicator: counters(r#"http_requests_total{code=~"5.."}"#, "http_requests_total"),
-        ..spec
-    };
+    let service_wide = counters(r#"http_requests_total{code=~"5.."}"#, "http_requests_total");
+    let spec = gate(&url, service_wide);
     let left = outcome(&spec, &ctx()).await;
     assert_eq!(left.verdict, GateVerdict::Passed, "{left:?}");
     assert_eq!(left.value.as_deref(), Some("70.0%"));
@@ -195,6 +199,71 @@ async fn a_canary_burning_twenty_times_too_fast_fails_its_analysis_naming_each_w
         asked.iter().all(|q| q.contains(r#"workload="web-canary""#)),
         "only the canary's series are counted: {asked:?}"
     );
+    let at = format!("{}.000", ctx().now.as_second());
+    let times = prom.times.lock().unwrap().clone();
+    assert!(
+        times.iter().all(|t| *t == at),
+        "windows end at the operator's now: {times:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_spike_that_has_ended_fails_no_pair_and_each_window_is_read_as_its_own() {
+    // Errors in the long windows (60s, 360s) only; the short ones (10s, 30s) have none.
+    let (url, _) = serve(&[
+        (r#"5.."}[10s]"#, 0.0),
+        (r#"5.."}[30s]"#, 0.0),
+        ("5..", 200.0),
+        ("http_requests_total", 1000.0),
+    ])
+    .await;
+    let ended = outcome(&gate(&url, counters(ERRORS, TOTAL)), &measuring(600)).await;
+    assert_eq!(ended.verdict, GateVerdict::Passed, "{ended:?}");
+    assert!(
+        ended
+            .message
+            .contains("200.0x over 1m and 0.0x over 10s (breach at 14.4x)"),
+        "{}",
+        ended.message
+    );
+    let (url, _) = serve(&[
+        (r#"5.."}[60s]"#, 0.0),
+        (r#"5.."}[360s]"#, 0.0),
+        ("5..", 200.0),
+        ("http_requests_total", 1000.0),
+    ])
+    .await;
+    let starting = outcome(&gate(&url, counters(ERRORS, TOTAL)), &measuring(600)).await;
+    assert_eq!(
+        starting.verdict,
+        GateVerdict::Passed,
+        "a burst too short to count: {starting:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_analysis_start_in_the_future_counts_nothing_yet() {
+    let (url, prom) = serve(&[("5..", 500.0), ("http_requests_total", 1000.0)]).await;
+    let ahead = outcome(&gate(&url, counters(ERRORS, TOTAL)), &measuring(-30)).await;
+    assert_eq!(ahead.verdict, GateVerdict::Inconclusive, "{ahead:?}");
+    let mut unknown = measuring(600);
+    unknown.run = None;
+    let none = outcome(&gate(&url, counters(ERRORS, TOTAL)), &unknown).await;
+    assert_eq!(none.verdict, GateVerdict::Inconclusive, "{none:?}");
+    assert!(prom.asked.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_budget_is_the_services_and_a_workload_in_its_counters_is_invalid_there() {
+    let (url, prom) = serve(&[("5..", 0.0), ("http_requests_total", 1000.0)]).await;
+    let invalid = outcome(&gate(&url, counters(ERRORS, TOTAL)), &ctx()).await;
+    assert_eq!(invalid.verdict, GateVerdict::Invalid, "{invalid:?}");
+    assert!(
+        invalid.message.contains("service's budget"),
+        "{}",
+        invalid.message
+    );
+    assert!(prom.asked.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -240,7 +309,7 @@ async fn good_events_missing_are_no_data_not_all_bad() {
         ratio: Some(RatioIndicator {
             errors: None,
             good: Some(EventSelector {
-                metric: r#"ok_total{workload="{{workload}}"}"#.into(),
+                metric: r#"http_requests_total{workload="{{workload}}",code!~"5.."}"#.into(),
             }),
             total: EventSelector {
                 metric: TOTAL.into(),
@@ -248,10 +317,10 @@ async fn good_events_missing_are_no_data_not_all_bad() {
         }),
         error_ratio: None,
     };
-    let (url, _) = serve(&[("http_requests_total", 1000.0)]).await;
+    let (url, _) = serve(&[("code!~", NO_SERIES), ("http_requests_total", 1000.0)]).await;
     let missing = outcome(&gate(&url, good.clone()), &measuring(600)).await;
     assert_eq!(missing.verdict, GateVerdict::Inconclusive, "{missing:?}");
-    let (url, _) = serve(&[("ok_total", 990.0), ("http_requests_total", 1000.0)]).await;
+    let (url, _) = serve(&[("code!~", 990.0), ("http_requests_total", 1000.0)]).await;
     let counted = outcome(&gate(&url, good), &measuring(600)).await;
     assert_eq!(
         counted.verdict,
@@ -323,6 +392,9 @@ fn a_counter_must_be_one_plain_selector_with_facts_only_in_label_values() {
         r#"rate(http_requests_total{code="500"}[5m])"#,
         r#"http_requests_total{code="500"} offset 1h"#,
         r#"http_requests_total{code="500"} # comment"#,
+        "http_requests_total{code=\"500\"} # comment\n",
+        r#"http_requests_total{workload="{{workload}}",version="{{version}}"}"#,
+        r#"http_requests_total{workload="{{canary}}"}"#,
         r#"http_requests_total{code="500"}[5m]"#,
         r#"{{version}}"#,
     ] {
@@ -333,7 +405,9 @@ fn a_counter_must_be_one_plain_selector_with_facts_only_in_label_values() {
             "{errors:?}"
         );
     }
-    assert!(refusals(r#"http_requests_total{version="{{version}}",code="500"}"#).is_empty());
+    let narrowed =
+        r#"http_requests_total{code="500",namespace="{{namespace}}",workload="{{workload}}"}"#;
+    assert!(refusals(narrowed).is_empty(), "{:?}", refusals(narrowed));
     let both = SloIndicator {
         error_ratio: Some(ErrorRatioIndicator { query: "r".into() }),
         ..counters(ERRORS, TOTAL)
@@ -353,4 +427,33 @@ fn slo_durations_may_start_with_days() {
     assert_eq!(secs("5m"), Ok(300));
     assert!(secs("d").is_err());
     assert!(secs("1x").is_err());
+}
+
+#[test]
+fn bad_events_must_be_a_subset_of_all_events() {
+    let refusals = |errors: &str, total: &str| {
+        refused(&gate("http://127.0.0.1:9090", counters(errors, total)))
+    };
+    let other_metric = refusals(
+        r#"http_request_errors_total{workload="{{workload}}"}"#,
+        TOTAL,
+    );
+    assert_eq!(other_metric.len(), 1, "{other_metric:?}");
+    assert!(
+        other_metric[0].starts_with("spec.slo.indicator.ratio.errors.metric: must select a subset")
+            && other_metric[0].contains(r#"__name__="http_requests_total""#),
+        "{other_metric:?}"
+    );
+    let unscoped_errors = refusals(r#"http_requests_total{code=~"5.."}"#, TOTAL);
+    assert!(
+        unscoped_errors[0].contains(r#"lacks workload="{{workload}}""#),
+        "{unscoped_errors:?}"
+    );
+    let nameless = refusals(r#"{job="web",code="500"}"#, r#"{job="web"}"#);
+    assert_eq!(
+        nameless,
+        [
+            "spec.slo.indicator.ratio.total.metric: must name its metric, e.g. http_requests_total{...}"
+        ]
+    );
 }
