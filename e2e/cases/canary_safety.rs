@@ -270,3 +270,122 @@ pub async fn a_weight_edited_by_hand_during_a_pause_is_put_back_with_an_event(mu
     })
     .await;
 }
+
+/// The images of the pods the canary's Service reaches (its Endpoints, as the endpoints
+/// controller keeps them), and of the ready pods of the canary workload.
+async fn canary_pods(env: &TestEnv) -> (Vec<String>, Vec<String>) {
+    use k8s_openapi::api::core::v1::{Endpoints, Pod};
+    let pods: kube::Api<Pod> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let listed = pods
+        .list(&kube::api::ListParams::default().labels("greenlight.dev/workload=web-canary"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let image = |p: &Pod| {
+        let spec = p.spec.as_ref();
+        let first = spec.and_then(|s| s.containers.first());
+        first.and_then(|c| c.image.clone()).unwrap_or_default()
+    };
+    let ready = |p: &Pod| {
+        let conditions = p.status.as_ref().and_then(|s| s.conditions.clone());
+        conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    };
+    let endpoints: kube::Api<Endpoints> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let reached: Vec<String> = endpoints
+        .get_opt("web-canary")
+        .await
+        .ok()
+        .flatten()
+        .into_iter()
+        .flat_map(|e| e.subsets.unwrap_or_default())
+        .flat_map(|s| s.addresses.unwrap_or_default())
+        .filter_map(|a| a.target_ref.and_then(|r| r.name))
+        .filter_map(|name| {
+            listed
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(&name))
+        })
+        .map(image)
+        .collect();
+    let ready = listed.iter().filter(|p| ready(p)).map(image).collect();
+    (reached, ready)
+}
+
+/// v2 fails and its canary drains slowly; v3 is published meanwhile, and its canary rolls
+/// out only part way (one pod of two ready), so a ready pod of v2 is still in the workload
+/// when v3 takes half the traffic. The canary's Service reaches only v3's pod.
+pub async fn a_release_published_while_the_previous_canary_drains_takes_traffic_only_on_its_own_pods(
+    mut env: TestEnv,
+) {
+    let (v1, v2, v3) = (
+        image("healthy", "v1"),
+        image("faulty", "v2-draining"),
+        image("healthy", "v3-after"),
+    );
+    let steps = "      - setWeight: 50\n      - analysis: {gates: [error-rate], interval: 2s, count: 2, failureLimit: 1, initialDelay: 3s}\n      - pause: {}\n";
+    // The world's background analysis would read v2's errors under the canary's name in its
+    // first 10 s window of v3 (a threshold gate's query is not cut at the analysis' start);
+    // this case is about where traffic goes, so v2 fails by its step's own analysis.
+    let slow_drain = |world: String| {
+        without_background_analysis(world).replace("scaleDownDelay: 2s", "scaleDownDelay: 60s")
+    };
+    let bed = start_bed_with(&mut env, &v1, &[&v2, &v3], steps, slow_drain).await;
+    env.apply(&release_yaml("v2", "shop", "2", &v2));
+    env.wait_release_stage("v2", "prod", "Failed", WAIT).await;
+    let (_, ready) = canary_pods(&env).await;
+    assert!(ready.contains(&v2), "v2's canary drains slowly: {ready:?}");
+    env.kubelet.hold(Hold::ReadyAtMost {
+        image: v3.clone(),
+        ready: 1,
+    });
+    env.apply(&release_yaml("v3", "shop", "3", &v3));
+    env.wait_for("v3 on half the traffic", WAIT, || async {
+        match bed.load.weights_seen().last() {
+            Some(50) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Sampled for a while: the endpoints controller follows the Service a moment later, and
+    // at no moment may it reach a pod of v2.
+    let mut reached_v3 = false;
+    for _ in 0..40 {
+        let (reached, ready) = canary_pods(&env).await;
+        assert!(
+            ready.contains(&v2) && ready.contains(&v3),
+            "a pod of each release is ready in the canary workload: {ready:?}"
+        );
+        assert!(
+            !reached.contains(&v2),
+            "the canary's Service reaches v2's pod: {reached:?}"
+        );
+        reached_v3 |= reached == vec![v3.clone()];
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if !reached_v3 {
+        let dump = |kind: &str| {
+            let out = env.kubectl(&["get", kind, "-n", &env.ns, "-o", "yaml"], "");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        panic!(
+            "the canary's Service never reaches v3's pod:\n{}\n{}\n{}",
+            dump("endpoints"),
+            dump("services"),
+            dump("pods")
+        );
+    }
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let service = services
+        .get("web-canary")
+        .await
+        .expect("the canary's Service");
+    let selector = service.spec.and_then(|s| s.selector).unwrap_or_default();
+    assert!(
+        selector.contains_key("greenlight.dev/revision"),
+        "{selector:?}"
+    );
+}

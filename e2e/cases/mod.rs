@@ -72,6 +72,7 @@ fn evidence() -> Vec<(&'static str, Case)> {
         compare::two_alike_versions_pass_at_least_19_of_20_compare_judgements,
         slo::an_slo_gate_holds_a_release_while_the_budget_is_spent_and_lets_it_through_once_it_recovers,
         slo::a_canary_burning_its_error_budget_is_rolled_back_by_its_burn_rate_analysis,
+        canary_safety::a_release_published_while_the_previous_canary_drains_takes_traffic_only_on_its_own_pods,
     ]
 }
 

@@ -536,7 +536,7 @@ fn kube_controller_manager_command(kubeconfig: &Path) -> Command {
     kcm.args([
         &format!("--kubeconfig={}", kubeconfig.display()),
         // The Job controller runs Job gates' Jobs; the TTL controller removes finished ones.
-        "--controllers=deployment,replicaset,garbagecollector,namespace,job,ttl-after-finished",
+        "--controllers=deployment,replicaset,garbagecollector,namespace,job,ttl-after-finished,endpoint",
         "--feature-gates=TTLAfterFinished=true",
         "--leader-elect=false",
         "--port=0",

@@ -25,11 +25,18 @@ pub enum Hold {
         key: String,
         value: String,
     },
+    /// At most `ready` pods of this image become ready (a rollout stuck part way).
+    ReadyAtMost {
+        image: String,
+        ready: usize,
+    },
 }
 
 #[derive(Clone, Default)]
 pub struct Kubelet {
     holds: Arc<Mutex<Vec<Hold>>>,
+    /// The pods let through a [`Hold::ReadyAtMost`], by image.
+    let_through: Arc<Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>>,
     /// The pods of Jobs, whose commands it runs.
     pub jobs: super::jobpods::JobPods,
 }
@@ -67,6 +74,15 @@ impl Kubelet {
             } => {
                 pod.namespace().as_deref() == Some(namespace.as_str())
                     && pod.labels().get(key) == Some(value)
+            }
+            Hold::ReadyAtMost { image, ready } => {
+                let mut through = self.let_through.lock().unwrap();
+                let through = through.entry(image.clone()).or_default();
+                let uid = pod.uid().unwrap_or_default();
+                match runs(image) && !through.contains(&uid) {
+                    true if through.len() < *ready => !through.insert(uid),
+                    starting => starting,
+                }
             }
         })
     }
@@ -160,7 +176,7 @@ impl Kubelet {
         let patch = json!({"status": {
             "phase": "Running",
             "hostIP": "127.0.0.1",
-            "podIP": "127.0.0.1",
+            "podIP": pod_ip(pod),
             "startTime": status.start_time.as_ref().map(|t| t.0.to_string()).unwrap_or(now.clone()),
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
@@ -260,4 +276,15 @@ pub fn start_in_background(kubeconfig: std::path::PathBuf) -> Kubelet {
         });
     });
     kubelet
+}
+
+/// An address of its own for each pod, in 10.244.0.0/16 as a cluster's pod network would
+/// give: Endpoints refuse loopback addresses. Nothing connects to it; the load generator
+/// reaches the app processes on loopback.
+fn pod_ip(pod: &Pod) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    pod.uid().unwrap_or_default().hash(&mut hasher);
+    let h = hasher.finish();
+    format!("10.244.{}.{}", (h >> 8) % 256, 1 + h % 254)
 }

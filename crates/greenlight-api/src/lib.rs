@@ -49,6 +49,9 @@ pub const WEIGHT_ANNOTATION: &str = "greenlight.dev/weight";
 pub const STAGE_LABEL: &str = "greenlight.dev/stage";
 /// Label that selects the pods of one managed workload.
 pub const WORKLOAD_LABEL: &str = "greenlight.dev/workload";
+/// Label on a canary's pods naming the release and template they run (a digest of both):
+/// the canary's Service selects it, so pods of a release still draining get no traffic.
+pub const REVISION_LABEL: &str = "greenlight.dev/revision";
 /// The actor recorded for the operator's own decisions.
 pub const OPERATOR_ACTOR: &str = "greenlight";
 /// The operator's finalizer on Stages: a deletion waits until traffic is safe.

@@ -12,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::release::Artifact;
 use crate::api::{
-    ORPHANED_ANNOTATION, RELEASE_ANNOTATION, STAGE_LABEL, TEMPLATE_ANNOTATION, WORKLOAD_LABEL,
+    ORPHANED_ANNOTATION, RELEASE_ANNOTATION, REVISION_LABEL, STAGE_LABEL, TEMPLATE_ANNOTATION,
+    WORKLOAD_LABEL,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,12 +219,19 @@ fn set_images(
 /// unowned, like the workloads.
 /// The port the stage's Services serve on: the target's first container port, else 80.
 pub fn service_port(target: &Deployment) -> i32 {
-    let service = build_service(target, "", "");
+    let service = build_service(target, "", "", None);
     let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
     ports.first().map_or(80, |p| p.port)
 }
 
-pub fn build_service(target: &Deployment, workload: &str, stage: &str) -> Service {
+/// The Service `workload` in front of a managed workload, selecting its pods, and with a
+/// `revision` only those of that release.
+pub fn build_service(
+    target: &Deployment,
+    workload: &str,
+    stage: &str,
+    revision: Option<&str>,
+) -> Service {
     let ports: Vec<ServicePort> = target
         .spec
         .iter()
@@ -264,15 +272,50 @@ pub fn build_service(target: &Deployment, workload: &str, stage: &str) -> Servic
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            selector: Some(BTreeMap::from([(
-                WORKLOAD_LABEL.to_string(),
-                workload.to_string(),
-            )])),
+            selector: Some(
+                [(WORKLOAD_LABEL, workload)]
+                    .into_iter()
+                    .chain(revision.map(|r| (REVISION_LABEL, r)))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ports: Some(ports),
             ..Default::default()
         }),
         status: None,
     }
+}
+
+/// The revision of `release` on the target's pinned template: the first 10 hex digits of a
+/// SHA-256 of both, short enough for a label and new for every release and template.
+pub fn revision(release: &str, template: Option<&str>) -> String {
+    let digest = greenlight_core::digest::digest(&(release, template));
+    digest.chars().take(10).collect()
+}
+
+/// The revision label a managed workload's pod template carries, if any.
+pub fn revision_of(deployment: &Deployment) -> Option<&str> {
+    let template = deployment.spec.as_ref()?.template.metadata.as_ref()?;
+    template
+        .labels
+        .as_ref()?
+        .get(REVISION_LABEL)
+        .map(String::as_str)
+}
+
+/// Puts `revision` on the pod template: the workload's selector stays as it is (it cannot
+/// change), so the label only narrows what a Service selecting it reaches.
+pub fn label_revision(deployment: &mut Deployment, revision: &str) {
+    let Some(spec) = deployment.spec.as_mut() else {
+        return;
+    };
+    let meta = spec
+        .template
+        .metadata
+        .get_or_insert_with(ObjectMeta::default);
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(REVISION_LABEL.to_string(), revision.to_string());
 }
 
 /// True when the observed primary already has the spec we would apply.
@@ -473,12 +516,45 @@ mod tests {
     }
 
     #[test]
+    fn a_revision_is_short_new_for_each_release_and_template_and_narrows_only_a_service() {
+        let template = Some("sha256:0a1b");
+        let (r2, r3) = (revision("web-2", template), revision("web-3", template));
+        assert_eq!(r2.len(), 10);
+        assert_ne!(r2, r3);
+        assert_ne!(
+            r2,
+            revision("web-2", Some("sha256:2c3d")),
+            "a new template, a new one"
+        );
+        assert_eq!(
+            r2,
+            revision("web-2", template),
+            "the same release, the same revision"
+        );
+        let mut canary = build_workload(&target(), "web-canary", "dev", None, 1).unwrap();
+        let selector = canary.spec.as_ref().unwrap().selector.clone();
+        label_revision(&mut canary, &r2);
+        assert_eq!(revision_of(&canary), Some(r2.as_str()));
+        assert_eq!(
+            canary.spec.as_ref().unwrap().selector,
+            selector,
+            "a workload's own selector, which cannot change, does not name the revision"
+        );
+        let narrowed = build_service(&target(), "web-canary", "dev", Some(&r2));
+        let selector = narrowed.spec.unwrap().selector.unwrap();
+        assert_eq!(selector[REVISION_LABEL], r2);
+        assert_eq!(selector[WORKLOAD_LABEL], "web-canary");
+        let primary = build_service(&target(), "web-primary", "dev", None);
+        assert_eq!(primary.spec.unwrap().selector.unwrap().len(), 1);
+    }
+
+    #[test]
     fn no_managed_workload_or_service_has_an_owner_while_it_may_serve() {
         let primary = build_primary(&target(), "dev", None, 1).unwrap();
         assert_eq!(primary.metadata.owner_references, None);
         let canary = build_workload(&target(), "web-canary", "dev", None, 0);
         assert_eq!(canary.unwrap().metadata.owner_references, None);
-        let service = build_service(&target(), "web-primary", "dev");
+        let service = build_service(&target(), "web-primary", "dev", None);
         assert_eq!(service.metadata.owner_references, None);
         let mut owned = primary.clone();
         owned.metadata.owner_references = Some(vec![owner()]);

@@ -15,7 +15,8 @@ use crate::machine::{CanaryView, DesiredPrimary, Outcome};
 use crate::routers::{RouterContext, TrafficRouter, for_routing};
 use crate::validation::{CanaryPlan, StagePlan};
 use crate::workload::{
-    build_service, build_workload, canary_name, matches_desired, observe, primary_name,
+    build_service, build_workload, canary_name, label_revision, matches_desired, observe,
+    primary_name, revision, revision_of,
 };
 
 /// The router of a canary stage and what it needs to know.
@@ -59,6 +60,7 @@ impl CanaryIo {
             )
             .await?;
         let view = deployment.as_deref().map(observe);
+        let narrowed = self.narrowed(ctx, deployment.as_deref()).await?;
         // A router that cannot tell the weight is an input to the decision, not an error that
         // would stop the decision from being made (and the rollout from ever ending).
         let in_effect = self
@@ -79,8 +81,9 @@ impl CanaryIo {
                 release: view.as_ref().and_then(|v| v.release.clone()),
                 template: view.as_ref().and_then(|v| v.template.clone()),
                 replicas: view.as_ref().map_or(0, |v| v.replicas),
-                // Services send traffic only to ready pods, so one available pod is enough to serve.
-                available: view.as_ref().is_some_and(|v| v.serving),
+                // Services send traffic only to ready pods, so one available pod is enough to
+                // serve, once the canary's Service reaches only the pods of its revision.
+                available: view.as_ref().is_some_and(|v| v.serving) && narrowed,
                 weight_in_effect: weight,
                 router_problem,
                 changed_by,
@@ -103,7 +106,7 @@ impl CanaryIo {
     ) -> Result<(), ReconcileError> {
         let desired = outcome.canary.as_ref();
         if matches!(desired, Some(DesiredPrimary::Release { .. })) {
-            self.ensure_services(stage, target, ctx).await?;
+            self.ensure_services(stage, target, observed, ctx).await?;
         }
         match (outcome.weight, router_problem) {
             // Without a route nothing sends traffic to the canary: zero is in effect already,
@@ -147,16 +150,22 @@ impl CanaryIo {
         let mut deployment = match (desired, observed) {
             (
                 DesiredPrimary::Release {
-                    name, artifacts, ..
+                    name,
+                    artifacts,
+                    template,
                 },
                 _,
-            ) => build_workload(
-                target,
-                &self.router_ctx.canary_deployment,
-                &stage.name_any(),
-                Some((name.as_str(), artifacts.as_slice())),
-                self.router.canary_replicas(replicas, weight.unwrap_or(0)),
-            )?,
+            ) => {
+                let mut canary = build_workload(
+                    target,
+                    &self.router_ctx.canary_deployment,
+                    &stage.name_any(),
+                    Some((name.as_str(), artifacts.as_slice())),
+                    self.router.canary_replicas(replicas, weight.unwrap_or(0)),
+                )?;
+                label_revision(&mut canary, &revision(name, template.as_deref()));
+                canary
+            }
             // Scaled to zero, the canary keeps its template so its pods can be inspected later.
             (DesiredPrimary::Empty, Some(o)) => scaled_to_zero(o),
             (DesiredPrimary::Empty, None) => return Ok(None),
@@ -177,21 +186,59 @@ impl CanaryIo {
         Ok(Some(deployment))
     }
 
+    /// The primary's Service, and the canary's narrowed to the revision the canary serves:
+    /// while a new revision's pods are not yet available it stays on the one before, so
+    /// the canary never reaches no pod at all, and gets no weight (see [`Self::narrowed`]).
     async fn ensure_services(
         &self,
         stage: &Stage,
         target: &Deployment,
+        observed: Option<&Deployment>,
         ctx: &Context,
     ) -> Result<(), ReconcileError> {
         let namespace = &self.router_ctx.namespace;
-        for name in [
+        let (primary, canary) = (
             &self.router_ctx.primary_service,
             &self.router_ctx.canary_service,
-        ] {
-            ensure_service(namespace, name, stage, target, ctx).await?;
-        }
-        Ok(())
+        );
+        ensure_service(namespace, primary, stage, target, ctx).await?;
+        let serving = observed
+            .filter(|o| observe(o).serving)
+            .and_then(revision_of);
+        let selecting = serving.map_or(Selecting::AsNow, Selecting::Revision);
+        ensure_selecting(namespace, canary, stage, target, selecting, ctx).await
     }
+
+    /// Whether the canary's Service selects exactly the revision its pods run now: until it
+    /// does, pods of a release still draining could answer the canary's share.
+    async fn narrowed(
+        &self,
+        ctx: &Context,
+        canary: Option<&Deployment>,
+    ) -> Result<bool, ReconcileError> {
+        let Some(revision) = canary.and_then(revision_of) else {
+            return Ok(false);
+        };
+        let name = &self.router_ctx.canary_service;
+        let service = ctx.services.get(&self.router_ctx.namespace, name).await?;
+        Ok(service.as_deref().and_then(selected_revision) == Some(revision))
+    }
+}
+
+/// Which pods a managed Service selects beyond its workload's.
+pub(super) enum Selecting<'a> {
+    /// All of the workload's.
+    Workload,
+    /// Only those of one revision.
+    Revision(&'a str),
+    /// The revision it selects now, if any.
+    AsNow,
+}
+
+/// The revision a Service's selector narrows to, if any.
+fn selected_revision(service: &k8s_openapi::api::core::v1::Service) -> Option<&str> {
+    let selector = service.spec.as_ref()?.selector.as_ref()?;
+    selector.get(crate::api::REVISION_LABEL).map(String::as_str)
 }
 
 /// The Service `name` in front of a managed workload, made from the target's ports, and put
@@ -203,8 +250,28 @@ pub(super) async fn ensure_service(
     target: &Deployment,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
-    let service = build_service(target, name, &stage.name_any());
+    ensure_selecting(namespace, name, stage, target, Selecting::Workload, ctx).await
+}
+
+/// [`ensure_service`], selecting the pods `selecting` says.
+async fn ensure_selecting(
+    namespace: &str,
+    name: &str,
+    stage: &Stage,
+    target: &Deployment,
+    selecting: Selecting<'_>,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
     let existing = ctx.services.get(namespace, name).await?;
+    let revision = match selecting {
+        Selecting::Workload => None,
+        Selecting::Revision(r) => Some(r.to_string()),
+        Selecting::AsNow => existing
+            .as_deref()
+            .and_then(selected_revision)
+            .map(String::from),
+    };
+    let service = build_service(target, name, &stage.name_any(), revision.as_deref());
     if existing.is_some_and(|e| serves_as_built(&e, &service)) {
         return Ok(());
     }
