@@ -287,9 +287,11 @@ pub fn build_service(
 }
 
 /// The revision of `release` on the target's pinned template: the first 10 hex digits of a
-/// SHA-256 of both, short enough for a label and new for every release and template.
-pub fn revision(release: &str, template: Option<&str>) -> String {
-    let digest = greenlight_core::digest::digest(&(release, template));
+/// SHA-256 of both and the images, short enough for a label and new for every release,
+/// template and set of images.
+pub fn revision(release: &str, template: Option<&str>, artifacts: &[Artifact]) -> String {
+    // The images too: a Release deleted and made again under its name is another revision.
+    let digest = greenlight_core::digest::digest(&(release, template, artifacts));
     digest.chars().take(10).collect()
 }
 
@@ -518,18 +520,27 @@ mod tests {
     #[test]
     fn a_revision_is_short_new_for_each_release_and_template_and_narrows_only_a_service() {
         let template = Some("sha256:0a1b");
-        let (r2, r3) = (revision("web-2", template), revision("web-3", template));
+        let (r2, r3) = (
+            revision("web-2", template, &[]),
+            revision("web-3", template, &[]),
+        );
         assert_eq!(r2.len(), 10);
         assert_ne!(r2, r3);
+        let other_template = revision("web-2", Some("sha256:2c3d"), &[]);
+        assert_ne!(r2, other_template, "a new template, a new revision");
+        let image = Artifact {
+            name: "web".into(),
+            image: "registry.local/web@sha256:ab".into(),
+        };
+        let remade = revision("web-2", template, &[image]);
         assert_ne!(
-            r2,
-            revision("web-2", Some("sha256:2c3d")),
-            "a new template, a new one"
+            r2, remade,
+            "a release made again with other images, a new revision"
         );
         assert_eq!(
             r2,
-            revision("web-2", template),
-            "the same release, the same revision"
+            revision("web-2", template, &[]),
+            "the same, the same revision"
         );
         let mut canary = build_workload(&target(), "web-canary", "dev", None, 1).unwrap();
         let selector = canary.spec.as_ref().unwrap().selector.clone();

@@ -60,7 +60,10 @@ impl CanaryIo {
             )
             .await?;
         let view = deployment.as_deref().map(observe);
-        let narrowed = self.narrowed(ctx, deployment.as_deref()).await?;
+        let narrowed = match self.router.routes_through_canary_service() {
+            true => self.narrowed(ctx, deployment.as_deref()).await?,
+            false => true,
+        };
         // A router that cannot tell the weight is an input to the decision, not an error that
         // would stop the decision from being made (and the rollout from ever ending).
         let in_effect = self
@@ -163,7 +166,12 @@ impl CanaryIo {
                     Some((name.as_str(), artifacts.as_slice())),
                     self.router.canary_replicas(replicas, weight.unwrap_or(0)),
                 )?;
-                label_revision(&mut canary, &revision(name, template.as_deref()));
+                // A canary an older operator started keeps its pods: no label, no restart,
+                // and its Service selects the workload as it did (see `narrowed`).
+                if !observed.is_some_and(|o| unlabelled_run_of(o, name, template.as_deref())) {
+                    let revision = revision(name, template.as_deref(), artifacts);
+                    label_revision(&mut canary, &revision);
+                }
                 canary
             }
             // Scaled to zero, the canary keeps its template so its pods can be inspected later.
@@ -202,26 +210,30 @@ impl CanaryIo {
             &self.router_ctx.canary_service,
         );
         ensure_service(namespace, primary, stage, target, ctx).await?;
-        let serving = observed
-            .filter(|o| observe(o).serving)
-            .and_then(revision_of);
+        // Only to a revision with a pod available: a canary sized to none "serves" nothing.
+        let serving = observed.filter(|o| {
+            let view = observe(o);
+            view.serving && view.replicas > 0
+        });
+        let serving = serving.and_then(revision_of);
         let selecting = serving.map_or(Selecting::AsNow, Selecting::Revision);
         ensure_selecting(namespace, canary, stage, target, selecting, ctx).await
     }
 
     /// Whether the canary's Service selects exactly the revision its pods run now: until it
-    /// does, pods of a release still draining could answer the canary's share.
+    /// does, pods of a release still draining could answer the canary's share. A canary
+    /// from before revisions (no label) is narrowed while its Service selects none either.
     async fn narrowed(
         &self,
         ctx: &Context,
         canary: Option<&Deployment>,
     ) -> Result<bool, ReconcileError> {
-        let Some(revision) = canary.and_then(revision_of) else {
-            return Ok(false);
-        };
         let name = &self.router_ctx.canary_service;
         let service = ctx.services.get(&self.router_ctx.namespace, name).await?;
-        Ok(service.as_deref().and_then(selected_revision) == Some(revision))
+        let Some(service) = service else {
+            return Ok(false);
+        };
+        Ok(selected_revision(&service) == canary.and_then(revision_of))
     }
 }
 
@@ -233,6 +245,15 @@ pub(super) enum Selecting<'a> {
     Revision(&'a str),
     /// The revision it selects now, if any.
     AsNow,
+}
+
+/// Whether `observed` already runs `release` on `template` with no revision label: a canary
+/// an operator from before revisions started.
+fn unlabelled_run_of(observed: &Deployment, release: &str, template: Option<&str>) -> bool {
+    let view = observe(observed);
+    revision_of(observed).is_none()
+        && view.release.as_deref() == Some(release)
+        && view.template.as_deref() == template
 }
 
 /// The revision a Service's selector narrows to, if any.

@@ -52,6 +52,12 @@ pub trait TrafficRouter: Send + Sync {
         false
     }
 
+    /// Whether the canary's share reaches it through the canary's own Service, which then
+    /// must select only the revision under test before the canary counts as serving.
+    fn routes_through_canary_service(&self) -> bool {
+        true
+    }
+
     /// Sends `weight` percent of traffic to the canary and the rest to the primary. Idempotent;
     /// writes nothing when the weights are already in place; true when it wrote.
     fn set_weight<'a>(

@@ -33,6 +33,11 @@ impl TrafficRouter for ReplicaRatio {
         true
     }
 
+    /// The share goes through the user's own Service, which selects the template's labels.
+    fn routes_through_canary_service(&self) -> bool {
+        false
+    }
+
     fn set_weight<'a>(
         &'a self,
         _ctx: &'a RouterContext,
