@@ -508,9 +508,22 @@ fn indicator(spec: &SloGate) -> Result<Indicator, Vec<FieldError>> {
         }
         (None, Some(ratio)) => {
             let f = format!("{field}.errorRatio.query");
-            QueryTemplate::compile(&ratio.query)
-                .map(Indicator::ErrorRatio)
-                .map_err(|why| vec![FieldError::new(f, why)])
+            let template = QueryTemplate::compile(&ratio.query)
+                .map_err(|why| vec![FieldError::new(&f, why)])?;
+            // The period's ratio is the service's: CI's facts could make its errors match
+            // nothing, and a workload would name only the canary.
+            match ["release", "version", "canary", "primary", "workload"]
+                .into_iter()
+                .find(|p| template.uses(p))
+            {
+                Some(fact) => Err(vec![FieldError::new(
+                    f,
+                    format!(
+                        "may not use {{{{{fact}}}}}: the error ratio is the whole service's over the period"
+                    ),
+                )]),
+                None => Ok(Indicator::ErrorRatio(template)),
+            }
         }
         _ => Err(vec![FieldError::new(
             field,

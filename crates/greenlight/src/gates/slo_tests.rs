@@ -457,3 +457,24 @@ fn bad_events_must_be_a_subset_of_all_events() {
         ]
     );
 }
+
+#[test]
+fn a_recorded_error_ratio_may_not_name_what_ci_writes_or_the_canary() {
+    let recorded = |query: &str| SloIndicator {
+        error_ratio: Some(ErrorRatioIndicator {
+            query: query.into(),
+        }),
+        ratio: None,
+    };
+    let vanishing = r#"(sum(e{version="{{version}}"}) or vector(0)) / sum(t)"#;
+    let errors = refused(&gate("http://127.0.0.1:9090", recorded(vanishing)));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("spec.slo.indicator.errorRatio.query: may not use {{version}}"),
+        "{errors:?}"
+    );
+    let canary = recorded(r#"r{workload="{{workload}}"}"#);
+    assert_eq!(refused(&gate("http://127.0.0.1:9090", canary)).len(), 1);
+    let service = recorded(r#"slo:sli_error:ratio_rate30d{namespace="{{namespace}}"}"#);
+    assert!(refused(&gate("http://127.0.0.1:9090", service)).is_empty());
+}
