@@ -453,6 +453,30 @@ pub async fn failing_scrape_to_primary(bed: &Bed, started: Timestamp) -> SignedD
     canary_traffic_back_at(bed).duration_since(first_failing_scrape)
 }
 
+/// Waits until the load generator has seen all traffic back on the primary.
+pub async fn wait_traffic_on_primary(env: &TestEnv, bed: &Bed) {
+    env.wait_for(
+        "traffic back on the primary",
+        Duration::from_secs(60),
+        || async {
+            match bed.load.weights_seen().last() {
+                Some(0) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
+
+/// The test bed Prometheus' address, as the world's YAML names it.
+pub fn prometheus_address(world: &str) -> String {
+    world
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("address: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// When all traffic was back on the primary after the canary's first share of it.
 pub fn canary_traffic_back_at(bed: &Bed) -> Timestamp {
     let seen = bed.load.seen.lock().unwrap().clone();

@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::canary::{
     Bed, first_sample_above_zero, image, route_canary_weight, start_bed_with,
-    without_background_analysis,
+    wait_traffic_on_primary, without_background_analysis,
 };
 use crate::env::{TestEnv, release_yaml};
 use crate::support::kubelet::Hold;
@@ -335,13 +335,7 @@ pub async fn a_release_published_while_the_previous_canary_drains_takes_traffic_
     let bed = start_bed_with(&mut env, &v1, &[&v2, &v3], steps, slow_drain).await;
     env.apply(&release_yaml("v2", "shop", "2", &v2));
     env.wait_release_stage("v2", "prod", "Failed", WAIT).await;
-    env.wait_for("v2's traffic back on the primary", WAIT, || async {
-        match bed.load.weights_seen().last() {
-            Some(0) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    wait_traffic_on_primary(&env, &bed).await;
     let (_, ready) = canary_pods(&env).await;
     assert!(ready.contains(&v2), "v2's canary drains slowly: {ready:?}");
     env.kubelet.hold(Hold::ReadyAtMost {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use greenlight::api::compare::{Comparison, MetricClass};
 
-use super::canary::{Bed, image, start_bed_with};
+use super::canary::{Bed, image, prometheus_address, start_bed_with, wait_traffic_on_primary};
 use crate::env::{TestEnv, release_yaml};
 
 /// p99 of the workload measured, over windows as wide as the gate's step: three scrapes of
@@ -24,11 +24,7 @@ async fn judged_bed(env: &mut TestEnv, v2: &str, analysis: &str) -> Bed {
     let steps =
         format!("      - setWeight: 50\n      - analysis: {{gates: [latency], {analysis}}}\n");
     let bed = start_bed_with(env, &image("healthy", "v1"), &[v2], &steps, |world| {
-        let address = world
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("address: "))
-            .unwrap_or_default()
-            .to_string();
+        let address = prometheus_address(&world);
         world + &latency_gate(&address)
     })
     .await;
@@ -64,17 +60,7 @@ pub async fn a_canary_twice_as_slow_as_the_primary_is_failed_by_compare_though_u
     let failed = env
         .wait_release_stage("v2", "prod", "Failed", Duration::from_secs(120))
         .await;
-    env.wait_for(
-        "traffic back on the primary",
-        Duration::from_secs(30),
-        || async {
-            match bed.load.weights_seen().last() {
-                Some(0) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_traffic_on_primary(&env, &bed).await;
     // The judge needs minSamples steps of the canary's own (8 × 3 s, after the 30 s initial
     // delay), so this is about a minute by design; `make bench` prints it.
     let first_traffic = bed

@@ -8,7 +8,8 @@ use greenlight::api::release::{GateResultStatus, GateVerdict};
 use jiff::{SignedDuration, Timestamp};
 
 use super::canary::{
-    Bed, failing_scrape_to_primary, image, start_bed_with, without_background_analysis,
+    Bed, failing_scrape_to_primary, image, prometheus_address, start_bed_with,
+    wait_traffic_on_primary, without_background_analysis,
 };
 use crate::env::{TestEnv, release_yaml};
 
@@ -28,14 +29,6 @@ fn burn_gate(prometheus: &str) -> String {
     format!(
         "---\napiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: burn}}\nspec:\n  type: slo\n  slo:\n    address: {prometheus}\n    timeout: 3s\n    objective: \"99\"\n    indicator: {{ratio: {{errors: {{metric: '{errors}'}}, total: {{metric: '{total}'}}}}}}\n    compressHourTo: 1m\n    minWindow: 10s\n    minEvents: 50\n"
     )
-}
-
-fn prometheus_address(world: &str) -> String {
-    world
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("address: "))
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Sets the recorded error ratio v1's app exports, and waits until Prometheus has it.
@@ -153,17 +146,7 @@ pub async fn a_canary_burning_its_error_budget_is_rolled_back_by_its_burn_rate_a
     );
     assert!(message.contains("breached"), "{message}");
     assert_eq!(env.images("web-primary").await, vec![v1]);
-    env.wait_for(
-        "traffic back on the primary",
-        Duration::from_secs(30),
-        || async {
-            match bed.load.weights_seen().last() {
-                Some(0) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_traffic_on_primary(&env, &bed).await;
     assert!(
         bed.load.weights_seen().contains(&50),
         "the canary took traffic first"

@@ -340,8 +340,8 @@ impl super::GateKind for Kind {
     }
 
     fn destination(&self, spec: &crate::api::GateSpec) -> Option<(&'static str, String)> {
-        let address = spec.compare.as_ref()?.server.address.trim();
-        (!address.is_empty()).then(|| ("spec.compare.address", address.to_string()))
+        let server = spec.compare.as_ref().map(|c| &c.server);
+        super::prom_client::destination(server, "spec.compare.address")
     }
 
     fn configured(&self, spec: &crate::api::GateSpec) -> bool {
@@ -354,11 +354,8 @@ impl super::GateKind for Kind {
         env: &super::GateEnv,
     ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
         let settings = super::settings(spec.compare.as_ref(), self.gate_type())?;
-        let needs = super::Needs {
-            secrets: super::prom_client::secrets(&settings.server),
-            approvals: false,
-        };
-        Ok((Box::new(CompareCheck::compile(settings, env)?), needs))
+        let check = CompareCheck::compile(settings, env)?;
+        Ok((Box::new(check), super::prom_client::needs(&settings.server)))
     }
 }
 

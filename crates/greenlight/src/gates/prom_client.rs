@@ -26,6 +26,24 @@ pub fn secrets(server: &PrometheusServer) -> Vec<SecretKeyRef> {
         .collect()
 }
 
+/// What a gate querying `server` needs from the cluster: the Secrets of its credentials.
+pub fn needs(server: &PrometheusServer) -> super::Needs {
+    super::Needs {
+        secrets: secrets(server),
+        approvals: false,
+    }
+}
+
+/// The field and URL of a gate's own address, when it names one. The default address is
+/// the platform team's; only a gate's own one is checked against the allow-list.
+pub fn destination(
+    server: Option<&PrometheusServer>,
+    field: &'static str,
+) -> Option<(&'static str, String)> {
+    let address = server?.address.trim();
+    (!address.is_empty()).then(|| (field, address.to_string()))
+}
+
 /// A Prometheus a gate queries, checked when the gate compiles.
 pub struct PromClient {
     http: reqwest::Client,

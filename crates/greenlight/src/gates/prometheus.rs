@@ -155,9 +155,8 @@ impl super::GateKind for Kind {
         crate::api::GateType::Prometheus
     }
     fn destination(&self, spec: &crate::api::GateSpec) -> Option<(&'static str, String)> {
-        // The default address is the platform team's; only a gate's own one is checked here.
-        let address = spec.prometheus.as_ref()?.server.address.trim();
-        (!address.is_empty()).then(|| ("spec.prometheus.address", address.to_string()))
+        let server = spec.prometheus.as_ref().map(|p| &p.server);
+        super::prom_client::destination(server, "spec.prometheus.address")
     }
 
     fn configured(&self, spec: &crate::api::GateSpec) -> bool {
@@ -169,13 +168,8 @@ impl super::GateKind for Kind {
         env: &super::GateEnv,
     ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
         let settings = super::settings(spec.prometheus.as_ref(), self.gate_type())?;
-        let secrets = super::prom_client::secrets(&settings.server);
         let check = PrometheusCheck::compile(settings, env)?;
-        let needs = super::Needs {
-            secrets,
-            approvals: false,
-        };
-        Ok((check, needs))
+        Ok((check, super::prom_client::needs(&settings.server)))
     }
 }
 

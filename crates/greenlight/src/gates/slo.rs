@@ -608,8 +608,8 @@ impl super::GateKind for Kind {
         crate::api::GateType::Slo
     }
     fn destination(&self, spec: &crate::api::GateSpec) -> Option<(&'static str, String)> {
-        let address = spec.slo.as_ref()?.server.address.trim();
-        (!address.is_empty()).then(|| ("spec.slo.address", address.to_string()))
+        let server = spec.slo.as_ref().map(|g| &g.server);
+        super::prom_client::destination(server, "spec.slo.address")
     }
     fn configured(&self, spec: &crate::api::GateSpec) -> bool {
         spec.slo.is_some()
@@ -620,12 +620,7 @@ impl super::GateKind for Kind {
         env: &super::GateEnv,
     ) -> Result<(Box<dyn GateCheck>, super::Needs), Vec<FieldError>> {
         let settings = super::settings(spec.slo.as_ref(), self.gate_type())?;
-        let secrets = super::prom_client::secrets(&settings.server);
         let check = SloCheck::compile(settings, env)?;
-        let needs = super::Needs {
-            secrets,
-            approvals: false,
-        };
-        Ok((Box::new(check), needs))
+        Ok((Box::new(check), super::prom_client::needs(&settings.server)))
     }
 }
