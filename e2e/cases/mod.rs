@@ -3,6 +3,7 @@
 
 mod approvals;
 mod bad_input;
+mod blue_green;
 mod canary;
 mod canary_safety;
 mod compare;
@@ -73,6 +74,9 @@ fn evidence() -> Vec<(&'static str, Case)> {
         slo::an_slo_gate_holds_a_release_while_the_budget_is_spent_and_lets_it_through_once_it_recovers,
         slo::a_canary_burning_its_error_budget_is_rolled_back_by_its_burn_rate_analysis,
         canary_safety::a_release_published_while_the_previous_canary_drains_takes_traffic_only_on_its_own_pods,
+        blue_green::a_blue_green_release_is_judged_on_its_preview_then_takes_all_traffic_at_once_without_an_error,
+        blue_green::a_blue_green_release_failing_after_the_switch_is_switched_back_at_once_to_the_warm_previous_one,
+        blue_green::a_team_editor_who_repoints_the_active_service_is_put_back_on_the_serving_side,
     ]
 }
 

@@ -536,7 +536,8 @@ fn kube_controller_manager_command(kubeconfig: &Path) -> Command {
     kcm.args([
         &format!("--kubeconfig={}", kubeconfig.display()),
         // The Job controller runs Job gates' Jobs; the TTL controller removes finished ones.
-        "--controllers=deployment,replicaset,garbagecollector,namespace,job,ttl-after-finished,endpoint",
+        // The HPA controller shows how an autoscaler on a stage's target behaves.
+        "--controllers=deployment,replicaset,garbagecollector,namespace,job,ttl-after-finished,endpoint,horizontalpodautoscaling",
         "--feature-gates=TTLAfterFinished=true",
         "--leader-elect=false",
         "--port=0",

@@ -17,6 +17,7 @@ pub mod pod;
 pub mod postgres;
 pub mod process;
 pub mod prometheus;
+pub mod switch_load;
 pub mod traffic;
 
 use std::path::PathBuf;

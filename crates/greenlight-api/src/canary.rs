@@ -168,7 +168,15 @@ pub struct TrafficRouting {
         skip_serializing_if = "Option::is_none"
     )]
     pub gateway_api: Option<GatewayApiRouting>,
+    /// Switch all traffic at once through the selector of the `<target>-active` Service:
+    /// blue-green's default, and for blue-green only (a canary's shares need a splitter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_switch: Option<ServiceSwitchRouting>,
 }
+
+/// Takes no settings: the Service is `<target>-active`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ServiceSwitchRouting {}
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -3,6 +3,7 @@
 //! `greenlight_core::validation`.
 
 pub mod approval;
+pub mod blue_green;
 pub mod canary;
 pub mod change;
 pub mod command;

@@ -10,7 +10,7 @@ use kube_derive::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::canary::{CanaryProgress, CanaryStrategy};
+use super::canary::{Analysis, CanaryProgress, CanaryStrategy};
 use super::conditions::Condition;
 use super::gate::GateList;
 use super::patterns::{DURATION_PATTERN, NAME_PATTERN};
@@ -135,7 +135,7 @@ impl StageSpec {
         });
         let background = canary.and_then(|c| c.analysis.as_ref());
         let background = background.map(|a| ("spec.strategy.canary.analysis.gates".to_string(), a));
-        for (field, analysis) in steps.chain(background) {
+        for (field, analysis) in steps.chain(background).chain(self.blue_green_analyses()) {
             named.extend(analysis.gates.iter().map(|g| (field.clone(), g.clone())));
         }
         for list in [
@@ -144,9 +144,30 @@ impl StageSpec {
             GateList::Verify,
         ] {
             let gates = self.gates_in(list).iter().enumerate();
-            named.extend(gates.map(|(i, g)| (format!("{}[{i}]", list.field()), g.clone())));
+            let field = self.list_field(list);
+            named.extend(gates.map(|(i, g)| (format!("{field}[{i}]"), g.clone())));
         }
         named
+    }
+
+    /// The blue-green strategy's analyses, with the field of their gates.
+    fn blue_green_analyses(&self) -> impl Iterator<Item = (String, &Analysis)> {
+        let blue_green = self.strategy.blue_green.as_ref();
+        let pre = blue_green.and_then(|b| b.pre_promotion_analysis.as_ref());
+        let post = blue_green.and_then(|b| b.post_promotion_analysis.as_ref());
+        let pre = pre.map(|a| ("spec.strategy.blueGreen.prePromotionAnalysis.gates", a));
+        let post = post.map(|a| ("spec.strategy.blueGreen.postPromotionAnalysis.gates", a));
+        pre.into_iter()
+            .chain(post)
+            .map(|(field, a)| (field.to_string(), a))
+    }
+
+    /// Where one list is in this spec: `prePromotion` is under the strategy that runs it.
+    pub fn list_field(&self, list: GateList) -> &'static str {
+        match (list, &self.strategy.blue_green) {
+            (GateList::PrePromotion, Some(_)) => "spec.strategy.blueGreen.prePromotion",
+            _ => list.field(),
+        }
     }
 
     /// The gates of one list, in their order.
@@ -154,11 +175,11 @@ impl StageSpec {
         match list {
             GateList::Gates => &self.gates,
             GateList::PreRollout => &self.pre_rollout,
-            GateList::PrePromotion => self
-                .strategy
-                .canary
-                .as_ref()
-                .map_or(&[][..], |c| &c.pre_promotion),
+            GateList::PrePromotion => match (&self.strategy.canary, &self.strategy.blue_green) {
+                (_, Some(b)) => &b.pre_promotion,
+                (Some(c), None) => &c.pre_promotion,
+                (None, None) => &[],
+            },
             GateList::Verify => self.verify.as_ref().map_or(&[][..], |v| &v.gates),
         }
     }
@@ -263,6 +284,9 @@ pub struct Strategy {
     /// Settings of the `canary` strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStrategy>,
+    /// Settings of the `blueGreen` strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<super::blue_green::BlueGreenStrategy>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -273,6 +297,9 @@ pub enum StrategyType {
     Rolling,
     /// Run the release beside the primary and shift traffic to it step by step.
     Canary,
+    /// Run the release in full beside the primary, check it, then switch all traffic to it.
+    #[serde(rename = "blueGreen")]
+    BlueGreen,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -232,6 +232,17 @@ pub fn build_service(
     stage: &str,
     revision: Option<&str>,
 ) -> Service {
+    build_service_named(target, workload, workload, stage, revision)
+}
+
+/// [`build_service`] under a name of its own (blue-green's `-active` Service).
+pub fn build_service_named(
+    target: &Deployment,
+    name: &str,
+    workload: &str,
+    stage: &str,
+    revision: Option<&str>,
+) -> Service {
     let ports: Vec<ServicePort> = target
         .spec
         .iter()
@@ -260,7 +271,7 @@ pub fn build_service(
     };
     Service {
         metadata: ObjectMeta {
-            name: Some(workload.to_string()),
+            name: Some(name.to_string()),
             namespace: target.metadata.namespace.clone(),
             labels: Some(BTreeMap::from([
                 (STAGE_LABEL.to_string(), stage.to_string()),

@@ -299,7 +299,7 @@ impl Draft<'_> {
             let note = "remaining steps skipped by a promote command".to_string();
             let at = Some(progress.step.max(0) as u32);
             self.event_at(Transition::PromotedByHand, note, Some(&release), at);
-            return self.begin_promotion(progress);
+            return self.promote_by_hand(plan, progress);
         }
         let Some(step) = plan.steps.get(progress.step as usize).cloned() else {
             return self.begin_promotion(progress);
@@ -323,6 +323,12 @@ impl Draft<'_> {
             }
             CanaryStepPlan::Analysis(analysis) => {
                 self.analysis_step(plan, rollout, progress, &analysis)
+            }
+            // Waiting, or failed and rolling back: either way this step is where it stands.
+            CanaryStepPlan::Checks => {
+                if let PrePromotion::Passed = self.pre_promotion(rollout, progress) {
+                    self.next_step(plan, progress);
+                }
             }
         }
     }
@@ -357,7 +363,24 @@ impl Draft<'_> {
         self.event_at(kind, note.into(), Some(&release), at);
         match at_manual_pause {
             true => self.next_step(plan, progress),
-            false => self.begin_promotion(progress),
+            false => self.promote_by_hand(plan, progress),
+        }
+    }
+
+    /// Promotion asked for by a person: on to blue-green's switch while it is still ahead
+    /// (or under way), else straight to promotion.
+    fn promote_by_hand(&mut self, plan: &CanaryPlan, progress: &mut CanaryProgress) {
+        match plan.switch_step {
+            Some(switch) if switch >= progress.step.max(0) as usize => {
+                progress.phase = CanaryPhase::Stepping;
+                progress.paused_reason = None;
+                if progress.step as usize != switch {
+                    progress.step = switch as i32;
+                    progress.step_started_at = self.input.now;
+                }
+                self.wake_at.push(self.input.now);
+            }
+            _ => self.begin_promotion(progress),
         }
     }
 
@@ -615,7 +638,22 @@ impl Draft<'_> {
             CanaryPhase::Promoting => "promoting the canary to primary".to_string(),
             CanaryPhase::Baking => self.baking(progress),
         };
-        let message = format!("canary {}: {what}", rollout.version);
+        let blue_green = self.input.plan.canary.as_ref().and_then(|c| c.switch_step);
+        let what = match (blue_green, progress.phase) {
+            (Some(switch), CanaryPhase::Stepping) if (progress.step as usize) < switch => {
+                format!("checking the preview ({what}, no traffic yet)")
+            }
+            (Some(_), CanaryPhase::Stepping) => {
+                format!("switched ({what}); the previous release is kept up to switch back")
+            }
+            _ => what,
+        };
+        let kind = if blue_green.is_some() {
+            "blue-green"
+        } else {
+            "canary"
+        };
+        let message = format!("{kind} {}: {what}", rollout.version);
         self.status.phase = Some(StagePhase::Progressing);
         self.status.message = Some(message.clone());
         self.health = if progress.phase == CanaryPhase::Paused {

@@ -57,9 +57,11 @@ fn plan() -> StagePlan {
                 gateway_api: Some(crate::api::canary::GatewayApiRouting {
                     http_route: "web".into(),
                 }),
+                service_switch: None,
             }),
             on_failure: FailurePolicy::Rollback,
             scale_down_delay: Duration::ZERO,
+            switch_step: None,
         }),
         checks: Default::default(),
     }
@@ -118,6 +120,9 @@ struct World {
     sized_for: i32,
     /// What a compare gate's measurements carry, when the gates are compare gates.
     judgement: Option<crate::api::compare::Comparison>,
+    /// How each check list's gates answer, and the weight in effect when each was asked.
+    checks: GateVerdict,
+    checked_at_weight: Vec<i32>,
 }
 
 impl World {
@@ -161,6 +166,8 @@ impl World {
             by_replicas: false,
             sized_for: 0,
             judgement: None,
+            checks: GateVerdict::Passed,
+            checked_at_weight: vec![],
         }
     }
 
@@ -175,12 +182,8 @@ impl World {
         }
     }
 
-    /// One reconcile; `gates` answers each due measurement.
-    fn reconcile(
-        &mut self,
-        plan: &StagePlan,
-        gates: &mut dyn FnMut(&str, &str) -> GateVerdict,
-    ) -> Outcome {
+    /// The workloads as the machine observes them.
+    fn views(&self) -> (Option<PrimaryView>, CanaryView) {
         let primary = self.primary.clone().map(|r| PrimaryView {
             release: Some(r),
             template: None,
@@ -200,6 +203,16 @@ impl World {
                 .then(|| "HTTPRoute 'web' not found".to_string()),
             changed_by: self.changed_by.clone(),
         };
+        (primary, canary)
+    }
+
+    /// One reconcile; `gates` answers each due measurement.
+    fn reconcile(
+        &mut self,
+        plan: &StagePlan,
+        gates: &mut dyn FnMut(&str, &str) -> GateVerdict,
+    ) -> Outcome {
+        let (primary, canary) = self.views();
         let mut input = StageInput {
             name: "prod",
             plan,
@@ -242,7 +255,20 @@ impl World {
                     other => panic!("second decision must act: {other:?}"),
                 }
             }
-            other => panic!("unexpected {other:?}"),
+            Decision::EvaluateGates {
+                release,
+                list,
+                gates,
+                ..
+            } => {
+                self.checked_at_weight.push(self.weight);
+                let report = answer_checks(self.checks, release, list, &gates);
+                input.gates = Some(&report);
+                match decide(&input) {
+                    Decision::Act(out) => *out,
+                    other => panic!("second decision must act: {other:?}"),
+                }
+            }
         };
         self.apply(&out);
         out
@@ -1120,4 +1146,27 @@ fn a_step_paused_for_missing_data_resumes_when_its_gates_pass_again() {
     );
     run_healthy(&mut world, &plan, |w| w.weight == 25);
     assert_eq!(world.rollout_phase(), Some(CanaryPhase::Stepping));
+}
+
+#[path = "blue_green_tests.rs"]
+mod blue_green;
+
+/// A check list's gates, each answering `verdict`.
+fn answer_checks(
+    verdict: GateVerdict,
+    release: String,
+    list: crate::api::gate::GateList,
+    gates: &[String],
+) -> crate::machine::GateReport {
+    let results = gates
+        .iter()
+        .map(|g| (g.clone(), GateOutcome::new(verdict, "checked")))
+        .collect();
+    crate::machine::GateReport {
+        release,
+        list,
+        template: None,
+        results,
+        recheck_after: Duration::from_secs(10),
+    }
 }

@@ -99,6 +99,7 @@ fn spec(durations: &[String], weight: i32, count: i32, cron: &str, zone: &str) -
             reason: None,
         }],
         strategy: Strategy {
+            blue_green: None,
             strategy_type: StrategyType::Canary,
             canary: Some(CanaryStrategy {
                 steps,

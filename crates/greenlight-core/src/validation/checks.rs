@@ -47,7 +47,7 @@ pub fn compile_checks(spec: &StageSpec, errors: &mut Vec<FieldError>) -> ChecksP
         GateList::PrePromotion,
         GateList::Verify,
     ] {
-        listed_twice(spec.gates_in(list), list.field(), errors);
+        listed_twice(spec.gates_in(list), spec.list_field(list), errors);
     }
     let verify = spec.verify.as_ref();
     let timeout = verify.and_then(|v| v.timeout.as_deref());
@@ -83,7 +83,7 @@ pub fn misplaced_gates(
     gate_type: &dyn Fn(&str) -> Option<GateType>,
 ) -> Vec<FieldError> {
     let misplaced = |field: &str, kind: GateType| match kind {
-        GateType::Job => field.contains(".analysis"),
+        GateType::Job => field.to_lowercase().contains("analysis"),
         GateType::Compare => {
             !(field.starts_with("spec.strategy.canary.steps[") && field.contains(".analysis"))
         }

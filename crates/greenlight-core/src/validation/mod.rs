@@ -1,6 +1,7 @@
 //! The controller's own validation, for when no admission webhook runs: each spec is turned
 //! into a compiled plan (what the machine runs) or into errors that name the field.
 
+pub mod blue_green;
 pub mod checks;
 pub mod names;
 
@@ -197,6 +198,7 @@ pub fn rollback_plan(rollout: &ActiveRollout, fallback_replicas: i32) -> StagePl
         routing: rollout.routing.clone(),
         on_failure: FailurePolicy::Rollback,
         scale_down_delay: Duration::from_secs(if rollout.routing.is_some() { 30 } else { 0 }),
+        switch_step: None,
     });
     StagePlan {
         requires: vec![],
@@ -278,6 +280,16 @@ fn compile_windows(spec: &StageSpec, errors: &mut Vec<FieldError>) -> Vec<Window
 }
 
 fn compile_strategy(spec: &StageSpec, errors: &mut Vec<FieldError>) -> Option<CanaryPlan> {
+    let (kind, blue_green) = (spec.strategy.strategy_type, &spec.strategy.blue_green);
+    if blue_green.is_some() && kind != StrategyType::BlueGreen {
+        let why = "set, but spec.strategy.type is not 'blueGreen'";
+        errors.push(FieldError::new("spec.strategy.blueGreen", why));
+    }
+    if spec.strategy.canary.is_some() && kind == StrategyType::BlueGreen {
+        let why = "set, but spec.strategy.type is 'blueGreen'";
+        errors.push(FieldError::new("spec.strategy.canary", why));
+        return None;
+    }
     match (spec.strategy.strategy_type, &spec.strategy.canary) {
         (StrategyType::Rolling, None) => None,
         (StrategyType::Rolling, Some(_)) => {
@@ -297,6 +309,12 @@ fn compile_strategy(spec: &StageSpec, errors: &mut Vec<FieldError>) -> Option<Ca
         (StrategyType::Canary, Some(c)) => compile_canary(c)
             .map_err(|mut e| errors.append(&mut e))
             .ok(),
+        (StrategyType::BlueGreen, _) => {
+            let spec = spec.strategy.blue_green.clone().unwrap_or_default();
+            blue_green::compile_blue_green(&spec)
+                .map_err(|mut e| errors.append(&mut e))
+                .ok()
+        }
     }
 }
 
@@ -418,11 +436,17 @@ pub struct CanaryPlan {
     pub on_failure: FailurePolicy,
     /// How long a side keeps its pods once traffic has left it (zero without a router).
     pub scale_down_delay: Duration,
+    /// Blue-green's switch of all traffic: a promote by hand goes on to it, never past it,
+    /// so the primary never takes the release while it serves.
+    pub switch_step: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CanaryStepPlan {
     SetWeight(i32),
+    /// The `prePromotion` checks, run here rather than just before promotion (blue-green's
+    /// preview, before the switch).
+    Checks,
     Pause(Option<Duration>),
     Analysis(AnalysisPlan),
 }
@@ -472,6 +496,12 @@ pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldErro
     };
     errors.extend(routing_errors(spec.traffic_routing.as_ref()));
     let routing = spec.traffic_routing.clone();
+    if routing.as_ref().is_some_and(|r| r.service_switch.is_some()) {
+        errors.push(FieldError::new(
+            "spec.strategy.canary.trafficRouting.serviceSwitch",
+            "switches all traffic at once, for spec.strategy.type 'blueGreen' only; a canary's shares need a splitter (gatewayAPI) or the replica ratio",
+        ));
+    }
     let scale_down_delay = scale_down_delay(spec, &mut errors);
     if errors.is_empty() {
         Ok(CanaryPlan {
@@ -486,6 +516,7 @@ pub fn compile_canary(spec: &CanaryStrategy) -> Result<CanaryPlan, Vec<FieldErro
             bake,
             routing,
             on_failure: spec.on_failure,
+            switch_step: None,
         })
     } else {
         Err(errors)
@@ -544,7 +575,7 @@ fn compile_steps(
 }
 
 /// The longest a side may keep its pods after traffic left it.
-const LONGEST_SCALE_DOWN_DELAY: Duration = Duration::from_secs(3600);
+pub(crate) const LONGEST_SCALE_DOWN_DELAY: Duration = Duration::from_secs(3600);
 
 /// The router fields the routers cannot do without. Routers are IO and live in the operator;
 /// what their fields must hold is part of the spec, and so it is checked here. A test in the
@@ -576,7 +607,7 @@ fn scale_down_delay(spec: &CanaryStrategy, errors: &mut Vec<FieldError>) -> Dura
     }
 }
 
-fn compile_analysis(
+pub(crate) fn compile_analysis(
     field: &str,
     spec: &Analysis,
     default_count: i32,
@@ -701,6 +732,7 @@ mod properties {
                 reason: None,
             }],
             strategy: Strategy {
+                blue_green: None,
                 strategy_type: StrategyType::Canary,
                 canary: Some(CanaryStrategy {
                     steps: vec![
@@ -779,6 +811,7 @@ mod routing_tests {
             gateway_api: Some(GatewayApiRouting {
                 http_route: route.to_string(),
             }),
+            ..Default::default()
         }
     }
 

@@ -15,8 +15,8 @@ use crate::machine::{CanaryView, DesiredPrimary, Outcome};
 use crate::routers::{RouterContext, TrafficRouter, for_routing};
 use crate::validation::{CanaryPlan, StagePlan};
 use crate::workload::{
-    build_service, build_workload, canary_name, label_revision, matches_desired, observe,
-    primary_name, revision, revision_of,
+    build_service, build_service_named, build_workload, label_revision, matches_desired, observe,
+    revision, revision_of,
 };
 
 /// The router of a canary stage and what it needs to know.
@@ -29,19 +29,12 @@ pub struct CanaryIo {
 impl CanaryIo {
     pub fn new(stage: &Stage, plan: &StagePlan, ctx: &Context) -> Option<CanaryIo> {
         let canary = plan.canary.clone()?;
-        let target = &stage.spec.target.name;
         Some(CanaryIo {
             // Validated with the plan, so the fallback is never taken.
             router: for_routing(canary.routing.as_ref())
                 .unwrap_or_else(|_| Box::new(crate::routers::replica_ratio::ReplicaRatio)),
             plan: canary,
-            router_ctx: RouterContext {
-                client: ctx.client.clone(),
-                namespace: stage.namespace().unwrap_or_default(),
-                primary_service: primary_name(target),
-                canary_service: canary_name(target),
-                canary_deployment: canary_name(target),
-            },
+            router_ctx: RouterContext::for_stage(stage, ctx.client.clone()),
         })
     }
 
@@ -192,6 +185,43 @@ impl CanaryIo {
             annotations.remove(WEIGHT_ANNOTATION);
         }
         Ok(Some(deployment))
+    }
+
+    /// Blue-green's `-active` Service, which clients reach: made selecting the primary when
+    /// it is missing, and, while no rollout decides the weight, put back on the primary and
+    /// on the target's ports. During a rollout the router switches its selector.
+    pub async fn ensure_active(
+        &self,
+        stage: &Stage,
+        target: &Deployment,
+        decided: Option<i32>,
+        ctx: &Context,
+    ) -> Result<(), ReconcileError> {
+        if self
+            .plan
+            .routing
+            .as_ref()
+            .is_none_or(|r| r.service_switch.is_none())
+        {
+            return Ok(());
+        }
+        let rc = &self.router_ctx;
+        let existing = ctx.services.get(&rc.namespace, &rc.active_service).await?;
+        let (name, primary) = (&rc.active_service, &rc.primary_service);
+        let built = build_service_named(target, name, primary, &stage.name_any(), None);
+        let fine = existing
+            .as_deref()
+            .is_some_and(|e| serves_as_built(e, &built));
+        match (existing.is_some(), decided) {
+            (true, Some(_)) => return Ok(()),
+            (true, None) if fine => return Ok(()),
+            // The router's selector keys go first: an apply would leave the ones it owns.
+            (true, None) => ctx.writer.set_weight(self.router.as_ref(), rc, 0).await?,
+            (false, _) => {}
+        }
+        let applied = ctx.writer.apply("service_apply", &built).await?;
+        ctx.services.wrote(applied);
+        Ok(())
     }
 
     /// The primary's Service, and the canary's narrowed to the revision the canary serves:

@@ -115,8 +115,9 @@ async fn apply_workloads(
         };
         let status = world.stage.status.as_ref();
         let source = super::pins::source(&world.target, status, &world.pin, template)?;
-        let (stage, target, replicas) = (&world.stage, &source, world.plan.replicas);
+        let (stage, target, replicas) = (&world.stage, &source, replicas(world));
         let problem = view.router_problem.as_ref();
+        io.ensure_active(stage, target, outcome.weight, ctx).await?;
         io.apply(
             stage,
             target,
@@ -135,6 +136,17 @@ async fn apply_workloads(
         tracing::warn!(error = %e, "could not put back the primary Service during a rollback");
     }
     Ok(())
+}
+
+/// The pods each workload runs. A blue-green rollout keeps the count it started with to its
+/// end, so an edit of `replicas` never resizes a side while it serves or is about to.
+fn replicas(world: &World) -> i32 {
+    let rollout = world.stage.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let started_with = rollout.and_then(|r| r.replicas);
+    match (world.stage.spec.strategy.strategy_type, started_with) {
+        (crate::api::stage::StrategyType::BlueGreen, Some(n)) => n.clamp(0, 10_000),
+        _ => world.plan.replicas,
+    }
 }
 
 /// The audit trail, then the release entries, then the stage status that makes it final. In
@@ -264,7 +276,7 @@ async fn apply_primary(
     let name = world.stage.name_any();
     let status = world.stage.status.as_ref();
     let source = super::pins::source(&world.target, status, &world.pin, template)?;
-    let deployment = build_primary(&source, &name, release, world.plan.replicas)?;
+    let deployment = build_primary(&source, &name, release, replicas(world))?;
     let observed = world.primary.as_ref();
     if observed.is_some_and(|o| matches_desired(o, &deployment)) {
         return Ok(());
@@ -515,6 +527,7 @@ fn count_rollouts(
     let strategy = match strategy {
         crate::api::stage::StrategyType::Rolling => "rolling",
         crate::api::stage::StrategyType::Canary => "canary",
+        crate::api::stage::StrategyType::BlueGreen => "blue_green",
     };
     for record in new.iter().take_while(|h| !old.contains(h)) {
         let outcome = match record.outcome {

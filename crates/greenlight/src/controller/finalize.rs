@@ -20,6 +20,7 @@ use crate::api::Stage;
 use crate::api::stage::StrategyType;
 use crate::machine::drain::{Handover, deleted_stage_handover};
 use crate::routers::{RouterContext, TrafficRouter, for_routing};
+use crate::validation::blue_green::compile_blue_green;
 use crate::workload::{canary_name, primary_name};
 
 pub use crate::api::STAGE_FINALIZER as FINALIZER;
@@ -132,24 +133,22 @@ fn without(stage: &Stage) -> Vec<String> {
     finalizers
 }
 
-/// The router of a canary stage that routes traffic through one, with what it needs.
+/// The router of a canary or blue-green stage that routes traffic through one, with what it
+/// needs.
 fn router_of(stage: &Stage, ctx: &Context) -> Option<(Box<dyn TrafficRouter>, RouterContext)> {
-    if stage.spec.strategy.strategy_type != StrategyType::Canary {
-        return None;
-    }
-    let canary = stage.spec.strategy.canary.as_ref()?;
-    let router = for_routing(Some(canary.traffic_routing.as_ref()?)).ok()?;
+    let strategy = &stage.spec.strategy;
+    let routing = match strategy.strategy_type {
+        StrategyType::Rolling => return None,
+        StrategyType::Canary => strategy.canary.as_ref()?.traffic_routing.clone()?,
+        StrategyType::BlueGreen => {
+            let spec = strategy.blue_green.clone().unwrap_or_default();
+            compile_blue_green(&spec).ok()?.routing?
+        }
+    };
+    let router = for_routing(Some(&routing)).ok()?;
     if router.sizes_by_weight() {
         // Replica ratio: no route to restore; the workloads go with the Stage.
         return None;
     }
-    let target = &stage.spec.target.name;
-    let router_ctx = RouterContext {
-        client: ctx.client.clone(),
-        namespace: stage.namespace().unwrap_or_default(),
-        primary_service: primary_name(target),
-        canary_service: canary_name(target),
-        canary_deployment: canary_name(target),
-    };
-    Some((router, router_ctx))
+    Some((router, RouterContext::for_stage(stage, ctx.client.clone())))
 }

@@ -24,8 +24,10 @@ use super::error::ReconcileError;
 use super::observe::{World, observe_stage};
 use super::writer::{Announcement, WriteError};
 use super::{Context, backoff_key, error_policy, fingerprint, instrumented, key, refs_of};
+use crate::api::blue_green::active_name;
 use crate::api::conditions::{Health, kstatus};
 use crate::api::release::{ReleaseStageStatus, StagePhaseForRelease};
+use crate::api::stage::StrategyType;
 use crate::api::stage::{Stage, StagePhase};
 use crate::api::{Approval, Gate, Release, STAGE_LABEL, StageCommand};
 use crate::index::own::{Follows, Read};
@@ -87,8 +89,8 @@ fn on_deployments(controller: Controller<Stage>, ctx: &Arc<Context>) -> Controll
             let (ns, name) = (v.namespace().unwrap_or_default(), v.name_any());
             refs_of(by_service.stages_where(&ns, |s| {
                 let t = &s.spec.target.name;
-                s.spec.strategy.canary.is_some()
-                    && [primary_name(t), canary_name(t)].contains(&name)
+                let progressive = s.spec.strategy.strategy_type != StrategyType::Rolling;
+                progressive && [primary_name(t), canary_name(t), active_name(t)].contains(&name)
             }))
         });
     // A Job gate's Job or pod moving on wakes its stage to judge it.

@@ -172,7 +172,7 @@ fn stage_gauges(stages: &[Arc<Stage>], index: &Index, now: Timestamp) -> Vec<Gau
             let secs = now.duration_since(since).as_secs_f64().max(0.0);
             time.add(labels.clone(), secs);
         }
-        if stage.spec.strategy.strategy_type == StrategyType::Canary {
+        if stage.spec.strategy.strategy_type != StrategyType::Rolling {
             let progress = status.rollout.as_ref().and_then(|r| r.canary.as_ref());
             weight.add(
                 labels.clone(),

@@ -5,7 +5,7 @@
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{RouterContext, RouterError, TrafficRouter};
@@ -197,21 +197,17 @@ impl TrafficRouter for GatewayApi {
     fn last_writer<'a>(&'a self, ctx: &'a RouterContext) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let route = http_routes(ctx).get_opt(&self.route).await.ok()??;
-            latest_other_manager(&route)
+            latest_other_manager(&route.metadata, &[ROUTER_FIELD_MANAGER])
         })
     }
 }
 
-/// The field manager of the route's latest change that was not Greenlight's.
-fn latest_other_manager(route: &DynamicObject) -> Option<String> {
-    let entries = route.metadata.managed_fields.as_ref()?;
+/// The field manager of an object's latest change that was none of `ours`.
+pub(super) fn latest_other_manager(meta: &ObjectMeta, ours: &[&str]) -> Option<String> {
+    let entries = meta.managed_fields.as_ref()?;
     entries
         .iter()
-        .filter(|e| {
-            e.manager
-                .as_deref()
-                .is_some_and(|m| m != ROUTER_FIELD_MANAGER)
-        })
+        .filter(|e| e.manager.as_deref().is_some_and(|m| !ours.contains(&m)))
         .filter(|e| e.subresource.as_deref().unwrap_or_default().is_empty())
         .max_by_key(|e| e.time.as_ref().map(|t| t.0))
         .and_then(|e| e.manager.clone())

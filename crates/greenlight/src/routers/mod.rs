@@ -3,6 +3,7 @@
 
 pub mod gateway_api;
 pub mod replica_ratio;
+pub mod service_switch;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,6 +21,8 @@ pub enum RouterError {
     Kube(#[from] kube::Error),
     #[error("HTTPRoute '{route}' is malformed: {why}")]
     Malformed { route: String, why: String },
+    #[error("Service '{0}' not found")]
+    ServiceNotFound(String),
 }
 
 impl RouterError {
@@ -29,6 +32,7 @@ impl RouterError {
             Self::NoPrimaryBackend { .. } => "no_primary_backend",
             Self::Kube(_) => "kube_api",
             Self::Malformed { .. } => "malformed_route",
+            Self::ServiceNotFound(_) => "service_not_found",
         }
     }
 }
@@ -41,6 +45,25 @@ pub struct RouterContext {
     pub primary_service: String,
     pub canary_service: String,
     pub canary_deployment: String,
+    /// The Service a blue-green stage's clients reach, switched between the two sides.
+    pub active_service: String,
+}
+
+impl RouterContext {
+    /// The names a stage's workloads and Services take from its target.
+    pub fn for_stage(stage: &crate::api::Stage, client: Client) -> RouterContext {
+        use crate::api::blue_green::active_name;
+        use crate::workload::{canary_name, primary_name};
+        let target = &stage.spec.target.name;
+        RouterContext {
+            client,
+            namespace: kube::ResourceExt::namespace(stage).unwrap_or_default(),
+            primary_service: primary_name(target),
+            canary_service: canary_name(target),
+            canary_deployment: canary_name(target),
+            active_service: active_name(target),
+        }
+    }
 }
 
 pub trait TrafficRouter: Send + Sync {
@@ -94,7 +117,7 @@ pub trait TrafficRouter: Send + Sync {
     }
 }
 
-/// One kind of router, chosen by its field under `spec.strategy.canary.trafficRouting`.
+/// One kind of router, chosen by its field under the strategy's `trafficRouting`.
 pub trait RouterKind: Sync {
     /// Its router when its field is set (`None` when not), or the field path below
     /// `trafficRouting` and what is wrong with it.
@@ -110,7 +133,7 @@ pub type SpecError = (&'static str, String);
 /// Every router with a field of its own. Adding one is its file, its field in
 /// `TrafficRouting` with what the field must hold in greenlight-core's `routing_errors`, and a
 /// line here. Without any, the replica ratio splits traffic.
-static KINDS: &[&dyn RouterKind] = &[&gateway_api::Kind];
+static KINDS: &[&dyn RouterKind] = &[&gateway_api::Kind, &service_switch::Kind];
 
 /// The router for a stage's `trafficRouting`, or what is wrong with it.
 pub fn for_routing(routing: Option<&TrafficRouting>) -> Result<Box<dyn TrafficRouter>, SpecError> {
@@ -134,6 +157,7 @@ mod tests {
                 gateway_api: Some(GatewayApiRouting {
                     http_route: route.to_string(),
                 }),
+                ..Default::default()
             };
             let routed = for_routing(Some(&routing)).err().map(|(field, _)| field);
             let refused = routing_errors(Some(&routing));
