@@ -253,6 +253,19 @@ pub async fn a_blue_green_release_failing_after_the_switch_is_switched_back_at_o
     let degraded = Instant::now();
     rollback_decided(&env).await;
     env.wait_release_stage("v2", "prod", "Failed", WAIT).await;
+    // The decision is written before the switch back: wait for the switch, then settle.
+    env.wait_for("v1 answering again", WAIT, || async {
+        let answers = bed.clients.answers();
+        let last_v2 = answers
+            .iter()
+            .rposition(|a| a.image.as_deref() == Some(&v2));
+        let after = &answers[last_v2.map_or(0, |i| i + 1)..];
+        match after.iter().any(|a| a.image.as_deref() == Some(&v1)) {
+            true => Ok(()),
+            false => Err(format!("{} answers after v2's last", after.len())),
+        }
+    })
+    .await;
     let answers = settled(&bed.clients).await;
     let (last_v2, back) = switched_back(&answers, &v1, &v2);
     let took = answers[back].sent - degraded;
@@ -302,7 +315,8 @@ fn switched_index(answers: &[Answer], image: &str) -> usize {
 }
 
 /// erin, a team editor with Kubernetes' `edit` on Services, points the clients' Service at
-/// the idle preview: the stage puts it back on the serving side.
+/// the idle preview, then turns it into an ExternalName of her own: each time the stage puts
+/// back a plain Service on the serving side.
 pub async fn a_team_editor_who_repoints_the_active_service_is_put_back_on_the_serving_side(
     mut env: TestEnv,
 ) {
@@ -315,6 +329,23 @@ pub async fn a_team_editor_who_repoints_the_active_service_is_put_back_on_the_se
     super::insiders::patch_as(&env, "erin", &what, patch).expect("edit lets erin patch it");
     env.wait_for("web-active back on the primary", WAIT, || {
         active_selects(&env, "web-primary")
+    })
+    .await;
+    let elsewhere =
+        r#"{"spec":{"type":"ExternalName","externalName":"erin.example","clusterIP":""}}"#;
+    super::insiders::patch_as(&env, "erin", &what, elsewhere).expect("edit lets erin retype it");
+    env.wait_for("web-active a ClusterIP Service again", WAIT, || async {
+        let active: kube::Api<Service> = kube::Api::namespaced(env.client.clone(), &env.ns);
+        let spec = active
+            .get("web-active")
+            .await
+            .map_err(|e| e.to_string())?
+            .spec;
+        let kind = spec.as_ref().and_then(|s| s.type_.clone());
+        match (kind.as_deref(), active_selects(&env, "web-primary").await) {
+            (Some("ClusterIP"), Ok(())) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
     // The clients were answered by v1 before and after; a moment with no pod behind the

@@ -290,6 +290,7 @@ pub fn build_service_named(
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             ),
+            type_: Some("ClusterIP".into()),
             ports: Some(ports),
             ..Default::default()
         }),

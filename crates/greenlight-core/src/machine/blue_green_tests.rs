@@ -181,3 +181,55 @@ fn a_failed_preview_check_rolls_back_with_no_traffic_ever_moved() {
     let entry = &world.releases[1].stages["prod"];
     assert_eq!(entry.reason.as_deref(), Some("PrePromotionFailed"));
 }
+
+#[test]
+fn a_promote_during_the_preview_analysis_skips_it_but_never_the_preview_checks() {
+    let plan = with_checks(true, &["smoke"]);
+    let mut world = World::running_v1();
+    world.checks = GateVerdict::Pending;
+    run_until(&mut world, &plan, &|w| !w.checked_at_weight.is_empty());
+    world.command = Some(Command::Promote);
+    for _ in 0..3 {
+        world.reconcile(&plan, &mut |_, _| GateVerdict::Passed);
+        world.pods_start();
+    }
+    assert_eq!(
+        world.weight, 0,
+        "no switch while the smoke test has not passed"
+    );
+    assert_eq!(world.primary.as_deref(), Some("v1"));
+    world.checks = GateVerdict::Passed;
+    run_until(&mut world, &plan, &|w| w.weight == 100);
+    assert_eq!(
+        world.primary.as_deref(),
+        Some("v1"),
+        "the switch comes before the primary"
+    );
+    assert!(world.checked_at_weight.iter().all(|w| *w == 0));
+    run_until(&mut world, &plan, &done);
+}
+
+#[test]
+fn the_switch_waits_for_the_preview_in_full_and_a_preview_that_never_gets_there_rolls_back() {
+    let plan = blue_green(true);
+    let mut world = World::running_v1();
+    world.partly = true;
+    let rolled_back = |w: &World| !w.status.history.is_empty();
+    run(
+        &mut world,
+        &plan,
+        200,
+        &mut |_, _| GateVerdict::Passed,
+        rolled_back,
+    );
+    assert!(
+        world.weights.iter().all(|(w, _)| *w == 0),
+        "{:?}",
+        world.weights
+    );
+    let entry = &world.releases[1].stages["prod"];
+    assert!(
+        entry.message.as_deref().unwrap_or("").contains("in full"),
+        "{entry:?}"
+    );
+}

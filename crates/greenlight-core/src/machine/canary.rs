@@ -305,6 +305,9 @@ impl Draft<'_> {
             return self.begin_promotion(progress);
         };
         match step {
+            CanaryStepPlan::SetWeight(w) if plan.switch_step == Some(progress.step as usize) => {
+                self.switch(plan, rollout, progress, w, canary_ready)
+            }
             CanaryStepPlan::SetWeight(w) => {
                 self.set_weight(plan, rollout, progress, w, canary_ready)
             }
@@ -382,6 +385,37 @@ impl Draft<'_> {
             }
             _ => self.begin_promotion(progress),
         }
+    }
+
+    /// Blue-green's switch: only once the preview checks have passed (a promote may have
+    /// skipped their step, never them) and the preview runs in full; once all traffic is on
+    /// it, a pod restarting there does not send it back.
+    fn switch(
+        &mut self,
+        plan: &CanaryPlan,
+        rollout: &mut ActiveRollout,
+        progress: &mut CanaryProgress,
+        weight: i32,
+        canary_ready: bool,
+    ) {
+        match self.pre_promotion(rollout, progress) {
+            PrePromotion::Passed => {}
+            PrePromotion::Waiting | PrePromotion::Ended => return,
+        }
+        let canary = self.input.canary;
+        let switched = canary.and_then(|c| c.weight_in_effect) == Some(weight);
+        if switched || canary.is_some_and(|c| c.complete) {
+            return self.set_weight(plan, rollout, progress, weight, canary_ready);
+        }
+        self.weight = Some(0);
+        let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+        if self.input.now >= deadline {
+            let why = "the preview did not run in full within the progress deadline".to_string();
+            let p = progress.clone();
+            return self.fail_rollout_safely(rollout, &p, "CanaryUnavailable", why);
+        }
+        self.wake_at
+            .push(later(self.input.now, Duration::from_secs(1)).min(deadline));
     }
 
     fn set_weight(
@@ -572,9 +606,16 @@ impl Draft<'_> {
     ) -> bool {
         let previous = rollout.previous_release.clone();
         let previous = previous.map(|p| (p, rollout.previous_template.clone()));
+        // Blue-green's previous release is warm at full size: losing a pod of it must not
+        // keep all traffic on the failing side.
+        let switch = rollout
+            .routing
+            .as_ref()
+            .is_some_and(|r| r.service_switch.is_some());
         let primary_ok = match (&previous, self.input.primary) {
             (Some(prev), Some(p)) => {
-                p.available && super::draft::runs(p.release.as_deref(), p.template.as_deref(), prev)
+                (p.available || switch && p.serving)
+                    && super::draft::runs(p.release.as_deref(), p.template.as_deref(), prev)
             }
             (None, p) => p.is_none_or(|p| p.replicas == 0),
             (Some(_), None) => false,

@@ -123,6 +123,8 @@ struct World {
     /// How each check list's gates answer, and the weight in effect when each was asked.
     checks: GateVerdict,
     checked_at_weight: Vec<i32>,
+    /// Some of the canary's pods are not available (it serves, but not in full).
+    partly: bool,
 }
 
 impl World {
@@ -168,6 +170,7 @@ impl World {
             judgement: None,
             checks: GateVerdict::Passed,
             checked_at_weight: vec![],
+            partly: false,
         }
     }
 
@@ -197,6 +200,7 @@ impl World {
             template: None,
             replicas: self.canary_replicas,
             available: self.canary_available,
+            complete: self.canary_available && !self.partly,
             weight_in_effect: self.weight_in_effect(),
             router_problem: self
                 .route_gone

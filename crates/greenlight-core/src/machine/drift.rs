@@ -49,8 +49,13 @@ impl Draft<'_> {
             progress.drift_corrections = 0;
         }
         // Counted only when the weight is put back: a contested route is left alone, so the
-        // count (and the status that holds it) stays still until the window passes.
-        if progress.drift_corrections >= CORRECTIONS {
+        // count (and the status that holds it) stays still until the window passes. Blue-green's
+        // `-active` Service is Greenlight's own, in no one's Git: it is never left to another.
+        let owned = rollout
+            .routing
+            .as_ref()
+            .is_some_and(|r| r.service_switch.is_some());
+        if progress.drift_corrections >= CORRECTIONS && !owned {
             self.weight = None;
             let since = progress.drift_since.unwrap_or(now);
             self.wake_at.push(later(since, WINDOW));
@@ -63,8 +68,12 @@ impl Draft<'_> {
             return;
         }
         progress.drift_corrections += 1;
+        let what = match owned {
+            true => "the active Service's selector sent",
+            false => "the route's canary weight was",
+        };
         let note = format!(
-            "{}: the route's canary weight was {found}%, not {w}%, changed by {who}; put back",
+            "{}: {what} {found}%, not {w}%, changed by {who}; put back",
             rollout.version
         );
         self.event(

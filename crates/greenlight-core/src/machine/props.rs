@@ -221,7 +221,7 @@ proptest! {
         let status = rollout(phase, step, at, weight);
         let releases = [release("r1"), release("r2")];
         let primary = PrimaryView { release: Some("r1".into()), template: None, replicas: 3, available: true, serving: true, detail: String::new() };
-        let canary = CanaryView { release: Some("r2".into()), template: None, replicas: 3, available: true, weight_in_effect: Some(weight), router_problem: None, changed_by: None };
+        let canary = CanaryView { release: Some("r2".into()), template: None, replicas: 3, available: true, complete: true, weight_in_effect: Some(weight), router_problem: None, changed_by: None };
         let report = GateReport { release: "r2".into(), list: crate::api::gate::GateList::Gates, template: None, results: vec![], recheck_after: std::time::Duration::MAX };
         let mut input = StageInput {
             name: "prod",

@@ -151,6 +151,9 @@ pub struct CanaryView {
     pub template: Option<String>,
     pub replicas: i32,
     pub available: bool,
+    /// Every one of its replicas runs its template and is available (blue-green switches
+    /// only to a preview in full).
+    pub complete: bool,
     /// The canary weight the traffic router has in effect, when it can tell.
     pub weight_in_effect: Option<i32>,
     /// Why the router cannot tell (e.g. the HTTPRoute is gone), when it cannot.

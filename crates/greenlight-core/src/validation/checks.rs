@@ -94,8 +94,8 @@ pub fn misplaced_gates(
         .filter_map(|(field, gate)| {
             let kind = gate_type(&gate)?;
             let why = match kind {
-                GateType::Job => format!("'{gate}' is a job gate, which runs once per rollout; list it in spec.verify or spec.strategy.canary.prePromotion"),
-                _ => format!("'{gate}' is a compare gate, which compares the canary with the primary while both serve; list it in a step's analysis (spec.strategy.canary.steps[].analysis)"),
+                GateType::Job => format!("'{gate}' is a job gate, which runs once per rollout; list it in spec.verify or the strategy's prePromotion"),
+                _ => format!("'{gate}' is a compare gate, which compares the canary with the primary while both serve; list it in a canary step's analysis (spec.strategy.canary.steps[].analysis)"),
             };
             misplaced(&field, kind).then(|| FieldError::new(field, why))
         })

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 
 use super::Context;
@@ -80,6 +81,7 @@ impl CanaryIo {
                 // Services send traffic only to ready pods, so one available pod is enough to
                 // serve, once the canary's Service reaches only the pods of its revision.
                 available: view.as_ref().is_some_and(|v| v.serving) && narrowed,
+                complete: view.as_ref().is_some_and(|v| v.available) && narrowed,
                 weight_in_effect: weight,
                 router_problem,
                 changed_by,
@@ -188,13 +190,14 @@ impl CanaryIo {
     }
 
     /// Blue-green's `-active` Service, which clients reach: made selecting the primary when
-    /// it is missing, and, while no rollout decides the weight, put back on the primary and
-    /// on the target's ports. During a rollout the router switches its selector.
+    /// it is missing, made again when someone turned it into anything but a plain Service
+    /// on the primary's ports, and, while no rollout runs, put back on the primary. During a
+    /// rollout the router switches its selector (in this same pass, after this).
     pub async fn ensure_active(
         &self,
         stage: &Stage,
-        target: &Deployment,
-        decided: Option<i32>,
+        ports_from: &Deployment,
+        rolling_out: bool,
         ctx: &Context,
     ) -> Result<(), ReconcileError> {
         if self
@@ -208,18 +211,26 @@ impl CanaryIo {
         let rc = &self.router_ctx;
         let existing = ctx.services.get(&rc.namespace, &rc.active_service).await?;
         let (name, primary) = (&rc.active_service, &rc.primary_service);
-        let built = build_service_named(target, name, primary, &stage.name_any(), None);
-        let fine = existing
-            .as_deref()
-            .is_some_and(|e| serves_as_built(e, &built));
-        match (existing.is_some(), decided) {
-            (true, Some(_)) => return Ok(()),
-            (true, None) if fine => return Ok(()),
-            // The router's selector keys go first: an apply would leave the ones it owns.
-            (true, None) => ctx.writer.set_weight(self.router.as_ref(), rc, 0).await?,
-            (false, _) => {}
+        let built = build_service_named(ports_from, name, primary, &stage.name_any(), None);
+        let Some(existing) = existing else {
+            return self.create(&built, ctx).await;
+        };
+        let existing = match plain(&existing) && same_ports(&existing, &built) {
+            true => existing,
+            false => {
+                let made = ctx.writer.plain_service(&existing, &built).await?;
+                ctx.services.wrote(made.clone());
+                Arc::new(made)
+            }
+        };
+        match rolling_out || serves_as_built(&existing, &built) {
+            true => Ok(()),
+            false => Ok(ctx.writer.set_weight(self.router.as_ref(), rc, 0).await?),
         }
-        let applied = ctx.writer.apply("service_apply", &built).await?;
+    }
+
+    async fn create(&self, service: &Service, ctx: &Context) -> Result<(), ReconcileError> {
+        let applied = ctx.writer.apply("service_apply", service).await?;
         ctx.services.wrote(applied);
         Ok(())
     }
@@ -323,30 +334,47 @@ async fn ensure_selecting(
             .map(String::from),
     };
     let service = build_service(target, name, &stage.name_any(), revision.as_deref());
-    if existing.is_some_and(|e| serves_as_built(&e, &service)) {
-        return Ok(());
+    match existing {
+        Some(e) if serves_as_built(&e, &service) => return Ok(()),
+        // An apply leaves the fields it does not set: an external name, a load balancer, or
+        // unready addresses someone added would stay.
+        Some(e) if !plain(&e) => ctx
+            .services
+            .wrote(ctx.writer.plain_service(&e, &service).await?),
+        _ => {}
     }
     let applied = ctx.writer.apply("service_apply", &service).await?;
     ctx.services.wrote(applied);
     Ok(())
 }
 
-/// Whether `existing` sends traffic where `built` would: its type, selector and ports.
-fn serves_as_built(
-    existing: &k8s_openapi::api::core::v1::Service,
-    built: &k8s_openapi::api::core::v1::Service,
-) -> bool {
-    let (Some(e), Some(b)) = (existing.spec.as_ref(), built.spec.as_ref()) else {
+/// Whether `existing` sends traffic where `built` would: a plain Service with its selector
+/// and ports.
+fn serves_as_built(existing: &Service, built: &Service) -> bool {
+    let selector = |s: &Service| s.spec.as_ref().and_then(|s| s.selector.clone());
+    plain(existing) && selector(existing) == selector(built) && same_ports(existing, built)
+}
+
+/// A ClusterIP Service that sends only to its selected, ready pods: no external name or IPs,
+/// no load balancer, and no unready addresses.
+fn plain(service: &Service) -> bool {
+    let Some(spec) = service.spec.as_ref() else {
         return false;
     };
-    let ports = |s: &k8s_openapi::api::core::v1::ServiceSpec| {
-        let ports = s.ports.iter().flatten();
+    spec.type_.as_deref().is_none_or(|t| t == "ClusterIP")
+        && spec.external_name.is_none()
+        && spec.external_ips.as_ref().is_none_or(Vec::is_empty)
+        && spec.publish_not_ready_addresses != Some(true)
+}
+
+fn same_ports(existing: &Service, built: &Service) -> bool {
+    let ports = |s: &Service| {
+        let ports = s.spec.iter().flat_map(|s| s.ports.iter().flatten());
         ports
             .map(|p| (p.port, p.target_port.clone(), p.protocol.clone()))
             .collect::<Vec<_>>()
     };
-    let plain = e.type_.as_deref().is_none_or(|t| t == "ClusterIP");
-    plain && e.external_name.is_none() && e.selector == b.selector && ports(e) == ports(b)
+    ports(existing) == ports(built)
 }
 
 /// The weight the canary is sized for, as written on it; zero once it is emptied.

@@ -117,7 +117,11 @@ async fn apply_workloads(
         let source = super::pins::source(&world.target, status, &world.pin, template)?;
         let (stage, target, replicas) = (&world.stage, &source, replicas(world));
         let problem = view.router_problem.as_ref();
-        io.ensure_active(stage, target, outcome.weight, ctx).await?;
+        // Its ports are what the primary serves on, never a template no one approved yet.
+        let ports_from = world.primary.as_deref().unwrap_or(target);
+        let rolling_out = outcome.status.rollout.is_some();
+        io.ensure_active(stage, ports_from, rolling_out, ctx)
+            .await?;
         io.apply(
             stage,
             target,

@@ -17,10 +17,10 @@ use kube::runtime::controller::Action;
 use super::Context;
 use super::error::ReconcileError;
 use crate::api::Stage;
+use crate::api::canary::{ServiceSwitchRouting, TrafficRouting};
 use crate::api::stage::StrategyType;
 use crate::machine::drain::{Handover, deleted_stage_handover};
 use crate::routers::{RouterContext, TrafficRouter, for_routing};
-use crate::validation::blue_green::compile_blue_green;
 use crate::workload::{canary_name, primary_name};
 
 pub use crate::api::STAGE_FINALIZER as FINALIZER;
@@ -137,12 +137,26 @@ fn without(stage: &Stage) -> Vec<String> {
 /// needs.
 fn router_of(stage: &Stage, ctx: &Context) -> Option<(Box<dyn TrafficRouter>, RouterContext)> {
     let strategy = &stage.spec.strategy;
-    let routing = match strategy.strategy_type {
-        StrategyType::Rolling => return None,
-        StrategyType::Canary => strategy.canary.as_ref()?.traffic_routing.clone()?,
-        StrategyType::BlueGreen => {
-            let spec = strategy.blue_green.clone().unwrap_or_default();
-            compile_blue_green(&spec).ok()?.routing?
+    // The router a rollout in progress started with holds the traffic, whatever the spec says
+    // now (and a spec that does not compile still names its router).
+    let recorded = stage
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref()?.routing.clone());
+    let routing = match (recorded, strategy.strategy_type) {
+        (Some(recorded), _) => recorded,
+        (None, StrategyType::Rolling) => return None,
+        (None, StrategyType::Canary) => strategy.canary.as_ref()?.traffic_routing.clone()?,
+        (None, StrategyType::BlueGreen) => {
+            let asked = strategy
+                .blue_green
+                .as_ref()
+                .and_then(|b| b.traffic_routing.clone());
+            let gateway = asked.filter(|r| r.gateway_api.is_some());
+            gateway.unwrap_or_else(|| TrafficRouting {
+                service_switch: Some(ServiceSwitchRouting {}),
+                ..TrafficRouting::default()
+            })
         }
     };
     let router = for_routing(Some(&routing)).ok()?;

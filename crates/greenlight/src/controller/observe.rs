@@ -223,6 +223,24 @@ async fn primary_replicas(stage: &Stage, ctx: &Context) -> Result<i32, Reconcile
     Ok(primary.and_then(|d| d.spec.as_ref()?.replicas).unwrap_or(1))
 }
 
+/// Why a plan cannot carry on the rollout in progress: its traffic is routed another way
+/// than when the rollout started (another strategy, router or route), so the router now
+/// would leave the one that holds the traffic as it is. Such a rollout is rolled back by
+/// the router it started with. A rollout that recorded no router (the replica ratio, or one
+/// an operator from before the record started) follows the spec as before.
+fn rerouted(
+    plan: &StagePlan,
+    rollout: Option<&crate::api::stage::ActiveRollout>,
+) -> Option<(&'static str, String)> {
+    let rollout = rollout.filter(|r| r.canary.is_some())?;
+    let started = rollout.routing.as_ref()?;
+    let now = plan.canary.as_ref().and_then(|c| c.routing.as_ref());
+    (now != Some(started)).then(|| {
+        let why = "the strategy's traffic routing changed during the rollout; rolling back the way it started";
+        ("InvalidSpec", why.to_string())
+    })
+}
+
 /// What one stage's decision is made from.
 pub struct World {
     pub stage: Stage,
@@ -257,6 +275,7 @@ pub async fn observe_stage(
         None => validate_stage(&stage, ctx).map_err(|e| ("InvalidSpec", e.to_string())),
     };
     let rollout = stage.status.as_ref().and_then(|s| s.rollout.clone());
+    let problem = problem.and_then(|plan| rerouted(&plan, rollout.as_ref()).map_or(Ok(plan), Err));
     let (plan, invalid) = match (problem, rollout) {
         (Ok(plan), _) => (plan, None),
         // A rollout in progress is rolled back rather than left serving on a spec that no
@@ -318,4 +337,39 @@ pub async fn observe_stage(
         pin,
         target_template,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::stage::ActiveRollout;
+
+    fn plan(strategy: serde_json::Value) -> StagePlan {
+        let spec = serde_json::json!({"pipeline": "shop", "target": {"name": "web"}, "strategy": strategy});
+        let spec = serde_json::from_value(spec).expect("a StageSpec");
+        crate::validation::compile_stage("prod", &spec).expect("a valid spec")
+    }
+
+    fn rollout_routed(routing: serde_json::Value) -> ActiveRollout {
+        let rollout = serde_json::json!({
+            "release": "v2", "version": "2", "startedAt": "2026-12-07T10:00:00Z",
+            "direction": "Forward", "routing": routing,
+            "canary": {"phase": "Stepping", "step": 3, "stepStartedAt": "2026-12-07T10:00:00Z", "weight": 100},
+        });
+        serde_json::from_value(rollout).expect("an ActiveRollout")
+    }
+
+    #[test]
+    fn a_blue_green_rollout_whose_spec_turns_to_another_router_is_rolled_back_by_its_own() {
+        let switched = rollout_routed(serde_json::json!({"serviceSwitch": {}}));
+        let blue_green = plan(serde_json::json!({"type": "blueGreen", "blueGreen": {}}));
+        assert_eq!(rerouted(&blue_green, Some(&switched)), None);
+        let canary = serde_json::json!({"type": "canary", "canary": {
+            "steps": [{"setWeight": 50}], "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}}}});
+        let rolling = serde_json::json!({"type": "rolling"});
+        for other in [plan(canary), plan(rolling)] {
+            let why = rerouted(&other, Some(&switched)).expect("refused").1;
+            assert!(why.contains("traffic routing changed"), "{why}");
+        }
+    }
 }

@@ -164,8 +164,13 @@ async fn http_routes(
 }
 
 fn routes_through(stage: &Stage, route: &str) -> bool {
-    let canary = stage.spec.strategy.canary.as_ref();
-    let routing = canary.and_then(|c| c.traffic_routing.as_ref());
+    let strategy = &stage.spec.strategy;
+    let canary = strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.traffic_routing.as_ref());
+    let blue_green = strategy.blue_green.as_ref();
+    let routing = canary.or(blue_green.and_then(|b| b.traffic_routing.as_ref()));
     routing
         .and_then(|r| r.gateway_api.as_ref())
         .is_some_and(|g| g.http_route == route)

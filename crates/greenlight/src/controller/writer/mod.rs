@@ -339,6 +339,36 @@ impl Writer {
         }
     }
 
+    /// Makes a Service someone turned into another kind (an external name, a load balancer,
+    /// external IPs, unready addresses) a plain ClusterIP Service on `built`'s ports again. A
+    /// merge patch on the version seen: an apply would leave the fields it does not set.
+    pub async fn plain_service(
+        &self,
+        existing: &k8s_openapi::api::core::v1::Service,
+        built: &k8s_openapi::api::core::v1::Service,
+    ) -> Result<k8s_openapi::api::core::v1::Service, WriteError> {
+        self.may_write()?;
+        let name = existing.name_any();
+        let namespace = existing.namespace().unwrap_or_default();
+        let api =
+            Api::<k8s_openapi::api::core::v1::Service>::namespaced(self.client.clone(), &namespace);
+        let ports = built.spec.as_ref().and_then(|s| s.ports.clone());
+        let body = json!({
+            "metadata": {"resourceVersion": existing.resource_version()},
+            "spec": {
+                "type": "ClusterIP", "ports": ports, "externalName": null, "externalIPs": null,
+                "publishNotReadyAddresses": null, "loadBalancerIP": null,
+                "loadBalancerSourceRanges": null, "externalTrafficPolicy": null,
+                "healthCheckNodePort": null,
+            },
+        });
+        let result = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(body))
+            .await;
+        let what = || format!("making Service '{name}' a plain ClusterIP Service again");
+        self.counted("service_plain", what, result)
+    }
+
     /// Puts the protection label on `object` (`true`), or takes it off; the object as it is
     /// then.
     pub async fn protection_label<K>(&self, object: &K, on: bool) -> Result<K, WriteError>

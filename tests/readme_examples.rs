@@ -1,0 +1,38 @@
+//! The README's worked examples that no e2e case applies are specs the operator accepts.
+
+use greenlight::api::Stage;
+use greenlight::validation::{CanaryStepPlan, compile_stage};
+
+/// The first YAML block after `heading` in the README.
+fn example_after(heading: &str) -> String {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find(heading).expect("the heading")..];
+    let start = section.find("```yaml\n").expect("a YAML block") + "```yaml\n".len();
+    let end = section[start..].find("```").expect("the block's end");
+    section[start..start + end].to_string()
+}
+
+#[test]
+fn the_blue_green_example_compiles_to_checks_then_one_switch_then_a_watched_warm_fallback() {
+    let stage: Stage = serde_norway::from_str(&example_after("### Blue-green")).expect("a Stage");
+    let plan = compile_stage("prod", &stage.spec).expect("the example is valid");
+    let canary = plan.canary.expect("a blue-green plan");
+    let kinds: Vec<&str> = canary
+        .steps
+        .iter()
+        .map(|s| match s {
+            CanaryStepPlan::Checks => "checks",
+            CanaryStepPlan::Analysis(_) => "analysis",
+            CanaryStepPlan::Pause(_) => "pause",
+            CanaryStepPlan::SetWeight(100) => "switch",
+            CanaryStepPlan::SetWeight(_) => "weight",
+        })
+        .collect();
+    assert_eq!(kinds, ["checks", "analysis", "switch", "analysis", "pause"]);
+    assert_eq!(plan.checks.pre_promotion, ["smoke-test"]);
+    let routing = canary.routing.expect("routing");
+    assert!(
+        routing.service_switch.is_some(),
+        "the -active Service by default"
+    );
+}
