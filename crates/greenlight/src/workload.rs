@@ -235,14 +235,8 @@ pub fn build_service(
     build_service_named(target, workload, workload, stage, revision)
 }
 
-/// [`build_service`] under a name of its own (blue-green's `-active` Service).
-pub fn build_service_named(
-    target: &Deployment,
-    name: &str,
-    workload: &str,
-    stage: &str,
-    revision: Option<&str>,
-) -> Service {
+/// The ports a Service in front of `target`'s pods serves: each container port, or 80.
+pub fn service_ports(target: &Deployment) -> Vec<ServicePort> {
     let ports: Vec<ServicePort> = target
         .spec
         .iter()
@@ -258,7 +252,7 @@ pub fn build_service_named(
             ..Default::default()
         })
         .collect();
-    let ports = if ports.is_empty() {
+    if ports.is_empty() {
         vec![ServicePort {
             name: Some("http".into()),
             port: 80,
@@ -268,7 +262,18 @@ pub fn build_service_named(
         }]
     } else {
         ports
-    };
+    }
+}
+
+/// [`build_service`] under a name of its own (blue-green's `-active` Service).
+pub fn build_service_named(
+    target: &Deployment,
+    name: &str,
+    workload: &str,
+    stage: &str,
+    revision: Option<&str>,
+) -> Service {
+    let ports = service_ports(target);
     Service {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -290,7 +295,6 @@ pub fn build_service_named(
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
             ),
-            type_: Some("ClusterIP".into()),
             ports: Some(ports),
             ..Default::default()
         }),

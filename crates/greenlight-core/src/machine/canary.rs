@@ -402,9 +402,10 @@ impl Draft<'_> {
             PrePromotion::Passed => {}
             PrePromotion::Waiting | PrePromotion::Ended => return,
         }
-        let canary = self.input.canary;
-        let switched = canary.and_then(|c| c.weight_in_effect) == Some(weight);
-        if switched || canary.is_some_and(|c| c.complete) {
+        // Decided already (the status says so), whatever the Service shows this moment.
+        let switched = progress.weight == weight;
+        let complete = self.input.canary.is_some_and(|c| c.complete);
+        if switched || canary_ready && complete {
             return self.set_weight(plan, rollout, progress, weight, canary_ready);
         }
         self.weight = Some(0);
@@ -414,8 +415,8 @@ impl Draft<'_> {
             let p = progress.clone();
             return self.fail_rollout_safely(rollout, &p, "CanaryUnavailable", why);
         }
-        self.wake_at
-            .push(later(self.input.now, Duration::from_secs(1)).min(deadline));
+        // The preview's Deployment changing wakes the stage; the deadline is the backstop.
+        self.wake_at.push(deadline);
     }
 
     fn set_weight(
@@ -608,10 +609,13 @@ impl Draft<'_> {
         let previous = previous.map(|p| (p, rollout.previous_template.clone()));
         // Blue-green's previous release is warm at full size: losing a pod of it must not
         // keep all traffic on the failing side.
+        // Not once promotion began: the primary may then hold pods of both releases.
         let switch = rollout
             .routing
             .as_ref()
-            .is_some_and(|r| r.service_switch.is_some());
+            .is_some_and(|r| r.service_switch.is_some())
+            && progress.phase != CanaryPhase::Promoting
+            && progress.baking_since.is_none();
         let primary_ok = match (&previous, self.input.primary) {
             (Some(prev), Some(p)) => {
                 (p.available || switch && p.serving)
@@ -684,8 +688,11 @@ impl Draft<'_> {
             (Some(switch), CanaryPhase::Stepping) if (progress.step as usize) < switch => {
                 format!("checking the preview ({what}, no traffic yet)")
             }
-            (Some(_), CanaryPhase::Stepping) => {
+            (Some(_), CanaryPhase::Stepping) if progress.weight == 100 => {
                 format!("switched ({what}); the previous release is kept up to switch back")
+            }
+            (Some(_), CanaryPhase::Stepping) => {
+                format!("switching once the preview is checked and runs in full ({what})")
             }
             _ => what,
         };

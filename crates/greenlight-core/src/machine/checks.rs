@@ -101,6 +101,12 @@ impl Draft<'_> {
         rollout.started_at = now;
         let canary = self.input.plan.canary.is_some() && rollout.previous_release.is_some();
         rollout.canary = canary.then(|| super::canary::fresh_progress(now));
+        rollout.routing = self
+            .input
+            .plan
+            .canary
+            .as_ref()
+            .and_then(|c| c.routing.clone());
         self.set_entry(
             &rollout.release,
             RP::Progressing,

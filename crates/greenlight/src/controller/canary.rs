@@ -211,11 +211,16 @@ impl CanaryIo {
         let rc = &self.router_ctx;
         let existing = ctx.services.get(&rc.namespace, &rc.active_service).await?;
         let (name, primary) = (&rc.active_service, &rc.primary_service);
-        let built = build_service_named(ports_from, name, primary, &stage.name_any(), None);
+        let mut built = build_service_named(ports_from, name, primary, &stage.name_any(), None);
+        if let Some(spec) = built.spec.as_mut() {
+            spec.type_ = Some("ClusterIP".into());
+        }
         let Some(existing) = existing else {
             return self.create(&built, ctx).await;
         };
-        let existing = match plain(&existing) && same_ports(&existing, &built) {
+        // During a rollout its ports are the selected side's, which the router writes.
+        let ports_fine = rolling_out || same_ports(&existing, &built);
+        let existing = match plain(&existing) && ports_fine {
             true => existing,
             false => {
                 let made = ctx.writer.plain_service(&existing, &built).await?;
@@ -336,7 +341,7 @@ async fn ensure_selecting(
     let service = build_service(target, name, &stage.name_any(), revision.as_deref());
     match existing {
         Some(e) if serves_as_built(&e, &service) => return Ok(()),
-        // An apply leaves the fields it does not set: an external name, a load balancer, or
+        // An apply leaves the fields it does not set: an external name, external IPs or
         // unready addresses someone added would stay.
         Some(e) if !plain(&e) => ctx
             .services
@@ -355,13 +360,14 @@ fn serves_as_built(existing: &Service, built: &Service) -> bool {
     plain(existing) && selector(existing) == selector(built) && same_ports(existing, built)
 }
 
-/// A ClusterIP Service that sends only to its selected, ready pods: no external name or IPs,
-/// no load balancer, and no unready addresses.
+/// A Service that sends only to its selected, ready pods: no external name, no external IPs,
+/// no unready addresses. (A NodePort or LoadBalancer one is someone's choice to expose it,
+/// and still sends only there.)
 fn plain(service: &Service) -> bool {
     let Some(spec) = service.spec.as_ref() else {
         return false;
     };
-    spec.type_.as_deref().is_none_or(|t| t == "ClusterIP")
+    spec.type_.as_deref() != Some("ExternalName")
         && spec.external_name.is_none()
         && spec.external_ips.as_ref().is_none_or(Vec::is_empty)
         && spec.publish_not_ready_addresses != Some(true)

@@ -14,6 +14,7 @@ use super::canary::CanaryIo;
 use super::error::ReconcileError;
 use super::steering::{self, Steering};
 use crate::api::GateType;
+use crate::api::gate::GateList;
 use crate::api::release::Release;
 use crate::api::stage::{Stage, StagePhase, TriggerType};
 use crate::index::own::Read;
@@ -232,7 +233,8 @@ fn rerouted(
     plan: &StagePlan,
     rollout: Option<&crate::api::stage::ActiveRollout>,
 ) -> Option<(&'static str, String)> {
-    let rollout = rollout.filter(|r| r.canary.is_some())?;
+    // Before its pre-rollout checks pass nothing has moved: the router is recorded after them.
+    let rollout = rollout.filter(|r| r.canary.is_some() && !r.running(GateList::PreRollout))?;
     let started = rollout.routing.as_ref()?;
     let now = plan.canary.as_ref().and_then(|c| c.routing.as_ref());
     (now != Some(started)).then(|| {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -16,7 +16,7 @@ use serde_json::json;
 use super::gateway_api::{ROUTER_FIELD_MANAGER, latest_other_manager};
 use super::{RouterContext, RouterError, TrafficRouter};
 use crate::api::{FIELD_MANAGER, REVISION_LABEL, WORKLOAD_LABEL};
-use crate::workload::revision_of;
+use crate::workload::{revision_of, service_ports};
 
 pub struct ServiceSwitch;
 
@@ -68,10 +68,49 @@ fn selector(service: &Service) -> Selector {
     spec.and_then(|s| s.selector.clone()).unwrap_or_default()
 }
 
-async fn canary_revision(ctx: &RouterContext) -> Result<Option<String>, RouterError> {
+/// The side a weight selects, as its Deployment is now: its revision (the canary's) and the
+/// ports its pods serve on, which the Service takes with the selector.
+async fn side(
+    ctx: &RouterContext,
+    weight: i32,
+) -> Result<(Option<String>, Option<Vec<ServicePort>>), RouterError> {
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
-    let canary = api.get_opt(&ctx.canary_deployment).await?;
-    Ok(canary.as_ref().and_then(revision_of).map(str::to_string))
+    let name = match weight > 0 {
+        true => &ctx.canary_deployment,
+        false => &ctx.primary_service,
+    };
+    let found = api.get_opt(name).await?;
+    let revision = found.as_ref().and_then(revision_of).filter(|_| weight > 0);
+    let ports = found.as_ref().map(service_ports);
+    Ok((revision.map(str::to_string), ports))
+}
+
+/// `want` with the node ports the Service has for the same ports: a NodePort or LoadBalancer
+/// Service someone made of it keeps them across a switch (a merge patch replaces the list).
+fn keep_node_ports(mut want: Vec<ServicePort>, has: Option<Vec<ServicePort>>) -> Vec<ServicePort> {
+    for port in &mut want {
+        let same = has
+            .iter()
+            .flatten()
+            .find(|h| h.port == port.port && h.protocol == port.protocol);
+        port.node_port = same.and_then(|h| h.node_port);
+    }
+    want
+}
+
+fn ports(service: &Service) -> Option<Vec<ServicePort>> {
+    service.spec.as_ref().and_then(|s| s.ports.clone())
+}
+
+/// Ports as a Service compares them: what it listens on and where it sends.
+fn same_ports(a: Option<&Vec<ServicePort>>, b: Option<&Vec<ServicePort>>) -> bool {
+    let key = |p: Option<&Vec<ServicePort>>| {
+        let ports = p.into_iter().flatten();
+        ports
+            .map(|p| (p.port, p.target_port.clone(), p.protocol.clone()))
+            .collect::<Vec<_>>()
+    };
+    key(a) == key(b)
 }
 
 impl TrafficRouter for ServiceSwitch {
@@ -86,20 +125,22 @@ impl TrafficRouter for ServiceSwitch {
         weight: i32,
     ) -> BoxFuture<'a, Result<bool, RouterError>> {
         Box::pin(async move {
-            let now = selector(&active(ctx).await?);
-            let revision = match weight > 0 {
-                true => canary_revision(ctx).await?,
-                false => None,
-            };
+            let service = active(ctx).await?;
+            let now = selector(&service);
+            let (revision, want_ports) = side(ctx, weight).await?;
             let want = selector_for(sides(ctx), weight, revision.as_deref());
-            if now == want {
+            // A side with no Deployment keeps the ports the Service has.
+            let want_ports = want_ports
+                .map(|w| keep_node_ports(w, ports(&service)))
+                .or_else(|| ports(&service));
+            if now == want && same_ports(ports(&service).as_ref(), want_ports.as_ref()) {
                 return Ok(false);
             }
             // A merge patch replaces the keys it names; a key to drop is named as null.
             let mut patch: serde_json::Map<String, serde_json::Value> =
                 now.keys().map(|k| (k.clone(), json!(null))).collect();
             patch.extend(want.iter().map(|(k, v)| (k.clone(), json!(v))));
-            let body = json!({"spec": {"selector": patch}});
+            let body = json!({"spec": {"selector": patch, "ports": want_ports}});
             let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ctx.namespace);
             let params = PatchParams {
                 field_manager: Some(ROUTER_FIELD_MANAGER.to_string()),

@@ -339,9 +339,11 @@ impl Writer {
         }
     }
 
-    /// Makes a Service someone turned into another kind (an external name, a load balancer,
-    /// external IPs, unready addresses) a plain ClusterIP Service on `built`'s ports again. A
-    /// merge patch on the version seen: an apply would leave the fields it does not set.
+    /// Makes a Service someone pointed elsewhere (an external name, external IPs, unready
+    /// addresses, other ports) one that sends only to its selected pods on `built`'s ports
+    /// again. A merge patch on the version seen: an apply would leave the fields it does not
+    /// set. An external name becomes a ClusterIP Service; a NodePort or LoadBalancer one
+    /// stays one (its node ports are allocated again).
     pub async fn plain_service(
         &self,
         existing: &k8s_openapi::api::core::v1::Service,
@@ -353,19 +355,21 @@ impl Writer {
         let api =
             Api::<k8s_openapi::api::core::v1::Service>::namespaced(self.client.clone(), &namespace);
         let ports = built.spec.as_ref().and_then(|s| s.ports.clone());
+        let kind = existing.spec.as_ref().and_then(|s| s.type_.clone());
+        let kind = kind.filter(|k| k != "ExternalName");
         let body = json!({
             "metadata": {"resourceVersion": existing.resource_version()},
             "spec": {
-                "type": "ClusterIP", "ports": ports, "externalName": null, "externalIPs": null,
-                "publishNotReadyAddresses": null, "loadBalancerIP": null,
-                "loadBalancerSourceRanges": null, "externalTrafficPolicy": null,
-                "healthCheckNodePort": null,
+                "type": kind.unwrap_or_else(|| "ClusterIP".into()), "ports": ports,
+                "externalName": null, "externalIPs": null, "publishNotReadyAddresses": null,
             },
         });
-        let result = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(body))
-            .await;
-        let what = || format!("making Service '{name}' a plain ClusterIP Service again");
+        let params = PatchParams {
+            field_manager: Some(crate::api::FIELD_MANAGER.to_string()),
+            ..PatchParams::default()
+        };
+        let result = api.patch(&name, &params, &Patch::Merge(body)).await;
+        let what = || format!("making Service '{name}' send only to its own pods again");
         self.counted("service_plain", what, result)
     }
 
