@@ -122,9 +122,21 @@ async fn assert_v3_follows_the_rollback_and_v2_never_reaches_test(env: &TestEnv,
         !matches!(v2_at_test, Some(p) if format!("{p:?}") == "Succeeded" || format!("{p:?}") == "Progressing"),
         "{v2_at_test:?}"
     );
-    let test = env.stage("test").await.status.unwrap();
-    let test_releases: Vec<&str> = test.history.iter().map(|h| h.release.as_str()).collect();
-    assert_eq!(test_releases, ["v3", "v1"]);
+    // The release's entry is written before the stage status that makes it final: a loaded
+    // machine can show one before the other.
+    env.wait_for(
+        "test's history to show v3 after v1",
+        Duration::from_secs(30),
+        || async {
+            let test = env.stage("test").await.status.unwrap_or_default();
+            let releases: Vec<String> = test.history.iter().map(|h| h.release.clone()).collect();
+            match releases == ["v3", "v1"] {
+                true => Ok(()),
+                false => Err(format!("{releases:?}")),
+            }
+        },
+    )
+    .await;
     assert_eq!(
         env.images("web-test-primary").await,
         vec![fixed.to_string()]

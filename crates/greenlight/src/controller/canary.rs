@@ -190,9 +190,10 @@ impl CanaryIo {
     }
 
     /// Blue-green's `-active` Service, which clients reach: made selecting the primary when
-    /// it is missing, made again when someone turned it into anything but a plain Service
-    /// on the primary's ports, and, while no rollout runs, put back on the primary. During a
-    /// rollout the router switches its selector (in this same pass, after this).
+    /// it is missing; made plain again when someone pointed it elsewhere (and, while no
+    /// rollout runs, onto the primary's ports); and, while no rollout runs, put back on the
+    /// primary. During a rollout the router writes its selector and ports (in this same pass,
+    /// after this).
     pub async fn ensure_active(
         &self,
         stage: &Stage,
