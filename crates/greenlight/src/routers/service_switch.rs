@@ -1,8 +1,9 @@
 //! Service switch: blue-green without a mesh or a gateway. Clients reach the stage through
 //! the `<target>-active` Service, whose selector names one side at a time: the primary's
-//! workload at weight 0, the canary's workload and revision at 100. Kubernetes swaps the
-//! Service's endpoints in one update, so no request is split between versions; a selector
-//! that names neither side reads as a split, so the machine puts its own back.
+//! workload at weight 0, the canary's workload and revision at 100. The endpoints controller
+//! replaces the Service's Endpoints in one update, so no moment of them names both versions
+//! (each node's proxy, and a client's kept-alive connection, follow on their own time); a
+//! selector that names neither side reads as a split, so the machine puts its own back.
 
 use std::collections::BTreeMap;
 
