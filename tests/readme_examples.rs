@@ -36,3 +36,27 @@ fn the_blue_green_example_compiles_to_checks_then_one_switch_then_a_watched_warm
         "the -active Service by default"
     );
 }
+
+#[test]
+fn the_release_policy_example_says_what_a_hotfix_skips_as_the_readme_shows() {
+    use greenlight::api::release::ReleaseType;
+    let example = example_after("## Release management: rules per release type");
+    let stage: Stage = serde_norway::from_str(&example).expect("a Stage");
+    let plan = compile_stage("prod", &stage.spec).expect("the example is valid");
+    let hotfix = plan
+        .policy_for(ReleaseType::Hotfix)
+        .expect("a hotfix policy");
+    let readme = include_str!("../README.md");
+    assert!(
+        readme.contains(&format!("\n{}\n", hotfix.summary)),
+        "{}",
+        hotfix.summary
+    );
+    assert_eq!(hotfix.plan.requires, ["test"]);
+    let patch = plan.for_type(ReleaseType::Patch);
+    assert_eq!(patch.gates, ["soaked-in-test", "change-window"]);
+    assert_eq!(
+        plan.for_type(ReleaseType::Feature).gates,
+        ["soaked-in-test"]
+    );
+}

@@ -402,7 +402,7 @@ fn gate_yaml(name: &str, body: &str) -> String {
 }
 
 /// Stages and Gates that admission refuses, each with the message that names the field.
-fn invalid_stages_and_gates() -> [(String, &'static str); 9] {
+fn invalid_stages_and_gates() -> [(String, &'static str); 12] {
     [
         (
             stage_yaml(
@@ -457,6 +457,24 @@ fn invalid_stages_and_gates() -> [(String, &'static str); 9] {
         (
             gate_yaml("nobody", "  type: approval\n  approval: {required: 2}\n"),
             "spec.approval: name who may approve",
+        ),
+        (
+            stage_yaml("typo", "  policies: [{name: hotfix, types: [hotfx]}]\n"),
+            "spec.policies.types: Unsupported value: \"hotfx\"",
+        ),
+        (
+            stage_yaml(
+                "skipper",
+                "  requires: [staging]\n  policies: [{name: hotfix, types: [hotfix], skipRequires: [qa]}]\n",
+            ),
+            "spec.policies[0].skipRequires[0]: 'qa' is not in spec.requires",
+        ),
+        (
+            stage_yaml(
+                "bare",
+                "  trigger: {type: manual}\n  gates: [prod-signoff]\n  policies: [{name: hotfix, types: [hotfix], gates: []}]\n",
+            ),
+            "spec.policies[0]: under this policy, spec.trigger.type: 'manual' promotes only through an approval gate",
         ),
     ]
 }

@@ -64,6 +64,15 @@ spec: {pipeline: cron, requires: [cron], target: {name: web-after-cron}}
 ---
 apiVersion: greenlight.dev/v1alpha1
 kind: Stage
+metadata: {name: rules}
+spec:
+  pipeline: rules
+  target: {name: web-rules}
+  policies:
+  - {name: hotfix, types: [hotfix], skipRequires: [qa], rollback: {onAnalysisFailure: pause}}
+---
+apiVersion: greenlight.dev/v1alpha1
+kind: Stage
 metadata: {name: good}
 spec: {pipeline: good, target: {name: web-good}}
 "#;
@@ -78,6 +87,7 @@ pub async fn bad_input_is_reported_on_the_object_and_other_pipelines_keep_flowin
             target_yaml("web-ghost"),
             target_yaml("web-cron"),
             target_yaml("web-after-cron"),
+            target_yaml("web-rules"),
         ]
         .join("---\n"),
     );
@@ -166,6 +176,14 @@ async fn assert_broken_stages_are_invalid_naming_the_field(env: &TestEnv) {
     );
     assert!(
         message.contains("spec.windows[0].timeZone") && message.contains("Mars/Olympus_Mons"),
+        "{message}"
+    );
+    // A policy skipping a stage the spec does not require, or setting a canary rule on a
+    // rolling stage, is refused by the controller too when no webhook runs.
+    let message = invalid_stage(env, "rules").await;
+    assert!(
+        message.contains("spec.policies[0].skipRequires[0]: 'qa' is not in spec.requires")
+            && message.contains("spec.policies[0].rollback.onAnalysisFailure"),
         "{message}"
     );
     // The stage after it does not wait looking healthy: it names the culprit and its error.

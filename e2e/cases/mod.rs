@@ -20,6 +20,7 @@ mod jobs;
 mod kubectl;
 mod notify;
 mod plugin;
+mod policies;
 mod promotion;
 mod restart;
 mod rollback;
@@ -63,7 +64,14 @@ macro_rules! cases {
 }
 
 pub fn all() -> Vec<(&'static str, Case)> {
-    [core(), checks(), evidence()].concat()
+    [core(), checks(), evidence(), policy()].concat()
+}
+
+/// Release management: rules per release type.
+fn policy() -> Vec<(&'static str, Case)> {
+    cases![
+        policies::a_hotfix_skips_the_soak_but_needs_two_signoffs_while_a_feature_takes_the_normal_path,
+    ]
 }
 
 /// Promotion on evidence: the comparison judge.

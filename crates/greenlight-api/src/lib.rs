@@ -13,10 +13,12 @@ pub mod crdgen;
 pub mod gate;
 pub mod notifier;
 pub mod patterns;
+pub mod policy;
 pub mod release;
 pub mod server;
 pub mod slo;
 pub mod stage;
+pub mod verify;
 
 pub use approval::{Approval, ApprovalSpec, ApprovalStatus, Decision, Identity, ReleaseRef};
 pub use command::{

@@ -161,6 +161,10 @@ pub struct AuditEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub configuration: Option<String>,
+    /// The release policy the stage applied, and what it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub policy: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -235,6 +239,11 @@ pub struct ReleaseStageStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub comparisons: Vec<super::compare::GateComparison>,
+    /// The release policy that applies to this release here and what it changes, e.g.
+    /// `hotfix policy: gate test-soak skipped; gate two-approvals required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub policy: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -261,6 +270,7 @@ impl ReleaseStageStatus {
             attempt: None,
             checks: Vec::new(),
             comparisons: Vec::new(),
+            policy: None,
         }
     }
 }

@@ -14,7 +14,9 @@ use super::canary::{Analysis, CanaryProgress, CanaryStrategy};
 use super::conditions::Condition;
 use super::gate::GateList;
 use super::patterns::{DURATION_PATTERN, NAME_PATTERN};
-use super::release::Artifact;
+use super::policy::ReleasePolicy;
+use super::release::{Artifact, ReleaseType};
+pub use super::verify::{OnTimeout, Verify};
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -114,12 +116,17 @@ pub struct StageSpec {
     /// webhook did not vouch for stops the stage until it is applied again through it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub protected: bool,
+    /// Rules per release type: the first policy that lists a release's type applies to it,
+    /// and whatever it does not set is this spec's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub policies: Vec<super::policy::ReleasePolicy>,
 }
 
 impl StageSpec {
-    /// Every gate the stage names, in `spec.gates` and in its canary analyses (background and
-    /// per step), with the field that names it. Each decides what the stage does: each must
-    /// exist, and each is guarded alike on a protected stage.
+    /// Every gate the stage names, in `spec.gates`, its canary analyses (background and per
+    /// step), its check lists and its policies, with the field that names it. Each decides
+    /// what the stage does: each must exist, and each is guarded alike on a protected stage.
     pub fn named_gates(&self) -> Vec<(String, String)> {
         let mut named: Vec<(String, String)> = self
             .gates
@@ -147,6 +154,7 @@ impl StageSpec {
             let field = self.list_field(list);
             named.extend(gates.map(|(i, g)| (format!("{field}[{i}]"), g.clone())));
         }
+        named.extend(self.policy_gates());
         named
     }
 
@@ -183,30 +191,6 @@ impl StageSpec {
             GateList::Verify => self.verify.as_ref().map_or(&[][..], |v| &v.gates),
         }
     }
-}
-
-/// The checks run on a release once it runs here.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Verify {
-    #[schemars(length(min = 1, max = 20), inner(length(min = 1, max = 253)))]
-    pub gates: Vec<String>,
-    /// How long verification may take, at most 6h. Default 10m.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
-    pub timeout: Option<String>,
-    /// What a verification that runs out of time does: `rollback` (the default), or `hold`,
-    /// which keeps the release and waits for a person's promote or abort.
-    #[serde(default)]
-    pub on_timeout: OnTimeout,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OnTimeout {
-    #[default]
-    Rollback,
-    Hold,
 }
 
 fn default_replicas() -> i32 {
@@ -435,6 +419,10 @@ pub struct ActiveRollout {
     /// when, and which have passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Checks>,
+    /// The release policy this rollout runs under, by name (none: the stage's own spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub policy: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -549,4 +537,80 @@ pub struct RolloutRecord {
 pub enum RolloutOutcome {
     Succeeded,
     RolledBack,
+}
+
+impl StageSpec {
+    /// The policy that applies to a release of this type, with its index.
+    pub fn policy_for(&self, release_type: ReleaseType) -> Option<(usize, &ReleasePolicy)> {
+        self.policies
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.types.contains(&release_type))
+    }
+
+    /// This spec as a release under `policy` sees it: what the policy sets replaces the
+    /// stage's, and the result has no policies of its own.
+    pub fn under_policy(&self, policy: &ReleasePolicy) -> StageSpec {
+        let mut spec = self.clone();
+        spec.policies.clear();
+        if let Some(gates) = &policy.gates {
+            spec.gates = gates.clone();
+        }
+        for gate in &policy.add_gates {
+            if !spec.gates.contains(gate) {
+                spec.gates.push(gate.clone());
+            }
+        }
+        spec.requires.retain(|r| !policy.skip_requires.contains(r));
+        let canary = spec.strategy.canary.as_mut();
+        if let (Some(canary), Some(set)) = (canary, &policy.canary) {
+            if let Some(steps) = &set.steps {
+                canary.steps = steps.clone();
+            }
+            if let Some(bake) = &set.bake {
+                canary.bake = Some(bake.clone());
+            }
+        }
+        let rollback = policy.rollback.clone().unwrap_or_default();
+        if let (Some(canary), Some(on)) =
+            (spec.strategy.canary.as_mut(), rollback.on_analysis_failure)
+        {
+            canary.on_failure = on;
+        }
+        if let (Some(verify), Some(on)) = (spec.verify.as_mut(), rollback.on_verify_timeout) {
+            verify.on_timeout = on;
+        }
+        spec
+    }
+
+    /// The gates a release of this type must pass before it rolls out here.
+    pub fn gates_for(&self, release_type: ReleaseType) -> Vec<String> {
+        match self.policy_for(release_type) {
+            Some((_, policy)) => self.under_policy(policy).gates,
+            None => self.gates.clone(),
+        }
+    }
+
+    /// The gates the policies name, with the field that names each.
+    pub(crate) fn policy_gates(&self) -> Vec<(String, String)> {
+        let mut named = Vec::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            let gates = p.gates.iter().flatten().enumerate();
+            named.extend(gates.map(|(j, g)| (format!("spec.policies[{i}].gates[{j}]"), g.clone())));
+            let added = p.add_gates.iter().enumerate();
+            named.extend(
+                added.map(|(j, g)| (format!("spec.policies[{i}].addGates[{j}]"), g.clone())),
+            );
+            let steps = p
+                .canary
+                .iter()
+                .flat_map(|c| c.steps.iter().flatten().enumerate());
+            for (j, step) in steps {
+                let field = format!("spec.policies[{i}].canary.steps[{j}].analysis.gates");
+                let gates = step.analysis.iter().flat_map(|a| &a.gates);
+                named.extend(gates.map(|g| (field.clone(), g.clone())));
+            }
+        }
+        named
+    }
 }

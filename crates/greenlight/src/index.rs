@@ -317,11 +317,15 @@ impl Index {
     }
 
     /// The stage's valid approval gates with their policies, in the stage's order.
-    pub fn approval_gates(&self, stage: &Stage) -> Vec<(String, ApprovalPolicy)> {
+    pub fn approval_gates(
+        &self,
+        stage: &Stage,
+        release_type: crate::api::release::ReleaseType,
+    ) -> Vec<(String, ApprovalPolicy)> {
         let namespace = stage.namespace().unwrap_or_default();
         stage
             .spec
-            .gates
+            .gates_for(release_type)
             .iter()
             .filter_map(|name| {
                 let gate = self.gate(&namespace, name)?;

@@ -159,6 +159,23 @@ pub async fn history(ctx: &Ctx, name: &str, output: Option<Output>) -> Result<u8
     Ok(0)
 }
 
+/// Which policy applies to a release at each stage of its pipeline (or one), and why.
+pub async fn policy(
+    ctx: &Ctx,
+    name: &str,
+    stage: Option<&str>,
+    output: Option<Output>,
+) -> Result<u8, PluginError> {
+    let release: Release = ctx.get("release", name).await?;
+    let stages: Vec<Stage> = ctx.list("Stage").await?;
+    let rows = super::policy::rows(&release, &stages, stage);
+    match output {
+        Some(o) => print_data(&rows, o),
+        None => print!("{}", super::policy::text(&release, &rows)),
+    }
+    Ok(if rows.is_empty() { 1 } else { 0 })
+}
+
 /// The DORA report of the namespace's pipelines over `since` up to now.
 pub async fn dora(
     ctx: &Ctx,

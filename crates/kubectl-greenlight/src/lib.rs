@@ -5,6 +5,7 @@
 pub mod act;
 pub mod client;
 pub mod dora;
+pub mod policy;
 pub mod view;
 pub mod watch;
 
@@ -73,6 +74,15 @@ pub enum Command {
         /// The period up to now: days, weeks or a duration (e.g. 90d, 2w, 12h).
         #[arg(long, default_value = "90d", value_parser = greenlight_core::dora::parse_period)]
         since: jiff::SignedDuration,
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
+    /// Which release policy applies to a release at each stage of its pipeline, and why.
+    Policy {
+        release: String,
+        /// Only this stage.
+        #[arg(long)]
+        stage: Option<String>,
         #[arg(short, long)]
         output: Option<Output>,
     },
@@ -214,6 +224,11 @@ pub async fn run(cli: Cli) -> Result<u8, PluginError> {
             .await
         }
         Command::History { release, output } => act::history(&ctx, &release, output).await,
+        Command::Policy {
+            release,
+            stage,
+            output,
+        } => act::policy(&ctx, &release, stage.as_deref(), output).await,
         Command::Dora {
             pipeline,
             since,

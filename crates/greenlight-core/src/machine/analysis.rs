@@ -409,7 +409,7 @@ impl Draft<'_> {
     ) {
         self.weight = Some(self.held_weight(rollout, progress));
         self.keep_primary_on_previous(rollout);
-        let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+        let deadline = later(progress.step_started_at, self.plan.progress_deadline);
         if self.input.now >= deadline {
             let why =
                 "no passing measurement of the background analysis within the progress deadline";

@@ -159,7 +159,7 @@ impl Draft<'_> {
     ) {
         let baking = progress.baking_since.is_some();
         self.weight = Some(self.held_weight(&rollout, &progress));
-        let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+        let deadline = later(progress.step_started_at, self.plan.progress_deadline);
         if !baking && !canary_ready && self.input.now >= deadline {
             let why = "the canary stopped being available".to_string();
             return self.fail_rollout_safely(&rollout, &progress, "CanaryUnavailable", why);
@@ -216,7 +216,7 @@ impl Draft<'_> {
         canary_ready: bool,
     ) -> bool {
         let now = self.input.now;
-        let deadline = later(rollout.started_at, self.input.plan.progress_deadline);
+        let deadline = later(rollout.started_at, self.plan.progress_deadline);
         self.weight = Some(0);
         if canary_ready {
             progress.phase = CanaryPhase::Stepping;
@@ -271,15 +271,13 @@ impl Draft<'_> {
         let now = self.input.now;
         // Traffic only ever goes to an available canary.
         self.weight = Some(if canary_ready { progress.weight } else { 0 });
-        if !canary_ready
-            && now >= later(progress.step_started_at, self.input.plan.progress_deadline)
-        {
+        if !canary_ready && now >= later(progress.step_started_at, self.plan.progress_deadline) {
             let p = progress.clone();
             let why = "the canary stopped being available".to_string();
             return self.fail_rollout_safely(rollout, &p, "CanaryUnavailable", why);
         }
         if let Some(problem) = self.input.canary.and_then(|c| c.router_problem.clone()) {
-            let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+            let deadline = later(progress.step_started_at, self.plan.progress_deadline);
             if now >= deadline {
                 let p = progress.clone();
                 let why = format!("the traffic router cannot tell the weight in effect: {problem}");
@@ -409,7 +407,7 @@ impl Draft<'_> {
             return self.set_weight(plan, rollout, progress, weight, canary_ready);
         }
         self.weight = Some(0);
-        let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+        let deadline = later(progress.step_started_at, self.plan.progress_deadline);
         if self.input.now >= deadline {
             let why = "the preview did not run in full within the progress deadline".to_string();
             let p = progress.clone();
@@ -558,7 +556,7 @@ impl Draft<'_> {
         } else {
             // Keep the split as it is: the canary is available, the updating primary may not be.
             self.weight = Some(progress.weight);
-            let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+            let deadline = later(progress.step_started_at, self.plan.progress_deadline);
             if now >= deadline {
                 let p = progress.clone();
                 let detail = self
@@ -634,7 +632,6 @@ impl Draft<'_> {
         // what takes its traffic away, so that cannot wait for the traffic to leave first.
         let by_replicas = rollout.routing.is_none()
             && self
-                .input
                 .plan
                 .canary
                 .as_ref()
@@ -659,7 +656,7 @@ impl Draft<'_> {
     }
 
     pub(super) fn describe_canary(&mut self, rollout: &ActiveRollout, progress: &CanaryProgress) {
-        let steps = self.input.plan.canary.as_ref().map_or(0, |c| c.steps.len());
+        let steps = self.plan.canary.as_ref().map_or(0, |c| c.steps.len());
         let reason = progress.paused_reason.clone().unwrap_or_default();
         let what = match progress.phase {
             CanaryPhase::Starting => "starting the canary".to_string(),
@@ -683,7 +680,7 @@ impl Draft<'_> {
             CanaryPhase::Promoting => "promoting the canary to primary".to_string(),
             CanaryPhase::Baking => self.baking(progress),
         };
-        let blue_green = self.input.plan.canary.as_ref().and_then(|c| c.switch_step);
+        let blue_green = self.plan.canary.as_ref().and_then(|c| c.switch_step);
         let what = match (blue_green, progress.phase) {
             (Some(switch), CanaryPhase::Stepping) if (progress.step as usize) < switch => {
                 format!("checking the preview ({what}, no traffic yet)")
@@ -716,7 +713,7 @@ impl Draft<'_> {
     fn baking(&self, progress: &CanaryProgress) -> String {
         let now = self.input.now;
         let since = progress.baking_since.unwrap_or(now);
-        let Some(plan) = self.input.plan.canary.as_ref() else {
+        let Some(plan) = self.plan.canary.as_ref() else {
             return "promoted; baking".into();
         };
         let done_at = later(since, plan.bake);

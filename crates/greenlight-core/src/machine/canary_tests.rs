@@ -64,6 +64,8 @@ fn plan() -> StagePlan {
             switch_step: None,
         }),
         checks: Default::default(),
+        policies: vec![],
+        time_to_recover: None,
     }
 }
 
@@ -80,6 +82,7 @@ fn manual_pause_plan() -> StagePlan {
 
 fn release(name: &str) -> ReleaseView {
     ReleaseView {
+        release_type: Default::default(),
         name: name.into(),
         version: name.into(),
         artifacts: vec![Artifact {
@@ -133,6 +136,7 @@ impl World {
         v1.stages.insert(
             "prod".into(),
             ReleaseStageStatus {
+                policy: None,
                 phase: RP::Succeeded,
                 reason: None,
                 message: None,

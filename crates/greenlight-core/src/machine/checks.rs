@@ -32,7 +32,7 @@ impl Draft<'_> {
         rollout.checks = Some(Checks {
             running: Some(GateList::PreRollout),
             since: Some(now),
-            gates: self.input.plan.gates_in(GateList::PreRollout).to_vec(),
+            gates: self.plan.gates_in(GateList::PreRollout).to_vec(),
             ..Checks::default()
         });
         let note = format!(
@@ -49,7 +49,7 @@ impl Draft<'_> {
 
     /// A pass of the pre-rollout checks: the workloads stay as they are until they pass.
     pub(super) fn continue_pre_rollout(&mut self, rollout: ActiveRollout) {
-        if self.input.plan.canary.is_some() {
+        if self.plan.canary.is_some() {
             self.weight = Some(0);
         }
         let stop = match (self.input.invalid, &self.input.command) {
@@ -80,7 +80,7 @@ impl Draft<'_> {
                 let since = rollout.checks.as_ref().and_then(|c| c.since);
                 let deadline = later(
                     since.unwrap_or(rollout.started_at),
-                    self.input.plan.progress_deadline,
+                    self.plan.progress_deadline,
                 );
                 if self.input.now >= deadline {
                     let why = format!("{why}; not passed within the progress deadline");
@@ -99,14 +99,9 @@ impl Draft<'_> {
         let now = self.input.now;
         mark_passed(&mut rollout, GateList::PreRollout);
         rollout.started_at = now;
-        let canary = self.input.plan.canary.is_some() && rollout.previous_release.is_some();
+        let canary = self.plan.canary.is_some() && rollout.previous_release.is_some();
         rollout.canary = canary.then(|| super::canary::fresh_progress(now));
-        rollout.routing = self
-            .input
-            .plan
-            .canary
-            .as_ref()
-            .and_then(|c| c.routing.clone());
+        rollout.routing = self.plan.canary.as_ref().and_then(|c| c.routing.clone());
         self.set_entry(
             &rollout.release,
             RP::Progressing,
@@ -162,7 +157,7 @@ impl Draft<'_> {
         if rollout.running(GateList::Verify) {
             return self.continue_verify(rollout.clone());
         }
-        let verify = &self.input.plan.checks.verify;
+        let verify = &self.plan.checks.verify;
         if verify.is_empty() || rollout.passed(GateList::Verify) {
             return self.complete_forward(rollout);
         }
@@ -175,7 +170,7 @@ impl Draft<'_> {
         let now = self.input.now;
         let checks = rollout.checks.get_or_insert_with(Checks::default);
         (checks.running, checks.since, checks.held) = (Some(GateList::Verify), Some(now), false);
-        checks.gates = self.input.plan.checks.verify.clone();
+        checks.gates = self.plan.checks.verify.clone();
         let note = format!("{} runs here; verifying it", rollout.what());
         let release = rollout.release.clone();
         self.event(Transition::VerificationStarted, note, Some(&release));
@@ -225,14 +220,14 @@ impl Draft<'_> {
         since: jiff::Timestamp,
         why: String,
     ) {
-        let timeout = self.input.plan.checks.verify_timeout;
+        let timeout = self.plan.checks.verify_timeout;
         let deadline = later(since, timeout);
         if self.input.now < deadline {
             self.wake_at.push(deadline);
             return self.show_verifying(rollout, why);
         }
         let secs = timeout.as_secs();
-        if self.input.plan.checks.on_timeout == OnTimeout::Rollback {
+        if self.plan.checks.on_timeout == OnTimeout::Rollback {
             let why = format!("verification did not pass within {secs}s: {why}");
             return self.fail_checked(&rollout, "VerificationTimedOut", why);
         }
@@ -275,7 +270,7 @@ impl Draft<'_> {
         progress: &CanaryProgress,
     ) -> PrePromotion {
         let list = GateList::PrePromotion;
-        let planned = !self.input.plan.checks.pre_promotion.is_empty();
+        let planned = !self.plan.checks.pre_promotion.is_empty();
         if !rollout.running(list) && (!planned || rollout.passed(list)) {
             return PrePromotion::Passed;
         }
@@ -285,7 +280,7 @@ impl Draft<'_> {
         if checks.running != Some(list) {
             // Started in a pass of its own, like verification.
             (checks.running, checks.since) = (Some(list), Some(now));
-            checks.gates = self.input.plan.checks.pre_promotion.clone();
+            checks.gates = self.plan.checks.pre_promotion.clone();
             self.wake_at.push(now);
             return PrePromotion::Waiting;
         }
@@ -304,7 +299,7 @@ impl Draft<'_> {
                 PrePromotion::Ended
             }
             ListVerdict::Waiting(why) => {
-                let deadline = later(progress.step_started_at, self.input.plan.progress_deadline);
+                let deadline = later(progress.step_started_at, self.plan.progress_deadline);
                 if now >= deadline {
                     let why = format!("{why}; not passed within the progress deadline");
                     self.fail_rollout_safely(rollout, progress, "PrePromotionTimedOut", why);
@@ -323,8 +318,7 @@ impl Draft<'_> {
         list: GateList,
     ) -> (GateList, jiff::Timestamp, Vec<String>) {
         let since = rollout.checks.as_ref().and_then(|c| c.since);
-        let gates =
-            pinned(rollout, list).unwrap_or_else(|| self.input.plan.gates_in(list).to_vec());
+        let gates = pinned(rollout, list).unwrap_or_else(|| self.plan.gates_in(list).to_vec());
         (list, since.unwrap_or(rollout.started_at), gates)
     }
 
@@ -344,8 +338,7 @@ impl Draft<'_> {
         rollout: &ActiveRollout,
         report: &GateReport,
     ) -> ListVerdict {
-        let names =
-            pinned(rollout, list).unwrap_or_else(|| self.input.plan.gates_in(list).to_vec());
+        let names = pinned(rollout, list).unwrap_or_else(|| self.plan.gates_in(list).to_vec());
         let all = self
             .entry(&rollout.release)
             .map(|e| e.checks.clone())

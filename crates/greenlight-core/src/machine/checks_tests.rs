@@ -34,6 +34,8 @@ fn plan(pre_rollout: &[&str], verify: &[&str], on_timeout: OnTimeout) -> StagePl
             verify_timeout: Duration::from_secs(300),
             on_timeout,
         },
+        policies: vec![],
+        time_to_recover: None,
     }
 }
 
@@ -43,6 +45,7 @@ fn release(name: &str, here: Option<RP>) -> ReleaseView {
         stages.insert("prod".to_string(), ReleaseStageStatus::new(phase));
     }
     ReleaseView {
+        release_type: Default::default(),
         name: name.into(),
         version: format!("{name}.0"),
         artifacts: vec![Artifact {

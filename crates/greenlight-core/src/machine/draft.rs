@@ -19,10 +19,13 @@ use crate::api::release::{
 use crate::api::stage::{
     ActiveRollout, RolloutDirection, RolloutOutcome, RolloutRecord, StagePhase, StageStatus,
 };
+use crate::validation::StagePlan;
 use crate::verdict::GateOutcome;
 
 pub(super) struct Draft<'a> {
     pub(super) input: &'a StageInput<'a>,
+    /// The plan for the release in question: its policy's, or the stage's own.
+    pub(super) plan: &'a StagePlan,
     pub(super) status: StageStatus,
     pub(super) updates: BTreeMap<String, ReleaseStageStatus>,
     pub(super) primary: Option<DesiredPrimary>,
@@ -46,8 +49,15 @@ pub(super) struct Draft<'a> {
 
 impl<'a> Draft<'a> {
     pub(super) fn new(input: &'a StageInput<'a>) -> Self {
+        let policy = input
+            .status
+            .rollout
+            .as_ref()
+            .and_then(|r| r.policy.as_deref());
+        let policy = policy.and_then(|name| input.plan.policy_named(name));
         Self {
             input,
+            plan: policy.map_or(input.plan, |p| &p.plan),
             status: input.status.clone(),
             updates: BTreeMap::new(),
             primary: None,
@@ -128,6 +138,7 @@ impl<'a> Draft<'a> {
         next.phase = phase;
         next.reason = Some(reason.to_string());
         next.message = Some(message);
+        next.policy = self.policy_summary(name);
         if phase == RP::Progressing && next.started_at.is_none() {
             next.started_at = Some(now);
         }
@@ -191,6 +202,7 @@ impl<'a> Draft<'a> {
             self.command_taken = true;
         }
         let pinned = self.pinned_facts(release);
+        let policy = release.and_then(|r| self.policy_summary(r));
         self.events.push(StageEvent {
             kind,
             note,
@@ -201,7 +213,15 @@ impl<'a> Draft<'a> {
             cause: None,
             pinned,
             check: None,
+            policy,
         });
+    }
+
+    /// What the release policy that applies to this release here changes, if one applies.
+    pub(super) fn policy_summary(&self, release: &str) -> Option<String> {
+        let release = self.release(release)?;
+        let policy = self.input.plan.policy_for(release.release_type)?;
+        Some(policy.summary.clone())
     }
 
     /// The templates of the rollout an event about `release` concerns, if one is under way
@@ -363,9 +383,10 @@ impl<'a> Draft<'a> {
             .previous_version
             .clone()
             .unwrap_or_else(|| "nothing".into());
+        let recovery = self.recovery(rollout);
         self.event(
             Transition::RollbackCompleted,
-            format!("{} was rolled back; running {to}", rollout.what()),
+            format!("{} was rolled back; running {to}{recovery}", rollout.what()),
             Some(&rollout.release),
         );
         self.status.rollout = None;
@@ -383,6 +404,27 @@ impl<'a> Draft<'a> {
             format!("{} failed and was rolled back: {why}", rollout.version),
         );
         self.wake_at.push(self.input.now);
+    }
+
+    /// How long the failed rollout affected the stage, against its policy's `timeToRecover`.
+    fn recovery(&self, rollout: &ActiveRollout) -> String {
+        let Some(target) = self.plan.time_to_recover else {
+            return String::new();
+        };
+        let took = self
+            .input
+            .now
+            .duration_since(rollout.started_at)
+            .as_secs()
+            .max(0);
+        let verdict = match took as u64 <= target.as_secs() {
+            true => "met",
+            false => "MISSED",
+        };
+        format!(
+            "; recovered {took}s after the rollout started: time-to-recover target of {}s {verdict}",
+            target.as_secs()
+        )
     }
 
     /// An edit whose rollout failed (alone, or carried by a release) is not tried again until
@@ -416,7 +458,7 @@ impl<'a> Draft<'a> {
                 configuration: rollout.configuration,
             },
         );
-        self.status.history.truncate(self.input.plan.history_limit);
+        self.status.history.truncate(self.plan.history_limit);
     }
 
     /// Each named gate's result in `report` (a gate after the first that did not pass is

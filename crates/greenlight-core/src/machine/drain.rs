@@ -13,7 +13,6 @@ impl Draft<'_> {
     pub(super) fn drain_canary(&mut self) {
         let now = self.input.now;
         let delay = self
-            .input
             .plan
             .canary
             .as_ref()

@@ -155,6 +155,8 @@ pub struct StageEvent {
     pub pinned: Option<Pinned>,
     /// The check list and gate a check's verdict concerns.
     pub check: Option<(GateList, String)>,
+    /// The release policy that applies to the release, and what it changes.
+    pub policy: Option<String>,
 }
 
 /// The pod templates a rollout pinned, for its audit entries.
@@ -244,6 +246,7 @@ mod tests {
             cause: None,
             pinned: None,
             check: None,
+            policy: None,
         };
         let action = AuditAction::PromoteRequested;
         assert_eq!(

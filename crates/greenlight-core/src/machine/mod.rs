@@ -24,6 +24,8 @@ mod checks_tests;
 #[cfg(test)]
 mod pin_tests;
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod stage_tests;

@@ -24,6 +24,8 @@ fn plan() -> StagePlan {
         history_limit: 10,
         canary: None,
         checks: Default::default(),
+        policies: vec![],
+        time_to_recover: None,
     }
 }
 
@@ -33,6 +35,7 @@ fn release(name: &str, here: Option<RP>) -> ReleaseView {
         stages.insert("prod".to_string(), ReleaseStageStatus::new(phase));
     }
     ReleaseView {
+        release_type: Default::default(),
         name: name.into(),
         version: format!("{name}.0"),
         artifacts: vec![crate::api::release::Artifact {

@@ -79,6 +79,7 @@ fn spec(durations: &[String], weight: i32, count: i32, cron: &str, zone: &str) -
     StageSpec {
         pipeline: "shop".into(),
         protected: false,
+        policies: vec![],
         requires: vec![],
         target: TargetRef { name: "web".into() },
         replicas: weight.abs() % 50,
@@ -116,6 +117,7 @@ fn spec(durations: &[String], weight: i32, count: i32, cron: &str, zone: &str) -
 
 fn release(name: &str) -> ReleaseView {
     ReleaseView {
+        release_type: Default::default(),
         name: name.into(),
         version: name.into(),
         artifacts: vec![Artifact {
@@ -142,6 +144,7 @@ fn rollout(phase: CanaryPhase, step: i32, at: Timestamp, weight: i32) -> StageSt
         current_release: Some("r1".into()),
         current_version: Some("r1".into()),
         rollout: Some(ActiveRollout {
+            policy: None,
             release: "r2".into(),
             version: "r2".into(),
             started_at: at,

@@ -142,6 +142,7 @@ mod tests {
             s.stages.insert(
                 stage.to_string(),
                 ReleaseStageStatus {
+                    policy: None,
                     phase: *phase,
                     reason: Some("R".into()),
                     message: Some("m".into()),

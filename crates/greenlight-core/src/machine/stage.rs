@@ -24,7 +24,7 @@ pub fn decide(input: &StageInput) -> Decision {
     match input.status.rollout.clone() {
         Some(rollout) => {
             let forward = rollout.direction == RolloutDirection::Forward;
-            match &input.plan.canary {
+            match &out.plan.canary {
                 _ if forward && rollout.running(GateList::PreRollout) => {
                     out.continue_pre_rollout(rollout.clone())
                 }
@@ -56,7 +56,7 @@ pub fn decide(input: &StageInput) -> Decision {
                     configuration,
                     list: GateList::Gates,
                     run: None,
-                    gates: input.plan.gates.clone(),
+                    gates: out.plan.gates.clone(),
                 };
             }
         }
@@ -89,7 +89,7 @@ impl Draft<'_> {
             (Some(_), None) => false,
         };
         let mut reached = on_target && primary.is_none_or(|p| p.available);
-        if !forward && self.input.plan.canary.is_some() {
+        if !forward && self.plan.canary.is_some() {
             reached &= self.continue_canary_rollback(&rollout);
         }
         let detail = primary
@@ -127,9 +127,9 @@ impl Draft<'_> {
     }
 
     fn still_rolling_out(&mut self, rollout: &ActiveRollout, detail: &str) {
-        let deadline = later(rollout.started_at, self.input.plan.progress_deadline);
+        let deadline = later(rollout.started_at, self.plan.progress_deadline);
         if self.input.now >= deadline {
-            let secs = self.input.plan.progress_deadline.as_secs();
+            let secs = self.plan.progress_deadline.as_secs();
             let why =
                 format!("primary not available within the progress deadline of {secs}s ({detail})");
             return self.start_rollback(rollout, "ProgressDeadlineExceeded", why);
@@ -153,14 +153,14 @@ impl Draft<'_> {
     }
 
     fn still_rolling_back(&mut self, rollout: &ActiveRollout, detail: &str) {
-        let deadline = later(rollout.started_at, self.input.plan.progress_deadline);
+        let deadline = later(rollout.started_at, self.plan.progress_deadline);
         let to = rollout
             .previous_version
             .clone()
             .unwrap_or_else(|| "nothing (scale to zero)".into());
         self.status.phase = Some(StagePhase::RollingBack);
         self.status.message = Some(format!("rolling back to {to} ({detail})"));
-        let give_up_at = later(deadline, self.input.plan.progress_deadline);
+        let give_up_at = later(deadline, self.plan.progress_deadline);
         if self.input.now >= give_up_at {
             let why = format!("rollback to {to} is not available: {detail}");
             self.health = (Health::Stalled, "RollbackStuck", why);
@@ -189,7 +189,7 @@ impl Draft<'_> {
             .as_ref()
             .and_then(|c| releases.iter().position(|r| &r.name == c))
             .map_or(0, |i| i + 1);
-        if self.input.plan.canary.is_some() {
+        if self.plan.canary.is_some() {
             // Between rollouts all traffic stays on the primary.
             self.weight = Some(0);
         }
@@ -247,10 +247,11 @@ impl Draft<'_> {
         }
     }
 
-    /// The release succeeded at every stage this one requires.
+    /// The release succeeded at every stage this one requires of its type.
     fn upstream_succeeded(&self, r: &ReleaseView) -> bool {
         self.input
             .plan
+            .for_type(r.release_type)
             .requires
             .iter()
             .all(|s| r.stages.get(s).is_some_and(|e| e.phase == RP::Succeeded))
@@ -259,7 +260,7 @@ impl Draft<'_> {
     /// Settles a newer release that is not the candidate: unfit, never promoted (it failed
     /// upstream), superseded by the candidate, or waiting for its upstream stages.
     fn settle(&mut self, r: &ReleaseView, candidate: Option<&ReleaseView>) {
-        let plan = self.input.plan;
+        let plan = self.input.plan.for_type(r.release_type);
         let ready = self.upstream_succeeded(r);
         if let Some(why) = r.unfit.as_ref().filter(|_| ready) {
             self.set_entry(&r.name, RP::Failed, "IncompatibleWithTarget", why.clone());
@@ -303,7 +304,8 @@ impl Draft<'_> {
         change: Option<&TargetTemplate>,
     ) -> Option<String> {
         let now = self.input.now;
-        let plan = self.input.plan;
+        self.plan = self.input.plan.for_type(candidate.release_type);
+        let plan = self.plan;
         if self.status.candidate_since.is_none() {
             self.status.candidate_since = Some(now);
         }
@@ -493,7 +495,7 @@ impl Draft<'_> {
             .entry(&candidate.name)
             .map(|e| e.gates.clone())
             .unwrap_or_default();
-        let names = self.input.plan.gates.clone();
+        let names = self.plan.gates.clone();
         let (gates, blocking) = self.gate_results(&names, report, &previous, None);
         let Some((gate, outcome)) = blocking else {
             self.passed_gates = change.is_none().then_some(gates);
@@ -547,7 +549,7 @@ impl Draft<'_> {
             .current_version
             .clone()
             .or_else(|| adopted.as_ref().map(|(r, _)| r.version.clone()));
-        let canary = self.input.plan.canary.as_ref();
+        let canary = self.plan.canary.as_ref();
         ActiveRollout {
             release: candidate.name.clone(),
             version: candidate.version.clone(),
@@ -561,7 +563,7 @@ impl Draft<'_> {
             previous_version,
             previous_artifacts,
             reason: None,
-            replicas: Some(self.input.plan.replicas),
+            replicas: Some(self.plan.replicas),
             routing: canary.and_then(|c| c.routing.clone()),
             template: self.input.target.map(|t| t.digest.clone()),
             previous_template: self
@@ -571,6 +573,11 @@ impl Draft<'_> {
                 .or_else(|| adopted.and_then(|(_, t)| t)),
             configuration: change.is_some(),
             checks: None,
+            policy: self
+                .input
+                .plan
+                .policy_for(candidate.release_type)
+                .map(|p| p.name.clone()),
         }
     }
 
@@ -615,7 +622,7 @@ impl Draft<'_> {
             ),
             None => format!("rolling out {}", rollout.what()),
         };
-        if !self.input.plan.checks.pre_rollout.is_empty() {
+        if !self.plan.checks.pre_rollout.is_empty() {
             // Nothing changes on the workloads until the pre-rollout checks pass; the canary's
             // progress starts then.
             rollout.canary = None;
@@ -632,6 +639,10 @@ impl Draft<'_> {
         let release = rollout.release.clone();
         let desired = self.desired_for(&rollout);
         let rollout_is_canary = rollout.canary.is_some();
+        let note = match self.policy_summary(&release) {
+            Some(policy) => format!("{note} under the {policy}"),
+            None => note,
+        };
         self.status.rollout = Some(rollout);
         self.event(Transition::RolloutStarted, note, Some(&release));
         self.status.phase = Some(StagePhase::Progressing);
@@ -647,7 +658,6 @@ impl Draft<'_> {
         } else {
             self.primary = desired;
         }
-        self.wake_at
-            .push(later(now, self.input.plan.progress_deadline));
+        self.wake_at.push(later(now, self.plan.progress_deadline));
     }
 }

@@ -30,11 +30,14 @@ fn plan() -> StagePlan {
         history_limit: 10,
         canary: None,
         checks: Default::default(),
+        policies: vec![],
+        time_to_recover: None,
     }
 }
 
 fn entry(phase: RP) -> ReleaseStageStatus {
     ReleaseStageStatus {
+        policy: None,
         phase,
         reason: None,
         message: None,
@@ -54,6 +57,7 @@ fn ready(name: &str) -> ReleaseView {
 
 fn release(name: &str, stages: &[(&str, RP)]) -> ReleaseView {
     ReleaseView {
+        release_type: Default::default(),
         name: name.into(),
         version: format!("{name}.0"),
         artifacts: vec![crate::api::release::Artifact {
@@ -221,6 +225,7 @@ fn a_rollout_in_progress_is_not_interrupted_by_a_newer_release() {
     let plan = plan();
     let status = StageStatus {
         rollout: Some(ActiveRollout {
+            policy: None,
             release: "r2".into(),
             version: "r2.0".into(),
             started_at: t("10:00:00"),
@@ -255,6 +260,7 @@ fn a_rollout_in_progress_is_not_interrupted_by_a_newer_release() {
 fn rolling(started: &str, previous: Option<&str>) -> StageStatus {
     StageStatus {
         rollout: Some(ActiveRollout {
+            policy: None,
             release: "r2".into(),
             version: "r2.0".into(),
             started_at: t(started),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::events::StageEvent;
-use crate::api::release::{Artifact, ReleaseStageStatus};
+use crate::api::release::{Artifact, ReleaseStageStatus, ReleaseType};
 use crate::api::stage::StageStatus;
 pub use crate::observed::PrimaryView;
 use crate::validation::StagePlan;
@@ -22,6 +22,8 @@ pub struct ReleaseView {
     pub name: String,
     pub version: String,
     pub artifacts: Vec<Artifact>,
+    /// Chooses the stage's release policy for it.
+    pub release_type: ReleaseType,
     pub valid: bool,
     /// Why this release cannot run at this stage (e.g. an artifact names no container).
     pub unfit: Option<String>,

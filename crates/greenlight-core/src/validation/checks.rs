@@ -84,9 +84,7 @@ pub fn misplaced_gates(
 ) -> Vec<FieldError> {
     let misplaced = |field: &str, kind: GateType| match kind {
         GateType::Job => field.to_lowercase().contains("analysis"),
-        GateType::Compare => {
-            !(field.starts_with("spec.strategy.canary.steps[") && field.contains(".analysis"))
-        }
+        GateType::Compare => !(field.contains("canary.steps[") && field.contains(".analysis")),
         _ => false,
     };
     spec.named_gates()
@@ -100,6 +98,19 @@ pub fn misplaced_gates(
             misplaced(&field, kind).then(|| FieldError::new(field, why))
         })
         .collect()
+}
+
+/// Each list of gates a release may meet before it rolls out here, with the field that answers
+/// for it: the stage's own (its trigger's), and each policy's.
+pub fn gate_lists(spec: &StageSpec) -> Vec<(String, Vec<String>)> {
+    let own = ("spec.trigger.type".to_string(), spec.gates.clone());
+    let policies = spec.policies.iter().enumerate().map(|(i, p)| {
+        (
+            format!("spec.policies[{i}].gates"),
+            spec.under_policy(p).gates,
+        )
+    });
+    std::iter::once(own).chain(policies).collect()
 }
 
 fn listed_twice(gates: &[String], field: &str, errors: &mut Vec<FieldError>) {

@@ -4,6 +4,7 @@
 pub mod blue_green;
 pub mod checks;
 pub mod names;
+pub mod policy;
 
 use std::fmt;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::api::release::ReleaseSpec;
 use crate::api::stage::{ActiveRollout, StageSpec, StrategyType, TriggerType, WindowKind};
 use crate::schedule::{Schedule, WindowSpec, parse_duration, parse_window_length, time_zone};
 pub use checks::ChecksPlan;
+pub use policy::PolicyPlan;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -116,6 +118,10 @@ pub struct StagePlan {
     pub canary: Option<CanaryPlan>,
     /// What runs before the rollout, before promotion and after it.
     pub checks: ChecksPlan,
+    /// The release policies, in their order; each holds the plan for its releases.
+    pub policies: Vec<PolicyPlan>,
+    /// How soon a failed rollout must be rolled back (a policy's `timeToRecover`).
+    pub time_to_recover: Option<Duration>,
 }
 
 impl StagePlan {
@@ -125,6 +131,26 @@ impl StagePlan {
             crate::api::gate::GateList::Gates => &self.gates,
             other => self.checks.gates_in(other),
         }
+    }
+
+    /// The policy that applies to a release of this type, if one does.
+    pub fn policy_for(
+        &self,
+        release_type: crate::api::release::ReleaseType,
+    ) -> Option<&PolicyPlan> {
+        self.policies
+            .iter()
+            .find(|p| p.types.contains(&release_type))
+    }
+
+    /// The plan for a release of this type: its policy's, or the stage's own.
+    pub fn for_type(&self, release_type: crate::api::release::ReleaseType) -> &StagePlan {
+        self.policy_for(release_type).map_or(self, |p| &p.plan)
+    }
+
+    /// The policy of this name, if the spec still has it.
+    pub fn policy_named(&self, name: &str) -> Option<&PolicyPlan> {
+        self.policies.iter().find(|p| p.name == name)
     }
 }
 
@@ -169,19 +195,28 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
     }
     let checks = checks::compile_checks(spec, &mut errors);
     let canary = compile_strategy(spec, &mut errors);
-    match (trigger, progress_deadline) {
-        (Some(trigger), Some(progress_deadline)) if errors.is_empty() => Ok(StagePlan {
-            requires: spec.requires.clone(),
-            trigger,
-            windows,
-            gates: spec.gates.clone(),
-            progress_deadline,
-            replicas: spec.replicas,
-            history_limit: spec.history_limit.clamp(1, 100) as usize,
-            canary,
-            checks,
-        }),
-        _ => Err(ValidationErrors(errors)),
+    let (Some(trigger), Some(progress_deadline), true) =
+        (trigger, progress_deadline, errors.is_empty())
+    else {
+        return Err(ValidationErrors(errors));
+    };
+    let mut plan = StagePlan {
+        requires: spec.requires.clone(),
+        trigger,
+        windows,
+        gates: spec.gates.clone(),
+        progress_deadline,
+        replicas: spec.replicas,
+        history_limit: spec.history_limit.clamp(1, 100) as usize,
+        canary,
+        checks,
+        policies: vec![],
+        time_to_recover: None,
+    };
+    plan.policies = policy::compile_policies(name, spec, &plan, &mut errors);
+    match errors.is_empty() {
+        true => Ok(plan),
+        false => Err(ValidationErrors(errors)),
     }
 }
 
@@ -214,6 +249,8 @@ pub fn rollback_plan(rollout: &ActiveRollout, fallback_replicas: i32) -> StagePl
         canary,
         // A rollback runs no checks.
         checks: ChecksPlan::default(),
+        policies: vec![],
+        time_to_recover: None,
     }
 }
 
@@ -355,6 +392,7 @@ mod tests {
             progress_deadline: "10m".into(),
             history_limit: 10,
             protected: false,
+            policies: vec![],
         }
     }
 
@@ -712,6 +750,7 @@ mod properties {
         StageSpec {
             pipeline: "shop".into(),
             protected: false,
+            policies: vec![],
             requires: vec![],
             target: TargetRef { name: "web".into() },
             replicas: 1,

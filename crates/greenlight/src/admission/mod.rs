@@ -311,7 +311,7 @@ fn approval_policy(
         return;
     };
     let author = ctx.index.release_author(&release);
-    let gates = ctx.index.approval_gates(&stage);
+    let gates = ctx.index.approval_gates(&stage, release.spec.release_type);
     if gates.is_empty() {
         warnings.push(format!(
             "stage '{}' has no approval gate; this decision counts nowhere",

@@ -35,7 +35,9 @@ pub async fn authorize(
     let user = req.user_info.username.clone().unwrap_or_default();
     let groups = req.user_info.groups.clone().unwrap_or_default();
     if action != CommandAction::Abort {
-        let gates = state.index.approval_gates(stage);
+        let gates = state
+            .index
+            .approval_gates(stage, rolled_out_type(state, stage));
         if let Some((gate, _)) = gates.iter().find(|(_, p)| p.admits(&user, &groups)) {
             return Some(format!("an approver at gate '{gate}'"));
         }
@@ -50,6 +52,21 @@ pub async fn authorize(
             None
         }
     }
+}
+
+/// The type of the release the stage rolls out (else its candidate): its approvers are
+/// those of the gates that release met, under its policy.
+fn rolled_out_type(state: &AdmissionState, stage: &Stage) -> crate::api::release::ReleaseType {
+    let status = stage.status.as_ref();
+    let rollout = status
+        .and_then(|s| s.rollout.as_ref())
+        .map(|r| r.release.clone());
+    let release = rollout.or_else(|| status.and_then(|s| s.candidate_release.clone()));
+    let namespace = stage.namespace().unwrap_or_default();
+    release
+        .and_then(|name| state.index.release(&namespace, &name))
+        .map(|r| r.spec.release_type)
+        .unwrap_or_default()
 }
 
 /// What a command without authorisation lacked, for its `Refused` message.

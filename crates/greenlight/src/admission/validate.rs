@@ -124,17 +124,16 @@ pub fn stage(
             message.trim_start_matches("spec.requires: "),
         ));
     }
-    let known: Vec<Option<GateType>> = stage.spec.gates.iter().map(|g| gate_type(g)).collect();
     let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
-    if manual
-        && !stage.spec.gates.is_empty()
-        && known.iter().all(Option::is_some)
-        && !known.contains(&Some(GateType::Approval))
-    {
-        errors.push(FieldError::new(
-            "spec.trigger.type",
-            MANUAL_NEEDS_APPROVAL_GATE,
-        ));
+    for (field, gates) in crate::validation::checks::gate_lists(&stage.spec) {
+        let known: Vec<Option<GateType>> = gates.iter().map(|g| gate_type(g)).collect();
+        if manual
+            && !gates.is_empty()
+            && known.iter().all(Option::is_some)
+            && !known.contains(&Some(GateType::Approval))
+        {
+            errors.push(FieldError::new(field, MANUAL_NEEDS_APPROVAL_GATE));
+        }
     }
     errors.extend(crate::validation::checks::misplaced_gates(
         &stage.spec,

@@ -16,7 +16,6 @@ use crate::api::approval::ApprovalStatus;
 use crate::api::conditions::{self, Condition};
 use crate::api::release::{AuditAction, AuditEntry};
 use crate::api::{Approval, Decision, Release, Stage};
-use crate::identity::Unverified;
 
 const CONTROLLER: &str = "approval";
 pub use greenlight_api::approval::{COUNTS, VERIFIED};
@@ -133,6 +132,7 @@ async fn record_on_trail(
         gate: None,
         template: None,
         previous_template: None,
+        policy: None,
         configuration: None,
     };
     let appended = ctx
@@ -170,9 +170,7 @@ fn verdicts(
         digest: crate::identity::release_digest(&release.spec),
     };
     match &approval.spec.release_ref {
-        Some(given) if *given == now => {
-            eligibility(ctx, stage, who, &ctx.index.release_author(release))
-        }
+        Some(given) if *given == now => eligibility(ctx, stage, release, who),
         Some(_) => vec![format!(
             "does not count: it was given for an earlier release named '{}' (deleted and published again since); approve it again",
             release.name_any()
@@ -244,14 +242,15 @@ fn past_tense(decision: Decision) -> &'static str {
 pub(crate) fn eligibility(
     ctx: &Context,
     stage: &Stage,
+    release: &Release,
     who: &crate::api::Identity,
-    author: &Result<String, Unverified>,
 ) -> Vec<String> {
+    let author = ctx.index.release_author(release);
     let verdicts: Vec<String> = ctx
         .index
-        .approval_gates(stage)
+        .approval_gates(stage, release.spec.release_type)
         .into_iter()
-        .map(|(name, policy)| match policy.refusal(who, author) {
+        .map(|(name, policy)| match policy.refusal(who, &author) {
             None => format!("{COUNTS} '{name}'"),
             Some(why) => format!("does not count toward gate '{name}': {why}"),
         })

@@ -341,6 +341,7 @@ fn audit_entries(
             template: event.pinned.as_ref().and_then(|p| p.template.clone()),
             previous_template: event.pinned.as_ref().and_then(|p| p.previous.clone()),
             configuration: event.pinned.as_ref().and_then(|p| p.configuration.clone()),
+            policy: event.policy.clone(),
         });
     }
     trail

@@ -317,7 +317,10 @@ fn notice(ctx: &Context, event: &Event, namespace: &str) -> Option<Notice> {
         pipeline: stage.spec.pipeline.clone(),
         actor: actor(release.as_deref(), annotation(event, AUDIT_ID_ANNOTATION)),
         approvers: match kind {
-            NoticeKind::WaitingForApproval => approvers(ctx, &stage),
+            NoticeKind::WaitingForApproval => {
+                let release_type = release.as_ref().map(|r| r.spec.release_type);
+                approvers(ctx, &stage, release_type.unwrap_or_default())
+            }
             _ => vec![],
         },
         version: release.as_ref().map(|r| r.spec.version.clone()),
@@ -342,9 +345,13 @@ fn actor(release: Option<&Release>, audit_id: Option<&str>) -> Option<String> {
 }
 
 /// Who may approve at the stage, from its approval gates.
-fn approvers(ctx: &Context, stage: &Stage) -> Vec<String> {
+fn approvers(
+    ctx: &Context,
+    stage: &Stage,
+    release_type: crate::api::release::ReleaseType,
+) -> Vec<String> {
     let mut who: Vec<String> = Vec::new();
-    for (_, policy) in ctx.index.approval_gates(stage) {
+    for (_, policy) in ctx.index.approval_gates(stage, release_type) {
         who.extend(policy.users.iter().map(|u| format!("user {u}")));
         who.extend(policy.groups.iter().map(|g| format!("group {g}")));
     }

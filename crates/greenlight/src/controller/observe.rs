@@ -56,16 +56,13 @@ pub fn validate_stage(stage: &Stage, ctx: &Context) -> Result<StagePlan, Validat
         &gate_type,
     ));
     let manual = stage.spec.trigger.trigger_type == TriggerType::Manual;
-    let has_approval_gate = stage.spec.gates.iter().any(|g| {
-        ctx.index
-            .gate(&namespace, g)
-            .is_some_and(|g| g.spec.gate_type == GateType::Approval)
-    });
-    if manual && !has_approval_gate {
-        errors.push(FieldError::new(
-            "spec.trigger.type",
-            MANUAL_NEEDS_APPROVAL_GATE,
-        ));
+    for (field, gates) in crate::validation::checks::gate_lists(&stage.spec) {
+        let approval = gates
+            .iter()
+            .any(|g| gate_type(g) == Some(GateType::Approval));
+        if manual && !approval {
+            errors.push(FieldError::new(field, MANUAL_NEEDS_APPROVAL_GATE));
+        }
     }
     match errors.is_empty() {
         true => Ok(plan),
@@ -181,6 +178,7 @@ pub fn release_views(
                 Read::Unknown => ask.push(r.name_any()),
             }
             ReleaseView {
+                release_type: r.spec.release_type,
                 name: r.name_any(),
                 version: r.spec.version.clone(),
                 artifacts: r.spec.artifacts.clone(),

@@ -107,6 +107,7 @@ mod tests {
         stages.insert(
             "test".to_string(),
             ReleaseStageStatus {
+                policy: None,
                 phase,
                 reason: None,
                 message: None,

@@ -141,6 +141,7 @@ mod tests {
             template: None,
             previous_template: None,
             configuration: None,
+            policy: None,
         }
     }
 
