@@ -28,6 +28,7 @@ mod scale;
 mod schedule;
 mod shell;
 mod slo;
+mod tickets;
 mod trust;
 mod windows;
 
@@ -71,6 +72,7 @@ pub fn all() -> Vec<(&'static str, Case)> {
 fn policy() -> Vec<(&'static str, Case)> {
     cases![
         policies::a_hotfix_skips_the_soak_but_needs_two_signoffs_while_a_feature_takes_the_normal_path,
+        tickets::a_change_in_assess_holds_the_release_until_it_is_implemented_in_its_window_and_gets_a_work_note,
     ]
 }
 

@@ -9,6 +9,7 @@ pub mod controlplane;
 pub mod delay;
 pub mod figures;
 pub mod http;
+pub mod itsm;
 pub mod jobpods;
 pub mod kstatus;
 pub mod kubelet;

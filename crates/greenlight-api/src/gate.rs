@@ -57,6 +57,8 @@ pub struct GateSpec {
     pub compare: Option<super::compare::CompareGate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<super::slo::SloGate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_ticket: Option<super::ticket::ChangeTicketGate>,
     /// How often a gate that did not pass is checked again. Default 30s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -74,6 +76,8 @@ pub enum GateType {
     Job,
     Compare,
     Slo,
+    #[serde(rename = "changeTicket")]
+    ChangeTicket,
 }
 
 impl GateType {
@@ -87,6 +91,7 @@ impl GateType {
             Self::Job => "job",
             Self::Compare => "compare",
             Self::Slo => "slo",
+            Self::ChangeTicket => "changeTicket",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod release;
 pub mod server;
 pub mod slo;
 pub mod stage;
+pub mod ticket;
 pub mod verify;
 
 pub use approval::{Approval, ApprovalSpec, ApprovalStatus, Decision, Identity, ReleaseRef};

@@ -54,6 +54,11 @@ pub struct ReleaseSpec {
     pub source: Option<SourceRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// The change request this release goes out under (e.g. `CHG0030001`), which a
+    /// `changeTicket` gate checks with the ITSM tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"))]
+    pub change_ticket: Option<String>,
     /// Who created the release, stamped by the admission webhook at creation (a value sent by
     /// the client is replaced). Approval gates use it to refuse self-approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +170,10 @@ pub struct AuditEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub policy: Option<String>,
+    /// The change request the release went out under (`spec.changeTicket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub change_ticket: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

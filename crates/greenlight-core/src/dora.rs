@@ -153,7 +153,26 @@ pub struct PipelineReport {
     pub production: Vec<String>,
     pub figures: Figures,
     pub stages: Vec<StageReport>,
+    /// The rollouts that finished in production in the period, newest first (at most 200),
+    /// each with the change request it went out under: the trace an auditor asks for.
+    pub changes: Vec<ProductionChange>,
 }
+
+/// One rollout that finished at a production stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductionChange {
+    pub stage: String,
+    pub release: String,
+    pub time: Timestamp,
+    /// `Succeeded`, or why it failed.
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_ticket: Option<String>,
+}
+
+/// Most production changes a report lists.
+const CHANGES_LISTED: usize = 200;
 
 /// One finished rollout of one release at one stage.
 #[derive(Debug, Clone)]
@@ -164,6 +183,7 @@ struct Finish {
     origin: Timestamp,
     release: String,
     hotfix: bool,
+    ticket: Option<String>,
     /// `None` for a success.
     failure: Option<(String, Option<String>)>,
 }
@@ -212,6 +232,7 @@ fn pipeline_report(
         .collect();
     first_success_per_release(&mut in_production);
     PipelineReport {
+        changes: production_changes(&in_production, window),
         figures: figures(&in_production, window),
         stages: by_stage
             .into_iter()
@@ -224,6 +245,21 @@ fn pipeline_report(
         pipeline,
         production,
     }
+}
+
+fn production_changes(finishes: &[Finish], window: Window) -> Vec<ProductionChange> {
+    let listed = finishes.iter().rev().filter(|f| window.holds(f.time));
+    let listed = listed.take(CHANGES_LISTED).map(|f| ProductionChange {
+        stage: f.stage.clone(),
+        release: f.release.clone(),
+        time: f.time,
+        outcome: f
+            .failure
+            .as_ref()
+            .map_or("Succeeded".into(), |(why, _)| why.clone()),
+        change_ticket: f.ticket.clone(),
+    });
+    listed.collect()
 }
 
 /// Stages no other stage requires (none when no Stage exists any more).
@@ -286,6 +322,7 @@ fn finishes_of(release: &Release) -> Vec<Finish> {
                 origin,
                 release: release.name_any(),
                 hotfix,
+                ticket: release.spec.change_ticket.clone(),
                 failure,
             })
         })

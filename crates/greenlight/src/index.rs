@@ -284,6 +284,34 @@ impl Index {
             .collect()
     }
 
+    /// Releases of the namespace other than `except` that name `ticket` as their change
+    /// ticket and that the gate `gate` has passed, at any stage: who went out under it.
+    pub fn ticket_holders(
+        &self,
+        namespace: &str,
+        ticket: &str,
+        gate: &str,
+        except: &str,
+    ) -> Vec<String> {
+        let passed = |r: &Release| {
+            let entries = r.status.iter().flat_map(|s| s.stages.values());
+            let results = entries.flat_map(|e| e.gates.iter().chain(&e.checks));
+            results
+                .into_iter()
+                .any(|g| g.name == gate && g.result == crate::api::release::GateVerdict::Passed)
+        };
+        let mut holders: Vec<String> = self
+            .releases
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(namespace) && r.name_any() != except)
+            .filter(|r| r.spec.change_ticket.as_deref() == Some(ticket) && passed(r))
+            .map(|r| r.name_any())
+            .collect();
+        holders.sort();
+        holders
+    }
+
     /// Releases of one pipeline, oldest first (creation time, then name).
     pub fn pipeline_releases(&self, namespace: &str, pipeline: &str) -> Vec<Arc<Release>> {
         let mut releases: Vec<Arc<Release>> = self

@@ -114,6 +114,7 @@ mod tests {
             production: vec!["prod".into()],
             figures: Figures::default(),
             stages: vec![],
+            changes: vec![],
         };
         let table = text(&[report], "90d");
         assert!(table.contains("PIPELINE web (namespace shop), last 90d; production: prod"));

@@ -372,6 +372,7 @@ mod tests {
             release_type: ReleaseType::Feature,
             source: None,
             notes: None,
+            change_ticket: None,
             created_by: None,
         }
     }
@@ -829,6 +830,7 @@ mod properties {
                 release_type: ReleaseType::Feature,
                 source: None,
                 notes: None,
+                change_ticket: None,
                 created_by: None,
             };
             let result = validate_release(&spec);

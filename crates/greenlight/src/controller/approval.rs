@@ -133,6 +133,7 @@ async fn record_on_trail(
         template: None,
         previous_template: None,
         policy: None,
+        change_ticket: None,
         configuration: None,
     };
     let appended = ctx

@@ -342,9 +342,20 @@ fn audit_entries(
             previous_template: event.pinned.as_ref().and_then(|p| p.previous.clone()),
             configuration: event.pinned.as_ref().and_then(|p| p.configuration.clone()),
             policy: event.policy.clone(),
+            change_ticket: ticket_of(ctx, stage, release),
         });
     }
     trail
+}
+
+/// The change request a release names, if it does.
+fn ticket_of(ctx: &Context, stage: &crate::api::Stage, release: &str) -> Option<String> {
+    let namespace = stage.namespace().unwrap_or_default();
+    ctx.index
+        .release(&namespace, release)?
+        .spec
+        .change_ticket
+        .clone()
 }
 
 /// Most refused commands one Release's trail records; past that they are Events only, so
@@ -431,12 +442,19 @@ async fn announce(world: &World, events: &[StageEvent], ctx: &Context) {
                 ),
                 _ => key,
             };
+            let ticket = release.spec.change_ticket.as_deref();
+            let ticket = ticket.map(|t| format!(" [change {t}]")).unwrap_or_default();
             let a = Announcement {
                 warning: event.kind.warning(),
                 reason,
-                note: format!("stage {}: {}", stage.name_any(), event.note),
+                note: format!("stage {}: {}{ticket}", stage.name_any(), event.note),
                 key,
-                notify_stage: crate::notify::outbox_stage(stage, reason, &event.note),
+                notify_stage: crate::notify::outbox_stage(stage, reason, &event.note).or_else(
+                    || {
+                        let due = super::worknotes::due(ctx, stage, &release, reason, &event.note);
+                        due.then(|| stage.name_any())
+                    },
+                ),
             };
             ctx.writer.events.publish(&*release, a).await;
         }

@@ -29,6 +29,7 @@ pub mod secrets;
 pub mod stage;
 pub mod steering;
 pub mod wake;
+pub mod worknotes;
 pub mod writer;
 
 #[cfg(test)]

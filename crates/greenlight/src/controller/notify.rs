@@ -278,9 +278,38 @@ async fn attempt(
             Err(why) => left.push(why),
         }
     }
+    write_work_notes(ctx, &notice, namespace, delivered, &mut left).await;
     match left.is_empty() {
         true => Ok(Delivery::Done),
         false => Err(left.join("; ")),
+    }
+}
+
+/// Writes the notice to the change request of each gate that wants a work note and does not
+/// have it yet.
+async fn write_work_notes(
+    ctx: &Context,
+    notice: &Notice,
+    namespace: &str,
+    delivered: &mut Vec<String>,
+    left: &mut Vec<String>,
+) {
+    use super::worknotes;
+    let stage = ctx.index.stage(namespace, &notice.stage);
+    let release = ctx.index.release(namespace, &notice.release);
+    let (Some(stage), Some(release), true) = (stage, release, worknotes::wanted(notice.kind))
+    else {
+        return;
+    };
+    for (gate, spec) in worknotes::gates(ctx, &stage, &release) {
+        let key = format!("{}{gate}", worknotes::PREFIX);
+        if delivered.contains(&key) {
+            continue;
+        }
+        match worknotes::write(ctx, namespace, &spec, notice).await {
+            Ok(()) => delivered.push(key),
+            Err(why) => left.push(format!("work note of gate '{gate}': {why}")),
+        }
     }
 }
 
@@ -329,6 +358,7 @@ fn notice(ctx: &Context, event: &Event, namespace: &str) -> Option<Notice> {
         message,
         source,
         link,
+        change_ticket: release.as_ref().and_then(|r| r.spec.change_ticket.clone()),
         time: event
             .event_time
             .as_ref()

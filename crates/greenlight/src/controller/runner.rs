@@ -203,6 +203,8 @@ impl GateRunner {
             stage_uid: stage.uid().unwrap_or_default(),
             measuring: false,
             service_port: 80,
+            change_ticket: None,
+            ticket_used_by: vec![],
             now,
         }
     }
@@ -397,6 +399,15 @@ impl Inner {
             ctx.approvals = self
                 .index
                 .approval_records(&ctx.namespace, &ctx.release, &ctx.stage);
+        }
+        if compiled.needs.ticket {
+            let release = self.index.release(&ctx.namespace, &ctx.release);
+            ctx.change_ticket = release.and_then(|r| r.spec.change_ticket.clone());
+            if let Some(ticket) = &ctx.change_ticket {
+                ctx.ticket_used_by =
+                    self.index
+                        .ticket_holders(&ctx.namespace, ticket, &ctx.gate, &ctx.release);
+            }
         }
         if !compiled.needs.secrets.is_empty() {
             match secrets::resolve(&compiled.needs.secrets, &ctx.namespace, &self.client).await {

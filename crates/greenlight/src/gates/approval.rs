@@ -352,6 +352,8 @@ mod tests {
             stage_uid: String::new(),
             measuring: false,
             service_port: 80,
+            change_ticket: None,
+            ticket_used_by: vec![],
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
         }
     }

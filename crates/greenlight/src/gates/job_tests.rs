@@ -233,6 +233,8 @@ pub(super) fn ctx() -> GateContext {
         stage_uid: "stage-uid".into(),
         measuring: false,
         service_port: 8080,
+        change_ticket: None,
+        ticket_used_by: vec![],
         now: "2026-12-07T01:00:05Z".parse().unwrap(),
     }
 }

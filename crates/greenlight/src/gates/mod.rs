@@ -5,6 +5,7 @@ pub mod allow;
 pub mod approval;
 pub mod compare;
 pub mod condition;
+pub mod itsm;
 pub mod job;
 #[cfg(test)]
 mod job_tests;
@@ -15,6 +16,7 @@ pub mod slo;
 #[cfg(test)]
 mod slo_tests;
 pub mod soak;
+pub mod ticket;
 pub mod webhook;
 pub mod window;
 
@@ -78,6 +80,10 @@ pub struct GateContext {
     pub stage_uid: String,
     /// The port of the stage's Services.
     pub service_port: i32,
+    /// The change request the release names (read only for `changeTicket` gates).
+    pub change_ticket: Option<String>,
+    /// Other releases that this gate already let out under the same change request.
+    pub ticket_used_by: Vec<String>,
     pub now: Timestamp,
 }
 
@@ -96,6 +102,8 @@ pub struct Needs {
     pub secrets: Vec<SecretKeyRef>,
     /// The release's approvals and verified author go into the context.
     pub approvals: bool,
+    /// The release's change ticket, and the other releases it let out, go into the context.
+    pub ticket: bool,
 }
 
 /// A gate ready to evaluate, built from a validated spec.
@@ -131,6 +139,7 @@ static KINDS: &[&dyn GateKind] = &[
     &job::Kind,
     &compare::Kind,
     &slo::Kind,
+    &ticket::Kind,
 ];
 
 /// What gates get from the operator's configuration.
@@ -402,6 +411,7 @@ mod props {
                 job: None,
                 compare: None,
                 slo: None,
+                change_ticket: None,
                 recheck_interval: Some(timeout.clone()),
             };
             let webhook = GateSpec {

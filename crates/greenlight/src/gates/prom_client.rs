@@ -30,7 +30,7 @@ pub fn secrets(server: &PrometheusServer) -> Vec<SecretKeyRef> {
 pub fn needs(server: &PrometheusServer) -> super::Needs {
     super::Needs {
         secrets: secrets(server),
-        approvals: false,
+        ..Default::default()
     }
 }
 

@@ -423,6 +423,8 @@ mod tests {
             stage_uid: String::new(),
             measuring: false,
             service_port: 80,
+            change_ticket: None,
+            ticket_used_by: vec![],
             now: jiff::Timestamp::UNIX_EPOCH,
         }
     }

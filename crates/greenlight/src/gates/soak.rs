@@ -138,6 +138,8 @@ mod tests {
             stage_uid: String::new(),
             measuring: false,
             service_port: 80,
+            change_ticket: None,
+            ticket_used_by: vec![],
             primary_workload: "web-primary".into(),
             canary_workload: "web-canary".into(),
             secrets: Default::default(),

@@ -68,6 +68,9 @@ pub struct Notice {
     pub source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// The change request the release goes out under, when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_ticket: Option<String>,
     pub time: jiff::Timestamp,
 }
 
@@ -174,6 +177,7 @@ mod tests {
             approvers: vec!["group release-managers".into()],
             source: Some("https://git.example.com/shop/web @ 0a1b2c3".into()),
             link: Some("https://git.example.com/shop/web/commit/0a1b2c3".into()),
+            change_ticket: None,
             time: "2026-11-27T10:00:00Z".parse().unwrap(),
         }
     }

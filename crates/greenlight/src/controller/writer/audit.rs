@@ -142,6 +142,7 @@ mod tests {
             previous_template: None,
             configuration: None,
             policy: None,
+            change_ticket: None,
         }
     }
 
