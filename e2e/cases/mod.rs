@@ -8,6 +8,7 @@ mod canary;
 mod canary_safety;
 mod compare;
 mod demo;
+mod emergency;
 mod failover;
 mod fence;
 mod first_minutes;
@@ -73,6 +74,7 @@ fn policy() -> Vec<(&'static str, Case)> {
     cases![
         policies::a_hotfix_skips_the_soak_but_needs_two_signoffs_while_a_feature_takes_the_normal_path,
         tickets::a_change_in_assess_holds_the_release_until_it_is_implemented_in_its_window_and_gets_a_work_note,
+        emergency::an_emergency_in_a_blackout_needs_two_approvals_besides_its_requester_and_is_reviewed,
     ]
 }
 

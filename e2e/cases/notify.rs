@@ -2,61 +2,13 @@
 //! transition exactly once, with the release, the stage, the actor and the source, also when
 //! the receiver was down for a while and the controller restarted meanwhile.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use serde_json::Value;
 
 use crate::env::{TestEnv, image, target_yaml};
-
-/// Records the JSON body of every POST by path; answers 503 while `down`, and on the paths
-/// in `down_paths`.
-#[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<BTreeMap<String, Vec<Value>>>>,
-    down: Arc<AtomicBool>,
-    down_paths: Arc<Mutex<std::collections::BTreeSet<String>>>,
-}
-
-impl Receiver {
-    async fn start(&self) -> u16 {
-        let app = axum::Router::new()
-            .route("/{path}", axum::routing::post(receive))
-            .with_state(self.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        port
-    }
-
-    fn got(&self, path: &str) -> Vec<Value> {
-        self.got
-            .lock()
-            .unwrap()
-            .get(path)
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-async fn receive(
-    State(r): State<Receiver>,
-    Path(path): Path<String>,
-    body: axum::body::Bytes,
-) -> StatusCode {
-    if r.down.load(Ordering::SeqCst) || r.down_paths.lock().unwrap().contains(&path) {
-        return StatusCode::SERVICE_UNAVAILABLE;
-    }
-    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
-        return StatusCode::BAD_REQUEST;
-    };
-    r.got.lock().unwrap().entry(path).or_default().push(value);
-    StatusCode::OK
-}
+use crate::support::http::Receiver;
 
 fn world_yaml(port: u16) -> String {
     let release_managers = "{groups: [release-managers], required: 1}";

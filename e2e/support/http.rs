@@ -3,9 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{any, get};
+use serde_json::Value;
 
 /// Serves `/metrics` with gauges whose values the test sets.
 #[derive(Clone, Default)]
@@ -113,4 +116,49 @@ async fn serve(app: axum::Router) -> String {
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// Records the JSON body of every POST by path; answers 503 while `down`, and on the paths
+/// in `down_paths`.
+#[derive(Clone, Default)]
+pub struct Receiver {
+    pub got: Arc<Mutex<BTreeMap<String, Vec<Value>>>>,
+    pub down: Arc<AtomicBool>,
+    pub down_paths: Arc<Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl Receiver {
+    pub async fn start(&self) -> u16 {
+        let app = axum::Router::new()
+            .route("/{path}", axum::routing::post(receive))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    pub fn got(&self, path: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+async fn receive(
+    State(r): State<Receiver>,
+    Path(path): Path<String>,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    if r.down.load(Ordering::SeqCst) || r.down_paths.lock().unwrap().contains(&path) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    r.got.lock().unwrap().entry(path).or_default().push(value);
+    StatusCode::OK
 }

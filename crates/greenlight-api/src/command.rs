@@ -61,6 +61,18 @@ pub struct StageCommandSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub comment: Option<String>,
+    /// Why an emergency is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: Option<String>,
+    /// The incident or ticket an emergency answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub reference: Option<String>,
+    /// The post-mortem a `closeReview` links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub post_mortem: Option<String>,
     /// Set by the admission webhook from the request's authenticated user; never trusted
     /// from the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,6 +91,12 @@ pub enum CommandAction {
     Abort,
     /// Roll out `release` again after it failed here.
     Retry,
+    /// Roll `release` out past what `spec.emergency.bypass` allows, once the emergency's
+    /// approvers agree; needs `reason` and `reference`.
+    Emergency,
+    /// Close the review of `release`'s emergency rollout here, linking `postMortem`.
+    #[serde(rename = "closeReview")]
+    CloseReview,
 }
 
 impl CommandAction {
@@ -87,6 +105,8 @@ impl CommandAction {
             Self::Promote => "promote",
             Self::Abort => "abort",
             Self::Retry => "retry",
+            Self::Emergency => "emergency",
+            Self::CloseReview => "closeReview",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod command;
 pub mod compare;
 pub mod conditions;
 pub mod crdgen;
+pub mod emergency;
 pub mod gate;
 pub mod notifier;
 pub mod patterns;

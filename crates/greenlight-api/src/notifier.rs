@@ -44,7 +44,7 @@ pub struct NotifierSpec {
     pub url_secret_ref: SecretKeyRef,
     /// Which notices to send; every kind when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8))]
+    #[schemars(length(max = 10))]
     pub events: Vec<NoticeKind>,
 }
 
@@ -88,6 +88,10 @@ pub enum NoticeKind {
     RolledBack,
     /// Verification passed: the release counts as succeeded at the stage.
     Verified,
+    /// An approved emergency rolls out past what the stage's emergency policy allows.
+    BreakGlass,
+    /// The review of an emergency rollout is past its due date and still open.
+    ReviewOverdue,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -170,6 +170,14 @@ pub struct AuditEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub policy: Option<String>,
+    /// On a `BreakGlass` entry: when its review is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Time>")]
+    pub review_due: Option<Timestamp>,
+    /// On a `ReviewClosed` entry: the `BreakGlass` entry whose review it closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub review: Option<String>,
     /// The change request the release went out under (`spec.changeTicket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
@@ -198,6 +206,14 @@ pub enum AuditAction {
     GatePassed,
     /// A gate of a check list failed.
     GateFailed,
+    /// Someone asked for an emergency rollout of the release.
+    EmergencyRequested,
+    /// One control an approved emergency skipped (a window, a gate, a required stage).
+    Bypassed,
+    /// An emergency rollout started: it opens a review, due at `reviewDue`.
+    BreakGlass,
+    /// The review of an emergency rollout was closed, with its post-mortem.
+    ReviewClosed,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

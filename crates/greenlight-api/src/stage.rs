@@ -121,6 +121,10 @@ pub struct StageSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub policies: Vec<super::policy::ReleasePolicy>,
+    /// What an `emergency` StageCommand may bypass here, and who must approve it. Without
+    /// it, the stage takes no emergencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<super::emergency::EmergencySpec>,
 }
 
 impl StageSpec {
@@ -351,6 +355,9 @@ pub struct StageStatus {
     pub target_change: Option<TargetChange>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// An emergency asked for, awaiting its approvals, until its rollout starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<super::emergency::EmergencyRequest>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -419,6 +426,9 @@ pub struct ActiveRollout {
     /// when, and which have passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Checks>,
+    /// The emergency this rollout answers, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<super::emergency::EmergencyRequest>,
     /// The release policy this rollout runs under, by name (none: the stage's own spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 63))]

@@ -156,6 +156,10 @@ pub struct PipelineReport {
     /// The rollouts that finished in production in the period, newest first (at most 200),
     /// each with the change request it went out under: the trace an auditor asks for.
     pub changes: Vec<ProductionChange>,
+    /// Reviews of emergency rollouts not closed yet (whenever they were opened).
+    pub reviews_open: u32,
+    /// Those of them past their due date.
+    pub reviews_overdue: u32,
 }
 
 /// One rollout that finished at a production stage.
@@ -231,7 +235,15 @@ fn pipeline_report(
         .flat_map(|p| by_stage.get(p).cloned().unwrap_or_default())
         .collect();
     first_success_per_release(&mut in_production);
+    let reviews: Vec<crate::review::Review> = releases
+        .iter()
+        .flat_map(|r| crate::review::reviews(r))
+        .collect();
+    let open = reviews.iter().filter(|r| r.open()).count() as u32;
+    let overdue = reviews.iter().filter(|r| r.overdue(window.until)).count() as u32;
     PipelineReport {
+        reviews_open: open,
+        reviews_overdue: overdue,
         changes: production_changes(&in_production, window),
         figures: figures(&in_production, window),
         stages: by_stage

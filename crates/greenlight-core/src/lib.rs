@@ -9,6 +9,7 @@ pub mod judge;
 pub mod machine;
 pub mod observed;
 pub mod pipeline;
+pub mod review;
 pub mod schedule;
 pub mod validation;
 pub mod verdict;

@@ -20,4 +20,4 @@ pub mod workload;
 
 pub use greenlight_api as api;
 pub use greenlight_api::crdgen;
-pub use greenlight_core::{machine, pipeline, schedule, validation};
+pub use greenlight_core::{machine, pipeline, review, schedule, validation};

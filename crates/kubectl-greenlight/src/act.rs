@@ -41,7 +41,7 @@ impl Ctx {
             .map_err(|e| explain(e, kind, name, &self.ns))
     }
 
-    async fn list<K>(&self, kind: &'static str) -> Result<Vec<K>, PluginError>
+    pub async fn list<K>(&self, kind: &'static str) -> Result<Vec<K>, PluginError>
     where
         K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -416,21 +416,29 @@ pub async fn steer(
         }
         (_, release) => release,
     };
-    let verb = serde_json::to_value(action)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
-    let command = StageCommand::new(
-        "",
-        StageCommandSpec {
-            stage: s.stage.clone(),
-            action,
-            release,
-            comment: s.message,
-            requested_by: None,
-            stage_ref: None,
-        },
-    );
+    let spec = StageCommandSpec {
+        stage: s.stage.clone(),
+        action,
+        release,
+        comment: s.message,
+        reason: None,
+        reference: None,
+        post_mortem: None,
+        requested_by: None,
+        stage_ref: None,
+    };
+    send_command(ctx, spec).await
+}
+
+/// Creates the StageCommand as the current user and waits until its stage has taken it:
+/// exit 0 when applied, 1 when refused.
+pub async fn send_command(ctx: &Ctx, spec: StageCommandSpec) -> Result<u8, PluginError> {
+    let verb = spec.action.as_str().to_lowercase();
+    let s = Steer {
+        stage: spec.stage.clone(),
+        message: None,
+    };
+    let command = StageCommand::new("", spec);
     let prefix = format!("{verb}-{}-", s.stage);
     let name = ctx.create("stagecommand", command, prefix).await?;
     let api = ctx.api::<StageCommand>();

@@ -90,6 +90,12 @@ pub fn text(reports: &[PipelineReport], period: &str) -> String {
                 causes.join(", ")
             ));
         }
+        if r.reviews_open > 0 {
+            out.push_str(&format!(
+                "emergency reviews open: {} ({} overdue); see kubectl greenlight reviews\n",
+                r.reviews_open, r.reviews_overdue
+            ));
+        }
         out.push('\n');
     }
     out
@@ -115,6 +121,8 @@ mod tests {
             figures: Figures::default(),
             stages: vec![],
             changes: vec![],
+            reviews_open: 0,
+            reviews_overdue: 0,
         };
         let table = text(&[report], "90d");
         assert!(table.contains("PIPELINE web (namespace shop), last 90d; production: prod"));

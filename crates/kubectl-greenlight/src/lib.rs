@@ -5,6 +5,7 @@
 pub mod act;
 pub mod client;
 pub mod dora;
+pub mod emergency;
 pub mod policy;
 pub mod view;
 pub mod watch;
@@ -77,6 +78,32 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<Output>,
     },
+    /// Ask for an emergency rollout of a release at a stage, past what the stage's
+    /// spec.emergency lets it bypass, once the emergency's approvers agree.
+    Emergency {
+        release: String,
+        #[arg(long)]
+        stage: String,
+        /// Why it cannot wait.
+        #[arg(long)]
+        reason: String,
+        /// The incident or ticket it answers.
+        #[arg(long)]
+        reference: String,
+    },
+    /// Reviews of emergency rollouts.
+    Review {
+        #[command(subcommand)]
+        what: ReviewCommand,
+    },
+    /// The reviews of emergency rollouts that are open (overdue ones marked).
+    Reviews {
+        /// Closed ones too.
+        #[arg(long)]
+        all: bool,
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
     /// Which release policy applies to a release at each stage of its pipeline, and why.
     Policy {
         release: String,
@@ -91,6 +118,18 @@ pub enum Command {
         release: String,
         #[arg(short, long)]
         output: Option<Output>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReviewCommand {
+    /// Close the review of a release's emergency rollout at a stage, with its post-mortem.
+    Close {
+        release: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long)]
+        post_mortem: String,
     },
 }
 
@@ -224,15 +263,41 @@ pub async fn run(cli: Cli) -> Result<u8, PluginError> {
             .await
         }
         Command::History { release, output } => act::history(&ctx, &release, output).await,
-        Command::Policy {
-            release,
-            stage,
-            output,
-        } => act::policy(&ctx, &release, stage.as_deref(), output).await,
+        command @ (Command::Emergency { .. }
+        | Command::Review { .. }
+        | Command::Reviews { .. }
+        | Command::Policy { .. }) => release_management(&ctx, command).await,
         Command::Dora {
             pipeline,
             since,
             output,
         } => act::dora(&ctx, pipeline.as_deref(), since, output).await,
+    }
+}
+
+/// The commands of release management: policies, emergencies and their reviews.
+async fn release_management(ctx: &act::Ctx, command: Command) -> Result<u8, PluginError> {
+    match command {
+        Command::Emergency {
+            release,
+            stage,
+            reason,
+            reference,
+        } => emergency::ask(ctx, release, stage, reason, reference).await,
+        Command::Review {
+            what:
+                ReviewCommand::Close {
+                    release,
+                    stage,
+                    post_mortem,
+                },
+        } => emergency::close(ctx, release, stage, post_mortem).await,
+        Command::Reviews { all, output } => emergency::list(ctx, all, output, palette()).await,
+        Command::Policy {
+            release,
+            stage,
+            output,
+        } => act::policy(ctx, &release, stage.as_deref(), output).await,
+        _ => Ok(1),
     }
 }

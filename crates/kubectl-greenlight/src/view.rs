@@ -53,6 +53,12 @@ pub struct StageView {
     /// An edit of the target that has not reached the primary: who made it, and what.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_change: Option<String>,
+    /// An emergency asked for here, or rolling out: who asked, for what, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emergency: Option<String>,
+    /// Reviews of emergency rollouts here still open: the release, and when each is due.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub open_reviews: Vec<(String, Option<jiff::Timestamp>)>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -98,6 +104,35 @@ pub fn pipeline(
             .map(|stage| stage_view(stage, &by_name))
             .collect(),
     }
+}
+
+/// The emergency a stage holds: asked for and waiting for approvals, or rolling out.
+fn emergency_line(status: &greenlight_api::StageStatus) -> Option<String> {
+    if let Some(e) = &status.emergency {
+        return Some(format!(
+            "EMERGENCY asked by {} for {}: {} ({}); waiting for the emergency's approvals",
+            e.requester, e.release, e.reason, e.reference
+        ));
+    }
+    let e = status.rollout.as_ref()?.emergency.as_ref()?;
+    Some(format!(
+        "BREAK-GLASS rollout asked by {} for {}: {} ({})",
+        e.requester, e.release, e.reason, e.reference
+    ))
+}
+
+/// The open reviews of emergency rollouts at `stage`, by release.
+fn open_reviews(
+    stage: &str,
+    releases: &BTreeMap<String, &Release>,
+) -> Vec<(String, Option<jiff::Timestamp>)> {
+    let reviews = releases
+        .values()
+        .flat_map(|r| greenlight_core::review::reviews(r));
+    reviews
+        .filter(|r| r.open() && r.stage == stage)
+        .map(|r| (r.release, r.due))
+        .collect()
 }
 
 /// Stages ordered so each comes after those it requires; ties by name. Stages in a cycle
@@ -172,6 +207,8 @@ fn stage_view(stage: &Stage, releases: &BTreeMap<String, &Release>) -> StageView
             .unwrap_or_default(),
         template: status.template.clone(),
         pod_spec: pod_spec_digest(&status),
+        emergency: emergency_line(&status),
+        open_reviews: open_reviews(&name, releases),
         target_change: status.target_change.as_ref().map(|c| {
             let state = if c.failed {
                 "rolled back"
@@ -293,6 +330,19 @@ impl Palette {
     fn dim(self, text: &str) -> String {
         self.paint("2", text)
     }
+
+    /// Break-glass colours: magenta for an emergency, red for what is overdue.
+    pub fn emergency(self, text: &str) -> String {
+        self.paint("1;35", text)
+    }
+
+    pub fn red(self, text: &str) -> String {
+        self.paint("1;31", text)
+    }
+
+    pub fn yellow(self, text: &str) -> String {
+        self.paint("33", text)
+    }
 }
 
 /// A bar of `width` cells, `percent` of them full.
@@ -366,6 +416,22 @@ fn stage_details(stage: &StageView, palette: Palette) -> Vec<String> {
     }
     if let Some(change) = &stage.target_change {
         lines.push(format!("target {}", clean(change)));
+    }
+    if let Some(emergency) = &stage.emergency {
+        lines.push(palette.emergency(&clean(emergency)));
+    }
+    let now = jiff::Timestamp::now();
+    for (release, due) in &stage.open_reviews {
+        let due_text = due.map_or("no due date".to_string(), |d| format!("due {d}"));
+        let line = format!(
+            "review open: emergency rollout of {} ({due_text})",
+            clean(release)
+        );
+        let overdue = due.is_some_and(|d| d <= now);
+        lines.push(match overdue {
+            true => palette.red(&format!("{line} OVERDUE")),
+            false => palette.emergency(&line),
+        });
     }
     if let Some(why) = &stage.why {
         let label = match stage.phase.as_str() {

@@ -66,6 +66,7 @@ fn plan() -> StagePlan {
         checks: Default::default(),
         policies: vec![],
         time_to_recover: None,
+        emergency: None,
     }
 }
 
@@ -91,6 +92,7 @@ fn release(name: &str) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
+        review_open: false,
         stages: BTreeMap::new(),
     }
 }

@@ -36,6 +36,7 @@ fn plan(pre_rollout: &[&str], verify: &[&str], on_timeout: OnTimeout) -> StagePl
         },
         policies: vec![],
         time_to_recover: None,
+        emergency: None,
     }
 }
 
@@ -54,6 +55,7 @@ fn release(name: &str, here: Option<RP>) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
+        review_open: false,
         stages,
     }
 }

@@ -49,15 +49,19 @@ pub(super) struct Draft<'a> {
 
 impl<'a> Draft<'a> {
     pub(super) fn new(input: &'a StageInput<'a>) -> Self {
-        let policy = input
-            .status
-            .rollout
-            .as_ref()
-            .and_then(|r| r.policy.as_deref());
+        let rollout = input.status.rollout.as_ref();
+        let policy = rollout.and_then(|r| r.policy.as_deref());
         let policy = policy.and_then(|name| input.plan.policy_named(name));
+        let emergency = rollout.filter(|r| r.emergency.is_some());
+        let emergency = emergency.and(input.plan.emergency.as_deref());
+        let plan = match (emergency, policy) {
+            (Some(e), _) => &e.plan,
+            (None, Some(p)) => &p.plan,
+            (None, None) => input.plan,
+        };
         Self {
             input,
-            plan: policy.map_or(input.plan, |p| &p.plan),
+            plan,
             status: input.status.clone(),
             updates: BTreeMap::new(),
             primary: None,
@@ -193,6 +197,8 @@ impl<'a> Draft<'a> {
         let by_person = match kind {
             Transition::Resumed | Transition::PromotedByHand | Transition::RetryRequested => true,
             Transition::CommandRefused => true,
+            Transition::EmergencyRequested | Transition::EmergencyCancelled => true,
+            Transition::ReviewClosed => true,
             Transition::RolloutFailed | Transition::PreRolloutFailed => {
                 self.input.command == Some(Command::Abort)
             }
@@ -214,6 +220,9 @@ impl<'a> Draft<'a> {
             pinned,
             check: None,
             policy,
+            actor: None,
+            item: None,
+            review_due: None,
         });
     }
 
@@ -277,6 +286,10 @@ impl<'a> Draft<'a> {
             (Command::Abort, None) => {
                 format!("abort: stage '{name}' has no rollout in progress")
             }
+            (Command::Emergency(e), _) => self.emergency_refusal(e),
+            (Command::CloseReview { release, .. }, _) => {
+                format!("closeReview: release '{release}' has no open review at stage '{name}'")
+            }
             (Command::Promote, Some(r)) if r.canary.is_none() => format!(
                 "promote: the rolling rollout of {} has no steps to skip",
                 r.version
@@ -290,6 +303,9 @@ impl<'a> Draft<'a> {
         };
         let release = match &command {
             Command::Retry(r) if self.release(r).is_some() => Some(r.clone()),
+            Command::CloseReview { release, .. } if self.release(release).is_some() => {
+                Some(release.clone())
+            }
             _ => before
                 .rollout
                 .as_ref()

@@ -51,6 +51,16 @@ pub enum Transition {
     CheckPassed,
     /// A gate of a check list failed.
     CheckFailed,
+    /// Someone asked for an emergency rollout; it waits for its approvals.
+    EmergencyRequested,
+    /// An abort cancelled an emergency that had not rolled out.
+    EmergencyCancelled,
+    /// One control an approved emergency skipped.
+    Bypassed,
+    /// An approved emergency rollout starts; its review is due at `review_due`.
+    BreakGlass,
+    /// A person closed the review of an emergency rollout, linking its post-mortem.
+    ReviewClosed,
 }
 
 impl Transition {
@@ -90,6 +100,11 @@ impl Transition {
             VerificationHeld => "VerificationHeld",
             CheckPassed => "CheckPassed",
             CheckFailed => "CheckFailed",
+            EmergencyRequested => "EmergencyRequested",
+            EmergencyCancelled => "EmergencyCancelled",
+            Bypassed => "Bypassed",
+            BreakGlass => "BreakGlass",
+            ReviewClosed => "ReviewClosed",
         }
     }
 
@@ -111,6 +126,8 @@ impl Transition {
                 | PreRolloutFailed
                 | VerificationHeld
                 | CheckFailed
+                | Bypassed
+                | BreakGlass
         )
     }
 
@@ -131,6 +148,11 @@ impl Transition {
             (Verified, _) => AuditAction::Verified,
             (CheckPassed, _) => AuditAction::GatePassed,
             (CheckFailed, _) => AuditAction::GateFailed,
+            (EmergencyRequested, _) => AuditAction::EmergencyRequested,
+            (EmergencyCancelled, _) => AuditAction::AbortRequested,
+            (Bypassed, _) => AuditAction::Bypassed,
+            (BreakGlass, _) => AuditAction::BreakGlass,
+            (ReviewClosed, _) => AuditAction::ReviewClosed,
             _ => return None,
         })
     }
@@ -157,6 +179,13 @@ pub struct StageEvent {
     pub check: Option<(GateList, String)>,
     /// The release policy that applies to the release, and what it changes.
     pub policy: Option<String>,
+    /// Who acted, when not the operator nor the command of this pass (an emergency's
+    /// requester, on its `BreakGlass`).
+    pub actor: Option<String>,
+    /// The one control a `Bypassed` event is about.
+    pub item: Option<String>,
+    /// When the review a `BreakGlass` opens is due.
+    pub review_due: Option<jiff::Timestamp>,
 }
 
 /// The pod templates a rollout pinned, for its audit entries.
@@ -197,6 +226,9 @@ impl StageEvent {
         }
         if let Some((list, gate)) = &self.check {
             id.push_str(&format!("/{}/{gate}", list.as_str()));
+        }
+        if let Some(item) = &self.item {
+            id.push_str(&format!("/{}", item.replace(' ', "-")));
         }
         // A configuration rollout of a release is told apart from its first rollout (and from
         // other configuration changes) by its template.
@@ -247,6 +279,9 @@ mod tests {
             pinned: None,
             check: None,
             policy: None,
+            actor: None,
+            item: None,
+            review_due: None,
         };
         let action = AuditAction::PromoteRequested;
         assert_eq!(

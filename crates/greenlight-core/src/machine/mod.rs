@@ -7,6 +7,7 @@ mod checks;
 mod draft;
 pub mod drain;
 mod drift;
+mod emergency;
 pub mod events;
 pub mod release;
 pub mod retention;
@@ -21,6 +22,8 @@ pub use types::*;
 mod canary_tests;
 #[cfg(test)]
 mod checks_tests;
+#[cfg(test)]
+mod emergency_tests;
 #[cfg(test)]
 mod pin_tests;
 #[cfg(test)]

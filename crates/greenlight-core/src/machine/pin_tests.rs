@@ -26,6 +26,7 @@ fn plan() -> StagePlan {
         checks: Default::default(),
         policies: vec![],
         time_to_recover: None,
+        emergency: None,
     }
 }
 
@@ -44,6 +45,7 @@ fn release(name: &str, here: Option<RP>) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
+        review_open: false,
         stages,
     }
 }

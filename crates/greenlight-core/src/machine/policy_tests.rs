@@ -47,6 +47,7 @@ fn release(name: &str, release_type: ReleaseType, passed: &[&str]) -> ReleaseVie
         }],
         valid: true,
         unfit: None,
+        review_open: false,
         stages: passed
             .iter()
             .map(|s| (s.to_string(), done.clone()))
@@ -160,6 +161,7 @@ fn a_hotfix_rollout_records_its_policy_on_the_rollout_the_entry_and_the_event() 
 /// A hotfix rollout that started at 10:00 and is rolling back to r0.
 fn rolling_back() -> StageStatus {
     let rollout = ActiveRollout {
+        emergency: None,
         policy: Some("hotfix".into()),
         release: "h1".into(),
         version: "h1.0".into(),
@@ -229,8 +231,10 @@ fn act(input: &StageInput) -> Outcome {
 }
 
 mod props {
-    //! No sequence of commands and policies lets a release start a rollout past an approval
-    //! gate its policy does not remove, and each release a policy let past it says so.
+    //! No sequence of commands, policies and emergencies lets a release start a rollout past
+    //! an approval gate its policy does not remove, or an emergency past its own approvals;
+    //! each release a policy let past it says so, and each emergency rollout records every
+    //! control it skipped.
 
     use proptest::prelude::*;
 
@@ -273,15 +277,26 @@ mod props {
             Just(Some(Command::Promote)),
             Just(Some(Command::Abort)),
             (0..3usize).prop_map(|i| Some(Command::Retry(format!("r{i}")))),
+            (0..3usize).prop_map(|i| Some(Command::Emergency(
+                crate::api::emergency::EmergencyRequest {
+                    release: format!("r{i}"),
+                    requester: "alice".into(),
+                    reason: "outage".into(),
+                    reference: "INC-1".into(),
+                    since: t("10:00:00"),
+                }
+            ))),
         ]
     }
 
-    /// Every gate passes but `approval`, which waits.
-    fn answer(release: &str, gates: &[String]) -> GateReport {
+    /// Every gate passes but `approval`, which waits, and the emergency's approvals, which
+    /// pass only when `emergency_approved`.
+    fn answer(release: &str, gates: &[String], emergency_approved: bool) -> GateReport {
         let mut results = Vec::new();
         for gate in gates {
             let verdict = match gate.as_str() {
                 "approval" => GateVerdict::Pending,
+                "emergency:prod" if !emergency_approved => GateVerdict::Pending,
                 _ => GateVerdict::Passed,
             };
             results.push((gate.clone(), GateOutcome::new(verdict, "answered")));
@@ -298,7 +313,7 @@ mod props {
         }
     }
 
-    fn step(input: &StageInput<'_>) -> Outcome {
+    fn step(input: &StageInput<'_>, emergency_approved: bool) -> Outcome {
         match decide(input) {
             Decision::Act(outcome) => *outcome,
             Decision::EvaluateGates {
@@ -309,7 +324,7 @@ mod props {
             } => {
                 let report = GateReport {
                     list,
-                    ..answer(&release, &gates)
+                    ..answer(&release, &gates, emergency_approved)
                 };
                 act(&StageInput {
                     gates: Some(&report),
@@ -321,7 +336,7 @@ mod props {
         }
     }
 
-    fn plan_with(policies: Vec<serde_json::Value>) -> Option<StagePlan> {
+    fn plan_with(policies: Vec<serde_json::Value>, blackout: bool) -> Option<StagePlan> {
         let policies: Vec<serde_json::Value> = policies
             .into_iter()
             .enumerate()
@@ -330,9 +345,16 @@ mod props {
                 p
             })
             .collect();
+        let windows = match blackout {
+            true => {
+                serde_json::json!([{"kind": "deny", "schedule": "0 0 * * *", "duration": "24h"}])
+            }
+            false => serde_json::json!([]),
+        };
         let spec = serde_json::json!({
             "pipeline": "shop", "requires": ["test"], "target": {"name": "web"},
-            "gates": ["soak", "approval"], "policies": policies,
+            "gates": ["soak", "approval"], "policies": policies, "windows": windows,
+            "emergency": {"approvals": {"groups": ["sre"]}, "bypass": {"windows": true, "gates": ["approval"]}},
         });
         compile_stage("prod", &serde_json::from_value(spec).ok()?).ok()
     }
@@ -346,8 +368,10 @@ mod props {
             types in proptest::collection::vec(proptest::sample::select(TYPES.to_vec()), 3),
             tested in proptest::collection::vec(any::<bool>(), 3),
             commands in proptest::collection::vec(command(), 1..10),
+            emergency_approved in any::<bool>(),
+            blackout in any::<bool>(),
         ) {
-            let Some(plan) = plan_with(policies) else { return Ok(()) };
+            let Some(plan) = plan_with(policies, blackout) else { return Ok(()) };
             let mut releases: Vec<ReleaseView> = (0..3)
                 .map(|i| {
                     let passed: &[&str] = if tested[i] { &["test"] } else { &[] };
@@ -361,11 +385,25 @@ mod props {
                 let mut inp = input(&plan, &status, &releases, None, now);
                 inp.primary = primary.as_ref();
                 inp.command = command;
-                let out = step(&inp);
-                if let Some(rollout) = &out.status.rollout {
+                let out = step(&inp, emergency_approved);
+                let started = out.status.rollout.as_ref().filter(|_| status.rollout.is_none());
+                if let Some(rollout) = started {
                     let r = releases.iter().find(|r| r.name == rollout.release).unwrap();
                     let gates = &plan.for_type(r.release_type).gates;
-                    prop_assert!(!gates.contains(&"approval".to_string()), "{} rolled out past its approval", r.name);
+                    match &rollout.emergency {
+                        Some(_) => {
+                            prop_assert!(emergency_approved, "{} went out as an unapproved emergency", r.name);
+                            let kinds: Vec<Transition> = out.events.iter().map(|e| e.kind).collect();
+                            let skipped: Vec<&str> = out.events.iter().filter_map(|e| e.item.as_deref()).collect();
+                            let expected: &[&str] = match blackout {
+                                true => &["windows", "gate approval"],
+                                false => &["gate approval"],
+                            };
+                            prop_assert_eq!(skipped, expected);
+                            prop_assert!(kinds.contains(&Transition::BreakGlass));
+                        }
+                        None => prop_assert!(!gates.contains(&"approval".to_string()), "{} rolled out past its approval", r.name),
+                    }
                 }
                 for (name, entry) in &out.release_updates {
                     let r = releases.iter_mut().find(|r| &r.name == name).unwrap();

@@ -80,6 +80,7 @@ fn spec(durations: &[String], weight: i32, count: i32, cron: &str, zone: &str) -
         pipeline: "shop".into(),
         protected: false,
         policies: vec![],
+        emergency: None,
         requires: vec![],
         target: TargetRef { name: "web".into() },
         replicas: weight.abs() % 50,
@@ -126,6 +127,7 @@ fn release(name: &str) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
+        review_open: false,
         stages: BTreeMap::new(),
     }
 }
@@ -144,6 +146,7 @@ fn rollout(phase: CanaryPhase, step: i32, at: Timestamp, weight: i32) -> StageSt
         current_release: Some("r1".into()),
         current_version: Some("r1".into()),
         rollout: Some(ActiveRollout {
+            emergency: None,
             policy: None,
             release: "r2".into(),
             version: "r2".into(),

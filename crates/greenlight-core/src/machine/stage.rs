@@ -21,6 +21,7 @@ use jiff::Timestamp;
 
 pub fn decide(input: &StageInput) -> Decision {
     let mut out = Draft::new(input);
+    out.close_review();
     match input.status.rollout.clone() {
         Some(rollout) => {
             let forward = rollout.direction == RolloutDirection::Forward;
@@ -206,11 +207,13 @@ impl Draft<'_> {
         let older: Vec<&ReleaseView> = releases[..start].iter().filter(|r| open(r)).collect();
         self.supersede_older(&older, current.as_deref());
         let newer: Vec<&ReleaseView> = releases[start..].iter().filter(|r| open(r)).collect();
-        let candidate = newer
-            .iter()
-            .rev()
-            .find(|r| self.upstream_succeeded(r) && r.unfit.is_none())
-            .copied();
+        self.take_emergency(&newer);
+        let candidate = self.emergency_candidate(&newer).or_else(|| {
+            let mut ready = newer.iter().rev();
+            ready
+                .find(|r| self.upstream_succeeded(r) && r.unfit.is_none())
+                .copied()
+        });
         for r in &newer {
             if candidate.is_none_or(|c| c.name != r.name) {
                 self.settle(r, candidate);
@@ -279,6 +282,12 @@ impl Draft<'_> {
             let phase = r.stages[up].phase;
             let why = format!("{phase:?} at '{up}'; never promoted further");
             self.settle_entry(&r.name, RP::Superseded, Transition::NotPromoted, why);
+        } else if let Some(c) =
+            candidate.filter(|c| self.is_emergency(c) && self.is_newer(r, Some(c)))
+        {
+            // Newer than an emergency release: it comes after it, never superseded by it.
+            let why = format!("waiting behind the emergency rollout of {}", c.version);
+            self.settle_entry(&r.name, RP::Waiting, Transition::WaitingForRequires, why);
         } else if let Some(c) = candidate.filter(|c| ready || !self.is_newer(r, Some(c))) {
             // Older than the candidate (or ready but not the newest): it will never come here.
             let why = format!("superseded by {}", c.version);
@@ -304,7 +313,10 @@ impl Draft<'_> {
         change: Option<&TargetTemplate>,
     ) -> Option<String> {
         let now = self.input.now;
-        self.plan = self.input.plan.for_type(candidate.release_type);
+        self.plan = match (self.is_emergency(candidate), &self.input.plan.emergency) {
+            (true, Some(emergency)) => &emergency.plan,
+            _ => self.input.plan.for_type(candidate.release_type),
+        };
         let plan = self.plan;
         if self.status.candidate_since.is_none() {
             self.status.candidate_since = Some(now);
@@ -573,6 +585,7 @@ impl Draft<'_> {
                 .or_else(|| adopted.and_then(|(_, t)| t)),
             configuration: change.is_some(),
             checks: None,
+            emergency: None,
             policy: self
                 .input
                 .plan
@@ -599,6 +612,9 @@ impl Draft<'_> {
 
     fn start_rollout(&mut self, candidate: &ReleaseView, change: Option<&TargetTemplate>) {
         let mut rollout = self.new_rollout(candidate, change);
+        if change.is_none() && self.is_emergency(candidate) {
+            self.break_glass(&mut rollout);
+        }
         if change.is_none() {
             self.set_entry(
                 &candidate.name,

@@ -31,6 +31,7 @@ fn plan() -> StagePlan {
         canary: None,
         checks: Default::default(),
         policies: vec![],
+        emergency: None,
         time_to_recover: None,
     }
 }
@@ -66,6 +67,7 @@ fn release(name: &str, stages: &[(&str, RP)]) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
+        review_open: false,
         stages: stages
             .iter()
             .map(|(s, p)| (s.to_string(), entry(*p)))
@@ -225,6 +227,7 @@ fn a_rollout_in_progress_is_not_interrupted_by_a_newer_release() {
     let plan = plan();
     let status = StageStatus {
         rollout: Some(ActiveRollout {
+            emergency: None,
             policy: None,
             release: "r2".into(),
             version: "r2.0".into(),
@@ -260,6 +263,7 @@ fn a_rollout_in_progress_is_not_interrupted_by_a_newer_release() {
 fn rolling(started: &str, previous: Option<&str>) -> StageStatus {
     StageStatus {
         rollout: Some(ActiveRollout {
+            emergency: None,
             policy: None,
             release: "r2".into(),
             version: "r2.0".into(),

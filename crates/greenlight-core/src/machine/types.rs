@@ -27,6 +27,8 @@ pub struct ReleaseView {
     pub valid: bool,
     /// Why this release cannot run at this stage (e.g. an artifact names no container).
     pub unfit: Option<String>,
+    /// The review of an emergency rollout of it here is open.
+    pub review_open: bool,
     /// The release's progress at every stage of the pipeline.
     pub stages: BTreeMap<String, ReleaseStageStatus>,
 }
@@ -173,6 +175,13 @@ pub enum Command {
     Abort,
     /// Run this release, failed here before, again.
     Retry(String),
+    /// Roll this release out as an emergency, once its approvers agree.
+    Emergency(crate::api::emergency::EmergencyRequest),
+    /// Close the review of this release's emergency rollout here, linking the post-mortem.
+    CloseReview {
+        release: String,
+        post_mortem: String,
+    },
 }
 
 impl Command {
@@ -182,6 +191,8 @@ impl Command {
             Command::Promote => "promote",
             Command::Abort => "abort",
             Command::Retry(_) => "retry",
+            Command::Emergency(_) => "emergency",
+            Command::CloseReview { .. } => "closeReview",
         }
     }
 }

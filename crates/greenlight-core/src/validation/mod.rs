@@ -3,6 +3,7 @@
 
 pub mod blue_green;
 pub mod checks;
+pub mod emergency;
 pub mod names;
 pub mod policy;
 
@@ -122,6 +123,8 @@ pub struct StagePlan {
     pub policies: Vec<PolicyPlan>,
     /// How soon a failed rollout must be rolled back (a policy's `timeToRecover`).
     pub time_to_recover: Option<Duration>,
+    /// What an approved emergency rolls out under, when the stage takes emergencies.
+    pub emergency: Option<Box<emergency::EmergencyPlan>>,
 }
 
 impl StagePlan {
@@ -212,7 +215,9 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
         checks,
         policies: vec![],
         time_to_recover: None,
+        emergency: None,
     };
+    plan.emergency = emergency::compile_emergency(name, spec, &plan, &mut errors);
     plan.policies = policy::compile_policies(name, spec, &plan, &mut errors);
     match errors.is_empty() {
         true => Ok(plan),
@@ -251,6 +256,7 @@ pub fn rollback_plan(rollout: &ActiveRollout, fallback_replicas: i32) -> StagePl
         checks: ChecksPlan::default(),
         policies: vec![],
         time_to_recover: None,
+        emergency: None,
     }
 }
 
@@ -394,6 +400,7 @@ mod tests {
             history_limit: 10,
             protected: false,
             policies: vec![],
+            emergency: None,
         }
     }
 
@@ -752,6 +759,7 @@ mod properties {
             pipeline: "shop".into(),
             protected: false,
             policies: vec![],
+            emergency: None,
             requires: vec![],
             target: TargetRef { name: "web".into() },
             replicas: 1,

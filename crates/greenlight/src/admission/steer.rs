@@ -1,6 +1,7 @@
 //! Who may steer a stage. A StageCommand is authorised per stage when it is stamped: `promote`
 //! and `retry` need the `promote` verb on that Stage, or a place among the users or groups
-//! of one of its approval gates; `abort` needs the `abort` verb. The apiserver answers for the
+//! of one of its approval gates; `abort` needs the `abort` verb; `emergency` and `closeReview`
+//! need the `emergency` verb, which nothing else stands in for. The apiserver answers for the
 //! verbs (SubjectAccessReview, as Kargo's custom `promote` verb does), so a Role can grant
 //! steering of one stage by name. The answer is signed into the stamp; the controller refuses
 //! a command whose stamp carries none, saying what was missing.
@@ -16,12 +17,15 @@ use crate::api::{CommandAction, GROUP, Stage};
 pub const PROMOTE: &str = "promote";
 /// The verb that lets a person abort a stage's rollout.
 pub const ABORT: &str = "abort";
+/// The verb that lets a person ask for an emergency at a stage, and close its review.
+pub const EMERGENCY: &str = "emergency";
 
 /// The verb `action` needs.
 pub fn verb(action: CommandAction) -> &'static str {
     match action {
         CommandAction::Abort => ABORT,
         CommandAction::Promote | CommandAction::Retry => PROMOTE,
+        CommandAction::Emergency | CommandAction::CloseReview => EMERGENCY,
     }
 }
 
@@ -34,7 +38,7 @@ pub async fn authorize(
 ) -> Option<String> {
     let user = req.user_info.username.clone().unwrap_or_default();
     let groups = req.user_info.groups.clone().unwrap_or_default();
-    if action != CommandAction::Abort {
+    if matches!(action, CommandAction::Promote | CommandAction::Retry) {
         let gates = state
             .index
             .approval_gates(stage, rolled_out_type(state, stage));
@@ -73,7 +77,7 @@ fn rolled_out_type(state: &AdmissionState, stage: &Stage) -> crate::api::release
 pub fn missing(action: CommandAction, stage: &str, user: &str) -> String {
     let verb = verb(action);
     match action {
-        CommandAction::Abort => format!(
+        CommandAction::Abort | CommandAction::Emergency | CommandAction::CloseReview => format!(
             "'{}' needs the '{verb}' verb on stage '{stage}' (stages.{GROUP}), which {user} does not have",
             action.as_str()
         ),

@@ -134,6 +134,8 @@ async fn record_on_trail(
         previous_template: None,
         policy: None,
         change_ticket: None,
+        review_due: None,
+        review: None,
         configuration: None,
     };
     let appended = ctx
@@ -240,6 +242,14 @@ fn past_tense(decision: Decision) -> &'static str {
 }
 
 /// For each approval gate of the stage: whether a decision by `who` counts there, and why not.
+/// The approvals a stage's emergencies need, as an approval gate's policy.
+fn emergency_policy(stage: &Stage) -> Option<crate::gates::approval::ApprovalPolicy> {
+    let a = &stage.spec.emergency.as_ref()?.approvals;
+    let gate = serde_json::json!({"users": a.users, "groups": a.groups, "required": a.required});
+    let gate = serde_json::from_value(gate).ok()?;
+    crate::gates::approval::ApprovalPolicy::compile(&gate).ok()
+}
+
 pub(crate) fn eligibility(
     ctx: &Context,
     stage: &Stage,
@@ -247,10 +257,12 @@ pub(crate) fn eligibility(
     who: &crate::api::Identity,
 ) -> Vec<String> {
     let author = ctx.index.release_author(release);
+    let emergency = emergency_policy(stage).map(|p| ("emergency approvals".to_string(), p));
     let verdicts: Vec<String> = ctx
         .index
         .approval_gates(stage, release.spec.release_type)
         .into_iter()
+        .chain(emergency)
         .map(|(name, policy)| match policy.refusal(who, &author) {
             None => format!("{COUNTS} '{name}'"),
             Some(why) => format!("does not count toward gate '{name}': {why}"),

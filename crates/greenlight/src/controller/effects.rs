@@ -316,9 +316,10 @@ fn audit_entries(
         if action == AuditAction::CommandRefused && refusals_recorded(ctx, stage, release) {
             continue;
         }
-        let actor = match event.by_person {
-            true => world.steering.requester.clone(),
-            false => OPERATOR_ACTOR.to_string(),
+        let actor = match (&event.actor, event.by_person) {
+            (Some(actor), _) => actor.clone(),
+            (None, true) => world.steering.requester.clone(),
+            (None, false) => OPERATOR_ACTOR.to_string(),
         };
         trail.entry(release.clone()).or_default().push(AuditEntry {
             id: audit_id(world, event),
@@ -343,9 +344,21 @@ fn audit_entries(
             configuration: event.pinned.as_ref().and_then(|p| p.configuration.clone()),
             policy: event.policy.clone(),
             change_ticket: ticket_of(ctx, stage, release),
+            review_due: event.review_due,
+            review: (action == AuditAction::ReviewClosed)
+                .then(|| open_review(ctx, stage, release))
+                .flatten(),
         });
     }
     trail
+}
+
+/// The open review of `release` at this stage: what a `ReviewClosed` entry closes.
+fn open_review(ctx: &Context, stage: &crate::api::Stage, release: &str) -> Option<String> {
+    let namespace = stage.namespace().unwrap_or_default();
+    let release = ctx.index.release(&namespace, release)?;
+    let reviews = greenlight_core::review::reviews(&release);
+    greenlight_core::review::open_at(&reviews, &stage.name_any()).map(|r| r.id.clone())
 }
 
 /// The change request a release names, if it does.

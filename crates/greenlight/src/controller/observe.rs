@@ -184,11 +184,34 @@ pub fn release_views(
                 artifacts: r.spec.artifacts.clone(),
                 valid: release_problem(r).is_none(),
                 unfit,
+                review_open: false,
                 stages,
             }
         })
         .collect();
     (views, ask)
+}
+
+/// Says whether the release a `closeReview` names has an open review here: only that one is
+/// looked up, so no pass reads every trail.
+fn mark_open_review(
+    releases: &mut [ReleaseView],
+    steering: &steering::Steering,
+    stage: &Stage,
+    ctx: &Context,
+) {
+    let Some(crate::machine::Command::CloseReview { release, .. }) = &steering.command else {
+        return;
+    };
+    let namespace = stage.namespace().unwrap_or_default();
+    let Some(found) = ctx.index.release(&namespace, release) else {
+        return;
+    };
+    let reviews = greenlight_core::review::reviews(&found);
+    let open = greenlight_core::review::open_at(&reviews, &stage.name_any()).is_some();
+    if let Some(view) = releases.iter_mut().find(|r| &r.name == release) {
+        view.review_open = open;
+    }
 }
 
 /// Reads from the apiserver the entries of the releases named in `ask`; what it read is held
@@ -323,6 +346,7 @@ pub async fn observe_stage(
     let (mut releases, ask) = release_views(&stage, &target, &ctx.index);
     let at = (namespace.as_str(), stage.name_any());
     freshen(&mut releases, ask, (at.0, &at.1), ctx).await?;
+    mark_open_review(&mut releases, &steering, &stage, ctx);
     Ok(Ok(World {
         primary_view: primary.as_deref().map(observe),
         releases,

@@ -103,7 +103,54 @@ async fn reconcile_release(
     if let Some(diff) = merge_diff(&serde_json::to_value(&old)?, &serde_json::to_value(&new)?) {
         ctx.writer.status("release_status", release, diff).await?;
     }
-    Ok(Action::await_change())
+    Ok(announce_overdue(release, namespace, ctx, Timestamp::now()).await)
+}
+
+/// Each open review of an emergency rollout past its due date is told once, by an Event
+/// keyed by the review (the outbox entry of its `ReviewOverdue` notice); the release is
+/// looked at again when the next open review falls due.
+async fn announce_overdue(
+    release: &Release,
+    namespace: &str,
+    ctx: &Context,
+    now: Timestamp,
+) -> Action {
+    let mut next: Option<Timestamp> = None;
+    let reviews = greenlight_core::review::reviews(release);
+    for review in reviews.iter().filter(|r| r.open()) {
+        let Some(due) = review.due else {
+            continue;
+        };
+        if due > now {
+            next = Some(next.map_or(due, |n| n.min(due)));
+            continue;
+        }
+        let note = format!(
+            "stage {}: the review of the emergency rollout {} asked for is overdue (due {due}); close it with its post-mortem: kubectl greenlight review close {} --stage {} --post-mortem URL",
+            review.stage,
+            review.requester,
+            release.name_any(),
+            review.stage
+        );
+        let stage = ctx.index.stage(namespace, &review.stage);
+        let notify_stage =
+            stage.and_then(|s| crate::notify::outbox_stage(&s, "ReviewOverdue", &note));
+        let a = Announcement {
+            warning: true,
+            reason: "ReviewOverdue",
+            note,
+            key: format!("{}/ReviewOverdue", review.id),
+            notify_stage,
+        };
+        ctx.writer.events.publish(release, a).await;
+    }
+    match next {
+        Some(at) => {
+            let wait = at.duration_since(now).unsigned_abs() + std::time::Duration::from_secs(1);
+            Action::requeue(wait)
+        }
+        None => Action::await_change(),
+    }
 }
 
 /// How far back the audit trail is announced again after a restart: Events live an hour.
@@ -179,5 +226,9 @@ fn event_of(action: AuditAction) -> (&'static str, bool) {
         AuditAction::Verified => ("Verified", false),
         AuditAction::GatePassed => ("CheckPassed", false),
         AuditAction::GateFailed => ("CheckFailed", true),
+        AuditAction::EmergencyRequested => ("EmergencyRequested", false),
+        AuditAction::Bypassed => ("Bypassed", true),
+        AuditAction::BreakGlass => ("BreakGlass", true),
+        AuditAction::ReviewClosed => ("ReviewClosed", false),
     }
 }

@@ -65,6 +65,11 @@ pub fn read(stage: &Stage, pending: Vec<Arc<StageCommand>>, key: &IdentityKey) -
         CommandAction::Abort => Command::Abort,
         CommandAction::Promote => Command::Promote,
         CommandAction::Retry => Command::Retry(acting.spec.release.clone().unwrap_or_default()),
+        CommandAction::Emergency => Command::Emergency(emergency_of(&acting, &requester)),
+        CommandAction::CloseReview => Command::CloseReview {
+            release: acting.spec.release.clone().unwrap_or_default(),
+            post_mortem: acting.spec.post_mortem.clone().unwrap_or_default(),
+        },
     });
     steering.text = Some(text);
     steering.requester = requester;
@@ -114,7 +119,45 @@ fn check(stage: &Stage, command: &StageCommand, key: &IdentityKey) -> Result<Str
     if spec.action == CommandAction::Retry && spec.release.is_none() {
         return Err("spec.release: a retry names the release to roll out again".into());
     }
+    if let Some(why) = missing_fields(spec) {
+        return Err(why.into());
+    }
     Ok(requester)
+}
+
+/// What an `emergency` or `closeReview` command must say and does not.
+fn missing_fields(spec: &crate::api::StageCommandSpec) -> Option<&'static str> {
+    match spec.action {
+        CommandAction::Emergency if spec.release.is_none() => {
+            Some("spec.release: an emergency names the release to roll out")
+        }
+        CommandAction::Emergency if spec.reason.is_none() || spec.reference.is_none() => Some(
+            "spec.reason, spec.reference: an emergency says why, and which incident or ticket it answers",
+        ),
+        CommandAction::CloseReview if spec.release.is_none() || spec.post_mortem.is_none() => Some(
+            "spec.release, spec.postMortem: a review is closed for a release, with its post-mortem",
+        ),
+        _ => None,
+    }
+}
+
+/// The emergency an `emergency` command asks for, by its verified requester.
+fn emergency_of(
+    command: &StageCommand,
+    requester: &str,
+) -> crate::api::emergency::EmergencyRequest {
+    let spec = &command.spec;
+    crate::api::emergency::EmergencyRequest {
+        release: spec.release.clone().unwrap_or_default(),
+        requester: requester.to_string(),
+        reason: spec.reason.clone().unwrap_or_default(),
+        reference: spec.reference.clone().unwrap_or_default(),
+        since: command
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or_else(Timestamp::now, |t| t.0),
+    }
 }
 
 impl Steering {

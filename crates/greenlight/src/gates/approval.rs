@@ -145,6 +145,19 @@ impl ApprovalCheck {
         if let Some(why) = for_another_release(approval, ctx) {
             return Some(why);
         }
+        if let Some((requester, since)) = &ctx.emergency {
+            if who.username == *requester {
+                return Some(format!(
+                    "{requester} asked for the emergency and may not approve it"
+                ));
+            }
+            if approval.created < *since {
+                return Some(format!(
+                    "{}'s approval was given before the emergency was asked for ({since})",
+                    who.username
+                ));
+            }
+        }
         let (_, since) = ctx
             .configuration
             .as_ref()
@@ -354,6 +367,7 @@ mod tests {
             service_port: 80,
             change_ticket: None,
             ticket_used_by: vec![],
+            emergency: None,
             now: "2026-11-22T12:00:00Z".parse().unwrap(),
         }
     }

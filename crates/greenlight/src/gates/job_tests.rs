@@ -235,6 +235,7 @@ pub(super) fn ctx() -> GateContext {
         service_port: 8080,
         change_ticket: None,
         ticket_used_by: vec![],
+        emergency: None,
         now: "2026-12-07T01:00:05Z".parse().unwrap(),
     }
 }

@@ -84,6 +84,9 @@ pub struct GateContext {
     pub change_ticket: Option<String>,
     /// Other releases that this gate already let out under the same change request.
     pub ticket_used_by: Vec<String>,
+    /// Whose approval does not count here, and approvals from before when do not count:
+    /// an emergency's requester, and the time it was asked (read by approval gates).
+    pub emergency: Option<(String, Timestamp)>,
     pub now: Timestamp,
 }
 

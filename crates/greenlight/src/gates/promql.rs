@@ -425,6 +425,7 @@ mod tests {
             service_port: 80,
             change_ticket: None,
             ticket_used_by: vec![],
+            emergency: None,
             now: jiff::Timestamp::UNIX_EPOCH,
         }
     }

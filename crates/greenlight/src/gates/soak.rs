@@ -140,6 +140,7 @@ mod tests {
             service_port: 80,
             change_ticket: None,
             ticket_used_by: vec![],
+            emergency: None,
             primary_workload: "web-primary".into(),
             canary_workload: "web-canary".into(),
             secrets: Default::default(),

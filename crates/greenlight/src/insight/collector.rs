@@ -252,6 +252,24 @@ fn dora_gauges(reports: &[dora::PipelineReport], window: SignedDuration) -> Vec<
         "The period the DORA figures cover, up to now",
     );
     span.add(Vec::new(), window.as_secs_f64());
+    let mut reviews = Gauge::new(
+        "emergency_reviews",
+        "Reviews of emergency rollouts not closed yet, by pipeline; state=overdue counts those past their due date",
+    );
+    for report in reports {
+        let base = vec![
+            ("namespace", report.namespace.clone()),
+            ("pipeline", report.pipeline.clone()),
+        ];
+        reviews.add(
+            with(base.clone(), "state", "open"),
+            report.reviews_open as f64,
+        );
+        reviews.add(
+            with(base, "state", "overdue"),
+            report.reviews_overdue as f64,
+        );
+    }
     for report in reports {
         let base = vec![
             ("namespace", report.namespace.clone()),
@@ -265,7 +283,7 @@ fn dora_gauges(reports: &[dora::PipelineReport], window: SignedDuration) -> Vec<
             );
         }
     }
-    let mut gauges = vec![span];
+    let mut gauges = vec![span, reviews];
     gauges.extend(set.into_gauges());
     gauges
 }

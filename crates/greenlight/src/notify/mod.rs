@@ -86,6 +86,8 @@ impl Notice {
             NoticeKind::Failed => "failed at",
             NoticeKind::RolledBack => "was rolled back at",
             NoticeKind::Verified => "was verified at",
+            NoticeKind::BreakGlass => "rolls out as an emergency at",
+            NoticeKind::ReviewOverdue => "has an overdue emergency review at",
         };
         let version = self
             .version
@@ -124,6 +126,8 @@ pub fn notice_kind(reason: &str, note: &str) -> Option<NoticeKind> {
         "RolloutFailed" | "PreRolloutFailed" => NoticeKind::Failed,
         "Verified" => NoticeKind::Verified,
         "RollbackCompleted" => NoticeKind::RolledBack,
+        "BreakGlass" => NoticeKind::BreakGlass,
+        "ReviewOverdue" => NoticeKind::ReviewOverdue,
         _ => return None,
     })
 }

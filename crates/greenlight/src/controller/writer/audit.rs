@@ -143,6 +143,8 @@ mod tests {
             configuration: None,
             policy: None,
             change_ticket: None,
+            review_due: None,
+            review: None,
         }
     }
 
