@@ -60,3 +60,32 @@ fn the_release_policy_example_says_what_a_hotfix_skips_as_the_readme_shows() {
         ["soaked-in-test"]
     );
 }
+
+#[test]
+fn the_emergency_example_skips_the_freeze_and_the_soak_and_asks_two_others_first() {
+    let example = example_after("### Emergencies: a hotfix during a freeze");
+    let stage: Stage = serde_norway::from_str(&example).expect("a Stage");
+    let plan = compile_stage("prod", &stage.spec).expect("the example is valid");
+    let emergency = plan.emergency.expect("the stage takes emergencies");
+    assert_eq!(emergency.plan.gates, ["emergency:prod"]);
+    assert!(emergency.plan.windows.is_empty() && !plan.windows.is_empty());
+    assert_eq!(emergency.bypassed, ["windows", "gate soaked-in-test"]);
+    let approvals = &stage.spec.emergency.as_ref().unwrap().approvals;
+    assert_eq!(approvals.required, 2);
+}
+
+#[test]
+fn the_change_ticket_example_is_a_gate_and_a_release_the_operator_accepts() {
+    let example = example_after("### Change tickets");
+    let docs: Vec<&str> = example.split("\n---\n").collect();
+    let gate: greenlight::api::Gate = serde_norway::from_str(docs[1]).expect("a Gate");
+    let ticket = gate.spec.change_ticket.expect("a changeTicket gate");
+    assert!(ticket.work_notes && ticket.fields.release.as_deref() == Some("u_release_version"));
+    assert_eq!(
+        ticket.states.implement,
+        ["-1"],
+        "ServiceNow's Implement by default"
+    );
+    let release: greenlight::api::Release = serde_norway::from_str(docs[2]).expect("a Release");
+    assert_eq!(release.spec.change_ticket.as_deref(), Some("CHG0030001"));
+}

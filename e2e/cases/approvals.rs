@@ -402,7 +402,7 @@ fn gate_yaml(name: &str, body: &str) -> String {
 }
 
 /// Stages and Gates that admission refuses, each with the message that names the field.
-fn invalid_stages_and_gates() -> [(String, &'static str); 12] {
+fn invalid_stages_and_gates() -> [(String, &'static str); 9] {
     [
         (
             stage_yaml(
@@ -458,6 +458,12 @@ fn invalid_stages_and_gates() -> [(String, &'static str); 12] {
             gate_yaml("nobody", "  type: approval\n  approval: {required: 2}\n"),
             "spec.approval: name who may approve",
         ),
+    ]
+}
+
+/// Release rules that admission refuses: policies and emergencies.
+fn invalid_release_rules() -> [(String, &'static str); 5] {
+    [
         (
             stage_yaml("typo", "  policies: [{name: hotfix, types: [hotfx]}]\n"),
             "spec.policies.types: Unsupported value: \"hotfx\"",
@@ -476,6 +482,17 @@ fn invalid_stages_and_gates() -> [(String, &'static str); 12] {
             ),
             "spec.policies[0]: under this policy, spec.trigger.type: 'manual' promotes only through an approval gate",
         ),
+        (
+            stage_yaml("unguarded", "  emergency: {bypass: {windows: true}}\n"),
+            "spec.emergency.approvals: Required value",
+        ),
+        (
+            stage_yaml(
+                "nobody-signs",
+                "  emergency: {approvals: {required: 2}, bypass: {windows: true}}\n",
+            ),
+            "spec.emergency.approvals: name who may approve an emergency",
+        ),
     ]
 }
 
@@ -486,7 +503,10 @@ pub async fn edits_of_releases_and_approvals_and_invalid_stages_and_gates_are_re
     assert_edits_of_a_release_and_an_approval_are_refused(&env).await;
 
     env.apply(&stage_yaml("qa", "  requires: [staging]\n"));
-    for (yaml, message) in invalid_stages_and_gates() {
+    for (yaml, message) in invalid_stages_and_gates()
+        .into_iter()
+        .chain(invalid_release_rules())
+    {
         let out = env.apply_raw(&yaml);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "accepted:\n{yaml}");

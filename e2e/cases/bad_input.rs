@@ -70,6 +70,7 @@ spec:
   target: {name: web-rules}
   policies:
   - {name: hotfix, types: [hotfix], skipRequires: [qa], rollback: {onAnalysisFailure: pause}}
+  emergency: {approvals: {required: 2}, bypass: {windows: true, gates: [soak]}}
 ---
 apiVersion: greenlight.dev/v1alpha1
 kind: Stage
@@ -183,7 +184,9 @@ async fn assert_broken_stages_are_invalid_naming_the_field(env: &TestEnv) {
     let message = invalid_stage(env, "rules").await;
     assert!(
         message.contains("spec.policies[0].skipRequires[0]: 'qa' is not in spec.requires")
-            && message.contains("spec.policies[0].rollback.onAnalysisFailure"),
+            && message.contains("spec.policies[0].rollback.onAnalysisFailure")
+            && message.contains("spec.emergency.approvals: name who may approve an emergency")
+            && message.contains("spec.emergency.bypass.gates[0]: 'soak' is not in spec.gates"),
         "{message}"
     );
     // The stage after it does not wait looking healthy: it names the culprit and its error.

@@ -2,7 +2,8 @@
 //! manager) asks for an emergency; her own approval does not count, bob's alone is not
 //! enough, and with carol's the release goes out past exactly what the stage allows. Each
 //! skipped control is on the trail and in Events, the team hears of the break-glass, a review
-//! opens and is told overdue when its due date passes, and alice closes it with a post-mortem.
+//! opens and is told overdue when its due date passes, and bob (not alice) closes it with a
+//! post-mortem.
 
 use std::time::Duration;
 
@@ -134,7 +135,7 @@ pub async fn an_emergency_in_a_blackout_needs_two_approvals_besides_its_requeste
         .await;
     assert_the_trail_records_each_bypass_and_opens_a_review(&done);
     assert_the_team_heard_of_the_break_glass_then_the_overdue_review(&env, &receiver).await;
-    assert_alice_closes_the_review_with_its_post_mortem(&env).await;
+    assert_bob_not_alice_closes_the_review_with_its_post_mortem(&env).await;
 }
 
 async fn assert_the_blackout_holds_it(env: &TestEnv) {
@@ -260,7 +261,7 @@ async fn assert_the_team_heard_of_the_break_glass_then_the_overdue_review(
     assert_eq!(told.len(), 1, "told once: {told:?}");
 }
 
-async fn assert_alice_closes_the_review_with_its_post_mortem(env: &TestEnv) {
+async fn assert_bob_not_alice_closes_the_review_with_its_post_mortem(env: &TestEnv) {
     let args = [
         "review",
         "close",
@@ -270,12 +271,21 @@ async fn assert_alice_closes_the_review_with_its_post_mortem(env: &TestEnv) {
         "--post-mortem",
         "https://wiki.example.com/pm/INC-7",
     ];
-    let (code, out, err) = super::plugin::plugin(env, Some("alice"), &args);
+    let (code, out, _) = super::plugin::plugin(env, Some("alice"), &args);
+    assert_eq!(
+        code, 1,
+        "the requester does not review her own emergency: {out}"
+    );
+    assert!(
+        out.contains("alice asked for the emergency of 'shop-1' and may not close its review"),
+        "{out}"
+    );
+    let (code, out, err) = super::plugin::plugin(env, Some("bob"), &args);
     assert_eq!(code, 0, "{out}{err}");
     let release = env.release("shop-1").await;
     let reviews = greenlight::review::reviews(&release);
     assert_eq!(reviews.len(), 1);
-    assert_eq!(reviews[0].closed_by.as_deref(), Some("alice"));
+    assert_eq!(reviews[0].closed_by.as_deref(), Some("bob"));
     assert!(
         reviews[0]
             .post_mortem
@@ -285,6 +295,6 @@ async fn assert_alice_closes_the_review_with_its_post_mortem(env: &TestEnv) {
     );
     let (_, listed, _) = super::plugin::plugin(env, Some("bob"), &["reviews"]);
     assert_eq!(listed, "no open emergency reviews\n");
-    let (code, _, _) = super::plugin::plugin(env, Some("alice"), &args);
+    let (code, _, _) = super::plugin::plugin(env, Some("bob"), &args);
     assert_eq!(code, 1, "a closed review is not closed twice");
 }

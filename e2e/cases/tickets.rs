@@ -160,7 +160,7 @@ async fn assert_a_change_that_let_one_release_out_opens_nothing_for_another(env:
     let entry = prod_says(
         env,
         "shop-2",
-        "change CHG0001 already let release shop-1 out",
+        &format!("change CHG0001 already let release {}/shop-1 out", env.ns),
     )
     .await;
     assert_ne!(format!("{:?}", entry.phase), "Succeeded");

@@ -69,9 +69,9 @@ pub struct StageCommandSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub reference: Option<String>,
-    /// The post-mortem a `closeReview` links.
+    /// The post-mortem a `closeReview` links (a URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
     pub post_mortem: Option<String>,
     /// Set by the admission webhook from the request's authenticated user; never trusted
     /// from the client.

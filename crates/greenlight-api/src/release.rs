@@ -208,12 +208,17 @@ pub enum AuditAction {
     GateFailed,
     /// Someone asked for an emergency rollout of the release.
     EmergencyRequested,
+    /// An abort cancelled an emergency before it rolled out, or its release could no longer
+    /// roll out.
+    EmergencyCancelled,
     /// One control an approved emergency skipped (a window, a gate, a required stage).
     Bypassed,
     /// An emergency rollout started: it opens a review, due at `reviewDue`.
     BreakGlass,
     /// The review of an emergency rollout was closed, with its post-mortem.
     ReviewClosed,
+    /// The review of an emergency rollout passed its due date open (recorded once).
+    ReviewOverdue,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]

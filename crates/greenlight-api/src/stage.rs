@@ -590,6 +590,12 @@ impl StageSpec {
         if let (Some(verify), Some(on)) = (spec.verify.as_mut(), rollback.on_verify_timeout) {
             verify.on_timeout = on;
         }
+        // An emergency of these releases skips what it names among their own gates and stages.
+        if let Some(emergency) = spec.emergency.as_mut() {
+            let (gates, requires) = (&spec.gates, &spec.requires);
+            emergency.bypass.gates.retain(|g| gates.contains(g));
+            emergency.bypass.requires.retain(|r| requires.contains(r));
+        }
         spec
     }
 

@@ -64,14 +64,24 @@ impl Subject<'_> {
                 spec.created_by = None;
                 json!(["Release", namespace, spec])
             }
-            Self::Command { namespace, spec } => json!([
-                "Command",
-                namespace,
-                spec.stage,
-                spec.action,
-                spec.release,
-                spec.stage_ref
-            ]),
+            Self::Command { namespace, spec } => {
+                let mut signed = json!([
+                    "Command",
+                    namespace,
+                    spec.stage,
+                    spec.action,
+                    spec.release,
+                    spec.stage_ref
+                ]);
+                // What an emergency or a review's close says is the requester's own word too.
+                let words = [&spec.reason, &spec.reference, &spec.post_mortem];
+                if let (true, Some(all)) =
+                    (words.iter().any(|w| w.is_some()), signed.as_array_mut())
+                {
+                    all.push(json!(words));
+                }
+                signed
+            }
             Self::Spec {
                 kind,
                 namespace,

@@ -284,29 +284,29 @@ impl Index {
             .collect()
     }
 
-    /// Releases of the namespace other than `except` that name `ticket` as their change
-    /// ticket and that the gate `gate` has passed, at any stage: who went out under it.
-    pub fn ticket_holders(
-        &self,
-        namespace: &str,
-        ticket: &str,
-        gate: &str,
-        except: &str,
-    ) -> Vec<String> {
+    /// Releases other than `namespace/except`, in any namespace watched, that name `ticket`
+    /// as their change ticket and that a `changeTicket` gate (of any name) passed at any
+    /// stage: who went out under it.
+    pub fn ticket_holders(&self, namespace: &str, ticket: &str, except: &str) -> Vec<String> {
         let passed = |r: &Release| {
+            let ns = r.namespace().unwrap_or_default();
             let entries = r.status.iter().flat_map(|s| s.stages.values());
-            let results = entries.flat_map(|e| e.gates.iter().chain(&e.checks));
-            results
-                .into_iter()
-                .any(|g| g.name == gate && g.result == crate::api::release::GateVerdict::Passed)
+            let mut results = entries.flat_map(|e| e.gates.iter().chain(&e.checks));
+            results.any(|g| {
+                let ticket_gate = self
+                    .gate(&ns, &g.name)
+                    .is_some_and(|gate| gate.spec.gate_type == GateType::ChangeTicket);
+                ticket_gate && g.result == crate::api::release::GateVerdict::Passed
+            })
         };
+        let other =
+            |r: &Release| r.namespace().as_deref() != Some(namespace) || r.name_any() != except;
         let mut holders: Vec<String> = self
             .releases
             .state()
             .iter()
-            .filter(|r| r.namespace().as_deref() == Some(namespace) && r.name_any() != except)
-            .filter(|r| r.spec.change_ticket.as_deref() == Some(ticket) && passed(r))
-            .map(|r| r.name_any())
+            .filter(|r| other(r) && r.spec.change_ticket.as_deref() == Some(ticket) && passed(r))
+            .map(|r| format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()))
             .collect();
         holders.sort();
         holders

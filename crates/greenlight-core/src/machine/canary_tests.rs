@@ -92,7 +92,7 @@ fn release(name: &str) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
-        review_open: false,
+        review_open: None,
         stages: BTreeMap::new(),
     }
 }

@@ -55,7 +55,7 @@ fn release(name: &str, here: Option<RP>) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
-        review_open: false,
+        review_open: None,
         stages,
     }
 }

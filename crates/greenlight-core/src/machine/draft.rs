@@ -52,8 +52,14 @@ impl<'a> Draft<'a> {
         let rollout = input.status.rollout.as_ref();
         let policy = rollout.and_then(|r| r.policy.as_deref());
         let policy = policy.and_then(|name| input.plan.policy_named(name));
-        let emergency = rollout.filter(|r| r.emergency.is_some());
-        let emergency = emergency.and(input.plan.emergency.as_deref());
+        let emergency = rollout.filter(|r| r.emergency.is_some()).and_then(|r| {
+            let release = input.releases.iter().find(|v| v.name == r.release)?;
+            input
+                .plan
+                .for_type(release.release_type)
+                .emergency
+                .as_deref()
+        });
         let plan = match (emergency, policy) {
             (Some(e), _) => &e.plan,
             (None, Some(p)) => &p.plan,
@@ -287,9 +293,14 @@ impl<'a> Draft<'a> {
                 format!("abort: stage '{name}' has no rollout in progress")
             }
             (Command::Emergency(e), _) => self.emergency_refusal(e),
-            (Command::CloseReview { release, .. }, _) => {
-                format!("closeReview: release '{release}' has no open review at stage '{name}'")
-            }
+            (Command::CloseReview { release, by, .. }, _) => match self.release(release) {
+                Some(r) if r.review_open.as_deref() == Some(by.as_str()) => format!(
+                    "closeReview: {by} asked for the emergency of '{release}' and may not close its review; someone else closes it"
+                ),
+                _ => {
+                    format!("closeReview: release '{release}' has no open review at stage '{name}'")
+                }
+            },
             (Command::Promote, Some(r)) if r.canary.is_none() => format!(
                 "promote: the rolling rollout of {} has no steps to skip",
                 r.version

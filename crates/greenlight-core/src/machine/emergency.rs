@@ -1,8 +1,9 @@
 //! The emergency path in the machine. An `emergency` command is kept on the stage until its
-//! release rolls out (or an abort cancels it). Until then that release is the stage's
-//! candidate, judged by the emergency plan: its approvals first, what `bypass` allows
-//! removed. Its rollout starts with one `Bypassed` event per control skipped and a
-//! `BreakGlass` event that opens its review.
+//! release rolls out (or an abort cancels it); one at a time. Until then that release is the
+//! stage's candidate, judged by the emergency plan of its type: the emergency's approvals
+//! first, what `bypass` allows removed. Its rollout starts with one `Bypassed` event per
+//! control skipped and a `BreakGlass` event that opens its review, which someone other than
+//! the requester closes.
 
 use super::draft::Draft;
 use super::events::Transition;
@@ -10,15 +11,18 @@ use super::types::{Command, ReleaseView};
 use crate::api::emergency::EmergencyRequest;
 use crate::api::stage::ActiveRollout;
 use crate::schedule::{WindowVerdict, evaluate_windows};
+use crate::validation::emergency::EmergencyPlan;
 
 impl<'a> Draft<'a> {
-    /// Keeps an emergency command when the stage takes emergencies and its release can still
-    /// roll out here; cancels a pending emergency on an abort. Anything else is refused with
-    /// why, as unused commands are.
+    /// Keeps an emergency command when the stage takes emergencies, none is pending, and its
+    /// release can still roll out here; cancels a pending emergency on an abort. Anything
+    /// else is refused with why, as unused commands are.
     pub(super) fn take_emergency(&mut self, newer: &[&'a ReleaseView]) {
+        self.drop_stale_emergency(newer);
         match &self.input.command {
             Some(Command::Emergency(request)) => {
-                let fits = self.input.plan.emergency.is_some()
+                let fits = self.emergency_plan_for(&request.release).is_some()
+                    && self.status.emergency.is_none()
                     && newer.iter().any(|r| r.name == request.release && r.valid);
                 if !fits {
                     return;
@@ -30,6 +34,7 @@ impl<'a> Draft<'a> {
                     request.requester, request.reason, request.reference
                 );
                 self.event(Transition::EmergencyRequested, note, Some(&request.release));
+                self.name_last_event(request);
             }
             Some(Command::Abort) if self.status.emergency.is_some() => {
                 let Some(request) = self.status.emergency.take() else {
@@ -37,15 +42,59 @@ impl<'a> Draft<'a> {
                 };
                 let note = format!("the emergency of {} was cancelled", request.release);
                 self.event(Transition::EmergencyCancelled, note, Some(&request.release));
+                self.name_last_event(&request);
             }
             _ => {}
         }
     }
 
+    /// A pending emergency whose release can no longer roll out here (superseded, failed,
+    /// deleted), or that the stage no longer takes, is cancelled, so it neither lingers nor
+    /// stands in for a later one.
+    fn drop_stale_emergency(&mut self, newer: &[&'a ReleaseView]) {
+        let Some(request) = self.status.emergency.clone() else {
+            return;
+        };
+        let open = newer.iter().any(|r| r.name == request.release && r.valid);
+        if open && self.emergency_plan_for(&request.release).is_some() {
+            return;
+        }
+        self.status.emergency = None;
+        let note = format!(
+            "the emergency of {} was cancelled: it can no longer roll out at this stage",
+            request.release
+        );
+        self.event(Transition::EmergencyCancelled, note, Some(&request.release));
+        self.name_last_event(&request);
+    }
+
+    /// Tells two requests for one release apart in the trail: by when each was asked.
+    fn name_last_event(&mut self, request: &EmergencyRequest) {
+        if let Some(event) = self.events.last_mut() {
+            event.item = Some(format!("asked-{}", request.since.as_second()));
+        }
+    }
+
+    /// The emergency plan a release of this name would roll out under: its type's.
+    pub(super) fn emergency_plan_for(&self, release: &str) -> Option<&'a EmergencyPlan> {
+        let release_type = self.release(release)?.release_type;
+        self.input.plan.for_type(release_type).emergency.as_deref()
+    }
+
+    /// Who asked for the emergency `release` is judged for, and since when, if it is one.
+    pub(super) fn emergency_judged(&self, release: &str) -> Option<(String, jiff::Timestamp)> {
+        let request = self
+            .status
+            .emergency
+            .as_ref()
+            .filter(|e| e.release == release)?;
+        Some((request.requester.clone(), request.since))
+    }
+
     /// The emergency release, while one is asked for and is among those that may still come.
     pub(super) fn emergency_candidate(&self, newer: &[&'a ReleaseView]) -> Option<&'a ReleaseView> {
         let request = self.status.emergency.as_ref()?;
-        let plan = &self.input.plan.emergency.as_ref()?.plan;
+        let plan = &self.emergency_plan_for(&request.release)?.plan;
         let release = newer.iter().find(|r| r.name == request.release).copied()?;
         let passed = |s: &String| {
             let entry = release.stages.get(s);
@@ -55,16 +104,19 @@ impl<'a> Draft<'a> {
         ready.then_some(release)
     }
 
-    /// Closes the open review a `closeReview` command names.
+    /// Closes the open review a `closeReview` command names, unless its own requester asks.
     pub(super) fn close_review(&mut self) {
         let Some(Command::CloseReview {
             release,
             post_mortem,
+            by,
         }) = &self.input.command
         else {
             return;
         };
-        let Some(view) = self.release(release).filter(|r| r.review_open) else {
+        let view = self.release(release);
+        let requester = view.and_then(|r| r.review_open.as_deref());
+        let Some(view) = view.filter(|_| requester.is_some_and(|r| r != by)) else {
             return;
         };
         let note = format!(
@@ -77,7 +129,8 @@ impl<'a> Draft<'a> {
     /// Whether `candidate` is the emergency being asked for.
     pub(super) fn is_emergency(&self, candidate: &ReleaseView) -> bool {
         let request = self.status.emergency.as_ref();
-        request.is_some_and(|e| e.release == candidate.name) && self.input.plan.emergency.is_some()
+        request.is_some_and(|e| e.release == candidate.name)
+            && self.emergency_plan_for(&candidate.name).is_some()
     }
 
     /// Why an emergency command could not be taken.
@@ -86,6 +139,12 @@ impl<'a> Draft<'a> {
         if self.input.plan.emergency.is_none() {
             return format!(
                 "emergency: stage '{name}' takes no emergencies (it has no spec.emergency)"
+            );
+        }
+        if let Some(pending) = &self.input.status.emergency {
+            return format!(
+                "emergency: the emergency of {} asked by {} is pending at stage '{name}'; an abort cancels it",
+                pending.release, pending.requester
             );
         }
         if let Some(rollout) = &self.input.status.rollout {
@@ -108,7 +167,7 @@ impl<'a> Draft<'a> {
         let Some(request) = self.status.emergency.take() else {
             return;
         };
-        let Some(plan) = self.input.plan.emergency.as_deref() else {
+        let Some(plan) = self.emergency_plan_for(&request.release) else {
             return;
         };
         let release = request.release.clone();

@@ -43,7 +43,7 @@ pub(super) fn release(name: &str) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
-        review_open: false,
+        review_open: None,
         stages: BTreeMap::from([("test".to_string(), done)]),
     }
 }
@@ -236,5 +236,78 @@ fn an_abort_cancels_a_pending_emergency_and_a_stage_without_one_refuses_it() {
     assert!(
         out.status.rollout.is_some(),
         "the release goes its normal way"
+    );
+}
+
+#[test]
+fn an_emergency_keeps_the_gates_a_policy_adds_that_it_does_not_bypass() {
+    let spec = serde_json::json!({
+        "pipeline": "shop", "requires": ["test"], "target": {"name": "web"}, "gates": ["soak"],
+        "policies": [{"name": "ticketed", "types": ["feature"], "addGates": ["change-ticket"]}],
+        "emergency": {"approvals": {"groups": ["sre"]}, "bypass": {"gates": ["soak"]}},
+    });
+    let plan = compile_stage("prod", &serde_json::from_value(spec).unwrap()).unwrap();
+    let status = StageStatus {
+        emergency: Some(request("r1")),
+        ..Default::default()
+    };
+    let releases = [release("r1")];
+    let Decision::EvaluateGates {
+        gates, emergency, ..
+    } = decide(&input(&plan, &status, &releases, t("10:00:00")))
+    else {
+        panic!("the emergency's gates are asked for");
+    };
+    assert_eq!(
+        gates,
+        ["emergency:prod", "change-ticket"],
+        "the policy's gate stays"
+    );
+    assert_eq!(
+        emergency,
+        Some(("alice".to_string(), t("10:00:00"))),
+        "judged for alice's request"
+    );
+}
+
+#[test]
+fn a_second_emergency_while_one_is_pending_is_refused_and_a_stale_one_is_dropped() {
+    let plan = plan();
+    let status = StageStatus {
+        emergency: Some(request("r1")),
+        ..Default::default()
+    };
+    let releases = [release("r1"), release("r2")];
+    let mut inp = input(&plan, &status, &releases, t("10:00:00"));
+    let mut second = request("r2");
+    second.requester = "bob".into();
+    inp.command = Some(Command::Emergency(second));
+    let waiting = report("r1", &[("emergency:prod", GateVerdict::Pending)]);
+    inp.gates = Some(&waiting);
+    let out = act(&inp);
+    assert_eq!(
+        out.status.emergency,
+        Some(request("r1")),
+        "alice's request stands"
+    );
+    let refused = out
+        .events
+        .iter()
+        .find(|e| e.kind == Transition::CommandRefused)
+        .unwrap();
+    assert!(refused.note.contains("is pending"), "{}", refused.note);
+    assert_eq!(
+        out.release_updates["r2"].phase,
+        RP::Waiting,
+        "a pending emergency supersedes nothing"
+    );
+
+    let gone = [release("r2")];
+    let out = act(&input(&plan, &status, &gone, t("10:00:00")));
+    assert_eq!(out.status.emergency, None, "the release it named is gone");
+    assert!(
+        out.events
+            .iter()
+            .any(|e| e.kind == Transition::EmergencyCancelled)
     );
 }

@@ -149,7 +149,7 @@ impl Transition {
             (CheckPassed, _) => AuditAction::GatePassed,
             (CheckFailed, _) => AuditAction::GateFailed,
             (EmergencyRequested, _) => AuditAction::EmergencyRequested,
-            (EmergencyCancelled, _) => AuditAction::AbortRequested,
+            (EmergencyCancelled, _) => AuditAction::EmergencyCancelled,
             (Bypassed, _) => AuditAction::Bypassed,
             (BreakGlass, _) => AuditAction::BreakGlass,
             (ReviewClosed, _) => AuditAction::ReviewClosed,

@@ -45,7 +45,7 @@ fn release(name: &str, here: Option<RP>) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
-        review_open: false,
+        review_open: None,
         stages,
     }
 }
@@ -407,6 +407,7 @@ fn a_release_that_would_carry_a_pending_edit_is_judged_with_approvals_given_afte
             list: crate::api::gate::GateList::Gates,
             run: None,
             gates: plan.gates.clone(),
+            emergency: None,
         },
         "the edit's own time, not when r2 came"
     );

@@ -47,17 +47,20 @@ pub fn decide(input: &StageInput) -> Decision {
                     list,
                     run: Some(since),
                     gates,
+                    emergency: None,
                 };
             }
         }
         None => {
             if let Some((release, configuration)) = out.choose_candidate() {
+                let emergency = out.emergency_judged(&release);
                 return Decision::EvaluateGates {
                     release,
                     configuration,
                     list: GateList::Gates,
                     run: None,
                     gates: out.plan.gates.clone(),
+                    emergency,
                 };
             }
         }
@@ -282,11 +285,9 @@ impl Draft<'_> {
             let phase = r.stages[up].phase;
             let why = format!("{phase:?} at '{up}'; never promoted further");
             self.settle_entry(&r.name, RP::Superseded, Transition::NotPromoted, why);
-        } else if let Some(c) =
-            candidate.filter(|c| self.is_emergency(c) && self.is_newer(r, Some(c)))
-        {
-            // Newer than an emergency release: it comes after it, never superseded by it.
-            let why = format!("waiting behind the emergency rollout of {}", c.version);
+        } else if let Some(c) = candidate.filter(|c| self.is_emergency(c)) {
+            // A pending emergency supersedes nothing: it may be cancelled, or never approved.
+            let why = format!("waiting behind the emergency of {}", c.version);
             self.settle_entry(&r.name, RP::Waiting, Transition::WaitingForRequires, why);
         } else if let Some(c) = candidate.filter(|c| ready || !self.is_newer(r, Some(c))) {
             // Older than the candidate (or ready but not the newest): it will never come here.
@@ -313,8 +314,11 @@ impl Draft<'_> {
         change: Option<&TargetTemplate>,
     ) -> Option<String> {
         let now = self.input.now;
-        self.plan = match (self.is_emergency(candidate), &self.input.plan.emergency) {
-            (true, Some(emergency)) => &emergency.plan,
+        let emergency = self.emergency_plan_for(&candidate.name);
+        self.plan = match (self.is_emergency(candidate), emergency, change) {
+            (true, Some(emergency), None) => &emergency.plan,
+            // A configuration change is the stage's own: no release's policy judges it.
+            (_, _, Some(_)) => self.input.plan,
             _ => self.input.plan.for_type(candidate.release_type),
         };
         let plan = self.plan;

@@ -67,7 +67,7 @@ fn release(name: &str, stages: &[(&str, RP)]) -> ReleaseView {
         }],
         valid: true,
         unfit: None,
-        review_open: false,
+        review_open: None,
         stages: stages
             .iter()
             .map(|(s, p)| (s.to_string(), entry(*p)))
@@ -481,6 +481,7 @@ fn gates_are_asked_for_then_the_first_that_does_not_pass_holds_the_release() {
             list: crate::api::gate::GateList::Gates,
             run: None,
             gates: plan.gates.clone(),
+            emergency: None,
         }
     );
     let report = GateReport {
@@ -565,6 +566,7 @@ fn gate_results_for_another_release_are_not_used() {
             list: crate::api::gate::GateList::Gates,
             run: None,
             gates: plan.gates.clone(),
+            emergency: None,
         }
     );
 }

@@ -27,8 +27,8 @@ pub struct ReleaseView {
     pub valid: bool,
     /// Why this release cannot run at this stage (e.g. an artifact names no container).
     pub unfit: Option<String>,
-    /// The review of an emergency rollout of it here is open.
-    pub review_open: bool,
+    /// The requester of the emergency whose review is open here, if one is.
+    pub review_open: Option<String>,
     /// The release's progress at every stage of the pipeline.
     pub stages: BTreeMap<String, ReleaseStageStatus>,
 }
@@ -118,6 +118,9 @@ pub enum Decision {
         run: Option<Timestamp>,
         /// The gates to evaluate, in order: the list as it was when its run started.
         gates: Vec<String>,
+        /// The emergency the release is judged for, if it is one: its requester's approval,
+        /// and any given before it was asked, do not count.
+        emergency: Option<(String, Timestamp)>,
     },
     /// Measure these analysis gates for the rolling-out release and decide again.
     Measure {
@@ -177,10 +180,12 @@ pub enum Command {
     Retry(String),
     /// Roll this release out as an emergency, once its approvers agree.
     Emergency(crate::api::emergency::EmergencyRequest),
-    /// Close the review of this release's emergency rollout here, linking the post-mortem.
+    /// Close the review of this release's emergency rollout here, linking the post-mortem;
+    /// `by` is who asks, who may not be the emergency's requester.
     CloseReview {
         release: String,
         post_mortem: String,
+        by: String,
     },
 }
 

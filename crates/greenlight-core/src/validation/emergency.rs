@@ -109,9 +109,14 @@ fn check(emergency: &EmergencySpec, spec: &StageSpec, errors: &mut Vec<FieldErro
             ));
         }
     }
+    let policy_gates = spec
+        .policies
+        .iter()
+        .flat_map(|p| p.gates.iter().flatten().chain(&p.add_gates));
+    let known: Vec<&String> = spec.gates.iter().chain(policy_gates).collect();
     for (i, g) in emergency.bypass.gates.iter().enumerate() {
-        if !spec.gates.contains(g) {
-            let why = format!("'{g}' is not in spec.gates");
+        if !known.contains(&g) {
+            let why = format!("'{g}' is not in spec.gates nor in a policy's gates");
             errors.push(FieldError::new(
                 format!("spec.emergency.bypass.gates[{i}]"),
                 why,

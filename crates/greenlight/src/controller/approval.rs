@@ -173,7 +173,14 @@ fn verdicts(
         digest: crate::identity::release_digest(&release.spec),
     };
     match &approval.spec.release_ref {
-        Some(given) if *given == now => eligibility(ctx, stage, release, who),
+        Some(given) if *given == now => {
+            let mut verdicts = eligibility(ctx, stage, release, who);
+            if let Some(why) = not_for_the_emergency(stage, approval, who) {
+                verdicts.retain(|v| !v.contains("'emergency approvals'"));
+                verdicts.push(why);
+            }
+            verdicts
+        }
         Some(_) => vec![format!(
             "does not count: it was given for an earlier release named '{}' (deleted and published again since); approve it again",
             release.name_any()
@@ -242,6 +249,35 @@ fn past_tense(decision: Decision) -> &'static str {
 }
 
 /// For each approval gate of the stage: whether a decision by `who` counts there, and why not.
+/// Why an approval does not count toward the stage's pending (or rolling out) emergency:
+/// its author asked for it, or gave it before it was asked.
+fn not_for_the_emergency(
+    stage: &Stage,
+    approval: &Approval,
+    who: &crate::api::Identity,
+) -> Option<String> {
+    let status = stage.status.as_ref()?;
+    let rolling = status.rollout.as_ref().and_then(|r| r.emergency.as_ref());
+    let request = status.emergency.as_ref().or(rolling)?;
+    if request.release != approval.spec.release {
+        return None;
+    }
+    let created = approval.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let why = match (who.username == request.requester, created) {
+        (true, _) => format!(
+            "{} asked for the emergency and may not approve it",
+            who.username
+        ),
+        (false, Some(at)) if at < request.since => {
+            "it was given before the emergency was asked for".to_string()
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "does not count toward gate 'emergency approvals': {why}"
+    ))
+}
+
 /// The approvals a stage's emergencies need, as an approval gate's policy.
 fn emergency_policy(stage: &Stage) -> Option<crate::gates::approval::ApprovalPolicy> {
     let a = &stage.spec.emergency.as_ref()?.approvals;

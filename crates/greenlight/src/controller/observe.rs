@@ -184,7 +184,7 @@ pub fn release_views(
                 artifacts: r.spec.artifacts.clone(),
                 valid: release_problem(r).is_none(),
                 unfit,
-                review_open: false,
+                review_open: None,
                 stages,
             }
         })
@@ -208,7 +208,8 @@ fn mark_open_review(
         return;
     };
     let reviews = greenlight_core::review::reviews(&found);
-    let open = greenlight_core::review::open_at(&reviews, &stage.name_any()).is_some();
+    let open = greenlight_core::review::open_at(&reviews, &stage.name_any());
+    let open = open.map(|r| r.requester.clone());
     if let Some(view) = releases.iter_mut().find(|r| &r.name == release) {
         view.review_open = open;
     }

@@ -106,9 +106,9 @@ async fn reconcile_release(
     Ok(announce_overdue(release, namespace, ctx, Timestamp::now()).await)
 }
 
-/// Each open review of an emergency rollout past its due date is told once, by an Event
-/// keyed by the review (the outbox entry of its `ReviewOverdue` notice); the release is
-/// looked at again when the next open review falls due.
+/// Each open review of an emergency rollout past its due date is recorded once in the trail
+/// (so no restart tells it again) and told by an Event, the outbox entry of its
+/// `ReviewOverdue` notice; the release is looked at again when the next one falls due.
 async fn announce_overdue(
     release: &Release,
     namespace: &str,
@@ -132,14 +132,23 @@ async fn announce_overdue(
             release.name_any(),
             review.stage
         );
+        let entry = overdue_entry(review, due, note, now);
+        let appended = ctx
+            .writer
+            .audit(namespace, &release.name_any(), vec![entry])
+            .await;
+        let Some(entry) = appended.ok().and_then(|a| a.into_iter().next()) else {
+            continue;
+        };
         let stage = ctx.index.stage(namespace, &review.stage);
+        let note = format!("stage {}: {}", entry.stage, entry.message);
         let notify_stage =
             stage.and_then(|s| crate::notify::outbox_stage(&s, "ReviewOverdue", &note));
         let a = Announcement {
             warning: true,
             reason: "ReviewOverdue",
             note,
-            key: format!("{}/ReviewOverdue", review.id),
+            key: event_key(&entry),
             notify_stage,
         };
         ctx.writer.events.publish(release, a).await;
@@ -150,6 +159,37 @@ async fn announce_overdue(
             Action::requeue(wait)
         }
         None => Action::await_change(),
+    }
+}
+
+/// The trail entry that records a review past its due date, once.
+fn overdue_entry(
+    review: &greenlight_core::review::Review,
+    due: Timestamp,
+    message: String,
+    now: Timestamp,
+) -> AuditEntry {
+    let message = message
+        .strip_prefix(&format!("stage {}: ", review.stage))
+        .unwrap_or(&message)
+        .to_string();
+    AuditEntry {
+        id: format!("{}/ReviewOverdue", review.id),
+        time: now,
+        stage: review.stage.clone(),
+        action: AuditAction::ReviewOverdue,
+        actor: crate::api::OPERATOR_ACTOR.to_string(),
+        message,
+        approval: None,
+        reason: None,
+        gate: None,
+        template: None,
+        previous_template: None,
+        configuration: None,
+        policy: None,
+        change_ticket: None,
+        review_due: Some(due),
+        review: Some(review.id.clone()),
     }
 }
 
@@ -227,8 +267,10 @@ fn event_of(action: AuditAction) -> (&'static str, bool) {
         AuditAction::GatePassed => ("CheckPassed", false),
         AuditAction::GateFailed => ("CheckFailed", true),
         AuditAction::EmergencyRequested => ("EmergencyRequested", false),
+        AuditAction::EmergencyCancelled => ("EmergencyCancelled", false),
         AuditAction::Bypassed => ("Bypassed", true),
         AuditAction::BreakGlass => ("BreakGlass", true),
         AuditAction::ReviewClosed => ("ReviewClosed", false),
+        AuditAction::ReviewOverdue => ("ReviewOverdue", true),
     }
 }

@@ -386,15 +386,6 @@ impl Inner {
         gates::compile(&spec, &self.env)
     }
 
-    /// The emergency a stage asks approvals for: who asked, and since when.
-    fn emergency_of(&self, namespace: &str, stage: &str) -> Option<(String, Timestamp)> {
-        let stage = self.index.stage(namespace, stage)?;
-        let status = stage.status.as_ref()?;
-        let rollout = status.rollout.as_ref().and_then(|r| r.emergency.as_ref());
-        let request = status.emergency.as_ref().or(rollout)?;
-        Some((request.requester.clone(), request.since))
-    }
-
     /// Evaluates one gate; also returns how soon it should be checked again.
     async fn evaluate(&self, name: &str, ctx: &GateContext) -> (GateOutcome, Duration) {
         let kind = match name.starts_with("emergency:") {
@@ -426,12 +417,9 @@ impl Inner {
     /// Gives the gate what it says it needs, then runs it.
     async fn run(&self, compiled: &CompiledGate, ctx: &GateContext) -> GateOutcome {
         let mut ctx = ctx.clone();
-        if ctx.gate.starts_with("emergency:") {
+        if ctx.gate.starts_with("emergency:") && ctx.emergency.is_none() {
             // Without the request, nobody is known to be its requester: nothing may count.
-            ctx.emergency = Some(
-                self.emergency_of(&ctx.namespace, &ctx.stage)
-                    .unwrap_or_else(|| (String::new(), Timestamp::MAX)),
-            );
+            ctx.emergency = Some((String::new(), Timestamp::MAX));
         }
         if compiled.needs.approvals {
             let release = self.index.release(&ctx.namespace, &ctx.release);
@@ -452,7 +440,7 @@ impl Inner {
             if let Some(ticket) = &ctx.change_ticket {
                 ctx.ticket_used_by =
                     self.index
-                        .ticket_holders(&ctx.namespace, ticket, &ctx.gate, &ctx.release);
+                        .ticket_holders(&ctx.namespace, ticket, &ctx.release);
             }
         }
         if !compiled.needs.secrets.is_empty() {

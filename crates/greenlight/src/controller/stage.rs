@@ -282,11 +282,13 @@ async fn decide(world: &World, ctx: &Context, now: Timestamp) -> Outcome {
                 list,
                 run,
                 gates,
+                emergency,
             } if report.is_none() => {
                 let mut gate_ctx = ctx
                     .runner
                     .context(&world.stage, &world.releases, &release, now);
                 gate_ctx.configuration = configuration;
+                gate_ctx.emergency = emergency;
                 (gate_ctx.list, gate_ctx.run) = (list, run);
                 gate_ctx.service_port = crate::workload::service_port(&world.target);
                 report = Some(ctx.runner.evaluate_in_order(&gates, &gate_ctx, now).await);

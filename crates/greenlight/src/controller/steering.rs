@@ -69,6 +69,7 @@ pub fn read(stage: &Stage, pending: Vec<Arc<StageCommand>>, key: &IdentityKey) -
         CommandAction::CloseReview => Command::CloseReview {
             release: acting.spec.release.clone().unwrap_or_default(),
             post_mortem: acting.spec.post_mortem.clone().unwrap_or_default(),
+            by: requester.clone(),
         },
     });
     steering.text = Some(text);

@@ -18,14 +18,26 @@ pub fn wanted(kind: NoticeKind) -> bool {
     matches!(kind, NoticeKind::Succeeded | NoticeKind::RolledBack)
 }
 
-/// The stage's change-ticket gates, for this release, that write work notes (none when the
-/// release names no ticket).
+/// The stage's change-ticket gates, for this release, that write work notes and that passed
+/// for it here (none when the release names no ticket, or an emergency bypassed them: a
+/// ticket nobody checked gets no note).
 pub fn gates(ctx: &Context, stage: &Stage, release: &Release) -> Vec<(String, ChangeTicketGate)> {
     if release.spec.change_ticket.is_none() {
         return vec![];
     }
     let namespace = stage.namespace().unwrap_or_default();
+    let here = release
+        .status
+        .as_ref()
+        .and_then(|s| s.stages.get(&stage.name_any()));
+    let passed = |name: &String| {
+        let results = here.into_iter().flat_map(|e| &e.gates);
+        results
+            .into_iter()
+            .any(|g| &g.name == name && g.result == crate::api::release::GateVerdict::Passed)
+    };
     let names = stage.spec.gates_for(release.spec.release_type);
+    let names = names.into_iter().filter(passed);
     let noting = names.into_iter().filter_map(|name| {
         let gate = ctx.index.gate(&namespace, &name)?;
         let ticket = gate.spec.change_ticket.clone().filter(|t| t.work_notes)?;

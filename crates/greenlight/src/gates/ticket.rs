@@ -1,6 +1,6 @@
 //! `changeTicket` gate: passes only while the change request the Release names is approved,
-//! in its implement state, and now is inside its planned window, and only for the release
-//! that first went out under it. A change on its way (new, assessed, scheduled) or out of
+//! in its implement state, and now is inside its planned window, and only while no other
+//! release went out under it. A change on its way (new, assessed, scheduled) or out of
 //! its window holds the release; a closed or cancelled one fails it; no answer is
 //! inconclusive.
 
@@ -80,11 +80,24 @@ impl TicketCheck {
         }
         match self.itsm.records(ticket, &ctx.secrets).await {
             Err(why) => GateOutcome::new(GateVerdict::Inconclusive, why),
-            Ok(records) => match for_another_release(&self.itsm.spec, &records, ctx) {
-                Some(outcome) => outcome,
-                None => judge(&self.itsm.spec, ticket, &records, ctx.now),
-            },
+            Ok(records) => {
+                // An ITSM that ignores an unknown query field answers with other records.
+                let records = self.numbered(records, ticket);
+                match for_another_release(&self.itsm.spec, &records, ctx) {
+                    Some(outcome) => outcome,
+                    None => judge(&self.itsm.spec, ticket, &records, ctx.now),
+                }
+            }
         }
+    }
+}
+
+impl TicketCheck {
+    /// The records whose number field is the ticket.
+    fn numbered(&self, records: Vec<Value>, ticket: &str) -> Vec<Value> {
+        let number = &self.itsm.spec.fields.number;
+        let mine = |r: &Value| field(r, number).as_deref() == Some(ticket);
+        records.into_iter().filter(mine).collect()
     }
 }
 
