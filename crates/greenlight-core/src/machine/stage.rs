@@ -590,11 +590,15 @@ impl Draft<'_> {
             configuration: change.is_some(),
             checks: None,
             emergency: None,
-            policy: self
-                .input
-                .plan
-                .policy_for(candidate.release_type)
-                .map(|p| p.name.clone()),
+            // A configuration change runs under the stage's own spec, as it was judged.
+            policy: match change {
+                Some(_) => None,
+                None => self
+                    .input
+                    .plan
+                    .policy_for(candidate.release_type)
+                    .map(|p| p.name.clone()),
+            },
         }
     }
 
