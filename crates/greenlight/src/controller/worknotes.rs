@@ -1,7 +1,8 @@
 //! Work notes: a finished rollout's outcome written back to the change request it went out
 //! under, for each `changeTicket` gate of the stage that asks for it (`workNotes: true`).
-//! Each is one more destination of the notice's outbox Event, so a note is written once,
-//! retried with the notices, and not written again after a restart.
+//! Each is one more destination of the notice's outbox Event: retried with the notices, and
+//! recorded as delivered at once, so a restart does not write it again (a crash between the
+//! write and that record can repeat it once).
 
 use kube::ResourceExt;
 
