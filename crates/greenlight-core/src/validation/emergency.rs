@@ -130,6 +130,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_spec_listing_a_stages_emergency_approvals_as_a_gate_is_refused() {
+        let spec = serde_json::json!({
+            "pipeline": "shop", "target": {"name": "web"}, "gates": ["emergency:prod"],
+        });
+        let spec: StageSpec = serde_json::from_value(spec).unwrap();
+        let err = super::super::compile_stage("dev", &spec)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spec.gates[0]: 'emergency:prod' is not a Gate's name"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn five_working_days_skip_the_weekend() {
         let friday: jiff::Timestamp = "2026-12-04T15:00:00Z".parse().unwrap();
         let due = ReviewWithin::WorkingDays(5).due(friday);

@@ -193,6 +193,18 @@ pub fn compile_stage(name: &str, spec: &StageSpec) -> Result<StagePlan, Validati
         ));
     }
     names::check(name, &spec.target.name, &mut errors);
+    // `emergency:<stage>` names a stage's emergency approvals inside the operator; a spec
+    // that lists it would borrow another stage's rules.
+    for (field, gate) in spec
+        .named_gates()
+        .into_iter()
+        .filter(|(_, g)| g.contains(':'))
+    {
+        errors.push(FieldError::new(
+            field,
+            format!("'{gate}' is not a Gate's name"),
+        ));
+    }
     if spec.replicas < 0 {
         errors.push(FieldError::new("spec.replicas", "must not be negative"));
     }
