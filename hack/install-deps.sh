@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make run` need on a fresh Debian bookworm machine, idempotently:
 # Debian packages (etcd, Prometheus, Go toolchain, umoci for the image, Lua 5.1 for the Argo CD
-# health checks), the Helm engine from
+# health checks, Chromium for the dashboard's browser tests), mdBook from crates.io for the book
+# in docs/, the Helm engine from
 # PyPI (helm-python-sdk, for the chart), and a Kubernetes 1.20 control plane built from
 # Debian's `kubernetes` source package, cached outside the work tree.
 set -euo pipefail
@@ -15,7 +16,7 @@ SUDO=""
 log() { echo "[install-deps] $*" >&2; }
 
 need_pkgs=()
-for p in etcd-server prometheus golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential curl openssl umoci ca-certificates tmux lua5.1 postgresql; do
+for p in etcd-server prometheus golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev build-essential curl openssl umoci ca-certificates tmux lua5.1 postgresql chromium fonts-dejavu-core; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -38,6 +39,13 @@ if ! python3 -c "import helm_python, importlib.metadata as m; assert m.version('
   log "installing helm-python-sdk $HELM_SDK_VERSION from PyPI"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     "helm-python-sdk==$HELM_SDK_VERSION"
+fi
+
+# The book in docs/ (`mdbook build docs` in `make test`): only the renderer, no live server.
+MDBOOK_VERSION=0.5.4
+if [ "$(mdbook --version 2>/dev/null)" != "mdbook v$MDBOOK_VERSION" ]; then
+  log "installing mdbook $MDBOOK_VERSION from crates.io (about 2 minutes)"
+  cargo install --quiet --locked --no-default-features --version "$MDBOOK_VERSION" mdbook
 fi
 
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
