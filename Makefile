@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` and `make test`.
-.PHONY: run demo test deps lint unit e2e crds manifests image bench bench-scale oracle
+.PHONY: run demo test deps lint unit e2e crds docs manifests image bench bench-scale oracle
 
 run:
 	bash hack/run.sh
@@ -13,6 +13,7 @@ demo: deps
 # start-up and not a compilation racing the rest of the suite for the cores.
 test: deps lint image
 	cargo build --workspace --bins
+	mdbook build docs
 	cargo test --workspace --all-targets
 
 deps:
@@ -33,15 +34,17 @@ e2e: deps
 	cargo build --workspace --bins
 	cargo test --test e2e
 
-# Prints the canary figures the README quotes (reaction time, API writes per step, CPU, memory),
+# Prints the canary figures the book quotes (reaction time, API writes per step, CPU, memory;
+# docs/src/operations/figures.md),
 # then how fast each response is that the e2e suite bounds only loosely (benches/responses.rs).
 bench: deps
 	cargo build --release --workspace --bins
 	cargo bench --bench canary
 	cargo bench --bench responses
 
-# Prints the scale figures the README quotes: 250 pipelines x 4 stages and 10,000 releases on
-# the real control plane (GREENLIGHT_SCALE=medium|smoke|soak for other sizes).
+# Prints the scale figures the book quotes (docs/src/operations/scale.md): 250 pipelines x 4
+# stages and 10,000 releases on the real control plane (GREENLIGHT_SCALE=medium|smoke|soak for
+# other sizes).
 bench-scale: deps
 	cargo build --release --workspace --bins
 	cargo bench --bench scale
@@ -52,6 +55,13 @@ oracle:
 	python3 -m venv target/oracle-venv
 	target/oracle-venv/bin/pip install -q scipy==1.17.1
 	target/oracle-venv/bin/python hack/oracle/mwu.py
+
+# The book (docs/, built into target/book): the CRD reference written again from crds/, then
+# built. tests/book.rs fails in `make test` when the reference is stale.
+docs: deps
+	cargo build --workspace --bins
+	GREENLIGHT_BLESS=1 cargo test --test book
+	mdbook build docs
 
 crds:
 	cargo run -q --bin greenlight -- crdgen > crds/greenlight.yaml.new

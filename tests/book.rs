@@ -66,21 +66,38 @@ fn every_internal_link_of_the_book_and_the_readme_leads_to_a_page_and_a_heading(
 #[test]
 fn every_page_is_reachable_from_the_summary_and_every_summary_entry_exists() {
     let entries = links::summary_entries(&page("SUMMARY.md"));
-    let missing: Vec<&String> = entries.iter().filter(|e| !book().join(e).is_file()).collect();
-    assert!(missing.is_empty(), "SUMMARY.md lists pages that do not exist: {missing:?}");
+    let missing: Vec<&String> = entries
+        .iter()
+        .filter(|e| !book().join(e).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "SUMMARY.md lists pages that do not exist: {missing:?}"
+    );
     let unlisted: Vec<String> = links::markdown_files(&book())
         .iter()
-        .map(|f| f.strip_prefix(book()).expect("under docs/src").display().to_string())
+        .map(|f| {
+            f.strip_prefix(book())
+                .expect("under docs/src")
+                .display()
+                .to_string()
+        })
         .filter(|f| f != "SUMMARY.md" && !entries.contains(f))
         .collect();
-    assert!(unlisted.is_empty(), "pages missing from docs/src/SUMMARY.md: {unlisted:?}");
+    assert!(
+        unlisted.is_empty(),
+        "pages missing from docs/src/SUMMARY.md: {unlisted:?}"
+    );
 }
 
 #[test]
 fn every_flag_the_binaries_print_is_in_the_flags_reference_under_its_command() {
     let reference = page("reference/flags.md");
     let mut missing = Vec::new();
-    for (bin, shown_as) in [("greenlight", "greenlight"), ("kubectl-greenlight", "kubectl greenlight")] {
+    for (bin, shown_as) in [
+        ("greenlight", "greenlight"),
+        ("kubectl-greenlight", "kubectl greenlight"),
+    ] {
         for command in flags::every_command(&flags::binary(bin), shown_as) {
             let words: Vec<&str> = command.command.split(' ').collect();
             // A flag of a command counts where the command or one that contains it lists it.
@@ -97,7 +114,11 @@ fn every_flag_the_binaries_print_is_in_the_flags_reference_under_its_command() {
             }
         }
     }
-    assert!(missing.is_empty(), "docs/src/reference/flags.md lacks:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "docs/src/reference/flags.md lacks:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -132,7 +153,9 @@ async fn the_metrics_the_operator_encodes_are_the_ones_its_sources_register() {
     let (index, _tasks) = greenlight::index::Index::watch(&client, &None, key);
     let window = jiff::SignedDuration::from_hours(24 * 90);
     let metrics = greenlight::metrics::Metrics::new();
-    metrics.collect_state(Box::new(greenlight::insight::collector::StateCollector::new(index, window)));
+    metrics.collect_state(Box::new(
+        greenlight::insight::collector::StateCollector::new(index, window),
+    ));
     let scanned: Vec<String> = names::metrics().into_iter().map(|(n, _)| n).collect();
     let served: Vec<String> = metrics
         .encode()
@@ -142,7 +165,10 @@ async fn the_metrics_the_operator_encodes_are_the_ones_its_sources_register() {
         .collect();
     assert!(served.len() > 10, "the state series are served: {served:?}");
     let unscanned: Vec<&String> = served.iter().filter(|n| !scanned.contains(n)).collect();
-    assert!(unscanned.is_empty(), "served but not found in the sources: {unscanned:?}");
+    assert!(
+        unscanned.is_empty(),
+        "served but not found in the sources: {unscanned:?}"
+    );
 }
 
 #[test]
@@ -152,7 +178,14 @@ fn every_event_reason_the_operator_publishes_is_in_the_events_reference() {
     assert!(reasons.contains("RolloutStarted") && reasons.contains("WriteRefused"));
     let missing: Vec<&String> = reasons
         .iter()
-        .filter(|r| !reference.lines().any(|l| l.starts_with(&format!("| `{r}`"))))
+        .filter(|r| {
+            !reference
+                .lines()
+                .any(|l| l.starts_with(&format!("| `{r}`")))
+        })
         .collect();
-    assert!(missing.is_empty(), "docs/src/reference/events.md needs a row for each: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "docs/src/reference/events.md needs a row for each: {missing:?}"
+    );
 }

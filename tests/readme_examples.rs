@@ -1,12 +1,17 @@
-//! The README's worked examples that no e2e case applies are specs the operator accepts.
+//! The book's worked examples that no e2e case applies are specs the operator accepts.
 
 use greenlight::api::Stage;
 use greenlight::validation::{CanaryStepPlan, compile_stage};
 
-/// The first YAML block after `heading` in the README.
-fn example_after(heading: &str) -> String {
-    let readme = include_str!("../README.md");
-    let section = &readme[readme.find(heading).expect("the heading")..];
+/// The book's how-to guides that hold these examples.
+const BLUE_GREEN: &str = include_str!("../docs/src/how-to/blue-green.md");
+const RELEASE_POLICIES: &str = include_str!("../docs/src/how-to/release-policies.md");
+const EMERGENCIES: &str = include_str!("../docs/src/how-to/emergencies.md");
+const CHANGE_TICKETS: &str = include_str!("../docs/src/how-to/change-tickets.md");
+
+/// The first YAML block after `heading` in a page of the book.
+fn example_after(page: &str, heading: &str) -> String {
+    let section = &page[page.find(heading).expect("the heading")..];
     let start = section.find("```yaml\n").expect("a YAML block") + "```yaml\n".len();
     let end = section[start..].find("```").expect("the block's end");
     section[start..start + end].to_string()
@@ -14,7 +19,8 @@ fn example_after(heading: &str) -> String {
 
 #[test]
 fn the_blue_green_example_compiles_to_checks_then_one_switch_then_a_watched_warm_fallback() {
-    let stage: Stage = serde_norway::from_str(&example_after("### Blue-green")).expect("a Stage");
+    let stage: Stage =
+        serde_norway::from_str(&example_after(BLUE_GREEN, "# Blue-green")).expect("a Stage");
     let plan = compile_stage("prod", &stage.spec).expect("the example is valid");
     let canary = plan.canary.expect("a blue-green plan");
     let kinds: Vec<&str> = canary
@@ -38,17 +44,19 @@ fn the_blue_green_example_compiles_to_checks_then_one_switch_then_a_watched_warm
 }
 
 #[test]
-fn the_release_policy_example_says_what_a_hotfix_skips_as_the_readme_shows() {
+fn the_release_policy_example_says_what_a_hotfix_skips_as_the_book_shows() {
     use greenlight::api::release::ReleaseType;
-    let example = example_after("## Release management: rules per release type");
+    let example = example_after(
+        RELEASE_POLICIES,
+        "# Release management: rules per release type",
+    );
     let stage: Stage = serde_norway::from_str(&example).expect("a Stage");
     let plan = compile_stage("prod", &stage.spec).expect("the example is valid");
     let hotfix = plan
         .policy_for(ReleaseType::Hotfix)
         .expect("a hotfix policy");
-    let readme = include_str!("../README.md");
     assert!(
-        readme.contains(&format!("\n{}\n", hotfix.summary)),
+        RELEASE_POLICIES.contains(&format!("\n{}\n", hotfix.summary)),
         "{}",
         hotfix.summary
     );
@@ -63,7 +71,7 @@ fn the_release_policy_example_says_what_a_hotfix_skips_as_the_readme_shows() {
 
 #[test]
 fn the_emergency_example_skips_the_freeze_and_the_soak_and_asks_two_others_first() {
-    let example = example_after("### Emergencies: a hotfix during a freeze");
+    let example = example_after(EMERGENCIES, "# Emergencies: a hotfix during a freeze");
     let stage: Stage = serde_norway::from_str(&example).expect("a Stage");
     let plan = compile_stage("prod", &stage.spec).expect("the example is valid");
     let emergency = plan.emergency.expect("the stage takes emergencies");
@@ -76,7 +84,7 @@ fn the_emergency_example_skips_the_freeze_and_the_soak_and_asks_two_others_first
 
 #[test]
 fn the_change_ticket_example_is_a_gate_and_a_release_the_operator_accepts() {
-    let example = example_after("### Change tickets");
+    let example = example_after(CHANGE_TICKETS, "# Change tickets");
     let docs: Vec<&str> = example.split("\n---\n").collect();
     let gate: greenlight::api::Gate = serde_norway::from_str(docs[1]).expect("a Gate");
     let ticket = gate.spec.change_ticket.expect("a changeTicket gate");

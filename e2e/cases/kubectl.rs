@@ -9,10 +9,12 @@ pub async fn readme_example_is_accepted_and_kubectl_get_shows_useful_columns(mut
     let root = env!("CARGO_MANIFEST_DIR");
     let sample =
         std::fs::read_to_string(format!("{root}/config/samples/pipeline.yaml")).expect("sample");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README");
+    let readme = ["getting-started/worked-example.md", "how-to/approvals.md"]
+        .map(|page| std::fs::read_to_string(format!("{root}/docs/src/{page}")).expect(page))
+        .concat();
     assert!(
         readme.contains(sample.trim()),
-        "README.md must show config/samples/pipeline.yaml verbatim"
+        "docs/src/getting-started/worked-example.md must show config/samples/pipeline.yaml verbatim"
     );
 
     // What the shop's pods answer its smoke test with.
@@ -99,7 +101,7 @@ async fn assert_the_approvals_sample_is_accepted_and_its_approval_does_not_count
         std::fs::read_to_string(format!("{root}/config/samples/approvals.yaml")).expect("sample");
     assert!(
         readme.contains(approvals.trim()),
-        "README.md must show config/samples/approvals.yaml verbatim"
+        "docs/src/how-to/approvals.md must show config/samples/approvals.yaml verbatim"
     );
     env.cp.kubectl(&[
         "apply",

@@ -153,7 +153,7 @@ pub async fn each_transition_is_told_once_with_who_and_why_even_across_an_outage
 
 /// Every notice still pending (for the chat) records that the team has it: a kill now must
 /// not send the team anything again. (A kill between a send and this record would: that is
-/// the one repeat the README owns up to.)
+/// the one repeat the book owns up to.)
 async fn team_recorded_on_every_pending_notice(env: &TestEnv) {
     use k8s_openapi::api::events::v1::Event;
     let api: kube::Api<Event> = kube::Api::namespaced(env.client.clone(), &env.ns);

@@ -9,7 +9,7 @@ scipy==1.17.1 and numpy); the tests read the file and never run this script.
 - The shift: numpy's median of every x - y.
 - The interval: a port of Kayenta's wilcoxonDiff (R's wilcox.test, asymptotic) solved by
   scipy.optimize.brentq, as Kayenta solves it with Brent's method.
-- The class: Kayenta's rules with the effect-size floor, as the README states them.
+- The class: Kayenta's rules with the effect-size floor, as the book states them (docs/src/how-to/compare.md).
 """
 import json
 import math

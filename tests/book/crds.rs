@@ -60,20 +60,33 @@ fn kind_page(crd: &Value) -> String {
     let version = &crd["spec"]["versions"][0];
     let schema = &version["schema"]["openAPIV3Schema"];
     let names = &crd["spec"]["names"];
-    let mut out = format!("# {}\n\n{GENERATED}\n\n{}\n\n", kind(crd), text(&schema["description"]));
+    let mut out = format!(
+        "# {}\n\n{GENERATED}\n\n{}\n\n",
+        kind(crd),
+        text(&schema["description"])
+    );
     out += &format!(
         "`{}.{}`, version `{}`, {}; short names {}; categories {}.\n",
         names["plural"].as_str().unwrap_or_default(),
         crd["spec"]["group"].as_str().unwrap_or_default(),
         version["name"].as_str().unwrap_or_default(),
-        crd["spec"]["scope"].as_str().unwrap_or_default().to_lowercase(),
+        crd["spec"]["scope"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase(),
         list(&names["shortNames"]),
         list(&names["categories"]),
     );
     if let Some(columns) = version["additionalPrinterColumns"].as_array() {
         let shown: Vec<String> = columns
             .iter()
-            .map(|c| format!("{} (`{}`)", c["name"].as_str().unwrap_or_default(), c["jsonPath"].as_str().unwrap_or_default()))
+            .map(|c| {
+                format!(
+                    "{} (`{}`)",
+                    c["name"].as_str().unwrap_or_default(),
+                    c["jsonPath"].as_str().unwrap_or_default()
+                )
+            })
             .collect();
         out += &format!("`kubectl get` shows {}.\n", shown.join(", "));
     }
@@ -110,9 +123,11 @@ fn fields(out: &mut String, path: &str, node: &Value) {
 fn descend(out: &mut String, path: &str, field: &Value) {
     match field["type"].as_str() {
         Some("array") => fields(out, &format!("{path}[]"), &field["items"]),
-        Some("object") if field["additionalProperties"].is_object() => {
-            fields(out, &format!("{path}.<key>"), &field["additionalProperties"])
-        }
+        Some("object") if field["additionalProperties"].is_object() => fields(
+            out,
+            &format!("{path}.<key>"),
+            &field["additionalProperties"],
+        ),
         _ => fields(out, path, field),
     }
 }
@@ -143,7 +158,10 @@ fn facts(field: &Value, required: bool) -> Vec<String> {
 
 fn type_of(field: &Value) -> String {
     let base = field["type"].as_str().unwrap_or("any");
-    let format = field["format"].as_str().map(|f| format!(" ({f})")).unwrap_or_default();
+    let format = field["format"]
+        .as_str()
+        .map(|f| format!(" ({f})"))
+        .unwrap_or_default();
     match base {
         "array" => format!("list of {}", type_of(&field["items"])),
         "object" if field["additionalProperties"].is_object() => {
@@ -174,9 +192,17 @@ fn number(n: f64) -> String {
 fn list(values: &Value) -> String {
     let items: Vec<String> = values
         .as_array()
-        .map(|v| v.iter().map(|s| format!("`{}`", s.as_str().map_or(s.to_string(), str::to_string))).collect())
+        .map(|v| {
+            v.iter()
+                .map(|s| format!("`{}`", s.as_str().map_or(s.to_string(), str::to_string)))
+                .collect()
+        })
         .unwrap_or_default();
-    if items.is_empty() { "none".into() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// A description on one line, with `<` outside code spans escaped so Markdown keeps it.
@@ -190,8 +216,13 @@ fn text(description: &Value) -> String {
     joined
         .split('`')
         .enumerate()
-        .map(|(i, part)| if i % 2 == 0 { part.replace('<', "&lt;") } else { part.to_string() })
+        .map(|(i, part)| {
+            if i % 2 == 0 {
+                part.replace('<', "&lt;")
+            } else {
+                part.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join("`")
 }
-

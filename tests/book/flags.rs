@@ -25,7 +25,10 @@ pub fn binary(name: &str) -> PathBuf {
             bin.display()
         );
     };
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates").join(name).join("src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("crates")
+        .join(name)
+        .join("src");
     if let Some(newer) = newer_source(&src, built) {
         panic!(
             "{} is older than {}: run `cargo build --workspace --bins`",
@@ -43,7 +46,11 @@ fn newer_source(dir: &Path, built: std::time::SystemTime) -> Option<PathBuf> {
             if let Some(found) = newer_source(&path, built) {
                 return Some(found);
             }
-        } else if entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m > built) {
+        } else if entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|m| m > built)
+        {
             return Some(path);
         }
     }
@@ -69,8 +76,13 @@ pub fn every_command(bin: &Path, shown_as: &str) -> Vec<Flags> {
             todo.push(deeper);
         }
         let flags = section_flags(&help);
-        let command = std::iter::once(shown_as.to_string()).chain(args).collect::<Vec<_>>();
-        out.push(Flags { command: command.join(" "), flags });
+        let command = std::iter::once(shown_as.to_string())
+            .chain(args)
+            .collect::<Vec<_>>();
+        out.push(Flags {
+            command: command.join(" "),
+            flags,
+        });
     }
     out
 }
@@ -81,7 +93,11 @@ fn help(bin: &Path, args: &[String]) -> String {
         .arg("--help")
         .output()
         .unwrap_or_else(|e| panic!("{} {args:?} --help: {e}", bin.display()));
-    assert!(out.status.success(), "{} {args:?} --help failed", bin.display());
+    assert!(
+        out.status.success(),
+        "{} {args:?} --help failed",
+        bin.display()
+    );
     String::from_utf8(out.stdout).expect("help is text")
 }
 
@@ -110,7 +126,9 @@ fn section_flags(help: &str) -> Vec<String> {
 /// heading of the same level or higher.
 pub fn section_of<'a>(page: &'a str, command: &str) -> Option<&'a str> {
     let heading = format!("`{command}`");
-    let start = page.lines().position(|l| l.starts_with('#') && l.trim_start_matches('#').trim() == heading)?;
+    let start = page
+        .lines()
+        .position(|l| l.starts_with('#') && l.trim_start_matches('#').trim() == heading)?;
     let lines: Vec<&str> = page.lines().collect();
     let level = lines[start].chars().take_while(|c| *c == '#').count();
     let end = (start + 1..lines.len())
@@ -120,12 +138,18 @@ pub fn section_of<'a>(page: &'a str, command: &str) -> Option<&'a str> {
         })
         .unwrap_or(lines.len());
     let from = lines[..start].iter().map(|l| l.len() + 1).sum::<usize>();
-    let to = lines[..end].iter().map(|l| l.len() + 1).sum::<usize>().min(page.len());
+    let to = lines[..end]
+        .iter()
+        .map(|l| l.len() + 1)
+        .sum::<usize>()
+        .min(page.len());
     Some(&page[from..to])
 }
 
 /// Whether `section` names `--flag` in a code span.
 pub fn names_flag(section: &str, flag: &str) -> bool {
     let pattern = format!(r"`--{}([ =`\[<])", regex::escape(flag));
-    regex::Regex::new(&pattern).expect("an escaped pattern").is_match(section)
+    regex::Regex::new(&pattern)
+        .expect("an escaped pattern")
+        .is_match(section)
 }

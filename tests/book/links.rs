@@ -28,7 +28,11 @@ fn prose(text: &str) -> Vec<String> {
                 fenced = !fenced;
                 return String::new();
             }
-            if fenced { String::new() } else { without_code_spans(line) }
+            if fenced {
+                String::new()
+            } else {
+                without_code_spans(line)
+            }
         })
         .collect()
 }
@@ -68,7 +72,11 @@ pub fn anchors(text: &str) -> Vec<String> {
             })
             .collect();
         let n = seen.entry(id.clone()).or_insert(0);
-        out.push(if *n == 0 { id.clone() } else { format!("{id}-{n}") });
+        out.push(if *n == 0 {
+            id.clone()
+        } else {
+            format!("{id}-{n}")
+        });
         *n += 1;
     }
     out
@@ -78,7 +86,11 @@ pub fn anchors(text: &str) -> Vec<String> {
 pub fn broken_links(file: &Path, root: &Path) -> Vec<String> {
     let link = regex::Regex::new(r"\]\(([^)\s]+)\)").expect("constant pattern");
     let text = std::fs::read_to_string(file).expect("a readable page");
-    let name = file.strip_prefix(root).unwrap_or(file).display().to_string();
+    let name = file
+        .strip_prefix(root)
+        .unwrap_or(file)
+        .display()
+        .to_string();
     let mut broken = Vec::new();
     for (n, line) in prose(&text).iter().enumerate() {
         for target in link.captures_iter(line).map(|c| c[1].to_string()) {
@@ -91,7 +103,10 @@ pub fn broken_links(file: &Path, root: &Path) -> Vec<String> {
 }
 
 fn why_broken(file: &Path, target: &str) -> Option<String> {
-    if target.starts_with("http://") || target.starts_with("https://") || target.starts_with("mailto:") {
+    if target.starts_with("http://")
+        || target.starts_with("https://")
+        || target.starts_with("mailto:")
+    {
         return None;
     }
     let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
@@ -117,6 +132,10 @@ pub fn summary_entries(summary: &str) -> Vec<String> {
     let link = regex::Regex::new(r"\]\(([^)\s]+)\)").expect("constant pattern");
     prose(summary)
         .iter()
-        .flat_map(|line| link.captures_iter(line).map(|c| c[1].to_string()).collect::<Vec<_>>())
+        .flat_map(|line| {
+            link.captures_iter(line)
+                .map(|c| c[1].to_string())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
