@@ -38,7 +38,7 @@ fn kind(crd: &Value) -> &str {
 fn index(crds: &[Value]) -> String {
     let mut out = String::from("# CRD fields\n\n");
     out += GENERATED;
-    out += "\n\nAll six kinds are namespaced, in the API group `greenlight.dev`. Each page lists every field of the kind's `spec` and `status` with its path, type, whether it is required, its bounds and default, and what it means. A path like `spec.strategy.canary.steps[].setWeight` names a field of each item of a list; `.<key>` names each value of a map.\n\n";
+    out += "\n\nEach page lists every field of the kind's `spec` and `status` with its path, type, whether it is required, its bounds and default, and what it means. A path like `spec.strategy.canary.steps[].setWeight` names a field of each item of a list; `.<key>` names each value of a map.\n\n";
     out += "| Kind | Resource | Short names | What it is |\n| --- | --- | --- | --- |\n";
     for crd in crds {
         let names = &crd["spec"]["names"];
