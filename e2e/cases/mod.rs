@@ -7,6 +7,7 @@ mod blue_green;
 mod canary;
 mod canary_safety;
 mod compare;
+mod dashboard;
 mod demo;
 mod emergency;
 mod failover;
@@ -75,6 +76,7 @@ fn policy() -> Vec<(&'static str, Case)> {
         policies::a_hotfix_skips_the_soak_but_needs_two_signoffs_while_a_feature_takes_the_normal_path,
         tickets::a_change_in_assess_holds_the_release_until_it_is_implemented_in_its_window_and_gets_a_work_note,
         emergency::an_emergency_in_a_blackout_needs_two_approvals_besides_its_requester_and_is_reviewed,
+        dashboard::the_dashboard_shows_a_canary_mid_flight_and_acts_only_as_each_user_may,
     ]
 }
 

@@ -266,4 +266,25 @@ pub struct AnalysisProgress {
     pub last_value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message: Option<String>,
+    /// The last measurements, oldest first (at most `MEASUREMENTS_KEPT`): what the dashboard
+    /// charts against the gate's threshold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 60))]
+    pub history: Vec<AnalysisPoint>,
+}
+
+/// How many measurements of one gate in one analysis the status keeps.
+pub const MEASUREMENTS_KEPT: usize = 60;
+
+/// One measurement of an analysis gate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisPoint {
+    #[schemars(with = "Time")]
+    pub at: Timestamp,
+    pub verdict: GateVerdict,
+    /// The measured value as the gate gave it, at most 64 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub value: Option<String>,
 }

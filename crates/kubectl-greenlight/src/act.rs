@@ -354,20 +354,44 @@ fn humantime(d: Duration) -> String {
 
 /// Creates an Approval as the current user, then says whether it counted and why.
 pub async fn decide(ctx: &Ctx, d: Decide, decision: Decision) -> Result<u8, PluginError> {
-    let _: Release = ctx.get("release", &d.release).await?;
-    let _: Stage = ctx.get("stage", &d.stage).await?;
+    let judged = approve(ctx, &d.release, &d.stage, decision, d.message).await?;
+    println!("approval {}: {}", judged.name, judged.message);
+    Ok(if judged.counts { 0 } else { 1 })
+}
+
+/// An Approval the controller has judged: whether it is signed and counts, and its message.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Judged {
+    pub name: String,
+    pub verified: bool,
+    pub counts: bool,
+    pub message: String,
+}
+
+/// Creates an Approval (or a rejection) as the current user and waits until the controller
+/// has judged it.
+pub async fn approve(
+    ctx: &Ctx,
+    release: &str,
+    stage: &str,
+    decision: Decision,
+    comment: Option<String>,
+) -> Result<Judged, PluginError> {
+    let _: Release = ctx.get("release", release).await?;
+    let _: Stage = ctx.get("stage", stage).await?;
     let approval = Approval::new(
         "",
         ApprovalSpec {
-            release: d.release.clone(),
-            stage: d.stage.clone(),
+            release: release.to_string(),
+            stage: stage.to_string(),
             decision,
-            comment: d.message,
+            comment,
             approver: None,
             release_ref: None,
         },
     );
-    let prefix = format!("{}-{}-", truncate(&d.release, 30), d.stage);
+    let prefix = format!("{}-{}-", truncate(release, 30), truncate(stage, 30));
     let name = ctx.create("approval", approval, prefix).await?;
     let api = ctx.api::<Approval>();
     let judged = wait(Duration::from_secs(30), || async {
@@ -380,20 +404,22 @@ pub async fn decide(ctx: &Ctx, d: Decide, decision: Decision) -> Result<u8, Plug
         judged.then_some((verified, status.message?))
     })
     .await;
-    match judged {
-        Some((verified, message)) => {
-            println!("approval {name}: {message}");
-            // It counts when it is signed and one of the stage's approval gates takes it.
-            let counts = verified
-                && message
-                    .split([':', ';'])
-                    .any(|part| part.trim_start().starts_with(COUNTS));
-            Ok(if counts { 0 } else { 1 })
-        }
-        None => Err(PluginError::Timeout(format!(
+    let (verified, message) = judged.ok_or_else(|| {
+        PluginError::Timeout(format!(
             "30s waiting for the controller to judge approval {name}; is it running?"
-        ))),
-    }
+        ))
+    })?;
+    // It counts when it is signed and one of the stage's approval gates takes it.
+    let counts = verified
+        && message
+            .split([':', ';'])
+            .any(|part| part.trim_start().starts_with(COUNTS));
+    Ok(Judged {
+        name,
+        verified,
+        counts,
+        message,
+    })
 }
 
 /// Creates a StageCommand as the current user and waits until the stage has taken it.
@@ -434,41 +460,63 @@ pub async fn steer(
 /// exit 0 when applied, 1 when refused.
 pub async fn send_command(ctx: &Ctx, spec: StageCommandSpec) -> Result<u8, PluginError> {
     let verb = spec.action.as_str().to_lowercase();
-    let s = Steer {
-        stage: spec.stage.clone(),
-        message: None,
-    };
-    let command = StageCommand::new("", spec);
-    let prefix = format!("{verb}-{}-", s.stage);
-    let name = ctx.create("stagecommand", command, prefix).await?;
+    let handled = command(ctx, spec).await?;
+    println!(
+        "{verb} {}: {:?}{}",
+        handled.stage,
+        handled.phase,
+        if handled.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", handled.message)
+        }
+    );
+    Ok(if handled.phase == CommandPhase::Applied {
+        0
+    } else {
+        1
+    })
+}
+
+/// A StageCommand its stage has taken: applied or refused, and why.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Handled {
+    pub name: String,
+    pub stage: String,
+    pub phase: CommandPhase,
+    pub message: String,
+}
+
+/// Creates the StageCommand as the current user and waits until its stage has taken it.
+pub async fn command(ctx: &Ctx, spec: StageCommandSpec) -> Result<Handled, PluginError> {
+    let verb = spec.action.as_str().to_lowercase();
+    let stage = spec.stage.clone();
+    let prefix = format!("{verb}-{}-", truncate(&stage, 40));
+    let name = ctx
+        .create("stagecommand", StageCommand::new("", spec), prefix)
+        .await?;
     let api = ctx.api::<StageCommand>();
     let handled = wait(Duration::from_secs(60), || async {
         let status = api.get(&name).await.ok()?.status?;
         Some((status.phase?, status.message.unwrap_or_default()))
     })
     .await;
-    match handled {
-        Some((phase, message)) => {
-            println!(
-                "{verb} {}: {phase:?}{}",
-                s.stage,
-                if message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {message}")
-                }
-            );
-            Ok(if phase == CommandPhase::Applied { 0 } else { 1 })
-        }
-        None => Err(PluginError::Timeout(format!(
-            "60s waiting for stage {} to take {name}; is the controller running?",
-            s.stage
-        ))),
-    }
+    let (phase, message) = handled.ok_or_else(|| {
+        PluginError::Timeout(format!(
+            "60s waiting for stage {stage} to take {name}; is the controller running?"
+        ))
+    })?;
+    Ok(Handled {
+        name,
+        stage,
+        phase,
+        message,
+    })
 }
 
 /// The release that failed at the stage most recently.
-fn last_failed(stage: &Stage, releases: &[Release]) -> Option<String> {
+pub(crate) fn last_failed(stage: &Stage, releases: &[Release]) -> Option<String> {
     let name = stage.metadata.name.as_deref()?;
     releases
         .iter()

@@ -50,6 +50,17 @@ pub struct Connection {
 impl Connection {
     /// A client and the namespace to work in.
     pub async fn connect(&self) -> Result<(Client, String), PluginError> {
+        let config = self.config().await?;
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))?;
+        Ok((client, namespace))
+    }
+
+    /// The connection kubectl would make with these flags.
+    pub async fn config(&self) -> Result<Config, PluginError> {
         let options = KubeConfigOptions {
             context: self.context.clone(),
             ..Default::default()
@@ -66,12 +77,7 @@ impl Connection {
                 .map_err(config_error)?,
             None => Config::infer().await.map_err(config_error)?,
         };
-        let namespace = self
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))?;
-        Ok((client, namespace))
+        Ok(config)
     }
 }
 

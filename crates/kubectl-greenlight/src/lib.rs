@@ -1,9 +1,10 @@
 //! `kubectl greenlight`: the kubectl plugin people see and steer releases with. `view` makes
 //! what is shown from the objects, `client` connects as kubectl does, `act` runs each command,
-//! `watch` redraws a view on a terminal.
+//! `watch` redraws a view on a terminal, `dashboard` serves it to a browser.
 
 pub mod act;
 pub mod client;
+pub mod dashboard;
 pub mod dora;
 pub mod emergency;
 pub mod policy;
@@ -66,6 +67,10 @@ pub enum Command {
         #[arg(long)]
         release: Option<String>,
     },
+    /// Serve a web dashboard of the namespace's pipelines on 127.0.0.1:3100, acting with your
+    /// kubeconfig: the pipeline graph, release timelines, analysis charts, DORA trends, and
+    /// approve, promote, abort and retry behind confirmations.
+    Dashboard(dashboard::Options),
     /// DORA figures of each pipeline (its production stages) and stage, with their bands:
     /// deployment frequency, lead time, change failure rate, time to restore, rework.
     Dora {
@@ -272,6 +277,7 @@ pub async fn run(cli: Cli) -> Result<u8, PluginError> {
             since,
             output,
         } => act::dora(&ctx, pipeline.as_deref(), since, output).await,
+        Command::Dashboard(options) => dashboard::serve(ctx.client, ctx.ns, options).await,
     }
 }
 

@@ -13,8 +13,8 @@ use super::draft::Draft;
 use super::events::Transition;
 use super::types::{Due, Measured, Measurement};
 use crate::api::canary::{
-    AnalysisProgress, CanaryPhase, CanaryProgress, FailureCounting, FailurePolicy,
-    InconclusiveTimeoutPolicy,
+    AnalysisPoint, AnalysisProgress, CanaryPhase, CanaryProgress, FailureCounting, FailurePolicy,
+    InconclusiveTimeoutPolicy, MEASUREMENTS_KEPT,
 };
 use crate::api::compare::{Comparison, ComparisonVerdict, GateComparison, MAX_COMPARISONS};
 use crate::api::release::GateVerdict;
@@ -446,6 +446,7 @@ fn counters(progress: &mut CanaryProgress, scope: &str, gate: &str) -> usize {
         last_verdict: None,
         last_value: None,
         last_message: None,
+        history: Vec::new(),
     });
     progress.analysis.len() - 1
 }
@@ -482,6 +483,16 @@ fn apply_measurement(a: &mut AnalysisProgress, outcome: &GateOutcome, now: Times
     a.last_verdict = Some(outcome.verdict);
     a.last_value = outcome.value.clone();
     a.last_message = Some(outcome.message.clone());
+    a.history.push(AnalysisPoint {
+        at: now,
+        verdict: outcome.verdict,
+        value: outcome
+            .value
+            .as_deref()
+            .map(|v| v.chars().take(64).collect()),
+    });
+    let over = a.history.len().saturating_sub(MEASUREMENTS_KEPT);
+    a.history.drain(..over);
     match outcome.verdict {
         GateVerdict::Passed => {
             a.successes += 1;

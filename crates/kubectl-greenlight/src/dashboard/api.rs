@@ -1,0 +1,271 @@
+//! The dashboard's routes: the page, its data (read from the watched store, never from the
+//! apiserver on a timer), a stream that says when the data changed, and the actions, each
+//! made with the session's own client so RBAC decides as it would for kubectl.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use k8s_openapi::api::core::v1::Event as KubeEvent;
+use kube::api::ListParams;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{App, guard, views};
+use crate::PluginError;
+use crate::act;
+use crate::client::explain;
+use greenlight_api::approval::Decision;
+use greenlight_api::command::{CommandAction, StageCommandSpec};
+
+/// The Event annotation listing the Notifiers a notice went to (the operator's outbox).
+const DELIVERED: &str = "greenlight.dev/delivered-to";
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{*path}", get(super::assets::file))
+        .route("/api/session", get(session))
+        .route("/api/pipelines", get(pipelines))
+        .route("/api/pipelines/{name}", get(pipeline))
+        .route("/api/releases/{name}", get(release))
+        .route("/api/stages/{name}/analysis", get(analysis))
+        .route("/api/insight", get(insight))
+        .route("/api/changes", get(changes))
+        .route("/api/approvals", post(approve))
+        .route("/api/commands", post(command))
+        .layer(middleware::from_fn_with_state(app.clone(), guard::protect))
+        .with_state(app)
+}
+
+async fn index(State(app): State<App>) -> Response {
+    super::assets::index(&app.session.csrf)
+}
+
+/// Who the page acts as, where, and what it could not watch.
+async fn session(State(app): State<App>) -> Response {
+    let s = &app.session;
+    s.store.ready(Duration::from_secs(5)).await;
+    Json(json!({
+        "namespace": s.ctx.ns,
+        "user": s.user,
+        "revision": s.store.revision(),
+        "errors": s.store.errors(),
+    }))
+    .into_response()
+}
+
+async fn pipelines(State(app): State<App>) -> Response {
+    let store = &app.session.store;
+    store.ready(Duration::from_secs(5)).await;
+    Json(views::pipelines(&store.stages())).into_response()
+}
+
+async fn pipeline(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let s = &app.session;
+    let page = views::pipeline(&name, &s.ctx.ns, &s.store.stages(), &s.store.releases());
+    match page {
+        Some(page) => Json(page).into_response(),
+        None => not_found("pipeline", &name),
+    }
+}
+
+async fn release(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let s = &app.session;
+    let releases = s.store.releases();
+    let Some(found) = releases
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(&name))
+    else {
+        return not_found("release", &name);
+    };
+    let mut page = views::release(found);
+    // Notices are Events, which the dashboard does not watch: read when the page is.
+    match notices(&s.ctx, &name).await {
+        Ok(found) => page.notices = found,
+        Err(e) => page.notices_error = Some(explain(e, "events", "", &s.ctx.ns).to_string()),
+    }
+    Json(page).into_response()
+}
+
+/// The notices the operator sent about a release: its Events that went to a Notifier.
+async fn notices(ctx: &act::Ctx, release: &str) -> Result<Vec<views::Notice>, kube::Error> {
+    let api: kube::Api<KubeEvent> = kube::Api::namespaced(ctx.client.clone(), &ctx.ns);
+    let selector = format!("involvedObject.kind=Release,involvedObject.name={release}");
+    let events = api.list(&ListParams::default().fields(&selector)).await?;
+    let notices = events.items.into_iter().filter_map(|e| {
+        let delivered = e.metadata.annotations.as_ref()?.get(DELIVERED)?.clone();
+        let time = e
+            .last_timestamp
+            .or(e.first_timestamp)
+            .map(|t| t.0.to_string());
+        Some(views::Notice {
+            reason: e.reason.unwrap_or_default(),
+            message: e.message.unwrap_or_default(),
+            time,
+            delivered_to: delivered,
+        })
+    });
+    Ok(notices.collect())
+}
+
+async fn analysis(State(app): State<App>, Path(name): Path<String>) -> Response {
+    let store = &app.session.store;
+    let stages = store.stages();
+    match stages
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some(&name))
+    {
+        Some(stage) => {
+            Json(views::analysis(stage, &store.releases(), &store.gates())).into_response()
+        }
+        None => not_found("stage", &name),
+    }
+}
+
+#[derive(Deserialize)]
+struct Weeks {
+    weeks: Option<i64>,
+}
+
+async fn insight(State(app): State<App>, Query(q): Query<Weeks>) -> Response {
+    let store = &app.session.store;
+    let weeks = q.weeks.unwrap_or(8).clamp(1, 26);
+    let now = jiff::Timestamp::now();
+    Json(views::insight(
+        &store.stages(),
+        &store.releases(),
+        now,
+        weeks,
+    ))
+    .into_response()
+}
+
+/// Server-sent events: `change` with the store's revision each time a watch saw a change,
+/// at most five a second, so a burst of writes is one reload.
+async fn changes(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = app.session.store.changes();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.changed().await.ok()?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let revision = *rx.borrow_and_update();
+        let event = Event::default().event("change").data(revision.to_string());
+        Some((Ok(event), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+struct ApprovalAsked {
+    release: String,
+    stage: String,
+    decision: Decision,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+async fn approve(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Json(asked): Json<ApprovalAsked>,
+) -> Response {
+    let s = &app.session;
+    if let Some(refused) = guard::refuse_action(&headers, &s.csrf, &app.hosts) {
+        return refused;
+    }
+    let comment = asked.comment.filter(|c| !c.trim().is_empty());
+    match act::approve(
+        &s.ctx,
+        &asked.release,
+        &asked.stage,
+        asked.decision,
+        comment,
+    )
+    .await
+    {
+        Ok(judged) => Json(judged).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CommandAsked {
+    stage: String,
+    action: CommandAction,
+    #[serde(default)]
+    release: Option<String>,
+}
+
+async fn command(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Json(asked): Json<CommandAsked>,
+) -> Response {
+    let s = &app.session;
+    if let Some(refused) = guard::refuse_action(&headers, &s.csrf, &app.hosts) {
+        return refused;
+    }
+    if !matches!(
+        asked.action,
+        CommandAction::Promote | CommandAction::Abort | CommandAction::Retry
+    ) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the dashboard sends promote, abort and retry only".into(),
+        );
+    }
+    let mut release = asked.release.filter(|r| !r.is_empty());
+    if asked.action == CommandAction::Retry && release.is_none() {
+        let stages = s.store.stages();
+        let stage = stages
+            .iter()
+            .find(|st| st.metadata.name.as_deref() == Some(&asked.stage));
+        release = stage.and_then(|st| act::last_failed(st, &s.store.releases()));
+    }
+    let spec = StageCommandSpec {
+        stage: asked.stage,
+        action: asked.action,
+        release,
+        comment: Some("from the dashboard".into()),
+        reason: None,
+        reference: None,
+        post_mortem: None,
+        requested_by: None,
+        stage_ref: None,
+    };
+    match act::command(&s.ctx, spec).await {
+        Ok(handled) => Json(handled).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+fn not_found(kind: &str, name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no {kind} '{name}' here"))
+}
+
+/// A failed action, with the apiserver's own words.
+fn failure(e: PluginError) -> Response {
+    let status = match &e {
+        PluginError::Forbidden(_) => StatusCode::FORBIDDEN,
+        PluginError::NotFound { .. } => StatusCode::NOT_FOUND,
+        PluginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    let message = match e {
+        PluginError::Forbidden(m) => format!("forbidden: {m}"),
+        other => other.to_string(),
+    };
+    error(status, message)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}

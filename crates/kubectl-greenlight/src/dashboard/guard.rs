@@ -1,0 +1,110 @@
+//! What stands between a browser and the user's rights: requests must name a host the
+//! dashboard serves (so a page elsewhere cannot reach it by rebinding a DNS name to
+//! loopback), actions must carry the page's CSRF token and come from the page's own origin,
+//! and every response forbids framing, sniffing and any script but the dashboard's own.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::App;
+
+/// The header an action carries its CSRF token in.
+pub const CSRF_HEADER: &str = "x-greenlight-csrf";
+
+/// Scripts, styles, data and images from the dashboard alone: no inline script, no eval, no
+/// other origin, no framing, no form posted anywhere.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// A fresh random token: 32 bytes from the system's generator, as hex.
+pub fn token() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random generator");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The names a browser on this machine reaches `address` by.
+pub fn loopback_hosts(address: SocketAddr) -> Vec<String> {
+    let port = address.port();
+    let mut hosts = vec![
+        address.to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    hosts.dedup();
+    hosts
+}
+
+/// Refuses a request for a host the dashboard does not serve, and adds the safety headers
+/// to every response.
+pub async fn protect(State(app): State<App>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let mut response = if app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        next.run(request).await
+    } else {
+        (StatusCode::MISDIRECTED_REQUEST, "unknown host\n").into_response()
+    };
+    let headers = response.headers_mut();
+    let fixed = [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Why an action is refused before it reaches the cluster: a missing or wrong CSRF token,
+/// or an origin other than the page's own.
+pub fn refuse_action(headers: &HeaderMap, csrf: &str, hosts: &[String]) -> Option<Response> {
+    let sent = headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !same(sent.as_bytes(), csrf.as_bytes()) {
+        return Some(forbidden("missing or wrong CSRF token: reload the page"));
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let own = |o: &str| {
+        hosts.iter().any(|h| {
+            o.eq_ignore_ascii_case(&format!("http://{h}"))
+                || o.eq_ignore_ascii_case(&format!("https://{h}"))
+        })
+    };
+    match origin {
+        Some(o) if !own(o) => Some(forbidden("an action from another origin")),
+        _ => None,
+    }
+}
+
+/// Equal bytes, compared in a time that does not tell where they first differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn forbidden(why: &str) -> Response {
+    let body = serde_json::json!({ "error": why }).to_string();
+    Response::builder()
+        .status(StatusCode::FORBIDDEN)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}

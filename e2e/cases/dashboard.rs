@@ -1,0 +1,462 @@
+//! `kubectl greenlight dashboard` in a real browser: Debian's Chromium, driven over the
+//! DevTools protocol (chromiumoxide), against the dashboard of a pipeline mid-canary on the
+//! real control plane, as a release manager and as a viewer. Screenshots of each view go to
+//! `target/dashboard/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::page::{Page, ScreenshotParams};
+use futures::StreamExt;
+use kube::api::ListParams;
+use serde_json::Value;
+
+use super::canary::{image, start_bed_with};
+use crate::env::{TestEnv, release_yaml, target_yaml};
+use greenlight::api::Approval;
+
+/// A canary that stops at 20% for a person, measured in the background meanwhile.
+const PAUSED: &str = "      - setWeight: 20\n      - pause: {}\n";
+
+/// Notes CI wrote, which must reach the page as text.
+const NOTES: &str =
+    r#"<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> fixes #12"#;
+
+/// The canary world, plus `dr`: after prod, behind a release manager's approval.
+fn with_dr(world: String) -> String {
+    format!(
+        "{world}---\n{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: dr-signoff}}\nspec:\n  type: approval\n  approval: {{groups: [release-managers], required: 1}}\n---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: dr}}\nspec:\n  pipeline: shop\n  requires: [prod]\n  target: {{name: web-dr}}\n  gates: [dr-signoff]\n",
+        target_yaml("web-dr")
+    )
+}
+
+/// erin may read everything and decide nothing: the shipped viewer Role.
+fn erin_is_a_viewer(env: &TestEnv) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    env.cp.kubectl(&[
+        "apply",
+        "-n",
+        &env.ns,
+        "-f",
+        &format!("{root}/config/rbac/viewer-example.yaml"),
+    ]);
+    env.apply("apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: viewer}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-viewer}\nsubjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: erin}]\n");
+}
+
+pub async fn the_dashboard_shows_a_canary_mid_flight_and_acts_only_as_each_user_may(
+    mut env: TestEnv,
+) {
+    env.grant_example_roles();
+    erin_is_a_viewer(&env);
+    let v2 = image("healthy", "v2");
+    let _bed = start_bed_with(&mut env, &image("healthy", "v1"), &[&v2], PAUSED, with_dr).await;
+    let notes = format!(
+        "{}  notes: |\n    {NOTES}\n",
+        release_yaml("v2", "shop", "2.0.0", &v2)
+    );
+    env.apply(&notes);
+    a_version_holding_markup_is_refused_by_the_schema(&env);
+    wait_measured(&env, 3).await;
+
+    let browser = Chromium::launch(&env).await;
+    let alice = Dashboard::start(&env, "alice");
+    let erin = Dashboard::start(&env, "erin");
+    the_pipeline_view_draws_the_graph_with_the_canary(&browser, &alice).await;
+    the_analysis_view_charts_one_point_per_measurement(&browser, &alice).await;
+    ci_text_renders_as_text(&browser, &alice).await;
+    a_viewer_who_approves_sees_the_apiservers_refusal(&env, &browser, &erin).await;
+    an_action_without_the_csrf_token_or_from_elsewhere_is_refused(&env, &alice).await;
+    a_release_manager_approves_and_the_page_follows_live(&env, &browser, &alice).await;
+    the_insight_view_shows_delivery_figures(&browser, &alice).await;
+}
+
+fn a_version_holding_markup_is_refused_by_the_schema(env: &TestEnv) {
+    let markup = release_yaml(
+        "v3",
+        "shop",
+        "3<script>alert(1)</script>",
+        &image("v3", "v3"),
+    );
+    let out = env.apply_raw(&markup);
+    assert!(
+        !out.status.success(),
+        "a version with markup is refused by the CRD's pattern"
+    );
+}
+
+/// Until prod's background analysis has measured `n` times.
+async fn wait_measured(env: &TestEnv, n: usize) {
+    env.wait_for(
+        "prod's analysis measured",
+        Duration::from_secs(90),
+        || async {
+            let stage = env.stage("prod").await.status.ok_or("no status")?;
+            let canary = stage.rollout.and_then(|r| r.canary).ok_or("no canary")?;
+            let measured = canary.analysis.iter().map(|a| a.history.len()).max();
+            match measured {
+                Some(m) if m >= n => Ok(()),
+                other => Err(format!("{other:?} measurements, phase {:?}", canary.phase)),
+            }
+        },
+    )
+    .await;
+}
+
+async fn the_pipeline_view_draws_the_graph_with_the_canary(browser: &Chromium, alice: &Dashboard) {
+    let page = browser.open(&alice.at("#/pipeline/shop")).await;
+    let prod = browser
+        .wait(
+            &page,
+            "prod's card with its canary",
+            r#"document.querySelector('[data-stage="prod"] .canary')?.textContent"#,
+        )
+        .await;
+    assert!(prod.as_str().unwrap().contains("20%"), "{prod}");
+    let graph = browser
+        .eval(
+            &page,
+            r#"({stages: [...document.querySelectorAll('.stage')].map(s => s.dataset.stage),
+                 edges: [...document.querySelectorAll('path.edge')].map(e => e.dataset.from + '>' + e.dataset.to),
+                 current: document.querySelector('[data-stage="prod"] .current').textContent,
+                 candidate: document.querySelector('[data-stage="prod"] .candidate').textContent,
+                 phase: document.querySelector('[data-stage="prod"] h3 .badge').textContent,
+                 gate: document.querySelector('[data-stage="dr"] [data-gate="dr-signoff"]')?.textContent})"#,
+        )
+        .await;
+    assert_eq!(
+        graph["stages"],
+        serde_json::json!(["prod", "dr"]),
+        "{graph}"
+    );
+    assert_eq!(graph["edges"], serde_json::json!(["prod>dr"]), "{graph}");
+    assert_eq!(graph["current"], "1 (v1)", "{graph}");
+    assert_eq!(graph["candidate"], "2.0.0 (v2)", "{graph}");
+    assert_eq!(graph["phase"], "Progressing", "{graph}");
+    assert!(
+        graph["gate"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("0 of 1"),
+        "dr says why it waits, with its tally: {graph}"
+    );
+    browser.screenshot(&page, "pipeline").await;
+}
+
+async fn the_analysis_view_charts_one_point_per_measurement(browser: &Chromium, alice: &Dashboard) {
+    let page = browser.open(&alice.at("#/analysis/prod")).await;
+    let chart = browser
+        .wait(
+            &page,
+            "the error-rate chart",
+            r#"(() => { const c = document.querySelector('.chart[data-gate="error-rate"]');
+                 return c && c.querySelector('canvas') ? {points: Number(c.dataset.points),
+                   rows: c.querySelectorAll('tr.measurement').length,
+                   threshold: c.querySelector('h2').textContent} : null })()"#,
+        )
+        .await;
+    assert!(chart["points"].as_u64().unwrap() >= 3, "{chart}");
+    assert_eq!(chart["points"], chart["rows"], "one row per point: {chart}");
+    assert!(
+        chart["threshold"].as_str().unwrap().contains("< 0.01"),
+        "{chart}"
+    );
+    browser.screenshot(&page, "analysis").await;
+}
+
+async fn ci_text_renders_as_text(browser: &Chromium, alice: &Dashboard) {
+    let page = browser.open(&alice.at("#/release/v2")).await;
+    let notes = browser
+        .wait(
+            &page,
+            "the release's notes",
+            "document.getElementById('release-notes')?.textContent",
+        )
+        .await;
+    assert_eq!(
+        notes.as_str().unwrap().trim(),
+        NOTES,
+        "the notes, as written"
+    );
+    let injected = browser
+        .eval(
+            &page,
+            "({pwned: window.pwned ?? null, scripts: document.querySelectorAll('main script').length, images: document.querySelectorAll('main img').length})",
+        )
+        .await;
+    assert_eq!(
+        injected,
+        serde_json::json!({"pwned": null, "scripts": 0, "images": 0}),
+        "nothing CI wrote ran or became markup"
+    );
+    browser.screenshot(&page, "release").await;
+}
+
+async fn approvals(env: &TestEnv) -> Vec<Approval> {
+    let api = env.api::<Approval>();
+    api.list(&ListParams::default()).await.unwrap().items
+}
+
+async fn a_viewer_who_approves_sees_the_apiservers_refusal(
+    env: &TestEnv,
+    browser: &Chromium,
+    erin: &Dashboard,
+) {
+    let page = browser.open(&erin.at("#/pipeline/shop")).await;
+    browser
+        .click(&page, r#"[data-stage="dr"] button[data-action="approve"]"#)
+        .await;
+    browser.click(&page, "#confirm-ok").await;
+    let result = browser
+        .wait(
+            &page,
+            "erin's refusal",
+            r#"document.querySelector('[data-stage="dr"] .result.bad')?.textContent"#,
+        )
+        .await;
+    let result = result.as_str().unwrap();
+    assert!(
+        result.contains("forbidden") && result.contains("erin"),
+        "the apiserver's own words: {result}"
+    );
+    assert!(approvals(env).await.is_empty(), "nothing was created");
+    browser.screenshot(&page, "forbidden").await;
+}
+
+async fn an_action_without_the_csrf_token_or_from_elsewhere_is_refused(
+    env: &TestEnv,
+    alice: &Dashboard,
+) {
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"release": "v1", "stage": "dr", "decision": "approve"});
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = http.post(alice.at("api/approvals")).json(&body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let no_token = post(vec![]).await.unwrap();
+    assert_eq!(no_token.status(), 403);
+    assert!(no_token.text().await.unwrap().contains("CSRF"));
+    let page = http.get(alice.at("")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    let token = html.split("name=\"csrf-token\" content=\"").nth(1).unwrap();
+    let token = token.split('"').next().unwrap().to_string();
+    let elsewhere = post(vec![
+        ("x-greenlight-csrf", token.clone()),
+        ("origin", "http://evil.example".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.status(), 403, "an action from another origin");
+    let rebound = post(vec![
+        ("x-greenlight-csrf", token),
+        ("host", "evil.example:3100".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(rebound.status(), 421, "a host the dashboard does not serve");
+    assert!(
+        approvals(env).await.is_empty(),
+        "none of them created anything"
+    );
+}
+
+async fn a_release_manager_approves_and_the_page_follows_live(
+    env: &TestEnv,
+    browser: &Chromium,
+    alice: &Dashboard,
+) {
+    let page = browser.open(&alice.at("#/pipeline/shop")).await;
+    browser
+        .wait(
+            &page,
+            "dr's card",
+            r#"document.querySelector('[data-stage="dr"] button[data-action="approve"]')"#,
+        )
+        .await;
+    browser.eval(&page, "window.sameLoad = true").await;
+    browser
+        .click(&page, r#"[data-stage="dr"] button[data-action="approve"]"#)
+        .await;
+    browser.click(&page, "#confirm-ok").await;
+    let result = browser
+        .wait(
+            &page,
+            "alice's approval counted",
+            r#"document.querySelector('[data-stage="dr"] .result.ok')?.textContent"#,
+        )
+        .await;
+    assert!(
+        result.as_str().unwrap().contains("counts toward gate"),
+        "{result}"
+    );
+    let made = approvals(env).await;
+    let by: Vec<_> = made
+        .iter()
+        .filter_map(|a| Some(a.spec.approver.as_ref()?.username.clone()))
+        .collect();
+    assert_eq!(by, ["alice"], "one Approval, by alice");
+    let running = browser
+        .wait(&page, "dr running v1, without a reload", r#"(document.querySelector('[data-stage="dr"] .current')?.textContent ?? '').includes('(v1)') && window.sameLoad"#)
+        .await;
+    assert_eq!(running, true);
+    browser.screenshot(&page, "approved").await;
+}
+
+async fn the_insight_view_shows_delivery_figures(browser: &Chromium, alice: &Dashboard) {
+    let page = browser.open(&alice.at("#/insight")).await;
+    let shop = browser
+        .wait(
+            &page,
+            "shop's figures",
+            r#"(() => { const s = document.querySelector('[data-pipeline="shop"]');
+            return s && s.querySelector('canvas') ? s.textContent : null })()"#,
+        )
+        .await;
+    assert!(shop.as_str().unwrap().contains("Deployments"), "{shop}");
+    browser.screenshot(&page, "insight").await;
+}
+
+/// `kubectl greenlight dashboard` as `user`, on a port of its own.
+struct Dashboard {
+    child: Child,
+    url: String,
+}
+
+impl Dashboard {
+    fn start(env: &TestEnv, user: &str) -> Dashboard {
+        let mut child = Command::new(crate::support::workspace_bin("kubectl-greenlight"))
+            .args([
+                "dashboard",
+                "--address",
+                "127.0.0.1:0",
+                "-n",
+                &env.ns,
+                "--kubeconfig",
+            ])
+            .arg(env.cp.kubeconfig_for(user))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the dashboard");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("its first line");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"));
+        Dashboard {
+            child,
+            url: url.to_string(),
+        }
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Headless Chromium over the DevTools protocol.
+struct Chromium {
+    browser: Browser,
+    shots: PathBuf,
+}
+
+impl Chromium {
+    async fn launch(env: &TestEnv) -> Chromium {
+        let config = BrowserConfig::builder()
+            .chrome_executable("/usr/bin/chromium")
+            .no_sandbox()
+            .user_data_dir(env.dir.join("chromium"))
+            .window_size(1400, 1000)
+            .viewport(None)
+            .args([
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .build()
+            .expect("a browser configuration");
+        let (browser, mut handler) = Browser::launch(config)
+            .await
+            .expect("Chromium starts (hack/install-deps.sh installs it)");
+        tokio::spawn(async move { while handler.next().await.is_some() {} });
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/dashboard");
+        std::fs::create_dir_all(&shots).unwrap();
+        Chromium { browser, shots }
+    }
+
+    async fn open(&self, url: &str) -> Page {
+        let page = self.browser.new_page(url).await.expect("a page");
+        page.wait_for_navigation().await.expect("loaded");
+        page
+    }
+
+    /// `expression`'s value, or null when it throws.
+    async fn eval(&self, page: &Page, expression: &str) -> Value {
+        let guarded = format!(
+            "(() => {{ try {{ return ({expression}) ?? null }} catch (e) {{ return null }} }})()"
+        );
+        let result = page.evaluate(guarded).await.expect("evaluated");
+        result.into_value::<Value>().unwrap_or(Value::Null)
+    }
+
+    /// Until `expression` is truthy on the page; its value.
+    async fn wait(&self, page: &Page, what: &str, expression: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let value = self.eval(page, expression).await;
+            if !matches!(value, Value::Null | Value::Bool(false)) {
+                return value;
+            }
+            if std::time::Instant::now() > deadline {
+                let body = self.eval(page, "document.body.innerText").await;
+                panic!("90s waiting for {what}; the page says:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A real click (the DevTools protocol's mouse events) on the element `selector` names.
+    async fn click(&self, page: &Page, selector: &str) {
+        self.wait(
+            page,
+            selector,
+            &format!("document.querySelector({selector:?})"),
+        )
+        .await;
+        let element = page.find_element(selector).await.expect("the element");
+        element.click().await.expect("clicked");
+    }
+
+    async fn screenshot(&self, page: &Page, name: &str) {
+        let path = self.shots.join(format!("{name}.png"));
+        let params = ScreenshotParams::builder().full_page(true).build();
+        page.save_screenshot(params, &path)
+            .await
+            .expect("a screenshot");
+    }
+}
