@@ -26,6 +26,8 @@ use support::prometheus::Prometheus;
 use support::traffic::{Apps, LoadGenerator};
 
 const NS: &str = "demo";
+/// Where the demo's dashboard listens.
+const DASHBOARD: &str = "127.0.0.1:3100";
 const ERROR_RATE: &str = r#"(sum(rate(http_requests_total{workload="{{canary}}",code=~"5.."}[10s])) or vector(0)) / sum(rate(http_requests_total{workload="{{canary}}"}[10s]))"#;
 const REQUESTS: &str = r#"sum(increase(http_requests_total{workload="{{canary}}"}[10s]))"#;
 
@@ -106,6 +108,7 @@ async fn run(cp: &ControlPlane, client: Client, kubelet: &Kubelet, dir: &std::pa
     let load = LoadGenerator::start(client.clone(), NS, "web", "web", apps.ports.clone(), 50);
     step("Publishing 1.0 (healthy), then 2.0 (faulty); the plugin's live view follows");
     let watch = Watch::start(cp);
+    let _dashboard = Watch::dashboard(cp);
     publish(cp, dir, "shop-1-0", "1.0", &images[1]);
     let promoted = wait_at(&client, "shop-1-0", "prod", Duration::from_secs(180)).await;
     publish(cp, dir, "shop-2-0", "2.0", &images[2]);
@@ -234,6 +237,25 @@ impl Watch {
             .stdin(Stdio::null())
             .spawn()
             .expect("start kubectl-greenlight");
+        Watch(child)
+    }
+
+    /// `kubectl greenlight dashboard`, which prints its address: the same pipeline in a
+    /// browser, for as long as the demo runs.
+    fn dashboard(cp: &ControlPlane) -> Watch {
+        let child = Command::new(sibling("kubectl-greenlight"))
+            .args([
+                "dashboard",
+                "--address",
+                DASHBOARD,
+                "-n",
+                NS,
+                "--kubeconfig",
+            ])
+            .arg(&cp.kubeconfig)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start kubectl greenlight dashboard");
         Watch(child)
     }
 }

@@ -34,6 +34,7 @@ pub async fn the_demo_promotes_one_release_and_stops_the_other_in_test_then_stop
         "└─ prod  Progressing 0.9 (shop-0-9) → 1.0 (shop-1-0)",
         "canary step 2/4 ████░░░░░░░░░░░░░░░░  20%",
         "Stopping everything",
+        "Greenlight dashboard: http://127.0.0.1:3100/",
     ] {
         assert!(
             text.contains(line),

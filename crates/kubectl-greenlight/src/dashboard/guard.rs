@@ -108,3 +108,45 @@ fn forbidden(why: &str) -> Response {
         .body(Body::from(body))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn an_action_needs_the_pages_token_and_its_own_origin() {
+        let hosts = loopback_hosts("127.0.0.1:3100".parse().unwrap());
+        let token = token();
+        let refused = |pairs: &[(&'static str, &str)]| {
+            refuse_action(&headers(pairs), &token, &hosts).is_some()
+        };
+        assert!(refused(&[]), "no token");
+        assert!(refused(&[(CSRF_HEADER, "0000")]), "a wrong token");
+        let other = token.replace(&token[..1], if &token[..1] == "a" { "b" } else { "a" });
+        assert!(refused(&[(CSRF_HEADER, &other)]), "a token one digit off");
+        assert!(refused(&[
+            (CSRF_HEADER, &token),
+            ("origin", "http://evil.example")
+        ]));
+        assert!(!refused(&[(CSRF_HEADER, &token)]), "the page's token");
+        assert!(!refused(&[
+            (CSRF_HEADER, &token),
+            ("origin", "http://localhost:3100")
+        ]));
+    }
+
+    #[test]
+    fn each_start_makes_a_new_token_of_32_random_bytes() {
+        let (a, b) = (token(), token());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+    }
+}

@@ -21,19 +21,10 @@ use store::Store;
 /// The dashboard's flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
-    /// Where to listen. Only a loopback address serves without sign-in: the page acts with
-    /// your kubeconfig, so anyone who reaches it acts as you.
+    /// Where to listen: a loopback address only, because the page acts with your kubeconfig
+    /// and anyone who reaches it would act as you.
     #[arg(long, default_value = "127.0.0.1:3100")]
     pub address: SocketAddr,
-    /// How people prove who they are: `none` acts with your kubeconfig, on loopback only.
-    #[arg(long, value_enum, default_value = "none")]
-    pub auth: Auth,
-}
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    /// No sign-in: every request acts with the kubeconfig's user.
-    None,
 }
 
 /// One person's view of the cluster: their client, what they may see, and the token their
@@ -69,10 +60,11 @@ pub struct App {
 
 /// Serves the dashboard until Ctrl-C.
 pub async fn serve(client: Client, namespace: String, options: Options) -> Result<u8, PluginError> {
-    if !options.address.ip().is_loopback() && options.auth == Auth::None {
+    if !options.address.ip().is_loopback() {
         return Err(PluginError::Config(format!(
-            "refusing to serve on {} without --auth: the page acts with your kubeconfig, so \
-             anyone who reaches it would act as you (use a loopback address, e.g. 127.0.0.1:3100)",
+            "refusing to serve on {}: the page acts with your kubeconfig, so anyone who reaches \
+             it would act as you (use a loopback address, e.g. 127.0.0.1:3100; a shared, \
+             signed-in dashboard is not built yet)",
             options.address
         )));
     }
@@ -86,10 +78,10 @@ pub async fn serve(client: Client, namespace: String, options: Options) -> Resul
     };
     println!("Greenlight dashboard: http://{address}/  (Ctrl-C to stop)");
     let router = api::router(app);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // Not a graceful shutdown: an open page's event stream never ends by itself.
+    tokio::select! {
+        served = axum::serve(listener, router) => served?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
     Ok(0)
 }

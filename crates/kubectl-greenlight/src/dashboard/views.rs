@@ -290,3 +290,51 @@ pub fn insight(stages: &[Stage], releases: &[Release], now: Timestamp, weeks: i6
         weeks: series.collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(name: &str, requires: &[&str]) -> Stage {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "greenlight.dev/v1alpha1", "kind": "Stage",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"pipeline": "web", "target": {"name": "web"}, "requires": requires},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_stage_sits_one_column_after_the_deepest_stage_it_requires() {
+        let stages = [
+            stage("prod", &["test", "staging"]),
+            stage("dev", &[]),
+            stage("staging", &["test"]),
+            stage("test", &["dev"]),
+        ];
+        let page = pipeline("web", "shop", &stages, &[]).unwrap();
+        let depth: Vec<(&str, usize)> = page.depth.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(
+            depth,
+            [("dev", 0), ("prod", 3), ("staging", 2), ("test", 1)]
+        );
+        assert!(pipeline("other", "shop", &stages, &[]).is_none());
+    }
+
+    #[test]
+    fn a_prometheus_gates_condition_is_its_threshold() {
+        let gate = |condition: &str| -> Gate {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "greenlight.dev/v1alpha1", "kind": "Gate",
+                "metadata": {"name": "errors"},
+                "spec": {"type": "prometheus", "prometheus": {"address": "http://p:9090", "query": "x", "condition": condition}},
+            }))
+            .unwrap()
+        };
+        let c = condition(&[gate("< 0.01")], "errors").unwrap();
+        assert_eq!((c.op.as_str(), c.threshold), ("<", 0.01));
+        let c = condition(&[gate(" >= 99.5 ")], "errors").unwrap();
+        assert_eq!((c.op.as_str(), c.threshold), (">=", 99.5));
+        assert!(condition(&[gate("< 1")], "latency").is_none());
+    }
+}
