@@ -33,6 +33,7 @@ const MEASURED: &[&str] = &[
     "schedule_trigger_promotes_at_its_cron_tick_and_not_before",
     "a_standby_finishes_a_canary_when_the_leader_is_killed_and_takes_over_on_sigterm",
     "a_smoke_test_job_that_passes_promotes_and_one_that_exits_1_rolls_back_with_its_message",
+    "a_pipeline_of_50_stages_is_drawn_whole_and_its_first_render_and_weight_are_measured",
 ];
 
 fn main() -> ExitCode {
@@ -50,17 +51,22 @@ fn main() -> ExitCode {
     let kubelet = support::kubelet::start_in_background(cp.kubeconfig.clone());
     let mut failed = Vec::new();
     let mut figures = Vec::new();
+    let mut sizes = Vec::new();
     for (name, case) in chosen {
         eprintln!("running {name}");
         let kubelet = kubelet.clone();
         let ran = std::panic::catch_unwind(|| run_case(cp, kubelet, name, case));
         figures.extend(support::figures::take());
+        sizes.extend(support::figures::take_bytes());
         if ran.is_err() {
             failed.push(name);
         }
     }
     cp.shutdown();
     print_figures(&figures);
+    for (what, bytes) in &sizes {
+        println!("  {what:<58} {:>7.1} KiB", *bytes as f64 / 1024.0);
+    }
     match failed.is_empty() {
         true => ExitCode::SUCCESS,
         false => {

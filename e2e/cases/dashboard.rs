@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::canary::{image, start_bed_with};
 use crate::env::{TestEnv, release_yaml, target_yaml};
+use crate::support::figures;
 use greenlight::api::Approval;
 
 /// A canary that stops at 20% for a person, measured in the background meanwhile.
@@ -62,8 +63,8 @@ pub async fn the_dashboard_shows_a_canary_mid_flight_and_acts_only_as_each_user_
     wait_measured(&env, 3).await;
 
     let browser = Chromium::launch(&env).await;
-    let alice = Dashboard::start(&env, "alice");
-    let erin = Dashboard::start(&env, "erin");
+    let alice = Dashboard::start(&env, Some("alice"));
+    let erin = Dashboard::start(&env, Some("erin"));
     the_pipeline_view_draws_the_graph_with_the_canary(&browser, &alice).await;
     the_analysis_view_charts_one_point_per_measurement(&browser, &alice).await;
     ci_text_renders_as_text(&browser, &alice).await;
@@ -329,6 +330,65 @@ async fn the_insight_view_shows_delivery_figures(browser: &Chromium, alice: &Das
     browser.screenshot(&page, "insight").await;
 }
 
+/// Five lanes of ten stages, each requiring the one before it in its lane, and a release
+/// on its way through them.
+fn fifty_stages() -> String {
+    let mut yaml = String::new();
+    for lane in 0..5 {
+        for depth in 0..10 {
+            let name = format!("l{lane}-s{depth}");
+            let requires = match depth {
+                0 => String::new(),
+                d => format!("  requires: [l{lane}-s{}]\n", d - 1),
+            };
+            yaml += &format!(
+                "{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: {name}}}\nspec:\n  pipeline: wide\n  target: {{name: {name}}}\n{requires}---\n",
+                target_yaml(&name)
+            );
+        }
+    }
+    yaml + &release_yaml("w1", "wide", "1.0.0", &image("w1", "w1"))
+}
+
+pub async fn a_pipeline_of_50_stages_is_drawn_whole_and_its_first_render_and_weight_are_measured(
+    mut env: TestEnv,
+) {
+    env.start_controller();
+    env.apply(&fifty_stages());
+    let browser = Chromium::launch(&env).await;
+    let admin = Dashboard::start(&env, None);
+    let started = std::time::Instant::now();
+    let page = browser.open(&admin.at("#/pipeline/wide")).await;
+    browser
+        .wait(&page, "50 stage cards", "document.querySelectorAll('.stage').length === 50 && document.querySelectorAll('path.edge').length")
+        .await;
+    figures::record(
+        "dashboard: first render of a 50-stage pipeline",
+        started.elapsed(),
+    );
+    let drawn = browser
+        .eval(&page, "({stages: document.querySelectorAll('.stage').length, edges: document.querySelectorAll('path.edge').length, columns: document.querySelectorAll('.column').length})")
+        .await;
+    assert_eq!(
+        drawn,
+        serde_json::json!({"stages": 50, "edges": 45, "columns": 10}),
+        "every stage, every edge, one column per depth"
+    );
+    let weight = browser
+        .eval(&page, "performance.getEntriesByType('navigation')[0].transferSize + performance.getEntriesByType('resource').reduce((n, r) => n + r.transferSize, 0)")
+        .await;
+    let bytes = weight.as_f64().expect("a byte count");
+    assert!(
+        bytes > 50_000.0,
+        "the page, its script, the chart library and the data: {bytes}"
+    );
+    figures::record_bytes(
+        "dashboard: bytes transferred on first load, 50 stages",
+        bytes as u64,
+    );
+    browser.screenshot(&page, "fifty-stages").await;
+}
+
 /// `kubectl greenlight dashboard` as `user`, on a port of its own.
 struct Dashboard {
     child: Child,
@@ -336,7 +396,10 @@ struct Dashboard {
 }
 
 impl Dashboard {
-    fn start(env: &TestEnv, user: &str) -> Dashboard {
+    /// As `user`, or as the admin when `None`.
+    fn start(env: &TestEnv, user: Option<&str>) -> Dashboard {
+        let kubeconfig =
+            user.map_or_else(|| env.cp.kubeconfig.clone(), |u| env.cp.kubeconfig_for(u));
         let mut child = Command::new(crate::support::workspace_bin("kubectl-greenlight"))
             .args([
                 "dashboard",
@@ -346,7 +409,7 @@ impl Dashboard {
                 &env.ns,
                 "--kubeconfig",
             ])
-            .arg(env.cp.kubeconfig_for(user))
+            .arg(kubeconfig)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the dashboard");

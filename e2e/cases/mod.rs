@@ -77,6 +77,7 @@ fn policy() -> Vec<(&'static str, Case)> {
         tickets::a_change_in_assess_holds_the_release_until_it_is_implemented_in_its_window_and_gets_a_work_note,
         emergency::an_emergency_in_a_blackout_needs_two_approvals_besides_its_requester_and_is_reviewed,
         dashboard::the_dashboard_shows_a_canary_mid_flight_and_acts_only_as_each_user_may,
+        dashboard::a_pipeline_of_50_stages_is_drawn_whole_and_its_first_render_and_weight_are_measured,
     ]
 }
 

@@ -20,3 +20,19 @@ pub fn record(what: &str, took: Duration) {
 pub fn take() -> Vec<(String, Duration)> {
     std::mem::take(&mut *FIGURES.lock().unwrap_or_else(|p| p.into_inner()))
 }
+
+static SIZES: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+
+/// Notes how many bytes `what` took, and says it on stderr.
+pub fn record_bytes(what: &str, bytes: u64) {
+    eprintln!("figure: {what}: {bytes} bytes");
+    SIZES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((what.to_string(), bytes));
+}
+
+/// Every size noted so far, oldest first; the list is emptied.
+pub fn take_bytes() -> Vec<(String, u64)> {
+    std::mem::take(&mut *SIZES.lock().unwrap_or_else(|p| p.into_inner()))
+}

@@ -148,7 +148,8 @@ function releaseOf(label) {
 function stageActions(stage) {
   const buttons = [];
   const candidate = releaseOf(stage.candidate);
-  if (candidate) {
+  // A decision is asked for while the candidate waits; not over a rollout under way.
+  if (candidate && (stage.phase === "Waiting" || stage.phase === "Blocked")) {
     buttons.push(el("button", { class: "primary", "data-action": "approve",
       onclick: (e) => decide(e, stage, candidate, "approve") }, "Approve"));
     buttons.push(el("button", { "data-action": "reject",
