@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::canary::{image, start_bed_with};
 use crate::env::{TestEnv, release_yaml, target_yaml};
 use crate::support::figures;
+use crate::support::oidc::Issuer;
 use greenlight::api::Approval;
 
 /// A canary that stops at 20% for a person, measured in the background meanwhile.
@@ -389,6 +390,268 @@ pub async fn a_pipeline_of_50_stages_is_drawn_whole_and_its_first_render_and_wei
     browser.screenshot(&page, "fifty-stages").await;
 }
 
+/// dev, then prod behind a release manager's approval.
+fn signed_in_world() -> String {
+    format!(
+        "{}---\n{}---\napiVersion: greenlight.dev/v1alpha1\nkind: Gate\nmetadata: {{name: prod-signoff}}\nspec:\n  type: approval\n  approval: {{groups: [release-managers], required: 1}}\n---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: dev}}\nspec:\n  pipeline: shop\n  target: {{name: web-dev}}\n---\napiVersion: greenlight.dev/v1alpha1\nkind: Stage\nmetadata: {{name: prod}}\nspec:\n  pipeline: shop\n  requires: [dev]\n  target: {{name: web}}\n  gates: [prod-signoff]\n",
+        target_yaml("web-dev"),
+        target_yaml("web")
+    )
+}
+
+/// The dashboard's account gets the chart's own impersonation ClusterRole, and nothing else.
+fn the_dashboard_account_may_only_impersonate(env: &TestEnv) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .arg(format!("{root}/hack/helm.py"))
+        .args([
+            "render",
+            &format!("{root}/charts/greenlight"),
+            "--name",
+            "gl",
+            "--namespace",
+            &env.ns,
+        ])
+        .args([
+            "--set",
+            "webDashboard.enabled=true",
+            "--set",
+            "webDashboard.publicUrl=https://gl.example.com",
+        ])
+        .args([
+            "--set",
+            "webDashboard.oidc.issuer=https://idp.example.com",
+            "--set",
+            "webDashboard.oidc.clientId=gl",
+        ])
+        .output()
+        .expect("render the chart");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&out.stdout);
+    let role = rendered
+        .split("\n---")
+        .find(|doc| {
+            doc.contains("kind: ClusterRole\n") && doc.contains("web-dashboard-impersonate")
+        })
+        .expect("the chart's impersonation ClusterRole");
+    let role = role.replace(
+        "gl-greenlight-web-dashboard-impersonate",
+        &format!("dashboard-{}", env.ns),
+    );
+    let user = crate::support::controlplane::DASHBOARD_USER;
+    env.apply(&format!("{role}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: dashboard-{ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: dashboard-{ns}}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n", ns = env.ns));
+    let own = env.kubectl_as(user, &["get", "stages", "-n", &env.ns], "");
+    assert!(
+        !own.status.success(),
+        "the dashboard's own account reads nothing"
+    );
+}
+
+pub async fn people_signed_in_at_an_oidc_issuer_see_and_do_only_what_rbac_grants_them(
+    mut env: TestEnv,
+) {
+    env.grant_example_roles();
+    let root = env!("CARGO_MANIFEST_DIR");
+    env.cp.kubectl(&[
+        "apply",
+        "-n",
+        &env.ns,
+        "-f",
+        &format!("{root}/config/rbac/viewer-example.yaml"),
+    ]);
+    env.apply("apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: developers-view}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: greenlight-viewer}\nsubjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: developers}]\n");
+    the_dashboard_account_may_only_impersonate(&env);
+    env.start_admitted_controller().await;
+    env.apply(&signed_in_world());
+    env.apply(&release_yaml("v1", "shop", "1.0.0", &image("v1", "v1")));
+    env.wait_release_stage("v1", "dev", "Succeeded", Duration::from_secs(60))
+        .await;
+
+    let issuer = Issuer::start(&[
+        ("alice", &["release-managers"]),
+        ("erin", &["developers"]),
+        ("mallory", &["system:masters"]),
+    ])
+    .await;
+    let dashboard = SignedIn::start(&env, &issuer.url);
+    nobody_signed_in_reaches_anything(&dashboard).await;
+    a_token_naming_a_system_group_is_refused(&dashboard, &issuer).await;
+
+    issuer.sign_in_as("erin");
+    let erins = Chromium::launch_as(&env, "erin").await;
+    let page = erins.open(&dashboard.0.at("#/pipeline/shop")).await;
+    erins
+        .wait(
+            &page,
+            "erin signed in",
+            "document.getElementById('who').textContent.startsWith('erin ')",
+        )
+        .await;
+    erins
+        .click(
+            &page,
+            r#"[data-stage="prod"] button[data-action="approve"]"#,
+        )
+        .await;
+    erins.click(&page, "#confirm-ok").await;
+    let refused = erins
+        .wait(
+            &page,
+            "erin's refusal",
+            r#"document.querySelector('[data-stage="prod"] .result.bad')?.textContent"#,
+        )
+        .await;
+    assert!(
+        refused
+            .as_str()
+            .unwrap()
+            .contains(r#"User "erin" cannot create"#),
+        "{refused}"
+    );
+    assert!(
+        approvals(&env).await.is_empty(),
+        "erin's group may read, not decide"
+    );
+    erins.screenshot(&page, "oidc-viewer").await;
+
+    issuer.sign_in_as("alice");
+    let alices = Chromium::launch_as(&env, "alice").await;
+    let page = alices.open(&dashboard.0.at("#/pipeline/shop")).await;
+    alices
+        .wait(
+            &page,
+            "alice signed in",
+            "document.getElementById('who').textContent.startsWith('alice ')",
+        )
+        .await;
+    alices
+        .click(
+            &page,
+            r#"[data-stage="prod"] button[data-action="approve"]"#,
+        )
+        .await;
+    alices.click(&page, "#confirm-ok").await;
+    let counted = alices
+        .wait(
+            &page,
+            "alice's approval",
+            r#"document.querySelector('[data-stage="prod"] .result.ok')?.textContent"#,
+        )
+        .await;
+    assert!(
+        counted.as_str().unwrap().contains("counts toward gate"),
+        "{counted}"
+    );
+    let made = approvals(&env).await;
+    let approver = made[0].spec.approver.clone().expect("stamped by admission");
+    assert_eq!((made.len(), approver.username.as_str()), (1, "alice"));
+    assert!(
+        approver.groups.contains(&"release-managers".to_string()),
+        "{approver:?}"
+    );
+    alices.screenshot(&page, "oidc-release-manager").await;
+    assert_eq!(
+        issuer.refused(),
+        Vec::<String>::new(),
+        "every code came back with its PKCE verifier"
+    );
+}
+
+/// Without a session: the page sends the browser to sign in, the data answers 401, and a
+/// callback that is not the answer to a sign-in is refused.
+async fn nobody_signed_in_reaches_anything(dashboard: &SignedIn) {
+    let http = no_redirects();
+    let page = http.get(dashboard.0.at("")).send().await.unwrap();
+    assert!(page.status().is_redirection());
+    assert_eq!(page.headers()["location"], "/auth/login");
+    let data = http
+        .get(dashboard.0.at("api/pipelines"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(data.status(), 401);
+    let forged = http
+        .get(dashboard.0.at("auth/callback?code=x&state=made-up"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+}
+
+/// An issuer that puts someone in `system:masters` does not make them cluster-admin.
+async fn a_token_naming_a_system_group_is_refused(dashboard: &SignedIn, issuer: &Issuer) {
+    issuer.sign_in_as("mallory");
+    let http = no_redirects();
+    let mut url = dashboard.0.at("auth/login");
+    for _ in 0..2 {
+        let hop = http.get(&url).send().await.unwrap();
+        url = hop.headers()["location"].to_str().unwrap().to_string();
+    }
+    let back = http.get(&url).send().await.unwrap();
+    assert_eq!(back.status(), 403);
+    assert!(back.text().await.unwrap().contains("system:masters"));
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `greenlight dashboard --auth oidc` with the dashboard's own account, on a free port.
+struct SignedIn(Dashboard);
+
+impl SignedIn {
+    fn start(env: &TestEnv, issuer: &str) -> SignedIn {
+        let port = crate::support::free_port();
+        let address = format!("127.0.0.1:{port}");
+        let mut child = Command::new(crate::support::workspace_bin("greenlight"))
+            .args([
+                "dashboard",
+                "--auth",
+                "oidc",
+                "--address",
+                &address,
+                "-n",
+                &env.ns,
+            ])
+            .args([
+                "--public-url",
+                &format!("http://{address}"),
+                "--oidc-issuer",
+                issuer,
+            ])
+            .args([
+                "--oidc-client-id",
+                crate::support::oidc::CLIENT_ID,
+                "--oidc-username-claim",
+                "sub",
+            ])
+            .arg("--kubeconfig")
+            .arg(
+                env.cp
+                    .kubeconfig_for(crate::support::controlplane::DASHBOARD_USER),
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start greenlight dashboard");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("its first line");
+        assert!(line.contains(&address), "{line:?}");
+        SignedIn(Dashboard {
+            child,
+            url: format!("http://{address}/"),
+        })
+    }
+}
+
 /// `kubectl greenlight dashboard` as `user`, on a port of its own.
 struct Dashboard {
     child: Child,
@@ -447,10 +710,15 @@ struct Chromium {
 
 impl Chromium {
     async fn launch(env: &TestEnv) -> Chromium {
+        Self::launch_as(env, "chromium").await
+    }
+
+    /// A browser with a profile of its own (`profile`): its own cookies.
+    async fn launch_as(env: &TestEnv, profile: &str) -> Chromium {
         let config = BrowserConfig::builder()
             .chrome_executable("/usr/bin/chromium")
             .no_sandbox()
-            .user_data_dir(env.dir.join("chromium"))
+            .user_data_dir(env.dir.join(profile))
             .window_size(1400, 1000)
             .viewport(None)
             .args([

@@ -78,6 +78,7 @@ fn policy() -> Vec<(&'static str, Case)> {
         emergency::an_emergency_in_a_blackout_needs_two_approvals_besides_its_requester_and_is_reviewed,
         dashboard::the_dashboard_shows_a_canary_mid_flight_and_acts_only_as_each_user_may,
         dashboard::a_pipeline_of_50_stages_is_drawn_whole_and_its_first_render_and_weight_are_measured,
+        dashboard::people_signed_in_at_an_oidc_issuer_see_and_do_only_what_rbac_grants_them,
     ]
 }
 

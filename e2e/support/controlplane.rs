@@ -25,6 +25,9 @@ pub const PEOPLE: [(&str, &str); 6] = [
 /// Two more users for the operator, each bound to its shipped ClusterRole like
 /// [`OPERATOR_USER`], so that the audit log tells two replicas' writes apart.
 pub const REPLICA_USERS: [&str; 2] = ["greenlight-replica-a", "greenlight-replica-b"];
+/// The signed-in dashboard's own account: bound to nothing but the chart's impersonation
+/// ClusterRole, by the case that runs it.
+pub const DASHBOARD_USER: &str = "greenlight-dashboard";
 
 pub struct ControlPlane {
     pub dir: PathBuf,
@@ -73,7 +76,8 @@ impl ControlPlane {
             kubeconfig_yaml(&server, &certs.join("ca.crt"), OPERATOR_TOKEN),
         )
         .expect("operator kubeconfig");
-        for (user, _) in PEOPLE {
+        let accounts = PEOPLE.iter().map(|(user, _)| *user);
+        for user in accounts.chain([DASHBOARD_USER]) {
             std::fs::write(
                 dir.join(format!("kubeconfig-{user}")),
                 kubeconfig_yaml(&server, &certs.join("ca.crt"), &person_token(user)),
@@ -463,6 +467,7 @@ fn write_token_file(dir: &Path) {
                 .collect::<String>(),
             REPLICA_USERS
                 .iter()
+                .chain([&DASHBOARD_USER])
                 .map(|user| format!("{},{user},{user}-uid\n", person_token(user)))
                 .collect::<String>()
         ),

@@ -14,6 +14,7 @@ pub mod jobpods;
 pub mod kstatus;
 pub mod kubelet;
 pub mod lua;
+pub mod oidc;
 pub mod pod;
 pub mod postgres;
 pub mod process;

@@ -104,6 +104,14 @@ enum Command {
         #[arg(long, env = "GREENLIGHT_LEASE_WRITER")]
         lease_writer: Option<String>,
     },
+    /// Serve the web dashboard for everyone, in the cluster: people sign in at an OpenID
+    /// Connect issuer (--auth oidc) and the dashboard acts as each of them by impersonation.
+    Dashboard {
+        #[command(flatten)]
+        conn: kubectl_greenlight::Connection,
+        #[command(flatten)]
+        options: kubectl_greenlight::dashboard::Options,
+    },
     /// Print the CustomResourceDefinitions as YAML.
     Crdgen,
     /// Write a new identity key into the operator's Secret, keeping the last three as
@@ -141,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", greenlight::crdgen::render()?);
             Ok(())
         }
+        Command::Dashboard { conn, options } => dashboard(conn, options).await,
         Command::RotateIdentityKey {
             secret,
             namespace,
@@ -460,4 +469,19 @@ async fn kube_client(context: Option<String>) -> anyhow::Result<kube::Client> {
             .context("no Kubernetes configuration found")?,
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+/// `greenlight dashboard`: the plugin's dashboard, with the pod's own account.
+async fn dashboard(
+    conn: kubectl_greenlight::Connection,
+    options: kubectl_greenlight::dashboard::Options,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = conn.config().await?;
+    let namespace = conn
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    kubectl_greenlight::dashboard::serve(config, namespace, options).await?;
+    Ok(())
 }

@@ -151,18 +151,18 @@ function stageActions(stage) {
   // A decision is asked for while the candidate waits; not over a rollout under way.
   if (candidate && (stage.phase === "Waiting" || stage.phase === "Blocked")) {
     buttons.push(el("button", { class: "primary", "data-action": "approve",
-      onclick: (e) => decide(e, stage, candidate, "approve") }, "Approve"));
+      onclick: () => decide(stage, candidate, "approve") }, "Approve"));
     buttons.push(el("button", { "data-action": "reject",
-      onclick: (e) => decide(e, stage, candidate, "reject") }, "Reject"));
+      onclick: () => decide(stage, candidate, "reject") }, "Reject"));
   }
   if (stage.canary) {
-    buttons.push(el("button", { "data-action": "promote", onclick: (e) => steer(e, stage, "promote") }, "Promote"));
+    buttons.push(el("button", { "data-action": "promote", onclick: () => steer(stage, "promote") }, "Promote"));
   }
   if (stage.phase === "Progressing" || stage.phase === "Verifying" || stage.canary) {
-    buttons.push(el("button", { class: "danger", "data-action": "abort", onclick: (e) => steer(e, stage, "abort") }, "Abort"));
+    buttons.push(el("button", { class: "danger", "data-action": "abort", onclick: () => steer(stage, "abort") }, "Abort"));
   }
   if (stage.phase === "Failed") {
-    buttons.push(el("button", { "data-action": "retry", onclick: (e) => steer(e, stage, "retry") }, "Retry"));
+    buttons.push(el("button", { "data-action": "retry", onclick: () => steer(stage, "retry") }, "Retry"));
   }
   buttons.push(link("analysis", "/analysis/" + enc(stage.name)));
   return buttons;
@@ -184,19 +184,27 @@ function confirmAction(title, text, withComment) {
   });
 }
 
-function showResult(event, ok, text) {
-  const card = event.target.closest(".stage");
-  const box = card.querySelector(".result");
-  box.hidden = false;
-  box.className = "result " + (ok === null ? "pending" : ok ? "ok" : "bad");
-  box.textContent = text;
-  if (ok !== null) pinned.set(card.dataset.stage, { ok, text });
+// What the last action at a stage came to, shown on its card; kept, so the card keeps it
+// when a change draws the view again (the card may be redrawn while an action waits).
+function showResult(stage, ok, text) {
+  pinned.set(stage, { ok, text });
+  pinResults();
+}
+
+function pinResults() {
+  for (const [name, result] of pinned) {
+    const box = main.querySelector('[data-stage="' + CSS.escape(name) + '"] .result');
+    if (!box) continue;
+    box.hidden = false;
+    box.className = "result " + (result.ok === null ? "pending" : result.ok ? "ok" : "bad");
+    box.textContent = result.text;
+  }
 }
 
 // Results stay on their card when the view is drawn again.
 const pinned = new Map();
 
-async function decide(event, stage, release, decision) {
+async function decide(stage, release, decision) {
   const verb = decision === "approve" ? "Approve" : "Reject";
   const who = session.user || "you (your kubeconfig's user)";
   const comment = await confirmAction(verb + " " + release + " at " + stage.name + "?",
@@ -204,11 +212,11 @@ async function decide(event, stage, release, decision) {
     (decision === "approve" ? ". It counts only if a gate of the stage lists you as an approver."
       : ". A rejection stops the release at this stage."), true);
   if (comment === null) return;
-  showResult(event, null, "Sent; waiting for the controller…");
+  showResult(stage.name, null, "Sent; waiting for the controller…");
   const answer = await postJson("/api/approvals", { release, stage: stage.name, decision, comment });
-  if (!answer.ok) return showResult(event, false, answer.body.error);
+  if (!answer.ok) return showResult(stage.name, false, answer.body.error);
   const b = answer.body;
-  showResult(event, b.counts, "approval " + b.name + ": " + b.message);
+  showResult(stage.name, b.counts, "approval " + b.name + ": " + b.message);
 }
 
 const STEER_TEXT = {
@@ -217,23 +225,20 @@ const STEER_TEXT = {
   retry: "rolls out again the release that last failed here.",
 };
 
-async function steer(event, stage, action) {
+async function steer(stage, action) {
   const ok = await confirmAction(action[0].toUpperCase() + action.slice(1) + " at " + stage.name + "?",
     "This creates a StageCommand as you: the stage " + STEER_TEXT[action], false);
   if (ok === null) return;
-  showResult(event, null, "Sent; waiting for the stage to take it…");
+  showResult(stage.name, null, "Sent; waiting for the stage to take it…");
   const answer = await postJson("/api/commands", { stage: stage.name, action });
-  if (!answer.ok) return showResult(event, false, answer.body.error);
+  if (!answer.ok) return showResult(stage.name, false, answer.body.error);
   const b = answer.body;
-  showResult(event, b.phase === "Applied", action + " " + b.stage + ": " + b.phase + (b.message ? ": " + b.message : ""));
+  showResult(stage.name, b.phase === "Applied", action + " " + b.stage + ": " + b.phase + (b.message ? ": " + b.message : ""));
 }
 
 // Lines from each stage to the stages that require it, drawn once the cards are laid out.
 function drawEdges(graph, stages) {
-  for (const [name, result] of pinned) {
-    const box = graph.querySelector('[data-stage="' + CSS.escape(name) + '"] .result');
-    if (box) { box.hidden = false; box.className = "result " + (result.ok ? "ok" : "bad"); box.textContent = result.text; }
-  }
+  pinResults();
   graph.querySelectorAll(".bar > span").forEach((s) => { s.style.width = Number(s.dataset.weight) + "%"; });
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
@@ -396,6 +401,12 @@ async function start() {
     return;
   }
   document.getElementById("who").textContent = (session.user || "your kubeconfig") + " · " + session.namespace;
+  if (session.user) {
+    document.getElementById("who").after(el("button", { id: "sign-out", onclick: async () => {
+      await postJson("/auth/logout", {});
+      location.assign("/");
+    } }, "Sign out"));
+  }
   if (session.errors.length) {
     const problems = document.getElementById("problems");
     problems.hidden = false;

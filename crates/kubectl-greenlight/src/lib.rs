@@ -277,7 +277,10 @@ pub async fn run(cli: Cli) -> Result<u8, PluginError> {
             since,
             output,
         } => act::dora(&ctx, pipeline.as_deref(), since, output).await,
-        Command::Dashboard(options) => dashboard::serve(ctx.client, ctx.ns, options).await,
+        Command::Dashboard(options) => {
+            let config = cli.conn.config().await?;
+            dashboard::serve(config, ctx.ns, options).await
+        }
     }
 }
 

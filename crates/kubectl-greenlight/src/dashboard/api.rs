@@ -3,15 +3,17 @@
 //! made with the session's own client so RBAC decides as it would for kubectl.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use futures::Stream;
 use k8s_openapi::api::core::v1::Event as KubeEvent;
@@ -19,7 +21,7 @@ use kube::api::ListParams;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{App, guard, views};
+use super::{App, Mode, Session, guard, views};
 use crate::PluginError;
 use crate::act;
 use crate::client::explain;
@@ -42,17 +44,115 @@ pub fn router(app: App) -> Router {
         .route("/api/changes", get(changes))
         .route("/api/approvals", post(approve))
         .route("/api/commands", post(command))
+        .route("/auth/login", get(sign_in))
+        .route("/auth/callback", get(callback))
+        .route("/auth/logout", post(sign_out))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(16 * 1024))
         .layer(middleware::from_fn_with_state(app.clone(), guard::protect))
         .with_state(app)
 }
 
-async fn index(State(app): State<App>) -> Response {
-    super::assets::index(&app.session.csrf)
+/// The session a request acts in: the one local session, or the signed-in person's.
+pub struct Caller(pub Arc<Session>);
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        match &app.mode {
+            Mode::Local(session) => Ok(Caller(session.clone())),
+            Mode::Oidc(provider) => provider
+                .session(cookies(&parts.headers))
+                .map(Caller)
+                .ok_or_else(|| {
+                    error(
+                        StatusCode::UNAUTHORIZED,
+                        "sign in first: /auth/login".into(),
+                    )
+                }),
+        }
+    }
+}
+
+fn cookies(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::COOKIE).and_then(|c| c.to_str().ok())
+}
+
+/// The page, with the session's token; to the issuer first when nobody is signed in.
+async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
+    match &app.mode {
+        Mode::Local(session) => super::assets::index(&session.csrf),
+        Mode::Oidc(provider) => match provider.session(cookies(&headers)) {
+            Some(session) => super::assets::index(&session.csrf),
+            None => Redirect::to("/auth/login").into_response(),
+        },
+    }
+}
+
+async fn sign_in(State(app): State<App>) -> Response {
+    let Mode::Oidc(provider) = &app.mode else {
+        return Redirect::to("/").into_response();
+    };
+    match provider.sign_in() {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// The issuer's answer: a session and its cookie, then the page.
+async fn callback(State(app): State<App>, Query(answer): Query<Callback>) -> Response {
+    let Mode::Oidc(provider) = &app.mode else {
+        return Redirect::to("/").into_response();
+    };
+    let (Some(code), Some(state)) = (answer.code, answer.state) else {
+        let why = answer.error.unwrap_or_else(|| "no code".into());
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("the issuer did not sign you in: {why}"),
+        );
+    };
+    match provider.callback(&code, &state).await {
+        Ok(id) => {
+            let secure = if provider.secure_cookie() {
+                "; Secure"
+            } else {
+                ""
+            };
+            let cookie = format!(
+                "{}={id}; Path=/; HttpOnly; SameSite=Lax{secure}",
+                super::oidc::COOKIE
+            );
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        Err(e) => failure(e),
+    }
+}
+
+async fn sign_out(State(app): State<App>, Caller(s): Caller, headers: HeaderMap) -> Response {
+    if let Some(refused) = guard::refuse_action(&headers, &s.csrf, &app.hosts) {
+        return refused;
+    }
+    if let Mode::Oidc(provider) = &app.mode {
+        provider.sign_out(cookies(&headers));
+    }
+    let cookie = format!("{}=; Path=/; Max-Age=0", super::oidc::COOKIE);
+    (
+        [(header::SET_COOKIE, cookie)],
+        Json(json!({"signedOut": true})),
+    )
+        .into_response()
 }
 
 /// Who the page acts as, where, and what it could not watch.
-async fn session(State(app): State<App>) -> Response {
-    let s = &app.session;
+async fn session(Caller(s): Caller) -> Response {
     s.store.ready(Duration::from_secs(5)).await;
     Json(json!({
         "namespace": s.ctx.ns,
@@ -63,14 +163,12 @@ async fn session(State(app): State<App>) -> Response {
     .into_response()
 }
 
-async fn pipelines(State(app): State<App>) -> Response {
-    let store = &app.session.store;
-    store.ready(Duration::from_secs(5)).await;
-    Json(views::pipelines(&store.stages())).into_response()
+async fn pipelines(Caller(s): Caller) -> Response {
+    s.store.ready(Duration::from_secs(5)).await;
+    Json(views::pipelines(&s.store.stages())).into_response()
 }
 
-async fn pipeline(State(app): State<App>, Path(name): Path<String>) -> Response {
-    let s = &app.session;
+async fn pipeline(Caller(s): Caller, Path(name): Path<String>) -> Response {
     let page = views::pipeline(&name, &s.ctx.ns, &s.store.stages(), &s.store.releases());
     match page {
         Some(page) => Json(page).into_response(),
@@ -78,8 +176,7 @@ async fn pipeline(State(app): State<App>, Path(name): Path<String>) -> Response 
     }
 }
 
-async fn release(State(app): State<App>, Path(name): Path<String>) -> Response {
-    let s = &app.session;
+async fn release(Caller(s): Caller, Path(name): Path<String>) -> Response {
     let releases = s.store.releases();
     let Some(found) = releases
         .iter()
@@ -117,16 +214,18 @@ async fn notices(ctx: &act::Ctx, release: &str) -> Result<Vec<views::Notice>, ku
     Ok(notices.collect())
 }
 
-async fn analysis(State(app): State<App>, Path(name): Path<String>) -> Response {
-    let store = &app.session.store;
-    let stages = store.stages();
+async fn analysis(Caller(s): Caller, Path(name): Path<String>) -> Response {
+    let stages = s.store.stages();
     match stages
         .iter()
-        .find(|s| s.metadata.name.as_deref() == Some(&name))
+        .find(|st| st.metadata.name.as_deref() == Some(&name))
     {
-        Some(stage) => {
-            Json(views::analysis(stage, &store.releases(), &store.gates())).into_response()
-        }
+        Some(stage) => Json(views::analysis(
+            stage,
+            &s.store.releases(),
+            &s.store.gates(),
+        ))
+        .into_response(),
         None => not_found("stage", &name),
     }
 }
@@ -136,8 +235,8 @@ struct Weeks {
     weeks: Option<i64>,
 }
 
-async fn insight(State(app): State<App>, Query(q): Query<Weeks>) -> Response {
-    let store = &app.session.store;
+async fn insight(Caller(s): Caller, Query(q): Query<Weeks>) -> Response {
+    let store = &s.store;
     let weeks = q.weeks.unwrap_or(8).clamp(1, 26);
     let now = jiff::Timestamp::now();
     Json(views::insight(
@@ -151,8 +250,8 @@ async fn insight(State(app): State<App>, Query(q): Query<Weeks>) -> Response {
 
 /// Server-sent events: `change` with the store's revision each time a watch saw a change,
 /// at most five a second, so a burst of writes is one reload.
-async fn changes(State(app): State<App>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rx = app.session.store.changes();
+async fn changes(Caller(s): Caller) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = s.store.changes();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -174,10 +273,10 @@ struct ApprovalAsked {
 
 async fn approve(
     State(app): State<App>,
+    Caller(s): Caller,
     headers: HeaderMap,
     Json(asked): Json<ApprovalAsked>,
 ) -> Response {
-    let s = &app.session;
     if let Some(refused) = guard::refuse_action(&headers, &s.csrf, &app.hosts) {
         return refused;
     }
@@ -206,10 +305,10 @@ struct CommandAsked {
 
 async fn command(
     State(app): State<App>,
+    Caller(s): Caller,
     headers: HeaderMap,
     Json(asked): Json<CommandAsked>,
 ) -> Response {
-    let s = &app.session;
     if let Some(refused) = guard::refuse_action(&headers, &s.csrf, &app.hosts) {
         return refused;
     }

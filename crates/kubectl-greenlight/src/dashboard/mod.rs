@@ -1,18 +1,20 @@
 //! `kubectl greenlight dashboard`: a web view of a namespace's pipelines, served from the
 //! plugin itself. `store` keeps the objects current from watches, `views` makes each page's
 //! data, `api` answers the page and carries out its actions as the user, `guard` holds the
-//! line a browser needs (loopback, host, CSRF, CSP), and `assets` is the page, embedded.
+//! line a browser needs (loopback, host, CSRF, CSP), `oidc` signs people in for the shared
+//! mode, and `assets` is the page, embedded.
 
 pub mod api;
 pub mod assets;
 pub mod guard;
+pub mod oidc;
 pub mod store;
 pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use kube::Client;
+use kube::{Client, Config};
 
 use crate::PluginError;
 use crate::act::Ctx;
@@ -21,10 +23,24 @@ use store::Store;
 /// The dashboard's flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
-    /// Where to listen: a loopback address only, because the page acts with your kubeconfig
-    /// and anyone who reaches it would act as you.
+    /// Where to listen. Without --auth, a loopback address only: the page acts with your
+    /// kubeconfig, so anyone who reaches it would act as you.
     #[arg(long, default_value = "127.0.0.1:3100")]
     pub address: SocketAddr,
+    /// How people are known: `none` acts with your kubeconfig (loopback only); `oidc` signs
+    /// each person in at an OpenID Connect issuer and acts as them by impersonation.
+    #[arg(long, value_enum, default_value = "none")]
+    pub auth: Auth,
+    #[command(flatten)]
+    pub oidc: oidc::OidcOptions,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Every request acts with the kubeconfig's own user.
+    None,
+    /// Every request acts as the signed-in person (Impersonate-User and -Group).
+    Oidc,
 }
 
 /// One person's view of the cluster: their client, what they may see, and the token their
@@ -50,21 +66,28 @@ impl Session {
     }
 }
 
+/// Who a request acts as: the one local session, or each signed-in person's own.
+#[derive(Clone)]
+pub enum Mode {
+    Local(Arc<Session>),
+    Oidc(Arc<oidc::Provider>),
+}
+
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct App {
-    pub session: Arc<Session>,
+    pub mode: Mode,
     /// The `Host` values the page may be reached by.
     pub hosts: Arc<Vec<String>>,
 }
 
-/// Serves the dashboard until Ctrl-C.
-pub async fn serve(client: Client, namespace: String, options: Options) -> Result<u8, PluginError> {
-    if !options.address.ip().is_loopback() {
+/// Serves the dashboard until Ctrl-C (or SIGTERM, in a pod).
+pub async fn serve(config: Config, namespace: String, options: Options) -> Result<u8, PluginError> {
+    if !options.address.ip().is_loopback() && options.auth == Auth::None {
         return Err(PluginError::Config(format!(
-            "refusing to serve on {}: the page acts with your kubeconfig, so anyone who reaches \
-             it would act as you (use a loopback address, e.g. 127.0.0.1:3100; a shared, \
-             signed-in dashboard is not built yet)",
+            "refusing to serve on {} without --auth oidc: the page acts with your kubeconfig, \
+             so anyone who reaches it would act as you (use a loopback address, e.g. \
+             127.0.0.1:3100)",
             options.address
         )));
     }
@@ -72,16 +95,45 @@ pub async fn serve(client: Client, namespace: String, options: Options) -> Resul
         .await
         .map_err(|e| PluginError::Config(format!("cannot listen on {}: {e}", options.address)))?;
     let address = listener.local_addr()?;
-    let app = App {
-        session: Arc::new(Session::new(client, namespace, None)),
-        hosts: Arc::new(guard::loopback_hosts(address)),
+    let app = match options.auth {
+        Auth::None => {
+            let client =
+                Client::try_from(config).map_err(|e| PluginError::Config(e.to_string()))?;
+            App {
+                mode: Mode::Local(Arc::new(Session::new(client, namespace, None))),
+                hosts: Arc::new(guard::loopback_hosts(address)),
+            }
+        }
+        Auth::Oidc => {
+            let provider = oidc::Provider::start(options.oidc, config, namespace).await?;
+            let mut hosts = guard::loopback_hosts(address);
+            hosts.extend(provider.host());
+            App {
+                mode: Mode::Oidc(Arc::new(provider)),
+                hosts: Arc::new(hosts),
+            }
+        }
     };
     println!("Greenlight dashboard: http://{address}/  (Ctrl-C to stop)");
     let router = api::router(app);
     // Not a graceful shutdown: an open page's event stream never ends by itself.
     tokio::select! {
         served = axum::serve(listener, router) => served?,
-        _ = tokio::signal::ctrl_c() => {}
+        _ = shutdown() => {}
     }
     Ok(0)
+}
+
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => t.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
 }
