@@ -399,7 +399,8 @@ fn signed_in_world() -> String {
     )
 }
 
-/// The dashboard's account gets the chart's own impersonation ClusterRole, and nothing else.
+/// The dashboard's account gets the chart's own impersonation ClusterRole, narrowed to the two
+/// groups people here are in, and nothing else.
 fn the_dashboard_account_may_only_impersonate(env: &TestEnv) {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("python3")
@@ -417,6 +418,10 @@ fn the_dashboard_account_may_only_impersonate(env: &TestEnv) {
             "webDashboard.enabled=true",
             "--set",
             "webDashboard.publicUrl=https://gl.example.com",
+        ])
+        .args([
+            "--set",
+            "webDashboard.impersonateGroups={release-managers,developers}",
         ])
         .args([
             "--set",
