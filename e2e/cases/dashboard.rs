@@ -486,8 +486,24 @@ pub async fn people_signed_in_at_an_oidc_issuer_see_and_do_only_what_rbac_grants
     nobody_signed_in_reaches_anything(&dashboard).await;
     a_token_naming_a_system_group_is_refused(&dashboard, &issuer).await;
 
+    a_developer_signed_in_sees_the_pipeline_and_is_refused_an_approval(&env, &dashboard, &issuer)
+        .await;
+    a_release_manager_signed_in_approves_as_herself(&env, &dashboard, &issuer).await;
+    assert_eq!(
+        issuer.refused(),
+        Vec::<String>::new(),
+        "every code came back with its PKCE verifier"
+    );
+}
+
+/// erin, in the developers group, reads through her group's binding and may not approve.
+async fn a_developer_signed_in_sees_the_pipeline_and_is_refused_an_approval(
+    env: &TestEnv,
+    dashboard: &SignedIn,
+    issuer: &Issuer,
+) {
     issuer.sign_in_as("erin");
-    let erins = Chromium::launch_as(&env, "erin").await;
+    let erins = Chromium::launch_as(env, "erin").await;
     let page = erins.open(&dashboard.0.at("#/pipeline/shop")).await;
     erins
         .wait(
@@ -518,13 +534,20 @@ pub async fn people_signed_in_at_an_oidc_issuer_see_and_do_only_what_rbac_grants
         "{refused}"
     );
     assert!(
-        approvals(&env).await.is_empty(),
+        approvals(env).await.is_empty(),
         "erin's group may read, not decide"
     );
     erins.screenshot(&page, "oidc-viewer").await;
+}
 
+/// alice, a release manager, approves: the Approval is hers, with her group, and counts.
+async fn a_release_manager_signed_in_approves_as_herself(
+    env: &TestEnv,
+    dashboard: &SignedIn,
+    issuer: &Issuer,
+) {
     issuer.sign_in_as("alice");
-    let alices = Chromium::launch_as(&env, "alice").await;
+    let alices = Chromium::launch_as(env, "alice").await;
     let page = alices.open(&dashboard.0.at("#/pipeline/shop")).await;
     alices
         .wait(
@@ -551,7 +574,7 @@ pub async fn people_signed_in_at_an_oidc_issuer_see_and_do_only_what_rbac_grants
         counted.as_str().unwrap().contains("counts toward gate"),
         "{counted}"
     );
-    let made = approvals(&env).await;
+    let made = approvals(env).await;
     let approver = made[0].spec.approver.clone().expect("stamped by admission");
     assert_eq!((made.len(), approver.username.as_str()), (1, "alice"));
     assert!(
@@ -559,11 +582,6 @@ pub async fn people_signed_in_at_an_oidc_issuer_see_and_do_only_what_rbac_grants
         "{approver:?}"
     );
     alices.screenshot(&page, "oidc-release-manager").await;
-    assert_eq!(
-        issuer.refused(),
-        Vec::<String>::new(),
-        "every code came back with its PKCE verifier"
-    );
 }
 
 /// Without a session: the page sends the browser to sign in, the data answers 401, and a
