@@ -182,6 +182,18 @@ async fn ci_text_renders_as_text(browser: &Chromium, alice: &Dashboard) {
         NOTES,
         "the notes, as written"
     );
+    let images = browser
+        .eval(
+            &page,
+            "document.getElementById('release-images').textContent",
+        )
+        .await;
+    let v2 = image("healthy", "v2");
+    assert_eq!(
+        images.as_str().unwrap(),
+        format!("web{v2}"),
+        "the release's image, by name"
+    );
     let injected = browser
         .eval(
             &page,

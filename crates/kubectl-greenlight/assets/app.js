@@ -16,7 +16,7 @@ function el(tag, attrs, ...children) {
     else if (key === "class") node.className = value;
     else node.setAttribute(key, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -298,7 +298,7 @@ async function releaseView(name) {
     el("h1", {}, "Release ", el("span", { id: "release-version" }, r.version), " ",
       el("span", { class: "muted" }, "(" + r.name + ", " + r.releaseType + ", pipeline "), link(r.pipeline, "/pipeline/" + enc(r.pipeline)),
       el("span", { class: "muted" }, ")"), " ", r.phase ? badge(r.phase) : null),
-    el("dl", { class: "kv" }, Object.entries(r.images).map(([n, i]) => [el("dt", {}, n), el("dd", {}, i)]),
+    el("dl", { class: "kv", id: "release-images" }, Object.entries(r.images).map(([n, i]) => [el("dt", {}, n), el("dd", {}, i)]),
       r.author && [el("dt", {}, "author"), el("dd", { id: "release-author" }, r.author)],
       r.commit && [el("dt", {}, "commit"), el("dd", {}, r.commit)]),
     r.notes && el("p", { id: "release-notes", class: "notes" }, r.notes),
