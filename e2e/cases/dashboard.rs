@@ -70,7 +70,7 @@ pub async fn the_dashboard_shows_a_canary_mid_flight_and_acts_only_as_each_user_
     the_analysis_view_charts_one_point_per_measurement(&browser, &alice).await;
     ci_text_renders_as_text(&browser, &alice).await;
     a_viewer_who_approves_sees_the_apiservers_refusal(&env, &browser, &erin).await;
-    an_action_without_the_csrf_token_or_from_elsewhere_is_refused(&env, &alice).await;
+    an_action_without_the_key_the_csrf_token_or_from_elsewhere_is_refused(&env, &alice).await;
     a_release_manager_approves_and_the_page_follows_live(&env, &browser, &alice).await;
     the_insight_view_shows_delivery_figures(&browser, &alice).await;
 }
@@ -108,7 +108,7 @@ async fn wait_measured(env: &TestEnv, n: usize) {
 }
 
 async fn the_pipeline_view_draws_the_graph_with_the_canary(browser: &Chromium, alice: &Dashboard) {
-    let page = browser.open(&alice.at("#/pipeline/shop")).await;
+    let page = browser.open(&alice.view("#/pipeline/shop")).await;
     let prod = browser
         .wait(
             &page,
@@ -148,7 +148,7 @@ async fn the_pipeline_view_draws_the_graph_with_the_canary(browser: &Chromium, a
 }
 
 async fn the_analysis_view_charts_one_point_per_measurement(browser: &Chromium, alice: &Dashboard) {
-    let page = browser.open(&alice.at("#/analysis/prod")).await;
+    let page = browser.open(&alice.view("#/analysis/prod")).await;
     let chart = browser
         .wait(
             &page,
@@ -169,7 +169,7 @@ async fn the_analysis_view_charts_one_point_per_measurement(browser: &Chromium, 
 }
 
 async fn ci_text_renders_as_text(browser: &Chromium, alice: &Dashboard) {
-    let page = browser.open(&alice.at("#/release/v2")).await;
+    let page = browser.open(&alice.view("#/release/v2")).await;
     let notes = browser
         .wait(
             &page,
@@ -218,7 +218,7 @@ async fn a_viewer_who_approves_sees_the_apiservers_refusal(
     browser: &Chromium,
     erin: &Dashboard,
 ) {
-    let page = browser.open(&erin.at("#/pipeline/shop")).await;
+    let page = browser.open(&erin.view("#/pipeline/shop")).await;
     browser
         .click(&page, r#"[data-stage="dr"] button[data-action="approve"]"#)
         .await;
@@ -239,14 +239,22 @@ async fn a_viewer_who_approves_sees_the_apiservers_refusal(
     browser.screenshot(&page, "forbidden").await;
 }
 
-async fn an_action_without_the_csrf_token_or_from_elsewhere_is_refused(
+/// What reaches the dashboard besides its page: another user of the machine (the port, but
+/// not the key), another site's page (another origin, a rebound name), and an action without
+/// the page's token. None of it creates anything.
+async fn an_action_without_the_key_the_csrf_token_or_from_elsewhere_is_refused(
     env: &TestEnv,
     alice: &Dashboard,
 ) {
-    let http = reqwest::Client::new();
+    let http = no_redirects();
+    another_local_user_without_the_key_is_refused(&http, alice).await;
+    let token = page_token(&http, alice).await;
     let body = serde_json::json!({"release": "v1", "stage": "dr", "decision": "approve"});
     let post = |headers: Vec<(&'static str, String)>| {
-        let mut request = http.post(alice.at("api/approvals")).json(&body);
+        let mut request = http
+            .post(alice.at("api/approvals"))
+            .json(&body)
+            .header("cookie", alice.cookie());
         for (name, value) in headers {
             request = request.header(name, value);
         }
@@ -255,7 +263,64 @@ async fn an_action_without_the_csrf_token_or_from_elsewhere_is_refused(
     let no_token = post(vec![]).await.unwrap();
     assert_eq!(no_token.status(), 403);
     assert!(no_token.text().await.unwrap().contains("CSRF"));
-    let page = http.get(alice.at("")).send().await.unwrap();
+    let elsewhere = post(vec![
+        ("x-greenlight-csrf", token.clone()),
+        ("origin", "http://evil.example".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.status(), 403, "an action from another origin");
+    let rebound = post(vec![
+        ("x-greenlight-csrf", token.clone()),
+        ("host", "evil.example:3100".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(rebound.status(), 421, "a host the dashboard does not serve");
+    let cross_site = http
+        .get(alice.at("api/releases/v1"))
+        .header("cookie", alice.cookie())
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cross_site.status(),
+        403,
+        "another site's page reading through the browser"
+    );
+    assert!(
+        approvals(env).await.is_empty(),
+        "none of them created anything"
+    );
+}
+
+/// The port is anyone's on this machine; the key is not.
+async fn another_local_user_without_the_key_is_refused(http: &reqwest::Client, alice: &Dashboard) {
+    let stranger = http.get(alice.at("api/pipelines")).send().await.unwrap();
+    assert_eq!(
+        stranger.status(),
+        401,
+        "another local user, without the key"
+    );
+    let guessed = http.get(alice.at("?key=0000")).send().await.unwrap();
+    assert_eq!(guessed.status(), 403, "a wrong key");
+    let page = http.get(alice.view("")).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}
+
+/// The page's CSRF token, as the page carries it; its CSP forbids any inline script.
+async fn page_token(http: &reqwest::Client, alice: &Dashboard) -> String {
+    let page = http
+        .get(alice.at(""))
+        .header("cookie", alice.cookie())
+        .send()
+        .await
+        .unwrap();
     let csp = page.headers()["content-security-policy"]
         .to_str()
         .unwrap()
@@ -266,25 +331,7 @@ async fn an_action_without_the_csrf_token_or_from_elsewhere_is_refused(
     );
     let html = page.text().await.unwrap();
     let token = html.split("name=\"csrf-token\" content=\"").nth(1).unwrap();
-    let token = token.split('"').next().unwrap().to_string();
-    let elsewhere = post(vec![
-        ("x-greenlight-csrf", token.clone()),
-        ("origin", "http://evil.example".into()),
-    ])
-    .await
-    .unwrap();
-    assert_eq!(elsewhere.status(), 403, "an action from another origin");
-    let rebound = post(vec![
-        ("x-greenlight-csrf", token),
-        ("host", "evil.example:3100".into()),
-    ])
-    .await
-    .unwrap();
-    assert_eq!(rebound.status(), 421, "a host the dashboard does not serve");
-    assert!(
-        approvals(env).await.is_empty(),
-        "none of them created anything"
-    );
+    token.split('"').next().unwrap().to_string()
 }
 
 async fn a_release_manager_approves_and_the_page_follows_live(
@@ -292,7 +339,7 @@ async fn a_release_manager_approves_and_the_page_follows_live(
     browser: &Chromium,
     alice: &Dashboard,
 ) {
-    let page = browser.open(&alice.at("#/pipeline/shop")).await;
+    let page = browser.open(&alice.view("#/pipeline/shop")).await;
     browser
         .wait(
             &page,
@@ -330,7 +377,7 @@ async fn a_release_manager_approves_and_the_page_follows_live(
 }
 
 async fn the_insight_view_shows_delivery_figures(browser: &Chromium, alice: &Dashboard) {
-    let page = browser.open(&alice.at("#/insight")).await;
+    let page = browser.open(&alice.view("#/insight")).await;
     let shop = browser
         .wait(
             &page,
@@ -371,7 +418,7 @@ pub async fn a_pipeline_of_50_stages_is_drawn_whole_and_its_first_render_and_wei
     let browser = Chromium::launch(&env).await;
     let admin = Dashboard::start(&env, None);
     let started = std::time::Instant::now();
-    let page = browser.open(&admin.at("#/pipeline/wide")).await;
+    let page = browser.open(&admin.view("#/pipeline/wide")).await;
     browser
         .wait(&page, "50 stage cards", "document.querySelectorAll('.stage').length === 50 && document.querySelectorAll('path.edge').length")
         .await;
@@ -391,6 +438,22 @@ pub async fn a_pipeline_of_50_stages_is_drawn_whole_and_its_first_render_and_wei
         .eval(&page, "performance.getEntriesByType('navigation')[0].transferSize + performance.getEntriesByType('resource').reduce((n, r) => n + r.transferSize, 0)")
         .await;
     let bytes = weight.as_f64().expect("a byte count");
+    let loaded = browser
+        .eval(
+            &page,
+            "performance.getEntriesByType('resource').map(r => new URL(r.name).pathname)",
+        )
+        .await;
+    for part in [
+        "/assets/app.js",
+        "/assets/vendor/uplot/uPlot.iife.min.js",
+        "/api/pipelines/wide",
+    ] {
+        assert!(
+            loaded.as_array().unwrap().iter().any(|p| p == part),
+            "the weight counts {part}: {loaded}"
+        );
+    }
     assert!(
         bytes > 50_000.0,
         "the page, its script, the chart library and the data: {bytes}"
@@ -516,7 +579,7 @@ async fn a_developer_signed_in_sees_the_pipeline_and_is_refused_an_approval(
 ) {
     issuer.sign_in_as("erin");
     let erins = Chromium::launch_as(env, "erin").await;
-    let page = erins.open(&dashboard.0.at("#/pipeline/shop")).await;
+    let page = erins.open(&dashboard.0.view("#/pipeline/shop")).await;
     erins
         .wait(
             &page,
@@ -560,7 +623,7 @@ async fn a_release_manager_signed_in_approves_as_herself(
 ) {
     issuer.sign_in_as("alice");
     let alices = Chromium::launch_as(env, "alice").await;
-    let page = alices.open(&dashboard.0.at("#/pipeline/shop")).await;
+    let page = alices.open(&dashboard.0.view("#/pipeline/shop")).await;
     alices
         .wait(
             &page,
@@ -617,16 +680,33 @@ async fn nobody_signed_in_reaches_anything(dashboard: &SignedIn) {
     assert_eq!(forged.status(), 403);
 }
 
-/// An issuer that puts someone in `system:masters` does not make them cluster-admin.
+/// An issuer that puts someone in `system:masters` does not make them cluster-admin; and
+/// the issuer's answer, brought by a browser that did not start that sign-in (someone else's
+/// link), signs nobody in.
 async fn a_token_naming_a_system_group_is_refused(dashboard: &SignedIn, issuer: &Issuer) {
     issuer.sign_in_as("mallory");
     let http = no_redirects();
-    let mut url = dashboard.0.at("auth/login");
-    for _ in 0..2 {
-        let hop = http.get(&url).send().await.unwrap();
-        url = hop.headers()["location"].to_str().unwrap().to_string();
-    }
-    let back = http.get(&url).send().await.unwrap();
+    let started = http.get(dashboard.0.at("auth/login")).send().await.unwrap();
+    let sealed = started.headers()["set-cookie"].to_str().unwrap();
+    let sealed = sealed.split(';').next().unwrap().to_string();
+    let authorize = started.headers()["location"].to_str().unwrap().to_string();
+    let answered = http.get(&authorize).send().await.unwrap();
+    let callback = answered.headers()["location"].to_str().unwrap().to_string();
+    let elsewhere = http.get(&callback).send().await.unwrap();
+    assert_eq!(elsewhere.status(), 403);
+    assert!(
+        elsewhere
+            .text()
+            .await
+            .unwrap()
+            .contains("not started in this browser")
+    );
+    let back = http
+        .get(&callback)
+        .header("cookie", sealed)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(back.status(), 403);
     assert!(back.text().await.unwrap().contains("system:masters"));
 }
@@ -683,6 +763,7 @@ impl SignedIn {
         SignedIn(Dashboard {
             child,
             url: format!("http://{address}/"),
+            key: None,
         })
     }
 }
@@ -691,6 +772,8 @@ impl SignedIn {
 struct Dashboard {
     child: Child,
     url: String,
+    /// The local dashboard's key; none for the signed-in one.
+    key: Option<String>,
 }
 
 impl Dashboard {
@@ -715,18 +798,40 @@ impl Dashboard {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .expect("its first line");
-        let url = line
+        let printed = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"));
+        let (url, key) = printed
+            .split_once("?key=")
+            .expect("a key in the printed address");
         Dashboard {
             child,
             url: url.to_string(),
+            key: Some(key.to_string()),
         }
     }
 
+    /// A view of the page, by the address the dashboard printed (its key, then the view).
+    fn view(&self, fragment: &str) -> String {
+        match &self.key {
+            Some(key) => format!("{}?key={key}{fragment}", self.url),
+            None => format!("{}{fragment}", self.url),
+        }
+    }
+
+    /// A path on the server, for a client that brings the cookie itself.
     fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// The cookie the key is swapped for.
+    fn cookie(&self) -> String {
+        let port = self.url.rsplit(':').next().unwrap().trim_end_matches('/');
+        format!(
+            "greenlight_local_{port}={}",
+            self.key.as_deref().unwrap_or_default()
+        )
     }
 }
 

@@ -95,6 +95,7 @@ async function homeView() {
 
 async function pipelineView(name) {
   const page = await getJson("/api/pipelines/" + enc(name));
+  current.retry = page.retry;
   const columns = [];
   for (const stage of page.stages) {
     const depth = page.depth[stage.name] || 0;
@@ -156,13 +157,14 @@ function stageActions(stage) {
       onclick: () => decide(stage, candidate, "reject") }, "Reject"));
   }
   if (stage.canary) {
-    buttons.push(el("button", { "data-action": "promote", onclick: () => steer(stage, "promote") }, "Promote"));
+    buttons.push(el("button", { "data-action": "promote", onclick: () => steer(stage, "promote", candidate) }, "Promote"));
   }
   if (stage.phase === "Progressing" || stage.phase === "Verifying" || stage.canary) {
     buttons.push(el("button", { class: "danger", "data-action": "abort", onclick: () => steer(stage, "abort") }, "Abort"));
   }
-  if (stage.phase === "Failed") {
-    buttons.push(el("button", { "data-action": "retry", onclick: () => steer(stage, "retry") }, "Retry"));
+  const failed = current.retry && current.retry[stage.name];
+  if (stage.phase === "Failed" && failed) {
+    buttons.push(el("button", { "data-action": "retry", onclick: () => steer(stage, "retry", failed) }, "Retry " + failed));
   }
   buttons.push(link("analysis", "/analysis/" + enc(stage.name)));
   return buttons;
@@ -220,17 +222,17 @@ async function decide(stage, release, decision) {
 }
 
 const STEER_TEXT = {
-  promote: "skips the rest of the current canary step or analysis wait.",
-  abort: "takes traffic off the canary and rolls back to the release the stage ran before.",
-  retry: "rolls out again the release that last failed here.",
+  promote: (r) => "skips the rest of the current canary step or analysis wait of " + r + ". If the stage has moved on to another release since this page showed it, nothing is done.",
+  abort: () => "takes traffic off the canary and rolls back to the release the stage ran before, whatever it rolls out by then.",
+  retry: (r) => "rolls out " + r + " again.",
 };
 
-async function steer(stage, action) {
+async function steer(stage, action, release) {
   const ok = await confirmAction(action[0].toUpperCase() + action.slice(1) + " at " + stage.name + "?",
-    "This creates a StageCommand as you: the stage " + STEER_TEXT[action], false);
+    "This creates a StageCommand as you: the stage " + STEER_TEXT[action](release), false);
   if (ok === null) return;
   showResult(stage.name, null, "Sent; waiting for the stage to take it…");
-  const answer = await postJson("/api/commands", { stage: stage.name, action });
+  const answer = await postJson("/api/commands", { stage: stage.name, action, release });
   if (!answer.ok) return showResult(stage.name, false, answer.body.error);
   const b = answer.body;
   showResult(stage.name, b.phase === "Applied", action + " " + b.stage + ": " + b.phase + (b.message ? ": " + b.message : ""));
@@ -382,15 +384,37 @@ function trend(into, pipeline, weeks) {
 }
 
 // Live: the server says when a watch saw a change; the view is read again then.
+// The first event says where the store is; a view read at an older revision is read again.
+// While a confirmation is open the view stays as the person saw it, and is read again once
+// the confirmation closes.
+let seen = -1;
+let missed = false;
+
 function listen() {
   const live = document.getElementById("live");
   const source = new EventSource("/api/changes");
   source.onopen = () => { live.textContent = "live"; live.classList.remove("off"); };
   source.onerror = () => { live.textContent = "reconnecting"; live.classList.add("off"); };
-  source.addEventListener("change", () => {
-    if (document.getElementById("confirm").open) return;
+  source.addEventListener("change", (event) => {
+    const revision = Number(event.data);
+    if (revision === seen) return;
+    seen = revision;
+    if (document.getElementById("confirm").open) { missed = true; return; }
     draw();
+    problems();
   });
+  document.getElementById("confirm").addEventListener("close", () => {
+    if (missed) { missed = false; draw(); }
+  });
+}
+
+// Kinds the person cannot watch, as the dashboard says now.
+async function problems() {
+  const now = await getJson("/api/session").catch(() => null);
+  if (!now) return;
+  const box = document.getElementById("problems");
+  box.hidden = now.errors.length === 0;
+  box.textContent = now.errors.length ? "Cannot watch " + now.errors.join("; ") : "";
 }
 
 async function start() {
@@ -407,10 +431,11 @@ async function start() {
       location.assign("/");
     } }, "Sign out"));
   }
+  seen = session.revision;
   if (session.errors.length) {
-    const problems = document.getElementById("problems");
-    problems.hidden = false;
-    problems.textContent = "Cannot watch " + session.errors.join("; ");
+    const box = document.getElementById("problems");
+    box.hidden = false;
+    box.textContent = "Cannot watch " + session.errors.join("; ");
   }
   window.addEventListener("hashchange", draw);
   listen();

@@ -395,20 +395,23 @@ pub async fn approve(
     let name = ctx.create("approval", approval, prefix).await?;
     let api = ctx.api::<Approval>();
     let judged = wait(Duration::from_secs(30), || async {
-        let status = api.get(&name).await.ok()?.status?;
+        let status = match read_back(api.get(&name).await, "approval", &name, &ctx.ns)? {
+            Ok(approval) => approval.status?,
+            Err(e) => return Some(Err(e)),
+        };
         let condition = status.conditions.iter().find(|c| c.type_ == VERIFIED)?;
         let verified = condition.status == ConditionStatus::True;
         // Judged once recorded (verified, with its Release and Stage found) or unverified; a
         // Release or Stage the controller has not seen yet is waited for.
         let judged = !verified || condition.reason == VERIFIED;
-        judged.then_some((verified, status.message?))
+        judged.then_some(Ok((verified, status.message?)))
     })
     .await;
     let (verified, message) = judged.ok_or_else(|| {
         PluginError::Timeout(format!(
             "30s waiting for the controller to judge approval {name}; is it running?"
         ))
-    })?;
+    })??;
     // It counts when it is signed and one of the stage's approval gates takes it.
     let counts = verified
         && message
@@ -498,21 +501,41 @@ pub async fn command(ctx: &Ctx, spec: StageCommandSpec) -> Result<Handled, Plugi
         .await?;
     let api = ctx.api::<StageCommand>();
     let handled = wait(Duration::from_secs(60), || async {
-        let status = api.get(&name).await.ok()?.status?;
-        Some((status.phase?, status.message.unwrap_or_default()))
+        let status = match read_back(api.get(&name).await, "stagecommand", &name, &ctx.ns)? {
+            Ok(command) => command.status?,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok((status.phase?, status.message.unwrap_or_default())))
     })
     .await;
     let (phase, message) = handled.ok_or_else(|| {
         PluginError::Timeout(format!(
             "60s waiting for stage {stage} to take {name}; is the controller running?"
         ))
-    })?;
+    })??;
     Ok(Handled {
         name,
         stage,
         phase,
         message,
     })
+}
+
+/// An object just made, read back: `None` to wait and read again (the apiserver did not
+/// answer), an error to stop waiting (it cannot be read as this user, or is gone).
+fn read_back<K>(
+    got: Result<K, kube::Error>,
+    kind: &'static str,
+    name: &str,
+    namespace: &str,
+) -> Option<Result<K, PluginError>> {
+    match got {
+        Ok(object) => Some(Ok(object)),
+        Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {
+            Some(Err(explain(kube::Error::Api(s), kind, name, namespace)))
+        }
+        Err(_) => None,
+    }
 }
 
 /// The release that failed at the stage most recently.

@@ -15,13 +15,13 @@ use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Event as KubeEvent;
 use kube::api::ListParams;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{App, Mode, Session, guard, views};
+use super::{App, Mode, Session, guard, oidc, views};
 use crate::PluginError;
 use crate::act;
 use crate::client::explain;
@@ -30,6 +30,8 @@ use greenlight_api::command::{CommandAction, StageCommandSpec};
 
 /// The Event annotation listing the Notifiers a notice went to (the operator's outbox).
 const DELIVERED: &str = "greenlight.dev/delivered-to";
+/// The operator's name on the Events it writes.
+const OPERATOR: &str = "greenlight.dev/operator";
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -49,6 +51,7 @@ pub fn router(app: App) -> Router {
         .route("/auth/logout", post(sign_out))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(middleware::from_fn_with_state(app.clone(), guard::admit))
         .layer(middleware::from_fn_with_state(app.clone(), guard::protect))
         .with_state(app)
 }
@@ -62,28 +65,21 @@ impl FromRequestParts<App> for Caller {
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         match &app.mode {
             Mode::Local(session) => Ok(Caller(session.clone())),
-            Mode::Oidc(provider) => provider
-                .session(cookies(&parts.headers))
-                .map(Caller)
-                .ok_or_else(|| {
-                    error(
-                        StatusCode::UNAUTHORIZED,
-                        "sign in first: /auth/login".into(),
-                    )
-                }),
+            Mode::Oidc(provider) => provider.session(&parts.headers).map(Caller).ok_or_else(|| {
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "sign in first: /auth/login".into(),
+                )
+            }),
         }
     }
-}
-
-fn cookies(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::COOKIE).and_then(|c| c.to_str().ok())
 }
 
 /// The page, with the session's token; to the issuer first when nobody is signed in.
 async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
     match &app.mode {
         Mode::Local(session) => super::assets::index(&session.csrf),
-        Mode::Oidc(provider) => match provider.session(cookies(&headers)) {
+        Mode::Oidc(provider) => match provider.session(&headers) {
             Some(session) => super::assets::index(&session.csrf),
             None => Redirect::to("/auth/login").into_response(),
         },
@@ -95,8 +91,23 @@ async fn sign_in(State(app): State<App>) -> Response {
         return Redirect::to("/").into_response();
     };
     match provider.sign_in() {
-        Ok(url) => Redirect::to(&url).into_response(),
+        Ok((url, carried)) => {
+            let cookie = format!(
+                "{}={carried}; Path=/auth; HttpOnly; SameSite=Lax; Max-Age=600{}",
+                oidc::SIGN_IN_COOKIE,
+                secure(provider)
+            );
+            ([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response()
+        }
         Err(e) => failure(e),
+    }
+}
+
+fn secure(provider: &oidc::Provider) -> &'static str {
+    if provider.secure_cookie() {
+        "; Secure"
+    } else {
+        ""
     }
 }
 
@@ -108,7 +119,11 @@ struct Callback {
 }
 
 /// The issuer's answer: a session and its cookie, then the page.
-async fn callback(State(app): State<App>, Query(answer): Query<Callback>) -> Response {
+async fn callback(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(answer): Query<Callback>,
+) -> Response {
     let Mode::Oidc(provider) = &app.mode else {
         return Redirect::to("/").into_response();
     };
@@ -119,18 +134,22 @@ async fn callback(State(app): State<App>, Query(answer): Query<Callback>) -> Res
             format!("the issuer did not sign you in: {why}"),
         );
     };
-    match provider.callback(&code, &state).await {
+    let carried = guard::cookie_value(&headers, oidc::SIGN_IN_COOKIE);
+    match provider.callback(&code, &state, carried).await {
         Ok(id) => {
-            let secure = if provider.secure_cookie() {
-                "; Secure"
-            } else {
-                ""
-            };
-            let cookie = format!(
-                "{}={id}; Path=/; HttpOnly; SameSite=Lax{secure}",
-                super::oidc::COOKIE
+            let session = format!(
+                "{}={id}; Path=/; HttpOnly; SameSite=Lax{}",
+                oidc::COOKIE,
+                secure(provider)
             );
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+            let done = format!("{}=; Path=/auth; Max-Age=0", oidc::SIGN_IN_COOKIE);
+            let mut response = Redirect::to("/").into_response();
+            for cookie in [session, done] {
+                if let Ok(value) = cookie.parse() {
+                    response.headers_mut().append(header::SET_COOKIE, value);
+                }
+            }
+            response
         }
         Err(e) => failure(e),
     }
@@ -141,9 +160,9 @@ async fn sign_out(State(app): State<App>, Caller(s): Caller, headers: HeaderMap)
         return refused;
     }
     if let Mode::Oidc(provider) = &app.mode {
-        provider.sign_out(cookies(&headers));
+        provider.sign_out(&headers);
     }
-    let cookie = format!("{}=; Path=/; Max-Age=0", super::oidc::COOKIE);
+    let cookie = format!("{}=; Path=/; Max-Age=0", oidc::COOKIE);
     (
         [(header::SET_COOKIE, cookie)],
         Json(json!({"signedOut": true})),
@@ -186,7 +205,7 @@ async fn release(Caller(s): Caller, Path(name): Path<String>) -> Response {
     };
     let mut page = views::release(found);
     // Notices are Events, which the dashboard does not watch: read when the page is.
-    match notices(&s.ctx, &name).await {
+    match notices(&s.ctx, &name, found.metadata.uid.clone()).await {
         Ok(found) => page.notices = found,
         Err(e) => page.notices_error = Some(explain(e, "events", "", &s.ctx.ns).to_string()),
     }
@@ -194,11 +213,23 @@ async fn release(Caller(s): Caller, Path(name): Path<String>) -> Response {
 }
 
 /// The notices the operator sent about a release: its Events that went to a Notifier.
-async fn notices(ctx: &act::Ctx, release: &str) -> Result<Vec<views::Notice>, kube::Error> {
+async fn notices(
+    ctx: &act::Ctx,
+    release: &str,
+    uid: Option<String>,
+) -> Result<Vec<views::Notice>, kube::Error> {
     let api: kube::Api<KubeEvent> = kube::Api::namespaced(ctx.client.clone(), &ctx.ns);
     let selector = format!("involvedObject.kind=Release,involvedObject.name={release}");
     let events = api.list(&ListParams::default().fields(&selector)).await?;
     let notices = events.items.into_iter().filter_map(|e| {
+        // The operator's own Events about this very Release (not one made again under its
+        // name); their seal it alone can check.
+        let ours = e.reporting_component.as_deref() == Some(OPERATOR)
+            && e.involved_object.uid.is_some()
+            && e.involved_object.uid == uid;
+        if !ours {
+            return None;
+        }
         let delivered = e.metadata.annotations.as_ref()?.get(DELIVERED)?.clone();
         let time = e
             .last_timestamp
@@ -252,6 +283,13 @@ async fn insight(Caller(s): Caller, Query(q): Query<Weeks>) -> Response {
 /// at most five a second, so a burst of writes is one reload.
 async fn changes(Caller(s): Caller) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = s.store.changes();
+    // The first event says where the store is, so a page that read before it subscribed
+    // knows whether it missed a change.
+    let now = *rx.borrow();
+    let first =
+        futures::stream::once(
+            async move { Ok(Event::default().event("change").data(now.to_string())) },
+        );
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.changed().await.ok()?;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -259,7 +297,7 @@ async fn changes(Caller(s): Caller) -> Sse<impl Stream<Item = Result<Event, Infa
         let event = Event::default().event("change").data(revision.to_string());
         Some((Ok(event), rx))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(first.chain(stream)).keep_alive(KeepAlive::default())
 }
 
 #[derive(Deserialize)]
@@ -299,6 +337,7 @@ async fn approve(
 struct CommandAsked {
     stage: String,
     action: CommandAction,
+    /// The release to retry; for a promote, the release the page showed rolling out.
     #[serde(default)]
     release: Option<String>,
 }
@@ -321,14 +360,12 @@ async fn command(
             "the dashboard sends promote, abort and retry only".into(),
         );
     }
-    let mut release = asked.release.filter(|r| !r.is_empty());
-    if asked.action == CommandAction::Retry && release.is_none() {
-        let stages = s.store.stages();
-        let stage = stages
-            .iter()
-            .find(|st| st.metadata.name.as_deref() == Some(&asked.stage));
-        release = stage.and_then(|st| act::last_failed(st, &s.store.releases()));
+    let release = asked.release.filter(|r| !r.is_empty());
+    if let Some(stale) = unseen(&s, &asked.stage, asked.action, release.as_deref()) {
+        return error(StatusCode::CONFLICT, stale);
     }
+    // Only a retry names its release in the StageCommand; a promote's is checked above.
+    let release = release.filter(|_| asked.action == CommandAction::Retry);
     let spec = StageCommandSpec {
         stage: asked.stage,
         action: asked.action,
@@ -346,6 +383,40 @@ async fn command(
     }
 }
 
+/// Why an action would not act on what the page showed: a retry must name the release it
+/// rolls out again, and a promote the one it saw rolling out, which must still be. An abort
+/// is never held up: it takes traffic off whatever rolls out.
+fn unseen(
+    s: &Session,
+    stage: &str,
+    action: CommandAction,
+    release: Option<&str>,
+) -> Option<String> {
+    match (action, release) {
+        (CommandAction::Retry, None) => Some("name the release to retry".into()),
+        (CommandAction::Promote, seen) => {
+            let stages = s.store.stages();
+            let found = stages
+                .iter()
+                .find(|st| st.metadata.name.as_deref() == Some(stage));
+            let now = found.and_then(|st| {
+                st.status
+                    .as_ref()?
+                    .rollout
+                    .as_ref()
+                    .map(|r| r.release.clone())
+            });
+            (now.as_deref() != seen).then(|| {
+                format!(
+                    "{stage} now rolls out {}: look again before promoting",
+                    now.as_deref().unwrap_or("nothing")
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
 fn not_found(kind: &str, name: &str) -> Response {
     error(StatusCode::NOT_FOUND, format!("no {kind} '{name}' here"))
 }
@@ -356,7 +427,10 @@ fn failure(e: PluginError) -> Response {
         PluginError::Forbidden(_) => StatusCode::FORBIDDEN,
         PluginError::NotFound { .. } => StatusCode::NOT_FOUND,
         PluginError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::BAD_GATEWAY,
+        // The apiserver refused what was asked (a field, admission).
+        PluginError::Api(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        PluginError::Unreachable(_) | PluginError::NoCrds => StatusCode::BAD_GATEWAY,
+        PluginError::Config(_) | PluginError::Terminal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let message = match e {
         PluginError::Forbidden(m) => format!("forbidden: {m}"),

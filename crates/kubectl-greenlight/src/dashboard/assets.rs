@@ -25,8 +25,10 @@ fn page(csrf: &str) -> String {
 
 /// One embedded file, by path under `assets/`.
 pub async fn file(Path(path): Path<String>) -> Response {
-    match ASSETS.get_file(&path) {
-        Some(f) if path != "index.html" => {
+    // The page itself only with its token, from `/`.
+    let page = path.trim_matches('/').ends_with(".html");
+    match ASSETS.get_file(path.trim_matches('/')) {
+        Some(f) if !page => {
             ([(header::CONTENT_TYPE, content_type(&path))], f.contents()).into_response()
         }
         _ => (StatusCode::NOT_FOUND, "not found\n").into_response(),

@@ -9,9 +9,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 
-use super::App;
+use super::{App, Mode};
 
 /// The header an action carries its CSRF token in.
 pub const CSRF_HEADER: &str = "x-greenlight-csrf";
@@ -45,20 +45,31 @@ pub fn loopback_hosts(address: SocketAddr) -> Vec<String> {
     hosts
 }
 
-/// Refuses a request for a host the dashboard does not serve, and adds the safety headers
-/// to every response.
+/// Refuses a request for a host the dashboard does not serve, or sent by another site's
+/// page, and adds the safety headers to every response.
 pub async fn protect(State(app): State<App>, request: Request, next: Next) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or_default();
+    let path = request.uri().path();
     // The kubelet's probes name the pod's own address.
-    let probe = request.uri().path() == "/healthz";
-    let mut response = if probe || app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-        next.run(request).await
-    } else {
+    let probe = path == "/healthz";
+    // The issuer's redirect back is another site's navigation, and so may a sign-in be.
+    let from_elsewhere = matches!(
+        request
+            .headers()
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok()),
+        Some("cross-site" | "same-site")
+    ) && !path.starts_with("/auth/");
+    let mut response = if !probe && !app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         (StatusCode::MISDIRECTED_REQUEST, "unknown host\n").into_response()
+    } else if from_elsewhere {
+        (StatusCode::FORBIDDEN, "not from another site\n").into_response()
+    } else {
+        next.run(request).await
     };
     let headers = response.headers_mut();
     let fixed = [
@@ -72,6 +83,62 @@ pub async fn protect(State(app): State<App>, request: Request, next: Next) -> Re
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// The local dashboard's cookie, named by port: cookies do not tell ports apart, and two
+/// dashboards of two people may run on one machine.
+pub fn local_cookie(port: u16) -> String {
+    format!("greenlight_local_{port}")
+}
+
+/// The local dashboard serves only whoever opens the address it printed: its `?key=` is
+/// swapped for a cookie, which every later request must carry. Another user of the machine
+/// reaches the port, but not the key.
+pub async fn admit(State(app): State<App>, request: Request, next: Next) -> Response {
+    let (Mode::Local(_), Some(key)) = (&app.mode, app.key.as_deref()) else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    if path == "/healthz" || path.starts_with("/assets/") {
+        return next.run(request).await;
+    }
+    let name = local_cookie(app.port);
+    if let Some(offered) = query_value(request.uri().query(), "key") {
+        if !same(offered.as_bytes(), key.as_bytes()) {
+            return (
+                StatusCode::FORBIDDEN,
+                "wrong key: open the address the dashboard printed\n",
+            )
+                .into_response();
+        }
+        let cookie = format!("{name}={key}; Path=/; HttpOnly; SameSite=Strict");
+        return ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response();
+    }
+    let carried = cookie_value(request.headers(), &name);
+    if carried.is_some_and(|c| same(c.as_bytes(), key.as_bytes())) {
+        return next.run(request).await;
+    }
+    let why = "this dashboard serves whoever started it: open the address `kubectl greenlight dashboard` printed (it carries a key)\n";
+    (StatusCode::UNAUTHORIZED, why).into_response()
+}
+
+/// One parameter of a query string, as sent (keys are hex, so nothing needs decoding).
+fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// One cookie's value.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 /// Why an action is refused before it reaches the cluster: a missing or wrong CSRF token,

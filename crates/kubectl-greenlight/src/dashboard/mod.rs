@@ -79,6 +79,9 @@ pub struct App {
     pub mode: Mode,
     /// The `Host` values the page may be reached by.
     pub hosts: Arc<Vec<String>>,
+    /// The local dashboard's key, which its printed address carries.
+    pub key: Option<Arc<str>>,
+    pub port: u16,
 }
 
 /// Serves the dashboard until Ctrl-C (or SIGTERM, in a pod).
@@ -102,6 +105,8 @@ pub async fn serve(config: Config, namespace: String, options: Options) -> Resul
             App {
                 mode: Mode::Local(Arc::new(Session::new(client, namespace, None))),
                 hosts: Arc::new(guard::loopback_hosts(address)),
+                key: Some(guard::token().into()),
+                port: address.port(),
             }
         }
         Auth::Oidc => {
@@ -111,10 +116,17 @@ pub async fn serve(config: Config, namespace: String, options: Options) -> Resul
             App {
                 mode: Mode::Oidc(Arc::new(provider)),
                 hosts: Arc::new(hosts),
+                key: None,
+                port: address.port(),
             }
         }
     };
-    println!("Greenlight dashboard: http://{address}/  (Ctrl-C to stop)");
+    let key = app
+        .key
+        .as_deref()
+        .map(|k| format!("?key={k}"))
+        .unwrap_or_default();
+    println!("Greenlight dashboard: http://{address}/{key}  (Ctrl-C to stop)");
     let router = api::router(app);
     // Not a graceful shutdown: an open page's event stream never ends by itself.
     tokio::select! {

@@ -56,23 +56,26 @@ struct Discovery {
     jwks_uri: String,
 }
 
-/// A sign-in under way: what the callback must match.
-struct Pending {
-    verifier: String,
-    nonce: String,
-    started: Instant,
+/// How long a sign-in may take, how many sessions are kept in all and per person, and the
+/// longest a session lives, whatever the ID token says.
+const SIGN_IN_WITHIN: i64 = 600;
+const MAX_SESSIONS: usize = 500;
+const SESSIONS_PER_PERSON: usize = 3;
+const SESSION_AT_MOST: Duration = Duration::from_secs(8 * 3600);
+/// A session's cookie, and the cookie that carries a sign-in under way.
+pub const COOKIE: &str = "greenlight_session";
+pub const SIGN_IN_COOKIE: &str = "greenlight_sign_in";
+
+/// A session, whose it is and until when.
+struct Held {
+    session: Arc<Session>,
+    user: String,
+    opened: Instant,
+    until: Instant,
 }
 
-/// How long a sign-in may take, how many may be under way, and how many sessions are kept.
-const SIGN_IN_WITHIN: Duration = Duration::from_secs(600);
-const MAX_PENDING: usize = 1000;
-const MAX_SESSIONS: usize = 500;
-/// The longest a session lives, whatever the ID token says.
-const SESSION_AT_MOST: Duration = Duration::from_secs(8 * 3600);
-/// A session's cookie.
-pub const COOKIE: &str = "greenlight_session";
-
-/// The signed-in mode: the issuer, the sign-ins under way and the sessions.
+/// The signed-in mode: the issuer, the key that seals sign-ins under way (kept in the
+/// browser, bound to it: nothing is held for them here) and the sessions.
 pub struct Provider {
     options: OidcOptions,
     client_id: String,
@@ -84,8 +87,8 @@ pub struct Provider {
     /// The dashboard's own connection, which each session's impersonates from.
     base: Config,
     namespace: String,
-    pending: Mutex<HashMap<String, Pending>>,
-    sessions: Mutex<HashMap<String, (Arc<Session>, Instant)>>,
+    seal: ring::hmac::Key,
+    sessions: Mutex<HashMap<String, Held>>,
 }
 
 fn config_error(what: impl std::fmt::Display) -> PluginError {
@@ -152,7 +155,7 @@ impl Provider {
             http,
             base,
             namespace,
-            pending: Mutex::new(HashMap::new()),
+            seal: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, guard::token().as_bytes()),
             sessions: Mutex::new(HashMap::new()),
         })
     }
@@ -175,28 +178,18 @@ impl Provider {
         format!("{}/auth/callback", self.public_url)
     }
 
-    /// Where to send the browser to sign in: a fresh state, nonce and PKCE challenge.
-    pub fn sign_in(&self) -> Result<String, PluginError> {
+    /// Where to send the browser to sign in (a fresh state, nonce and PKCE challenge), and
+    /// the sealed cookie that binds this sign-in to this browser.
+    pub fn sign_in(&self) -> Result<(String, String), PluginError> {
         let (state, nonce, verifier) = (guard::token(), guard::token(), guard::token());
         let challenge = URL_SAFE_NO_PAD.encode(ring::digest::digest(
             &ring::digest::SHA256,
             verifier.as_bytes(),
         ));
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.started.elapsed() < SIGN_IN_WITHIN);
-        if pending.len() >= MAX_PENDING {
-            return Err(PluginError::Api(
-                "too many sign-ins under way; try again in a minute".into(),
-            ));
-        }
-        pending.insert(
-            state.clone(),
-            Pending {
-                verifier,
-                nonce: nonce.clone(),
-                started: Instant::now(),
-            },
-        );
+        let until = jiff::Timestamp::now().as_second() + SIGN_IN_WITHIN;
+        let carried = format!("{state}.{nonce}.{verifier}.{until}");
+        let tag = ring::hmac::sign(&self.seal, carried.as_bytes());
+        let cookie = format!("{carried}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
         let mut url =
             reqwest::Url::parse(&self.discovery.authorization_endpoint).map_err(config_error)?;
         url.query_pairs_mut()
@@ -208,25 +201,38 @@ impl Provider {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
-        Ok(url.to_string())
+        Ok((url.to_string(), cookie))
+    }
+
+    /// The nonce and verifier of the sign-in the browser's cookie carries, when its seal
+    /// holds, it has not expired, and the issuer's `state` is its own.
+    fn unseal(&self, cookie: Option<&str>, state: &str) -> Option<(String, String)> {
+        let (carried, tag) = cookie?.rsplit_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        ring::hmac::verify(&self.seal, carried.as_bytes(), &tag).ok()?;
+        let mut parts = carried.split('.');
+        let (ours, nonce, verifier, until) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let fresh = until.parse::<i64>().ok()? >= jiff::Timestamp::now().as_second();
+        (fresh && ours == state).then(|| (nonce.to_string(), verifier.to_string()))
     }
 
     /// The issuer sent the browser back: the code is exchanged, the ID token checked, and a
     /// session made for its user. Returns the session's cookie value.
-    pub async fn callback(&self, code: &str, state: &str) -> Result<String, PluginError> {
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(state);
-        let pending = pending
-            .filter(|p| p.started.elapsed() < SIGN_IN_WITHIN)
-            .ok_or_else(|| {
-                PluginError::Forbidden("this sign-in is unknown or expired: sign in again".into())
-            })?;
-        let id_token = self.exchange(code, &pending.verifier).await?;
+    pub async fn callback(
+        &self,
+        code: &str,
+        state: &str,
+        sign_in: Option<&str>,
+    ) -> Result<String, PluginError> {
+        let (nonce, verifier) = self.unseal(sign_in, state).ok_or_else(|| {
+            PluginError::Forbidden(
+                "this sign-in was not started in this browser, or expired: sign in again".into(),
+            )
+        })?;
+        let id_token = self.exchange(code, &verifier).await?;
         let claims = self.verify(&id_token).await?;
-        if claims.get("nonce").and_then(Value::as_str) != Some(pending.nonce.as_str()) {
+        if claims.get("nonce").and_then(Value::as_str) != Some(nonce.as_str()) {
             return Err(PluginError::Forbidden(
                 "the ID token is not for this sign-in (nonce)".into(),
             ));
@@ -331,38 +337,63 @@ impl Provider {
         config.auth_info.impersonate = Some(user.clone());
         config.auth_info.impersonate_groups = Some(groups);
         let client = Client::try_from(config).map_err(config_error)?;
-        let session = Arc::new(Session::new(client, self.namespace.clone(), Some(user)));
+        let session = Arc::new(Session::new(
+            client,
+            self.namespace.clone(),
+            Some(user.clone()),
+        ));
         let id = guard::token();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, (_, until)| *until > Instant::now());
-        if sessions.len() >= MAX_SESSIONS {
-            return Err(PluginError::Api(
-                "too many people signed in; try again later".into(),
-            ));
+        sessions.retain(|_, held| held.until > Instant::now());
+        // A person's oldest sessions make way for a new one, then everyone's oldest: signing in
+        // again and again fills nothing up.
+        let theirs = sessions.values().filter(|h| h.user == user).count();
+        if theirs >= SESSIONS_PER_PERSON {
+            evict_oldest(&mut sessions, |h| h.user == user);
         }
-        sessions.insert(id.clone(), (session, Instant::now() + lifetime));
+        if sessions.len() >= MAX_SESSIONS {
+            evict_oldest(&mut sessions, |_| true);
+        }
+        let now = Instant::now();
+        sessions.insert(
+            id.clone(),
+            Held {
+                session,
+                user,
+                opened: now,
+                until: now + lifetime,
+            },
+        );
         Ok(id)
     }
 
     /// The session a request's cookie names, while it lasts.
-    pub fn session(&self, cookies: Option<&str>) -> Option<Arc<Session>> {
-        let id = cookies?
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(name, _)| *name == COOKIE)?
-            .1;
+    pub fn session(&self, headers: &axum::http::HeaderMap) -> Option<Arc<Session>> {
+        let id = guard::cookie_value(headers, COOKIE)?;
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let (session, until) = sessions.get(id)?;
-        (*until > Instant::now()).then(|| session.clone())
+        let held = sessions.get(id)?;
+        (held.until > Instant::now()).then(|| held.session.clone())
     }
 
     /// Ends the session the cookie names (its watches stop with it).
-    pub fn sign_out(&self, cookies: Option<&str>) {
-        let Some(session) = self.session(cookies) else {
+    pub fn sign_out(&self, headers: &axum::http::HeaderMap) {
+        let Some(id) = guard::cookie_value(headers, COOKIE) else {
             return;
         };
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions.retain(|_, (s, _)| !Arc::ptr_eq(s, &session));
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
+fn evict_oldest(sessions: &mut HashMap<String, Held>, among: impl Fn(&Held) -> bool) {
+    let oldest = sessions
+        .iter()
+        .filter(|(_, h)| among(h))
+        .min_by_key(|(_, h)| h.opened);
+    if let Some(id) = oldest.map(|(id, _)| id.clone()) {
+        sessions.remove(&id);
     }
 }
 

@@ -23,9 +23,16 @@ pub struct Store {
     pub releases: Reader<Release>,
     pub gates: Reader<Gate>,
     revision: watch::Receiver<u64>,
-    /// Why a kind cannot be watched (forbidden, unreachable), until it can again.
-    errors: Arc<Mutex<BTreeMap<&'static str, String>>>,
+    /// Per kind: listed once, or why it cannot be watched (forbidden, unreachable).
+    kinds: Arc<Mutex<BTreeMap<&'static str, Listing>>>,
     _tasks: Arc<Tasks>,
+}
+
+/// How far one kind's watch got.
+#[derive(Clone, Debug, PartialEq)]
+enum Listing {
+    Listed,
+    Failing(String),
 }
 
 /// The watch tasks, stopped when the last copy of the store goes (a session that ended).
@@ -42,16 +49,16 @@ impl Store {
     pub fn watch(client: &Client, namespace: &str) -> Store {
         let (bump, revision) = watch::channel(0u64);
         let bump = Arc::new(bump);
-        let errors = Arc::new(Mutex::new(BTreeMap::new()));
-        let (stages, a) = follow::<Stage>("stages", client, namespace, &bump, &errors);
-        let (releases, b) = follow::<Release>("releases", client, namespace, &bump, &errors);
-        let (gates, c) = follow::<Gate>("gates", client, namespace, &bump, &errors);
+        let kinds = Arc::new(Mutex::new(BTreeMap::new()));
+        let (stages, a) = follow::<Stage>("stages", client, namespace, &bump, &kinds);
+        let (releases, b) = follow::<Release>("releases", client, namespace, &bump, &kinds);
+        let (gates, c) = follow::<Gate>("gates", client, namespace, &bump, &kinds);
         Store {
             stages,
             releases,
             gates,
             revision,
-            errors,
+            kinds,
             _tasks: Arc::new(Tasks(vec![a, b, c])),
         }
     }
@@ -67,19 +74,26 @@ impl Store {
 
     /// Why some kinds cannot be watched, e.g. `gates: forbidden ...`.
     pub fn errors(&self) -> Vec<String> {
-        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
-        errors.iter().map(|(k, e)| format!("{k}: {e}")).collect()
+        let kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let failing = kinds.iter().filter_map(|(k, l)| match l {
+            Listing::Failing(e) => Some(format!("{k}: {e}")),
+            Listing::Listed => None,
+        });
+        failing.collect()
     }
 
-    /// Waits until each kind has been listed once, at most `within`: a kind the user may
-    /// not list never is, and its error says so.
+    /// Waits, at most `within`, until each kind has been listed once or has failed: a kind
+    /// the user may not list never will be, and its error says so.
     pub async fn ready(&self, within: std::time::Duration) {
-        let listed = async {
-            let _ = self.stages.wait_until_ready().await;
-            let _ = self.releases.wait_until_ready().await;
-            let _ = self.gates.wait_until_ready().await;
+        let mut changes = self.changes();
+        let settled = async {
+            while self.kinds.lock().unwrap_or_else(|e| e.into_inner()).len() < 3 {
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
         };
-        let _ = tokio::time::timeout(within, listed).await;
+        let _ = tokio::time::timeout(within, settled).await;
     }
 
     pub fn stages(&self) -> Vec<Stage> {
@@ -99,13 +113,14 @@ impl Store {
     }
 }
 
-/// One kind's reflector, and the task that feeds it.
+/// One kind's reflector, and the task that feeds it. Each event bumps the revision, but a
+/// failure already told (a watch retried while forbidden) does not.
 fn follow<K>(
     kind: &'static str,
     client: &Client,
     namespace: &str,
     bump: &Arc<watch::Sender<u64>>,
-    errors: &Arc<Mutex<BTreeMap<&'static str, String>>>,
+    kinds: &Arc<Mutex<BTreeMap<&'static str, Listing>>>,
 ) -> (Reader<K>, JoinHandle<()>)
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
@@ -121,17 +136,23 @@ where
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer);
-    let (bump, errors) = (bump.clone(), errors.clone());
+    let (bump, kinds) = (bump.clone(), kinds.clone());
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
-            let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
-            match event {
-                Ok(_) => errors.remove(kind),
-                Err(e) => errors.insert(kind, e.to_string()),
+            let now = match event {
+                // Listed once the first list is whole, not at its first object.
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+                Ok(_) => Listing::Listed,
+                Err(e) => Listing::Failing(e.to_string()),
             };
-            drop(errors);
-            bump.send_modify(|r| *r += 1);
+            let before = kinds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(kind, now.clone());
+            if !matches!(now, Listing::Failing(_)) || before != Some(now) {
+                bump.send_modify(|r| *r += 1);
+            }
         }
     });
     (reader, task)

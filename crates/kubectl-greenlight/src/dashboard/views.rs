@@ -53,6 +53,8 @@ pub struct PipelinePage {
     pub view: PipelineView,
     /// How many stages lie before each stage on its longest path from a first stage.
     pub depth: BTreeMap<String, usize>,
+    /// The release a retry at each stage would roll out again: the last that failed there.
+    pub retry: BTreeMap<String, String>,
 }
 
 pub fn pipeline(
@@ -77,7 +79,17 @@ pub fn pipeline(
             .max();
         depth.insert(s.name.clone(), d.unwrap_or(0));
     }
-    Some(PipelinePage { view, depth })
+    let retry = stages
+        .iter()
+        .filter(|s| s.spec.pipeline == name)
+        .filter_map(|s| {
+            Some((
+                s.metadata.name.clone()?,
+                crate::act::last_failed(s, releases)?,
+            ))
+        })
+        .collect();
+    Some(PipelinePage { view, depth, retry })
 }
 
 /// A release: what it is, where it is at each stage, and who did what to it.
