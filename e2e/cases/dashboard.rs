@@ -289,6 +289,19 @@ async fn an_action_without_the_key_the_csrf_token_or_from_elsewhere_is_refused(
         403,
         "another site's page reading through the browser"
     );
+    let linked = http
+        .get(alice.at(""))
+        .header("cookie", alice.cookie())
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        linked.status(),
+        200,
+        "a link from another site opens the page"
+    );
     assert!(
         approvals(env).await.is_empty(),
         "none of them created anything"
@@ -666,6 +679,18 @@ async fn nobody_signed_in_reaches_anything(dashboard: &SignedIn) {
     let page = http.get(dashboard.0.at("")).send().await.unwrap();
     assert!(page.status().is_redirection());
     assert_eq!(page.headers()["location"], "/auth/login");
+    let linked = http
+        .get(dashboard.0.at(""))
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        linked.headers()["location"],
+        "/auth/login",
+        "a link from another site signs in"
+    );
     let data = http
         .get(dashboard.0.at("api/pipelines"))
         .send()

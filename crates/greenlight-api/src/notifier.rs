@@ -102,3 +102,9 @@ pub struct NotifierStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// The controller name the operator reports its Events under (events.k8s.io
+/// `reportingController`, core `reportingComponent`).
+pub const REPORTING_CONTROLLER: &str = "greenlight.dev/operator";
+/// Annotation on a notice's outbox Event: the Notifiers it was delivered to so far.
+pub const DELIVERED_ANNOTATION: &str = "greenlight.dev/delivered-to";

@@ -222,7 +222,7 @@ async function decide(stage, release, decision) {
 }
 
 const STEER_TEXT = {
-  promote: (r) => "skips the rest of the current canary step or analysis wait of " + r + ". If the stage has moved on to another release since this page showed it, nothing is done.",
+  promote: (r) => "skips the rest of the current canary step or analysis wait of " + r + ". It is refused if the dashboard already sees the stage rolling out another release.",
   abort: () => "takes traffic off the canary and rolls back to the release the stage ran before, whatever it rolls out by then.",
   retry: (r) => "rolls out " + r + " again.",
 };
@@ -394,7 +394,11 @@ function listen() {
   const live = document.getElementById("live");
   const source = new EventSource("/api/changes");
   source.onopen = () => { live.textContent = "live"; live.classList.remove("off"); };
-  source.onerror = () => { live.textContent = "reconnecting"; live.classList.add("off"); };
+  source.onerror = () => {
+    live.classList.add("off");
+    // Closed for good: the session ended (signed out, expired) or the dashboard restarted.
+    live.textContent = source.readyState === EventSource.CLOSED ? "stopped: reload, or sign in again" : "reconnecting";
+  };
   source.addEventListener("change", (event) => {
     const revision = Number(event.data);
     if (revision === seen) return;
@@ -404,7 +408,7 @@ function listen() {
     problems();
   });
   document.getElementById("confirm").addEventListener("close", () => {
-    if (missed) { missed = false; draw(); }
+    if (missed) { missed = false; draw(); problems(); }
   });
 }
 

@@ -531,9 +531,14 @@ fn read_back<K>(
 ) -> Option<Result<K, PluginError>> {
     match got {
         Ok(object) => Some(Ok(object)),
-        Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {
-            Some(Err(explain(kube::Error::Api(s), kind, name, namespace)))
-        }
+        // Made, and acting: say so, or the person tries again and it acts twice.
+        Err(kube::Error::Api(s)) if s.code == 403 => Some(Err(PluginError::Forbidden(format!(
+            "{kind} {name} was created in {namespace} and will be acted on, but you may not read it back to see how: {}",
+            s.message
+        )))),
+        Err(kube::Error::Api(s)) if s.code == 404 => Some(Err(PluginError::Api(format!(
+            "{kind} {name} was created in {namespace}, then deleted before it was handled"
+        )))),
         Err(_) => None,
     }
 }

@@ -39,8 +39,7 @@ pub fn outbox_facts(event: &k8s_openapi::api::events::v1::Event) -> serde_json::
 pub const STAGE_LABEL: &str = "greenlight.dev/stage";
 /// Annotation on such an Event: the audit id of its transition, to find who acted.
 pub const AUDIT_ID_ANNOTATION: &str = "greenlight.dev/audit-id";
-/// Annotation on such an Event: the Notifiers it was delivered to so far.
-pub const DELIVERED_ANNOTATION: &str = "greenlight.dev/delivered-to";
+pub use crate::api::notifier::DELIVERED_ANNOTATION;
 
 /// One notice, as every channel gets it.
 #[derive(Serialize, Debug, Clone, PartialEq)]

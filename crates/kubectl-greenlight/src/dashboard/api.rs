@@ -27,11 +27,9 @@ use crate::act;
 use crate::client::explain;
 use greenlight_api::approval::Decision;
 use greenlight_api::command::{CommandAction, StageCommandSpec};
-
-/// The Event annotation listing the Notifiers a notice went to (the operator's outbox).
-const DELIVERED: &str = "greenlight.dev/delivered-to";
-/// The operator's name on the Events it writes.
-const OPERATOR: &str = "greenlight.dev/operator";
+use greenlight_api::notifier::{
+    DELIVERED_ANNOTATION as DELIVERED, REPORTING_CONTROLLER as OPERATOR,
+};
 
 pub fn router(app: App) -> Router {
     Router::new()
@@ -94,7 +92,7 @@ async fn sign_in(State(app): State<App>) -> Response {
         Ok((url, carried)) => {
             let cookie = format!(
                 "{}={carried}; Path=/auth; HttpOnly; SameSite=Lax; Max-Age=600{}",
-                oidc::SIGN_IN_COOKIE,
+                oidc::sign_in_cookie(&carried),
                 secure(provider)
             );
             ([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response()
@@ -134,7 +132,8 @@ async fn callback(
             format!("the issuer did not sign you in: {why}"),
         );
     };
-    let carried = guard::cookie_value(&headers, oidc::SIGN_IN_COOKIE);
+    let name = oidc::sign_in_cookie(&state);
+    let carried = guard::cookie_value(&headers, &name);
     match provider.callback(&code, &state, carried).await {
         Ok(id) => {
             let session = format!(
@@ -142,7 +141,7 @@ async fn callback(
                 oidc::COOKIE,
                 secure(provider)
             );
-            let done = format!("{}=; Path=/auth; Max-Age=0", oidc::SIGN_IN_COOKIE);
+            let done = format!("{name}=; Path=/auth; Max-Age=0");
             let mut response = Redirect::to("/").into_response();
             for cookie in [session, done] {
                 if let Ok(value) = cookie.parse() {
@@ -361,6 +360,9 @@ async fn command(
         );
     }
     let release = asked.release.filter(|r| !r.is_empty());
+    if asked.action == CommandAction::Retry && release.is_none() {
+        return error(StatusCode::BAD_REQUEST, "name the release to retry".into());
+    }
     if let Some(stale) = unseen(&s, &asked.stage, asked.action, release.as_deref()) {
         return error(StatusCode::CONFLICT, stale);
     }
@@ -383,9 +385,10 @@ async fn command(
     }
 }
 
-/// Why an action would not act on what the page showed: a retry must name the release it
-/// rolls out again, and a promote the one it saw rolling out, which must still be. An abort
-/// is never held up: it takes traffic off whatever rolls out.
+/// Why a promote would not act on what the page showed: the stage rolls out another
+/// release than the one it saw, as far as the dashboard's watch knows. (The StageCommand
+/// cannot name its release, so a change in the moment after is not caught.) An abort is
+/// never held up: it takes traffic off whatever rolls out.
 fn unseen(
     s: &Session,
     stage: &str,
@@ -393,7 +396,6 @@ fn unseen(
     release: Option<&str>,
 ) -> Option<String> {
     match (action, release) {
-        (CommandAction::Retry, None) => Some("name the release to retry".into()),
         (CommandAction::Promote, seen) => {
             let stages = s.store.stages();
             let found = stages

@@ -56,14 +56,7 @@ pub async fn protect(State(app): State<App>, request: Request, next: Next) -> Re
     let path = request.uri().path();
     // The kubelet's probes name the pod's own address.
     let probe = path == "/healthz";
-    // The issuer's redirect back is another site's navigation, and so may a sign-in be.
-    let from_elsewhere = matches!(
-        request
-            .headers()
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok()),
-        Some("cross-site" | "same-site")
-    ) && !path.starts_with("/auth/");
+    let from_elsewhere = sent_by_another_site(&request);
     let mut response = if !probe && !app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         (StatusCode::MISDIRECTED_REQUEST, "unknown host\n").into_response()
     } else if from_elsewhere {
@@ -83,6 +76,18 @@ pub async fn protect(State(app): State<App>, request: Request, next: Next) -> Re
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// A fetch or a post another site's page had the browser send (`Sec-Fetch-Site`). Another
+/// site may link here (a chat message, the issuer's redirect back after its login page): a
+/// top-level navigation is followed, and so is anything under `/auth/`.
+fn sent_by_another_site(request: &Request) -> bool {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let navigation =
+        request.method() == axum::http::Method::GET && header("sec-fetch-mode") == Some("navigate");
+    matches!(header("sec-fetch-site"), Some("cross-site" | "same-site"))
+        && !navigation
+        && !request.uri().path().starts_with("/auth/")
 }
 
 /// The local dashboard's cookie, named by port: cookies do not tell ports apart, and two
@@ -210,6 +215,68 @@ mod tests {
             (CSRF_HEADER, &token),
             ("origin", "http://localhost:3100")
         ]));
+    }
+
+    fn request(method: &str, path: &str, pairs: &[(&'static str, &str)]) -> Request {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (name, value) in pairs {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn another_sites_fetch_is_refused_and_its_link_is_followed() {
+        let fetch = [("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "cors")];
+        assert!(sent_by_another_site(&request(
+            "GET",
+            "/api/releases/v1",
+            &fetch
+        )));
+        assert!(sent_by_another_site(&request(
+            "POST",
+            "/api/approvals",
+            &[("sec-fetch-site", "same-site")]
+        )));
+        let link = [
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-mode", "navigate"),
+        ];
+        assert!(
+            !sent_by_another_site(&request("GET", "/", &link)),
+            "a link to the page"
+        );
+        assert!(
+            sent_by_another_site(&request("POST", "/", &link)),
+            "a form posted from elsewhere"
+        );
+        assert!(!sent_by_another_site(&request(
+            "GET",
+            "/auth/callback",
+            &fetch[..1]
+        )));
+        assert!(!sent_by_another_site(&request(
+            "GET",
+            "/api/pipelines",
+            &[("sec-fetch-site", "same-origin")]
+        )));
+        assert!(
+            !sent_by_another_site(&request("GET", "/api/pipelines", &[])),
+            "not a browser"
+        );
+    }
+
+    #[test]
+    fn the_key_and_cookies_are_read_exactly() {
+        assert_eq!(query_value(Some("key=abc"), "key"), Some("abc"));
+        assert_eq!(query_value(Some("keyx=abc&key=def"), "key"), Some("def"));
+        assert_eq!(query_value(Some("x=1"), "key"), None);
+        let h = headers(&[(
+            "cookie",
+            "a=1; greenlight_local_3100=k; greenlight_local_31000=z",
+        )]);
+        assert_eq!(cookie_value(&h, &local_cookie(3100)), Some("k"));
+        assert_eq!(cookie_value(&h, &local_cookie(3101)), None);
     }
 
     #[test]

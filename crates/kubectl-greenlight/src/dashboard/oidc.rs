@@ -64,7 +64,14 @@ const SESSIONS_PER_PERSON: usize = 3;
 const SESSION_AT_MOST: Duration = Duration::from_secs(8 * 3600);
 /// A session's cookie, and the cookie that carries a sign-in under way.
 pub const COOKIE: &str = "greenlight_session";
-pub const SIGN_IN_COOKIE: &str = "greenlight_sign_in";
+const SIGN_IN_COOKIE: &str = "greenlight_sign_in";
+
+/// The cookie of one sign-in, named by its state (which the sealed value begins with), so
+/// that two tabs signing in at once do not overwrite each other's.
+pub fn sign_in_cookie(state_or_sealed: &str) -> String {
+    let state: String = state_or_sealed.chars().take(16).collect();
+    format!("{SIGN_IN_COOKIE}_{state}")
+}
 
 /// A session, whose it is and until when.
 struct Held {
@@ -527,6 +534,85 @@ mod tests {
         ] {
             assert!(identity(&o, &claims).is_err(), "{claims}");
         }
+    }
+
+    fn provider() -> Provider {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Provider {
+            options: options(),
+            client_id: "gl".into(),
+            secret: None,
+            public_url: "https://gl.example.com".into(),
+            discovery: Discovery {
+                issuer: "https://idp.example.com".into(),
+                authorization_endpoint: "https://idp.example.com/authorize".into(),
+                token_endpoint: "https://idp.example.com/token".into(),
+                jwks_uri: "https://idp.example.com/keys".into(),
+            },
+            keys: Mutex::new(JwkSet { keys: Vec::new() }),
+            http: reqwest::Client::new(),
+            base: Config::new("http://127.0.0.1:9".parse().unwrap()),
+            namespace: "shop".into(),
+            seal: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"test"),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    #[test]
+    fn a_sign_in_holds_only_with_its_own_sealed_cookie_and_state() {
+        let p = provider();
+        let (url, sealed) = p.sign_in().unwrap();
+        let state = url
+            .split("state=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap();
+        assert!(p.unseal(Some(&sealed), state).is_some());
+        assert!(
+            p.unseal(Some(&sealed), "another-state").is_none(),
+            "someone else's answer"
+        );
+        assert!(p.unseal(None, state).is_none(), "another browser");
+        let tampered = sealed.replacen(state, &"0".repeat(state.len()), 1);
+        assert!(
+            p.unseal(Some(&tampered), &"0".repeat(state.len()))
+                .is_none(),
+            "a forged seal"
+        );
+        let (carried, _) = sealed.rsplit_once('.').unwrap();
+        let (front, _) = carried.rsplit_once('.').unwrap();
+        let stale = format!("{front}.{}", jiff::Timestamp::now().as_second() - 1);
+        let tag = ring::hmac::sign(&p.seal, stale.as_bytes());
+        let expired = format!("{stale}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
+        assert!(
+            p.unseal(Some(&expired), state).is_none(),
+            "an expired sign-in"
+        );
+        assert_eq!(
+            sign_in_cookie(state),
+            sign_in_cookie(&sealed),
+            "found by its state"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_persons_oldest_session_makes_way_for_a_new_one() {
+        let p = provider();
+        let hour = Duration::from_secs(3600);
+        let first = p.open_session("alice".into(), vec![], hour).unwrap();
+        for _ in 0..SESSIONS_PER_PERSON {
+            p.open_session("alice".into(), vec![], hour).unwrap();
+        }
+        p.open_session("bob".into(), vec![], hour).unwrap();
+        let sessions = p.sessions.lock().unwrap();
+        assert_eq!(
+            sessions.values().filter(|h| h.user == "alice").count(),
+            SESSIONS_PER_PERSON
+        );
+        assert!(!sessions.contains_key(&first), "alice's oldest went");
+        assert_eq!(sessions.len(), SESSIONS_PER_PERSON + 1);
     }
 
     #[test]

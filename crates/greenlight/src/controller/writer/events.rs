@@ -16,8 +16,7 @@ use tracing::warn;
 
 use crate::metrics::Metrics;
 
-/// The controller name Events are reported under.
-pub const REPORTING_CONTROLLER: &str = "greenlight.dev/operator";
+pub use crate::api::notifier::REPORTING_CONTROLLER;
 /// Longest Event note the apiserver accepts, in bytes.
 const NOTE_LIMIT: usize = 1024;
 /// Most announced keys remembered before the memory is cleared (the apiserver still dedups).
