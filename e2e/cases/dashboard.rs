@@ -219,16 +219,8 @@ async fn a_viewer_who_approves_sees_the_apiservers_refusal(
     erin: &Dashboard,
 ) {
     let page = browser.open(&erin.view("#/pipeline/shop")).await;
-    browser
-        .click(&page, r#"[data-stage="dr"] button[data-action="approve"]"#)
-        .await;
-    browser.click(&page, "#confirm-ok").await;
     let result = browser
-        .wait(
-            &page,
-            "erin's refusal",
-            r#"document.querySelector('[data-stage="dr"] .result.bad')?.textContent"#,
-        )
+        .approve_at(&page, "dr", "bad", "erin's refusal")
         .await;
     let result = result.as_str().unwrap();
     assert!(
@@ -361,16 +353,8 @@ async fn a_release_manager_approves_and_the_page_follows_live(
         )
         .await;
     browser.eval(&page, "window.sameLoad = true").await;
-    browser
-        .click(&page, r#"[data-stage="dr"] button[data-action="approve"]"#)
-        .await;
-    browser.click(&page, "#confirm-ok").await;
     let result = browser
-        .wait(
-            &page,
-            "alice's approval counted",
-            r#"document.querySelector('[data-stage="dr"] .result.ok')?.textContent"#,
-        )
+        .approve_at(&page, "dr", "ok", "alice's approval counted")
         .await;
     assert!(
         result.as_str().unwrap().contains("counts toward gate"),
@@ -600,19 +584,8 @@ async fn a_developer_signed_in_sees_the_pipeline_and_is_refused_an_approval(
             "document.getElementById('who').textContent.startsWith('erin ')",
         )
         .await;
-    erins
-        .click(
-            &page,
-            r#"[data-stage="prod"] button[data-action="approve"]"#,
-        )
-        .await;
-    erins.click(&page, "#confirm-ok").await;
     let refused = erins
-        .wait(
-            &page,
-            "erin's refusal",
-            r#"document.querySelector('[data-stage="prod"] .result.bad')?.textContent"#,
-        )
+        .approve_at(&page, "prod", "bad", "erin's refusal")
         .await;
     assert!(
         refused
@@ -644,19 +617,8 @@ async fn a_release_manager_signed_in_approves_as_herself(
             "document.getElementById('who').textContent.startsWith('alice ')",
         )
         .await;
-    alices
-        .click(
-            &page,
-            r#"[data-stage="prod"] button[data-action="approve"]"#,
-        )
-        .await;
-    alices.click(&page, "#confirm-ok").await;
     let counted = alices
-        .wait(
-            &page,
-            "alice's approval",
-            r#"document.querySelector('[data-stage="prod"] .result.ok')?.textContent"#,
-        )
+        .approve_at(&page, "prod", "ok", "alice's approval")
         .await;
     assert!(
         counted.as_str().unwrap().contains("counts toward gate"),
@@ -780,10 +742,7 @@ impl SignedIn {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start greenlight dashboard");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("its first line");
+        let line = first_line(&mut child);
         assert!(line.contains(&address), "{line:?}");
         SignedIn(Dashboard {
             child,
@@ -819,10 +778,7 @@ impl Dashboard {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the dashboard");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("its first line");
+        let line = first_line(&mut child);
         let printed = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -865,6 +821,15 @@ impl Drop for Dashboard {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What a dashboard printed first: the address it serves.
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("its stdout"))
+        .read_line(&mut line)
+        .expect("its first line");
+    line
 }
 
 /// Headless Chromium over the DevTools protocol.
@@ -934,6 +899,17 @@ impl Chromium {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Approve on `stage`'s card, confirmed, as a person clicks it; the card's result once it
+    /// is `outcome` (`ok` or `bad`).
+    async fn approve_at(&self, page: &Page, stage: &str, outcome: &str, what: &str) -> Value {
+        let card = format!(r#"[data-stage="{stage}"]"#);
+        self.click(page, &format!(r#"{card} button[data-action="approve"]"#))
+            .await;
+        self.click(page, "#confirm-ok").await;
+        let result = format!("document.querySelector('{card} .result.{outcome}')?.textContent");
+        self.wait(page, what, &result).await
     }
 
     /// A real click (the DevTools protocol's mouse events) on the element `selector` names.

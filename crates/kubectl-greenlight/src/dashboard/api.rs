@@ -233,7 +233,9 @@ async fn notices(
         let time = e
             .last_timestamp
             .or(e.first_timestamp)
-            .map(|t| t.0.to_string());
+            .map(|t| t.0.to_string())
+            // The operator writes events.k8s.io Events, whose time is `eventTime`.
+            .or_else(|| e.event_time.map(|t| t.0.to_string()));
         Some(views::Notice {
             reason: e.reason.unwrap_or_default(),
             message: e.message.unwrap_or_default(),
